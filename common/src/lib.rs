@@ -1,0 +1,93 @@
+//! Map key and value types shared by weir's eBPF programs and its agent.
+//!
+//! Both sides must agree on the byte layout of everything in here, so every type is
+//! `#[repr(C)]`, has explicit padding, and uses integers instead of `bool`.
+//! Addresses are kept in network byte order exactly as the kernel hands them to the
+//! programs; ports are kept in host byte order so neither side has to guess.
+#![no_std]
+
+/// Per-pod settings, keyed by the pod's network namespace cookie.
+pub const MAP_PODS: &str = "WEIR_PODS";
+/// Original destination of a redirected `connect()`, keyed by the socket cookie.
+/// Short-lived: the sockops program moves the entry to [`MAP_ORIG_DST`] once the
+/// connection is established.
+pub const MAP_PENDING_ORIG_DST: &str = "WEIR_PENDING_ORIG_DST";
+/// Original destination of a redirected connection, keyed by the client end of the
+/// connection as the proxy sees it when it accepts ([`ConnKey`]).
+pub const MAP_ORIG_DST: &str = "WEIR_ORIG_DST";
+
+/// Program names as they appear in the object file.
+pub const PROG_CONNECT4: &str = "weir_connect4";
+pub const PROG_CONNECT6: &str = "weir_connect6";
+pub const PROG_SOCKOPS: &str = "weir_sockops";
+
+/// Capacity of the pod table: pods on one node.
+pub const MAX_PODS: u32 = 4096;
+/// Capacity of the original-destination tables (LRU, so they never grow past this).
+pub const MAX_TRACKED_CONNECTIONS: u32 = 65_536;
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+/// `PodSettings::flags`: refuse the pod's connections when the proxy is not serving
+/// it, instead of letting them pass untouched.
+pub const POD_FLAG_FAIL_CLOSED: u32 = 1 << 0;
+
+/// What the eBPF side needs to know about an enrolled pod.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PodSettings {
+    /// Port of the proxy's egress listener on 127.0.0.1 inside the pod's netns.
+    pub egress_port_v4: u16,
+    /// Port of the proxy's egress listener on ::1 inside the pod's netns.
+    pub egress_port_v6: u16,
+    /// `POD_FLAG_*` bits.
+    pub flags: u32,
+}
+
+/// An IPv4 or IPv6 socket address. IPv4 lives in `addr[0]`, the rest zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SockAddr {
+    /// Network byte order, as in `struct bpf_sock_addr`.
+    pub addr: [u32; 4],
+    /// Host byte order.
+    pub port: u16,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u16,
+}
+
+/// The client end of a connection the proxy accepted, in the namespace it lives in.
+///
+/// Every pod's redirected sockets have the source 127.0.0.1 or ::1, so the address
+/// alone collides across pods: the network namespace cookie tells them apart.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ConnKey {
+    pub netns_cookie: u64,
+    pub client: SockAddr,
+    pub _pad: u32,
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain #[repr(C)] integers with explicit padding, valid for any bytes.
+    unsafe impl aya::Pod for super::PodSettings {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SockAddr {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ConnKey {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(core::mem::size_of::<PodSettings>(), 8);
+        assert_eq!(core::mem::size_of::<SockAddr>(), 20);
+        assert_eq!(core::mem::size_of::<ConnKey>(), 32);
+        assert_eq!(core::mem::align_of::<ConnKey>(), 8);
+    }
+}

@@ -1,0 +1,1 @@
+//! Simulated Kubernetes node for weir tests: pods as netns + veth + cgroup.
