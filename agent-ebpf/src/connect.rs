@@ -1,0 +1,128 @@
+//! `cgroup/connect4` and `cgroup/connect6`: redirect an enrolled pod's outbound TCP
+//! connections to the proxy's egress listener inside the pod's own network
+//! namespace, remembering where they were going.
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::bpf_sock_addr,
+    helpers::generated::{bpf_get_netns_cookie, bpf_get_socket_cookie},
+    macros::cgroup_sock_addr,
+    programs::SockAddrContext,
+};
+use weir_common::{AF_INET, AF_INET6, PodSettings, SockAddr};
+
+use crate::maps::{PENDING_ORIG_DST, PODS};
+
+/// Let the `connect()` proceed (to the original or the rewritten address).
+const ALLOW: i32 = 1;
+const IPPROTO_TCP: u32 = 6;
+const LOOPBACK_V4: u32 = 0x7f00_0001;
+
+#[cgroup_sock_addr(connect4)]
+pub fn weir_connect4(ctx: SockAddrContext) -> i32 {
+    // SAFETY: the kernel hands every cgroup/connect4 program a valid bpf_sock_addr.
+    let sa = unsafe { &mut *ctx.sock_addr };
+    let Some(pod) = enrolled_tcp(&ctx, sa) else {
+        return ALLOW;
+    };
+    let dst_ip = sa.user_ip4;
+    if is_loopback_v4(dst_ip) {
+        return ALLOW;
+    }
+    let orig = SockAddr {
+        addr: [dst_ip, 0, 0, 0],
+        port: port_from_ctx(sa.user_port),
+        family: AF_INET,
+    };
+    if remember(&ctx, &orig) {
+        sa.user_ip4 = LOOPBACK_V4.to_be();
+        sa.user_port = port_to_ctx(pod.egress_port_v4);
+    }
+    ALLOW
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn weir_connect6(ctx: SockAddrContext) -> i32 {
+    // SAFETY: the kernel hands every cgroup/connect6 program a valid bpf_sock_addr.
+    let sa = unsafe { &mut *ctx.sock_addr };
+    let Some(pod) = enrolled_tcp(&ctx, sa) else {
+        return ALLOW;
+    };
+    let dst = sa.user_ip6;
+    let port = port_from_ctx(sa.user_port);
+    if is_v4_mapped(&dst) {
+        // A dual-stack socket reaching an IPv4 destination: send it to the IPv4
+        // listener through its mapped address.
+        if is_loopback_v4(dst[3]) {
+            return ALLOW;
+        }
+        let orig = SockAddr {
+            addr: [dst[3], 0, 0, 0],
+            port,
+            family: AF_INET,
+        };
+        if remember(&ctx, &orig) {
+            sa.user_ip6[3] = LOOPBACK_V4.to_be();
+            sa.user_port = port_to_ctx(pod.egress_port_v4);
+        }
+        return ALLOW;
+    }
+    if is_loopback_v6(&dst) {
+        return ALLOW;
+    }
+    let orig = SockAddr {
+        addr: dst,
+        port,
+        family: AF_INET6,
+    };
+    if remember(&ctx, &orig) {
+        // Written word by word: the verifier only allows 4-byte stores here.
+        sa.user_ip6[0] = 0;
+        sa.user_ip6[1] = 0;
+        sa.user_ip6[2] = 0;
+        sa.user_ip6[3] = 1u32.to_be();
+        sa.user_port = port_to_ctx(pod.egress_port_v6);
+    }
+    ALLOW
+}
+
+/// The pod's settings when this is a TCP connect from an enrolled pod's namespace.
+fn enrolled_tcp(ctx: &SockAddrContext, sa: &bpf_sock_addr) -> Option<PodSettings> {
+    if sa.protocol != IPPROTO_TCP {
+        return None;
+    }
+    // SAFETY: bpf_get_netns_cookie accepts a cgroup/connect context.
+    let netns = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
+    // SAFETY: the value is copied out at once; only the agent writes this map.
+    unsafe { PODS.get(&netns).copied() }
+}
+
+/// Records the original destination by socket cookie; false if it could not be
+/// recorded, in which case the connection is left alone rather than redirected
+/// to a proxy that could not tell where it was going.
+fn remember(ctx: &SockAddrContext, orig: &SockAddr) -> bool {
+    // SAFETY: bpf_get_socket_cookie accepts a cgroup/connect context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    PENDING_ORIG_DST.insert(&cookie, orig, 0).is_ok()
+}
+
+/// `user_port` carries the port in network byte order in its low 16 bits.
+fn port_from_ctx(user_port: u32) -> u16 {
+    u16::from_be(user_port as u16)
+}
+
+fn port_to_ctx(port: u16) -> u32 {
+    port.to_be() as u32
+}
+
+fn is_loopback_v4(addr_be: u32) -> bool {
+    u32::from_be(addr_be) >> 24 == 127
+}
+
+fn is_loopback_v6(addr: &[u32; 4]) -> bool {
+    addr[0] == 0 && addr[1] == 0 && addr[2] == 0 && addr[3] == 1u32.to_be()
+}
+
+fn is_v4_mapped(addr: &[u32; 4]) -> bool {
+    addr[0] == 0 && addr[1] == 0 && addr[2] == 0xffffu32.to_be()
+}

@@ -1,0 +1,24 @@
+//! Every map the programs share with the agent. Names and types come from
+//! `weir-common`, so both sides agree on them.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LruHashMap},
+};
+use weir_common::{ConnKey, MAX_PODS, MAX_TRACKED_CONNECTIONS, PodSettings, SockAddr};
+
+/// Enrolled pods by network namespace cookie. Written only by the agent.
+#[map(name = "WEIR_PODS")]
+pub static PODS: HashMap<u64, PodSettings> = HashMap::with_max_entries(MAX_PODS, 0);
+
+/// Original destination by socket cookie, between `connect()` and establishment.
+/// LRU: a connect that never completes is evicted instead of leaking.
+#[map(name = "WEIR_PENDING_ORIG_DST")]
+pub static PENDING_ORIG_DST: LruHashMap<u64, SockAddr> =
+    LruHashMap::with_max_entries(MAX_TRACKED_CONNECTIONS, 0);
+
+/// Original destination by the client end of an established redirected connection.
+/// The agent removes an entry when it accepts the connection; LRU bounds the rest.
+#[map(name = "WEIR_ORIG_DST")]
+pub static ORIG_DST: LruHashMap<ConnKey, SockAddr> =
+    LruHashMap::with_max_entries(MAX_TRACKED_CONNECTIONS, 0);
