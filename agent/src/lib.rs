@@ -1,3 +1,9 @@
 //! weir: one shared L7 proxy per node, fed by eBPF instead of iptables.
 //!
 //! The module tree follows the life of a connection; see `docs/architecture.md`.
+
+pub mod datapath;
+pub mod inpod;
+pub mod netns;
+pub mod node;
+pub mod socket;

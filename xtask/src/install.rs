@@ -16,6 +16,10 @@ use crate::run::{command_output, run};
 pub const LLVM_MAJOR: u32 = 22;
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 
+/// Another apt run (unattended upgrades, a parallel job) holding the dpkg lock
+/// is waited for instead of failing the install.
+const APT_WAIT_FOR_LOCK: [&str; 2] = ["-o", "DPkg::Lock::Timeout=600"];
+
 static APT_UPDATED: AtomicBool = AtomicBool::new(false);
 
 /// Installs the Debian packages not yet installed, running `apt-get update` once first.
@@ -37,12 +41,15 @@ pub fn ensure_apt_packages(packages: &[&str]) -> Result<()> {
     }
     if !APT_UPDATED.swap(true, Ordering::SeqCst) {
         println!("xtask: apt-get update (to install {})", missing.join(" "));
-        run(Command::new("apt-get").args(["update", "-q"]))
-            .with_context(|| format!("apt-get update failed; then run: {fix}"))?;
+        run(Command::new("apt-get")
+            .args(["update", "-q"])
+            .args(APT_WAIT_FOR_LOCK))
+        .with_context(|| format!("apt-get update failed; then run: {fix}"))?;
     }
     println!("xtask: installing {} ({fix})", missing.join(" "));
     run(Command::new("apt-get")
         .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(APT_WAIT_FOR_LOCK)
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
     .with_context(|| format!("could not install {}; to fix: {fix}", missing.join(", ")))

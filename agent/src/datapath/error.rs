@@ -1,0 +1,49 @@
+use std::path::PathBuf;
+
+/// Why the eBPF data path could not be loaded or attached.
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error(
+        "this weir binary was built without its eBPF object; run `cargo xtask build-ebpf`, then rebuild"
+    )]
+    NotBuilt,
+    #[error("loading the eBPF object failed (are you root, with bpffs and BPF enabled?): {0}")]
+    Load(#[source] Box<aya::EbpfError>),
+    #[error("the eBPF object has no program named {0}")]
+    MissingProgram(&'static str),
+    #[error("the eBPF object has no map named {0}")]
+    MissingMap(&'static str),
+    #[error("eBPF program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    #[error("eBPF map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("opening cgroup directory {path}: {source}")]
+    Cgroup {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("eBPF link for {name}: {source}")]
+    Link {
+        name: &'static str,
+        #[source]
+        source: aya::programs::links::LinkError,
+    },
+}
+
+impl DatapathError {
+    pub(crate) fn program(name: &'static str, source: aya::programs::ProgramError) -> Self {
+        Self::Program {
+            name,
+            source: Box::new(source),
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! A simulated pod: network namespace + veth + kubelet-style cgroup + processes.
+
+use std::fs::File;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use weir::netns::NetNs;
+
+use crate::cmd::ip;
+use crate::node::{NodeInner, remove_cgroup_tree};
+use crate::wait;
+
+pub struct SimPod {
+    pub name: String,
+    pub uid: String,
+    pub ip4: Ipv4Addr,
+    pub ip6: Ipv6Addr,
+    ns_name: String,
+    netns: NetNs,
+    cgroup_dir: PathBuf,
+    /// Dropped last: the node outlives its pods.
+    node: Arc<NodeInner>,
+}
+
+impl SimPod {
+    pub(crate) fn create(
+        node: Arc<NodeInner>,
+        name: &str,
+        uid: &str,
+        index: u32,
+        cgroup_dir: PathBuf,
+    ) -> Result<Self> {
+        let ns_name = format!("{}-p{index}", node.id);
+        ip(&["netns", "add", &ns_name])?;
+        let netns = match NetNs::open(format!("/run/netns/{ns_name}")) {
+            Ok(ns) => ns,
+            Err(e) => {
+                let _ = ip(&["netns", "del", &ns_name]);
+                return Err(e.into());
+            }
+        };
+        let pod = Self {
+            name: name.to_owned(),
+            uid: uid.to_owned(),
+            ip4: Ipv4Addr::new(192, 0, 2, index as u8),
+            ip6: format!("2001:db8:1::{index:x}")
+                .parse()
+                .expect("valid IPv6 literal"),
+            ns_name,
+            netns,
+            cgroup_dir,
+            node,
+        };
+        pod.wire().with_context(|| format!("wiring pod {name}"))?;
+        std::fs::create_dir_all(&pod.cgroup_dir)
+            .with_context(|| format!("creating cgroup {}", pod.cgroup_dir.display()))?;
+        Ok(pod)
+    }
+
+    fn wire(&self) -> Result<()> {
+        let router = self.node.router_ns_name.as_str();
+        let pod = self.ns_name.as_str();
+        let veth = format!("veth{}", self.ip4.octets()[3]);
+        ip(&[
+            "-n", router, "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns",
+            pod,
+        ])?;
+        ip(&["-n", router, "link", "set", &veth, "master", "br0", "up"])?;
+        ip(&["-n", pod, "link", "set", "lo", "up"])?;
+        ip(&[
+            "-n",
+            pod,
+            "addr",
+            "add",
+            &format!("{}/24", self.ip4),
+            "dev",
+            "eth0",
+        ])?;
+        ip(&[
+            "-n",
+            pod,
+            "-6",
+            "addr",
+            "add",
+            &format!("{}/64", self.ip6),
+            "dev",
+            "eth0",
+            "nodad",
+        ])?;
+        ip(&["-n", pod, "link", "set", "eth0", "up"])?;
+        // Only the service ranges are routed, through the node: no default route.
+        ip(&[
+            "-n",
+            pod,
+            "route",
+            "add",
+            crate::SERVICE_NET_V4,
+            "via",
+            "192.0.2.1",
+        ])?;
+        ip(&[
+            "-n",
+            pod,
+            "-6",
+            "route",
+            "add",
+            crate::SERVICE_NET_V6,
+            "via",
+            "2001:db8:1::1",
+        ])
+    }
+
+    pub fn netns(&self) -> &NetNs {
+        &self.netns
+    }
+
+    /// The pod's cgroup v2 directory (kubelet layout under the node's subtree).
+    pub fn cgroup_dir(&self) -> &Path {
+        &self.cgroup_dir
+    }
+
+    /// The name `ip netns` knows the pod's namespace by.
+    pub fn netns_name(&self) -> &str {
+        &self.ns_name
+    }
+
+    /// Starts `cmd` as a process of the pod: in its cgroup, then in its network
+    /// namespace (in that order: entering the namespace first would hide the
+    /// cgroup filesystem behind the namespace's own /sys).
+    pub fn spawn(&self, cmd: Command) -> Result<PodProcess> {
+        self.spawn_with(cmd, true)
+    }
+
+    /// Starts `cmd` in the pod's network namespace but outside its cgroup, like
+    /// a process the pod's programs must not touch.
+    pub fn spawn_outside_cgroup(&self, cmd: Command) -> Result<PodProcess> {
+        self.spawn_with(cmd, false)
+    }
+
+    fn spawn_with(&self, mut cmd: Command, in_cgroup: bool) -> Result<PodProcess> {
+        let procs = if in_cgroup {
+            let path = self.cgroup_dir.join("cgroup.procs");
+            Some(
+                File::options()
+                    .write(true)
+                    .open(&path)
+                    .with_context(|| format!("opening {}", path.display()))?,
+            )
+        } else {
+            None
+        };
+        let netns = self
+            .netns
+            .file()
+            .try_clone()
+            .context("duplicating the netns handle")?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: between fork and exec the closure only makes the write and
+        // setns system calls on descriptors opened before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                if let Some(procs) = &procs {
+                    // "0" moves the writing process itself.
+                    if libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                if libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {:?} in pod {}", cmd.get_program(), self.name))?;
+        Ok(PodProcess { child: Some(child) })
+    }
+
+    /// PIDs currently in the pod's cgroup.
+    pub fn cgroup_pids(&self) -> Vec<u32> {
+        std::fs::read_to_string(self.cgroup_dir.join("cgroup.procs"))
+            .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for SimPod {
+    fn drop(&mut self) {
+        // Every process in the pod's cgroup was started by this harness.
+        if self.cgroup_dir.exists() {
+            let _ = std::fs::write(self.cgroup_dir.join("cgroup.kill"), "1");
+            if !wait::until(Duration::from_secs(5), || self.cgroup_pids().is_empty()) {
+                eprintln!(
+                    "simnode: processes still in {} after cgroup.kill",
+                    self.cgroup_dir.display()
+                );
+            }
+        }
+        if let Err(e) = ip(&["netns", "del", &self.ns_name]) {
+            eprintln!("simnode: {e}");
+        }
+        // The kubelet layout's intermediate directories (kubepods/besteffort) are
+        // shared by the node's pods; the node removes them.
+        remove_cgroup_tree(&self.cgroup_dir);
+    }
+}
+
+/// A process started in a pod; killed (by its PID) and reaped on drop.
+pub struct PodProcess {
+    child: Option<Child>,
+}
+
+impl PodProcess {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// Waits up to `timeout` for the process to exit and returns its output.
+    /// Meant for short-lived commands with small output.
+    pub fn wait_output(mut self, timeout: Duration) -> Result<Output> {
+        let mut child = self.child.take().context("process already reaped")?;
+        let mut status = None;
+        wait::until(timeout, || {
+            status = child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        if status.is_none() {
+            let _ = child.kill();
+            let out = child.wait_with_output()?;
+            bail!(
+                "process did not exit within {timeout:?}; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(child.wait_with_output()?)
+    }
+}
+
+impl Drop for PodProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! Waiting on conditions instead of sleeping for a guessed time.
+
+use std::time::{Duration, Instant};
+
+/// Polls `condition` until it holds or `timeout` passes; true if it held.
+pub fn until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
