@@ -5,10 +5,12 @@
 //! names the file, the path in the document and the line.
 //! Format reference: `docs/config.md`; JSON Schema: `config/schema.json`.
 
+mod addr;
 mod cluster;
 mod duration;
 mod error;
 mod listener;
+mod locate;
 mod matcher;
 mod parse;
 mod raw;

@@ -34,23 +34,24 @@ pub fn parse_str(text: &str, origin: &str) -> Result<ProxyConfig, ConfigError> {
     }
 }
 
-/// serde_yaml renders `<path>: <message> at line L column C`; keep the parts apart.
+/// serde_yaml renders `<path>: <message> at line L column C`, where its path may be
+/// the parent of ours (unknown fields, one-of errors); keep the parts apart.
 fn serde_issue(err: &serde_path_to_error::Error<serde_yaml::Error>) -> Issue {
     let inner = err.inner();
     let location = inner.location();
     let mut message = inner.to_string();
     if let Some(loc) = &location {
-        let suffix = format!(" at line {} column {}", loc.line(), loc.column());
-        if let Some(stripped) = message.strip_suffix(&suffix) {
-            message = stripped.to_owned();
-        }
+        let position = format!(" at line {} column {}", loc.line(), loc.column());
+        message = message.replacen(&position, "", 1);
     }
     let path = err.path().to_string();
-    let path = if path == "." { String::new() } else { path };
-    if !path.is_empty()
-        && let Some(stripped) = message.strip_prefix(&format!("{path}: "))
+    // Syntax errors leave an unknown `?` segment; "." is serde's root.
+    let path = path.trim_end_matches(['?', '.']).to_owned();
+    if let Some((prefix, rest)) = message.split_once(": ")
+        && !prefix.is_empty()
+        && path.starts_with(prefix)
     {
-        message = stripped.to_owned();
+        message = rest.to_owned();
     }
     Issue {
         path,
