@@ -44,3 +44,6 @@ pub use schema::{json_schema, json_schema_string};
 pub fn compile_full_match(pattern: &str) -> Result<regex::Regex, regex::Error> {
     regex::Regex::new(&format!("^(?:{pattern})$"))
 }
+
+#[cfg(test)]
+mod examples_tests;
