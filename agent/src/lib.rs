@@ -2,6 +2,7 @@
 //!
 //! The module tree follows the life of a connection; see `docs/architecture.md`.
 
+pub mod config;
 pub mod datapath;
 pub mod inpod;
 pub mod netns;
