@@ -4,17 +4,21 @@
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::bpf_sock_addr,
-    helpers::generated::{bpf_get_netns_cookie, bpf_get_socket_cookie},
+    bindings::{BPF_F_CURRENT_NETNS, bpf_sock_addr, bpf_sock_tuple},
+    helpers::generated::{
+        bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_sk_lookup_tcp, bpf_sk_release,
+    },
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
-use weir_common::{AF_INET, AF_INET6, PodSettings, SockAddr};
+use weir_common::{AF_INET, AF_INET6, POD_FLAG_FAIL_CLOSED, PodSettings, SockAddr};
 
 use crate::maps::{PENDING_ORIG_DST, PODS};
 
 /// Let the `connect()` proceed (to the original or the rewritten address).
 const ALLOW: i32 = 1;
+/// Fail the `connect()` with EPERM.
+const REFUSE: i32 = 0;
 const IPPROTO_TCP: u32 = 6;
 const LOOPBACK_V4: u32 = 0x7f00_0001;
 
@@ -28,6 +32,9 @@ pub fn weir_connect4(ctx: SockAddrContext) -> i32 {
     let dst_ip = sa.user_ip4;
     if is_loopback_v4(dst_ip) {
         return ALLOW;
+    }
+    if !listening_v4(&ctx, pod.egress_port_v4) {
+        return unserved(&pod);
     }
     let orig = SockAddr {
         addr: [dst_ip, 0, 0, 0],
@@ -56,6 +63,9 @@ pub fn weir_connect6(ctx: SockAddrContext) -> i32 {
         if is_loopback_v4(dst[3]) {
             return ALLOW;
         }
+        if !listening_v4(&ctx, pod.egress_port_v4) {
+            return unserved(&pod);
+        }
         let orig = SockAddr {
             addr: [dst[3], 0, 0, 0],
             port,
@@ -69,6 +79,9 @@ pub fn weir_connect6(ctx: SockAddrContext) -> i32 {
     }
     if is_loopback_v6(&dst) {
         return ALLOW;
+    }
+    if !listening_v6(&ctx, pod.egress_port_v6) {
+        return unserved(&pod);
     }
     let orig = SockAddr {
         addr: dst,
@@ -95,6 +108,57 @@ fn enrolled_tcp(ctx: &SockAddrContext, sa: &bpf_sock_addr) -> Option<PodSettings
     let netns = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
     // SAFETY: the value is copied out at once; only the agent writes this map.
     unsafe { PODS.get(&netns).copied() }
+}
+
+/// The verdict for a pod whose proxy is not serving it (agent stopped,
+/// crashed, restarting): pass untouched unless the pod asked to fail closed.
+fn unserved(pod: &PodSettings) -> i32 {
+    if pod.flags & POD_FLAG_FAIL_CLOSED != 0 {
+        REFUSE
+    } else {
+        ALLOW
+    }
+}
+
+/// Whether the proxy's egress listener exists in the socket's namespace. The
+/// listener is the liveness signal: when the agent dies the kernel closes it at
+/// once, so no heartbeat is needed to stop redirecting into nothing.
+fn listening_v4(ctx: &SockAddrContext, port: u16) -> bool {
+    // SAFETY: all-zero is a valid bpf_sock_tuple; only the IPv4 half is used.
+    let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
+    tuple.__bindgen_anon_1.ipv4.daddr = LOOPBACK_V4.to_be();
+    tuple.__bindgen_anon_1.ipv4.dport = port.to_be();
+    lookup_listener(ctx, &mut tuple, 12)
+}
+
+fn listening_v6(ctx: &SockAddrContext, port: u16) -> bool {
+    // SAFETY: all-zero is a valid bpf_sock_tuple.
+    let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
+    // SAFETY: writing plain integers into the IPv6 member of the union.
+    unsafe {
+        tuple.__bindgen_anon_1.ipv6.daddr[3] = 1u32.to_be();
+        tuple.__bindgen_anon_1.ipv6.dport = port.to_be();
+    }
+    lookup_listener(ctx, &mut tuple, 36)
+}
+
+fn lookup_listener(ctx: &SockAddrContext, tuple: &mut bpf_sock_tuple, tuple_size: u32) -> bool {
+    // SAFETY: the tuple lives on this stack frame and is `tuple_size` bytes long
+    // for its family; the returned reference is released before returning.
+    unsafe {
+        let sk = bpf_sk_lookup_tcp(
+            ctx.as_ptr(),
+            tuple,
+            tuple_size,
+            BPF_F_CURRENT_NETNS as u64,
+            0,
+        );
+        if sk.is_null() {
+            return false;
+        }
+        bpf_sk_release(sk.cast());
+    }
+    true
 }
 
 /// Records the original destination by socket cookie; false if it could not be

@@ -212,6 +212,105 @@ fn detaching_lets_the_pod_connect_directly_again() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn pod_goes_direct_when_the_proxy_listener_is_gone_and_back_when_it_returns() -> Result<()> {
+    let EnrolledPod {
+        attachment,
+        listeners,
+        datapath,
+        pod,
+        node,
+    } = EnrolledPod::new(CgroupDriver::Cgroupfs, QosClass::BestEffort)?;
+    let real = ServiceServer::start(&node, SERVICE_V4.parse()?)?;
+    let real6 = ServiceServer::start(&node, SERVICE_V6.parse()?)?;
+    let table = datapath.orig_dst_table();
+    // The agent "dies": its listeners close, the programs stay attached.
+    drop(listeners);
+    let stand_in = std::net::TcpListener::bind("127.0.0.1:0")?;
+    for (target, server) in [(SERVICE_V4, &real), (SERVICE_V6, &real6)] {
+        let direct = exchange(
+            &pod,
+            client_bin(),
+            Placement::InPod,
+            target.parse()?,
+            &stand_in,
+            &table,
+        )?;
+        assert!(
+            direct.client_succeeded,
+            "fail-open: the pod's connection must go direct: {direct:?}"
+        );
+        assert_eq!(
+            direct.client_stdout,
+            format!("real server at {}\n", server.addr)
+        );
+    }
+    // The agent is back with new listeners: interception resumes.
+    let listeners = EgressListeners::bind(pod.netns())?;
+    attachment.update_settings(listeners.pod_settings(0)?)?;
+    let resumed = exchange(
+        &pod,
+        client_bin(),
+        Placement::InPod,
+        SERVICE_V4.parse()?,
+        &listeners.v4,
+        &table,
+    )?;
+    assert_redirected(&resumed, SERVICE_V4);
+    Ok(())
+}
+
+#[test]
+fn fail_closed_pod_is_refused_when_the_proxy_listener_is_gone() -> Result<()> {
+    let EnrolledPod {
+        attachment,
+        listeners,
+        datapath,
+        pod,
+        node,
+    } = EnrolledPod::new(CgroupDriver::Cgroupfs, QosClass::BestEffort)?;
+    let real = ServiceServer::start(&node, SERVICE_V4.parse()?)?;
+    let settings = listeners.pod_settings(weir_common::POD_FLAG_FAIL_CLOSED)?;
+    attachment.update_settings(settings)?;
+    // Served: fail-closed pods are redirected like any other.
+    let table = datapath.orig_dst_table();
+    assert_redirected(
+        &exchange(
+            &pod,
+            client_bin(),
+            Placement::InPod,
+            SERVICE_V4.parse()?,
+            &listeners.v4,
+            &table,
+        )?,
+        SERVICE_V4,
+    );
+    drop(listeners);
+    let stand_in = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let refused = exchange(
+        &pod,
+        client_bin(),
+        Placement::InPod,
+        SERVICE_V4.parse()?,
+        &stand_in,
+        &table,
+    )?;
+    assert!(
+        !refused.client_succeeded,
+        "fail-closed: the connection must be refused: {refused:?}"
+    );
+    assert!(
+        refused.client_stderr.contains("Operation not permitted"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        real.served(),
+        0,
+        "nothing may reach the destination past a fail-closed pod"
+    );
+    Ok(())
+}
+
 /// What one run created in the kernel and on disk.
 #[derive(Default)]
 struct Footprint {

@@ -79,6 +79,19 @@ impl Datapath {
 }
 
 impl EgressAttachment {
+    /// Points the pod's redirect at new listener ports or a new fail mode, e.g.
+    /// after the listeners were re-created.
+    pub fn update_settings(&self, settings: PodSettings) -> Result<(), DatapathError> {
+        self.pods
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(self.netns_cookie, settings, 0)
+            .map_err(|source| DatapathError::Map {
+                name: weir_common::MAP_PODS,
+                source,
+            })
+    }
+
     /// Kernel IDs of this pod's links, for leak checks and diagnostics.
     pub fn link_ids(&self) -> Vec<u32> {
         self.links
