@@ -6,6 +6,7 @@
 
 mod connect;
 mod maps;
+mod sk_lookup;
 mod sockops;
 
 #[cfg(not(test))]

@@ -3,9 +3,9 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap},
+    maps::{HashMap, LruHashMap, SockHash},
 };
-use weir_common::{ConnKey, MAX_PODS, MAX_TRACKED_CONNECTIONS, PodSettings, SockAddr};
+use weir_common::{ConnKey, InboundKey, InboundSettings, MAX_PODS, MAX_TRACKED_CONNECTIONS, PodSettings, SockAddr};
 
 /// Enrolled pods by network namespace cookie. Written only by the agent.
 #[map(name = "WEIR_PODS")]
@@ -22,3 +22,12 @@ pub static PENDING_ORIG_DST: LruHashMap<u64, SockAddr> =
 #[map(name = "WEIR_ORIG_DST")]
 pub static ORIG_DST: LruHashMap<ConnKey, SockAddr> =
     LruHashMap::with_max_entries(MAX_TRACKED_CONNECTIONS, 0);
+
+/// Inbound settings by pod address. Written only by the agent.
+#[map(name = "WEIR_INBOUND_PODS")]
+pub static INBOUND_PODS: HashMap<InboundKey, InboundSettings> =
+    HashMap::with_max_entries(2 * MAX_PODS, 0);
+
+/// The proxy's inbound listener for each pod address.
+#[map(name = "WEIR_INBOUND_LISTENERS")]
+pub static INBOUND_LISTENERS: SockHash<InboundKey> = SockHash::with_max_entries(2 * MAX_PODS, 0);

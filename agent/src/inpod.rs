@@ -6,7 +6,7 @@ use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use std::os::fd::AsFd;
 
-use weir_common::PodSettings;
+use weir_common::{PROXY_INBOUND_SOURCE_V4, PROXY_INBOUND_SOURCE_V6, PodSettings};
 
 use crate::netns::{NetNs, NetNsError};
 use crate::socket::netns_cookie;
@@ -15,9 +15,15 @@ use crate::socket::netns_cookie;
 pub enum InPodError {
     #[error(transparent)]
     NetNs(#[from] NetNsError),
-    #[error("binding the egress listener {addr} in {netns}: {source}")]
+    #[error("binding the proxy listener {addr} in {netns}: {source}")]
     Bind {
         addr: SocketAddr,
+        netns: String,
+        source: io::Error,
+    },
+    #[error("connecting to the application at {app} in {netns}: {source}")]
+    ConnectApp {
+        app: SocketAddr,
         netns: String,
         source: io::Error,
     },
@@ -25,16 +31,22 @@ pub enum InPodError {
     Cookie { netns: String, source: io::Error },
 }
 
-/// The egress listeners of one pod: loopback only, so nothing outside the pod
-/// can reach them; ports picked by the kernel.
-pub struct EgressListeners {
+/// A pair of proxy listeners in one pod, IPv4 and IPv6: bound to loopback, so
+/// nothing outside the pod can connect to them directly (inbound connections
+/// reach them only through sk_lookup); ports picked by the kernel.
+pub struct PodListeners {
     pub v4: TcpListener,
     pub v6: TcpListener,
     /// The pod's network namespace cookie, the key the eBPF programs use.
     pub netns_cookie: u64,
 }
 
-impl EgressListeners {
+/// Where the connect hooks send the pod's outbound connections.
+pub type EgressListeners = PodListeners;
+/// Where sk_lookup steers connections to the pod's ports.
+pub type InboundListeners = PodListeners;
+
+impl PodListeners {
     pub fn bind(netns: &NetNs) -> Result<Self, InPodError> {
         let name = netns.path().display().to_string();
         let bind = |addr: SocketAddr| {
@@ -61,12 +73,42 @@ impl EgressListeners {
         })
     }
 
-    /// What the eBPF programs need to redirect this pod's connections here.
-    pub fn pod_settings(&self, flags: u32) -> io::Result<PodSettings> {
+    /// Pod settings that redirect the pod's outbound connections here.
+    pub fn egress_settings(&self, flags: u32) -> io::Result<PodSettings> {
         Ok(PodSettings {
             egress_port_v4: self.v4.local_addr()?.port(),
             egress_port_v6: self.v6.local_addr()?.port(),
             flags,
+            ..PodSettings::default()
         })
     }
+}
+
+/// Connects to a pod's application at `app` (the inbound connection's original
+/// destination) from the proxy's reserved source address, 127.0.0.6 (or ::6,
+/// which must be on the pod's loopback), so the inbound steering lets it pass.
+/// The socket is created inside the pod's namespace; the connect itself blocks.
+pub fn connect_to_app(netns: &NetNs, app: SocketAddr) -> Result<std::net::TcpStream, InPodError> {
+    let source: SocketAddr = match app {
+        SocketAddr::V4(_) => SocketAddr::from((PROXY_INBOUND_SOURCE_V4, 0)),
+        SocketAddr::V6(_) => SocketAddr::from((PROXY_INBOUND_SOURCE_V6, 0)),
+    };
+    let name = netns.path().display().to_string();
+    let connect = || -> io::Result<std::net::TcpStream> {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(app),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        socket.bind(&source.into())?;
+        socket.connect(&app.into())?;
+        Ok(socket.into())
+    };
+    netns
+        .run(connect)?
+        .map_err(|source| InPodError::ConnectApp {
+            app,
+            netns: name,
+            source,
+        })
 }

@@ -16,10 +16,20 @@ pub const MAP_PENDING_ORIG_DST: &str = "WEIR_PENDING_ORIG_DST";
 /// connection as the proxy sees it when it accepts ([`ConnKey`]).
 pub const MAP_ORIG_DST: &str = "WEIR_ORIG_DST";
 
+/// Inbound settings of each enrolled pod address ([`InboundKey`] ->
+/// [`InboundSettings`]). Keyed by the pod's own IP, not its namespace:
+/// sk_lookup programs cannot read the namespace cookie, and a pod's IP is
+/// unique on its node.
+pub const MAP_INBOUND_PODS: &str = "WEIR_INBOUND_PODS";
+/// The proxy's in-pod inbound listeners (a SOCKHASH keyed by [`InboundKey`]),
+/// where the sk_lookup program steers connections to the pod's ports.
+pub const MAP_INBOUND_LISTENERS: &str = "WEIR_INBOUND_LISTENERS";
+
 /// Program names as they appear in the object file.
 pub const PROG_CONNECT4: &str = "weir_connect4";
 pub const PROG_CONNECT6: &str = "weir_connect6";
 pub const PROG_SOCKOPS: &str = "weir_sockops";
+pub const PROG_SK_LOOKUP: &str = "weir_sk_lookup";
 
 /// Capacity of the pod table: pods on one node.
 pub const MAX_PODS: u32 = 4096;
@@ -32,6 +42,17 @@ pub const AF_INET6: u16 = 10;
 /// `PodSettings::flags`: refuse the pod's connections when the proxy is not serving
 /// it, instead of letting them pass untouched.
 pub const POD_FLAG_FAIL_CLOSED: u32 = 1 << 0;
+/// `InboundSettings::flags`: steer every port, not only those listed.
+pub const INBOUND_FLAG_ALL_PORTS: u32 = 1 << 0;
+
+/// How many inbound ports a pod can list (`weir.dev/inbound-ports`).
+pub const MAX_INBOUND_PORTS: usize = 16;
+
+/// Source address of the proxy's own connections to a pod's application, which
+/// the inbound steering lets pass (Istio's choice, kept for familiarity).
+pub const PROXY_INBOUND_SOURCE_V4: [u8; 4] = [127, 0, 0, 6];
+/// IPv6 counterpart of [`PROXY_INBOUND_SOURCE_V4`] (`::6`).
+pub const PROXY_INBOUND_SOURCE_V6: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 6];
 
 /// What the eBPF side needs to know about an enrolled pod.
 #[repr(C)]
@@ -43,6 +64,27 @@ pub struct PodSettings {
     pub egress_port_v6: u16,
     /// `POD_FLAG_*` bits.
     pub flags: u32,
+}
+
+/// Which of a pod's inbound connections go to the proxy.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InboundSettings {
+    /// `INBOUND_FLAG_*` bits.
+    pub flags: u32,
+    /// Ports steered when `INBOUND_FLAG_ALL_PORTS` is not set; host byte
+    /// order, 0 marks an unused slot.
+    pub ports: [u16; MAX_INBOUND_PORTS],
+}
+
+/// Key of the inbound maps: one of a pod's own addresses. An IPv4 address
+/// lives in `addr[0]` (network byte order), the rest zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct InboundKey {
+    pub addr: [u32; 4],
+    /// `AF_INET` or `AF_INET6`, as u32 to keep the key free of padding.
+    pub family: u32,
 }
 
 /// An IPv4 or IPv6 socket address. IPv4 lives in `addr[0]`, the rest zero.
@@ -77,6 +119,10 @@ mod user {
     unsafe impl aya::Pod for super::SockAddr {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ConnKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::InboundKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::InboundSettings {}
 }
 
 #[cfg(test)]
@@ -86,6 +132,11 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(core::mem::size_of::<PodSettings>(), 8);
+        assert_eq!(
+            core::mem::size_of::<InboundSettings>(),
+            4 + 2 * MAX_INBOUND_PORTS
+        );
+        assert_eq!(core::mem::size_of::<InboundKey>(), 20);
         assert_eq!(core::mem::size_of::<SockAddr>(), 20);
         assert_eq!(core::mem::size_of::<ConnKey>(), 32);
         assert_eq!(core::mem::align_of::<ConnKey>(), 8);

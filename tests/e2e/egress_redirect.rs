@@ -3,14 +3,15 @@
 //! API recovers where they were going.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Result;
-use weir::datapath::{Datapath, EgressAttachment, OrigDst};
-use weir::inpod::EgressListeners;
+use weir::datapath::{Datapath, EgressAttachment, OrigDst, PodRegistration};
+use weir::inpod::{EgressListeners, InboundListeners};
 use weir::node::cgroup::{CgroupDriver, QosClass};
+use weir_common::{INBOUND_FLAG_ALL_PORTS, InboundSettings};
 use weir_tests::exchange::{Exchange, Placement, exchange};
 use weir_tests::service::ServiceServer;
 use weir_tests::{SimNode, SimNodeOptions, SimPod, wait};
@@ -36,6 +37,7 @@ fn require_root() {
 /// then the node.
 struct EnrolledPod {
     attachment: EgressAttachment,
+    registration: PodRegistration,
     listeners: EgressListeners,
     datapath: Datapath,
     pod: SimPod,
@@ -49,11 +51,12 @@ impl EnrolledPod {
         let pod = node.add_pod("client")?;
         let mut datapath = Datapath::load()?;
         let listeners = EgressListeners::bind(pod.netns())?;
-        let settings = listeners.pod_settings(0)?;
-        let attachment =
-            datapath.attach_egress(pod.cgroup_dir(), listeners.netns_cookie, settings)?;
+        let registration =
+            datapath.register_pod(listeners.netns_cookie, listeners.egress_settings(0)?)?;
+        let attachment = datapath.attach_egress(pod.cgroup_dir())?;
         Ok(Self {
             attachment,
+            registration,
             listeners,
             datapath,
             pod,
@@ -189,6 +192,7 @@ fn pod_loopback_traffic_is_not_redirected() -> Result<()> {
 fn detaching_lets_the_pod_connect_directly_again() -> Result<()> {
     let EnrolledPod {
         attachment,
+        registration,
         listeners,
         datapath,
         pod,
@@ -196,6 +200,7 @@ fn detaching_lets_the_pod_connect_directly_again() -> Result<()> {
     } = EnrolledPod::new(CgroupDriver::Cgroupfs, QosClass::BestEffort)?;
     let real = ServiceServer::start(&node, SERVICE_V4.parse()?)?;
     drop(attachment);
+    drop(registration);
     let after = exchange(
         &pod,
         client_bin(),
@@ -215,7 +220,8 @@ fn detaching_lets_the_pod_connect_directly_again() -> Result<()> {
 #[test]
 fn pod_goes_direct_when_the_proxy_listener_is_gone_and_back_when_it_returns() -> Result<()> {
     let EnrolledPod {
-        attachment,
+        attachment: _egress,
+        registration,
         listeners,
         datapath,
         pod,
@@ -225,7 +231,7 @@ fn pod_goes_direct_when_the_proxy_listener_is_gone_and_back_when_it_returns() ->
     let real6 = ServiceServer::start(&node, SERVICE_V6.parse()?)?;
     let table = datapath.orig_dst_table();
     // The agent "dies": its listeners close, the programs stay attached.
-    drop(listeners);
+    kill_listeners(&pod, listeners)?;
     let stand_in = std::net::TcpListener::bind("127.0.0.1:0")?;
     for (target, server) in [(SERVICE_V4, &real), (SERVICE_V6, &real6)] {
         let direct = exchange(
@@ -247,7 +253,7 @@ fn pod_goes_direct_when_the_proxy_listener_is_gone_and_back_when_it_returns() ->
     }
     // The agent is back with new listeners: interception resumes.
     let listeners = EgressListeners::bind(pod.netns())?;
-    attachment.update_settings(listeners.pod_settings(0)?)?;
+    registration.update(listeners.egress_settings(0)?)?;
     let resumed = exchange(
         &pod,
         client_bin(),
@@ -263,15 +269,15 @@ fn pod_goes_direct_when_the_proxy_listener_is_gone_and_back_when_it_returns() ->
 #[test]
 fn fail_closed_pod_is_refused_when_the_proxy_listener_is_gone() -> Result<()> {
     let EnrolledPod {
-        attachment,
+        attachment: _egress,
+        registration,
         listeners,
         datapath,
         pod,
         node,
     } = EnrolledPod::new(CgroupDriver::Cgroupfs, QosClass::BestEffort)?;
     let real = ServiceServer::start(&node, SERVICE_V4.parse()?)?;
-    let settings = listeners.pod_settings(weir_common::POD_FLAG_FAIL_CLOSED)?;
-    attachment.update_settings(settings)?;
+    registration.update(listeners.egress_settings(weir_common::POD_FLAG_FAIL_CLOSED)?)?;
     // Served: fail-closed pods are redirected like any other.
     let table = datapath.orig_dst_table();
     assert_redirected(
@@ -285,7 +291,7 @@ fn fail_closed_pod_is_refused_when_the_proxy_listener_is_gone() -> Result<()> {
         )?,
         SERVICE_V4,
     );
-    drop(listeners);
+    kill_listeners(&pod, listeners)?;
     let stand_in = std::net::TcpListener::bind("127.0.0.1:0")?;
     let refused = exchange(
         &pod,
@@ -308,6 +314,23 @@ fn fail_closed_pod_is_refused_when_the_proxy_listener_is_gone() -> Result<()> {
         0,
         "nothing may reach the destination past a fail-closed pod"
     );
+    Ok(())
+}
+
+/// Closes the pod's egress listeners the way a dying agent does, and waits until
+/// the kernel has really dropped them: a child that another test is forking at
+/// that moment holds a copy of every descriptor until its exec.
+fn kill_listeners(pod: &SimPod, listeners: EgressListeners) -> Result<()> {
+    let addrs = [listeners.v4.local_addr()?, listeners.v6.local_addr()?];
+    drop(listeners);
+    let closed = wait::until(Duration::from_secs(5), || {
+        addrs.iter().all(|addr| {
+            pod.netns()
+                .run(|| std::net::TcpStream::connect(addr).is_err())
+                .unwrap_or(false)
+        })
+    });
+    anyhow::ensure!(closed, "the egress listeners {addrs:?} are still open");
     Ok(())
 }
 
@@ -343,7 +366,21 @@ fn live_map_ids() -> HashSet<u32> {
 }
 
 fn run_suite_once() -> Result<Footprint> {
-    let env = EnrolledPod::new(CgroupDriver::Cgroupfs, QosClass::BestEffort)?;
+    let mut env = EnrolledPod::new(CgroupDriver::Cgroupfs, QosClass::BestEffort)?;
+    // The inbound side too, so every program and map of the object is covered.
+    let inbound = InboundListeners::bind(env.pod.netns())?;
+    let pod_addrs = [IpAddr::V4(env.pod.ip4), IpAddr::V6(env.pod.ip6)];
+    let all_ports = InboundSettings {
+        flags: INBOUND_FLAG_ALL_PORTS,
+        ..InboundSettings::default()
+    };
+    let ingress = env.datapath.attach_ingress(
+        env.pod.netns(),
+        &pod_addrs,
+        all_ports,
+        &inbound.v4,
+        &inbound.v6,
+    )?;
     let mut footprint = Footprint {
         netns_files: vec![
             PathBuf::from("/run/netns").join(env.pod.netns_name()),
@@ -354,22 +391,27 @@ fn run_suite_once() -> Result<Footprint> {
             env.node.cgroup_root().to_path_buf(),
         ],
         program_ids: env.datapath.program_ids().into_iter().collect(),
-        link_ids: env.attachment.link_ids().into_iter().collect(),
+        link_ids: env
+            .attachment
+            .link_ids()
+            .into_iter()
+            .chain(ingress.link_ids())
+            .collect(),
         ..Footprint::default()
     };
     assert_eq!(
         footprint.program_ids.len(),
-        3,
-        "connect4, connect6 and sockops are loaded"
+        4,
+        "connect4, connect6, sockops and sk_lookup are loaded"
     );
     assert_eq!(
         footprint.link_ids.len(),
-        3,
-        "and attached to the pod's cgroup"
+        4,
+        "and attached to the pod's cgroup and namespace"
     );
     footprint.map_ids = env.datapath.map_ids().into_iter().collect();
     assert!(
-        footprint.map_ids.len() >= 3,
+        footprint.map_ids.len() >= 5,
         "the programs' maps are known: {:?}",
         footprint.map_ids
     );
@@ -382,6 +424,7 @@ fn run_suite_once() -> Result<Footprint> {
     }
     assert_redirected(&env.run(Placement::InPod, SERVICE_V4)?, SERVICE_V4);
     assert_redirected(&env.run(Placement::InPod, SERVICE_V6)?, SERVICE_V6);
+    drop(ingress);
     drop(env);
     Ok(footprint)
 }

@@ -28,6 +28,8 @@ pub struct Exchange {
 #[derive(Debug)]
 pub struct Accepted {
     pub peer: SocketAddr,
+    /// The accepted socket's local address.
+    pub local: SocketAddr,
     pub orig_dst: Option<OrigDst>,
     pub message: String,
 }
@@ -42,7 +44,8 @@ pub enum Placement {
 }
 
 /// Runs `sim-client target message` in `pod` and serves at most one connection
-/// on `listener` meanwhile, answering with what the proxy learned.
+/// on `listener` meanwhile, answering with what the proxy learned from the
+/// egress original-destination table.
 pub fn exchange(
     pod: &SimPod,
     client_bin: &Path,
@@ -50,6 +53,25 @@ pub fn exchange(
     target: SocketAddr,
     listener: &TcpListener,
     table: &OrigDstTable,
+) -> Result<Exchange> {
+    exchange_with(
+        pod,
+        client_bin,
+        placement,
+        target,
+        listener,
+        |stream, peer| serve(stream, peer, table),
+    )
+}
+
+/// Like [`exchange`], with `handle` serving the connection if one arrives.
+pub fn exchange_with(
+    pod: &SimPod,
+    client_bin: &Path,
+    placement: Placement,
+    target: SocketAddr,
+    listener: &TcpListener,
+    handle: impl FnOnce(TcpStream, SocketAddr) -> Result<Accepted>,
 ) -> Result<Exchange> {
     let mut cmd = Command::new(client_bin);
     cmd.arg(target.to_string()).arg("hello from the pod");
@@ -60,7 +82,7 @@ pub fn exchange(
     // The client is done within its own 5 s timeouts; a connection for us shows
     // up well before that or not at all.
     let accepted = match accept_within(listener, Duration::from_secs(6), process.pid())? {
-        Some((stream, peer)) => Some(serve(stream, peer, table)?),
+        Some((stream, peer)) => Some(handle(stream, peer)?),
         None => None,
     };
     let out = process.wait_output(Duration::from_secs(10))?;
@@ -122,6 +144,7 @@ fn serve(mut stream: TcpStream, peer: SocketAddr, table: &OrigDstTable) -> Resul
     }
     Ok(Accepted {
         peer,
+        local: stream.local_addr()?,
         orig_dst,
         message,
     })

@@ -4,21 +4,25 @@
 
 mod egress;
 mod error;
+mod ingress;
 mod orig_dst;
+mod pod;
 
 use std::sync::{Arc, Mutex};
 
 use aya::Ebpf;
 use aya::maps::{HashMap, MapData};
-use aya::programs::{CgroupSockAddr, SockOps};
+use aya::programs::{CgroupSockAddr, SkLookup, SockOps};
 use weir_common::{
-    ConnKey, MAP_ORIG_DST, MAP_PODS, PROG_CONNECT4, PROG_CONNECT6, PROG_SOCKOPS, PodSettings,
-    SockAddr,
+    ConnKey, MAP_INBOUND_LISTENERS, MAP_INBOUND_PODS, MAP_ORIG_DST, MAP_PODS, PROG_CONNECT4,
+    PROG_CONNECT6, PROG_SK_LOOKUP, PROG_SOCKOPS, PodSettings, SockAddr,
 };
 
 pub use egress::EgressAttachment;
 pub use error::DatapathError;
+pub use ingress::IngressAttachment;
 pub use orig_dst::{OrigDst, OrigDstTable};
+pub use pod::PodRegistration;
 
 /// The object `cargo xtask build-ebpf` produced, embedded by build.rs (empty when
 /// it had not been built).
@@ -31,6 +35,7 @@ type PodsMap = HashMap<MapData, u64, PodSettings>;
 pub struct Datapath {
     ebpf: Ebpf,
     pods: Arc<Mutex<PodsMap>>,
+    inbound: Arc<Mutex<ingress::InboundMaps>>,
     orig_dst: Arc<OrigDstTable>,
 }
 
@@ -53,12 +58,21 @@ impl Datapath {
         sockops
             .load()
             .map_err(|e| DatapathError::program(PROG_SOCKOPS, e))?;
+        let sk_lookup: &mut SkLookup = program(&mut ebpf, PROG_SK_LOOKUP)?;
+        sk_lookup
+            .load()
+            .map_err(|e| DatapathError::program(PROG_SK_LOOKUP, e))?;
 
         let pods: PodsMap = take_map(&mut ebpf, MAP_PODS)?;
         let orig_dst: HashMap<MapData, ConnKey, SockAddr> = take_map(&mut ebpf, MAP_ORIG_DST)?;
+        let inbound = ingress::InboundMaps {
+            pods: take_map(&mut ebpf, MAP_INBOUND_PODS)?,
+            listeners: take_map(&mut ebpf, MAP_INBOUND_LISTENERS)?,
+        };
         Ok(Self {
             ebpf,
             pods: Arc::new(Mutex::new(pods)),
+            inbound: Arc::new(Mutex::new(inbound)),
             orig_dst: Arc::new(OrigDstTable::new(orig_dst)),
         })
     }

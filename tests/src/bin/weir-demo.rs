@@ -38,13 +38,13 @@ fn main() -> Result<()> {
     );
 
     let mut datapath = Datapath::load()?;
-    println!("weir loaded its eBPF programs (cgroup/connect4, cgroup/connect6, sockops)");
+    println!(
+        "weir loaded its eBPF programs (cgroup/connect4, cgroup/connect6, sockops, sk_lookup)"
+    );
     let listeners = EgressListeners::bind(pod.netns())?;
-    let attachment = datapath.attach_egress(
-        pod.cgroup_dir(),
-        listeners.netns_cookie,
-        listeners.pod_settings(0)?,
-    )?;
+    let registration =
+        datapath.register_pod(listeners.netns_cookie, listeners.egress_settings(0)?)?;
+    let attachment = datapath.attach_egress(pod.cgroup_dir())?;
     println!(
         "weir enrolled the pod: egress listeners {} and {} inside the pod, programs attached to its cgroup (links {:?})",
         listeners.v4.local_addr()?,
@@ -84,6 +84,7 @@ fn main() -> Result<()> {
     );
 
     drop(attachment);
+    drop(registration);
     println!("\nweir un-enrolled the pod (links detached)");
     let after = exchange(
         &pod,
