@@ -30,7 +30,8 @@ pub fn weir_connect4(ctx: SockAddrContext) -> i32 {
         return ALLOW;
     };
     let dst_ip = sa.user_ip4;
-    if is_loopback_v4(dst_ip) {
+    let port = port_from_ctx(sa.user_port);
+    if is_loopback_v4(dst_ip) || is_excluded(&pod, port) {
         return ALLOW;
     }
     if !listening_v4(&ctx, pod.egress_port_v4) {
@@ -38,7 +39,7 @@ pub fn weir_connect4(ctx: SockAddrContext) -> i32 {
     }
     let orig = SockAddr {
         addr: [dst_ip, 0, 0, 0],
-        port: port_from_ctx(sa.user_port),
+        port,
         family: AF_INET,
     };
     if remember(&ctx, &orig) {
@@ -57,6 +58,9 @@ pub fn weir_connect6(ctx: SockAddrContext) -> i32 {
     };
     let dst = sa.user_ip6;
     let port = port_from_ctx(sa.user_port);
+    if is_excluded(&pod, port) {
+        return ALLOW;
+    }
     if is_v4_mapped(&dst) {
         // A dual-stack socket reaching an IPv4 destination: send it to the IPv4
         // listener through its mapped address.
@@ -108,6 +112,18 @@ fn enrolled_tcp(ctx: &SockAddrContext, sa: &bpf_sock_addr) -> Option<PodSettings
     let netns = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
     // SAFETY: the value is copied out at once; only the agent writes this map.
     unsafe { PODS.get(&netns).copied() }
+}
+
+/// Whether the pod asked for connections to `port` to go direct.
+fn is_excluded(pod: &PodSettings, port: u16) -> bool {
+    let mut i = 0;
+    while i < pod.exclude_outbound_ports.len() {
+        if pod.exclude_outbound_ports[i] == port {
+            return true;
+        }
+        i += 1;
+    }
+    false
 }
 
 /// The verdict for a pod whose proxy is not serving it (agent stopped,

@@ -5,9 +5,13 @@
 //! State is keyed by the destination address (the pod's own IP) because
 //! sk_lookup programs may not call `bpf_get_netns_cookie`.
 
-use aya_ebpf::{bindings::sk_action::SK_PASS, macros::sk_lookup, programs::SkLookupContext};
+use aya_ebpf::{
+    bindings::sk_action::{SK_DROP, SK_PASS},
+    macros::sk_lookup,
+    programs::SkLookupContext,
+};
 use weir_common::{
-    AF_INET, AF_INET6, INBOUND_FLAG_ALL_PORTS, InboundKey, InboundSettings, PROXY_INBOUND_SOURCE_V4,
+    AF_INET, AF_INET6, INBOUND_FLAG_ALL_PORTS, INBOUND_FLAG_FAIL_CLOSED, InboundKey, InboundSettings, PROXY_INBOUND_SOURCE_V4,
     PROXY_INBOUND_SOURCE_V6,
 };
 
@@ -17,42 +21,69 @@ const IPPROTO_TCP: u32 = 6;
 
 #[sk_lookup]
 pub fn weir_sk_lookup(ctx: SkLookupContext) -> u32 {
-    // Whatever happens, the kernel's own lookup continues when we assign nothing.
-    let _ = steer(&ctx);
-    SK_PASS
+    // The kernel's own lookup continues when we assign nothing.
+    match steer(&ctx) {
+        Steer::Unserved => SK_DROP,
+        Steer::Assigned | Steer::NotOurs => SK_PASS,
+    }
 }
 
-fn steer(ctx: &SkLookupContext) -> Result<(), i32> {
+enum Steer {
+    /// Handed to the proxy's inbound listener.
+    Assigned,
+    /// Not a connection weir steers, or the proxy is down and the pod fails open.
+    NotOurs,
+    /// The proxy is down and the pod fails closed.
+    Unserved,
+}
+
+fn steer(ctx: &SkLookupContext) -> Steer {
+    match assign(ctx) {
+        Ok(None) => Steer::NotOurs,
+        Ok(Some(_)) => Steer::Assigned,
+        Err(flags) if flags & INBOUND_FLAG_FAIL_CLOSED != 0 => Steer::Unserved,
+        Err(_) => Steer::NotOurs,
+    }
+}
+
+/// `Ok(None)`: not ours; `Ok(Some(()))`: assigned; `Err(flags)`: ours, but the
+/// listener is gone (the agent is down), with the pod's inbound flags.
+fn assign(ctx: &SkLookupContext) -> Result<Option<()>, u32> {
     // SAFETY: the kernel hands every sk_lookup program a valid bpf_sk_lookup.
     let lookup = unsafe { &*ctx.lookup };
     if lookup.protocol != IPPROTO_TCP {
-        return Ok(());
+        return Ok(None);
     }
     let key = match lookup.family as u16 {
         AF_INET => {
             // The proxy's own connection to the application passes.
             if lookup.remote_ip4 == u32::from_ne_bytes(PROXY_INBOUND_SOURCE_V4) {
-                return Ok(());
+                return Ok(None);
             }
             InboundKey { addr: [lookup.local_ip4, 0, 0, 0], family: AF_INET.into() }
         }
         AF_INET6 => {
             if read_ip6(&lookup.remote_ip6) == v6_words(&PROXY_INBOUND_SOURCE_V6) {
-                return Ok(());
+                return Ok(None);
             }
             InboundKey { addr: read_ip6(&lookup.local_ip6), family: AF_INET6.into() }
         }
-        _ => return Ok(()),
+        _ => return Ok(None),
     };
     // Only pod addresses are in the map, so loopback traffic is never steered.
     // SAFETY: copied out at once; only the agent writes this map.
     let Some(settings) = (unsafe { INBOUND_PODS.get(&key).copied() }) else {
-        return Ok(());
+        return Ok(None);
     };
     if !steers_port(&settings, lookup.local_port as u16) {
-        return Ok(());
+        return Ok(None);
     }
-    INBOUND_LISTENERS.redirect_sk_lookup(ctx, key, 0)
+    // Fails when the listener is gone: the kernel drops a closed socket from
+    // the SOCKHASH, so a dead agent leaves no stale listener behind.
+    match INBOUND_LISTENERS.redirect_sk_lookup(ctx, key, 0) {
+        Ok(()) => Ok(Some(())),
+        Err(_) => Err(settings.flags),
+    }
 }
 
 fn steers_port(settings: &InboundSettings, port: u16) -> bool {

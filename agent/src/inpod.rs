@@ -79,6 +79,7 @@ impl PodListeners {
             egress_port_v4: self.v4.local_addr()?.port(),
             egress_port_v6: self.v6.local_addr()?.port(),
             flags,
+            ..PodSettings::default()
         })
     }
 }

@@ -44,9 +44,18 @@ pub const AF_INET6: u16 = 10;
 pub const POD_FLAG_FAIL_CLOSED: u32 = 1 << 0;
 /// `InboundSettings::flags`: steer every port, not only those listed.
 pub const INBOUND_FLAG_ALL_PORTS: u32 = 1 << 0;
+/// `InboundSettings::flags`: drop connections to steered ports while the
+/// proxy's inbound listener is gone, instead of letting them reach the app.
+pub const INBOUND_FLAG_FAIL_CLOSED: u32 = 1 << 1;
 
 /// How many inbound ports a pod can list (`weir.dev/inbound-ports`).
 pub const MAX_INBOUND_PORTS: usize = 16;
+/// How many outbound ports a pod can exclude (`weir.dev/exclude-outbound-ports`).
+pub const MAX_EXCLUDED_OUTBOUND_PORTS: usize = 16;
+
+/// Bumped whenever a map's key or value layout changes, so an agent never
+/// adopts pinned maps written with another layout.
+pub const MAP_LAYOUT_VERSION: u32 = 1;
 
 /// Source address of the proxy's own connections to a pod's application, which
 /// the inbound steering lets pass (Istio's choice, kept for familiarity).
@@ -64,6 +73,8 @@ pub struct PodSettings {
     pub egress_port_v6: u16,
     /// `POD_FLAG_*` bits.
     pub flags: u32,
+    /// Destination ports never redirected; host byte order, 0 = unused slot.
+    pub exclude_outbound_ports: [u16; MAX_EXCLUDED_OUTBOUND_PORTS],
 }
 
 /// Which of a pod's inbound connections go to the proxy.
@@ -131,7 +142,10 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(core::mem::size_of::<PodSettings>(), 8);
+        assert_eq!(
+            core::mem::size_of::<PodSettings>(),
+            8 + 2 * MAX_EXCLUDED_OUTBOUND_PORTS
+        );
         assert_eq!(
             core::mem::size_of::<InboundSettings>(),
             4 + 2 * MAX_INBOUND_PORTS

@@ -53,7 +53,7 @@ impl EnrolledPod {
         let listeners = EgressListeners::bind(pod.netns())?;
         let registration =
             datapath.register_pod(listeners.netns_cookie, listeners.egress_settings(0)?)?;
-        let attachment = datapath.attach_egress(pod.cgroup_dir())?;
+        let attachment = datapath.attach_egress(pod.cgroup_dir(), &pod.uid)?;
         Ok(Self {
             attachment,
             registration,
@@ -317,6 +317,30 @@ fn fail_closed_pod_is_refused_when_the_proxy_listener_is_gone() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn excluded_outbound_ports_go_direct() -> Result<()> {
+    let env = EnrolledPod::new(CgroupDriver::Cgroupfs, QosClass::BestEffort)?;
+    let mut settings = env.listeners.egress_settings(0)?;
+    settings.exclude_outbound_ports[0] = 5432;
+    env.registration.update(settings)?;
+    let database = ServiceServer::start(&env.node, "198.51.100.10:5432".parse()?)?;
+    let excluded = env.run(Placement::InPod, "198.51.100.10:5432")?;
+    assert!(excluded.accepted.is_none(), "{excluded:?}");
+    assert_eq!(
+        excluded.client_stdout,
+        format!("real server at {}\n", database.addr)
+    );
+    let excluded6 = ServiceServer::start(&env.node, "[2001:db8::10]:5432".parse()?)?;
+    let result6 = env.run(Placement::InPod, "[2001:db8::10]:5432")?;
+    assert_eq!(
+        result6.client_stdout,
+        format!("real server at {}\n", excluded6.addr)
+    );
+    // Other ports are still redirected.
+    assert_redirected(&env.run(Placement::InPod, SERVICE_V4)?, SERVICE_V4);
+    Ok(())
+}
+
 /// Closes the pod's egress listeners the way a dying agent does, and waits until
 /// the kernel has really dropped them: a child that another test is forking at
 /// that moment holds a copy of every descriptor until its exec.
@@ -376,6 +400,7 @@ fn run_suite_once() -> Result<Footprint> {
     };
     let ingress = env.datapath.attach_ingress(
         env.pod.netns(),
+        &env.pod.uid,
         &pod_addrs,
         all_ports,
         &inbound.v4,

@@ -61,6 +61,7 @@ impl Steered {
         let addrs = [IpAddr::V4(server.ip4), IpAddr::V6(server.ip6)];
         let attachment = datapath.attach_ingress(
             server.netns(),
+            &server.uid,
             &addrs,
             settings,
             &listeners.v4,

@@ -8,6 +8,7 @@
 mod cmd;
 pub mod exchange;
 mod node;
+pub mod pins;
 mod pod;
 pub mod service;
 pub mod wait;

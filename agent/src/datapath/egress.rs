@@ -1,60 +1,77 @@
 //! Attaching the egress redirect (connect4, connect6, sockops) to one pod's cgroup.
 
 use std::fs::File;
+use std::os::fd::AsFd;
 use std::path::Path;
 
 use aya::programs::links::{CgroupAttachMode, FdLink};
 use aya::programs::{CgroupSockAddr, SockOps};
 use weir_common::{PROG_CONNECT4, PROG_CONNECT6, PROG_SOCKOPS};
 
+use super::pin::AttachedLink;
 use super::{Datapath, DatapathError, program};
 
-/// One pod's egress hooks. Dropping it detaches them from the pod's cgroup.
+/// One pod's egress hooks. Unpinned, dropping it detaches them; pinned, they
+/// stay attached after the agent is gone, until [`EgressAttachment::remove`].
 pub struct EgressAttachment {
-    links: Vec<FdLink>,
+    links: Vec<AttachedLink>,
 }
 
 impl Datapath {
-    /// Attaches the egress hooks to `cgroup_dir` (and below). They act only on
-    /// sockets in a namespace registered with [`Datapath::register_pod`], so a
-    /// process of the cgroup in another namespace is never sent to a listener
-    /// that is not there.
-    pub fn attach_egress(&mut self, cgroup_dir: &Path) -> Result<EgressAttachment, DatapathError> {
+    /// Attaches the egress hooks to `cgroup_dir` (and below), or adopts the
+    /// ones pinned for `pod_uid`. They act only on sockets in a namespace
+    /// registered with [`Datapath::register_pod`], so a process of the cgroup
+    /// in another namespace is never sent to a listener that is not there.
+    pub fn attach_egress(
+        &mut self,
+        cgroup_dir: &Path,
+        pod_uid: &str,
+    ) -> Result<EgressAttachment, DatapathError> {
         let cgroup = File::open(cgroup_dir).map_err(|source| DatapathError::Cgroup {
             path: cgroup_dir.to_path_buf(),
             source,
         })?;
-        // Links that were made are detached again if a later one fails.
+        // Links made so far are released again if a later one fails.
         let mut attachment = EgressAttachment {
             links: Vec::with_capacity(3),
         };
         // bpf_link attachments always coexist with other programs on the cgroup
         // (the kernel rejects BPF_F_ALLOW_MULTI on links), hence `Single`.
         for name in [PROG_CONNECT4, PROG_CONNECT6] {
+            let pin = self.link_pin(pod_uid, name);
             let prog: &mut CgroupSockAddr = program(&mut self.ebpf, name)?;
+            let fd = prog
+                .fd()
+                .and_then(|fd| Ok(fd.try_clone()?))
+                .map_err(|e| DatapathError::program(name, e))?;
+            let link = AttachedLink::attach_or_adopt(pin, fd.as_fd(), || {
+                let id = prog
+                    .attach(&cgroup, CgroupAttachMode::Single)
+                    .map_err(|e| DatapathError::program(name, e))?;
+                let link = prog
+                    .take_link(id)
+                    .map_err(|e| DatapathError::program(name, e))?;
+                FdLink::try_from(link).map_err(|source| DatapathError::Link { name, source })
+            })?;
+            attachment.links.push(link);
+        }
+        let name = PROG_SOCKOPS;
+        let pin = self.link_pin(pod_uid, name);
+        let prog: &mut SockOps = program(&mut self.ebpf, name)?;
+        let fd = prog
+            .fd()
+            .and_then(|fd| Ok(fd.try_clone()?))
+            .map_err(|e| DatapathError::program(name, e))?;
+        let link = AttachedLink::attach_or_adopt(pin, fd.as_fd(), || {
             let id = prog
                 .attach(&cgroup, CgroupAttachMode::Single)
                 .map_err(|e| DatapathError::program(name, e))?;
             let link = prog
                 .take_link(id)
                 .map_err(|e| DatapathError::program(name, e))?;
-            attachment.links.push(
-                FdLink::try_from(link).map_err(|source| DatapathError::Link { name, source })?,
-            );
-        }
-        let sockops: &mut SockOps = program(&mut self.ebpf, PROG_SOCKOPS)?;
-        let id = sockops
-            .attach(&cgroup, CgroupAttachMode::Single)
-            .map_err(|e| DatapathError::program(PROG_SOCKOPS, e))?;
-        let link = sockops
-            .take_link(id)
-            .map_err(|e| DatapathError::program(PROG_SOCKOPS, e))?;
-        attachment.links.push(
-            FdLink::try_from(link).map_err(|source| DatapathError::Link {
-                name: PROG_SOCKOPS,
-                source,
-            })?,
-        );
+            FdLink::try_from(link).map_err(|source| DatapathError::Link { name, source })
+        })?;
+        attachment.links.push(link);
         Ok(attachment)
     }
 }
@@ -62,10 +79,13 @@ impl Datapath {
 impl EgressAttachment {
     /// Kernel IDs of this pod's links, for leak checks and diagnostics.
     pub fn link_ids(&self) -> Vec<u32> {
-        self.links
-            .iter()
-            .filter_map(|l| l.info().ok())
-            .map(|i| i.id())
-            .collect()
+        self.links.iter().filter_map(AttachedLink::id).collect()
+    }
+
+    /// Detaches the hooks for good (un-enrolling the pod), pinned or not.
+    pub fn remove(self) {
+        for link in self.links {
+            link.remove();
+        }
     }
 }

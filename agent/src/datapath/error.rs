@@ -31,6 +31,14 @@ pub enum DatapathError {
         #[source]
         source: std::io::Error,
     },
+    #[error("pinning under {path}: {source}")]
+    Pin {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0} is not on a bpffs; mount one there (mount -t bpf bpf /sys/fs/bpf)")]
+    NotBpffs(PathBuf),
     #[error("eBPF link for {name}: {source}")]
     Link {
         name: &'static str,

@@ -12,6 +12,7 @@ use weir_common::{
     PROG_SK_LOOKUP,
 };
 
+use super::pin::AttachedLink;
 use super::{Datapath, DatapathError, program};
 use crate::netns::NetNs;
 
@@ -24,12 +25,15 @@ pub(super) struct InboundMaps {
     pub(super) listeners: InboundListenersMap,
 }
 
-/// One pod's inbound steering. Dropping it detaches the program from the
-/// pod's namespace and forgets the pod's addresses and listeners.
+/// One pod's inbound steering. Unpinned, dropping it detaches the program from
+/// the pod's namespace and forgets the pod's addresses; pinned, both outlive
+/// the agent (the listeners vanish from the SOCKHASH as their sockets close)
+/// until [`IngressAttachment::remove`].
 pub struct IngressAttachment {
-    link: Option<FdLink>,
+    link: Option<AttachedLink>,
     keys: Vec<InboundKey>,
     maps: Arc<Mutex<InboundMaps>>,
+    persist: bool,
 }
 
 impl Datapath {
@@ -39,6 +43,7 @@ impl Datapath {
     pub fn attach_ingress(
         &mut self,
         netns: &NetNs,
+        pod_uid: &str,
         pod_addrs: &[IpAddr],
         settings: InboundSettings,
         v4: &TcpListener,
@@ -48,6 +53,7 @@ impl Datapath {
             link: None,
             keys: Vec::with_capacity(pod_addrs.len()),
             maps: Arc::clone(&self.inbound),
+            persist: self.is_pinned(),
         };
         {
             let mut maps = self
@@ -72,19 +78,28 @@ impl Datapath {
                     })?;
             }
         }
-        let prog: &mut SkLookup = program(&mut self.ebpf, PROG_SK_LOOKUP)?;
-        let id = prog
-            .attach(netns.file())
-            .map_err(|e| DatapathError::program(PROG_SK_LOOKUP, e))?;
-        let link = prog
-            .take_link(id)
-            .map_err(|e| DatapathError::program(PROG_SK_LOOKUP, e))?;
-        attachment.link = Some(FdLink::from(link));
+        let name = PROG_SK_LOOKUP;
+        let pin = self.link_pin(pod_uid, name);
+        let prog: &mut SkLookup = program(&mut self.ebpf, name)?;
+        let fd = prog
+            .fd()
+            .and_then(|fd| Ok(fd.try_clone()?))
+            .map_err(|e| DatapathError::program(name, e))?;
+        let link = AttachedLink::attach_or_adopt(pin, fd.as_fd(), || {
+            let id = prog
+                .attach(netns.file())
+                .map_err(|e| DatapathError::program(name, e))?;
+            let link = prog
+                .take_link(id)
+                .map_err(|e| DatapathError::program(name, e))?;
+            Ok(FdLink::from(link))
+        })?;
+        attachment.link = Some(link);
         Ok(attachment)
     }
 }
 
-fn inbound_key(addr: IpAddr) -> InboundKey {
+pub(super) fn inbound_key(addr: IpAddr) -> InboundKey {
     match addr {
         IpAddr::V4(v4) => InboundKey {
             addr: [u32::from_ne_bytes(v4.octets()), 0, 0, 0],
@@ -103,11 +118,28 @@ fn inbound_key(addr: IpAddr) -> InboundKey {
 
 impl IngressAttachment {
     pub fn link_ids(&self) -> Vec<u32> {
-        self.link
-            .iter()
-            .filter_map(|l| l.info().ok())
-            .map(|i| i.id())
-            .collect()
+        self.link.iter().filter_map(AttachedLink::id).collect()
+    }
+
+    /// Detaches and forgets the pod's inbound steering for good, pinned or not.
+    pub fn remove(mut self) {
+        if let Some(link) = self.link.take() {
+            link.remove();
+        }
+        self.persist = false;
+    }
+
+    fn forget(&self) {
+        let mut maps = self
+            .maps
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for key in &self.keys {
+            let _ = maps.pods.remove(key);
+            if let Err(e) = maps.listeners.remove(key) {
+                log::debug!("forgetting inbound listener {key:?}: {e}");
+            }
+        }
     }
 
     /// Changes which ports are steered, atomically per address.
@@ -132,15 +164,8 @@ impl Drop for IngressAttachment {
     fn drop(&mut self) {
         // Detach first, so no connection is steered to a listener being forgotten.
         drop(self.link.take());
-        let mut maps = self
-            .maps
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        for key in &self.keys {
-            let _ = maps.pods.remove(key);
-            if let Err(e) = maps.listeners.remove(key) {
-                log::warn!("forgetting inbound listener {key:?}: {e}");
-            }
+        if !self.persist {
+            self.forget();
         }
     }
 }

@@ -1,55 +1,102 @@
 //! The eBPF data path: loading weir's programs once per agent, and attaching
-//! them to each enrolled pod. Programs live in the kernel for as long as the
-//! [`Datapath`] does; each pod's attachment is a handle that detaches on drop.
+//! them to each enrolled pod. Each pod's state is a set of handles that undo
+//! themselves: on drop when nothing is pinned (tests, the demo), or on an
+//! explicit `remove` when the data path is pinned and must outlive the agent.
 
 mod egress;
 mod error;
 mod ingress;
 mod orig_dst;
+mod pin;
 mod pod;
+mod prune;
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use aya::Ebpf;
 use aya::maps::{HashMap, MapData};
 use aya::programs::{CgroupSockAddr, SkLookup, SockOps};
+use aya::{Ebpf, EbpfLoader};
 use weir_common::{
-    ConnKey, MAP_INBOUND_LISTENERS, MAP_INBOUND_PODS, MAP_ORIG_DST, MAP_PODS, PROG_CONNECT4,
-    PROG_CONNECT6, PROG_SK_LOOKUP, PROG_SOCKOPS, PodSettings, SockAddr,
+    ConnKey, MAP_INBOUND_LISTENERS, MAP_INBOUND_PODS, MAP_ORIG_DST, MAP_PENDING_ORIG_DST, MAP_PODS,
+    PROG_CONNECT4, PROG_CONNECT6, PROG_SK_LOOKUP, PROG_SOCKOPS, PodSettings, SockAddr,
 };
 
 pub use egress::EgressAttachment;
 pub use error::DatapathError;
 pub use ingress::IngressAttachment;
 pub use orig_dst::{OrigDst, OrigDstTable};
+pub use pin::DEFAULT_PIN_ROOT;
 pub use pod::PodRegistration;
+pub use prune::Pruned;
 
 /// The object `cargo xtask build-ebpf` produced, embedded by build.rs (empty when
 /// it had not been built).
 static EMBEDDED_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/weir-ebpf.o"));
 
+const ALL_MAPS: [&str; 5] = [
+    MAP_PODS,
+    MAP_PENDING_ORIG_DST,
+    MAP_ORIG_DST,
+    MAP_INBOUND_PODS,
+    MAP_INBOUND_LISTENERS,
+];
+
 type PodsMap = HashMap<MapData, u64, PodSettings>;
+
+#[derive(Clone, Debug, Default)]
+pub struct DatapathOptions {
+    /// Pin maps and per-pod links under this bpffs directory, so they outlive
+    /// the agent and the next agent adopts them. `None`: nothing is pinned and
+    /// everything goes away with the handles (tests, the demo).
+    pub pin_root: Option<PathBuf>,
+}
 
 /// weir's programs and maps, loaded into the kernel.
 pub struct Datapath {
     ebpf: Ebpf,
+    pins: Option<pin::PinLayout>,
     pods: Arc<Mutex<PodsMap>>,
     inbound: Arc<Mutex<ingress::InboundMaps>>,
     orig_dst: Arc<OrigDstTable>,
 }
 
 impl Datapath {
-    /// Loads the embedded programs. Needs CAP_BPF and CAP_NET_ADMIN (root).
+    /// Loads the embedded programs, unpinned. Needs CAP_BPF and CAP_NET_ADMIN.
     pub fn load() -> Result<Self, DatapathError> {
-        Self::load_object(EMBEDDED_OBJECT)
+        Self::load_with(&DatapathOptions::default())
     }
 
-    pub fn load_object(object: &[u8]) -> Result<Self, DatapathError> {
+    /// Loads the embedded programs; with a pin root, adopts the maps a previous
+    /// agent pinned there (or pins new ones).
+    pub fn load_with(options: &DatapathOptions) -> Result<Self, DatapathError> {
+        Self::load_object(EMBEDDED_OBJECT, options)
+    }
+
+    pub fn load_object(object: &[u8], options: &DatapathOptions) -> Result<Self, DatapathError> {
         if object.is_empty() {
             return Err(DatapathError::NotBuilt);
         }
-        let mut ebpf = Ebpf::load(object).map_err(|e| DatapathError::Load(Box::new(e)))?;
+        let pins = options
+            .pin_root
+            .as_deref()
+            .map(pin::PinLayout::create)
+            .transpose()?;
+        let map_paths: Vec<(&str, PathBuf)> = match &pins {
+            Some(layout) => ALL_MAPS
+                .iter()
+                .map(|name| (*name, layout.map_path(name)))
+                .collect(),
+            None => Vec::new(),
+        };
+        let mut loader = EbpfLoader::new();
+        for (name, path) in &map_paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader
+            .load(object)
+            .map_err(|e| DatapathError::Load(Box::new(e)))?;
         for name in [PROG_CONNECT4, PROG_CONNECT6] {
             let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
             prog.load().map_err(|e| DatapathError::program(name, e))?;
@@ -71,10 +118,16 @@ impl Datapath {
         };
         Ok(Self {
             ebpf,
+            pins,
             pods: Arc::new(Mutex::new(pods)),
             inbound: Arc::new(Mutex::new(inbound)),
             orig_dst: Arc::new(OrigDstTable::new(orig_dst)),
         })
+    }
+
+    /// Whether pod state outlives this process (see [`DatapathOptions`]).
+    pub fn is_pinned(&self) -> bool {
+        self.pins.is_some()
     }
 
     /// Where the proxy looks up the original destination of accepted connections.
@@ -102,6 +155,13 @@ impl Datapath {
         ids.sort_unstable();
         ids.dedup();
         ids
+    }
+
+    /// Where this pod's links are pinned, when the data path is pinned.
+    fn link_pin(&self, pod_uid: &str, program: &str) -> Option<PathBuf> {
+        self.pins
+            .as_ref()
+            .map(|layout| layout.pod_dir(pod_uid).join(program))
     }
 }
 

@@ -7,11 +7,13 @@ use weir_common::{MAP_PODS, PodSettings};
 
 use super::{Datapath, DatapathError, PodsMap};
 
-/// The pod is known to the programs while this lives; dropping it forgets the
-/// pod, after which every hook lets its traffic pass untouched.
+/// The pod is known to the programs while this lives. Unpinned, dropping it
+/// forgets the pod; pinned, the entry outlives the agent (a fail-closed pod
+/// must stay refused while the agent is down) until [`PodRegistration::remove`].
 pub struct PodRegistration {
     netns_cookie: u64,
     pods: Arc<Mutex<PodsMap>>,
+    persist: bool,
 }
 
 impl Datapath {
@@ -23,6 +25,7 @@ impl Datapath {
         let registration = PodRegistration {
             netns_cookie,
             pods: Arc::clone(&self.pods),
+            persist: self.is_pinned(),
         };
         registration.update(settings)?;
         Ok(registration)
@@ -34,7 +37,7 @@ impl PodRegistration {
         self.netns_cookie
     }
 
-    /// New listener ports, fail mode or inbound ports, applied atomically.
+    /// New listener ports, fail mode or excluded ports, applied atomically.
     pub fn update(&self, settings: PodSettings) -> Result<(), DatapathError> {
         self.pods
             .lock()
@@ -45,16 +48,27 @@ impl PodRegistration {
                 source,
             })
     }
-}
 
-impl Drop for PodRegistration {
-    fn drop(&mut self) {
+    /// Forgets the pod for good (un-enrolling it), pinned or not.
+    pub fn remove(mut self) {
+        self.persist = false;
+    }
+
+    fn forget(&self) {
         let mut pods = self
             .pods
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Err(e) = pods.remove(&self.netns_cookie) {
             log::warn!("forgetting pod netns {}: {e}", self.netns_cookie);
+        }
+    }
+}
+
+impl Drop for PodRegistration {
+    fn drop(&mut self) {
+        if !self.persist {
+            self.forget();
         }
     }
 }

@@ -44,7 +44,7 @@ fn main() -> Result<()> {
     let listeners = EgressListeners::bind(pod.netns())?;
     let registration =
         datapath.register_pod(listeners.netns_cookie, listeners.egress_settings(0)?)?;
-    let attachment = datapath.attach_egress(pod.cgroup_dir())?;
+    let attachment = datapath.attach_egress(pod.cgroup_dir(), &pod.uid)?;
     println!(
         "weir enrolled the pod: egress listeners {} and {} inside the pod, programs attached to its cgroup (links {:?})",
         listeners.v4.local_addr()?,

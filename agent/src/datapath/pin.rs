@@ -1,0 +1,202 @@
+//! Pinning in bpffs, so the data path outlives the agent process.
+//!
+//! Layout under the pin root (default `/sys/fs/bpf/weir`):
+//! `v<layout>/maps/<MAP>` for every map, `v<layout>/pods/<uid>/<program>` for
+//! each enrolled pod's links. Pinned links keep a pod's hooks attached while
+//! the agent is down, which is what makes fail-closed possible; pinned maps let
+//! the next agent adopt the pods' state instead of starting from nothing.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use aya::programs::links::{FdLink, PinnedLink};
+use weir_common::MAP_LAYOUT_VERSION;
+
+use super::DatapathError;
+
+/// Where weir pins by default.
+pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/weir";
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_LINK_UPDATE: libc::c_long = 29;
+
+#[derive(Clone, Debug)]
+pub(super) struct PinLayout {
+    base: PathBuf,
+}
+
+impl PinLayout {
+    /// Checks that `root` is on a bpffs and creates the layout below it.
+    pub(super) fn create(root: &Path) -> Result<Self, DatapathError> {
+        let pin_err = |source: io::Error| DatapathError::Pin {
+            path: root.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(root).map_err(pin_err)?;
+        let fs = nix::sys::statfs::statfs(root).map_err(|e| pin_err(e.into()))?;
+        if fs.filesystem_type().0 as i64 != BPF_FS_MAGIC {
+            return Err(DatapathError::NotBpffs(root.to_path_buf()));
+        }
+        let layout = Self {
+            base: root.join(format!("v{MAP_LAYOUT_VERSION}")),
+        };
+        for dir in [layout.maps_dir(), layout.pods_dir()] {
+            std::fs::create_dir_all(&dir).map_err(|source| DatapathError::Pin {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        Ok(layout)
+    }
+
+    pub(super) fn map_path(&self, map: &str) -> PathBuf {
+        self.maps_dir().join(map)
+    }
+
+    fn maps_dir(&self) -> PathBuf {
+        self.base.join("maps")
+    }
+
+    pub(super) fn pods_dir(&self) -> PathBuf {
+        self.base.join("pods")
+    }
+
+    pub(super) fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.pods_dir().join(uid)
+    }
+}
+
+/// A link owned by one pod. Unpinned, it detaches when dropped; pinned, it
+/// stays attached after the agent is gone until [`AttachedLink::remove`].
+pub(super) struct AttachedLink {
+    link: FdLink,
+    pin: Option<PathBuf>,
+}
+
+impl AttachedLink {
+    /// Adopts the link pinned at `pin` (pointing it at the current program), or
+    /// makes one with `attach` and pins it there.
+    pub(super) fn attach_or_adopt(
+        pin: Option<PathBuf>,
+        program: BorrowedFd<'_>,
+        attach: impl FnOnce() -> Result<FdLink, DatapathError>,
+    ) -> Result<Self, DatapathError> {
+        let Some(path) = pin else {
+            return Ok(Self {
+                link: attach()?,
+                pin: None,
+            });
+        };
+        let pin_err = |source: io::Error| DatapathError::Pin {
+            path: path.clone(),
+            source,
+        };
+        if path.exists() {
+            // The pinned link may run a previous agent's program instance;
+            // swap in ours atomically so no connection goes unhooked.
+            update_pinned_link_program(&path, program).map_err(pin_err)?;
+            let pinned = PinnedLink::from_pin(&path).map_err(|e| pin_err(io::Error::other(e)))?;
+            return Ok(Self {
+                link: FdLink::from(pinned),
+                pin: Some(path),
+            });
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(pin_err)?;
+        }
+        let pinned = attach()?
+            .pin(&path)
+            .map_err(|e| pin_err(io::Error::other(e)))?;
+        Ok(Self {
+            link: FdLink::from(pinned),
+            pin: Some(path),
+        })
+    }
+
+    pub(super) fn id(&self) -> Option<u32> {
+        self.link.info().ok().map(|i| i.id())
+    }
+
+    /// Detaches the link for good, pinned or not.
+    pub(super) fn remove(self) {
+        if let Some(path) = &self.pin
+            && let Err(e) = std::fs::remove_file(path)
+        {
+            log::warn!("unpinning {}: {e}", path.display());
+        }
+        drop(self.link);
+    }
+}
+
+/// Points the link pinned at `path` at `program` (`BPF_OBJ_GET`, then
+/// `BPF_LINK_UPDATE`, which replaces the program atomically). aya keeps its own
+/// wrappers of these private; they are the only raw bpf(2) calls weir makes.
+fn update_pinned_link_program(path: &Path, program: BorrowedFd<'_>) -> io::Result<()> {
+    #[repr(C)]
+    struct ObjGetAttr {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    #[repr(C)]
+    struct LinkUpdateAttr {
+        link_fd: u32,
+        new_prog_fd: u32,
+        flags: u32,
+        old_prog_fd: u32,
+    }
+    let c_path =
+        std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
+    let get = ObjGetAttr {
+        pathname: c_path.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+    };
+    // SAFETY: `get` is a fully initialised obj_get member of union bpf_attr
+    // whose pathname points at a NUL-terminated string alive for the call; the
+    // kernel zero-extends the attribute past the size given.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &get as *const ObjGetAttr,
+            size_of::<ObjGetAttr>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
+    let link = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let update = LinkUpdateAttr {
+        link_fd: link.as_raw_fd() as u32,
+        new_prog_fd: program.as_raw_fd() as u32,
+        flags: 0,
+        old_prog_fd: 0,
+    };
+    // SAFETY: as above, a fully initialised link_update member of bpf_attr.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_UPDATE,
+            &update as *const LinkUpdateAttr,
+            size_of::<LinkUpdateAttr>(),
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Removes a pod's pin directory and every link pinned in it (a pod that
+/// disappeared while the agent was down).
+pub(super) fn remove_pod_pins(dir: &Path) -> io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        std::fs::remove_file(entry?.path())?;
+    }
+    std::fs::remove_dir(dir)
+}
