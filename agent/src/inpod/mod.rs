@@ -2,6 +2,10 @@
 //! process on a thread that entered the pod's namespace, so one process serves
 //! every pod on the node without a sidecar.
 
+mod factory;
+
+pub use factory::PodSocketFactory;
+
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use std::os::fd::AsFd;
@@ -27,6 +31,8 @@ pub enum InPodError {
         netns: String,
         source: io::Error,
     },
+    #[error("starting the socket factory in {netns}: {source}")]
+    Factory { netns: String, source: io::Error },
     #[error("reading the network namespace cookie of a socket in {netns}: {source}")]
     Cookie { netns: String, source: io::Error },
 }
