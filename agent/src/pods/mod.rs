@@ -1,0 +1,15 @@
+//! The pod source: which pods exist on this node and how each is configured.
+//!
+//! A [`PodSpec`] is what the agent knows about one pod, wherever it came from:
+//! today a YAML file ([`load_pods_file`], watched by [`watch_pods_file`]), later
+//! the Kubernetes API; both feed the same enrollment code. [`PodSpec::policy`]
+//! reads the `weir.dev/*` annotations, and [`resolve`] finds the pod's cgroup
+//! directory and network namespace on this node.
+//! Format reference: `docs/pods.md`.
+
+mod file;
+mod spec;
+mod validate;
+
+pub use file::{PodsFileError, load_pods_file, parse_pods_str};
+pub use spec::{PodLocation, PodSpec};
