@@ -8,8 +8,14 @@
 //! Format reference: `docs/pods.md`.
 
 mod file;
+mod policy;
 mod spec;
 mod validate;
 
 pub use file::{PodsFileError, load_pods_file, parse_pods_str};
+pub use policy::{
+    ANNOTATION_ENROLL, ANNOTATION_EXCLUDE_OUTBOUND_PORTS, ANNOTATION_FAIL_MODE,
+    ANNOTATION_INBOUND_PORTS, FailMode, InboundPorts, MAX_EXCLUDED_OUTBOUND_PORTS,
+    MAX_INBOUND_PORTS, PodPolicy, PolicyError,
+};
 pub use spec::{PodLocation, PodSpec};
