@@ -9,6 +9,7 @@
 
 mod file;
 mod policy;
+mod resolve;
 mod spec;
 mod validate;
 
@@ -18,4 +19,5 @@ pub use policy::{
     ANNOTATION_INBOUND_PORTS, FailMode, InboundPorts, MAX_EXCLUDED_OUTBOUND_PORTS,
     MAX_INBOUND_PORTS, PodPolicy, PolicyError,
 };
+pub use resolve::{ResolveError, ResolvedPod, resolve};
 pub use spec::{PodLocation, PodSpec};
