@@ -7,4 +7,5 @@ pub mod datapath;
 pub mod inpod;
 pub mod netns;
 pub mod node;
+pub mod pods;
 pub mod socket;

@@ -17,7 +17,7 @@ const PROBE: &str = "weir-config-locate-probe";
 
 /// 1-based line of the node at `path` (of its key when the path ends in a key).
 /// When the node is absent (a defaulted field), the line of the nearest ancestor.
-pub(super) fn line_of(text: &str, path: &DocPath) -> Option<usize> {
+pub(crate) fn line_of(text: &str, path: &DocPath) -> Option<usize> {
     let segments = path.segments();
     (1..=segments.len())
         .rev()

@@ -40,6 +40,10 @@ pub use route::{
 };
 pub use schema::{json_schema, json_schema_string};
 
+// For other YAML documents of the agent (the pods file): the same lines and messages.
+pub(crate) use locate::line_of;
+pub(crate) use parse::serde_issue;
+
 /// Compiles a `safe_regex` so that it must match the whole input (Envoy semantics).
 pub fn compile_full_match(pattern: &str) -> Result<regex::Regex, regex::Error> {
     regex::Regex::new(&format!("^(?:{pattern})$"))

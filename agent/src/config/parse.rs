@@ -42,7 +42,10 @@ pub fn parse_str(text: &str, origin: &str) -> Result<ProxyConfig, ConfigError> {
 /// for checks made after a value was read (one-of blocks, addresses) is the
 /// enclosing mapping; so the line comes from the document path when the
 /// document is well-formed YAML, and from serde_yaml otherwise (syntax errors).
-fn serde_issue(err: &serde_path_to_error::Error<serde_yaml::Error>, text: &str) -> Issue {
+pub(crate) fn serde_issue(
+    err: &serde_path_to_error::Error<serde_yaml::Error>,
+    text: &str,
+) -> Issue {
     let inner = err.inner();
     let location = inner.location();
     let mut message = inner.to_string();

@@ -1,0 +1,23 @@
+//! The pod source: which pods exist on this node and how each is configured.
+//!
+//! A [`PodSpec`] is what the agent knows about one pod, wherever it came from:
+//! today a YAML file ([`load_pods_file`], watched by [`watch_pods_file`]), later
+//! the Kubernetes API; both feed the same enrollment code. [`PodSpec::policy`]
+//! reads the `weir.dev/*` annotations, and [`resolve`] finds the pod's cgroup
+//! directory and network namespace on this node.
+//! Format reference: `docs/pods.md`.
+
+mod file;
+mod policy;
+mod resolve;
+mod spec;
+mod validate;
+
+pub use file::{PodsFileError, load_pods_file, parse_pods_str};
+pub use policy::{
+    ANNOTATION_ENROLL, ANNOTATION_EXCLUDE_OUTBOUND_PORTS, ANNOTATION_FAIL_MODE,
+    ANNOTATION_INBOUND_PORTS, FailMode, InboundPorts, MAX_EXCLUDED_OUTBOUND_PORTS,
+    MAX_INBOUND_PORTS, PodPolicy, PolicyError,
+};
+pub use resolve::{ResolveError, ResolvedPod, resolve};
+pub use spec::{PodLocation, PodSpec};

@@ -1,0 +1,219 @@
+//! What a pod's `weir.dev/*` annotations ask of the agent.
+//!
+//! Only `weir.dev/enroll: "true"` pods are the agent's business; the other
+//! annotations are read for those pods alone, so a mistake on a pod weir leaves
+//! alone is never reported.
+
+use super::spec::PodSpec;
+
+/// `"true"` enrolls the pod; `"false"` or absent leaves it alone.
+pub const ANNOTATION_ENROLL: &str = "weir.dev/enroll";
+/// Comma-separated destination ports whose outbound connections are not redirected.
+pub const ANNOTATION_EXCLUDE_OUTBOUND_PORTS: &str = "weir.dev/exclude-outbound-ports";
+/// Comma-separated ports steered inbound; absent means every port.
+pub const ANNOTATION_INBOUND_PORTS: &str = "weir.dev/inbound-ports";
+/// `"open"` (default) or `"closed"`: what the pod's connections do while the proxy is not serving it.
+pub const ANNOTATION_FAIL_MODE: &str = "weir.dev/fail-mode";
+
+/// Inbound port slots per pod in the eBPF maps.
+pub const MAX_INBOUND_PORTS: usize = weir_common::MAX_INBOUND_PORTS;
+/// Excluded outbound port slots per pod in the eBPF maps.
+pub const MAX_EXCLUDED_OUTBOUND_PORTS: usize = 16;
+
+/// How the agent treats one pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodPolicy {
+    pub enroll: bool,
+    /// Outbound connections to these destination ports go straight out, in the annotation's order.
+    pub exclude_outbound_ports: Vec<u16>,
+    pub inbound_ports: InboundPorts,
+    pub fail_mode: FailMode,
+}
+
+/// Which inbound connections go through the proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboundPorts {
+    All,
+    /// Only these ports, in the annotation's order; never empty.
+    Listed(Vec<u16>),
+}
+
+/// What an enrolled pod's connections do while the proxy is not serving it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FailMode {
+    /// Go straight to their destination.
+    #[default]
+    Open,
+    /// Are refused.
+    Closed,
+}
+
+impl PodPolicy {
+    /// The policy of a pod without `weir.dev/*` annotations: not enrolled.
+    pub fn not_enrolled() -> Self {
+        Self {
+            enroll: false,
+            exclude_outbound_ports: Vec::new(),
+            inbound_ports: InboundPorts::All,
+            fail_mode: FailMode::Open,
+        }
+    }
+}
+
+/// An annotation value weir cannot use; the pod is reported and not enrolled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("pod {pod}: annotation {annotation}: invalid value {value:?}: {reason}")]
+    InvalidValue {
+        /// `namespace/name`.
+        pod: String,
+        annotation: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error(
+        "pod {pod}: annotation {annotation} lists {count} ports, more than the {max} that fit (value {value:?})"
+    )]
+    TooManyPorts {
+        pod: String,
+        annotation: &'static str,
+        value: String,
+        count: usize,
+        max: usize,
+    },
+}
+
+impl PodSpec {
+    /// Reads the `weir.dev/*` annotations. A pod that is not enrolled gets
+    /// [`PodPolicy::not_enrolled`] whatever its other annotations say.
+    pub fn policy(&self) -> Result<PodPolicy, PolicyError> {
+        let reader = Reader { pod: self };
+        if !reader.enroll()? {
+            return Ok(PodPolicy::not_enrolled());
+        }
+        let exclude_outbound_ports = match reader.get(ANNOTATION_EXCLUDE_OUTBOUND_PORTS) {
+            None => Vec::new(),
+            Some(value) => reader.ports(
+                ANNOTATION_EXCLUDE_OUTBOUND_PORTS,
+                value,
+                MAX_EXCLUDED_OUTBOUND_PORTS,
+            )?,
+        };
+        let inbound_ports = match reader.get(ANNOTATION_INBOUND_PORTS) {
+            None => InboundPorts::All,
+            Some(value) => InboundPorts::Listed(reader.ports(
+                ANNOTATION_INBOUND_PORTS,
+                value,
+                MAX_INBOUND_PORTS,
+            )?),
+        };
+        Ok(PodPolicy {
+            enroll: true,
+            exclude_outbound_ports,
+            inbound_ports,
+            fail_mode: reader.fail_mode()?,
+        })
+    }
+}
+
+/// Reads one pod's annotations; errors name the pod.
+struct Reader<'p> {
+    pod: &'p PodSpec,
+}
+
+impl Reader<'_> {
+    fn get(&self, annotation: &str) -> Option<&str> {
+        self.pod.annotations.get(annotation).map(String::as_str)
+    }
+
+    fn invalid(&self, annotation: &'static str, value: &str, reason: String) -> PolicyError {
+        PolicyError::InvalidValue {
+            pod: self.pod.qualified_name(),
+            annotation,
+            value: value.to_owned(),
+            reason,
+        }
+    }
+
+    fn enroll(&self) -> Result<bool, PolicyError> {
+        match self.get(ANNOTATION_ENROLL) {
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(other) => Err(self.invalid(
+                ANNOTATION_ENROLL,
+                other,
+                "expected \"true\" or \"false\"".to_owned(),
+            )),
+        }
+    }
+
+    fn fail_mode(&self) -> Result<FailMode, PolicyError> {
+        match self.get(ANNOTATION_FAIL_MODE) {
+            None | Some("open") => Ok(FailMode::Open),
+            Some("closed") => Ok(FailMode::Closed),
+            Some(other) => Err(self.invalid(
+                ANNOTATION_FAIL_MODE,
+                other,
+                "expected \"open\" or \"closed\"".to_owned(),
+            )),
+        }
+    }
+
+    /// `"5432, 6379"` -> `[5432, 6379]`: ports 1-65535, each once, at most `max`.
+    fn ports(
+        &self,
+        annotation: &'static str,
+        value: &str,
+        max: usize,
+    ) -> Result<Vec<u16>, PolicyError> {
+        if value.trim().is_empty() {
+            return Err(self.invalid(
+                annotation,
+                value,
+                "no ports listed; remove the annotation instead".to_owned(),
+            ));
+        }
+        let mut ports = Vec::new();
+        for item in value.split(',').map(str::trim) {
+            let port = match item.parse::<u16>() {
+                Ok(port) if port != 0 => port,
+                _ if item.is_empty() => {
+                    return Err(self.invalid(
+                        annotation,
+                        value,
+                        "empty item in the list".to_owned(),
+                    ));
+                }
+                _ => {
+                    return Err(self.invalid(
+                        annotation,
+                        value,
+                        format!("{item:?} is not a port (1-65535)"),
+                    ));
+                }
+            };
+            if ports.contains(&port) {
+                return Err(self.invalid(
+                    annotation,
+                    value,
+                    format!("port {port} is listed twice"),
+                ));
+            }
+            ports.push(port);
+        }
+        if ports.len() > max {
+            return Err(PolicyError::TooManyPorts {
+                pod: self.pod.qualified_name(),
+                annotation,
+                value: value.to_owned(),
+                count: ports.len(),
+                max,
+            });
+        }
+        Ok(ports)
+    }
+}
+
+#[cfg(test)]
+#[path = "policy_tests.rs"]
+mod tests;

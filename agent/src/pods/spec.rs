@@ -1,0 +1,144 @@
+//! One pod as the agent sees it, and the document that lists them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+
+/// The pods file: `pods: [...]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PodsDocument {
+    pub(super) pods: Vec<PodSpec>,
+}
+
+/// One pod on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawPod")]
+pub struct PodSpec {
+    pub namespace: String,
+    pub name: String,
+    /// The pod's UID, its identity ([`PodSpec::key`]).
+    pub uid: String,
+    /// The pod's own addresses (at least one; none shared with another pod).
+    pub ips: Vec<IpAddr>,
+    /// Kubernetes-style annotations; `weir.dev/*` ones are read by [`PodSpec::policy`].
+    pub annotations: BTreeMap<String, String>,
+    pub location: PodLocation,
+}
+
+/// Where to find the pod on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodLocation {
+    /// The pod's cgroup v2 directory: absolute, or relative to the cgroup2 root.
+    Cgroup(PathBuf),
+    /// A process in the pod.
+    Pid(u32),
+}
+
+impl PodSpec {
+    /// The pod's identity across updates: its UID.
+    pub fn key(&self) -> &str {
+        &self.uid
+    }
+
+    /// `namespace/name`, as errors and logs name the pod.
+    pub fn qualified_name(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// A pod as written, before `cgroup`/`pid` become a [`PodLocation`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPod {
+    namespace: String,
+    name: String,
+    uid: String,
+    ips: Vec<IpAddr>,
+    #[serde(default)]
+    annotations: BTreeMap<String, AnnotationValue>,
+    #[serde(default)]
+    cgroup: Option<PathBuf>,
+    #[serde(default)]
+    pid: Option<u32>,
+}
+
+impl TryFrom<RawPod> for PodSpec {
+    type Error = String;
+
+    fn try_from(raw: RawPod) -> Result<Self, String> {
+        let location = match (raw.cgroup, raw.pid) {
+            (Some(dir), None) => PodLocation::Cgroup(dir),
+            (None, Some(pid)) => PodLocation::Pid(pid),
+            (Some(_), Some(_)) => {
+                return Err("a pod has either `cgroup` or `pid`, not both".to_owned());
+            }
+            (None, None) => {
+                return Err(
+                    "a pod needs `cgroup` (its cgroup v2 directory) or `pid` (a process in it)"
+                        .to_owned(),
+                );
+            }
+        };
+        Ok(PodSpec {
+            namespace: raw.namespace,
+            name: raw.name,
+            uid: raw.uid,
+            ips: raw.ips,
+            annotations: raw
+                .annotations
+                .into_iter()
+                .map(|(key, value)| (key, value.0))
+                .collect(),
+            location,
+        })
+    }
+}
+
+/// An annotation value: a string, as in Kubernetes. An unquoted `true` or `80`
+/// is refused with a hint rather than silently turned into text.
+struct AnnotationValue(String);
+
+impl<'de> Deserialize<'de> for AnnotationValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(AnnotationVisitor)
+    }
+}
+
+struct AnnotationVisitor;
+
+impl AnnotationVisitor {
+    fn unquoted<E: de::Error>(value: impl fmt::Display) -> E {
+        E::custom(format!(
+            "annotation values are strings; quote it: \"{value}\""
+        ))
+    }
+}
+
+impl Visitor<'_> for AnnotationVisitor {
+    type Value = AnnotationValue;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<AnnotationValue, E> {
+        Ok(AnnotationValue(value.to_owned()))
+    }
+    fn visit_bool<E: de::Error>(self, value: bool) -> Result<AnnotationValue, E> {
+        Err(Self::unquoted(value))
+    }
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<AnnotationValue, E> {
+        Err(Self::unquoted(value))
+    }
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<AnnotationValue, E> {
+        Err(Self::unquoted(value))
+    }
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<AnnotationValue, E> {
+        Err(Self::unquoted(value))
+    }
+}
