@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod datapath;
+pub mod enroll;
 pub mod inpod;
 pub mod netns;
 pub mod node;

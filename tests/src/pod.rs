@@ -185,6 +185,14 @@ impl SimPod {
         Ok(PodProcess { child: Some(child) })
     }
 
+    /// Starts the pod's long-lived process (the pause container's role), which
+    /// gives the agent a PID to find the pod's namespace by.
+    pub fn start_pause(&self) -> Result<PodProcess> {
+        let mut cmd = Command::new("sleep");
+        cmd.arg("3600");
+        self.spawn(cmd)
+    }
+
     /// PIDs currently in the pod's cgroup.
     pub fn cgroup_pids(&self) -> Vec<u32> {
         std::fs::read_to_string(self.cgroup_dir.join("cgroup.procs"))

@@ -1,0 +1,102 @@
+//! Accept loops of a pod's in-pod listeners, handing each connection to the
+//! proxy with what the data path knows about it.
+
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use super::{InboundConn, Intercept, OutboundConn, PodContext};
+use crate::datapath::{OrigDst, OrigDstTable};
+
+pub(super) fn spawn_outbound(
+    listener: std::net::TcpListener,
+    orig_dst: Arc<OrigDstTable>,
+    intercept: Arc<dyn Intercept>,
+    pod: Arc<PodContext>,
+) -> std::io::Result<JoinHandle<()>> {
+    let listener = into_tokio(listener)?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let Some((stream, peer)) = accept(&listener, &pod).await else {
+                continue;
+            };
+            match orig_dst.take(stream.as_fd(), peer) {
+                Ok(Some(OrigDst(orig_dst))) => {
+                    let _ = stream.set_nodelay(true);
+                    intercept.outbound(OutboundConn {
+                        stream,
+                        orig_dst,
+                        pod: Arc::clone(&pod),
+                    });
+                }
+                // Something in the pod connected to the listener's own port.
+                Ok(None) => log::debug!(
+                    "pod {}/{}: egress connection from {peer} was not redirected; closed",
+                    pod.namespace,
+                    pod.name
+                ),
+                Err(e) => log::warn!(
+                    "pod {}/{}: original destination of {peer}: {e}",
+                    pod.namespace,
+                    pod.name
+                ),
+            }
+        }
+    }))
+}
+
+pub(super) fn spawn_inbound(
+    listener: std::net::TcpListener,
+    intercept: Arc<dyn Intercept>,
+    pod: Arc<PodContext>,
+) -> std::io::Result<JoinHandle<()>> {
+    let listener = into_tokio(listener)?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let Some((stream, peer)) = accept(&listener, &pod).await else {
+                continue;
+            };
+            // sk_lookup hands over the connection as addressed: the local
+            // address is where the client was connecting.
+            match stream.local_addr() {
+                Ok(dst) => {
+                    let _ = stream.set_nodelay(true);
+                    intercept.inbound(InboundConn {
+                        stream,
+                        dst,
+                        peer,
+                        pod: Arc::clone(&pod),
+                    });
+                }
+                Err(e) => log::warn!(
+                    "pod {}/{}: inbound connection from {peer}: {e}",
+                    pod.namespace,
+                    pod.name
+                ),
+            }
+        }
+    }))
+}
+
+async fn accept(
+    listener: &TcpListener,
+    pod: &PodContext,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    match listener.accept().await {
+        Ok(accepted) => Some(accepted),
+        Err(e) => {
+            // Typically EMFILE: back off instead of spinning.
+            log::warn!("pod {}/{}: accept: {e}", pod.namespace, pod.name);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            None
+        }
+    }
+}
+
+fn into_tokio(listener: std::net::TcpListener) -> std::io::Result<TcpListener> {
+    listener.set_nonblocking(true)?;
+    TcpListener::from_std(listener)
+}

@@ -1,0 +1,201 @@
+//! Enrollment: turning the desired set of pods into data-path state and
+//! in-pod listeners, and back. The pod source (a pods file today, the
+//! Kubernetes API later) feeds [`Enroller::reconcile`]; the proxy receives the
+//! intercepted connections through [`Intercept`].
+
+mod accept;
+mod pod;
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+
+use crate::datapath::{Datapath, DatapathError, OrigDstTable, Pruned};
+use crate::inpod::PodSocketFactory;
+use crate::pods::PodSpec;
+
+pub use pod::{EnrollError, EnrolledPod};
+
+/// Who a connection belongs to, for routing decisions and metrics.
+#[derive(Debug)]
+pub struct PodContext {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    sockets: PodSocketFactory,
+}
+
+impl PodContext {
+    /// Connects to the pod's application at `app` from the proxy's reserved
+    /// source address (127.0.0.6 or ::6), which the inbound steering passes.
+    pub async fn connect_app(&self, app: SocketAddr) -> std::io::Result<TcpStream> {
+        let source: SocketAddr = match app {
+            SocketAddr::V4(_) => (weir_common::PROXY_INBOUND_SOURCE_V4, 0).into(),
+            SocketAddr::V6(_) => (weir_common::PROXY_INBOUND_SOURCE_V6, 0).into(),
+        };
+        let socket = self.sockets.socket(source)?;
+        let std_stream: std::net::TcpStream = socket.into();
+        tokio::net::TcpSocket::from_std_stream(std_stream)
+            .connect(app)
+            .await
+    }
+}
+
+/// A connection an enrolled pod's application made, redirected to the proxy.
+pub struct OutboundConn {
+    pub stream: TcpStream,
+    /// Where the application was connecting.
+    pub orig_dst: SocketAddr,
+    pub pod: Arc<PodContext>,
+}
+
+/// A connection to an enrolled pod's port, steered to the proxy.
+pub struct InboundConn {
+    pub stream: TcpStream,
+    /// The pod address and port the client connected to.
+    pub dst: SocketAddr,
+    pub peer: SocketAddr,
+    pub pod: Arc<PodContext>,
+}
+
+/// What the proxy does with intercepted connections. Implementations spawn
+/// their own tasks and must never block the caller.
+pub trait Intercept: Send + Sync + 'static {
+    fn outbound(&self, conn: OutboundConn);
+    fn inbound(&self, conn: InboundConn);
+}
+
+/// The node's enrolled pods, by uid.
+pub struct Enroller {
+    datapath: Datapath,
+    orig_dst: Arc<OrigDstTable>,
+    intercept: Arc<dyn Intercept>,
+    cgroup2_root: PathBuf,
+    pods: HashMap<String, EnrolledPod>,
+}
+
+/// What one reconciliation did, for logs and tests.
+#[derive(Debug, Default)]
+pub struct Reconciled {
+    pub enrolled: Vec<String>,
+    pub updated: Vec<String>,
+    pub unenrolled: Vec<String>,
+    /// Pods that should be enrolled but could not be, with why.
+    pub failed: Vec<(String, String)>,
+}
+
+impl Enroller {
+    pub fn new(datapath: Datapath, intercept: Arc<dyn Intercept>, cgroup2_root: PathBuf) -> Self {
+        let orig_dst = datapath.orig_dst_table();
+        Self {
+            datapath,
+            orig_dst,
+            intercept,
+            cgroup2_root,
+            pods: HashMap::new(),
+        }
+    }
+
+    /// Brings the enrolled set in line with `desired`: enrolls new pods that
+    /// ask for it, applies changed annotations, un-enrolls the rest. A pod that
+    /// fails is reported and skipped; the others proceed.
+    pub fn reconcile(&mut self, desired: &[PodSpec]) -> Reconciled {
+        let mut result = Reconciled::default();
+        let mut wanted = HashSet::new();
+        for spec in desired {
+            let label = format!("{}/{}", spec.namespace, spec.name);
+            let policy = match spec.policy() {
+                Ok(policy) if policy.enroll => policy,
+                Ok(_) => continue,
+                Err(e) => {
+                    // Refused like an invalid config: an enrolled pod keeps
+                    // serving with its last valid annotations.
+                    if self.pods.contains_key(&spec.uid) {
+                        wanted.insert(spec.uid.clone());
+                    }
+                    log::error!("pod {label}: {e}");
+                    result.failed.push((label, e.to_string()));
+                    continue;
+                }
+            };
+            wanted.insert(spec.uid.clone());
+            let outcome = match self.pods.get_mut(&spec.uid) {
+                Some(enrolled) if enrolled.same_placement(spec) => {
+                    if enrolled.policy() == &policy {
+                        continue;
+                    }
+                    enrolled.update_policy(policy).map(|()| &mut result.updated)
+                }
+                _ => {
+                    if let Some(old) = self.pods.remove(&spec.uid) {
+                        old.unenroll();
+                    }
+                    match EnrolledPod::enroll(
+                        &mut self.datapath,
+                        &self.orig_dst,
+                        &self.intercept,
+                        &self.cgroup2_root,
+                        spec,
+                        policy,
+                    ) {
+                        Ok(pod) => {
+                            self.pods.insert(spec.uid.clone(), pod);
+                            Ok(&mut result.enrolled)
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            match outcome {
+                Ok(list) => list.push(label),
+                Err(e) => {
+                    log::error!("pod {label}: {e}");
+                    result.failed.push((label, e.to_string()));
+                }
+            }
+        }
+        let gone: Vec<String> = self
+            .pods
+            .keys()
+            .filter(|uid| !wanted.contains(*uid))
+            .cloned()
+            .collect();
+        for uid in gone {
+            if let Some(pod) = self.pods.remove(&uid) {
+                result.unenrolled.push(pod.label());
+                pod.unenroll();
+            }
+        }
+        result
+    }
+
+    /// Removes pinned state of pods that are no longer enrolled (gone while no
+    /// agent ran). Call after the first reconciliation.
+    pub fn prune(&mut self) -> Result<Pruned, DatapathError> {
+        let uids: HashSet<String> = self.pods.keys().cloned().collect();
+        let cookies: HashSet<u64> = self.pods.values().map(EnrolledPod::netns_cookie).collect();
+        let addrs: HashSet<IpAddr> = self
+            .pods
+            .values()
+            .flat_map(|p| p.ips().iter().copied())
+            .collect();
+        self.datapath.prune(&uids, &cookies, &addrs)
+    }
+
+    /// Labels (`namespace/name`) of the enrolled pods.
+    pub fn enrolled(&self) -> Vec<String> {
+        let mut labels: Vec<String> = self.pods.values().map(EnrolledPod::label).collect();
+        labels.sort();
+        labels
+    }
+
+    /// Un-enrolls every pod for good (`weir run` on an uninstall, tests).
+    pub fn unenroll_all(&mut self) {
+        for (_, pod) in self.pods.drain() {
+            pod.unenroll();
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! One enrolled pod: its listeners, its data-path handles and its accept tasks.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+use weir_common::{
+    INBOUND_FLAG_ALL_PORTS, INBOUND_FLAG_FAIL_CLOSED, InboundSettings, MAX_EXCLUDED_OUTBOUND_PORTS,
+    MAX_INBOUND_PORTS, POD_FLAG_FAIL_CLOSED, PodSettings,
+};
+
+use super::{Intercept, PodContext, accept};
+use crate::datapath::{
+    Datapath, DatapathError, EgressAttachment, IngressAttachment, OrigDstTable, PodRegistration,
+};
+use crate::inpod::{InPodError, PodListeners, PodSocketFactory};
+use crate::pods::{FailMode, InboundPorts, PodLocation, PodPolicy, PodSpec, ResolveError, resolve};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollError {
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error(transparent)]
+    InPod(#[from] InPodError),
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    #[error("preparing the in-pod listeners: {0}")]
+    Listener(#[source] std::io::Error),
+    #[error("{count} {what} listed, at most {max} are supported")]
+    TooManyPorts {
+        what: &'static str,
+        count: usize,
+        max: usize,
+    },
+}
+
+pub struct EnrolledPod {
+    label: String,
+    ips: Vec<IpAddr>,
+    location: PodLocation,
+    policy: PodPolicy,
+    netns_cookie: u64,
+    egress_ports: (u16, u16),
+    registration: PodRegistration,
+    egress: EgressAttachment,
+    ingress: IngressAttachment,
+    accept_tasks: AcceptTasks,
+}
+
+/// The pod's accept loops; aborting them closes its listeners. Aborted on drop,
+/// so an agent shutting down stops accepting while pinned state stays.
+struct AcceptTasks(Vec<JoinHandle<()>>);
+
+impl Drop for AcceptTasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+impl EnrolledPod {
+    /// Binds the pod's listeners, registers and attaches it, and starts
+    /// serving its connections. Must run inside the tokio runtime.
+    pub(super) fn enroll(
+        datapath: &mut Datapath,
+        orig_dst: &Arc<OrigDstTable>,
+        intercept: &Arc<dyn Intercept>,
+        cgroup2_root: &Path,
+        spec: &PodSpec,
+        policy: PodPolicy,
+    ) -> Result<Self, EnrollError> {
+        let resolved = resolve(spec, cgroup2_root)?;
+        let egress_listeners = PodListeners::bind(&resolved.netns)?;
+        let inbound_listeners = PodListeners::bind(&resolved.netns)?;
+        let sockets = PodSocketFactory::start(&resolved.netns, &spec.name)?;
+        let pod = Arc::new(PodContext {
+            namespace: spec.namespace.clone(),
+            name: spec.name.clone(),
+            uid: spec.uid.clone(),
+            sockets,
+        });
+        let egress_ports = (
+            egress_listeners
+                .v4
+                .local_addr()
+                .map_err(EnrollError::Listener)?
+                .port(),
+            egress_listeners
+                .v6
+                .local_addr()
+                .map_err(EnrollError::Listener)?
+                .port(),
+        );
+        let netns_cookie = egress_listeners.netns_cookie;
+        let registration =
+            datapath.register_pod(netns_cookie, pod_settings(egress_ports, &policy)?)?;
+        let egress = datapath.attach_egress(&resolved.cgroup_dir, &spec.uid)?;
+        let ingress = datapath.attach_ingress(
+            &resolved.netns,
+            &spec.uid,
+            &spec.ips,
+            inbound_settings(&policy)?,
+            &inbound_listeners.v4,
+            &inbound_listeners.v6,
+        )?;
+        let mut accept_tasks = Vec::with_capacity(4);
+        for listener in [egress_listeners.v4, egress_listeners.v6] {
+            accept_tasks.push(
+                accept::spawn_outbound(
+                    listener,
+                    Arc::clone(orig_dst),
+                    Arc::clone(intercept),
+                    Arc::clone(&pod),
+                )
+                .map_err(EnrollError::Listener)?,
+            );
+        }
+        for listener in [inbound_listeners.v4, inbound_listeners.v6] {
+            accept_tasks.push(
+                accept::spawn_inbound(listener, Arc::clone(intercept), Arc::clone(&pod))
+                    .map_err(EnrollError::Listener)?,
+            );
+        }
+        let label = format!("{}/{}", spec.namespace, spec.name);
+        log::info!("enrolled pod {label} (uid {})", spec.uid);
+        Ok(Self {
+            label,
+            ips: spec.ips.clone(),
+            location: spec.location.clone(),
+            policy,
+            netns_cookie,
+            egress_ports,
+            registration,
+            egress,
+            ingress,
+            accept_tasks: AcceptTasks(accept_tasks),
+        })
+    }
+
+    pub fn label(&self) -> String {
+        self.label.clone()
+    }
+
+    pub fn policy(&self) -> &PodPolicy {
+        &self.policy
+    }
+
+    pub fn ips(&self) -> &[IpAddr] {
+        &self.ips
+    }
+
+    pub fn netns_cookie(&self) -> u64 {
+        self.netns_cookie
+    }
+
+    /// Whether `spec` still describes the pod where it was enrolled (same
+    /// addresses and cgroup), so a policy change can be applied in place.
+    pub(super) fn same_placement(&self, spec: &PodSpec) -> bool {
+        self.ips == spec.ips && self.location == spec.location
+    }
+
+    /// Applies changed annotations (fail mode, ports) without re-enrolling.
+    pub(super) fn update_policy(&mut self, policy: PodPolicy) -> Result<(), EnrollError> {
+        self.registration
+            .update(pod_settings(self.egress_ports, &policy)?)?;
+        self.ingress.update(inbound_settings(&policy)?)?;
+        log::info!("pod {}: annotations changed, applied", self.label);
+        self.policy = policy;
+        Ok(())
+    }
+
+    /// Removes everything the pod had: entries, links, pins, listeners. The
+    /// hooks go first, so the pod connects directly rather than into a closing
+    /// listener, even when it is fail-closed.
+    pub(super) fn unenroll(self) {
+        self.registration.remove();
+        self.ingress.remove();
+        self.egress.remove();
+        drop(self.accept_tasks);
+        log::info!("un-enrolled pod {}", self.label);
+    }
+}
+
+fn pod_settings(egress_ports: (u16, u16), policy: &PodPolicy) -> Result<PodSettings, EnrollError> {
+    let mut settings = PodSettings {
+        egress_port_v4: egress_ports.0,
+        egress_port_v6: egress_ports.1,
+        flags: if policy.fail_mode == FailMode::Closed {
+            POD_FLAG_FAIL_CLOSED
+        } else {
+            0
+        },
+        ..PodSettings::default()
+    };
+    fill_ports(
+        &mut settings.exclude_outbound_ports,
+        &policy.exclude_outbound_ports,
+        "excluded outbound ports",
+    )?;
+    Ok(settings)
+}
+
+fn inbound_settings(policy: &PodPolicy) -> Result<InboundSettings, EnrollError> {
+    let mut settings = InboundSettings::default();
+    if policy.fail_mode == FailMode::Closed {
+        settings.flags |= INBOUND_FLAG_FAIL_CLOSED;
+    }
+    match &policy.inbound_ports {
+        InboundPorts::All => settings.flags |= INBOUND_FLAG_ALL_PORTS,
+        InboundPorts::Listed(ports) => fill_ports(&mut settings.ports, ports, "inbound ports")?,
+    }
+    Ok(settings)
+}
+
+fn fill_ports<const N: usize>(
+    slots: &mut [u16; N],
+    ports: &[u16],
+    what: &'static str,
+) -> Result<(), EnrollError> {
+    if ports.len() > N {
+        return Err(EnrollError::TooManyPorts {
+            what,
+            count: ports.len(),
+            max: N,
+        });
+    }
+    slots[..ports.len()].copy_from_slice(ports);
+    Ok(())
+}
+
+const _: () = assert!(MAX_INBOUND_PORTS == MAX_EXCLUDED_OUTBOUND_PORTS);
