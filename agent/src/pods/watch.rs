@@ -31,7 +31,7 @@ pub struct PodsWatch {
 }
 
 /// Loads `path` (an error here is returned: the agent should not start on a
-/// bad file), then polls it every `interval` on a tokio task.
+/// bad file), then polls it every `interval` (at least 1ms) on a tokio task.
 /// Must be called inside a tokio runtime.
 pub fn watch_pods_file(path: &Path, interval: Duration) -> Result<PodsWatch, PodsFileError> {
     let text = std::fs::read(path).map_err(|source| PodsFileError::Read {
@@ -47,7 +47,7 @@ pub fn watch_pods_file(path: &Path, interval: Duration) -> Result<PodsWatch, Pod
         pods: pods_tx,
         problem: problem_tx,
     };
-    let task = tokio::spawn(poller.run(interval));
+    let task = tokio::spawn(poller.run(interval.max(Duration::from_millis(1))));
     Ok(PodsWatch {
         pods,
         problem,
