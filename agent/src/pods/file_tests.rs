@@ -274,3 +274,34 @@ fn unreadable_file_names_it() {
     );
     assert!(err.issues().is_empty());
 }
+
+#[test]
+fn the_example_file_loads() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/pods/example.yaml");
+    let pods = load_pods_file(std::path::Path::new(path)).unwrap_or_else(|err| panic!("{err}"));
+    let summary: Vec<(String, bool)> = pods
+        .iter()
+        .map(|pod| {
+            let policy = pod.policy().unwrap_or_else(|err| panic!("{err}"));
+            (pod.qualified_name(), policy.enroll)
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("shop/frontend-7c9d".to_owned(), true),
+            ("shop/payments-5f2b".to_owned(), true),
+            ("kube-system/coredns-6d4b".to_owned(), false),
+        ]
+    );
+    let payments = pods[1].policy().unwrap();
+    assert_eq!(payments.fail_mode, crate::pods::FailMode::Closed);
+    assert_eq!(
+        payments.inbound_ports,
+        crate::pods::InboundPorts::Listed(vec![8080, 8443])
+    );
+    assert_eq!(
+        pods[0].policy().unwrap().exclude_outbound_ports,
+        [5432, 6379]
+    );
+}

@@ -12,6 +12,7 @@ mod policy;
 mod resolve;
 mod spec;
 mod validate;
+mod watch;
 
 pub use file::{PodsFileError, load_pods_file, parse_pods_str};
 pub use policy::{
@@ -21,3 +22,4 @@ pub use policy::{
 };
 pub use resolve::{ResolveError, ResolvedPod, resolve};
 pub use spec::{PodLocation, PodSpec};
+pub use watch::{PodsWatch, watch_pods_file};
