@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 use weir_common::{
-    INBOUND_FLAG_ALL_PORTS, INBOUND_FLAG_FAIL_CLOSED, InboundSettings, MAX_EXCLUDED_OUTBOUND_PORTS,
-    MAX_INBOUND_PORTS, POD_FLAG_FAIL_CLOSED, PodSettings,
+    INBOUND_FLAG_ALL_PORTS, INBOUND_FLAG_FAIL_CLOSED, InboundSettings, POD_FLAG_FAIL_CLOSED,
+    PodSettings,
 };
 
 use super::{Intercept, PodContext, accept};
@@ -229,5 +229,3 @@ fn fill_ports<const N: usize>(
     slots[..ports.len()].copy_from_slice(ports);
     Ok(())
 }
-
-const _: () = assert!(MAX_INBOUND_PORTS == MAX_EXCLUDED_OUTBOUND_PORTS);

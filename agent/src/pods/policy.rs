@@ -18,7 +18,7 @@ pub const ANNOTATION_FAIL_MODE: &str = "weir.dev/fail-mode";
 /// Inbound port slots per pod in the eBPF maps.
 pub const MAX_INBOUND_PORTS: usize = weir_common::MAX_INBOUND_PORTS;
 /// Excluded outbound port slots per pod in the eBPF maps.
-pub const MAX_EXCLUDED_OUTBOUND_PORTS: usize = 16;
+pub const MAX_EXCLUDED_OUTBOUND_PORTS: usize = weir_common::MAX_EXCLUDED_OUTBOUND_PORTS;
 
 /// How the agent treats one pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
