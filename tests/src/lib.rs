@@ -5,6 +5,7 @@
 //! mistake fails here instead of leaving the machine. Everything is removed on
 //! drop, also while a test panics.
 
+pub mod agent;
 mod cmd;
 pub mod exchange;
 mod node;

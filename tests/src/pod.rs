@@ -144,45 +144,9 @@ impl SimPod {
     }
 
     fn spawn_with(&self, mut cmd: Command, in_cgroup: bool) -> Result<PodProcess> {
-        let procs = if in_cgroup {
-            let path = self.cgroup_dir.join("cgroup.procs");
-            Some(
-                File::options()
-                    .write(true)
-                    .open(&path)
-                    .with_context(|| format!("opening {}", path.display()))?,
-            )
-        } else {
-            None
-        };
-        let netns = self
-            .netns
-            .file()
-            .try_clone()
-            .context("duplicating the netns handle")?;
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        // SAFETY: between fork and exec the closure only makes the write and
-        // setns system calls on descriptors opened before the fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                if let Some(procs) = &procs {
-                    // "0" moves the writing process itself.
-                    if libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                if libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {:?} in pod {}", cmd.get_program(), self.name))?;
-        Ok(PodProcess { child: Some(child) })
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let cgroup = in_cgroup.then(|| self.cgroup_dir.as_path());
+        spawn_in(&self.netns, cgroup, cmd).with_context(|| format!("in pod {}", self.name))
     }
 
     /// Starts the pod's long-lived process (the pause container's role), which
@@ -220,6 +184,53 @@ impl Drop for SimPod {
         // shared by the node's pods; the node removes them.
         remove_cgroup_tree(&self.cgroup_dir);
     }
+}
+
+/// Starts `cmd` in `netns`, and first in the cgroup `cgroup` when given (in
+/// that order: entering the namespace first would hide the cgroup filesystem
+/// behind the namespace's own /sys).
+pub(crate) fn spawn_in(
+    netns: &NetNs,
+    cgroup: Option<&Path>,
+    mut cmd: Command,
+) -> Result<PodProcess> {
+    let procs = match cgroup {
+        Some(dir) => {
+            let path = dir.join("cgroup.procs");
+            Some(
+                File::options()
+                    .write(true)
+                    .open(&path)
+                    .with_context(|| format!("opening {}", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    let netns = netns
+        .file()
+        .try_clone()
+        .context("duplicating the netns handle")?;
+    cmd.stdin(Stdio::null());
+    // SAFETY: between fork and exec the closure only makes the write and
+    // setns system calls on descriptors opened before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if let Some(procs) = &procs {
+                // "0" moves the writing process itself.
+                if libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("starting {:?}", cmd.get_program()))?;
+    Ok(PodProcess { child: Some(child) })
 }
 
 /// A process started in a pod; killed (by its PID) and reaped on drop.

@@ -1,7 +1,12 @@
-//! A pod's application in tests: connects to an address, sends a message, closes
-//! its sending side and prints whatever comes back.
+//! A pod's application in tests.
 //!
-//! usage: sim-client ADDR MESSAGE
+//! usage: sim-client ADDR MESSAGE     connect, send MESSAGE, close the sending
+//!                                    side, print the reply
+//!        sim-client http ADDR HOST PATH COUNT
+//!                                    COUNT GETs on one keep-alive connection;
+//!                                    prints `STATUS BODY` counts, one a line
+//!        sim-client echo ADDR BYTES  send BYTES pseudo-random bytes, read them
+//!                                    back, print `identical` or what differed
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -9,6 +14,18 @@ use std::time::Duration;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        [_, "http", addr, host, path, count] => {
+            return exit_with(http_loop(addr, host, path, count));
+        }
+        [_, "echo", addr, bytes] => return exit_with(echo_check(addr, bytes)),
+        _ => {}
+    }
     let [_, addr, message] = args.as_slice() else {
         eprintln!("usage: sim-client ADDR MESSAGE");
         std::process::exit(2);
@@ -37,4 +54,142 @@ fn exchange(addr: SocketAddr, message: &str) -> std::io::Result<String> {
     let mut reply = String::new();
     stream.read_to_string(&mut reply)?;
     Ok(reply)
+}
+
+fn exit_with(result: Result<String, String>) {
+    match result {
+        Ok(out) => print!("{out}"),
+        Err(e) => {
+            eprintln!("sim-client: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn http_loop(addr: &str, host: &str, path: &str, count: &str) -> Result<String, String> {
+    use std::collections::BTreeMap;
+    use std::io::BufRead;
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|e| format!("bad address {addr}: {e}"))?;
+    let count: usize = count
+        .parse()
+        .map_err(|e| format!("bad count {count}: {e}"))?;
+    let connect = || -> std::io::Result<(TcpStream, std::io::BufReader<TcpStream>)> {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let reader = std::io::BufReader::new(stream.try_clone()?);
+        Ok((stream, reader))
+    };
+    let (mut stream, mut reader) = connect().map_err(|e| format!("{addr}: {e}"))?;
+    let mut tally: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..count {
+        let request = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\n\r\n");
+        if stream.write_all(request.as_bytes()).is_err() {
+            // The proxy may close a keep-alive connection between requests.
+            (stream, reader) = connect().map_err(|e| format!("{addr}: {e}"))?;
+            stream
+                .write_all(request.as_bytes())
+                .map_err(|e| e.to_string())?;
+        }
+        let mut status_line = String::new();
+        reader
+            .read_line(&mut status_line)
+            .map_err(|e| format!("reading status: {e}"))?;
+        let status = status_line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("none")
+            .to_owned();
+        let mut length = 0usize;
+        let mut close = false;
+        loop {
+            let mut line = String::new();
+            reader
+                .read_line(&mut line)
+                .map_err(|e| format!("reading headers: {e}"))?;
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                if k.eq_ignore_ascii_case("connection") && v.trim().eq_ignore_ascii_case("close") {
+                    close = true;
+                }
+            }
+        }
+        let mut body = vec![0u8; length];
+        reader
+            .read_exact(&mut body)
+            .map_err(|e| format!("reading body: {e}"))?;
+        *tally
+            .entry(format!(
+                "{status} {}",
+                String::from_utf8_lossy(&body).trim()
+            ))
+            .or_default() += 1;
+        if close {
+            (stream, reader) = connect().map_err(|e| format!("{addr}: {e}"))?;
+        }
+    }
+    Ok(tally.iter().map(|(k, n)| format!("{n} {k}\n")).collect())
+}
+
+fn echo_check(addr: &str, bytes: &str) -> Result<String, String> {
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|e| format!("bad address {addr}: {e}"))?;
+    let size: usize = bytes
+        .parse()
+        .map_err(|e| format!("bad size {bytes}: {e}"))?;
+    // xorshift: reproducible bytes without a dependency.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let data: Vec<u8> = (0..size)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let mut stream =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
+    let sender = std::thread::spawn(move || -> std::io::Result<()> {
+        writer.write_all(&data)?;
+        writer.shutdown(Shutdown::Write)?;
+        Ok(())
+    });
+    let mut back = Vec::with_capacity(size);
+    stream
+        .read_to_end(&mut back)
+        .map_err(|e| format!("reading the echo: {e}"))?;
+    sender
+        .join()
+        .map_err(|_| "sender panicked".to_owned())?
+        .map_err(|e| format!("sending: {e}"))?;
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let expected: Vec<u8> = (0..size)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    if back == expected {
+        Ok("identical\n".to_owned())
+    } else {
+        let first = back.iter().zip(&expected).position(|(a, b)| a != b);
+        Ok(format!(
+            "differ: got {} bytes of {size}, first difference at {first:?}\n",
+            back.len()
+        ))
+    }
 }

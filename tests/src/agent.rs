@@ -1,0 +1,209 @@
+//! The real `weir run` agent on a simulated node: started in the node's router
+//! namespace (a DaemonSet pod with hostNetwork), fed a proxy config and a pods
+//! file, killed or stopped by its PID.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::pod::spawn_in;
+use crate::{PodProcess, SimNode, wait};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// `target/<profile>/weir`, built by `cargo test --workspace` (or
+/// `cargo build -p weir-agent`).
+pub fn weir_bin() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let candidates = exe.ancestors().skip(1).take(3).map(|dir| dir.join("weir"));
+    for candidate in candidates {
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "the weir binary was not found next to {}; build it with `cargo build -p weir-agent`",
+        exe.display()
+    )
+}
+
+pub struct AgentProcess {
+    process: Option<PodProcess>,
+    pub dir: PathBuf,
+    pub admin: SocketAddr,
+    pub pods_file: PathBuf,
+    pub config_file: PathBuf,
+}
+
+impl AgentProcess {
+    /// Writes `config` (with `{admin}` replaced by a free admin address in the
+    /// router namespace) and `pods`, and starts `weir run` with them.
+    pub fn start(node: &SimNode, config: &str, pods: &str, pin_root: &Path) -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!(
+            "weir-agent-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let admin = node
+            .router()
+            .run(|| TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()))??;
+        let config_file = dir.join("config.yaml");
+        let pods_file = dir.join("pods.yaml");
+        std::fs::write(&config_file, config.replace("{admin}", &admin.to_string()))?;
+        std::fs::write(&pods_file, pods)?;
+        let mut agent = Self {
+            process: None,
+            dir,
+            admin,
+            pods_file,
+            config_file,
+        };
+        agent.spawn(node, pin_root)?;
+        Ok(agent)
+    }
+
+    fn spawn(&mut self, node: &SimNode, pin_root: &Path) -> Result<()> {
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("agent.log"))?;
+        let mut cmd = Command::new(weir_bin()?);
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&self.config_file)
+            .arg("--pods")
+            .arg(&self.pods_file)
+            .arg("--pin-root")
+            .arg(pin_root)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log));
+        self.process = Some(spawn_in(node.router(), None, cmd)?);
+        Ok(())
+    }
+
+    /// Starts the agent again after [`AgentProcess::kill`], on the same files.
+    pub fn restart(&mut self, node: &SimNode, pin_root: &Path) -> Result<()> {
+        anyhow::ensure!(self.process.is_none(), "the agent is still running");
+        self.spawn(node, pin_root)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(PodProcess::pid)
+    }
+
+    /// Waits until the admin listener answers `/ready` with 200.
+    pub fn wait_ready(&self, node: &SimNode, timeout: Duration) -> Result<()> {
+        let ready = wait::until(timeout, || {
+            self.admin_get(node, "/ready")
+                .map(|(s, _)| s == 200)
+                .unwrap_or(false)
+        });
+        if !ready {
+            bail!(
+                "weir did not become ready within {timeout:?}; log:\n{}",
+                self.log()
+            );
+        }
+        Ok(())
+    }
+
+    /// GET on the admin listener (from inside the router namespace).
+    pub fn admin_get(&self, node: &SimNode, path: &str) -> Result<(u16, String)> {
+        let admin = self.admin;
+        let path = path.to_owned();
+        node.router().run(move || http_get(admin, &path))?
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    /// Replaces the pods file atomically, as a ConfigMap update would.
+    pub fn write_pods(&self, pods: &str) -> Result<()> {
+        let tmp = self.dir.join("pods.yaml.tmp");
+        std::fs::write(&tmp, pods)?;
+        std::fs::rename(&tmp, &self.pods_file).context("replacing the pods file")
+    }
+
+    /// SIGKILL, by PID, and reap.
+    pub fn kill(&mut self) {
+        drop(self.process.take());
+    }
+
+    /// SIGTERM, by PID, and wait up to `timeout` for a clean exit.
+    pub fn terminate(&mut self, timeout: Duration) -> Result<()> {
+        let Some(process) = self.process.take() else {
+            return Ok(());
+        };
+        let pid = nix::unistd::Pid::from_raw(process.pid() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+        let out = process.wait_output(timeout)?;
+        anyhow::ensure!(
+            out.status.success(),
+            "weir exited with {} on SIGTERM; log:\n{}",
+            out.status,
+            self.log()
+        );
+        Ok(())
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A one-shot HTTP/1.1 GET with `connection: close`.
+fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    )?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("no status line")?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase().starts_with("transfer-encoding:")
+            && l.to_ascii_lowercase().contains("chunked")
+    });
+    Ok((
+        status,
+        if chunked {
+            dechunk(body)
+        } else {
+            body.to_owned()
+        },
+    ))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}

@@ -1,0 +1,114 @@
+//! A pod's application in tests.
+//!
+//! usage: sim-server http NAME ADDR   (HTTP/1.1, keep-alive; answers `NAME` and
+//!                                      echoes request details in headers)
+//!        sim-server echo ADDR        (TCP echo until the peer closes)
+//!
+//! Prints `listening ADDR` once bound, so a test can wait for it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let result = match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        [_, "http", name, addr] => {
+            let name: &'static str = String::leak(name.to_string());
+            serve(addr, move |stream| http(stream, name))
+        }
+        [_, "echo", addr] => serve(addr, echo),
+        _ => {
+            eprintln!("usage: sim-server http NAME ADDR | sim-server echo ADDR");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("sim-server: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn serve(
+    addr: &str,
+    handle: impl Fn(TcpStream) -> std::io::Result<()> + Send + Sync + Copy + 'static,
+) -> std::io::Result<()> {
+    let addr: SocketAddr = addr.parse().map_err(std::io::Error::other)?;
+    let listener = TcpListener::bind(addr)?;
+    println!("listening {}", listener.local_addr()?);
+    std::io::stdout().flush()?;
+    for stream in listener.incoming().flatten() {
+        std::thread::spawn(move || {
+            let _ = handle(stream);
+        });
+    }
+    Ok(())
+}
+
+fn echo(mut stream: TcpStream) -> std::io::Result<()> {
+    let mut reader = stream.try_clone()?;
+    std::io::copy(&mut reader, &mut stream)?;
+    stream.shutdown(std::net::Shutdown::Write)
+}
+
+/// Answers each request with `name`; headers tell the test what arrived.
+fn http(stream: TcpStream, name: &str) -> std::io::Result<()> {
+    let peer = stream.peer_addr()?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut writer = stream;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line)? == 0 {
+            return Ok(());
+        }
+        let mut content_length = 0usize;
+        let mut close = false;
+        let mut seen_headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line)? == 0 {
+                return Ok(());
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((key, value)) = line.split_once(':') {
+                let key = key.trim().to_ascii_lowercase();
+                let value = value.trim();
+                if key == "content-length" {
+                    content_length = value.parse().unwrap_or(0);
+                }
+                if key == "connection" && value.eq_ignore_ascii_case("close") {
+                    close = true;
+                }
+                if key.starts_with("x-weir") {
+                    seen_headers.push(key);
+                }
+            }
+        }
+        let mut body = vec![0u8; content_length];
+        reader.read_exact(&mut body)?;
+        let reply = format!("{name}\n");
+        write!(
+            writer,
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-app-peer: {}\r\nx-app-request: {}\r\nx-app-saw-weir-headers: {}\r\n\r\n{reply}",
+            reply.len(),
+            canonical(peer),
+            request_line.trim_end(),
+            seen_headers.join(",")
+        )?;
+        writer.flush()?;
+        if close {
+            return Ok(());
+        }
+    }
+}
+
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
