@@ -145,7 +145,7 @@ impl SimPod {
 
     fn spawn_with(&self, mut cmd: Command, in_cgroup: bool) -> Result<PodProcess> {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let cgroup = in_cgroup.then(|| self.cgroup_dir.as_path());
+        let cgroup = in_cgroup.then_some(self.cgroup_dir.as_path());
         spawn_in(&self.netns, cgroup, cmd).with_context(|| format!("in pod {}", self.name))
     }
 
