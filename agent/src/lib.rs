@@ -3,3 +3,4 @@
 //! The module tree follows the life of a connection; see `docs/architecture.md`.
 
 pub mod config;
+pub mod proxy;
