@@ -218,6 +218,9 @@ async fn no_virtual_host_or_route_is_404() {
     );
 }
 
+/// (method, path, headers, expected backend)
+type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_matches_in_order() {
     let names = [
@@ -259,7 +262,7 @@ async fn route_matches_in_order() {
     let mut p = Proxy::start(&one_listener(vhosts, &clusters.join("\n"))).await;
     let l = p.listener("main").await;
     let c = client();
-    let cases: &[(&str, &str, &[(&str, &str)], &str)] = &[
+    let cases: &[Case] = &[
         ("GET", "/exact", &[], "exact"),
         ("GET", "/exact/x", &[], "prefix"),
         ("GET", "/v12/items", &[], "regex"),
