@@ -15,6 +15,7 @@ pub struct ListenerConfig {
     /// Unique; the `listener` metric label.
     pub name: String,
     /// `ip:port`, unique among listeners.
+    #[serde(deserialize_with = "super::addr::deserialize")]
     pub address: SocketAddr,
     #[serde(default)]
     pub timeouts: ListenerTimeoutsConfig,

@@ -5,10 +5,12 @@
 //! names the file, the path in the document and the line.
 //! Format reference: `docs/config.md`; JSON Schema: `config/schema.json`.
 
+mod addr;
 mod cluster;
 mod duration;
 mod error;
 mod listener;
+mod locate;
 mod matcher;
 mod parse;
 mod raw;
@@ -42,3 +44,6 @@ pub use schema::{json_schema, json_schema_string};
 pub fn compile_full_match(pattern: &str) -> Result<regex::Regex, regex::Error> {
     regex::Regex::new(&format!("^(?:{pattern})$"))
 }
+
+#[cfg(test)]
+mod examples_tests;

@@ -26,6 +26,7 @@ pub struct ProxyConfig {
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// `ip:port`; port 0 lets the kernel pick.
+    #[serde(deserialize_with = "super::addr::deserialize")]
     pub address: SocketAddr,
 }
 
