@@ -349,3 +349,43 @@ async fn strict_dns_cluster_resolves_and_counts() {
         "{clusters}"
     );
 }
+
+/// At `max_connections`, requests wait as pending for a connection to come
+/// back; beyond `max_pending_requests` they overflow with 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_queues_pending_requests() {
+    let slow = Backend::start(|_| async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        status(200, "slow")
+    })
+    .await;
+    let cb = "    circuit_breakers: {max_connections: 1, max_pending_requests: 2}\n";
+    let mut p = Proxy::start(&config("{cluster: up}", &static_cluster("up", &[slow.port()], cb))).await;
+    let l = p.listener("main").await;
+    let c = client();
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move { send(&c, req("GET", &format!("http://{l}/"), &[], "")).await.status }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    assert_eq!(statuses, [200, 200, 200]);
+    assert_eq!(slow.connections(), 1, "one upstream connection, reused in turn");
+    assert!(p.metric(r#"weir_cluster_circuit_breaker_overflows_total{breaker="connections",cluster="up"}"#).await >= 1.0);
+
+    // 1 in flight + 2 pending fit; the 4th and 5th overflow
+    let mut tasks = Vec::new();
+    for _ in 0..5 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move { send(&c, req("GET", &format!("http://{l}/"), &[], "")).await.status }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 200, 503, 503]);
+}

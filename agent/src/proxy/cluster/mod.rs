@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
 use self::breaker::Breaker;
@@ -62,6 +63,8 @@ pub struct Cluster {
     pub outlier: Option<OutlierPolicy>,
     pub metrics: ClusterMetrics,
     pub params: ClusterParams,
+    /// Notified when an upstream connection is released or closes.
+    pub freed: Arc<Notify>,
     initialized: AtomicBool,
     dns_task: std::sync::Mutex<Option<AbortHandle>>,
 }
@@ -71,10 +74,11 @@ impl Cluster {
     /// (must be called inside the runtime).
     pub fn new(params: ClusterParams, metrics: ClusterMetrics) -> Arc<Self> {
         let [cx, pending, rq, retries] = params.limits;
+        let freed = Arc::new(Notify::new());
         let initial = match &params.discovery {
             Discovery::Static(addrs) => addrs
                 .iter()
-                .map(|a| Arc::new(new_endpoint(*a, &params)))
+                .map(|a| Arc::new(new_endpoint(*a, &params, &freed)))
                 .collect(),
             Discovery::StrictDns { .. } => Vec::new(),
         };
@@ -89,6 +93,7 @@ impl Cluster {
             initialized: AtomicBool::new(matches!(params.discovery, Discovery::Static(_))),
             dns_task: std::sync::Mutex::new(None),
             params,
+            freed,
         });
         if let Discovery::StrictDns {
             targets,
@@ -150,11 +155,14 @@ impl Cluster {
     }
 }
 
-pub(crate) fn new_endpoint(addr: SocketAddr, p: &ClusterParams) -> Endpoint {
-    Endpoint::new(
-        addr,
-        Pool::new(p.idle_timeout, p.max_requests_per_connection),
-    )
+pub(crate) fn new_endpoint(addr: SocketAddr, p: &ClusterParams, freed: &Arc<Notify>) -> Endpoint {
+    let pool = Pool::new(
+        p.idle_timeout,
+        p.max_requests_per_connection,
+        p.limits[0] as usize,
+        freed.clone(),
+    );
+    Endpoint::new(addr, pool)
 }
 
 impl Drop for Cluster {
