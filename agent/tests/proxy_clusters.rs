@@ -360,27 +360,49 @@ async fn max_connections_queues_pending_requests() {
     })
     .await;
     let cb = "    circuit_breakers: {max_connections: 1, max_pending_requests: 2}\n";
-    let mut p = Proxy::start(&config("{cluster: up}", &static_cluster("up", &[slow.port()], cb))).await;
+    let mut p = Proxy::start(&config(
+        "{cluster: up}",
+        &static_cluster("up", &[slow.port()], cb),
+    ))
+    .await;
     let l = p.listener("main").await;
     let c = client();
     let mut tasks = Vec::new();
     for _ in 0..3 {
         let c = c.clone();
-        tasks.push(tokio::spawn(async move { send(&c, req("GET", &format!("http://{l}/"), &[], "")).await.status }));
+        tasks.push(tokio::spawn(async move {
+            send(&c, req("GET", &format!("http://{l}/"), &[], ""))
+                .await
+                .status
+        }));
     }
     let mut statuses = Vec::new();
     for t in tasks {
         statuses.push(t.await.unwrap());
     }
     assert_eq!(statuses, [200, 200, 200]);
-    assert_eq!(slow.connections(), 1, "one upstream connection, reused in turn");
-    assert!(p.metric(r#"weir_cluster_circuit_breaker_overflows_total{breaker="connections",cluster="up"}"#).await >= 1.0);
+    assert_eq!(
+        slow.connections(),
+        1,
+        "one upstream connection, reused in turn"
+    );
+    assert!(
+        p.metric(
+            r#"weir_cluster_circuit_breaker_overflows_total{breaker="connections",cluster="up"}"#
+        )
+        .await
+            >= 1.0
+    );
 
     // 1 in flight + 2 pending fit; the 4th and 5th overflow
     let mut tasks = Vec::new();
     for _ in 0..5 {
         let c = c.clone();
-        tasks.push(tokio::spawn(async move { send(&c, req("GET", &format!("http://{l}/"), &[], "")).await.status }));
+        tasks.push(tokio::spawn(async move {
+            send(&c, req("GET", &format!("http://{l}/"), &[], ""))
+                .await
+                .status
+        }));
     }
     let mut statuses = Vec::new();
     for t in tasks {
