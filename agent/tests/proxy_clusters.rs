@@ -411,3 +411,34 @@ async fn max_connections_queues_pending_requests() {
     statuses.sort();
     assert_eq!(statuses, [200, 200, 200, 503, 503]);
 }
+
+/// Pooled connections idle longer than `upstream_http.idle_timeout` are closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_upstream_connections_are_closed() {
+    let up = Backend::named("up").await;
+    let extra = "    upstream_http: {idle_timeout: 300ms}\n";
+    let mut p = Proxy::start(&config(
+        "{cluster: up}",
+        &static_cluster("up", &[up.port()], extra),
+    ))
+    .await;
+    let l = p.listener("main").await;
+    assert_eq!(get(&format!("http://{l}/")).await.0, 200);
+    assert_eq!(
+        p.metric(r#"weir_cluster_upstream_connections_active{cluster="up"}"#)
+            .await,
+        1.0
+    );
+    eventually(
+        "idle upstream connection closed",
+        Duration::from_secs(5),
+        || async {
+            p.metric(r#"weir_cluster_upstream_connections_active{cluster="up"}"#)
+                .await
+                == 0.0
+        },
+    )
+    .await;
+    assert_eq!(get(&format!("http://{l}/")).await.0, 200);
+    assert_eq!(up.connections(), 2);
+}

@@ -67,6 +67,7 @@ pub struct Cluster {
     pub freed: Arc<Notify>,
     initialized: AtomicBool,
     dns_task: std::sync::Mutex<Option<AbortHandle>>,
+    sweep_task: std::sync::Mutex<Option<AbortHandle>>,
 }
 
 impl Cluster {
@@ -92,6 +93,7 @@ impl Cluster {
             metrics,
             initialized: AtomicBool::new(matches!(params.discovery, Discovery::Static(_))),
             dns_task: std::sync::Mutex::new(None),
+            sweep_task: std::sync::Mutex::new(None),
             params,
             freed,
         });
@@ -111,7 +113,30 @@ impl Cluster {
                 *slot = Some(h.abort_handle());
             }
         }
+        c.spawn_sweeper();
         c
+    }
+
+    /// Close pooled connections idle longer than `upstream_http.idle_timeout`.
+    fn spawn_sweeper(self: &Arc<Self>) {
+        let idle = self.params.idle_timeout;
+        if idle.is_zero() {
+            return;
+        }
+        let every = (idle / 2).clamp(Duration::from_millis(100), Duration::from_secs(30));
+        let weak = Arc::downgrade(self);
+        let h = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(c) = weak.upgrade() else { return };
+                for e in c.endpoints.load().iter() {
+                    e.pool.sweep();
+                }
+            }
+        });
+        if let Ok(mut slot) = self.sweep_task.lock() {
+            *slot = Some(h.abort_handle());
+        }
     }
 
     /// True once the first endpoint resolution has finished (success or not).
@@ -167,10 +192,12 @@ pub(crate) fn new_endpoint(addr: SocketAddr, p: &ClusterParams, freed: &Arc<Noti
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if let Ok(mut slot) = self.dns_task.lock()
-            && let Some(h) = slot.take()
-        {
-            h.abort();
+        for task in [&self.dns_task, &self.sweep_task] {
+            if let Ok(mut slot) = task.lock()
+                && let Some(h) = slot.take()
+            {
+                h.abort();
+            }
         }
     }
 }

@@ -76,6 +76,22 @@ impl Pool {
         }
     }
 
+    /// Close idle connections past the idle timeout. The queue is FIFO, so
+    /// the oldest are at the front; the first live one is put back.
+    pub fn sweep(&self) {
+        if self.idle_timeout.is_zero() {
+            return;
+        }
+        for _ in 0..self.idle.len() {
+            let Some(i) = self.idle.pop() else { return };
+            if i.tx.is_closed() || i.since.elapsed() >= self.idle_timeout {
+                continue;
+            }
+            let _ = self.idle.push(i);
+            return;
+        }
+    }
+
     pub fn idle_count(&self) -> usize {
         self.idle.len()
     }
