@@ -354,62 +354,89 @@ async fn strict_dns_cluster_resolves_and_counts() {
 /// back; beyond `max_pending_requests` they overflow with 503.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_connections_queues_pending_requests() {
-    let slow = Backend::start(|_| async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        status(200, "slow")
-    })
-    .await;
-    let cb = "    circuit_breakers: {max_connections: 1, max_pending_requests: 2}\n";
-    let mut p = Proxy::start(&config(
-        "{cluster: up}",
-        &static_cluster("up", &[slow.port()], cb),
-    ))
-    .await;
+    let slow = || {
+        Backend::start(|_| async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            status(200, "slow")
+        })
+    };
+    let (a, b) = (slow().await, slow().await);
+    let cfg = format!(
+        r#"listeners:
+  - name: main
+    address: 127.0.0.1:0
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - {{match: {{prefix: /a}}, route: {{cluster: a}}}}
+          - {{match: {{prefix: /b}}, route: {{cluster: b}}}}
+clusters:
+{}
+{}"#,
+        static_cluster(
+            "a",
+            &[a.port()],
+            "    circuit_breakers: {max_connections: 1, max_pending_requests: 4}\n"
+        ),
+        static_cluster(
+            "b",
+            &[b.port()],
+            "    circuit_breakers: {max_connections: 1, max_pending_requests: 1}\n"
+        ),
+    );
+    let mut p = Proxy::start(&cfg).await;
     let l = p.listener("main").await;
     let c = client();
-    let mut tasks = Vec::new();
-    for _ in 0..3 {
+    let spawn = |path: &'static str| {
         let c = c.clone();
-        tasks.push(tokio::spawn(async move {
-            send(&c, req("GET", &format!("http://{l}/"), &[], ""))
+        tokio::spawn(async move {
+            send(&c, req("GET", &format!("http://{l}{path}"), &[], ""))
                 .await
                 .status
-        }));
-    }
+        })
+    };
+    // three at once over one allowed connection: all served, in turn
+    let tasks: Vec<_> = (0..3).map(|_| spawn("/a")).collect();
     let mut statuses = Vec::new();
     for t in tasks {
         statuses.push(t.await.unwrap());
     }
     assert_eq!(statuses, [200, 200, 200]);
     assert_eq!(
-        slow.connections(),
+        a.connections(),
         1,
         "one upstream connection, reused in turn"
     );
     assert!(
         p.metric(
-            r#"weir_cluster_circuit_breaker_overflows_total{breaker="connections",cluster="up"}"#
+            r#"weir_cluster_circuit_breaker_overflows_total{breaker="connections",cluster="a"}"#
         )
         .await
             >= 1.0
     );
 
-    // 1 in flight + 2 pending fit; the 4th and 5th overflow
-    let mut tasks = Vec::new();
-    for _ in 0..5 {
-        let c = c.clone();
-        tasks.push(tokio::spawn(async move {
-            send(&c, req("GET", &format!("http://{l}/"), &[], ""))
-                .await
-                .status
-        }));
-    }
+    // one in flight holds the connection; of three more, one may wait, two overflow
+    let first = spawn("/b");
+    eventually(
+        "first request in flight",
+        Duration::from_secs(5),
+        || async { b.requests() == 1 },
+    )
+    .await;
+    let tasks: Vec<_> = (0..3).map(|_| spawn("/b")).collect();
     let mut statuses = Vec::new();
     for t in tasks {
         statuses.push(t.await.unwrap());
     }
     statuses.sort();
-    assert_eq!(statuses, [200, 200, 200, 503, 503]);
+    assert_eq!(statuses, [200, 503, 503]);
+    assert_eq!(first.await.unwrap(), 200);
+    assert_eq!(
+        p.metric(r#"weir_cluster_circuit_breaker_overflows_total{breaker="pending",cluster="b"}"#)
+            .await,
+        2.0
+    );
 }
 
 /// Pooled connections idle longer than `upstream_http.idle_timeout` are closed.
