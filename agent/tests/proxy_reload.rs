@@ -170,6 +170,28 @@ async fn listeners_added_and_removed_by_name() {
     )
     .await;
     assert_eq!(get(&format!("http://{main}/")).await.1, "a");
+
+    // a changed address rebinds `main` under the same name and drains the old socket
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let before = reloads(&p, "success").await;
+    p.write_config(&cfg("a", a.port(), b.port(), "").replacen(
+        "address: 127.0.0.1:0",
+        &format!("address: 127.0.0.1:{port}"),
+        1,
+    ));
+    p.sighup();
+    wait_reloads(&p, "success", before + 1.0).await;
+    assert_eq!(get(&format!("http://127.0.0.1:{port}/")).await.1, "a");
+    eventually(
+        "old main socket closed",
+        Duration::from_secs(10),
+        || async { tokio::net::TcpStream::connect(main).await.is_err() },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
