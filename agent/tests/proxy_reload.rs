@@ -318,3 +318,29 @@ async fn reload_under_load_drops_nothing() {
         started.elapsed()
     );
 }
+
+/// SIGTERM: stop accepting, report not ready, let in-flight requests finish, exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests() {
+    let slow = Backend::start(|_| async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        status(200, "done")
+    })
+    .await;
+    let b = Backend::named("b").await;
+    let mut p = Proxy::start(&cfg("a", slow.port(), b.port(), "")).await;
+    let l = p.listener("main").await;
+    let inflight = tokio::spawn(async move { get(&format!("http://{l}/")).await });
+    eventually(
+        "request reached the slow backend",
+        Duration::from_secs(5),
+        || async { slow.requests() == 1 },
+    )
+    .await;
+    p.sigterm();
+    assert_eq!(inflight.await.unwrap(), (200, "done".to_string()));
+    assert!(
+        p.exited_within(Duration::from_secs(6)).await,
+        "weir did not exit after SIGTERM"
+    );
+}

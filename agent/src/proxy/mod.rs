@@ -45,6 +45,9 @@ pub enum ProxyError {
     Signal(#[source] std::io::Error),
 }
 
+/// How long SIGTERM/SIGINT waits for open connections to finish.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// Build the tokio runtime: `Some(1)` is a current-thread runtime (one
 /// thread does all the work), `Some(n)` n worker threads, `None` one per CPU.
 pub fn tokio_runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, ProxyError> {
@@ -88,6 +91,10 @@ async fn serve(path: &Path) -> Result<(), ProxyError> {
     }
     watcher.abort();
     rt.drain_all().await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Let in-flight requests finish (idle keep-alive connections close at once).
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    while rt.active_connections().await > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     Ok(())
 }
