@@ -9,4 +9,5 @@ pub mod inpod;
 pub mod netns;
 pub mod node;
 pub mod pods;
+pub mod proxy;
 pub mod socket;

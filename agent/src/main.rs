@@ -16,6 +16,14 @@ enum Command {
     CheckConfig { file: PathBuf },
     /// Print the JSON Schema of the proxy config format.
     ConfigSchema,
+    /// Run the L7 proxy with a config file (reloaded on SIGHUP and on change).
+    Proxy {
+        #[arg(long)]
+        config: PathBuf,
+        /// Tokio worker threads; 1 runs everything on one thread.
+        #[arg(long)]
+        workers: Option<usize>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -27,6 +35,7 @@ fn main() -> anyhow::Result<()> {
             println!("{}", weir::config::json_schema_string());
             Ok(())
         }
+        Command::Proxy { config, workers } => Ok(weir::proxy::run(&config, workers)?),
     }
 }
 
