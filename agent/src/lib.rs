@@ -10,4 +10,5 @@ pub mod netns;
 pub mod node;
 pub mod pods;
 pub mod proxy;
+pub mod run;
 pub mod socket;

@@ -16,6 +16,22 @@ enum Command {
     CheckConfig { file: PathBuf },
     /// Print the JSON Schema of the proxy config format.
     ConfigSchema,
+    /// Run the node agent: the proxy, the eBPF data path, and enrollment of the
+    /// pods listed in a pods file (annotated `weir.dev/enroll: "true"`).
+    Run {
+        /// Proxy config (reloaded on SIGHUP and on change).
+        #[arg(long)]
+        config: PathBuf,
+        /// Pods on this node (watched for changes).
+        #[arg(long)]
+        pods: PathBuf,
+        /// bpffs directory where the data path is pinned, to outlive the agent.
+        #[arg(long, default_value = weir::datapath::DEFAULT_PIN_ROOT)]
+        pin_root: PathBuf,
+        /// Tokio worker threads; 1 runs everything on one thread.
+        #[arg(long)]
+        workers: Option<usize>,
+    },
     /// Run the L7 proxy with a config file (reloaded on SIGHUP and on change).
     Proxy {
         #[arg(long)]
@@ -36,6 +52,17 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Proxy { config, workers } => Ok(weir::proxy::run(&config, workers)?),
+        Command::Run {
+            config,
+            pods,
+            pin_root,
+            workers,
+        } => Ok(weir::run::run(&weir::run::RunOptions {
+            config,
+            pods,
+            pin_root,
+            workers,
+        })?),
     }
 }
 

@@ -5,6 +5,7 @@
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -15,20 +16,50 @@ use crate::{PodProcess, SimNode, wait};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-/// `target/<profile>/weir`, built by `cargo test --workspace` (or
-/// `cargo build -p weir-agent`).
+/// The `weir` binary of this checkout, built first (once per test process):
+/// the tests crate does not depend on the binary, so without this a test could
+/// run a stale one.
 pub fn weir_bin() -> Result<PathBuf> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| build_weir().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+fn build_weir() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let candidates = exe.ancestors().skip(1).take(3).map(|dir| dir.join("weir"));
-    for candidate in candidates {
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
+    // target/<profile>/deps/<test>: the binary goes to target/<profile>/weir.
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test binary outside a cargo target directory")?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.args([
+        "build",
+        "--quiet",
+        "--package",
+        "weir-agent",
+        "--bin",
+        "weir",
+    ]);
+    if profile_dir
+        .file_name()
+        .is_some_and(|name| name == "release")
+    {
+        build.arg("--release");
     }
-    bail!(
-        "the weir binary was not found next to {}; build it with `cargo build -p weir-agent`",
-        exe.display()
-    )
+    let status = build
+        .status()
+        .context("running cargo build for the weir binary")?;
+    anyhow::ensure!(
+        status.success(),
+        "cargo build -p weir-agent --bin weir failed"
+    );
+    let bin = profile_dir.join("weir");
+    anyhow::ensure!(bin.is_file(), "{} missing after building it", bin.display());
+    Ok(bin)
 }
 
 pub struct AgentProcess {

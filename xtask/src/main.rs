@@ -66,7 +66,7 @@ fn main() -> Result<()> {
 /// What running weir or its tests needs on this machine.
 fn ensure_runtime_prerequisites(root: &Path) -> Result<()> {
     ebpf::build_ebpf(root)?;
-    install::ensure_apt_packages(&["iproute2", "util-linux"])?;
+    install::ensure_apt_packages(&["iproute2", "util-linux", "iptables", "nftables"])?;
     install::ensure_bpffs()
 }
 

@@ -5,6 +5,10 @@
 //!        sim-client http ADDR HOST PATH COUNT
 //!                                    COUNT GETs on one keep-alive connection;
 //!                                    prints `STATUS BODY` counts, one a line
+//!        sim-client loop ADDR HOST PATH GAP_MS DURATION_MS
+//!                                    one GET per new connection every GAP_MS for
+//!                                    DURATION_MS; prints `ok MS BODY` or
+//!                                    `err MS ERROR` per request (MS since start)
 //!        sim-client echo ADDR BYTES  send BYTES pseudo-random bytes, read them
 //!                                    back, print `identical` or what differed
 
@@ -24,6 +28,9 @@ fn main() {
             return exit_with(http_loop(addr, host, path, count));
         }
         [_, "echo", addr, bytes] => return exit_with(echo_check(addr, bytes)),
+        [_, "loop", addr, host, path, gap, duration] => {
+            return exit_with(request_loop(addr, host, path, gap, duration));
+        }
         _ => {}
     }
     let [_, addr, message] = args.as_slice() else {
@@ -192,4 +199,34 @@ fn echo_check(addr: &str, bytes: &str) -> Result<String, String> {
             back.len()
         ))
     }
+}
+
+fn request_loop(
+    addr: &str,
+    host: &str,
+    path: &str,
+    gap: &str,
+    duration: &str,
+) -> Result<String, String> {
+    use std::io::Write as _;
+    let gap = Duration::from_millis(gap.parse().map_err(|e| format!("bad gap {gap}: {e}"))?);
+    let duration = Duration::from_millis(
+        duration
+            .parse()
+            .map_err(|e| format!("bad duration {duration}: {e}"))?,
+    );
+    let start = std::time::Instant::now();
+    let mut stdout = std::io::stdout();
+    // Bounded by time and, through the gap, by count.
+    while start.elapsed() < duration {
+        let at = start.elapsed().as_millis();
+        let line = match http_loop(addr, host, path, "1") {
+            Ok(tally) => format!("ok {at} {}", tally.trim().trim_start_matches("1 200 ")),
+            Err(e) => format!("err {at} {e}"),
+        };
+        let _ = writeln!(stdout, "{line}");
+        let _ = stdout.flush();
+        std::thread::sleep(gap);
+    }
+    Ok(String::new())
 }

@@ -93,7 +93,9 @@ fn http(stream: TcpStream, name: &str) -> std::io::Result<()> {
         }
         let mut body = vec![0u8; content_length];
         reader.read_exact(&mut body)?;
-        let reply = format!("{name}\n");
+        // The source tells a test whether the request came through weir
+        // (127.0.0.6) or straight from the client.
+        let reply = format!("{name} from {}\n", peer.ip().to_canonical());
         write!(
             writer,
             "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-app-peer: {}\r\nx-app-request: {}\r\nx-app-saw-weir-headers: {}\r\n\r\n{reply}",

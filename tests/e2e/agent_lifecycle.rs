@@ -1,0 +1,324 @@
+//! The real `weir run` agent on a simulated node, as root: it enrolls annotated
+//! pods from a pods file, intercepts their traffic, never black-holes them when
+//! it is killed (fail-open within a second; fail-closed pods refused), resumes
+//! after a restart, un-enrolls pods removed from the file, and never creates an
+//! iptables or nftables rule.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use weir_tests::agent::AgentProcess;
+use weir_tests::pins::PinRoot;
+use weir_tests::{PodProcess, SimNode, SimPod, wait};
+
+const CONFIG: &str = r#"
+admin:
+  address: "{admin}"
+listeners:
+  - name: unused
+    address: 127.0.0.1:0
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - match: { prefix: "/" }
+            direct_response: { status: 200, body: "weir" }
+clusters: []
+"#;
+
+fn client_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_sim-client"))
+}
+
+fn server_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_sim-server"))
+}
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "the eBPF data-path tests need root (BPF, namespaces, cgroups): run them as root"
+    );
+}
+
+fn pod_entry(pod: &SimPod, annotations: &[(&str, &str)]) -> String {
+    let annotations: String = annotations
+        .iter()
+        .map(|(k, v)| format!("      {k}: \"{v}\"\n"))
+        .collect();
+    format!(
+        "  - namespace: default\n    name: {}\n    uid: {}\n    ips: [\"{}\", \"{}\"]\n    cgroup: {}\n    annotations:\n{annotations}      weir.dev/test: \"yes\"\n",
+        pod.name,
+        pod.uid,
+        pod.ip4,
+        pod.ip6,
+        pod.cgroup_dir().display()
+    )
+}
+
+fn pods_file(entries: &[String]) -> String {
+    format!("pods:\n{}", entries.concat())
+}
+
+/// Starts `sim-server` in `pod` and waits until it listens.
+fn app(pod: &SimPod, args: &[&str]) -> Result<PodProcess> {
+    let mut cmd = Command::new(server_bin());
+    cmd.args(args);
+    let process = pod.spawn(cmd)?;
+    let port: u16 = args
+        .last()
+        .and_then(|a| a.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .context("port")?;
+    let listening = wait::until(Duration::from_secs(5), || {
+        pod.netns()
+            .run(move || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
+            .unwrap_or(false)
+    });
+    anyhow::ensure!(listening, "sim-server {args:?} did not start listening");
+    Ok(process)
+}
+
+/// One request from `pod`, on a new connection: the body, or the error.
+fn get(pod: &SimPod, target: SocketAddr) -> String {
+    let mut cmd = Command::new(client_bin());
+    cmd.args(["http", &target.to_string(), "server", "/", "1"]);
+    match pod
+        .spawn(cmd)
+        .and_then(|p| p.wait_output(Duration::from_secs(15)))
+    {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .trim_start_matches("1 200 ")
+            .to_owned(),
+        Ok(out) => format!("error: {}", String::from_utf8_lossy(&out.stderr).trim()),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+/// No iptables or nftables rule anywhere the test can see: the host and every pod.
+fn assert_no_firewall_rules(pods: &[&SimPod]) {
+    let host_v4 = run_tool("iptables-save", &[], None);
+    assert!(
+        !host_v4.contains("weir"),
+        "iptables-save on the host mentions weir:\n{host_v4}"
+    );
+    let host_nft = run_tool("nft", &["list", "ruleset"], None);
+    assert!(
+        !host_nft.contains("weir"),
+        "nft ruleset on the host mentions weir:\n{host_nft}"
+    );
+    for pod in pods {
+        for (tool, args) in [
+            ("iptables-save", &[][..]),
+            ("ip6tables-save", &[][..]),
+            ("nft", &["list", "ruleset"][..]),
+        ] {
+            let out = run_tool(tool, args, Some(pod.netns_name()));
+            let rules: Vec<&str> = out
+                .lines()
+                .filter(|l| l.starts_with("-A") || l.trim_start().starts_with("chain"))
+                .collect();
+            assert!(
+                rules.is_empty(),
+                "{tool} in pod {} shows rules: {rules:?}",
+                pod.name
+            );
+        }
+    }
+}
+
+fn run_tool(tool: &str, args: &[&str], netns: Option<&str>) -> String {
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, tool]);
+            c
+        }
+        None => Command::new(tool),
+    };
+    let out = cmd.args(args).output().unwrap_or_else(|e| {
+        panic!("{tool} is needed for this test (cargo xtask test installs it): {e}")
+    });
+    assert!(
+        out.status.success(),
+        "{tool} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+struct Loop {
+    process: PodProcess,
+    started: Instant,
+}
+
+/// A bounded request loop in `pod` (one request per connection every 50 ms).
+fn start_loop(pod: &SimPod, target: SocketAddr, duration: Duration) -> Result<Loop> {
+    let mut cmd = Command::new(client_bin());
+    cmd.args([
+        "loop",
+        &target.to_string(),
+        "server",
+        "/",
+        "50",
+        &duration.as_millis().to_string(),
+    ]);
+    let started = Instant::now();
+    Ok(Loop {
+        process: pod.spawn(cmd)?,
+        started,
+    })
+}
+
+/// (ms since the loop started, Ok(body) | Err(error)) per request.
+fn finish_loop(lp: Loop, timeout: Duration) -> Result<Vec<(u128, Result<String, String>)>> {
+    let out = lp.process.wait_output(timeout)?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    Ok(text
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(3, ' ');
+            let kind = parts.next()?;
+            let at: u128 = parts.next()?.parse().ok()?;
+            let rest = parts.next().unwrap_or("").to_owned();
+            Some((at, if kind == "ok" { Ok(rest) } else { Err(rest) }))
+        })
+        .collect())
+}
+
+#[test]
+fn agent_intercepts_survives_sigkill_resumes_and_unenrolls() -> Result<()> {
+    require_root();
+    let pins = PinRoot::new();
+    let node = SimNode::new()?;
+    let client = node.add_pod("client")?;
+    let locked = node.add_pod("locked")?;
+    let server = node.add_pod("server")?;
+    let _pauses: Vec<PodProcess> = [&client, &locked, &server]
+        .iter()
+        .map(|p| p.start_pause())
+        .collect::<Result<_>>()?;
+    let _http = app(&server, &["http", "server", "0.0.0.0:8080"])?;
+    let _echo = app(&server, &["echo", "0.0.0.0:9000"])?;
+    let http: SocketAddr = SocketAddr::new(server.ip4.into(), 8080);
+    let echo: SocketAddr = SocketAddr::new(server.ip4.into(), 9000);
+
+    let enrolled = pods_file(&[
+        pod_entry(&client, &[("weir.dev/enroll", "true")]),
+        pod_entry(
+            &locked,
+            &[
+                ("weir.dev/enroll", "true"),
+                ("weir.dev/fail-mode", "closed"),
+            ],
+        ),
+        pod_entry(&server, &[("weir.dev/enroll", "true")]),
+    ]);
+    let mut agent = AgentProcess::start(&node, CONFIG, &enrolled, pins.path())?;
+    agent.wait_ready(&node, Duration::from_secs(20))?;
+
+    // Through weir: the app sees the proxy's 127.0.0.6, not the client.
+    assert_eq!(
+        get(&client, http),
+        "server from 127.0.0.6",
+        "agent log:\n{}",
+        agent.log()
+    );
+    // An opaque TCP stream of 1 MiB comes back byte-identical through interception.
+    let mut cmd = Command::new(client_bin());
+    cmd.args(["echo", &echo.to_string(), &(1024 * 1024).to_string()]);
+    let out = client.spawn(cmd)?.wait_output(Duration::from_secs(30))?;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "identical\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_no_firewall_rules(&[&client, &locked, &server]);
+
+    // SIGKILL in the middle of bounded request loops.
+    let open_loop = start_loop(&client, http, Duration::from_secs(4))?;
+    let closed_loop = start_loop(&locked, http, Duration::from_secs(4))?;
+    std::thread::sleep(Duration::from_millis(1000));
+    let killed_at = open_loop.started.elapsed().as_millis();
+    agent.kill();
+    // The second loop started a moment after the first: its clock is behind.
+    let skew = closed_loop
+        .started
+        .duration_since(open_loop.started)
+        .as_millis();
+    let open = finish_loop(open_loop, Duration::from_secs(15))?;
+    let closed = finish_loop(closed_loop, Duration::from_secs(15))?;
+    let closed_killed_at = killed_at.saturating_sub(skew);
+
+    // Fail-open: from one second after the kill, every request succeeds, directly.
+    let late: Vec<_> = open
+        .iter()
+        .filter(|(at, _)| *at > killed_at + 1000)
+        .collect();
+    assert!(
+        late.len() >= 20,
+        "the loop kept going after the kill: {open:?}"
+    );
+    for (at, result) in &late {
+        assert_eq!(
+            result.as_deref(),
+            Ok(format!("server from {}", client.ip4).as_str()),
+            "at {at} ms: {open:?}"
+        );
+    }
+    assert!(
+        open.iter()
+            .any(|(at, r)| *at < killed_at && r.as_deref() == Ok("server from 127.0.0.6")),
+        "{open:?}"
+    );
+    // Fail-closed: refused while no agent runs.
+    let refused: Vec<_> = closed
+        .iter()
+        .filter(|(at, _)| *at > closed_killed_at + 1000)
+        .collect();
+    assert!(!refused.is_empty(), "{closed:?}");
+    for (at, result) in &refused {
+        let err = result
+            .as_ref()
+            .expect_err("fail-closed pods are refused while no agent runs");
+        assert!(err.contains("Operation not permitted"), "at {at} ms: {err}");
+    }
+
+    // The agent comes back, adopts the pinned state and intercepts again.
+    agent.restart(&node, pins.path())?;
+    agent.wait_ready(&node, Duration::from_secs(20))?;
+    assert_eq!(
+        get(&client, http),
+        "server from 127.0.0.6",
+        "agent log:\n{}",
+        agent.log()
+    );
+    assert_eq!(get(&locked, http), "server from 127.0.0.6");
+    assert_no_firewall_rules(&[&client, &locked, &server]);
+
+    // Removing the pods from the file un-enrolls them: pins gone, direct traffic.
+    agent.write_pods("pods: []\n")?;
+    let unpinned = wait::until(Duration::from_secs(10), || {
+        !pins
+            .pinned_files()
+            .iter()
+            .any(|p| p.to_string_lossy().contains("/pods/"))
+    });
+    assert!(
+        unpinned,
+        "pod pins left after un-enrolling: {:?}\n{}",
+        pins.pinned_files(),
+        agent.log()
+    );
+    assert_eq!(get(&client, http), format!("server from {}", client.ip4));
+    assert_eq!(get(&locked, http), format!("server from {}", locked.ip4));
+    agent.terminate(Duration::from_secs(10))?;
+    Ok(())
+}
