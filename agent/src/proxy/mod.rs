@@ -5,6 +5,7 @@
 //! `runtime` holds the installed state, `build` turns config into it,
 //! `reload` swaps it, `admin` and `metrics` expose it.
 
+pub mod addr;
 pub mod admin;
 pub mod balance;
 pub mod body;
