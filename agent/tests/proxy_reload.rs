@@ -344,3 +344,40 @@ async fn sigterm_drains_in_flight_requests() {
         "weir did not exit after SIGTERM"
     );
 }
+
+/// An unchanged cluster keeps its outlier state across a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_cluster_keeps_health_across_reload() {
+    let bad = Backend::start(|_| async { status(500, "bad") }).await;
+    let b = Backend::named("b").await;
+    let outlier = "    connect_timeout: 1s\n    outlier_detection: {consecutive_5xx: 2, base_ejection_time: 60s, max_ejection_percent: 100}\n";
+    let with_outlier = |target: &str| {
+        cfg(target, bad.port(), b.port(), "").replacen("    connect_timeout: 1s\n", outlier, 1)
+    };
+    let mut p = Proxy::start(&with_outlier("a")).await;
+    let l = p.listener("main").await;
+    for _ in 0..2 {
+        assert_eq!(get(&format!("http://{l}/")).await.0, 500);
+    }
+    assert_eq!(
+        get(&format!("http://{l}/")).await,
+        (503, "no healthy upstream".to_string())
+    );
+    // route-only change: cluster `a` is kept, still ejected
+    p.write_config(&with_outlier("a").replace("domains: [\"*\"]", "domains: [\"*\", \"x.local\"]"));
+    p.sighup();
+    wait_reloads(&p, "success", 1.0).await;
+    assert_eq!(
+        get(&format!("http://{l}/")).await,
+        (503, "no healthy upstream".to_string())
+    );
+    let (_, clusters) = p.admin_get("/clusters").await;
+    assert!(
+        clusters.contains(&format!(
+            "a::127.0.0.1:{}::health_flags::/failed_outlier_check",
+            bad.port()
+        )),
+        "{clusters}"
+    );
+    assert_eq!(bad.requests(), 2);
+}

@@ -5,6 +5,7 @@
 //! `runtime` holds the installed state, `build` turns config into it,
 //! `reload` swaps it, `admin` and `metrics` expose it.
 
+pub mod addr;
 pub mod admin;
 pub mod balance;
 pub mod body;
@@ -45,6 +46,15 @@ pub enum ProxyError {
     Signal(#[source] std::io::Error),
 }
 
+/// Print a machine-readable line on stdout (bound addresses, for tests and
+/// benchmarks); a closed stdout is ignored rather than fatal.
+pub fn announce(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
 /// How long SIGTERM/SIGINT waits for open connections to finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -82,7 +92,7 @@ async fn serve(path: &Path) -> Result<(), ProxyError> {
     if let Some(addr) = admin_addr {
         let bound = admin::start(addr, rt.clone()).await?;
         log::info!("admin listening on {bound}");
-        println!("weir: admin listening on {bound}");
+        announce(format_args!("weir: admin listening on {bound}"));
     }
     let watcher = tokio::spawn(reload::watch(rt.clone(), path.to_path_buf()));
     tokio::select! {

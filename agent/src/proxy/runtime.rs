@@ -108,7 +108,7 @@ impl Runtime {
             }
             log::info!("listener {name}: listening on {bound}");
             // Machine-readable line for tests and benchmarks.
-            println!("weir: listener {name} listening on {bound}");
+            super::announce(format_args!("weir: listener {name} listening on {bound}"));
             tokio::spawn(lis.run());
             st.listeners.insert(
                 name,
