@@ -47,6 +47,8 @@ fn main() -> Result<()> {
         }
         Task::Test { args } => {
             ensure_runtime_prerequisites(&root)?;
+            // promtool and a real Prometheus server check the metrics exposition.
+            install::ensure_apt_packages(&["prometheus"])?;
             run(cargo(&root).args(["test", "--workspace"]).args(&args))
         }
         Task::Demo => {
