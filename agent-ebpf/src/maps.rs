@@ -5,7 +5,9 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, SockHash},
 };
-use weir_common::{ConnKey, InboundKey, InboundSettings, MAX_PODS, MAX_TRACKED_CONNECTIONS, PodSettings, SockAddr};
+use weir_common::{
+    ConnKey, InboundKey, InboundSettings, MAX_PODS, MAX_TRACKED_CONNECTIONS, PodSettings, SockAddr,
+};
 
 /// Enrolled pods by network namespace cookie. Written only by the agent.
 #[map(name = "WEIR_PODS")]

@@ -11,8 +11,8 @@ use aya_ebpf::{
     programs::SkLookupContext,
 };
 use weir_common::{
-    AF_INET, AF_INET6, INBOUND_FLAG_ALL_PORTS, INBOUND_FLAG_FAIL_CLOSED, InboundKey, InboundSettings, PROXY_INBOUND_SOURCE_V4,
-    PROXY_INBOUND_SOURCE_V6,
+    AF_INET, AF_INET6, INBOUND_FLAG_ALL_PORTS, INBOUND_FLAG_FAIL_CLOSED, InboundKey,
+    InboundSettings, PROXY_INBOUND_SOURCE_V4, PROXY_INBOUND_SOURCE_V6,
 };
 
 use crate::maps::{INBOUND_LISTENERS, INBOUND_PODS};
@@ -60,13 +60,19 @@ fn assign(ctx: &SkLookupContext) -> Result<Option<()>, u32> {
             if lookup.remote_ip4 == u32::from_ne_bytes(PROXY_INBOUND_SOURCE_V4) {
                 return Ok(None);
             }
-            InboundKey { addr: [lookup.local_ip4, 0, 0, 0], family: AF_INET.into() }
+            InboundKey {
+                addr: [lookup.local_ip4, 0, 0, 0],
+                family: AF_INET.into(),
+            }
         }
         AF_INET6 => {
             if read_ip6(&lookup.remote_ip6) == v6_words(&PROXY_INBOUND_SOURCE_V6) {
                 return Ok(None);
             }
-            InboundKey { addr: read_ip6(&lookup.local_ip6), family: AF_INET6.into() }
+            InboundKey {
+                addr: read_ip6(&lookup.local_ip6),
+                family: AF_INET6.into(),
+            }
         }
         _ => return Ok(None),
     };
@@ -116,6 +122,7 @@ fn read_ip6(field: &[u32; 4]) -> [u32; 4] {
 
 /// Network byte order words of an IPv6 address, as in `bpf_sk_lookup`.
 fn v6_words(octets: &[u8; 16]) -> [u32; 4] {
-    let word = |i: usize| u32::from_ne_bytes([octets[i], octets[i + 1], octets[i + 2], octets[i + 3]]);
+    let word =
+        |i: usize| u32::from_ne_bytes([octets[i], octets[i + 1], octets[i + 2], octets[i + 3]]);
     [word(0), word(4), word(8), word(12)]
 }
