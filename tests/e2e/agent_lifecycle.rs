@@ -5,13 +5,13 @@
 //! iptables or nftables rule.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use weir_tests::agent::AgentProcess;
 use weir_tests::pins::PinRoot;
+use weir_tests::support::{require_root, sim_client, sim_server};
 use weir_tests::{PodProcess, SimNode, SimPod, wait};
 
 const CONFIG: &str = r#"
@@ -28,23 +28,6 @@ listeners:
             direct_response: { status: 200, body: "weir" }
 clusters: []
 "#;
-
-fn client_bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_sim-client"))
-}
-
-fn server_bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_sim-server"))
-}
-
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "the eBPF data-path tests need root (BPF, namespaces, cgroups): run them as root"
-    );
-}
 
 fn pod_entry(pod: &SimPod, annotations: &[(&str, &str)]) -> String {
     let annotations: String = annotations
@@ -67,7 +50,7 @@ fn pods_file(entries: &[String]) -> String {
 
 /// Starts `sim-server` in `pod` and waits until it listens.
 fn app(pod: &SimPod, args: &[&str]) -> Result<PodProcess> {
-    let mut cmd = Command::new(server_bin());
+    let mut cmd = Command::new(&sim_server());
     cmd.args(args);
     let process = pod.spawn(cmd)?;
     let port: u16 = args
@@ -86,7 +69,7 @@ fn app(pod: &SimPod, args: &[&str]) -> Result<PodProcess> {
 
 /// One request from `pod`, on a new connection: the body, or the error.
 fn get(pod: &SimPod, target: SocketAddr) -> String {
-    let mut cmd = Command::new(client_bin());
+    let mut cmd = Command::new(&sim_client());
     cmd.args(["http", &target.to_string(), "server", "/", "1"]);
     match pod
         .spawn(cmd)
@@ -160,7 +143,7 @@ struct Loop {
 
 /// A bounded request loop in `pod` (one request per connection every 50 ms).
 fn start_loop(pod: &SimPod, target: SocketAddr, duration: Duration) -> Result<Loop> {
-    let mut cmd = Command::new(client_bin());
+    let mut cmd = Command::new(&sim_client());
     cmd.args([
         "loop",
         &target.to_string(),
@@ -231,7 +214,7 @@ fn agent_intercepts_survives_sigkill_resumes_and_unenrolls() -> Result<()> {
         agent.log()
     );
     // An opaque TCP stream of 1 MiB comes back byte-identical through interception.
-    let mut cmd = Command::new(client_bin());
+    let mut cmd = Command::new(&sim_client());
     cmd.args(["echo", &echo.to_string(), &(1024 * 1024).to_string()]);
     let out = client.spawn(cmd)?.wait_output(Duration::from_secs(30))?;
     assert_eq!(

@@ -14,23 +14,11 @@ use weir::node::cgroup::{CgroupDriver, QosClass};
 use weir_common::{INBOUND_FLAG_ALL_PORTS, InboundSettings};
 use weir_tests::exchange::{Exchange, Placement, exchange};
 use weir_tests::service::ServiceServer;
+use weir_tests::support::{close_listeners, require_root, sim_client};
 use weir_tests::{SimNode, SimNodeOptions, SimPod, wait};
 
 const SERVICE_V4: &str = "198.51.100.10:80";
 const SERVICE_V6: &str = "[2001:db8::10]:80";
-
-fn client_bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_sim-client"))
-}
-
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "the eBPF data-path tests need root (BPF, namespaces, cgroups): run them as root"
-    );
-}
 
 /// A node with one enrolled pod whose egress is redirected to in-pod listeners.
 /// Field order is drop order: detach, close listeners, unload, remove the pod,
@@ -73,7 +61,7 @@ impl EnrolledPod {
         };
         exchange(
             &self.pod,
-            client_bin(),
+            &sim_client(),
             placement,
             target,
             listener,
@@ -203,7 +191,7 @@ fn detaching_lets_the_pod_connect_directly_again() -> Result<()> {
     drop(registration);
     let after = exchange(
         &pod,
-        client_bin(),
+        &sim_client(),
         Placement::InPod,
         SERVICE_V4.parse()?,
         &listeners.v4,
@@ -231,12 +219,12 @@ fn pod_goes_direct_when_the_proxy_listener_is_gone_and_back_when_it_returns() ->
     let real6 = ServiceServer::start(&node, SERVICE_V6.parse()?)?;
     let table = datapath.orig_dst_table();
     // The agent "dies": its listeners close, the programs stay attached.
-    kill_listeners(&pod, listeners)?;
+    close_listeners(&pod, listeners)?;
     let stand_in = std::net::TcpListener::bind("127.0.0.1:0")?;
     for (target, server) in [(SERVICE_V4, &real), (SERVICE_V6, &real6)] {
         let direct = exchange(
             &pod,
-            client_bin(),
+            &sim_client(),
             Placement::InPod,
             target.parse()?,
             &stand_in,
@@ -256,7 +244,7 @@ fn pod_goes_direct_when_the_proxy_listener_is_gone_and_back_when_it_returns() ->
     registration.update(listeners.egress_settings(0)?)?;
     let resumed = exchange(
         &pod,
-        client_bin(),
+        &sim_client(),
         Placement::InPod,
         SERVICE_V4.parse()?,
         &listeners.v4,
@@ -283,7 +271,7 @@ fn fail_closed_pod_is_refused_when_the_proxy_listener_is_gone() -> Result<()> {
     assert_redirected(
         &exchange(
             &pod,
-            client_bin(),
+            &sim_client(),
             Placement::InPod,
             SERVICE_V4.parse()?,
             &listeners.v4,
@@ -291,11 +279,11 @@ fn fail_closed_pod_is_refused_when_the_proxy_listener_is_gone() -> Result<()> {
         )?,
         SERVICE_V4,
     );
-    kill_listeners(&pod, listeners)?;
+    close_listeners(&pod, listeners)?;
     let stand_in = std::net::TcpListener::bind("127.0.0.1:0")?;
     let refused = exchange(
         &pod,
-        client_bin(),
+        &sim_client(),
         Placement::InPod,
         SERVICE_V4.parse()?,
         &stand_in,
@@ -338,23 +326,6 @@ fn excluded_outbound_ports_go_direct() -> Result<()> {
     );
     // Other ports are still redirected.
     assert_redirected(&env.run(Placement::InPod, SERVICE_V4)?, SERVICE_V4);
-    Ok(())
-}
-
-/// Closes the pod's egress listeners the way a dying agent does, and waits until
-/// the kernel has really dropped them: a child that another test is forking at
-/// that moment holds a copy of every descriptor until its exec.
-fn kill_listeners(pod: &SimPod, listeners: EgressListeners) -> Result<()> {
-    let addrs = [listeners.v4.local_addr()?, listeners.v6.local_addr()?];
-    drop(listeners);
-    let closed = wait::until(Duration::from_secs(5), || {
-        addrs.iter().all(|addr| {
-            pod.netns()
-                .run(|| std::net::TcpStream::connect(addr).is_err())
-                .unwrap_or(false)
-        })
-    });
-    anyhow::ensure!(closed, "the egress listeners {addrs:?} are still open");
     Ok(())
 }
 

@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -17,20 +16,8 @@ use weir::node::cgroup::cgroup2_root;
 use weir::pods::{PodLocation, PodSpec};
 use weir_tests::pins::PinRoot;
 use weir_tests::service::ServiceServer;
+use weir_tests::support::{require_root, sim_client};
 use weir_tests::{PodProcess, SimNode, SimPod};
-
-fn client_bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_sim-client"))
-}
-
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "the eBPF data-path tests need root (BPF, namespaces, cgroups): run them as root"
-    );
-}
 
 /// Answers outbound connections itself; forwards inbound ones to the app.
 struct Reporter;
@@ -89,7 +76,7 @@ fn spec(pod: &SimPod, annotations: &[(&str, &str)]) -> PodSpec {
 async fn connect(pod: &Arc<SimPod>, target: SocketAddr) -> String {
     let pod = Arc::clone(pod);
     tokio::task::spawn_blocking(move || {
-        let mut cmd = std::process::Command::new(client_bin());
+        let mut cmd = std::process::Command::new(&sim_client());
         cmd.arg(target.to_string()).arg("hello");
         let out = pod
             .spawn(cmd)

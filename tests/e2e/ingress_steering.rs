@@ -4,7 +4,6 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -13,20 +12,8 @@ use weir::inpod::{InboundListeners, connect_to_app};
 use weir_common::{INBOUND_FLAG_ALL_PORTS, InboundSettings, MAX_INBOUND_PORTS};
 use weir_tests::exchange::{Accepted, Exchange, Placement, exchange_with};
 use weir_tests::service::ServiceServer;
+use weir_tests::support::{require_root, sim_client};
 use weir_tests::{SimNode, SimPod};
-
-fn client_bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_sim-client"))
-}
-
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "the eBPF data-path tests need root (BPF, namespaces, cgroups): run them as root"
-    );
-}
 
 fn ports(list: &[u16]) -> InboundSettings {
     let mut settings = InboundSettings::default();
@@ -89,7 +76,7 @@ impl Steered {
         };
         exchange_with(
             &self.client,
-            client_bin(),
+            &sim_client(),
             Placement::InPod,
             target,
             listener,
@@ -229,7 +216,7 @@ fn changing_ports_and_detaching_take_effect_at_once() -> Result<()> {
     drop(attachment);
     let after = exchange_with(
         &client,
-        client_bin(),
+        &sim_client(),
         Placement::InPod,
         target,
         &listeners.v4,

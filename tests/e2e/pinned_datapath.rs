@@ -4,7 +4,6 @@
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr, TcpListener};
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -14,27 +13,15 @@ use weir_common::POD_FLAG_FAIL_CLOSED;
 use weir_tests::exchange::{Exchange, Placement, exchange};
 use weir_tests::pins::PinRoot;
 use weir_tests::service::ServiceServer;
+use weir_tests::support::{close_listeners, require_root, sim_client};
 use weir_tests::{SimNode, SimPod, wait};
 
 const SERVICE: &str = "198.51.100.10:80";
 
-fn client_bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_sim-client"))
-}
-
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "the eBPF data-path tests need root (BPF, namespaces, cgroups): run them as root"
-    );
-}
-
 fn connect(pod: &SimPod, datapath: &Datapath, listener: &TcpListener) -> Result<Exchange> {
     exchange(
         pod,
-        client_bin(),
+        &sim_client(),
         Placement::InPod,
         SERVICE.parse()?,
         listener,
@@ -53,22 +40,6 @@ fn assert_redirected(result: &Exchange) {
         result.client_stdout,
         format!("weir: you were going to {target}\n")
     );
-}
-
-/// Closes the listeners and waits until the kernel has dropped them (a child
-/// another test is forking holds copies of every descriptor until its exec).
-fn close(pod: &SimPod, listeners: EgressListeners) -> Result<()> {
-    let addrs = [listeners.v4.local_addr()?, listeners.v6.local_addr()?];
-    drop(listeners);
-    let closed = wait::until(Duration::from_secs(5), || {
-        addrs.iter().all(|a| {
-            pod.netns()
-                .run(|| std::net::TcpStream::connect(a).is_err())
-                .unwrap_or(false)
-        })
-    });
-    anyhow::ensure!(closed, "listeners {addrs:?} still open");
-    Ok(())
 }
 
 fn live_program_ids() -> HashSet<u32> {
@@ -102,7 +73,7 @@ fn next_agent_adopts_pinned_state_and_fail_closed_holds_in_between() -> Result<(
         let egress = datapath.attach_egress(pod.cgroup_dir(), &pod.uid)?;
         assert_redirected(&connect(&pod, &datapath, &listeners.v4)?);
         // Agent 1 dies: every handle and descriptor goes away without cleanup.
-        close(&pod, listeners)?;
+        close_listeners(&pod, listeners)?;
         drop((egress, registration, datapath));
     }
     let pinned = pins.pinned_files();

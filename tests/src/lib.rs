@@ -12,6 +12,7 @@ mod node;
 pub mod pins;
 mod pod;
 pub mod service;
+pub mod support;
 pub mod wait;
 
 pub use node::{SimNode, SimNodeOptions};

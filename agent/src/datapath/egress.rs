@@ -1,7 +1,6 @@
 //! Attaching the egress redirect (connect4, connect6, sockops) to one pod's cgroup.
 
 use std::fs::File;
-use std::os::fd::AsFd;
 use std::path::Path;
 
 use aya::programs::links::{CgroupAttachMode, FdLink};
@@ -9,7 +8,7 @@ use aya::programs::{CgroupSockAddr, SockOps};
 use weir_common::{PROG_CONNECT4, PROG_CONNECT6, PROG_SOCKOPS};
 
 use super::pin::AttachedLink;
-use super::{Datapath, DatapathError, program};
+use super::{Datapath, DatapathError};
 
 /// One pod's egress hooks. Unpinned, dropping it detaches them; pinned, they
 /// stay attached after the agent is gone, until [`EgressAttachment::remove`].
@@ -38,13 +37,7 @@ impl Datapath {
         // bpf_link attachments always coexist with other programs on the cgroup
         // (the kernel rejects BPF_F_ALLOW_MULTI on links), hence `Single`.
         for name in [PROG_CONNECT4, PROG_CONNECT6] {
-            let pin = self.link_pin(pod_uid, name);
-            let prog: &mut CgroupSockAddr = program(&mut self.ebpf, name)?;
-            let fd = prog
-                .fd()
-                .and_then(|fd| Ok(fd.try_clone()?))
-                .map_err(|e| DatapathError::program(name, e))?;
-            let link = AttachedLink::attach_or_adopt(pin, fd.as_fd(), || {
+            let link = self.attach_link(pod_uid, name, |prog: &mut CgroupSockAddr| {
                 let id = prog
                     .attach(&cgroup, CgroupAttachMode::Single)
                     .map_err(|e| DatapathError::program(name, e))?;
@@ -56,13 +49,7 @@ impl Datapath {
             attachment.links.push(link);
         }
         let name = PROG_SOCKOPS;
-        let pin = self.link_pin(pod_uid, name);
-        let prog: &mut SockOps = program(&mut self.ebpf, name)?;
-        let fd = prog
-            .fd()
-            .and_then(|fd| Ok(fd.try_clone()?))
-            .map_err(|e| DatapathError::program(name, e))?;
-        let link = AttachedLink::attach_or_adopt(pin, fd.as_fd(), || {
+        let link = self.attach_link(pod_uid, name, |prog: &mut SockOps| {
             let id = prog
                 .attach(&cgroup, CgroupAttachMode::Single)
                 .map_err(|e| DatapathError::program(name, e))?;

@@ -13,7 +13,7 @@ use weir_common::{
 };
 
 use super::pin::AttachedLink;
-use super::{Datapath, DatapathError, program};
+use super::{Datapath, DatapathError};
 use crate::netns::NetNs;
 
 pub(super) type InboundListenersMap = SockHash<MapData, InboundKey>;
@@ -79,13 +79,7 @@ impl Datapath {
             }
         }
         let name = PROG_SK_LOOKUP;
-        let pin = self.link_pin(pod_uid, name);
-        let prog: &mut SkLookup = program(&mut self.ebpf, name)?;
-        let fd = prog
-            .fd()
-            .and_then(|fd| Ok(fd.try_clone()?))
-            .map_err(|e| DatapathError::program(name, e))?;
-        let link = AttachedLink::attach_or_adopt(pin, fd.as_fd(), || {
+        let link = self.attach_link(pod_uid, name, |prog: &mut SkLookup| {
             let id = prog
                 .attach(netns.file())
                 .map_err(|e| DatapathError::program(name, e))?;

@@ -11,10 +11,12 @@ mod pin;
 mod pod;
 mod prune;
 
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use aya::maps::{HashMap, MapData};
+use aya::programs::links::FdLink;
 use aya::programs::{CgroupSockAddr, SkLookup, SockOps};
 use aya::{Ebpf, EbpfLoader};
 use weir_common::{
@@ -26,6 +28,7 @@ pub use egress::EgressAttachment;
 pub use error::DatapathError;
 pub use ingress::IngressAttachment;
 pub use orig_dst::{OrigDst, OrigDstTable};
+use pin::AttachedLink;
 pub use pin::DEFAULT_PIN_ROOT;
 pub use pod::PodRegistration;
 pub use prune::Pruned;
@@ -157,11 +160,31 @@ impl Datapath {
         ids
     }
 
-    /// Where this pod's links are pinned, when the data path is pinned.
-    fn link_pin(&self, pod_uid: &str, program: &str) -> Option<PathBuf> {
-        self.pins
+    /// Attaches program `name` for pod `pod_uid` with `attach`, or adopts the
+    /// link pinned for it (see `pin.rs`).
+    fn attach_link<P>(
+        &mut self,
+        pod_uid: &str,
+        name: &'static str,
+        attach: impl FnOnce(&mut P) -> Result<FdLink, DatapathError>,
+    ) -> Result<AttachedLink, DatapathError>
+    where
+        for<'a> &'a mut P:
+            TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+    {
+        let pin = self
+            .pins
             .as_ref()
-            .map(|layout| layout.pod_dir(pod_uid).join(program))
+            .map(|layout| layout.pod_dir(pod_uid).join(name));
+        let fd = self
+            .ebpf
+            .program(name)
+            .ok_or(DatapathError::MissingProgram(name))?
+            .fd()
+            .and_then(|fd| Ok(fd.try_clone()?))
+            .map_err(|e| DatapathError::program(name, e))?;
+        let prog: &mut P = program(&mut self.ebpf, name)?;
+        AttachedLink::attach_or_adopt(pin, fd.as_fd(), || attach(prog))
     }
 }
 
