@@ -50,7 +50,7 @@ fn pods_file(entries: &[String]) -> String {
 
 /// Starts `sim-server` in `pod` and waits until it listens.
 fn app(pod: &SimPod, args: &[&str]) -> Result<PodProcess> {
-    let mut cmd = Command::new(&sim_server());
+    let mut cmd = Command::new(sim_server());
     cmd.args(args);
     let process = pod.spawn(cmd)?;
     let port: u16 = args
@@ -69,7 +69,7 @@ fn app(pod: &SimPod, args: &[&str]) -> Result<PodProcess> {
 
 /// One request from `pod`, on a new connection: the body, or the error.
 fn get(pod: &SimPod, target: SocketAddr) -> String {
-    let mut cmd = Command::new(&sim_client());
+    let mut cmd = Command::new(sim_client());
     cmd.args(["http", &target.to_string(), "server", "/", "1"]);
     match pod
         .spawn(cmd)
@@ -143,7 +143,7 @@ struct Loop {
 
 /// A bounded request loop in `pod` (one request per connection every 50 ms).
 fn start_loop(pod: &SimPod, target: SocketAddr, duration: Duration) -> Result<Loop> {
-    let mut cmd = Command::new(&sim_client());
+    let mut cmd = Command::new(sim_client());
     cmd.args([
         "loop",
         &target.to_string(),
@@ -214,7 +214,7 @@ fn agent_intercepts_survives_sigkill_resumes_and_unenrolls() -> Result<()> {
         agent.log()
     );
     // An opaque TCP stream of 1 MiB comes back byte-identical through interception.
-    let mut cmd = Command::new(&sim_client());
+    let mut cmd = Command::new(sim_client());
     cmd.args(["echo", &echo.to_string(), &(1024 * 1024).to_string()]);
     let out = client.spawn(cmd)?.wait_output(Duration::from_secs(30))?;
     assert_eq!(

@@ -76,7 +76,7 @@ fn spec(pod: &SimPod, annotations: &[(&str, &str)]) -> PodSpec {
 async fn connect(pod: &Arc<SimPod>, target: SocketAddr) -> String {
     let pod = Arc::clone(pod);
     tokio::task::spawn_blocking(move || {
-        let mut cmd = std::process::Command::new(&sim_client());
+        let mut cmd = std::process::Command::new(sim_client());
         cmd.arg(target.to_string()).arg("hello");
         let out = pod
             .spawn(cmd)
