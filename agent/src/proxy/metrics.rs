@@ -58,6 +58,8 @@ pub struct Metrics {
     dns_hosts_added: IntCounterVec,
     dns_hosts_removed: IntCounterVec,
     reloads: IntCounterVec,
+    /// Interception families (`weir_intercept_*`).
+    pub intercept: super::intercept::metrics::InterceptMetrics,
 }
 
 fn counter(
@@ -268,6 +270,7 @@ impl Metrics {
                 "Config reloads by outcome (listener_manager/cds update_success, update_rejected).",
                 &["outcome"],
             )?,
+            intercept: super::intercept::metrics::InterceptMetrics::new(&r)?,
             registry: r,
         })
     }
