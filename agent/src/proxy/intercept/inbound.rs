@@ -25,6 +25,7 @@ use super::metrics::{IdentityHandles, InterceptMetrics, Labels, UNKNOWN};
 use super::outbound::X_WEIR_SOURCE;
 use super::peers::{self, Peer};
 use super::{AppConnector, Inner, InterceptError, PodIdentity, passthrough};
+use crate::proxy::addr::ClientAddr;
 use crate::proxy::body::RespBody;
 use crate::proxy::drain::DrainWatch;
 use crate::proxy::http::local;
@@ -33,15 +34,11 @@ use crate::proxy::metrics::Metrics;
 /// The request head must arrive within this (the engine's listener default).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The connecting side of an inbound connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Client(pub SocketAddr);
-
 pub(super) async fn serve(
     inner: &Inner,
     mut stream: TcpStream,
     dst: SocketAddr,
-    client: Client,
+    client: ClientAddr,
     pod: PodIdentity,
     app: Arc<dyn AppConnector>,
 ) {

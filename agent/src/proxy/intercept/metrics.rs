@@ -8,10 +8,10 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, Registry};
 
 use super::detect::{Detected, Direction};
-use crate::proxy::metrics::{MetricsError, class_index};
+use crate::proxy::metrics::{MetricsError, class_index, counter};
 
 /// Value of a label that is not known (Istio's convention).
 pub const UNKNOWN: &str = "unknown";
@@ -97,17 +97,6 @@ impl Drop for ConnCount {
     fn drop(&mut self) {
         self.0.inc();
     }
-}
-
-fn counter(
-    r: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> Result<IntCounterVec, MetricsError> {
-    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-    r.register(Box::new(c.clone()))?;
-    Ok(c)
 }
 
 impl InterceptMetrics {

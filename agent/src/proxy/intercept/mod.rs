@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
+use super::addr::{ClientAddr, OrigDstAddr};
 use super::drain::{self, DrainSignal, DrainWatch};
 use super::runtime::Runtime;
 
@@ -98,7 +99,7 @@ impl Interceptor {
         orig_dst: SocketAddr,
         source: PodIdentity,
     ) {
-        outbound::serve(&self.inner, stream, outbound::OrigDst(orig_dst), source).await;
+        outbound::serve(&self.inner, stream, OrigDstAddr(orig_dst), source).await;
     }
 
     /// A connection to enrolled pod `pod` at `dst` (its own address:port) from `peer`; serve it.
@@ -111,7 +112,7 @@ impl Interceptor {
         app: Arc<dyn AppConnector>,
     ) {
         let inner = &self.inner;
-        inbound::serve(inner, stream, dst, inbound::Client(peer), pod, app).await;
+        inbound::serve(inner, stream, dst, ClientAddr(peer), pod, app).await;
     }
 
     /// Finish intercepted HTTP connections gracefully (forced after

@@ -3,7 +3,6 @@
 //! destination (or the implicit passthrough route, or the black hole); TLS
 //! and opaque TCP spliced to the original destination.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use ::http::{HeaderMap, HeaderName, HeaderValue};
@@ -15,11 +14,8 @@ use super::io::InterceptedIo;
 use super::metrics::{IdentityHandles, Labels, UNKNOWN};
 use super::{Inner, InterceptError, PodIdentity, passthrough, peers};
 use crate::config::OutboundTrafficPolicy;
+use crate::proxy::addr::{ClientAddr, ConnMeta, OrigDstAddr};
 use crate::proxy::http::{self, ListenerContext, RequestHook};
-
-/// The address the application connected to (before redirection).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OrigDst(pub SocketAddr);
 
 /// Request header naming the source pod (`namespace/name`) on requests weir
 /// forwards for an enrolled pod; trusted by the inbound side only from
@@ -29,12 +25,16 @@ pub static X_WEIR_SOURCE: HeaderName = HeaderName::from_static("x-weir-source");
 pub(super) async fn serve(
     inner: &Inner,
     mut stream: TcpStream,
-    orig: OrigDst,
+    orig: OrigDstAddr,
     source: PodIdentity,
 ) {
     let m = &inner.runtime.metrics.intercept;
     // One snapshot per connection: a reload applies to the next connection.
     let table = inner.runtime.outbound.load_full();
+    let meta = stream.peer_addr().ok().map(|p| ConnMeta {
+        client: ClientAddr(p),
+        orig_dst: Some(orig),
+    });
     let mut first = BytesMut::new();
     let detected = detect::detect(&mut stream, &mut first, DETECT_TIMEOUT).await;
     m.detected(Direction::Outbound, &detected);
@@ -67,12 +67,14 @@ pub(super) async fn serve(
                 (None, true) => inner.passthrough.route_to(orig.0),
                 (None, false) => inner.passthrough.blackhole(),
             };
-            match ctx {
-                Ok(ctx) => {
-                    serve_http(io, ctx, inner, &source, handles.clone()).await;
+            match (ctx, meta) {
+                (Ok(ctx), Some(meta)) => {
+                    serve_http(io, meta, ctx, inner, &source, handles.clone()).await;
                     Ok(())
                 }
-                Err(e) => Err(e),
+                (Err(e), _) => Err(e),
+                // the client is gone already
+                (_, None) => Ok(()),
             }
         }
         Detected::Tls { sni } => {
@@ -127,6 +129,7 @@ impl RequestHook for OutboundHook {
 
 async fn serve_http(
     io: InterceptedIo<TcpStream>,
+    meta: ConnMeta,
     ctx: Arc<ListenerContext>,
     inner: &Inner,
     source: &PodIdentity,
@@ -136,14 +139,15 @@ async fn serve_http(
         source: HeaderValue::try_from(format!("{}/{}", source.namespace, source.name)).ok(),
         handles,
     };
-    http::serve_with(io, ctx, inner.drain.clone(), Some(Arc::new(hook))).await;
+    let hook: Arc<dyn RequestHook> = Arc::new(hook);
+    http::serve_with(io, meta, ctx, inner.drain.clone(), Some(hook)).await;
 }
 
 /// Splice to the original destination; the upstream socket is registered
 /// with the source pod for the inbound side (`peers`).
 async fn tcp(
     mut io: InterceptedIo<TcpStream>,
-    orig: OrigDst,
+    orig: OrigDstAddr,
     source: &PodIdentity,
 ) -> Result<(), InterceptError> {
     let mut up = passthrough::connect(orig.0).await?;
