@@ -17,6 +17,11 @@ pub struct ListenerConfig {
     /// `ip:port`, unique among listeners.
     #[serde(deserialize_with = "super::addr::deserialize")]
     pub address: SocketAddr,
+    /// Envoy's `bind_to_port`. `false`: not bound; the listener only serves
+    /// intercepted outbound connections whose original destination is its
+    /// `address` (or its port, when the address is `0.0.0.0` / `[::]`).
+    #[serde(default = "defaults::bind_to_port")]
+    pub bind_to_port: bool,
     #[serde(default)]
     pub timeouts: ListenerTimeoutsConfig,
     #[serde(default)]
@@ -90,6 +95,9 @@ pub struct VirtualHostConfig {
 pub mod defaults {
     use super::ConfigDuration;
 
+    pub fn bind_to_port() -> bool {
+        true
+    }
     pub fn idle() -> ConfigDuration {
         ConfigDuration::from_secs(3600)
     }

@@ -19,6 +19,22 @@ pub struct ProxyConfig {
     pub listeners: Vec<ListenerConfig>,
     #[serde(default)]
     pub clusters: Vec<ClusterConfig>,
+    /// What intercepted outbound traffic to a destination no listener claims
+    /// gets (Istio's `outboundTrafficPolicy.mode`).
+    #[serde(default)]
+    pub outbound_traffic_policy: OutboundTrafficPolicy,
+}
+
+/// Istio's outbound traffic policy modes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum OutboundTrafficPolicy {
+    /// Unknown destinations are passed through to their original address.
+    #[default]
+    #[serde(rename = "ALLOW_ANY")]
+    AllowAny,
+    /// Unknown destinations are refused: HTTP gets 502, other protocols are closed.
+    #[serde(rename = "REGISTRY_ONLY")]
+    RegistryOnly,
 }
 
 /// The admin listener.

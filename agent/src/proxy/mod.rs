@@ -13,6 +13,7 @@ pub mod build;
 pub mod cluster;
 pub mod drain;
 pub mod http;
+pub mod intercept;
 pub mod listener;
 pub mod metrics;
 pub mod reload;

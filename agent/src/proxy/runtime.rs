@@ -14,6 +14,7 @@ use tokio::sync::Mutex;
 use super::build::{self, BuildError, ClusterMap};
 use super::drain::{self, DrainSignal};
 use super::http::ListenerContext;
+use super::intercept::table::{OutboundTable, VirtualListener};
 use super::listener::{Listener, ListenerError};
 use super::metrics::Metrics;
 use crate::config::ProxyConfig;
@@ -41,6 +42,8 @@ struct State {
     config: Option<Arc<ProxyConfig>>,
     clusters: ClusterMap,
     listeners: HashMap<String, RunningListener>,
+    /// `bind_to_port: false` listeners, kept by name across reloads.
+    virtual_listeners: HashMap<String, Arc<ListenerContext>>,
 }
 
 pub struct Runtime {
@@ -48,6 +51,8 @@ pub struct Runtime {
     state: Mutex<State>,
     /// Effective config, for `/config_dump` without taking the lock.
     pub effective: ArcSwap<Option<Arc<ProxyConfig>>>,
+    /// Intercepted outbound dispatch by original destination (`proxy::intercept`).
+    pub outbound: ArcSwap<OutboundTable>,
     started: AtomicBool,
     draining: AtomicBool,
 }
@@ -58,6 +63,7 @@ impl Runtime {
             metrics,
             state: Mutex::new(State::default()),
             effective: ArcSwap::from_pointee(None),
+            outbound: ArcSwap::from_pointee(OutboundTable::default()),
             started: AtomicBool::new(false),
             draining: AtomicBool::new(false),
         }
@@ -76,6 +82,9 @@ impl Runtime {
         // Bind new (or moved) listeners before changing anything.
         let mut fresh = Vec::new();
         for (l, s) in cfg.listeners.iter().zip(&mut states) {
+            if !l.bind_to_port {
+                continue;
+            }
             let keep = st
                 .listeners
                 .get(&l.name)
@@ -95,7 +104,29 @@ impl Runtime {
             fresh.push((l.name.clone(), l.address, bound, ctx, signal, lis));
         }
         // Commit: swap route tables of kept listeners, start fresh ones, drain removed ones.
+        let mut virtuals = HashMap::new();
+        let mut claims = Vec::new();
         for (l, s) in cfg.listeners.iter().zip(states) {
+            if !l.bind_to_port {
+                let ctx = match st.virtual_listeners.remove(&l.name) {
+                    Some(ctx) => {
+                        ctx.state.store(Arc::new(s));
+                        ctx
+                    }
+                    None => Arc::new(ListenerContext {
+                        name: l.name.as_str().into(),
+                        metrics: self.metrics.listener(&l.name),
+                        state: ArcSwap::from_pointee(s),
+                    }),
+                };
+                let vl = VirtualListener {
+                    name: ctx.name.clone(),
+                    ctx: ctx.clone(),
+                };
+                claims.push((l.address, Arc::new(vl)));
+                virtuals.insert(l.name.clone(), ctx);
+                continue;
+            }
             if let Some(r) = st.listeners.get(&l.name)
                 && r.configured == l.address
             {
@@ -123,7 +154,11 @@ impl Runtime {
         let names: Vec<String> = st
             .listeners
             .keys()
-            .filter(|n| !cfg.listeners.iter().any(|l| &&l.name == n))
+            .filter(|n| {
+                !cfg.listeners
+                    .iter()
+                    .any(|l| l.bind_to_port && &&l.name == n)
+            })
             .cloned()
             .collect();
         for n in names {
@@ -132,6 +167,11 @@ impl Runtime {
                 old.drain.drain();
             }
         }
+        st.virtual_listeners = virtuals;
+        self.outbound.store(Arc::new(OutboundTable::new(
+            claims,
+            cfg.outbound_traffic_policy,
+        )));
         st.clusters = clusters;
         let cfg = Arc::new(cfg);
         st.config = Some(cfg.clone());

@@ -1,6 +1,7 @@
 //! Listener and virtual host rules.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 
 use super::super::error::DocPath;
 use super::super::listener::{ListenerConfig, VirtualHostConfig};
@@ -11,6 +12,39 @@ use super::syntax::check_domain;
 const MAX_REQUEST_HEADERS_KB: u32 = 8192;
 
 impl<'c> Checker<'c> {
+    /// A `bind_to_port: false` listener matches original destinations: it
+    /// needs a port, and no two of them may claim the same address.
+    pub(super) fn virtual_listener(
+        &mut self,
+        path: &DocPath,
+        listener: &ListenerConfig,
+        claimed: &mut HashMap<SocketAddr, String>,
+    ) {
+        if listener.address.port() == 0 {
+            self.report(
+                path.key("address"),
+                format!(
+                    "address {}: a listener with bind_to_port: false matches original \
+                     destinations and needs a non-zero port",
+                    listener.address
+                ),
+            );
+            return;
+        }
+        let here = format!("listener {:?} ({path})", listener.name);
+        if let Some(first) = claimed.get(&listener.address) {
+            self.report(
+                path.key("address"),
+                format!(
+                    "original destination {} is already claimed by {first}",
+                    listener.address
+                ),
+            );
+        } else {
+            claimed.insert(listener.address, here);
+        }
+    }
+
     pub(super) fn listener(&mut self, path: &DocPath, listener: &'c ListenerConfig) {
         let limits = path.key("limits");
         let kb = listener.limits.max_request_headers_kb;

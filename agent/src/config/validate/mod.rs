@@ -60,10 +60,14 @@ impl<'c> Checker<'c> {
             config.listeners.iter().map(|l| l.name.as_str()),
             "listener",
         );
+        // Original destinations claimed by listeners that are not bound.
+        let mut claimed = HashMap::new();
         for (i, listener) in config.listeners.iter().enumerate() {
             let path = listeners.index(i);
-            // Port 0 lets the kernel pick, so two of them never clash.
-            if listener.address.port() != 0 {
+            if !listener.bind_to_port {
+                self.virtual_listener(&path, listener, &mut claimed);
+            } else if listener.address.port() != 0 {
+                // Port 0 lets the kernel pick, so two of them never clash.
                 let here = format!("listener {:?} ({path})", listener.name);
                 if let Some(first) = addresses.insert(listener.address, here.clone()) {
                     addresses.insert(listener.address, first.clone());

@@ -527,3 +527,38 @@ fn issues_are_also_available_as_data() {
     assert_eq!(issues[0].line, Some(8));
     assert_eq!(issues[0].message, "prefix \"nope\" must start with \"/\"");
 }
+
+#[test]
+fn virtual_listeners_need_a_port_and_distinct_destinations() {
+    let yaml = "\
+outbound_traffic_policy: REGISTRY_ONLY
+listeners:
+  - name: bound
+    address: 10.0.0.1:80
+    virtual_hosts: [{name: v, domains: [\"*\"], routes: []}]
+  - name: a
+    address: 10.0.0.1:80
+    bind_to_port: false
+    virtual_hosts: [{name: v, domains: [\"*\"], routes: []}]
+  - name: b
+    address: 10.0.0.1:80
+    bind_to_port: false
+    virtual_hosts: [{name: v, domains: [\"*\"], routes: []}]
+  - name: c
+    address: 0.0.0.0:0
+    bind_to_port: false
+    virtual_hosts: [{name: v, domains: [\"*\"], routes: []}]
+";
+    assert_eq!(
+        error(yaml),
+        "t.yaml: listeners[2].address (line 11): original destination 10.0.0.1:80 is already claimed by listener \"a\" (listeners[1])\n\
+         t.yaml: listeners[3].address (line 15): address 0.0.0.0:0: a listener with bind_to_port: false matches original destinations and needs a non-zero port"
+    );
+    let ok = yaml.replace("10.0.0.1:80\n    bind_to_port: false\n    virtual_hosts: [{name: v, domains: [\"*\"], routes: []}]\n  - name: c\n    address: 0.0.0.0:0", "10.0.0.2:80\n    bind_to_port: false\n    virtual_hosts: [{name: v, domains: [\"*\"], routes: []}]\n  - name: c\n    address: 0.0.0.0:5432");
+    let cfg = parse_str(&ok, "t.yaml").unwrap();
+    assert_eq!(
+        cfg.outbound_traffic_policy,
+        crate::config::OutboundTrafficPolicy::RegistryOnly
+    );
+    assert!(cfg.listeners[0].bind_to_port && !cfg.listeners[1].bind_to_port);
+}

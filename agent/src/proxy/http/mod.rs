@@ -47,14 +47,36 @@ pub struct ListenerContext {
     pub state: ArcSwap<ListenerState>,
 }
 
+/// Per-connection additions to request handling, set by callers that know
+/// more about a connection than its listener (interception: the source pod).
+pub trait RequestHook: Send + Sync + 'static {
+    /// Before routing: may add or remove request headers.
+    fn on_request(&self, headers: &mut http::HeaderMap);
+    /// After the response head is final (local replies included).
+    fn on_response(&self, status: u16);
+}
+
 /// hyper's default header count limit; setting it explicitly costs a heap
 /// allocation per request, so it is only set when it differs.
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
 /// Serve HTTP/1.1 on `io` until the peer closes, a timeout fires, or a drain
 /// finishes (graceful first, forced after the drain grace period).
-pub async fn serve<S>(io: S, meta: ConnMeta, ctx: Arc<ListenerContext>, mut drain: DrainWatch)
+pub async fn serve<S>(io: S, meta: ConnMeta, ctx: Arc<ListenerContext>, drain: DrainWatch)
 where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    serve_with(io, meta, ctx, drain, None).await
+}
+
+/// [`serve`] with a per-connection [`RequestHook`].
+pub async fn serve_with<S>(
+    io: S,
+    meta: ConnMeta,
+    ctx: Arc<ListenerContext>,
+    mut drain: DrainWatch,
+    hook: Option<Arc<dyn RequestHook>>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let settings = ctx.state.load().settings.clone();
@@ -83,6 +105,7 @@ where
         ctx: ctx.clone(),
         shared: shared.clone(),
         request_timeout: settings.request_timeout,
+        hook,
     };
     let conn = b.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);

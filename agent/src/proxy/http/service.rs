@@ -24,6 +24,7 @@ pub struct ConnService {
     pub ctx: Arc<ListenerContext>,
     pub shared: Arc<ConnShared>,
     pub request_timeout: Option<Duration>,
+    pub hook: Option<Arc<dyn super::RequestHook>>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for ConnService {
@@ -31,7 +32,11 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Response<RespBody>, Infallible>> + Send>>;
 
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        let hook = self.hook.clone();
+        if let Some(h) = &hook {
+            h.on_request(req.headers_mut());
+        }
         let ctx = self.ctx.clone();
         let shared = self.shared.clone();
         let timeout = self.request_timeout;
@@ -54,6 +59,9 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
             resp.headers_mut()
                 .insert(SERVER, HeaderValue::from_static("weir"));
             ctx.metrics.response(resp.status().as_u16());
+            if let Some(h) = &hook {
+                h.on_response(resp.status().as_u16());
+            }
             Ok(resp)
         })
     }

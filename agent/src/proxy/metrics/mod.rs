@@ -39,6 +39,8 @@ pub struct Metrics {
     upstream: upstream::Families,
     dns: dns::Families,
     reloads: IntCounterVec,
+    /// Interception families (`weir_intercept_*`).
+    pub intercept: super::intercept::metrics::InterceptMetrics,
 }
 
 pub(crate) fn counter(
@@ -76,6 +78,7 @@ impl Metrics {
                 "Config reloads by outcome (lds/cds update_success, update_rejected).",
                 &["outcome"],
             )?,
+            intercept: super::intercept::metrics::InterceptMetrics::new(&registry)?,
             registry,
         })
     }

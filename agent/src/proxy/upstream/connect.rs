@@ -37,6 +37,11 @@ pub async fn connect(
         }
     };
     let _ = stream.set_nodelay(true);
+    // Inbound interception recognises this socket as weir's own (`intercept::peers`).
+    let peer = stream
+        .local_addr()
+        .ok()
+        .map(|a| crate::proxy::intercept::peers::register(a, None));
     let (tx, conn) = hyper::client::conn::http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
@@ -45,6 +50,7 @@ pub async fn connect(
     let active = GaugeGuard::new(&metrics.cx_active);
     tokio::spawn(async move {
         let _active = active;
+        let _peer = peer;
         if let Err(e) = conn.await {
             log::debug!("upstream connection to {addr} ended: {e}");
         }

@@ -1,0 +1,277 @@
+//! Inbound: a connection to an enrolled pod. Detect, then HTTP/1 is served
+//! here (each request forwarded to the application over one kept-alive
+//! connection from [`AppConnector`], counted with the source identity) and
+//! anything else is spliced to the application.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use http::{HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus::IntCounter;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use super::detect::{self, DETECT_TIMEOUT, Detected, Direction};
+use super::io::InterceptedIo;
+use super::metrics::{IdentityHandles, InterceptMetrics, Labels, UNKNOWN};
+use super::outbound::X_WEIR_SOURCE;
+use super::peers::{self, Peer};
+use super::{AppConnector, Inner, InterceptError, PodIdentity, passthrough};
+use crate::proxy::addr::ClientAddr;
+use crate::proxy::body::RespBody;
+use crate::proxy::drain::DrainWatch;
+use crate::proxy::http::local;
+use crate::proxy::metrics::Metrics;
+
+/// The request head must arrive within this (the engine's listener default).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(super) async fn serve(
+    inner: &Inner,
+    mut stream: TcpStream,
+    dst: SocketAddr,
+    client: ClientAddr,
+    pod: PodIdentity,
+    app: Arc<dyn AppConnector>,
+) {
+    let metrics = inner.runtime.metrics.clone();
+    let m = &metrics.intercept;
+    let mut first = BytesMut::new();
+    let detected = detect::detect(&mut stream, &mut first, DETECT_TIMEOUT).await;
+    m.detected(Direction::Inbound, &detected);
+    // Looked up after detection: by then the client's socket (if weir's) is
+    // registered, as weir registers it before sending anything on it.
+    let peer = peers::lookup(client.0);
+    let (src_ns, src_pod) = match &peer {
+        Peer::Pod(p) => (p.namespace.clone(), p.name.clone()),
+        _ => (UNKNOWN.into(), UNKNOWN.into()),
+    };
+    let destination = dst.to_string();
+    let labels = Labels {
+        direction: Direction::Inbound,
+        source_namespace: &src_ns,
+        source_pod: &src_pod,
+        destination: &destination,
+        destination_namespace: &pod.namespace,
+        destination_pod: &pod.name,
+    };
+    let handles = Arc::new(m.identity(&labels));
+    let _open = handles.connection();
+    let mut io = InterceptedIo::new(
+        stream,
+        first,
+        handles.received.clone(),
+        handles.sent.clone(),
+    );
+    let result = match detected {
+        Detected::Http1 => {
+            let conn = Arc::new(AppConn {
+                app,
+                dst,
+                tx: tokio::sync::Mutex::new(None),
+                trusted: peer == Peer::Weir,
+                connection: handles,
+                metrics: metrics.clone(),
+                destination,
+                pod,
+                last_source: Mutex::new(None),
+                body_bytes: IntCounter::new("inbound_body_bytes", "unregistered").ok(),
+            });
+            serve_http(io, conn, inner.drain.clone()).await;
+            Ok(())
+        }
+        Detected::Tls { sni } => {
+            m.tls(&labels, sni.as_deref());
+            tcp(&mut io, &*app, dst).await
+        }
+        Detected::Opaque => tcp(&mut io, &*app, dst).await,
+    };
+    if let Err(e) = result {
+        log::debug!("inbound {} -> {dst}: {e}", client.0);
+    }
+}
+
+async fn tcp<S>(io: &mut S, app: &dyn AppConnector, dst: SocketAddr) -> Result<(), InterceptError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut up = app
+        .connect_app(dst)
+        .await
+        .map_err(|e| InterceptError::App(dst, e))?;
+    passthrough::splice(io, &mut up).await.map(drop)
+}
+
+/// One downstream connection's link to the application.
+struct AppConn {
+    app: Arc<dyn AppConnector>,
+    dst: SocketAddr,
+    /// The kept-alive application connection (HTTP/1: one request at a time).
+    tx: tokio::sync::Mutex<Option<SendRequest<Incoming>>>,
+    /// The peer is weir's own socket: `x-weir-source` is believed.
+    trusted: bool,
+    /// Handles of the connection's identity (source from `peers`, or unknown).
+    connection: Arc<IdentityHandles>,
+    metrics: Arc<Metrics>,
+    destination: String,
+    pod: PodIdentity,
+    /// The last `x-weir-source` seen and its handles (a pooled weir
+    /// connection usually carries one source; no lookup per request then).
+    last_source: Mutex<Option<(HeaderValue, Arc<IdentityHandles>)>>,
+    body_bytes: Option<IntCounter>,
+}
+
+impl AppConn {
+    /// The handles to count a request with: the trusted header's source, else the connection's.
+    fn handles_for(&self, source: Option<HeaderValue>) -> Arc<IdentityHandles> {
+        let Some(v) = source.filter(|_| self.trusted) else {
+            return self.connection.clone();
+        };
+        if let Ok(last) = self.last_source.lock()
+            && let Some((lv, h)) = &*last
+            && *lv == v
+        {
+            return h.clone();
+        }
+        let Some((ns, name)) = v.to_str().ok().and_then(|s| s.split_once('/')) else {
+            return self.connection.clone();
+        };
+        let h = Arc::new(resolve(&self.metrics.intercept, ns, name, self));
+        if let Ok(mut last) = self.last_source.lock() {
+            *last = Some((v, h.clone()));
+        }
+        h
+    }
+
+    async fn send(&self, mut req: Request<Incoming>) -> Response<RespBody> {
+        let mut slot = self.tx.lock().await;
+        // A kept-alive connection the application closed meanwhile is
+        // replaced once; the request had not gone out on it.
+        for attempt in 0..2 {
+            let fresh = slot.as_ref().is_none_or(|t| t.is_closed());
+            if fresh {
+                match self.connect().await {
+                    Ok(tx) => *slot = Some(tx),
+                    Err(e) => {
+                        log::debug!("inbound: {e}");
+                        *slot = None;
+                        return local::reply(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            local::CONNECT_FAILURE,
+                        );
+                    }
+                }
+            }
+            let Some(tx) = slot.as_mut() else { break };
+            if tx.ready().await.is_err() {
+                *slot = None;
+                if fresh || attempt > 0 {
+                    break;
+                }
+                continue;
+            }
+            match tx.try_send_request(req).await {
+                Ok(resp) => {
+                    let (parts, inner) = resp.into_parts();
+                    let body = match &self.body_bytes {
+                        Some(c) => RespBody::Upstream {
+                            inner,
+                            conn: None,
+                            rx_bytes: c.clone(),
+                        },
+                        None => RespBody::empty(),
+                    };
+                    return Response::from_parts(parts, body);
+                }
+                Err(mut e) => {
+                    *slot = None;
+                    match e.take_message() {
+                        Some(r) if !fresh && attempt == 0 => req = r,
+                        _ => break,
+                    }
+                }
+            }
+        }
+        local::reply(StatusCode::SERVICE_UNAVAILABLE, local::RESET)
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Incoming>, InterceptError> {
+        let s = self
+            .app
+            .connect_app(self.dst)
+            .await
+            .map_err(|e| InterceptError::App(self.dst, e))?;
+        let _ = s.set_nodelay(true);
+        let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+            .await
+            .map_err(|e| InterceptError::App(self.dst, std::io::Error::other(e)))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                log::debug!("inbound application connection ended: {e}");
+            }
+        });
+        Ok(tx)
+    }
+}
+
+fn resolve(m: &InterceptMetrics, ns: &str, name: &str, c: &AppConn) -> IdentityHandles {
+    m.identity(&Labels {
+        direction: Direction::Inbound,
+        source_namespace: ns,
+        source_pod: name,
+        destination: &c.destination,
+        destination_namespace: &c.pod.namespace,
+        destination_pod: &c.pod.name,
+    })
+}
+
+#[derive(Clone)]
+struct InboundService(Arc<AppConn>);
+
+impl hyper::service::Service<Request<Incoming>> for InboundService {
+    type Response = Response<RespBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<RespBody>, Infallible>> + Send>>;
+
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        let conn = self.0.clone();
+        // Never reaches the application, whoever sent it.
+        let source = req.headers_mut().remove(&X_WEIR_SOURCE);
+        Box::pin(async move {
+            let handles = conn.handles_for(source);
+            let mut resp = conn.send(req).await;
+            handles.response(resp.status().as_u16());
+            resp.headers_mut().remove(&X_WEIR_SOURCE);
+            Ok(resp)
+        })
+    }
+}
+
+async fn serve_http<S>(io: S, conn: Arc<AppConn>, mut drain: DrainWatch)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let c = b.serve_connection(TokioIo::new(io), InboundService(conn));
+    tokio::pin!(c);
+    tokio::select! {
+        r = c.as_mut() => {
+            if let Err(e) = r {
+                log::debug!("inbound connection closed: {e}");
+            }
+            return;
+        }
+        _ = drain.signaled() => c.as_mut().graceful_shutdown(),
+    }
+    let _ = tokio::time::timeout(drain.grace, c).await;
+}

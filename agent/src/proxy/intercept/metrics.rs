@@ -1,0 +1,258 @@
+//! Interception metrics: Istio's standard metrics (`istio_requests_total`,
+//! `istio_tcp_*`) with weir names, plus protocol detection and TLS SNI.
+//! See `docs/metrics.md`.
+//!
+//! Label handles are resolved once per connection ([`InterceptMetrics::identity`]);
+//! the request path only increments counters it already holds.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use prometheus::{IntCounter, IntCounterVec, Registry};
+
+use super::detect::{Detected, Direction};
+use crate::proxy::metrics::{MetricsError, class_index, counter};
+
+/// Value of a label that is not known (Istio's convention).
+pub const UNKNOWN: &str = "unknown";
+/// Distinct `sni` label values kept; later names are counted as `other`.
+pub const MAX_SNI_VALUES: usize = 256;
+/// Distinct `ip:port` destinations of unmatched (passthrough) traffic kept
+/// as `destination` values; later ones are counted as `PassthroughCluster`.
+pub const MAX_PASSTHROUGH_DESTINATIONS: usize = 1024;
+
+/// Istio's `response_code_class` values.
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+const ID: [&str; 6] = [
+    "direction",
+    "source_namespace",
+    "source_pod",
+    "destination",
+    "destination_namespace",
+    "destination_pod",
+];
+
+/// Who talks to whom: the identity labels of one connection.
+pub struct Labels<'a> {
+    pub direction: Direction,
+    pub source_namespace: &'a str,
+    pub source_pod: &'a str,
+    pub destination: &'a str,
+    pub destination_namespace: &'a str,
+    pub destination_pod: &'a str,
+}
+
+impl Labels<'_> {
+    fn values(&self) -> [&str; 6] {
+        [
+            self.direction.label(),
+            self.source_namespace,
+            self.source_pod,
+            self.destination,
+            self.destination_namespace,
+            self.destination_pod,
+        ]
+    }
+}
+
+pub struct InterceptMetrics {
+    requests: IntCounterVec,
+    opened: IntCounterVec,
+    closed: IntCounterVec,
+    sent: IntCounterVec,
+    received: IntCounterVec,
+    denied: IntCounterVec,
+    tls: IntCounterVec,
+    /// [direction][protocol]
+    detected: [[IntCounter; 3]; 2],
+    sni_seen: Mutex<HashSet<String>>,
+    dst_seen: Mutex<HashSet<String>>,
+}
+
+/// Handles of one (source, destination) pair.
+pub struct IdentityHandles {
+    pub requests: [IntCounter; 5],
+    pub opened: IntCounter,
+    pub closed: IntCounter,
+    pub sent: IntCounter,
+    pub received: IntCounter,
+}
+
+impl IdentityHandles {
+    pub fn response(&self, status: u16) {
+        self.requests[class_index(status)].inc();
+    }
+
+    /// Count a connection opened now and closed when the guard drops.
+    pub fn connection(&self) -> ConnCount {
+        self.opened.inc();
+        ConnCount(self.closed.clone())
+    }
+}
+
+/// Increments `..._tcp_connections_closed_total` on drop.
+pub struct ConnCount(IntCounter);
+
+impl Drop for ConnCount {
+    fn drop(&mut self) {
+        self.0.inc();
+    }
+}
+
+impl InterceptMetrics {
+    pub fn new(r: &Registry) -> Result<Self, MetricsError> {
+        let mut id_class = ID.to_vec();
+        id_class.push("response_code_class");
+        let mut id_sni = ID.to_vec();
+        id_sni.push("sni");
+        let detected = counter(
+            r,
+            "weir_intercept_protocol_detected_total",
+            "Intercepted connections by detected protocol (Envoy http_inspector / tls_inspector outcomes).",
+            &["direction", "protocol"],
+        )?;
+        let d = |dir: Direction| {
+            ["http1", "tls", "opaque"].map(|p| detected.with_label_values(&[dir.label(), p]))
+        };
+        Ok(Self {
+            detected: [d(Direction::Outbound), d(Direction::Inbound)],
+            requests: counter(
+                r,
+                "weir_intercept_requests_total",
+                "Intercepted HTTP requests by source, destination and response class (istio_requests_total).",
+                &id_class,
+            )?,
+            opened: counter(
+                r,
+                "weir_intercept_tcp_connections_opened_total",
+                "Intercepted connections opened (istio_tcp_connections_opened_total).",
+                &ID,
+            )?,
+            closed: counter(
+                r,
+                "weir_intercept_tcp_connections_closed_total",
+                "Intercepted connections closed (istio_tcp_connections_closed_total).",
+                &ID,
+            )?,
+            sent: counter(
+                r,
+                "weir_intercept_tcp_sent_bytes_total",
+                "Bytes written to the intercepted client (istio_tcp_sent_bytes_total).",
+                &ID,
+            )?,
+            received: counter(
+                r,
+                "weir_intercept_tcp_received_bytes_total",
+                "Bytes read from the intercepted client (istio_tcp_received_bytes_total).",
+                &ID,
+            )?,
+            denied: counter(
+                r,
+                "weir_intercept_tcp_connections_denied_total",
+                "Non-HTTP connections closed by outbound_traffic_policy REGISTRY_ONLY (Istio BlackHoleCluster).",
+                &ID,
+            )?,
+            tls: counter(
+                r,
+                "weir_intercept_tls_connections_total",
+                "Intercepted TLS connections passed through, by ClientHello SNI (tls_inspector).",
+                &id_sni,
+            )?,
+            sni_seen: Mutex::new(HashSet::new()),
+            dst_seen: Mutex::new(HashSet::new()),
+        })
+    }
+
+    pub fn detected(&self, direction: Direction, d: &Detected) {
+        let p = match d {
+            Detected::Http1 => 0,
+            Detected::Tls { .. } => 1,
+            Detected::Opaque => 2,
+        };
+        self.detected[direction as usize][p].inc();
+    }
+
+    /// Resolve the handles of one connection's identity.
+    pub fn identity(&self, l: &Labels<'_>) -> IdentityHandles {
+        let v = l.values();
+        IdentityHandles {
+            requests: CLASSES.map(|c| {
+                let mut vc = v.to_vec();
+                vc.push(c);
+                self.requests.with_label_values(&vc)
+            }),
+            opened: self.opened.with_label_values(&v),
+            closed: self.closed.with_label_values(&v),
+            sent: self.sent.with_label_values(&v),
+            received: self.received.with_label_values(&v),
+        }
+    }
+
+    pub fn denied(&self, l: &Labels<'_>) {
+        self.denied.with_label_values(&l.values()).inc();
+    }
+
+    /// Count a TLS connection; `sni` is bounded to [`MAX_SNI_VALUES`] values.
+    pub fn tls(&self, l: &Labels<'_>, sni: Option<&str>) {
+        let sni = match sni {
+            None => "none",
+            Some(s) if admit(&self.sni_seen, s, MAX_SNI_VALUES) => s,
+            Some(_) => "other",
+        };
+        let mut v = l.values().to_vec();
+        v.push(sni);
+        self.tls.with_label_values(&v).inc();
+    }
+
+    /// The `destination` label of unmatched traffic: `ip:port` within
+    /// [`MAX_PASSTHROUGH_DESTINATIONS`], else `PassthroughCluster`.
+    pub fn passthrough_destination(&self, dst: String) -> String {
+        if admit(&self.dst_seen, &dst, MAX_PASSTHROUGH_DESTINATIONS) {
+            dst
+        } else {
+            "PassthroughCluster".to_string()
+        }
+    }
+}
+
+/// True when `value` was seen before or fits in the budget.
+fn admit(seen: &Mutex<HashSet<String>>, value: &str, max: usize) -> bool {
+    let Ok(mut s) = seen.lock() else { return false };
+    if s.contains(value) {
+        return true;
+    }
+    if s.len() >= max {
+        return false;
+    }
+    s.insert(value.to_string());
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sni_values_are_bounded() {
+        let r = Registry::new();
+        let m = InterceptMetrics::new(&r).unwrap();
+        let l = Labels {
+            direction: Direction::Outbound,
+            source_namespace: "ns",
+            source_pod: "p",
+            destination: "d",
+            destination_namespace: UNKNOWN,
+            destination_pod: UNKNOWN,
+        };
+        for i in 0..MAX_SNI_VALUES + 10 {
+            m.tls(&l, Some(&format!("h{i}.example")));
+        }
+        m.tls(&l, Some("h0.example"));
+        let fams = r.gather();
+        let tls = fams
+            .iter()
+            .find(|f| f.name() == "weir_intercept_tls_connections_total")
+            .unwrap();
+        assert_eq!(tls.get_metric().len(), MAX_SNI_VALUES + 1);
+    }
+}

@@ -1,0 +1,159 @@
+//! Outbound: an enrolled pod's application connected to some original
+//! destination. Detect, then: HTTP/1 through the listener that claims the
+//! destination (or the implicit passthrough route, or the black hole); TLS
+//! and opaque TCP spliced to the original destination.
+
+use std::sync::Arc;
+
+use ::http::{HeaderMap, HeaderName, HeaderValue};
+use bytes::BytesMut;
+use tokio::net::TcpStream;
+
+use super::detect::{self, DETECT_TIMEOUT, Detected, Direction};
+use super::io::InterceptedIo;
+use super::metrics::{IdentityHandles, Labels, UNKNOWN};
+use super::{Inner, InterceptError, PodIdentity, passthrough, peers};
+use crate::config::OutboundTrafficPolicy;
+use crate::proxy::addr::{ClientAddr, ConnMeta, OrigDstAddr};
+use crate::proxy::http::{self, ListenerContext, RequestHook};
+
+/// Request header naming the source pod (`namespace/name`) on requests weir
+/// forwards for an enrolled pod; trusted by the inbound side only from
+/// weir's own sockets (`peers`), and always removed before the application.
+pub static X_WEIR_SOURCE: HeaderName = HeaderName::from_static("x-weir-source");
+
+pub(super) async fn serve(
+    inner: &Inner,
+    mut stream: TcpStream,
+    orig: OrigDstAddr,
+    source: PodIdentity,
+) {
+    let m = &inner.runtime.metrics.intercept;
+    // One snapshot per connection: a reload applies to the next connection.
+    let table = inner.runtime.outbound.load_full();
+    let meta = stream.peer_addr().ok().map(|p| ConnMeta {
+        client: ClientAddr(p),
+        orig_dst: Some(orig),
+    });
+    let mut first = BytesMut::new();
+    let detected = detect::detect(&mut stream, &mut first, DETECT_TIMEOUT).await;
+    m.detected(Direction::Outbound, &detected);
+    let matched = table.lookup(orig.0).cloned();
+    let destination = match &matched {
+        Some(l) => l.name.to_string(),
+        None => m.passthrough_destination(orig.0.to_string()),
+    };
+    let labels = Labels {
+        direction: Direction::Outbound,
+        source_namespace: &source.namespace,
+        source_pod: &source.name,
+        destination: &destination,
+        destination_namespace: UNKNOWN,
+        destination_pod: UNKNOWN,
+    };
+    let handles = Arc::new(m.identity(&labels));
+    let _open = handles.connection();
+    let io = InterceptedIo::new(
+        stream,
+        first,
+        handles.received.clone(),
+        handles.sent.clone(),
+    );
+    let allowed = matched.is_some() || table.policy == OutboundTrafficPolicy::AllowAny;
+    let result = match detected {
+        Detected::Http1 => {
+            let ctx = match (matched, allowed) {
+                (Some(l), _) => Ok(l.ctx.clone()),
+                (None, true) => inner.passthrough.route_to(orig.0),
+                (None, false) => inner.passthrough.blackhole(),
+            };
+            match (ctx, meta) {
+                (Ok(ctx), Some(meta)) => {
+                    serve_http(io, meta, ctx, inner, &source, handles.clone()).await;
+                    Ok(())
+                }
+                (Err(e), _) => Err(e),
+                // the client is gone already
+                (_, None) => Ok(()),
+            }
+        }
+        Detected::Tls { sni } => {
+            m.tls(&labels, sni.as_deref());
+            if allowed {
+                tcp(io, orig, &source).await
+            } else {
+                m.denied(&labels);
+                Ok(())
+            }
+        }
+        Detected::Opaque if allowed => tcp(io, orig, &source).await,
+        Detected::Opaque => {
+            m.denied(&labels);
+            Ok(())
+        }
+    };
+    if let Err(e) = result {
+        log::debug!(
+            "outbound {}/{} -> {}: {e}",
+            source.namespace,
+            source.name,
+            orig.0
+        );
+    }
+}
+
+/// Counts each request with the connection's identity and names the source
+/// pod to the destination.
+struct OutboundHook {
+    source: Option<HeaderValue>,
+    handles: Arc<IdentityHandles>,
+}
+
+impl RequestHook for OutboundHook {
+    fn on_request(&self, headers: &mut HeaderMap) {
+        // Replaces anything the application sent: it cannot claim another identity.
+        match &self.source {
+            Some(v) => {
+                headers.insert(X_WEIR_SOURCE.clone(), v.clone());
+            }
+            None => {
+                headers.remove(&X_WEIR_SOURCE);
+            }
+        }
+    }
+
+    fn on_response(&self, status: u16) {
+        self.handles.response(status);
+    }
+}
+
+async fn serve_http(
+    io: InterceptedIo<TcpStream>,
+    meta: ConnMeta,
+    ctx: Arc<ListenerContext>,
+    inner: &Inner,
+    source: &PodIdentity,
+    handles: Arc<IdentityHandles>,
+) {
+    let hook = OutboundHook {
+        source: HeaderValue::try_from(format!("{}/{}", source.namespace, source.name)).ok(),
+        handles,
+    };
+    let hook: Arc<dyn RequestHook> = Arc::new(hook);
+    http::serve_with(io, meta, ctx, inner.drain.clone(), Some(hook)).await;
+}
+
+/// Splice to the original destination; the upstream socket is registered
+/// with the source pod for the inbound side (`peers`).
+async fn tcp(
+    mut io: InterceptedIo<TcpStream>,
+    orig: OrigDstAddr,
+    source: &PodIdentity,
+) -> Result<(), InterceptError> {
+    let mut up = passthrough::connect(orig.0).await?;
+    let _peer = up
+        .local_addr()
+        .ok()
+        .map(|a| peers::register(a, Some(source.clone())));
+    passthrough::splice(&mut io, &mut up).await.map(drop)
+}

@@ -1,0 +1,570 @@
+//! Interception without eBPF: the interception API takes a plain TcpStream,
+//! so a loopback accept loop stands in for the per-pod listeners and the
+//! original destination is passed explicitly. Everything on 127.0.0.1.
+
+mod common;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use weir::proxy::intercept::{AppConnector, Interceptor, PodIdentity};
+use weir::proxy::metrics::Metrics;
+use weir::proxy::runtime::Runtime;
+
+struct Harness {
+    rt: Arc<Runtime>,
+    ic: Interceptor,
+    admin: SocketAddr,
+}
+
+impl Harness {
+    async fn new(yaml: &str) -> Harness {
+        let cfg = weir::config::parse_str(yaml, "test.yaml").expect("config");
+        let rt = Arc::new(Runtime::new(Arc::new(Metrics::new().unwrap())));
+        rt.apply(cfg).await.expect("apply");
+        let admin = weir::proxy::admin::start("127.0.0.1:0".parse().unwrap(), rt.clone())
+            .await
+            .unwrap();
+        let ic = Interceptor::new(rt.clone());
+        Harness { rt, ic, admin }
+    }
+
+    async fn reload(&self, yaml: &str) {
+        let cfg = weir::config::parse_str(yaml, "test.yaml").expect("config");
+        self.rt.apply(cfg).await.expect("apply");
+    }
+
+    /// Stands in for the eBPF redirect of `pod`'s outbound connections to `orig_dst`.
+    async fn outbound(&self, orig_dst: SocketAddr, pod: PodIdentity) -> SocketAddr {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let ic = self.ic.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = tcp.accept().await {
+                let (ic, pod) = (ic.clone(), pod.clone());
+                tokio::spawn(async move { ic.serve_outbound(s, orig_dst, pod).await });
+            }
+        });
+        addr
+    }
+
+    /// Stands in for pod `pod`'s inbound listener: connections "to `dst`".
+    async fn inbound(
+        &self,
+        dst: SocketAddr,
+        pod: PodIdentity,
+        app: Arc<dyn AppConnector>,
+    ) -> SocketAddr {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let ic = self.ic.clone();
+        tokio::spawn(async move {
+            while let Ok((s, peer)) = tcp.accept().await {
+                let (ic, pod, app) = (ic.clone(), pod.clone(), app.clone());
+                tokio::spawn(async move { ic.serve_inbound(s, dst, peer, pod, app).await });
+            }
+        });
+        addr
+    }
+
+    async fn metrics(&self) -> String {
+        get(&format!("http://{}/stats/prometheus", self.admin))
+            .await
+            .1
+    }
+
+    async fn metric(&self, series: &str) -> f64 {
+        mv(&self.metrics().await, series)
+    }
+}
+
+/// [`metric_value`] with the labels of `series` in any order (the exposition sorts them).
+fn mv(text: &str, series: &str) -> f64 {
+    let Some((name, labels)) = series.split_once('{') else {
+        return metric_value(text, series);
+    };
+    let mut parts: Vec<&str> = labels.trim_end_matches('}').split(',').collect();
+    parts.sort_unstable();
+    metric_value(text, &format!("{name}{{{}}}", parts.join(",")))
+}
+
+fn pod(ns: &str, name: &str) -> PodIdentity {
+    PodIdentity {
+        namespace: ns.into(),
+        name: name.into(),
+    }
+}
+
+/// The application of a pod, reached at `target` whatever `dst` the
+/// interceptor asks for (asserted); counts connections.
+struct TestApp {
+    expect_dst: SocketAddr,
+    target: SocketAddr,
+    connects: AtomicUsize,
+}
+
+impl AppConnector for TestApp {
+    fn connect_app(
+        &self,
+        addr: SocketAddr,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<TcpStream>> + Send + '_>> {
+        assert_eq!(addr, self.expect_dst);
+        self.connects.fetch_add(1, Ordering::SeqCst);
+        Box::pin(TcpStream::connect(self.target))
+    }
+}
+
+/// A TCP echo server: echoes until EOF, then closes its write side.
+async fn echo_server() -> SocketAddr {
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = tcp.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+const DUMMY_LISTENER: &str = "
+listeners:
+  - name: unused
+    address: 127.0.0.1:0
+    virtual_hosts: [{name: v, domains: [\"*\"], routes: []}]
+";
+
+const OUT: &str = "direction=\"outbound\",source_namespace=\"shop\",source_pod=\"web-1\"";
+const UNKNOWN_DST: &str = "destination_namespace=\"unknown\",destination_pod=\"unknown\"";
+
+/// HTTP to an original destination claimed by a `bind_to_port: false`
+/// listener goes through its routes: an 80/20 split over 1000 requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_http_routed_by_original_destination() {
+    let v1 = Backend::named("v1").await;
+    let v2 = Backend::named("v2").await;
+    let cfg = format!(
+        "listeners:
+  - name: reviews
+    address: {}
+    bind_to_port: false
+    virtual_hosts:
+      - name: reviews
+        domains: [\"*\"]
+        routes:
+          - match: {{prefix: /}}
+            route:
+              weighted_clusters:
+                - {{name: reviews_v1, weight: 80}}
+                - {{name: reviews_v2, weight: 20}}
+clusters:
+{}
+{}",
+        v1.addr,
+        static_cluster("reviews_v1", &[v1.port()], ""),
+        static_cluster("reviews_v2", &[v2.port()], ""),
+    );
+    let h = Harness::new(&cfg).await;
+    // not bound: nothing listens for it but the interception
+    assert!(h.rt.listeners().await.is_empty());
+    let entry = h.outbound(v1.addr, pod("shop", "web-1")).await;
+    let c = client();
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for i in 0..1000 {
+        // the application cannot claim another identity
+        let r = send(
+            &c,
+            req(
+                "GET",
+                &format!("http://{entry}/r/{i}"),
+                &[("x-weir-source", "evil/pod")],
+                "",
+            ),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.headers["x-echo-x-weir-source"], "shop/web-1");
+        *counts.entry(r.body).or_default() += 1;
+    }
+    let n2 = counts.get("v2").copied().unwrap_or(0);
+    assert_eq!(counts.values().sum::<usize>(), 1000);
+    assert!((160..=240).contains(&n2), "v2 got {n2}/1000");
+    let text = h.metrics().await;
+    let series = format!(
+        "weir_intercept_requests_total{{{OUT},destination=\"reviews\",{UNKNOWN_DST},response_code_class=\"2xx\"}}"
+    );
+    assert_eq!(mv(&text, &series), 1000.0, "{text}");
+    // every connection the client opened was detected as HTTP/1 and counted with its identity
+    let detected = mv(
+        &text,
+        "weir_intercept_protocol_detected_total{direction=\"outbound\",protocol=\"http1\"}",
+    );
+    let opened = mv(
+        &text,
+        &format!(
+            "weir_intercept_tcp_connections_opened_total{{{OUT},destination=\"reviews\",{UNKNOWN_DST}}}"
+        ),
+    );
+    assert!(detected >= 1.0 && detected == opened, "{detected} {opened}");
+    // the listener's own engine metrics count it too
+    assert_eq!(
+        mv(
+            &text,
+            "weir_http_downstream_requests_total{listener=\"reviews\",response_code_class=\"2xx\"}"
+        ),
+        1000.0
+    );
+}
+
+/// Unmatched HTTP: passed through under ALLOW_ANY (counted per request),
+/// 502 under REGISTRY_ONLY; the policy follows a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_http_unmatched_allow_any_then_registry_only() {
+    let b = Backend::named("external").await;
+    let h = Harness::new(DUMMY_LISTENER).await;
+    let entry = h.outbound(b.addr, pod("shop", "web-1")).await;
+    for _ in 0..3 {
+        let r = send(&client(), req("GET", &format!("http://{entry}/"), &[], "")).await;
+        assert_eq!((r.status, r.body.as_str()), (200, "external"));
+    }
+    let dst = format!("destination=\"{}\"", b.addr);
+    let ok = format!(
+        "weir_intercept_requests_total{{{OUT},{dst},{UNKNOWN_DST},response_code_class=\"2xx\"}}"
+    );
+    assert_eq!(h.metric(&ok).await, 3.0);
+    assert_eq!(b.requests(), 3);
+
+    h.reload(&format!(
+        "outbound_traffic_policy: REGISTRY_ONLY\n{DUMMY_LISTENER}"
+    ))
+    .await;
+    let r = send(&client(), req("GET", &format!("http://{entry}/"), &[], "")).await;
+    assert_eq!(r.status, 502);
+    assert_eq!(b.requests(), 3, "nothing reached the destination");
+    let bad = format!(
+        "weir_intercept_requests_total{{{OUT},{dst},{UNKNOWN_DST},response_code_class=\"5xx\"}}"
+    );
+    assert_eq!(h.metric(&bad).await, 1.0);
+
+    // other protocols are closed
+    let echo = echo_server().await;
+    let entry = h.outbound(echo, pod("shop", "web-1")).await;
+    let mut s = TcpStream::connect(entry).await.unwrap();
+    s.write_all(b"\x00hello").await.unwrap();
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .expect("closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    let denied = format!(
+        "weir_intercept_tcp_connections_denied_total{{{OUT},destination=\"{echo}\",{UNKNOWN_DST}}}"
+    );
+    assert_eq!(h.metric(&denied).await, 1.0);
+}
+
+/// Opaque TCP: 1 MiB of random bytes echoed byte for byte, half-close passed on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_opaque_tcp_echo_1mib() {
+    let echo = echo_server().await;
+    let h = Harness::new(DUMMY_LISTENER).await;
+    let entry = h.outbound(echo, pod("shop", "web-1")).await;
+    let mut data: Vec<u8> = (0..1 << 20).map(|_| fastrand::u8(..)).collect();
+    data[0] = 0; // not a method nor a TLS record: opaque at once
+    let s = TcpStream::connect(entry).await.unwrap();
+    let (mut r, mut w) = s.into_split();
+    let out = data.clone();
+    let writer = tokio::spawn(async move {
+        w.write_all(&out).await.unwrap();
+        w.shutdown().await.unwrap(); // half-close: the echo server sees EOF
+    });
+    let mut back = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), r.read_to_end(&mut back))
+        .await
+        .expect("echo finished")
+        .unwrap();
+    writer.await.unwrap();
+    assert!(back == data, "echo differs");
+    let ids = format!("{OUT},destination=\"{echo}\",{UNKNOWN_DST}");
+    eventually("connection closed", Duration::from_secs(5), || async {
+        h.metric(&format!(
+            "weir_intercept_tcp_connections_closed_total{{{ids}}}"
+        ))
+        .await
+            == 1.0
+    })
+    .await;
+    let text = h.metrics().await;
+    let v = |name: &str| mv(&text, &format!("{name}{{{ids}}}"));
+    assert_eq!(v("weir_intercept_tcp_connections_opened_total"), 1.0);
+    assert_eq!(
+        v("weir_intercept_tcp_received_bytes_total"),
+        (1 << 20) as f64
+    );
+    assert_eq!(v("weir_intercept_tcp_sent_bytes_total"), (1 << 20) as f64);
+    assert_eq!(
+        mv(
+            &text,
+            "weir_intercept_protocol_detected_total{direction=\"outbound\",protocol=\"opaque\"}"
+        ),
+        1.0
+    );
+}
+
+/// A server-first protocol (SMTP-like): the client says nothing until greeted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_server_first_protocol() {
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = tcp.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = tcp.accept().await.unwrap();
+        s.write_all(b"220 ready\r\n").await.unwrap();
+        let mut line = [0u8; 6];
+        s.read_exact(&mut line).await.unwrap();
+        assert_eq!(&line, b"QUIT\r\n");
+        s.write_all(b"221 bye\r\n").await.unwrap();
+    });
+    let h = Harness::new(DUMMY_LISTENER).await;
+    let entry = h.outbound(server, pod("shop", "web-1")).await;
+    let mut s = TcpStream::connect(entry).await.unwrap();
+    let mut greeting = [0u8; 11];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut greeting))
+        .await
+        .expect("greeting")
+        .unwrap();
+    assert_eq!(&greeting, b"220 ready\r\n");
+    s.write_all(b"QUIT\r\n").await.unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).await.unwrap();
+    assert_eq!(rest, b"221 bye\r\n");
+}
+
+/// TLS is passed through untouched (the client verifies the server's
+/// certificate against the test CA) and counted by SNI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_tls_passthrough_counted_by_sni() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["secure.example".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+
+    let server_cfg = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_cfg));
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = tcp.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = tcp.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let mut tls = acceptor.accept(s).await.unwrap();
+                let mut buf = [0u8; 4];
+                tls.read_exact(&mut buf).await.unwrap();
+                assert_eq!(&buf, b"ping");
+                tls.write_all(b"pong").await.unwrap();
+                tls.shutdown().await.unwrap();
+            });
+        }
+    });
+
+    let h = Harness::new(DUMMY_LISTENER).await;
+    let entry = h.outbound(server, pod("shop", "web-1")).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone()).unwrap();
+    let client_cfg = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_cfg));
+    let tcp = TcpStream::connect(entry).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("secure.example").unwrap();
+    let mut tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
+        .await
+        .expect("handshake in time")
+        .expect("certificate verifies against the test CA");
+    tls.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    tls.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"pong");
+
+    let text = h.metrics().await;
+    let series = format!(
+        "weir_intercept_tls_connections_total{{{OUT},destination=\"{server}\",{UNKNOWN_DST},sni=\"secure.example\"}}"
+    );
+    assert_eq!(mv(&text, &series), 1.0, "{text}");
+    assert_eq!(
+        mv(
+            &text,
+            "weir_intercept_protocol_detected_total{direction=\"outbound\",protocol=\"tls\"}"
+        ),
+        1.0
+    );
+}
+
+/// Inbound HTTP to the application through the AppConnector: one kept-alive
+/// application connection for the downstream connection's requests; a
+/// forged `x-weir-source` from a non-weir peer is stripped and not believed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_http_and_tcp_via_app_connector() {
+    let backend = Backend::named("app").await;
+    let h = Harness::new(DUMMY_LISTENER).await;
+    let dst: SocketAddr = "10.1.2.3:9080".parse().unwrap();
+    let app = Arc::new(TestApp {
+        expect_dst: dst,
+        target: backend.addr,
+        connects: AtomicUsize::new(0),
+    });
+    let entry = h
+        .inbound(dst, pod("bookinfo", "reviews-1"), app.clone())
+        .await;
+    // one downstream connection, five requests on it
+    let io = hyper_util::rt::TokioIo::new(TcpStream::connect(entry).await.unwrap());
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::spawn(conn);
+    for _ in 0..5 {
+        tx.ready().await.unwrap();
+        let r = tx
+            .send_request(req(
+                "GET",
+                "/x",
+                &[("host", "reviews"), ("x-weir-source", "evil/pod")],
+                "",
+            ))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(
+            r.headers().get("x-echo-x-weir-source").is_none(),
+            "header reached the app"
+        );
+        let body = http_body_util::BodyExt::collect(r.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(&body[..], b"app");
+    }
+    assert_eq!(
+        app.connects.load(Ordering::SeqCst),
+        1,
+        "app connection kept alive"
+    );
+    assert_eq!(backend.connections(), 1);
+    let series = format!(
+        "weir_intercept_requests_total{{direction=\"inbound\",source_namespace=\"unknown\",source_pod=\"unknown\",destination=\"{dst}\",destination_namespace=\"bookinfo\",destination_pod=\"reviews-1\",response_code_class=\"2xx\"}}"
+    );
+    assert_eq!(h.metric(&series).await, 5.0);
+
+    // non-HTTP: spliced to the application
+    let echo = echo_server().await;
+    let tcp_app = Arc::new(TestApp {
+        expect_dst: dst,
+        target: echo,
+        connects: AtomicUsize::new(0),
+    });
+    let entry = h.inbound(dst, pod("bookinfo", "db-0"), tcp_app).await;
+    let mut s = TcpStream::connect(entry).await.unwrap();
+    s.write_all(b"\x00\x01binary").await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    s.read_to_end(&mut back).await.unwrap();
+    assert_eq!(back, b"\x00\x01binary");
+    assert_eq!(
+        h.metric(
+            "weir_intercept_protocol_detected_total{direction=\"inbound\",protocol=\"opaque\"}"
+        )
+        .await,
+        1.0
+    );
+}
+
+/// Pod A -> weir outbound -> (pod B's address) -> weir inbound -> B's app:
+/// the inbound side knows A, for HTTP (trusted header from weir's own
+/// upstream socket, stripped before the app) and for opaque TCP (peers map).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_flows_from_outbound_to_inbound() {
+    let backend = Backend::named("reviews-app").await;
+    let echo = echo_server().await;
+    let pod_b_http: SocketAddr = "10.9.0.7:9080".parse().unwrap();
+    let pod_b_tcp: SocketAddr = "10.9.0.7:5432".parse().unwrap();
+    let h0 = Harness::new(DUMMY_LISTENER).await;
+    let b = pod("bookinfo", "reviews-1");
+    let http_app = Arc::new(TestApp {
+        expect_dst: pod_b_http,
+        target: backend.addr,
+        connects: AtomicUsize::new(0),
+    });
+    let tcp_app = Arc::new(TestApp {
+        expect_dst: pod_b_tcp,
+        target: echo,
+        connects: AtomicUsize::new(0),
+    });
+    // "pod B's address" as the eBPF side would redirect it: the inbound entries
+    let b_http = h0.inbound(pod_b_http, b.clone(), http_app).await;
+    let b_tcp = h0.inbound(pod_b_tcp, b.clone(), tcp_app).await;
+    // the same interceptor (one proxy per node) routes A's outbound to B
+    h0.reload(&format!(
+        "listeners:
+  - name: reviews
+    address: {b_http}
+    bind_to_port: false
+    virtual_hosts:
+      - name: reviews
+        domains: [\"*\"]
+        routes:
+          - match: {{prefix: /}}
+            route: {{cluster: reviews}}
+clusters:
+{}",
+        static_cluster("reviews", &[b_http.port()], "")
+    ))
+    .await;
+    let a = pod("shop", "web-1");
+    let out_http = h0.outbound(b_http, a.clone()).await;
+    let c = client();
+    for _ in 0..3 {
+        let r = send(&c, req("GET", &format!("http://{out_http}/"), &[], "")).await;
+        assert_eq!((r.status, r.body.as_str()), (200, "reviews-app"));
+        assert!(
+            r.headers.get("x-echo-x-weir-source").is_none(),
+            "header reached the app"
+        );
+    }
+    let inb = "destination_namespace=\"bookinfo\",destination_pod=\"reviews-1\"";
+    let series = format!(
+        "weir_intercept_requests_total{{direction=\"inbound\",source_namespace=\"shop\",source_pod=\"web-1\",destination=\"{pod_b_http}\",{inb},response_code_class=\"2xx\"}}"
+    );
+    assert_eq!(h0.metric(&series).await, 3.0, "{}", h0.metrics().await);
+
+    let out_tcp = h0.outbound(b_tcp, a).await;
+    let mut s = TcpStream::connect(out_tcp).await.unwrap();
+    s.write_all(b"\x00sql").await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    s.read_to_end(&mut back).await.unwrap();
+    assert_eq!(back, b"\x00sql");
+    let series = format!(
+        "weir_intercept_tcp_connections_opened_total{{direction=\"inbound\",source_namespace=\"shop\",source_pod=\"web-1\",destination=\"{pod_b_tcp}\",{inb}}}"
+    );
+    assert_eq!(h0.metric(&series).await, 1.0, "{}", h0.metrics().await);
+}
