@@ -1,49 +1,54 @@
-//! What the agent does with intercepted connections: L4 passthrough to where
-//! they were going (outbound) or to the pod's application (inbound).
+//! The seam between enrollment and the proxy: every intercepted connection is
+//! served by the proxy's `Interceptor`, which detects its protocol and routes,
+//! passes through or forwards it to the pod's application.
 
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio::io::copy_bidirectional;
-
-use crate::enroll::{InboundConn, Intercept, OutboundConn};
+use crate::enroll::{InboundConn, Intercept, OutboundConn, PodContext};
+use crate::proxy::intercept::{AppConnector, Interceptor, PodIdentity};
 use crate::proxy::runtime::Runtime;
 
-pub(super) fn for_runtime(_runtime: &Arc<Runtime>) -> Arc<dyn Intercept> {
-    Arc::new(Passthrough)
+pub(super) fn for_runtime(runtime: &Arc<Runtime>) -> Arc<dyn Intercept> {
+    Arc::new(ProxyIntercept { interceptor: Interceptor::new(Arc::clone(runtime)) })
 }
 
-struct Passthrough;
+struct ProxyIntercept {
+    interceptor: Interceptor,
+}
 
-impl Intercept for Passthrough {
-    fn outbound(&self, mut conn: OutboundConn) {
+fn identity(pod: &PodContext) -> PodIdentity {
+    PodIdentity { namespace: Arc::from(pod.namespace.as_str()), name: Arc::from(pod.name.as_str()) }
+}
+
+impl Intercept for ProxyIntercept {
+    fn outbound(&self, conn: OutboundConn) {
+        let interceptor = self.interceptor.clone();
         tokio::spawn(async move {
-            match tokio::net::TcpStream::connect(conn.orig_dst).await {
-                Ok(mut upstream) => {
-                    let _ = copy_bidirectional(&mut conn.stream, &mut upstream).await;
-                }
-                Err(e) => log::debug!(
-                    "pod {}/{}: connecting to {}: {e}",
-                    conn.pod.namespace,
-                    conn.pod.name,
-                    conn.orig_dst
-                ),
-            }
+            let source = identity(&conn.pod);
+            interceptor.serve_outbound(conn.stream, conn.orig_dst, source).await;
         });
     }
 
-    fn inbound(&self, mut conn: InboundConn) {
+    fn inbound(&self, conn: InboundConn) {
+        let interceptor = self.interceptor.clone();
         tokio::spawn(async move {
-            match conn.pod.connect_app(conn.dst).await {
-                Ok(mut app) => {
-                    let _ = copy_bidirectional(&mut conn.stream, &mut app).await;
-                }
-                Err(e) => log::debug!(
-                    "pod {}/{}: connecting to the app at {}: {e}",
-                    conn.pod.namespace,
-                    conn.pod.name,
-                    conn.dst
-                ),
-            }
+            let pod = identity(&conn.pod);
+            let app: Arc<dyn AppConnector> = Arc::new(PodApp(Arc::clone(&conn.pod)));
+            interceptor.serve_inbound(conn.stream, conn.dst, conn.peer, pod, app).await;
         });
+    }
+}
+
+/// Reaches the pod's application from inside its namespace, from 127.0.0.6.
+struct PodApp(Arc<PodContext>);
+
+impl AppConnector for PodApp {
+    fn connect_app(
+        &self,
+        addr: SocketAddr,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<tokio::net::TcpStream>> + Send + '_>> {
+        Box::pin(self.0.connect_app(addr))
     }
 }
