@@ -11,7 +11,9 @@ use crate::proxy::intercept::{AppConnector, Interceptor, PodIdentity};
 use crate::proxy::runtime::Runtime;
 
 pub(super) fn for_runtime(runtime: &Arc<Runtime>) -> Arc<dyn Intercept> {
-    Arc::new(ProxyIntercept { interceptor: Interceptor::new(Arc::clone(runtime)) })
+    Arc::new(ProxyIntercept {
+        interceptor: Interceptor::new(Arc::clone(runtime)),
+    })
 }
 
 struct ProxyIntercept {
@@ -19,7 +21,10 @@ struct ProxyIntercept {
 }
 
 fn identity(pod: &PodContext) -> PodIdentity {
-    PodIdentity { namespace: Arc::from(pod.namespace.as_str()), name: Arc::from(pod.name.as_str()) }
+    PodIdentity {
+        namespace: Arc::from(pod.namespace.as_str()),
+        name: Arc::from(pod.name.as_str()),
+    }
 }
 
 impl Intercept for ProxyIntercept {
@@ -27,7 +32,9 @@ impl Intercept for ProxyIntercept {
         let interceptor = self.interceptor.clone();
         tokio::spawn(async move {
             let source = identity(&conn.pod);
-            interceptor.serve_outbound(conn.stream, conn.orig_dst, source).await;
+            interceptor
+                .serve_outbound(conn.stream, conn.orig_dst, source)
+                .await;
         });
     }
 
@@ -36,7 +43,9 @@ impl Intercept for ProxyIntercept {
         tokio::spawn(async move {
             let pod = identity(&conn.pod);
             let app: Arc<dyn AppConnector> = Arc::new(PodApp(Arc::clone(&conn.pod)));
-            interceptor.serve_inbound(conn.stream, conn.dst, conn.peer, pod, app).await;
+            interceptor
+                .serve_inbound(conn.stream, conn.dst, conn.peer, pod, app)
+                .await;
         });
     }
 }

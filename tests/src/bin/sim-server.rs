@@ -58,6 +58,7 @@ fn echo(mut stream: TcpStream) -> std::io::Result<()> {
 /// Answers each request with `name`; headers tell the test what arrived.
 fn http(stream: TcpStream, name: &str) -> std::io::Result<()> {
     let peer = stream.peer_addr()?;
+    stream.set_nodelay(true)?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = stream;
     loop {
@@ -96,14 +97,16 @@ fn http(stream: TcpStream, name: &str) -> std::io::Result<()> {
         // The source tells a test whether the request came through weir
         // (127.0.0.6) or straight from the client.
         let reply = format!("{name} from {}\n", peer.ip().to_canonical());
-        write!(
-            writer,
+        // One write per response: several small ones would meet Nagle's
+        // algorithm and the peer's delayed ACK (40 ms a request).
+        let response = format!(
             "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-app-peer: {}\r\nx-app-request: {}\r\nx-app-saw-weir-headers: {}\r\n\r\n{reply}",
             reply.len(),
             canonical(peer),
             request_line.trim_end(),
             seen_headers.join(",")
-        )?;
+        );
+        writer.write_all(response.as_bytes())?;
         writer.flush()?;
         if close {
             return Ok(());

@@ -1,0 +1,260 @@
+//! A simulated node served by the real `weir run`, as root: pod A's HTTP to a
+//! service address is routed and split 80/20 by the proxy config (observed
+//! from inside pod A), the backends' inbound traffic is counted with pod A as
+//! its source, and pod A's HTTPS to a TLS server in another pod passes through
+//! untouched with its SNI recorded in metrics.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use weir_tests::agent::AgentProcess;
+use weir_tests::pins::PinRoot;
+use weir_tests::support::{require_root, sim_client, sim_server};
+use weir_tests::{PodProcess, SimNode, SimPod, wait};
+
+/// The service address pod A calls; nothing listens there: weir claims it.
+const SERVICE: &str = "198.51.100.20:80";
+
+fn config(v1: &SimPod, v2: &SimPod) -> String {
+    format!(
+        r#"
+admin:
+  address: "{{admin}}"
+listeners:
+  - name: backend
+    address: {SERVICE}
+    bind_to_port: false
+    virtual_hosts:
+      - name: backend
+        domains: ["*"]
+        routes:
+          - match: {{ prefix: "/" }}
+            route:
+              weighted_clusters:
+                - {{ name: backend_v1, weight: 80 }}
+                - {{ name: backend_v2, weight: 20 }}
+clusters:
+  - name: backend_v1
+    connect_timeout: 0.25s
+    endpoints: [{{ address: "{}", port: 8080 }}]
+  - name: backend_v2
+    connect_timeout: 0.25s
+    endpoints: [{{ address: "{}", port: 8080 }}]
+"#,
+        v1.ip4, v2.ip4
+    )
+}
+
+fn pod_entry(pod: &SimPod, enroll: bool) -> String {
+    format!(
+        "  - namespace: default\n    name: {}\n    uid: {}\n    ips: [\"{}\", \"{}\"]\n    cgroup: {}\n    annotations:\n      weir.dev/enroll: \"{enroll}\"\n",
+        pod.name,
+        pod.uid,
+        pod.ip4,
+        pod.ip6,
+        pod.cgroup_dir().display()
+    )
+}
+
+fn start(pod: &SimPod, program: &std::path::Path, args: &[&str], port: u16) -> Result<PodProcess> {
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    let process = pod.spawn(cmd)?;
+    let listening = wait::until(Duration::from_secs(5), || {
+        pod.netns()
+            .run(move || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
+            .unwrap_or(false)
+    });
+    anyhow::ensure!(
+        listening,
+        "{} {args:?} did not start listening in pod {}",
+        program.display(),
+        pod.name
+    );
+    Ok(process)
+}
+
+/// The value of the first sample of `name` whose labels contain every `labels` pair.
+fn sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    exposition
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .find(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn service_traffic_is_split_counted_by_pod_and_tls_passes_untouched() -> Result<()> {
+    require_root();
+    let pins = PinRoot::new();
+    let node = SimNode::new()?;
+    let client = node.add_pod("client")?;
+    let v1 = node.add_pod("backend-v1")?;
+    let v2 = node.add_pod("backend-v2")?;
+    let secure = node.add_pod("secure")?;
+    let _pauses: Vec<PodProcess> = [&client, &v1, &v2, &secure]
+        .iter()
+        .map(|p| p.start_pause())
+        .collect::<Result<_>>()?;
+    let _v1_app = start(&v1, &sim_server(), &["http", "v1", "0.0.0.0:8080"], 8080)?;
+    let _v2_app = start(&v2, &sim_server(), &["http", "v2", "0.0.0.0:8080"], 8080)?;
+
+    // A TLS server in its own pod, with a certificate for tls.test.
+    let certs = tempdir()?;
+    let (cert, key) = (certs.join("cert.pem"), certs.join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=tls.test",
+        ])
+        .args(["-addext", "subjectAltName=DNS:tls.test", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .context("openssl is needed for this test")?;
+    anyhow::ensure!(
+        made.status.success(),
+        "openssl req: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let openssl = std::path::Path::new("/usr/bin/openssl");
+    let cert_arg = cert.to_string_lossy().into_owned();
+    let key_arg = key.to_string_lossy().into_owned();
+    let _tls = start(
+        &secure,
+        openssl,
+        &[
+            "s_server", "-accept", "8443", "-cert", &cert_arg, "-key", &key_arg, "-www", "-quiet",
+        ],
+        8443,
+    )?;
+
+    let pods = format!(
+        "pods:\n{}{}{}{}",
+        pod_entry(&client, true),
+        pod_entry(&v1, true),
+        pod_entry(&v2, true),
+        pod_entry(&secure, false)
+    );
+    let agent = AgentProcess::start(&node, &config(&v1, &v2), &pods, pins.path())?;
+    agent.wait_ready(&node, Duration::from_secs(20))?;
+
+    // 1000 requests from inside pod A to the service address.
+    let mut cmd = Command::new(sim_client());
+    cmd.args(["http", SERVICE, "backend.default.svc", "/", "1000"]);
+    let out = client.spawn(cmd)?.wait_output(Duration::from_secs(120))?;
+    let tally = String::from_utf8_lossy(&out.stdout).into_owned();
+    anyhow::ensure!(
+        out.status.success(),
+        "client failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        agent.log()
+    );
+    let count = |body: &str| -> usize {
+        tally
+            .lines()
+            .find(|l| l.ends_with(body))
+            .and_then(|l| l.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    // The backends are enrolled too: their app sees weir's inbound source.
+    let (n1, n2) = (
+        count("200 v1 from 127.0.0.6"),
+        count("200 v2 from 127.0.0.6"),
+    );
+    assert_eq!(
+        n1 + n2,
+        1000,
+        "every request answered by v1 or v2 through weir: {tally}"
+    );
+    let share = n2 as f64 / 1000.0;
+    assert!(
+        (0.16..=0.24).contains(&share),
+        "v2 share {share} is not 20% within 4 points: {tally}"
+    );
+
+    let (status, metrics) = agent.admin_get(&node, "/stats/prometheus")?;
+    assert_eq!(status, 200);
+    let outbound = sample(
+        &metrics,
+        "weir_intercept_requests_total",
+        &[
+            ("direction", "outbound"),
+            ("source_pod", "client"),
+            ("destination", "backend"),
+            ("response_code_class", "2xx"),
+        ],
+    );
+    assert_eq!(
+        outbound,
+        Some(1000.0),
+        "outbound requests counted for pod A:\n{metrics}"
+    );
+    let inbound_v1 = sample(
+        &metrics,
+        "weir_intercept_requests_total",
+        &[
+            ("direction", "inbound"),
+            ("destination_pod", "backend-v1"),
+            ("source_pod", "client"),
+            ("response_code_class", "2xx"),
+        ],
+    );
+    assert_eq!(
+        inbound_v1,
+        Some(n1 as f64),
+        "inbound requests to v1 counted with pod A as source:\n{metrics}"
+    );
+
+    // HTTPS from pod A to the TLS pod: verified against the original
+    // certificate, so weir passed it through untouched.
+    let target: SocketAddr = SocketAddr::new(secure.ip4.into(), 8443);
+    let mut curl = Command::new("curl");
+    curl.args([
+        "-sS",
+        "--max-time",
+        "10",
+        "--cacert",
+        &cert_arg,
+        "--resolve",
+    ])
+    .arg(format!("tls.test:8443:{}", target.ip()))
+    .arg("https://tls.test:8443/");
+    let out = client.spawn(curl)?.wait_output(Duration::from_secs(20))?;
+    assert!(
+        out.status.success(),
+        "curl through weir: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, metrics) = agent.admin_get(&node, "/stats/prometheus")?;
+    let tls = sample(
+        &metrics,
+        "weir_intercept_tls_connections_total",
+        &[("source_pod", "client"), ("sni", "tls.test")],
+    );
+    assert_eq!(tls, Some(1.0), "TLS connection counted by SNI:\n{metrics}");
+    let _ = std::fs::remove_dir_all(&certs);
+    Ok(())
+}
+
+fn tempdir() -> Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("weir-node-traffic-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
