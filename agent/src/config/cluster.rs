@@ -1,0 +1,189 @@
+//! Upstream clusters: where routes send traffic, and how.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::duration::ConfigDuration;
+
+/// A named group of upstream endpoints (`clusters[]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Unique; the `cluster` metric label.
+    pub name: String,
+    /// How endpoints are discovered (YAML key `type`).
+    #[serde(rename = "type", default)]
+    pub discovery_type: DiscoveryType,
+    /// TCP connect timeout to an endpoint.
+    #[serde(default = "defaults::connect_timeout")]
+    pub connect_timeout: ConfigDuration,
+    #[serde(default)]
+    pub lb_policy: LbPolicy,
+    /// How often STRICT_DNS names are resolved again.
+    #[serde(default = "defaults::dns_refresh_rate")]
+    pub dns_refresh_rate: ConfigDuration,
+    #[serde(default)]
+    pub dns_lookup_family: DnsLookupFamily,
+    /// At least one endpoint.
+    pub endpoints: Vec<EndpointConfig>,
+    #[serde(default)]
+    pub circuit_breakers: CircuitBreakersConfig,
+    /// Absent: no endpoint is ever ejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<OutlierDetectionConfig>,
+    #[serde(default)]
+    pub upstream_http: UpstreamHttpConfig,
+}
+
+/// Service discovery type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DiscoveryType {
+    /// Endpoints are IP literals.
+    #[default]
+    Static,
+    /// Endpoints are DNS names; every resolved address is an endpoint.
+    StrictDns,
+}
+
+/// Load-balancing policy among healthy endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum LbPolicy {
+    #[default]
+    RoundRobin,
+    LeastRequest,
+    Random,
+}
+
+/// Address families used when resolving STRICT_DNS names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DnsLookupFamily {
+    #[default]
+    Auto,
+    V4Only,
+    V6Only,
+}
+
+/// One upstream endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    /// STATIC: an IP literal; STRICT_DNS: a DNS name (or IP literal).
+    pub address: String,
+    /// Non-zero TCP port.
+    pub port: u16,
+}
+
+/// Limits per cluster (Envoy defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakersConfig {
+    #[serde(default = "defaults::max_1024")]
+    pub max_connections: u32,
+    #[serde(default = "defaults::max_1024")]
+    pub max_pending_requests: u32,
+    #[serde(default = "defaults::max_1024")]
+    pub max_requests: u32,
+    #[serde(default = "defaults::max_retries")]
+    pub max_retries: u32,
+}
+
+impl Default for CircuitBreakersConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: defaults::max_1024(),
+            max_pending_requests: defaults::max_1024(),
+            max_requests: defaults::max_1024(),
+            max_retries: defaults::max_retries(),
+        }
+    }
+}
+
+/// Passive health checking: eject endpoints that keep failing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierDetectionConfig {
+    /// Consecutive 5xx responses before ejection.
+    #[serde(default = "defaults::consecutive")]
+    pub consecutive_5xx: u32,
+    /// Consecutive 502/503/504 or connect failures before ejection.
+    #[serde(default = "defaults::consecutive")]
+    pub consecutive_gateway_failure: u32,
+    /// How often ejections are reconsidered.
+    #[serde(default = "defaults::outlier_interval")]
+    pub interval: ConfigDuration,
+    /// An ejection lasts this times the number of times the endpoint was ejected.
+    #[serde(default = "defaults::base_ejection_time")]
+    pub base_ejection_time: ConfigDuration,
+    /// At most this percentage (0..=100) of the endpoints is ejected at once.
+    #[serde(default = "defaults::max_ejection_percent")]
+    pub max_ejection_percent: u32,
+}
+
+impl Default for OutlierDetectionConfig {
+    fn default() -> Self {
+        Self {
+            consecutive_5xx: defaults::consecutive(),
+            consecutive_gateway_failure: defaults::consecutive(),
+            interval: defaults::outlier_interval(),
+            base_ejection_time: defaults::base_ejection_time(),
+            max_ejection_percent: defaults::max_ejection_percent(),
+        }
+    }
+}
+
+/// HTTP connection pool to the upstream endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamHttpConfig {
+    /// A pooled keep-alive connection idle this long is closed.
+    #[serde(default = "defaults::upstream_idle")]
+    pub idle_timeout: ConfigDuration,
+    /// 0 = unlimited.
+    #[serde(default)]
+    pub max_requests_per_connection: u32,
+}
+
+impl Default for UpstreamHttpConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout: defaults::upstream_idle(),
+            max_requests_per_connection: 0,
+        }
+    }
+}
+
+/// Default values, named so the schema and the docs can point at them.
+pub mod defaults {
+    use super::ConfigDuration;
+
+    pub fn connect_timeout() -> ConfigDuration {
+        ConfigDuration::from_secs(5)
+    }
+    pub fn dns_refresh_rate() -> ConfigDuration {
+        ConfigDuration::from_secs(5)
+    }
+    pub fn max_1024() -> u32 {
+        1024
+    }
+    pub fn max_retries() -> u32 {
+        3
+    }
+    pub fn consecutive() -> u32 {
+        5
+    }
+    pub fn outlier_interval() -> ConfigDuration {
+        ConfigDuration::from_secs(10)
+    }
+    pub fn base_ejection_time() -> ConfigDuration {
+        ConfigDuration::from_secs(30)
+    }
+    pub fn max_ejection_percent() -> u32 {
+        10
+    }
+    pub fn upstream_idle() -> ConfigDuration {
+        ConfigDuration::from_secs(3600)
+    }
+}

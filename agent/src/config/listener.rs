@@ -1,0 +1,105 @@
+//! Listeners and the virtual hosts they serve.
+
+use std::net::SocketAddr;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::duration::ConfigDuration;
+use super::route::{HeaderValueOptionConfig, RouteConfig};
+
+/// One HTTP listener (`listeners[]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Unique; the `listener` metric label.
+    pub name: String,
+    /// `ip:port`, unique among listeners.
+    #[serde(deserialize_with = "super::addr::deserialize")]
+    pub address: SocketAddr,
+    #[serde(default)]
+    pub timeouts: ListenerTimeoutsConfig,
+    #[serde(default)]
+    pub limits: ListenerLimitsConfig,
+    /// Matched against the Host header; at least one.
+    pub virtual_hosts: Vec<VirtualHostConfig>,
+}
+
+/// Downstream timeouts; `0s` disables one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTimeoutsConfig {
+    /// Connection idle timeout.
+    #[serde(default = "defaults::idle")]
+    pub idle: ConfigDuration,
+    /// The whole request head must arrive within this (slowloris guard).
+    #[serde(default = "defaults::request_headers")]
+    pub request_headers: ConfigDuration,
+    /// The whole request including its body; `0s` = disabled.
+    #[serde(default)]
+    pub request: ConfigDuration,
+}
+
+impl Default for ListenerTimeoutsConfig {
+    fn default() -> Self {
+        Self {
+            idle: defaults::idle(),
+            request_headers: defaults::request_headers(),
+            request: ConfigDuration::default(),
+        }
+    }
+}
+
+/// Request head limits; over either one the proxy answers 431.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerLimitsConfig {
+    /// 1..=8192 KiB.
+    #[serde(default = "defaults::max_request_headers_kb")]
+    pub max_request_headers_kb: u32,
+    /// At least 1.
+    #[serde(default = "defaults::max_headers_count")]
+    pub max_headers_count: u32,
+}
+
+impl Default for ListenerLimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_request_headers_kb: defaults::max_request_headers_kb(),
+            max_headers_count: defaults::max_headers_count(),
+        }
+    }
+}
+
+/// A set of domains and the routes that serve them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VirtualHostConfig {
+    pub name: String,
+    /// Exact host (optionally `host:port`), `*.suffix`, or `*` (catch-all).
+    /// The Host header is matched without its `:port` when no exact `host:port` entry matches.
+    pub domains: Vec<String>,
+    /// Added to requests before the route-level additions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub request_headers_to_add: Vec<HeaderValueOptionConfig>,
+    /// Ordered; the first match wins.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// Default values beside the types that use them.
+pub mod defaults {
+    use super::ConfigDuration;
+
+    pub fn idle() -> ConfigDuration {
+        ConfigDuration::from_secs(3600)
+    }
+    pub fn request_headers() -> ConfigDuration {
+        ConfigDuration::from_secs(10)
+    }
+    pub fn max_request_headers_kb() -> u32 {
+        60
+    }
+    pub fn max_headers_count() -> u32 {
+        100
+    }
+}

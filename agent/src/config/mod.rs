@@ -1,0 +1,49 @@
+//! The proxy configuration: YAML file -> typed, validated [`ProxyConfig`].
+//!
+//! `load_file`/`parse_str` read the document with serde (unknown fields are
+//! rejected), then [`validate`] checks the rules that span fields. Every error
+//! names the file, the path in the document and the line.
+//! Format reference: `docs/config.md`; JSON Schema: `config/schema.json`.
+
+mod addr;
+mod cluster;
+mod duration;
+mod error;
+mod listener;
+mod locate;
+mod matcher;
+mod parse;
+mod raw;
+mod root;
+mod route;
+mod schema;
+mod validate;
+
+pub use cluster::{
+    CircuitBreakersConfig, ClusterConfig, DiscoveryType, DnsLookupFamily, EndpointConfig, LbPolicy,
+    OutlierDetectionConfig, UpstreamHttpConfig,
+};
+pub use duration::{ConfigDuration, format_duration, parse_duration};
+pub use error::{ConfigError, DocPath, Issue, Segment};
+pub use listener::{
+    ListenerConfig, ListenerLimitsConfig, ListenerTimeoutsConfig, VirtualHostConfig,
+};
+pub use matcher::{
+    HeaderMatcherConfig, PathMatch, QueryParameterMatcherConfig, RouteMatchConfig, ValueMatch,
+};
+pub use parse::{load_file, parse_str};
+pub use root::{AdminConfig, ProxyConfig};
+pub use route::{
+    ClusterTarget, DirectResponseConfig, ForwardActionConfig, HeaderValueOptionConfig,
+    RedirectConfig, RetryBackOffConfig, RetryOn, RetryPolicyConfig, RouteAction, RouteConfig,
+    WeightedClusterConfig,
+};
+pub use schema::{json_schema, json_schema_string};
+
+/// Compiles a `safe_regex` so that it must match the whole input (Envoy semantics).
+pub fn compile_full_match(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    regex::Regex::new(&format!("^(?:{pattern})$"))
+}
+
+#[cfg(test)]
+mod examples_tests;

@@ -1,0 +1,90 @@
+//! Reading a document: YAML -> typed structs, serde errors -> [`Issue`]s.
+
+use std::path::Path;
+
+use super::error::{ConfigError, DocPath, Issue, Segment};
+use super::locate::line_of;
+use super::root::ProxyConfig;
+use super::validate;
+
+/// Reads, parses and validates the config file at `path`.
+pub fn load_file(path: &Path) -> Result<ProxyConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_str(&text, &path.display().to_string())
+}
+
+/// Parses and validates a config document; `origin` names the file in errors.
+pub fn parse_str(text: &str, origin: &str) -> Result<ProxyConfig, ConfigError> {
+    let deserializer = serde_yaml::Deserializer::from_str(text);
+    let config: ProxyConfig =
+        serde_path_to_error::deserialize(deserializer).map_err(|err| ConfigError::Parse {
+            origin: origin.to_owned(),
+            issue: serde_issue(&err, text),
+        })?;
+    let issues = validate::validate(&config, text);
+    if issues.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError::Invalid {
+            origin: origin.to_owned(),
+            issues,
+        })
+    }
+}
+
+/// serde_yaml renders `<path>: <message> at line L column C`, where its path may be
+/// the parent of ours (unknown fields, one-of errors); keep the parts apart.
+///
+/// Its position is that of the YAML event being read when the error arose, which
+/// for checks made after a value was read (one-of blocks, addresses) is the
+/// enclosing mapping; so the line comes from the document path when the
+/// document is well-formed YAML, and from serde_yaml otherwise (syntax errors).
+fn serde_issue(err: &serde_path_to_error::Error<serde_yaml::Error>, text: &str) -> Issue {
+    let inner = err.inner();
+    let location = inner.location();
+    let mut message = inner.to_string();
+    if let Some(loc) = &location {
+        let position = format!(" at line {} column {}", loc.line(), loc.column());
+        message = message.replacen(&position, "", 1);
+    }
+    let path = doc_path(err.path());
+    let path_text = path.to_string();
+    if let Some((prefix, rest)) = message.split_once(": ")
+        && !prefix.is_empty()
+        && (path_text.starts_with(prefix) || prefix == "?")
+    {
+        message = rest.to_owned();
+    }
+    let well_formed = serde_yaml::from_str::<serde_yaml::Value>(text).is_ok();
+    let line = line_of(text, &path)
+        .filter(|_| well_formed && !path.segments().is_empty())
+        .or(location.map(|loc| loc.line()));
+    Issue {
+        path: path_text,
+        line,
+        message,
+    }
+}
+
+/// serde_path_to_error's path as ours, up to the first unknown segment.
+fn doc_path(path: &serde_path_to_error::Path) -> DocPath {
+    let mut segments = Vec::new();
+    for segment in path.iter() {
+        match segment {
+            serde_path_to_error::Segment::Seq { index } => segments.push(Segment::Index(*index)),
+            serde_path_to_error::Segment::Map { key } => segments.push(Segment::Key(key.clone())),
+            serde_path_to_error::Segment::Enum { variant } => {
+                segments.push(Segment::Key(variant.clone()))
+            }
+            serde_path_to_error::Segment::Unknown => break,
+        }
+    }
+    DocPath(segments)
+}
+
+#[cfg(test)]
+#[path = "parse_tests.rs"]
+mod tests;

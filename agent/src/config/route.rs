@@ -1,0 +1,203 @@
+//! Routes: a match and what to do with the request.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::duration::ConfigDuration;
+use super::matcher::RouteMatchConfig;
+use super::raw::{RawForwardAction, RawRoute};
+
+/// One entry of `virtual_hosts[].routes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(try_from = "RawRoute", into = "RawRoute")]
+pub struct RouteConfig {
+    /// For logs and metrics.
+    pub name: Option<String>,
+    /// YAML key `match`.
+    pub matcher: RouteMatchConfig,
+    /// YAML: exactly one of `route`, `direct_response`, `redirect`.
+    pub action: RouteAction,
+    pub request_headers_to_add: Vec<HeaderValueOptionConfig>,
+    pub request_headers_to_remove: Vec<String>,
+    pub response_headers_to_add: Vec<HeaderValueOptionConfig>,
+    pub response_headers_to_remove: Vec<String>,
+}
+
+/// What a matched route does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteAction {
+    /// Forward upstream (YAML `route`).
+    Route(ForwardActionConfig),
+    /// Answer locally (YAML `direct_response`).
+    DirectResponse(DirectResponseConfig),
+    /// Answer with a redirect (YAML `redirect`).
+    Redirect(RedirectConfig),
+}
+
+/// The YAML `route` block: forward to a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(try_from = "RawForwardAction", into = "RawForwardAction")]
+pub struct ForwardActionConfig {
+    /// YAML: exactly one of `cluster`, `weighted_clusters`.
+    pub target: ClusterTarget,
+    /// Whole upstream exchange; default 15s; `0s` disables.
+    pub timeout: ConfigDuration,
+    /// Replaces the matched prefix (only with a `prefix` match).
+    pub prefix_rewrite: Option<String>,
+    /// Sets the Host header sent upstream.
+    pub host_rewrite_literal: Option<String>,
+    /// Absent: no retries.
+    pub retry_policy: Option<RetryPolicyConfig>,
+}
+
+/// Which cluster(s) a forward goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterTarget {
+    /// YAML `cluster: name`.
+    Single(String),
+    /// YAML `weighted_clusters`; non-empty, weights sum to > 0 (validated).
+    Weighted(Vec<WeightedClusterConfig>),
+}
+
+impl ClusterTarget {
+    /// Every cluster name this target can pick.
+    pub fn cluster_names(&self) -> Vec<&str> {
+        match self {
+            ClusterTarget::Single(name) => vec![name.as_str()],
+            ClusterTarget::Weighted(list) => list.iter().map(|w| w.name.as_str()).collect(),
+        }
+    }
+}
+
+/// One weighted choice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedClusterConfig {
+    /// A cluster name from `clusters`.
+    pub name: String,
+    /// Relative weight; 0 never picks this cluster.
+    pub weight: u32,
+}
+
+/// Retries (Envoy semantics).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicyConfig {
+    /// Conditions that trigger a retry; at least one.
+    pub retry_on: Vec<RetryOn>,
+    /// Default 1.
+    #[serde(default = "defaults::num_retries")]
+    pub num_retries: u32,
+    /// Timeout of each try; absent: only the route timeout applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_try_timeout: Option<ConfigDuration>,
+    #[serde(default)]
+    pub retry_back_off: RetryBackOffConfig,
+}
+
+/// Envoy's retry conditions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum RetryOn {
+    /// Any 5xx response, or a connect failure / reset.
+    #[serde(rename = "5xx")]
+    FiveXx,
+    /// 502, 503, 504, or a connect failure.
+    #[serde(rename = "gateway-error")]
+    GatewayError,
+    #[serde(rename = "connect-failure")]
+    ConnectFailure,
+    /// The upstream reset the connection or did not answer.
+    #[serde(rename = "reset")]
+    Reset,
+    /// 409.
+    #[serde(rename = "retriable-4xx")]
+    Retriable4xx,
+}
+
+/// Exponential back-off between retries, with jitter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBackOffConfig {
+    /// Default 25ms; must be > 0.
+    #[serde(default = "defaults::base_interval")]
+    pub base_interval: ConfigDuration,
+    /// Default 250ms; must be >= base_interval.
+    #[serde(default = "defaults::max_interval")]
+    pub max_interval: ConfigDuration,
+}
+
+impl Default for RetryBackOffConfig {
+    fn default() -> Self {
+        Self {
+            base_interval: defaults::base_interval(),
+            max_interval: defaults::max_interval(),
+        }
+    }
+}
+
+/// The YAML `direct_response` block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DirectResponseConfig {
+    /// 200..=599.
+    pub status: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+/// The YAML `redirect` block; unset parts keep the request's value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectConfig {
+    /// `http` or `https`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme_redirect: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_redirect: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_redirect: Option<u16>,
+    /// Replaces the whole path; not with `prefix_rewrite`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_redirect: Option<String>,
+    /// Replaces the matched prefix (only with a `prefix` match); not with `path_redirect`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_rewrite: Option<String>,
+    /// 301 (default), 302, 303, 307 or 308.
+    #[serde(default = "defaults::redirect_code")]
+    pub response_code: u16,
+}
+
+/// A header to add.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderValueOptionConfig {
+    pub name: String,
+    pub value: String,
+    /// true (default): add another value; false: replace existing values.
+    #[serde(default = "defaults::append")]
+    pub append: bool,
+}
+
+/// Default values beside the types that use them.
+pub mod defaults {
+    use super::ConfigDuration;
+
+    pub fn route_timeout() -> ConfigDuration {
+        ConfigDuration::from_secs(15)
+    }
+    pub fn num_retries() -> u32 {
+        1
+    }
+    pub fn base_interval() -> ConfigDuration {
+        ConfigDuration::from_millis(25)
+    }
+    pub fn max_interval() -> ConfigDuration {
+        ConfigDuration::from_millis(250)
+    }
+    pub fn redirect_code() -> u16 {
+        301
+    }
+    pub fn append() -> bool {
+        true
+    }
+}

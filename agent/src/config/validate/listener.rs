@@ -1,0 +1,108 @@
+//! Listener and virtual host rules.
+
+use std::collections::HashMap;
+
+use super::super::error::DocPath;
+use super::super::listener::{ListenerConfig, VirtualHostConfig};
+use super::Checker;
+use super::syntax::check_domain;
+
+/// Envoy's upper bound for `max_request_headers_kb`.
+const MAX_REQUEST_HEADERS_KB: u32 = 8192;
+
+impl<'c> Checker<'c> {
+    pub(super) fn listener(&mut self, path: &DocPath, listener: &'c ListenerConfig) {
+        let limits = path.key("limits");
+        let kb = listener.limits.max_request_headers_kb;
+        if !(1..=MAX_REQUEST_HEADERS_KB).contains(&kb) {
+            self.report(
+                limits.key("max_request_headers_kb"),
+                format!("max_request_headers_kb {kb} is out of range 1..={MAX_REQUEST_HEADERS_KB}"),
+            );
+        }
+        if listener.limits.max_headers_count == 0 {
+            self.report(
+                limits.key("max_headers_count"),
+                "max_headers_count must be at least 1",
+            );
+        }
+        let vhosts = path.key("virtual_hosts");
+        if listener.virtual_hosts.is_empty() {
+            self.report(vhosts.clone(), "a listener needs at least one virtual host");
+        }
+        self.unique_names(
+            &vhosts,
+            listener.virtual_hosts.iter().map(|v| v.name.as_str()),
+            "virtual host",
+        );
+        // Lower-cased domain -> the virtual host index that serves it first.
+        let mut served: HashMap<String, usize> = HashMap::new();
+        for (i, vhost) in listener.virtual_hosts.iter().enumerate() {
+            let vh_path = vhosts.index(i);
+            self.domains(&vh_path, i, vhost, &listener.virtual_hosts, &mut served);
+            self.virtual_host(&vh_path, vhost);
+        }
+    }
+
+    fn domains(
+        &mut self,
+        vh_path: &DocPath,
+        index: usize,
+        vhost: &VirtualHostConfig,
+        all: &[VirtualHostConfig],
+        served: &mut HashMap<String, usize>,
+    ) {
+        if vhost.domains.is_empty() {
+            self.report(
+                vh_path.key("domains"),
+                "domains must list at least one domain (use \"*\" for any host)",
+            );
+        }
+        for (d, domain) in vhost.domains.iter().enumerate() {
+            let path = vh_path.key("domains").index(d);
+            if let Err(reason) = check_domain(domain) {
+                self.report(path, format!("invalid domain {domain:?}: {reason}"));
+                continue;
+            }
+            let key = domain.to_ascii_lowercase();
+            match served.get(&key) {
+                Some(&first) if domain == "*" => {
+                    self.report(
+                        path,
+                        format!(
+                            "more than one catch-all \"*\" virtual host on this listener \
+                             (first: virtual host {:?})",
+                            all[first].name
+                        ),
+                    );
+                }
+                Some(&first) if first == index => {
+                    self.report(path, format!("domain {domain:?} is listed twice"));
+                }
+                Some(&first) => {
+                    self.report(
+                        path,
+                        format!(
+                            "domain {domain:?} is already served by virtual host {:?} on this listener",
+                            all[first].name
+                        ),
+                    );
+                }
+                None => {
+                    served.insert(key, index);
+                }
+            }
+        }
+    }
+
+    fn virtual_host(&mut self, path: &DocPath, vhost: &'c VirtualHostConfig) {
+        self.headers_to_add(
+            &path.key("request_headers_to_add"),
+            &vhost.request_headers_to_add,
+        );
+        let routes = path.key("routes");
+        for (i, route) in vhost.routes.iter().enumerate() {
+            self.route(&routes.index(i), route);
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Rules that span fields, checked after the document fits the types.
+//!
+//! Each check records the document path of the offending value and a message
+//! naming the value and the reason; lines are looked up at the end.
+
+mod cluster;
+mod listener;
+mod route;
+mod syntax;
+
+use std::collections::{HashMap, HashSet};
+
+use super::error::{DocPath, Issue};
+use super::locate::line_of;
+use super::root::ProxyConfig;
+
+/// Every rule violation in `config`; `text` is the document, to find lines.
+pub(super) fn validate(config: &ProxyConfig, text: &str) -> Vec<Issue> {
+    let mut checker = Checker {
+        cluster_names: config.clusters.iter().map(|c| c.name.as_str()).collect(),
+        problems: Vec::new(),
+    };
+    checker.top_level(config);
+    checker
+        .problems
+        .into_iter()
+        .map(|(path, message)| Issue {
+            line: line_of(text, &path),
+            path: path.to_string(),
+            message,
+        })
+        .collect()
+}
+
+/// Walks the config, collecting problems.
+pub(super) struct Checker<'c> {
+    cluster_names: HashSet<&'c str>,
+    problems: Vec<(DocPath, String)>,
+}
+
+impl<'c> Checker<'c> {
+    fn report(&mut self, path: DocPath, message: impl Into<String>) {
+        self.problems.push((path, message.into()));
+    }
+
+    fn top_level(&mut self, config: &'c ProxyConfig) {
+        let root = DocPath::root();
+        let listeners = root.key("listeners");
+        if config.listeners.is_empty() {
+            self.report(listeners.clone(), "a config needs at least one listener");
+        }
+        let mut addresses = HashMap::new();
+        if let Some(admin) = &config.admin
+            && admin.address.port() != 0
+        {
+            addresses.insert(admin.address, "admin".to_owned());
+        }
+        self.unique_names(
+            &listeners,
+            config.listeners.iter().map(|l| l.name.as_str()),
+            "listener",
+        );
+        for (i, listener) in config.listeners.iter().enumerate() {
+            let path = listeners.index(i);
+            // Port 0 lets the kernel pick, so two of them never clash.
+            if listener.address.port() != 0 {
+                let here = format!("listener {:?} ({path})", listener.name);
+                if let Some(first) = addresses.insert(listener.address, here.clone()) {
+                    addresses.insert(listener.address, first.clone());
+                    self.report(
+                        path.key("address"),
+                        format!("address {} is already used by {first}", listener.address),
+                    );
+                }
+            }
+            self.listener(&path, listener);
+        }
+        let clusters = root.key("clusters");
+        self.unique_names(
+            &clusters,
+            config.clusters.iter().map(|c| c.name.as_str()),
+            "cluster",
+        );
+        for (i, cluster) in config.clusters.iter().enumerate() {
+            self.cluster(&clusters.index(i), cluster);
+        }
+    }
+
+    /// Names must be non-empty and unique in the list at `list`.
+    fn unique_names<'n>(
+        &mut self,
+        list: &DocPath,
+        names: impl Iterator<Item = &'n str>,
+        what: &str,
+    ) {
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (i, name) in names.enumerate() {
+            let path = list.index(i).key("name");
+            if name.is_empty() {
+                self.report(path, format!("{what} name must not be empty"));
+            } else if let Some(first) = seen.get(name) {
+                let first = list.index(*first);
+                self.report(
+                    path,
+                    format!("duplicate {what} name {name:?} (first defined at {first})"),
+                );
+            } else {
+                seen.insert(name, i);
+            }
+        }
+    }
+
+    /// A route target must name a cluster defined in `clusters`.
+    fn known_cluster(&mut self, path: DocPath, name: &str) {
+        if !self.cluster_names.contains(name) {
+            let mut known: Vec<&str> = self.cluster_names.iter().copied().collect();
+            known.sort_unstable();
+            let known = if known.is_empty() {
+                "none are defined".to_owned()
+            } else {
+                format!("defined: {}", known.join(", "))
+            };
+            self.report(path, format!("unknown cluster {name:?} ({known})"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,529 @@
+//! One test per rule; each asserts the whole error text: file, path, line, reason.
+
+use crate::config::parse_str;
+
+/// Lines 1..=7; the routes given to [`with_routes`] start on line 8.
+const HEAD: &str = "\
+listeners:
+  - name: main
+    address: 127.0.0.1:8080
+    virtual_hosts:
+      - name: vh
+        domains: [\"*\"]
+        routes:
+";
+
+/// Two STATIC clusters, `c1` and `c2`.
+const CLUSTERS: &str = "\
+clusters:
+  - name: c1
+    endpoints: [{address: 127.0.0.1, port: 9001}]
+  - name: c2
+    endpoints: [{address: 127.0.0.1, port: 9002}]
+";
+
+fn with_routes(routes: &str) -> String {
+    let routes = routes.strip_prefix('\n').unwrap_or(routes);
+    format!("{HEAD}{routes}{CLUSTERS}")
+}
+
+/// One valid route to `c1`, then the given clusters (which start on line 11).
+fn with_clusters(clusters: &str) -> String {
+    let clusters = clusters.strip_prefix('\n').unwrap_or(clusters);
+    format!(
+        "{HEAD}          - match: {{prefix: /}}\n            route: {{cluster: c1}}\nclusters:\n{clusters}"
+    )
+}
+
+fn error(yaml: &str) -> String {
+    match parse_str(yaml, "t.yaml") {
+        Ok(_) => panic!("accepted:\n{yaml}"),
+        Err(err) => err.to_string(),
+    }
+}
+
+#[test]
+fn base_documents_are_valid() {
+    let ok = with_routes("          - match: {prefix: /}\n            route: {cluster: c2}\n");
+    assert!(parse_str(&ok, "t.yaml").is_ok());
+    let ok = with_clusters("  - name: c1\n    endpoints: [{address: 10.0.0.1, port: 80}]\n");
+    assert!(parse_str(&ok, "t.yaml").is_ok());
+}
+
+#[test]
+fn route_to_missing_cluster() {
+    let yaml = with_routes(
+        "
+          - match:
+              prefix: /
+            route:
+              cluster: nope
+",
+    );
+    assert_eq!(
+        error(&yaml),
+        "t.yaml: listeners[0].virtual_hosts[0].routes[0].route.cluster (line 11): \
+         unknown cluster \"nope\" (defined: c1, c2)"
+    );
+}
+
+#[test]
+fn weighted_clusters_empty() {
+    let yaml = with_routes(
+        "
+          - match: {prefix: /}
+            route:
+              weighted_clusters: []
+",
+    );
+    assert_eq!(
+        error(&yaml),
+        "t.yaml: listeners[0].virtual_hosts[0].routes[0].route.weighted_clusters (line 10): \
+         weighted_clusters must list at least one cluster"
+    );
+}
+
+#[test]
+fn weighted_clusters_zero_sum_unknown_and_repeated_names() {
+    let yaml = with_routes(
+        "
+          - match: {prefix: /}
+            route:
+              weighted_clusters:
+                - {name: c1, weight: 0}
+                - {name: c9, weight: 0}
+                - {name: c1, weight: 0}
+",
+    );
+    let p = "t.yaml: listeners[0].virtual_hosts[0].routes[0].route.weighted_clusters";
+    assert_eq!(
+        error(&yaml),
+        format!(
+            "{p}[1].name (line 12): unknown cluster \"c9\" (defined: c1, c2)\n\
+             {p}[2].name (line 13): cluster \"c1\" is listed twice in weighted_clusters\n\
+             {p} (line 10): weighted_clusters weights sum to 0; at least one must be > 0"
+        )
+    );
+}
+
+#[test]
+fn duplicate_listener_names_and_addresses() {
+    let yaml = "\
+admin:
+  address: 127.0.0.1:9901
+listeners:
+  - name: a
+    address: 127.0.0.1:8080
+    virtual_hosts: [{name: v, domains: [\"*\"], routes: []}]
+  - name: a
+    address: 127.0.0.1:8080
+    virtual_hosts: [{name: v, domains: [\"*\"], routes: []}]
+  - name: b
+    address: 127.0.0.1:9901
+    virtual_hosts: [{name: v, domains: [\"*\"], routes: []}]
+  - name: c
+    address: 127.0.0.1:0
+    virtual_hosts: [{name: v, domains: [\"*\"], routes: []}]
+  - name: d
+    address: 127.0.0.1:0
+    virtual_hosts: [{name: v, domains: [\"*\"], routes: []}]
+";
+    assert_eq!(
+        error(yaml),
+        "t.yaml: listeners[1].name (line 7): duplicate listener name \"a\" (first defined at listeners[0])\n\
+         t.yaml: listeners[1].address (line 8): address 127.0.0.1:8080 is already used by listener \"a\" (listeners[0])\n\
+         t.yaml: listeners[2].address (line 11): address 127.0.0.1:9901 is already used by admin"
+    );
+}
+
+#[test]
+fn duplicate_and_empty_cluster_names() {
+    let yaml = with_clusters(
+        "
+  - name: c1
+    endpoints: [{address: 10.0.0.1, port: 80}]
+  - name: c1
+    endpoints: [{address: 10.0.0.2, port: 80}]
+  - name: \"\"
+    endpoints: [{address: 10.0.0.3, port: 80}]
+",
+    );
+    assert_eq!(
+        error(&yaml),
+        "t.yaml: clusters[1].name (line 13): duplicate cluster name \"c1\" (first defined at clusters[0])\n\
+         t.yaml: clusters[2].name (line 15): cluster name must not be empty"
+    );
+}
+
+#[test]
+fn invalid_regexes_are_compiled_and_reported() {
+    let yaml = with_routes(
+        "
+          - match:
+              safe_regex: \"/a(b\"
+              headers:
+                - name: x-v
+                  safe_regex: \"[z-a]\"
+              query_parameters:
+                - {name: q, safe_regex: \"(?P<\"}
+            route: {cluster: c1}
+",
+    );
+    let p = "t.yaml: listeners[0].virtual_hosts[0].routes[0].match";
+    assert_eq!(
+        error(&yaml),
+        format!(
+            "{p}.safe_regex (line 9): invalid regex \"/a(b\": error: unclosed group\n\
+             {p}.headers[0].safe_regex (line 12): invalid regex \"[z-a]\": error: invalid character class range, the start must be <= the end\n\
+             {p}.query_parameters[0].safe_regex (line 14): invalid regex \"(?P<\": error: invalid capture group character"
+        )
+    );
+}
+
+#[test]
+fn prefix_rewrite_needs_a_prefix_match() {
+    let yaml = with_routes(
+        "
+          - match: {path: /exact}
+            route: {cluster: c1, prefix_rewrite: /x}
+          - match: {safe_regex: /r.*}
+            redirect: {prefix_rewrite: /y}
+          - match: {prefix: /p}
+            route: {cluster: c1, prefix_rewrite: /ok/}
+",
+    );
+    let p = "t.yaml: listeners[0].virtual_hosts[0].routes";
+    assert_eq!(
+        error(&yaml),
+        format!(
+            "{p}[0].route.prefix_rewrite (line 9): prefix_rewrite needs a `prefix` match on this route\n\
+             {p}[1].redirect.prefix_rewrite (line 11): prefix_rewrite needs a `prefix` match on this route"
+        )
+    );
+}
+
+#[test]
+fn static_endpoints_must_be_ip_literals_and_dns_names_valid() {
+    let yaml = with_clusters(
+        "
+  - name: c1
+    endpoints:
+      - address: film-service
+        port: 5000
+  - name: c2
+    type: STRICT_DNS
+    endpoints:
+      - address: bad_host!
+        port: 5000
+      - address: film-service.default.svc
+        port: 5000
+",
+    );
+    assert_eq!(
+        error(&yaml),
+        "t.yaml: clusters[0].endpoints[0].address (line 13): STATIC cluster endpoints must be \
+         IP literals, got \"film-service\" (use type: STRICT_DNS for DNS names)\n\
+         t.yaml: clusters[1].endpoints[0].address (line 18): invalid endpoint address \
+         \"bad_host!\": expected a DNS name or IP"
+    );
+}
+
+#[test]
+fn endpoints_empty_and_zero_ports() {
+    let yaml = with_clusters(
+        "
+  - name: c1
+    endpoints: []
+  - name: c2
+    endpoints:
+      - address: 10.0.0.1
+        port: 0
+",
+    );
+    assert_eq!(
+        error(&yaml),
+        "t.yaml: clusters[0].endpoints (line 12): endpoints must list at least one endpoint\n\
+         t.yaml: clusters[1].endpoints[0].port (line 16): port must not be 0"
+    );
+}
+
+#[test]
+fn direct_response_status_codes() {
+    let yaml = with_routes(
+        "
+          - match: {prefix: /a}
+            direct_response: {status: 99}
+          - match: {prefix: /b}
+            direct_response:
+              status: 600
+          - match: {prefix: /c}
+            direct_response: {status: 204}
+",
+    );
+    let p = "t.yaml: listeners[0].virtual_hosts[0].routes";
+    assert_eq!(
+        error(&yaml),
+        format!(
+            "{p}[0].direct_response.status (line 9): invalid status code 99: expected 200..=599\n\
+             {p}[1].direct_response.status (line 12): invalid status code 600: expected 200..=599"
+        )
+    );
+}
+
+#[test]
+fn redirect_rules() {
+    let yaml = with_routes(
+        "
+          - match: {prefix: /a}
+            redirect:
+              response_code: 200
+              scheme_redirect: ftp
+              host_redirect: \"bad host\"
+              port_redirect: 0
+              path_redirect: relative
+              prefix_rewrite: /b
+",
+    );
+    let p = "t.yaml: listeners[0].virtual_hosts[0].routes[0].redirect";
+    assert_eq!(
+        error(&yaml),
+        format!(
+            "{p}.response_code (line 10): invalid redirect response_code 200: expected one of 301, 302, 303, 307, 308\n\
+             {p}.scheme_redirect (line 11): invalid scheme \"ftp\": expected http or https\n\
+             {p}.host_redirect (line 12): invalid host \"bad host\": expected a host name or IP address, optionally with :port\n\
+             {p}.port_redirect (line 13): port_redirect must not be 0\n\
+             {p}.path_redirect (line 14): path_redirect \"relative\" must start with \"/\"\n\
+             {p}.prefix_rewrite (line 15): prefix_rewrite and path_redirect exclude each other"
+        )
+    );
+}
+
+#[test]
+fn domains_empty_invalid_and_duplicated() {
+    let yaml = "\
+listeners:
+  - name: main
+    address: 127.0.0.1:8080
+    virtual_hosts:
+      - name: a
+        domains: [\"*\", films.local, Films.Local]
+        routes: []
+      - name: b
+        domains:
+          - \"*\"
+          - FILMS.local
+          - \"\"
+          - \"films.*\"
+        routes: []
+      - name: c
+        domains: []
+        routes: []
+";
+    let p = "t.yaml: listeners[0].virtual_hosts";
+    assert_eq!(
+        error(yaml),
+        format!(
+            "{p}[0].domains[2] (line 6): domain \"Films.Local\" is listed twice\n\
+             {p}[1].domains[0] (line 10): more than one catch-all \"*\" virtual host on this listener (first: virtual host \"a\")\n\
+             {p}[1].domains[1] (line 11): domain \"FILMS.local\" is already served by virtual host \"a\" on this listener\n\
+             {p}[1].domains[2] (line 12): invalid domain \"\": a domain must not be empty\n\
+             {p}[1].domains[3] (line 13): invalid domain \"films.*\": only \"*\" and a leading \"*.\" wildcard are supported\n\
+             {p}[2].domains (line 16): domains must list at least one domain (use \"*\" for any host)"
+        )
+    );
+}
+
+#[test]
+fn same_domain_on_two_listeners_is_fine() {
+    let yaml = "\
+listeners:
+  - name: a
+    address: 127.0.0.1:8080
+    virtual_hosts: [{name: v, domains: [\"*\"], routes: []}]
+  - name: b
+    address: 127.0.0.1:8081
+    virtual_hosts: [{name: v, domains: [\"*\"], routes: []}]
+";
+    assert!(parse_str(yaml, "t.yaml").is_ok());
+}
+
+#[test]
+fn header_names_and_values() {
+    let yaml = with_routes(
+        "
+          - match:
+              prefix: /
+              headers:
+                - {name: \"x y\", present: true}
+            route: {cluster: c1}
+            request_headers_to_add:
+              - {name: \":authority\", value: a}
+              - {name: x-ok, value: \"a\\nb\"}
+            request_headers_to_remove: [\"bad/name\"]
+            response_headers_to_add: [{name: \"\", value: v}]
+            response_headers_to_remove: [x-fine, \"sp ace\"]
+",
+    );
+    let p = "t.yaml: listeners[0].virtual_hosts[0].routes[0]";
+    assert_eq!(
+        error(&yaml),
+        format!(
+            "{p}.match.headers[0].name (line 11): invalid header name \"x y\": character ' ' is not allowed in an HTTP header name\n\
+             {p}.request_headers_to_add[0].name (line 14): invalid header name \":authority\": character ':' is not allowed in an HTTP header name\n\
+             {p}.request_headers_to_add[1].value (line 15): invalid header value \"a\\nb\": control character 0x0a is not allowed\n\
+             {p}.response_headers_to_add[0].name (line 17): header name must not be empty\n\
+             {p}.request_headers_to_remove[0] (line 16): invalid header name \"bad/name\": character '/' is not allowed in an HTTP header name\n\
+             {p}.response_headers_to_remove[1] (line 18): invalid header name \"sp ace\": character ' ' is not allowed in an HTTP header name"
+        )
+    );
+}
+
+#[test]
+fn virtual_host_headers_and_methods() {
+    let yaml = "\
+listeners:
+  - name: main
+    address: 127.0.0.1:8080
+    virtual_hosts:
+      - name: vh
+        domains: [\"*\"]
+        request_headers_to_add: [{name: \"a b\", value: v}]
+        routes:
+          - match: {prefix: /, methods: [GET, \"PO ST\"]}
+            direct_response: {status: 200}
+";
+    let p = "t.yaml: listeners[0].virtual_hosts[0]";
+    assert_eq!(
+        error(yaml),
+        format!(
+            "{p}.request_headers_to_add[0].name (line 7): invalid header name \"a b\": character ' ' is not allowed in an HTTP header name\n\
+             {p}.routes[0].match.methods[1] (line 9): invalid HTTP method \"PO ST\""
+        )
+    );
+}
+
+#[test]
+fn listener_needs_virtual_hosts_and_config_needs_listeners() {
+    assert_eq!(
+        error("clusters: []\n"),
+        "t.yaml: listeners: a config needs at least one listener"
+    );
+    let yaml = "\
+listeners:
+  - name: main
+    address: 127.0.0.1:8080
+    virtual_hosts: []
+";
+    assert_eq!(
+        error(yaml),
+        "t.yaml: listeners[0].virtual_hosts (line 4): a listener needs at least one virtual host"
+    );
+}
+
+#[test]
+fn listener_limits_and_names() {
+    let yaml = "\
+listeners:
+  - name: \"\"
+    address: 127.0.0.1:8080
+    limits:
+      max_request_headers_kb: 9000
+      max_headers_count: 0
+    virtual_hosts:
+      - name: v
+        domains: [a.local]
+        routes: []
+      - name: v
+        domains: [b.local]
+        routes: []
+";
+    assert_eq!(
+        error(yaml),
+        "t.yaml: listeners[0].name (line 2): listener name must not be empty\n\
+         t.yaml: listeners[0].limits.max_request_headers_kb (line 5): max_request_headers_kb 9000 is out of range 1..=8192\n\
+         t.yaml: listeners[0].limits.max_headers_count (line 6): max_headers_count must be at least 1\n\
+         t.yaml: listeners[0].virtual_hosts[1].name (line 11): duplicate virtual host name \"v\" (first defined at listeners[0].virtual_hosts[0])"
+    );
+}
+
+#[test]
+fn retry_policy_rules() {
+    let yaml = with_routes(
+        "
+          - name: \"\"
+            match: {prefix: /}
+            route:
+              cluster: c1
+              host_rewrite_literal: \"a b\"
+              retry_policy:
+                retry_on: []
+                retry_back_off: {base_interval: 0s, max_interval: 0s}
+          - match: {prefix: /}
+            route:
+              cluster: c1
+              retry_policy:
+                retry_on: [5xx]
+                retry_back_off:
+                  base_interval: 1s
+",
+    );
+    let p = "t.yaml: listeners[0].virtual_hosts[0].routes";
+    assert_eq!(
+        error(&yaml),
+        format!(
+            "{p}[0].name (line 8): route name must not be empty when given\n\
+             {p}[0].route.host_rewrite_literal (line 12): invalid host \"a b\": expected a host name or IP address, optionally with :port\n\
+             {p}[0].route.retry_policy.retry_on (line 14): retry_on must list at least one condition\n\
+             {p}[0].route.retry_policy.retry_back_off.base_interval (line 15): base_interval must be > 0\n\
+             {p}[1].route.retry_policy.retry_back_off.max_interval (line 21): max_interval 250ms is shorter than base_interval 1s"
+        )
+    );
+}
+
+#[test]
+fn cluster_timeouts_breakers_and_outlier_detection() {
+    let yaml = with_clusters(
+        "
+  - name: c1
+    type: STRICT_DNS
+    connect_timeout: 0s
+    dns_refresh_rate: 0ms
+    endpoints: [{address: localhost, port: 80}]
+    circuit_breakers: {max_connections: 0, max_requests: 0}
+    outlier_detection:
+      consecutive_5xx: 0
+      interval: 0s
+      max_ejection_percent: 101
+",
+    );
+    let c = "t.yaml: clusters[0]";
+    assert_eq!(
+        error(&yaml),
+        format!(
+            "{c}.connect_timeout (line 13): connect_timeout must be > 0\n\
+             {c}.dns_refresh_rate (line 14): dns_refresh_rate must be > 0\n\
+             {c}.circuit_breakers.max_connections (line 16): max_connections must be at least 1\n\
+             {c}.circuit_breakers.max_requests (line 16): max_requests must be at least 1\n\
+             {c}.outlier_detection.max_ejection_percent (line 20): max_ejection_percent 101 is over 100\n\
+             {c}.outlier_detection.consecutive_5xx (line 18): consecutive_5xx must be at least 1\n\
+             {c}.outlier_detection.interval (line 19): interval must be > 0"
+        )
+    );
+}
+
+#[test]
+fn issues_are_also_available_as_data() {
+    let yaml = with_routes("          - match: {prefix: nope}\n            route: {cluster: c1}\n");
+    let err = match parse_str(&yaml, "t.yaml") {
+        Ok(_) => panic!("accepted"),
+        Err(err) => err,
+    };
+    let issues = err.issues();
+    assert_eq!(issues.len(), 1);
+    assert_eq!(
+        issues[0].path,
+        "listeners[0].virtual_hosts[0].routes[0].match.prefix"
+    );
+    assert_eq!(issues[0].line, Some(8));
+    assert_eq!(issues[0].message, "prefix \"nope\" must start with \"/\"");
+}

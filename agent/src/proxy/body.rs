@@ -1,0 +1,136 @@
+//! Body types: what goes upstream ([`ReqBody`]) and what goes downstream ([`RespBody`]).
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use prometheus::IntCounter;
+
+use super::upstream::pool::Pooled;
+
+/// A request body sent upstream: streamed from downstream, or buffered
+/// (so the request can be retried).
+pub enum ReqBody {
+    Stream {
+        inner: Incoming,
+        tx_bytes: IntCounter,
+    },
+    Buffered(Option<Bytes>),
+}
+
+impl Body for ReqBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Self::Stream { inner, tx_bytes } => {
+                let r = Pin::new(inner).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(f))) = &r
+                    && let Some(d) = f.data_ref()
+                {
+                    tx_bytes.inc_by(d.len() as u64);
+                }
+                r
+            }
+            Self::Buffered(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Stream { inner, .. } => inner.is_end_stream(),
+            Self::Buffered(b) => b.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Stream { inner, .. } => inner.size_hint(),
+            Self::Buffered(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
+
+/// A response body sent downstream: a local reply, or the upstream body
+/// (which returns its connection to the pool when it ends).
+pub enum RespBody {
+    Local(Option<Bytes>),
+    Upstream {
+        inner: Incoming,
+        conn: Option<Pooled>,
+        rx_bytes: IntCounter,
+    },
+}
+
+impl RespBody {
+    pub fn local(b: impl Into<Bytes>) -> Self {
+        let b = b.into();
+        Self::Local(if b.is_empty() { None } else { Some(b) })
+    }
+
+    pub fn empty() -> Self {
+        Self::Local(None)
+    }
+}
+
+impl Body for RespBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Self::Local(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
+            Self::Upstream {
+                inner,
+                conn,
+                rx_bytes,
+            } => {
+                let r = Pin::new(&mut *inner).poll_frame(cx);
+                match &r {
+                    Poll::Ready(Some(Ok(f))) => {
+                        if let Some(d) = f.data_ref() {
+                            rx_bytes.inc_by(d.len() as u64);
+                        }
+                        if inner.is_end_stream()
+                            && let Some(c) = conn.take()
+                        {
+                            c.release();
+                        }
+                    }
+                    Poll::Ready(None) => {
+                        if let Some(c) = conn.take() {
+                            c.release();
+                        }
+                    }
+                    // An errored body leaves the connection unusable: drop it.
+                    Poll::Ready(Some(Err(_))) => drop(conn.take()),
+                    Poll::Pending => {}
+                }
+                r
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Local(b) => b.is_none(),
+            Self::Upstream { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Local(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Self::Upstream { inner, .. } => inner.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! Build runtime state (route tables, clusters) from the typed config.
+//! Everything that can be parsed or validated once happens here, so the
+//! request path only reads prepared values.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+
+use super::balance::Policy;
+use super::cluster::outlier::OutlierPolicy;
+use super::cluster::{Cluster, ClusterParams, Discovery, Family};
+use super::http::{ConnSettings, ListenerState};
+use super::metrics::Metrics;
+use super::retry::{self, RetryPolicy};
+use super::route::action::{Action, Forward, Redirect};
+use super::route::headers::HeaderOps;
+use super::route::matcher::{self, HeaderMatcher, PathMatch, QueryMatcher, RouteMatch, ValueMatch};
+use super::route::{Route, RouteTable, VirtualHost};
+use super::split::Split;
+use crate::config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{path}: unknown cluster {name:?}")]
+    UnknownCluster { path: String, name: String },
+    #[error("{path}: invalid regex {pattern:?}: {source}")]
+    Regex {
+        path: String,
+        pattern: String,
+        source: regex::Error,
+    },
+    #[error("{path}: invalid header name {name:?}")]
+    HeaderName { path: String, name: String },
+    #[error("{path}: invalid header value {value:?}")]
+    HeaderValue { path: String, value: String },
+    #[error("{path}: invalid method {method:?}")]
+    Method { path: String, method: String },
+    #[error("{path}: invalid status {status}")]
+    Status { path: String, status: u16 },
+    #[error("{path}: {reason}")]
+    Invalid { path: String, reason: String },
+}
+
+/// A cluster plus the config it was built from (to keep it across reloads).
+pub type ClusterMap = HashMap<String, (config::ClusterConfig, Arc<Cluster>)>;
+
+/// Build all clusters, reusing those from `old` whose config is unchanged.
+pub fn clusters(
+    cfg: &config::ProxyConfig,
+    old: &ClusterMap,
+    metrics: &Metrics,
+) -> Result<ClusterMap, BuildError> {
+    let mut out = ClusterMap::new();
+    for (i, c) in cfg.clusters.iter().enumerate() {
+        if let Some((oc, existing)) = old.get(&c.name)
+            && oc == c
+        {
+            out.insert(c.name.clone(), (c.clone(), existing.clone()));
+            continue;
+        }
+        let params = cluster_params(c, &format!("clusters[{i}]"))?;
+        let cl = Cluster::new(params, metrics.cluster(&c.name));
+        out.insert(c.name.clone(), (c.clone(), cl));
+    }
+    Ok(out)
+}
+
+fn cluster_params(c: &config::ClusterConfig, path: &str) -> Result<ClusterParams, BuildError> {
+    use config::{DiscoveryType, DnsLookupFamily, LbPolicy};
+    let discovery = match c.discovery_type {
+        DiscoveryType::Static => {
+            let mut addrs = Vec::new();
+            for (j, e) in c.endpoints.iter().enumerate() {
+                let ip: IpAddr = e.address.parse().map_err(|_| BuildError::Invalid {
+                    path: format!("{path}.endpoints[{j}].address"),
+                    reason: format!("STATIC endpoint {:?} is not an IP address", e.address),
+                })?;
+                addrs.push(SocketAddr::new(ip, e.port));
+            }
+            Discovery::Static(addrs)
+        }
+        DiscoveryType::StrictDns => Discovery::StrictDns {
+            targets: c
+                .endpoints
+                .iter()
+                .map(|e| (e.address.clone(), e.port))
+                .collect(),
+            refresh: *c.dns_refresh_rate,
+            family: match c.dns_lookup_family {
+                DnsLookupFamily::Auto => Family::Auto,
+                DnsLookupFamily::V4Only => Family::V4Only,
+                DnsLookupFamily::V6Only => Family::V6Only,
+            },
+        },
+    };
+    let cb = &c.circuit_breakers;
+    Ok(ClusterParams {
+        name: c.name.clone(),
+        discovery,
+        connect_timeout: *c.connect_timeout,
+        policy: match c.lb_policy {
+            LbPolicy::RoundRobin => Policy::RoundRobin,
+            LbPolicy::LeastRequest => Policy::LeastRequest,
+            LbPolicy::Random => Policy::Random,
+        },
+        limits: [
+            cb.max_connections,
+            cb.max_pending_requests,
+            cb.max_requests,
+            cb.max_retries,
+        ],
+        outlier: c.outlier_detection.as_ref().map(|o| OutlierPolicy {
+            consecutive_5xx: o.consecutive_5xx,
+            consecutive_gateway_failure: o.consecutive_gateway_failure,
+            base_ejection_time: *o.base_ejection_time,
+            max_ejection_percent: o.max_ejection_percent,
+        }),
+        idle_timeout: *c.upstream_http.idle_timeout,
+        max_requests_per_connection: c.upstream_http.max_requests_per_connection,
+    })
+}
+
+/// Route table and connection settings of one listener.
+pub fn listener_state(
+    l: &config::ListenerConfig,
+    path: &str,
+    clusters: &ClusterMap,
+) -> Result<ListenerState, BuildError> {
+    let mut vhosts = Vec::new();
+    for (i, vh) in l.virtual_hosts.iter().enumerate() {
+        let vp = format!("{path}.virtual_hosts[{i}]");
+        let mut routes = Vec::new();
+        for (j, r) in vh.routes.iter().enumerate() {
+            routes.push(route(r, &format!("{vp}.routes[{j}]"), clusters)?);
+        }
+        let v = VirtualHost {
+            name: vh.name.clone(),
+            routes,
+            request_headers: header_ops(
+                &vh.request_headers_to_add,
+                &[],
+                &format!("{vp}.request_headers_to_add"),
+            )?,
+        };
+        vhosts.push((v, vh.domains.clone()));
+    }
+    let kb = l.limits.max_request_headers_kb.max(1) as usize;
+    Ok(ListenerState {
+        routes: RouteTable::new(vhosts),
+        settings: ConnSettings {
+            idle_timeout: l.timeouts.idle.non_zero(),
+            header_read_timeout: l.timeouts.request_headers.non_zero(),
+            request_timeout: l.timeouts.request.non_zero(),
+            max_header_bytes: kb * 1024,
+            max_headers: l.limits.max_headers_count.max(1) as usize,
+        },
+    })
+}
+
+fn regex(pattern: &str, path: &str) -> Result<regex::Regex, BuildError> {
+    matcher::full_match(pattern).map_err(|source| BuildError::Regex {
+        path: path.to_string(),
+        pattern: pattern.to_string(),
+        source,
+    })
+}
+
+fn value_match(v: &config::ValueMatch, path: &str) -> Result<ValueMatch, BuildError> {
+    Ok(match v {
+        config::ValueMatch::Exact(s) => ValueMatch::Exact(s.clone()),
+        config::ValueMatch::SafeRegex(p) => ValueMatch::Regex(regex(p, path)?),
+        config::ValueMatch::Present(b) => ValueMatch::Present(*b),
+    })
+}
+
+fn header_name(n: &str, path: &str) -> Result<HeaderName, BuildError> {
+    HeaderName::from_bytes(n.to_ascii_lowercase().as_bytes()).map_err(|_| BuildError::HeaderName {
+        path: path.to_string(),
+        name: n.to_string(),
+    })
+}
+
+fn header_ops(
+    add: &[config::HeaderValueOptionConfig],
+    remove: &[String],
+    path: &str,
+) -> Result<HeaderOps, BuildError> {
+    let mut ops = HeaderOps::default();
+    for h in add {
+        let v = HeaderValue::from_str(&h.value).map_err(|_| BuildError::HeaderValue {
+            path: path.to_string(),
+            value: h.value.clone(),
+        })?;
+        ops.add.push((header_name(&h.name, path)?, v, h.append));
+    }
+    for r in remove {
+        ops.remove.push(header_name(r, path)?);
+    }
+    Ok(ops)
+}
+
+fn route(r: &config::RouteConfig, path: &str, clusters: &ClusterMap) -> Result<Route, BuildError> {
+    let m = &r.matcher;
+    let mp = format!("{path}.match");
+    let path_match = match &m.path_match {
+        config::PathMatch::Prefix(p) => PathMatch::Prefix(p.clone()),
+        config::PathMatch::Path(p) => PathMatch::Exact(p.clone()),
+        config::PathMatch::SafeRegex(p) => {
+            let pat = if m.case_sensitive {
+                p.clone()
+            } else {
+                format!("(?i){p}")
+            };
+            PathMatch::Regex(regex(&pat, &format!("{mp}.safe_regex"))?)
+        }
+    };
+    let mut headers = Vec::new();
+    for (k, h) in m.headers.iter().enumerate() {
+        let hp = format!("{mp}.headers[{k}]");
+        headers.push(HeaderMatcher {
+            name: header_name(&h.name, &hp)?,
+            value: value_match(&h.value_match, &hp)?,
+            invert: h.invert_match,
+        });
+    }
+    let methods = if m.methods.is_empty() {
+        None
+    } else {
+        let mut v = Vec::new();
+        for s in &m.methods {
+            v.push(
+                Method::from_bytes(s.as_bytes()).map_err(|_| BuildError::Method {
+                    path: format!("{mp}.methods"),
+                    method: s.clone(),
+                })?,
+            );
+        }
+        Some(v)
+    };
+    let mut query = Vec::new();
+    for (k, q) in m.query_parameters.iter().enumerate() {
+        query.push(QueryMatcher {
+            name: q.name.clone(),
+            value: value_match(&q.value_match, &format!("{mp}.query_parameters[{k}]"))?,
+        });
+    }
+    let action = match &r.action {
+        config::RouteAction::Route(f) => {
+            Action::Forward(Box::new(forward(f, &format!("{path}.route"), clusters)?))
+        }
+        config::RouteAction::DirectResponse(d) => Action::Direct {
+            status: status(d.status, &format!("{path}.direct_response.status"))?,
+            body: Bytes::from(d.body.clone().unwrap_or_default()),
+        },
+        config::RouteAction::Redirect(rd) => Action::Redirect(Redirect {
+            scheme: rd.scheme_redirect.clone(),
+            host: rd.host_redirect.clone(),
+            port: rd.port_redirect,
+            path: rd.path_redirect.clone(),
+            prefix_rewrite: rd.prefix_rewrite.clone(),
+            status: status(rd.response_code, &format!("{path}.redirect.response_code"))?,
+        }),
+    };
+    Ok(Route {
+        name: r.name.clone(),
+        matcher: RouteMatch {
+            path: path_match,
+            case_sensitive: m.case_sensitive,
+            headers,
+            methods,
+            query,
+        },
+        action,
+        request_headers: header_ops(
+            &r.request_headers_to_add,
+            &r.request_headers_to_remove,
+            &format!("{path}.request_headers"),
+        )?,
+        response_headers: header_ops(
+            &r.response_headers_to_add,
+            &r.response_headers_to_remove,
+            &format!("{path}.response_headers"),
+        )?,
+    })
+}
+
+fn status(code: u16, path: &str) -> Result<StatusCode, BuildError> {
+    StatusCode::from_u16(code).map_err(|_| BuildError::Status {
+        path: path.to_string(),
+        status: code,
+    })
+}
+
+fn forward(
+    f: &config::ForwardActionConfig,
+    path: &str,
+    clusters: &ClusterMap,
+) -> Result<Forward, BuildError> {
+    let lookup = |name: &str, p: String| {
+        clusters
+            .get(name)
+            .map(|(_, c)| c.clone())
+            .ok_or(BuildError::UnknownCluster {
+                path: p,
+                name: name.to_string(),
+            })
+    };
+    let split = match &f.target {
+        config::ClusterTarget::Single(n) => Split::Single(lookup(n, format!("{path}.cluster"))?),
+        config::ClusterTarget::Weighted(ws) => {
+            let mut items = Vec::new();
+            for (k, w) in ws.iter().enumerate() {
+                items.push((
+                    w.weight,
+                    lookup(&w.name, format!("{path}.weighted_clusters[{k}].name"))?,
+                ));
+            }
+            Split::weighted(items).map_err(|e| BuildError::Invalid {
+                path: format!("{path}.weighted_clusters"),
+                reason: e.to_string(),
+            })?
+        }
+    };
+    let host_rewrite = match &f.host_rewrite_literal {
+        Some(h) => Some(
+            HeaderValue::from_str(h).map_err(|_| BuildError::HeaderValue {
+                path: format!("{path}.host_rewrite_literal"),
+                value: h.clone(),
+            })?,
+        ),
+        None => None,
+    };
+    let retry = f.retry_policy.as_ref().map(|rp| RetryPolicy {
+        on: rp.retry_on.iter().fold(0u8, |acc, r| {
+            acc | match r {
+                config::RetryOn::FiveXx => retry::ON_5XX,
+                config::RetryOn::GatewayError => retry::ON_GATEWAY_ERROR,
+                config::RetryOn::ConnectFailure => retry::ON_CONNECT_FAILURE,
+                config::RetryOn::Reset => retry::ON_RESET,
+                config::RetryOn::Retriable4xx => retry::ON_RETRIABLE_4XX,
+            }
+        }),
+        num_retries: rp.num_retries,
+        per_try_timeout: rp.per_try_timeout.and_then(|d| d.non_zero()),
+        base_interval: *rp.retry_back_off.base_interval,
+        max_interval: *rp.retry_back_off.max_interval,
+    });
+    Ok(Forward {
+        split,
+        timeout: f.timeout.non_zero(),
+        prefix_rewrite: f.prefix_rewrite.clone(),
+        host_rewrite,
+        retry,
+    })
+}

@@ -1,0 +1,168 @@
+//! Runtime clusters: endpoints (static or STRICT_DNS), balancing, circuit
+//! breaking and outlier ejection. Built from config by `proxy::build`; a
+//! cluster whose config is unchanged survives reloads with its pools and health.
+
+pub mod breaker;
+pub mod dns;
+pub mod endpoint;
+pub mod outlier;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::task::AbortHandle;
+
+use self::breaker::Breaker;
+use self::endpoint::Endpoint;
+use self::outlier::{Outcome, OutlierPolicy};
+use super::balance::{Balancer, Policy};
+use super::metrics::ClusterMetrics;
+use super::upstream::pool::Pool;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Auto,
+    V4Only,
+    V6Only,
+}
+
+#[derive(Debug, Clone)]
+pub enum Discovery {
+    Static(Vec<SocketAddr>),
+    StrictDns {
+        targets: Vec<(String, u16)>,
+        refresh: Duration,
+        family: Family,
+    },
+}
+
+/// Everything a cluster needs, already resolved from config.
+#[derive(Debug, Clone)]
+pub struct ClusterParams {
+    pub name: String,
+    pub discovery: Discovery,
+    pub connect_timeout: Duration,
+    pub policy: Policy,
+    /// max_connections, max_pending_requests, max_requests, max_retries
+    pub limits: [u32; 4],
+    pub outlier: Option<OutlierPolicy>,
+    pub idle_timeout: Duration,
+    pub max_requests_per_connection: u32,
+}
+
+pub struct Cluster {
+    pub name: Arc<str>,
+    pub endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
+    pub balancer: Balancer,
+    pub connect_timeout: Duration,
+    pub breaker: Arc<Breaker>,
+    pub outlier: Option<OutlierPolicy>,
+    pub metrics: ClusterMetrics,
+    pub params: ClusterParams,
+    initialized: AtomicBool,
+    dns_task: std::sync::Mutex<Option<AbortHandle>>,
+}
+
+impl Cluster {
+    /// Build the cluster; STRICT_DNS clusters start resolving at once
+    /// (must be called inside the runtime).
+    pub fn new(params: ClusterParams, metrics: ClusterMetrics) -> Arc<Self> {
+        let [cx, pending, rq, retries] = params.limits;
+        let initial = match &params.discovery {
+            Discovery::Static(addrs) => addrs
+                .iter()
+                .map(|a| Arc::new(new_endpoint(*a, &params)))
+                .collect(),
+            Discovery::StrictDns { .. } => Vec::new(),
+        };
+        let c = Arc::new(Self {
+            name: params.name.as_str().into(),
+            endpoints: ArcSwap::from_pointee(initial),
+            balancer: Balancer::new(params.policy),
+            connect_timeout: params.connect_timeout,
+            breaker: Arc::new(Breaker::new(cx, pending, rq, retries)),
+            outlier: params.outlier.clone(),
+            metrics,
+            initialized: AtomicBool::new(matches!(params.discovery, Discovery::Static(_))),
+            dns_task: std::sync::Mutex::new(None),
+            params,
+        });
+        if let Discovery::StrictDns {
+            targets,
+            refresh,
+            family,
+        } = &c.params.discovery
+        {
+            let h = tokio::spawn(dns::run(
+                Arc::downgrade(&c),
+                targets.clone(),
+                *refresh,
+                *family,
+            ));
+            if let Ok(mut slot) = c.dns_task.lock() {
+                *slot = Some(h.abort_handle());
+            }
+        }
+        c
+    }
+
+    /// True once the first endpoint resolution has finished (success or not).
+    pub fn is_initialized(&self) -> bool {
+        self.initialized.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn mark_initialized(&self) {
+        self.initialized.store(true, Ordering::Release);
+    }
+
+    /// Pick a healthy endpoint with the cluster's balancer.
+    pub fn pick(&self) -> Option<Arc<Endpoint>> {
+        let eps = self.endpoints.load();
+        let now = outlier::now_ms();
+        self.balancer
+            .pick(&eps, |e| !e.outlier.is_ejected(now))
+            .cloned()
+    }
+
+    /// Feed a try's outcome to outlier detection.
+    pub fn record(&self, ep: &Endpoint, outcome: Outcome) {
+        let Some(policy) = &self.outlier else { return };
+        if !ep.outlier.record(policy, outcome) {
+            return;
+        }
+        let now = outlier::now_ms();
+        let eps = self.endpoints.load();
+        let ejected = eps.iter().filter(|e| e.outlier.is_ejected(now)).count();
+        let allowed =
+            ejected == 0 || (ejected + 1) * 100 <= eps.len() * policy.max_ejection_percent as usize;
+        if allowed && ep.outlier.eject(policy, now) {
+            self.metrics.ejections.inc();
+            log::warn!(
+                "cluster {}: ejected endpoint {} (ejection #{})",
+                self.name,
+                ep.addr,
+                ep.outlier.times_ejected()
+            );
+        }
+    }
+}
+
+pub(crate) fn new_endpoint(addr: SocketAddr, p: &ClusterParams) -> Endpoint {
+    Endpoint::new(
+        addr,
+        Pool::new(p.idle_timeout, p.max_requests_per_connection),
+    )
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Ok(mut slot) = self.dns_task.lock()
+            && let Some(h) = slot.take()
+        {
+            h.abort();
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! Drain handles: a signal to stop accepting and finish gracefully, then a
+//! grace period after which remaining connections are closed.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+/// Held by whoever may start a drain.
+pub struct DrainSignal {
+    tx: watch::Sender<bool>,
+    grace: Duration,
+}
+
+/// Held by listeners and connections.
+#[derive(Clone)]
+pub struct DrainWatch {
+    rx: watch::Receiver<bool>,
+    pub grace: Duration,
+}
+
+pub fn channel(grace: Duration) -> (DrainSignal, DrainWatch) {
+    let (tx, rx) = watch::channel(false);
+    (DrainSignal { tx, grace }, DrainWatch { rx, grace })
+}
+
+impl DrainSignal {
+    pub fn drain(&self) {
+        let _ = self.tx.send(true);
+    }
+
+    pub fn watch(&self) -> DrainWatch {
+        DrainWatch {
+            rx: self.tx.subscribe(),
+            grace: self.grace,
+        }
+    }
+}
+
+impl DrainWatch {
+    /// Resolves once draining has started (or the signal is gone).
+    pub async fn signaled(&mut self) {
+        let _ = self.rx.wait_for(|d| *d).await;
+    }
+}

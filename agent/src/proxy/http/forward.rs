@@ -1,0 +1,349 @@
+//! Forward a routed request to its cluster: pick an endpoint, get a pooled or
+//! new connection, send, apply timeouts and the retry policy.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{CONNECTION, HOST, HeaderValue, TE, UPGRADE};
+use http::request::Parts;
+use http::{HeaderMap, Request, Response, StatusCode, Uri};
+use http_body::Body;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::local;
+use crate::proxy::body::{ReqBody, RespBody};
+use crate::proxy::cluster::Cluster;
+use crate::proxy::cluster::breaker::Limit;
+use crate::proxy::cluster::endpoint::ActiveRequest;
+use crate::proxy::cluster::outlier::Outcome;
+use crate::proxy::metrics::GaugeGuard;
+use crate::proxy::retry::{Failure, MAX_RETRY_BODY_BYTES};
+use crate::proxy::route::action::Forward;
+use crate::proxy::upstream::connect::connect;
+use crate::proxy::upstream::pool::Pooled;
+
+static UPSTREAM_SERVICE_TIME: http::HeaderName =
+    http::HeaderName::from_static("x-weir-upstream-service-time");
+static KEEP_ALIVE: http::HeaderName = http::HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: http::HeaderName = http::HeaderName::from_static("proxy-connection");
+
+/// How one try ended without a usable response.
+enum TryError {
+    NoHealthy,
+    Overflow,
+    Connect,
+    Reset,
+}
+
+/// Hop-by-hop headers are not forwarded.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    for n in [&CONNECTION, &KEEP_ALIVE, &PROXY_CONNECTION, &TE, &UPGRADE] {
+        if h.contains_key(n) {
+            h.remove(n);
+        }
+    }
+}
+
+/// Rewrite the request head for the upstream: origin-form URI, prefix
+/// rewrite, host rewrite, hop-by-hop removal.
+pub fn prepare_head(parts: &mut Parts, fwd: &Forward, matched: usize) {
+    if let Some(auth) = parts.uri.authority()
+        && !parts.headers.contains_key(HOST)
+        && let Ok(v) = HeaderValue::from_str(auth.as_str())
+    {
+        parts.headers.insert(HOST, v);
+    }
+    if let Some(pre) = &fwd.prefix_rewrite {
+        let path = parts.uri.path();
+        let mut s = String::with_capacity(pre.len() + path.len() + 16);
+        s.push_str(pre);
+        s.push_str(path.get(matched..).unwrap_or(""));
+        if let Some(q) = parts.uri.query() {
+            s.push('?');
+            s.push_str(q);
+        }
+        if let Ok(u) = s.parse::<Uri>() {
+            parts.uri = u;
+        }
+    } else if parts.uri.scheme().is_some() {
+        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        if let Ok(u) = pq.parse::<Uri>() {
+            parts.uri = u;
+        }
+    }
+    if let Some(h) = &fwd.host_rewrite {
+        parts.headers.insert(HOST, h.clone());
+    }
+    strip_hop_by_hop(&mut parts.headers);
+}
+
+/// Send the request through the route's cluster split and return the
+/// response for downstream (upstream or local).
+pub async fn forward(fwd: &Forward, parts: Parts, body: Incoming) -> Response<RespBody> {
+    let cluster = fwd.split.pick().clone();
+    let started = Instant::now();
+    let deadline = fwd.timeout.map(|t| started + t);
+    let m = &cluster.metrics;
+
+    // Decide whether the request can be replayed (see `retry` module docs).
+    let retry = fwd.retry.as_ref();
+    let mut stream = None;
+    let replay: Option<Option<Bytes>> = if body.is_end_stream() {
+        Some(None)
+    } else if retry.is_some()
+        && body
+            .size_hint()
+            .exact()
+            .is_some_and(|n| n <= MAX_RETRY_BODY_BYTES)
+    {
+        let collect = body.collect();
+        let collected = match deadline {
+            Some(d) => match tokio::time::timeout_at(d.into(), collect).await {
+                Ok(r) => r,
+                Err(_) => return local::reply(StatusCode::REQUEST_TIMEOUT, local::REQUEST_TIMEOUT),
+            },
+            None => collect.await,
+        };
+        match collected {
+            Ok(c) => {
+                let b = c.to_bytes();
+                m.tx_bytes.inc_by(b.len() as u64);
+                Some(Some(b))
+            }
+            Err(_) => return local::reply(StatusCode::BAD_REQUEST, ""),
+        }
+    } else {
+        stream = Some(body);
+        None
+    };
+    let max_tries = match (&replay, retry) {
+        (Some(_), Some(r)) => 1 + r.num_retries,
+        _ => 1,
+    };
+
+    let mut parts = Some(parts);
+    let mut tries = 0u32;
+    let mut _retry_permit = None;
+    loop {
+        tries += 1;
+        let last = tries >= max_tries;
+        let head = if last {
+            parts.take()
+        } else {
+            parts.as_ref().map(clone_head)
+        };
+        let Some(head) = head else {
+            return local::reply(StatusCode::INTERNAL_SERVER_ERROR, "");
+        };
+        let req_body = match (&replay, stream.take()) {
+            (Some(b), _) => ReqBody::Buffered(b.clone()),
+            (None, Some(inner)) => ReqBody::Stream {
+                inner,
+                tx_bytes: m.tx_bytes.clone(),
+            },
+            (None, None) => ReqBody::Buffered(None),
+        };
+        let req = Request::from_parts(head, req_body);
+        let try_started = Instant::now();
+        let per_try = retry.and_then(|r| r.per_try_timeout);
+        let try_deadline = match (deadline, per_try) {
+            (Some(d), Some(p)) => Some(d.min(try_started + p)),
+            (Some(d), None) => Some(d),
+            (None, Some(p)) => Some(try_started + p),
+            (None, None) => None,
+        };
+        let result = match try_deadline {
+            Some(td) => tokio::time::timeout_at(td.into(), try_once(&cluster, req)).await,
+            None => Ok(try_once(&cluster, req).await),
+        };
+        let failure = match result {
+            Ok(Ok((resp, conn, ep))) => {
+                let status = resp.status().as_u16();
+                m.response(status);
+                m.rq_duration.observe(try_started.elapsed().as_secs_f64());
+                cluster.record(ep.endpoint(), Outcome::Status(status));
+                let retriable =
+                    !last && retry.is_some_and(|r| r.should_retry(Failure::Status(status)));
+                if !retriable {
+                    return downstream_response(resp, conn, &cluster, try_started);
+                }
+                Failure::Status(status)
+            }
+            Ok(Err(TryError::NoHealthy)) => {
+                m.none_healthy.inc();
+                m.response(503);
+                return local::reply(StatusCode::SERVICE_UNAVAILABLE, local::NO_HEALTHY_UPSTREAM);
+            }
+            Ok(Err(TryError::Overflow)) => {
+                m.response(503);
+                return local::overloaded();
+            }
+            Ok(Err(TryError::Connect)) => {
+                m.response(503);
+                if last || !retry.is_some_and(|r| r.should_retry(Failure::ConnectFailure)) {
+                    return local::reply(StatusCode::SERVICE_UNAVAILABLE, local::CONNECT_FAILURE);
+                }
+                Failure::ConnectFailure
+            }
+            Ok(Err(TryError::Reset)) => {
+                m.rq_reset.inc();
+                m.response(503);
+                if last || !retry.is_some_and(|r| r.should_retry(Failure::Reset)) {
+                    return local::reply(StatusCode::SERVICE_UNAVAILABLE, local::RESET);
+                }
+                Failure::Reset
+            }
+            Err(_elapsed) => {
+                m.response(504);
+                let overall = deadline.is_some_and(|d| Instant::now() >= d);
+                if overall {
+                    m.rq_timeout.inc();
+                    return local::reply(StatusCode::GATEWAY_TIMEOUT, local::UPSTREAM_TIMEOUT);
+                }
+                m.rq_per_try_timeout.inc();
+                if last || !retry.is_some_and(|r| r.should_retry(Failure::PerTryTimeout)) {
+                    return local::reply(StatusCode::GATEWAY_TIMEOUT, local::UPSTREAM_TIMEOUT);
+                }
+                Failure::PerTryTimeout
+            }
+        };
+        // Retry: within the breaker's max_retries and the route deadline.
+        let Some(policy) = retry else {
+            return failure_reply(failure);
+        };
+        let Some(permit) = cluster.breaker.try_acquire(Limit::Retries) else {
+            m.overflow_retries.inc();
+            return failure_reply(failure);
+        };
+        _retry_permit = Some(permit);
+        let wait = policy.backoff(tries);
+        if deadline.is_some_and(|d| Instant::now() + wait >= d) {
+            m.rq_timeout.inc();
+            return local::reply(StatusCode::GATEWAY_TIMEOUT, local::UPSTREAM_TIMEOUT);
+        }
+        m.rq_retry.inc();
+        log::debug!("cluster {}: retry {tries} after {failure:?}", cluster.name);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+fn failure_reply(f: Failure) -> Response<RespBody> {
+    match f {
+        Failure::Status(s) => local::reply(
+            StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_GATEWAY),
+            "",
+        ),
+        Failure::ConnectFailure => {
+            local::reply(StatusCode::SERVICE_UNAVAILABLE, local::CONNECT_FAILURE)
+        }
+        Failure::Reset => local::reply(StatusCode::SERVICE_UNAVAILABLE, local::RESET),
+        Failure::PerTryTimeout => {
+            local::reply(StatusCode::GATEWAY_TIMEOUT, local::UPSTREAM_TIMEOUT)
+        }
+    }
+}
+
+fn clone_head(p: &Parts) -> Parts {
+    let mut r = Request::new(());
+    *r.method_mut() = p.method.clone();
+    *r.uri_mut() = p.uri.clone();
+    *r.version_mut() = p.version;
+    *r.headers_mut() = p.headers.clone();
+    r.into_parts().0
+}
+
+fn downstream_response(
+    resp: Response<Incoming>,
+    conn: Pooled,
+    cluster: &Arc<Cluster>,
+    try_started: Instant,
+) -> Response<RespBody> {
+    let (mut parts, inner) = resp.into_parts();
+    parts.version = http::Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers);
+    let ms = try_started.elapsed().as_millis() as u64;
+    parts
+        .headers
+        .insert(UPSTREAM_SERVICE_TIME.clone(), HeaderValue::from(ms));
+    let body = if inner.is_end_stream() {
+        conn.release();
+        RespBody::Local(None)
+    } else {
+        RespBody::Upstream {
+            inner,
+            conn: Some(conn),
+            rx_bytes: cluster.metrics.rx_bytes.clone(),
+        }
+    };
+    Response::from_parts(parts, body)
+}
+
+/// One try: breaker, endpoint, connection, send.
+async fn try_once(
+    cluster: &Arc<Cluster>,
+    mut req: Request<ReqBody>,
+) -> Result<(Response<Incoming>, Pooled, ActiveRequest), TryError> {
+    let m = &cluster.metrics;
+    let Some(_rq_permit) = cluster.breaker.try_acquire(Limit::Requests) else {
+        m.overflow_requests.inc();
+        return Err(TryError::Overflow);
+    };
+    let ep = cluster.pick().ok_or(TryError::NoHealthy)?;
+    let active = ActiveRequest::new(ep);
+    let _rq_active = GaugeGuard::new(&m.rq_active);
+    let ep = active.endpoint();
+    // A pooled connection may have been closed by the peer meanwhile; such
+    // a failure is not the endpoint's fault and the request was not sent, so
+    // it goes again on another connection.
+    loop {
+        let (mut conn, reused) = match ep.pool.checkout() {
+            Some(c) => (c, true),
+            None => {
+                let Some(pending) = cluster.breaker.try_acquire(Limit::Pending) else {
+                    m.overflow_pending.inc();
+                    return Err(TryError::Overflow);
+                };
+                let Some(cx_permit) = cluster.breaker.try_acquire(Limit::Connections) else {
+                    m.overflow_connections.inc();
+                    return Err(TryError::Overflow);
+                };
+                let r = connect(ep.addr, cluster.connect_timeout, cx_permit, m).await;
+                drop(pending);
+                match r {
+                    Ok(tx) => (ep.pool.fresh(tx), false),
+                    Err(e) => {
+                        log::debug!("cluster {}: {e}", cluster.name);
+                        cluster.record(ep, Outcome::LocalFailure);
+                        return Err(TryError::Connect);
+                    }
+                }
+            }
+        };
+        if conn.tx.ready().await.is_err() {
+            if reused {
+                continue;
+            }
+            cluster.record(ep, Outcome::LocalFailure);
+            return Err(TryError::Reset);
+        }
+        conn.mark_used();
+        match conn.tx.try_send_request(req).await {
+            Ok(resp) => return Ok((resp, conn, active)),
+            Err(mut e) => match e.take_message() {
+                Some(r) if reused => {
+                    req = r;
+                    continue;
+                }
+                _ => {
+                    log::debug!("cluster {}: {} reset: {}", cluster.name, ep.addr, e.error());
+                    cluster.record(ep, Outcome::LocalFailure);
+                    return Err(TryError::Reset);
+                }
+            },
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! HTTP/1.1 connection handling. [`serve`] takes any AsyncRead + AsyncWrite
+//! stream and a per-listener context, so TLS or eBPF-intercepted sockets can
+//! feed it as well as plain TCP.
+
+pub mod forward;
+pub mod io;
+pub mod local;
+pub mod request_id;
+pub mod service;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use self::io::{ConnShared, MeteredIo};
+use self::service::ConnService;
+use super::cluster::outlier::now_ms;
+use super::drain::DrainWatch;
+use super::metrics::{GaugeGuard, ListenerMetrics};
+use super::route::RouteTable;
+
+/// Connection-level settings of a listener (`None` = disabled).
+#[derive(Debug, Clone)]
+pub struct ConnSettings {
+    pub idle_timeout: Option<Duration>,
+    pub header_read_timeout: Option<Duration>,
+    pub request_timeout: Option<Duration>,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+}
+
+/// What a reload swaps for a listener.
+pub struct ListenerState {
+    pub routes: RouteTable,
+    pub settings: ConnSettings,
+}
+
+/// Shared by all connections of one listener.
+pub struct ListenerContext {
+    pub name: Arc<str>,
+    pub metrics: ListenerMetrics,
+    pub state: ArcSwap<ListenerState>,
+}
+
+/// hyper's default header count limit; setting it explicitly costs a heap
+/// allocation per request, so it is only set when it differs.
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
+
+/// Serve HTTP/1.1 on `io` until the peer closes, a timeout fires, or a drain
+/// finishes (graceful first, forced after the drain grace period).
+pub async fn serve<S>(io: S, ctx: Arc<ListenerContext>, mut drain: DrainWatch)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let settings = ctx.state.load().settings.clone();
+    ctx.metrics.cx_total.inc();
+    let _active = GaugeGuard::new(&ctx.metrics.cx_active);
+    let shared = Arc::new(ConnShared::default());
+    let io = MeteredIo::new(
+        io,
+        shared.clone(),
+        ctx.metrics.rx_bytes.clone(),
+        ctx.metrics.tx_bytes.clone(),
+    );
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        .max_header_size(settings.max_header_bytes);
+    if settings.max_header_bytes + 8192 > 400 * 1024 {
+        b.max_buf_size(settings.max_header_bytes + 8192);
+    }
+    if settings.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+        b.max_headers(settings.max_headers);
+    }
+    let svc = ConnService {
+        ctx: ctx.clone(),
+        shared: shared.clone(),
+        request_timeout: settings.request_timeout,
+    };
+    let conn = b.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let mut draining = false;
+    let mut force_at: Option<tokio::time::Instant> = None;
+    loop {
+        let idle_wait = idle_deadline(&shared, settings.idle_timeout);
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    if e.is_timeout() {
+                        ctx.metrics.rq_timeout.inc();
+                    }
+                    log::debug!("listener {}: connection closed: {e}", ctx.name);
+                }
+                return;
+            }
+            _ = drain.signaled(), if !draining => {
+                conn.as_mut().graceful_shutdown();
+                draining = true;
+                force_at = Some(tokio::time::Instant::now() + drain.grace);
+            }
+            _ = sleep_until_opt(idle_wait), if !draining => {
+                let idle = settings.idle_timeout.unwrap_or_default().as_millis() as u64;
+                let last = shared.last_activity_ms.load(Ordering::Relaxed);
+                if shared.in_flight.load(Ordering::Relaxed) == 0 && now_ms().saturating_sub(last) >= idle {
+                    log::debug!("listener {}: idle timeout", ctx.name);
+                    conn.as_mut().graceful_shutdown();
+                    draining = true;
+                    force_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                }
+            }
+            _ = sleep_until_opt(force_at) => return,
+        }
+    }
+}
+
+fn idle_deadline(shared: &ConnShared, idle: Option<Duration>) -> Option<tokio::time::Instant> {
+    let idle = idle?;
+    let last = shared.last_activity_ms.load(Ordering::Relaxed);
+    let elapsed = Duration::from_millis(now_ms().saturating_sub(last));
+    Some(tokio::time::Instant::now() + idle.saturating_sub(elapsed).max(Duration::from_millis(100)))
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,105 @@
+//! Per-request handling: virtual host and route lookup, then the route's
+//! action (forward, direct response, redirect), then response headers.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use http::header::{HOST, LOCATION, SERVER};
+use http::{HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::io::ConnShared;
+use super::{ListenerContext, forward, local, request_id};
+use crate::proxy::body::RespBody;
+use crate::proxy::route::action::Action;
+
+static X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
+
+/// The hyper service of one downstream connection.
+pub struct ConnService {
+    pub ctx: Arc<ListenerContext>,
+    pub shared: Arc<ConnShared>,
+    pub request_timeout: Option<Duration>,
+}
+
+impl hyper::service::Service<Request<Incoming>> for ConnService {
+    type Response = Response<RespBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<RespBody>, Infallible>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let ctx = self.ctx.clone();
+        let shared = self.shared.clone();
+        let timeout = self.request_timeout;
+        Box::pin(async move {
+            shared.in_flight.fetch_add(1, Ordering::Relaxed);
+            let mut resp = match timeout {
+                Some(t) => match tokio::time::timeout(t, handle(&ctx, req)).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        ctx.metrics.rq_timeout.inc();
+                        local::reply(StatusCode::REQUEST_TIMEOUT, local::REQUEST_TIMEOUT)
+                    }
+                },
+                None => handle(&ctx, req).await,
+            };
+            shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+            shared.touch();
+            resp.headers_mut()
+                .insert(SERVER, HeaderValue::from_static("weir"));
+            ctx.metrics.response(resp.status().as_u16());
+            Ok(resp)
+        })
+    }
+}
+
+/// Route and serve one request.
+pub async fn handle(ctx: &ListenerContext, req: Request<Incoming>) -> Response<RespBody> {
+    let state = ctx.state.load_full();
+    let (mut parts, body) = req.into_parts();
+    let authority = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| parts.headers.get(HOST).and_then(|h| h.to_str().ok()))
+        .unwrap_or("");
+    let Some(vhost) = state.routes.find_vhost(authority) else {
+        return local::reply(StatusCode::NOT_FOUND, "");
+    };
+    let Some((route, matched)) = vhost.find_route(&parts) else {
+        return local::reply(StatusCode::NOT_FOUND, "");
+    };
+    let mut resp = match &route.action {
+        Action::Direct { status, body } => {
+            let mut r = Response::new(RespBody::local(body.clone()));
+            *r.status_mut() = *status;
+            r
+        }
+        Action::Redirect(rd) => {
+            let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            let loc = rd.location(authority, pq, matched);
+            let mut r = Response::new(RespBody::empty());
+            *r.status_mut() = rd.status;
+            if let Ok(v) = HeaderValue::from_str(&loc) {
+                r.headers_mut().insert(LOCATION, v);
+            }
+            r
+        }
+        Action::Forward(fwd) => {
+            forward::prepare_head(&mut parts, fwd, matched);
+            request_id::ensure(&mut parts.headers);
+            parts
+                .headers
+                .insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+            vhost.request_headers.apply(&mut parts.headers);
+            route.request_headers.apply(&mut parts.headers);
+            forward::forward(fwd, parts, body).await
+        }
+    };
+    route.response_headers.apply(resp.headers_mut());
+    resp
+}

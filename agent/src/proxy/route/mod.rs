@@ -1,0 +1,136 @@
+//! Route tables: virtual hosts matched by authority (exact, `*.suffix`, `*`),
+//! then ordered routes, first match wins.
+
+pub mod action;
+pub mod headers;
+pub mod matcher;
+
+use std::collections::HashMap;
+
+use http::request::Parts;
+
+use self::action::{Action, split_host_port};
+use self::headers::HeaderOps;
+use self::matcher::RouteMatch;
+
+pub struct Route {
+    pub name: Option<String>,
+    pub matcher: RouteMatch,
+    pub action: Action,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+}
+
+pub struct VirtualHost {
+    pub name: String,
+    pub routes: Vec<Route>,
+    pub request_headers: HeaderOps,
+}
+
+#[derive(Default)]
+pub struct RouteTable {
+    exact: HashMap<Box<str>, usize>,
+    /// (".suffix", vhost), longest suffix first.
+    suffixes: Vec<(Box<str>, usize)>,
+    wildcard: Option<usize>,
+    vhosts: Vec<VirtualHost>,
+}
+
+impl RouteTable {
+    /// `domains[i]` are the domains of `vhosts[i]`; earlier entries win on duplicates.
+    pub fn new(vhosts: Vec<(VirtualHost, Vec<String>)>) -> Self {
+        let mut t = Self::default();
+        for (i, (vh, domains)) in vhosts.into_iter().enumerate() {
+            for d in domains {
+                let d = d.to_ascii_lowercase();
+                if d == "*" {
+                    t.wildcard.get_or_insert(i);
+                } else if let Some(s) = d.strip_prefix('*') {
+                    t.suffixes.push((s.into(), i));
+                } else {
+                    t.exact.entry(d.into()).or_insert(i);
+                }
+            }
+            t.vhosts.push(vh);
+        }
+        t.suffixes.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
+        t
+    }
+
+    pub fn vhosts(&self) -> &[VirtualHost] {
+        &self.vhosts
+    }
+
+    /// Virtual host for an authority: exact `host:port`, exact host, the
+    /// longest `*.suffix`, then `*`.
+    pub fn find_vhost(&self, authority: &str) -> Option<&VirtualHost> {
+        let lowered;
+        let host = if authority.bytes().any(|b| b.is_ascii_uppercase()) {
+            lowered = authority.to_ascii_lowercase();
+            lowered.as_str()
+        } else {
+            authority
+        };
+        let idx = self
+            .exact
+            .get(host)
+            .or_else(|| {
+                let (h, port) = split_host_port(host);
+                port.and_then(|_| self.exact.get(h))
+            })
+            .copied()
+            .or_else(|| {
+                let (h, _) = split_host_port(host);
+                self.suffixes
+                    .iter()
+                    .find(|(s, _)| h.len() > s.len() && h.ends_with(&**s))
+                    .map(|(_, i)| *i)
+            })
+            .or(self.wildcard)?;
+        self.vhosts.get(idx)
+    }
+}
+
+impl VirtualHost {
+    /// First matching route and its matched prefix length.
+    pub fn find_route(&self, req: &Parts) -> Option<(&Route, usize)> {
+        self.routes
+            .iter()
+            .find_map(|r| r.matcher.matches(req).map(|n| (r, n)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vh(name: &str) -> VirtualHost {
+        VirtualHost {
+            name: name.into(),
+            routes: vec![],
+            request_headers: HeaderOps::default(),
+        }
+    }
+
+    #[test]
+    fn vhost_selection() {
+        let t = RouteTable::new(vec![
+            (
+                vh("exact"),
+                vec!["films.local".into(), "api.local:8080".into()],
+            ),
+            (vh("suffix"), vec!["*.local".into()]),
+            (vh("longer"), vec!["*.b.local".into()]),
+            (vh("any"), vec!["*".into()]),
+        ]);
+        let f = |h: &str| t.find_vhost(h).map(|v| v.name.clone()).unwrap();
+        assert_eq!(f("films.local"), "exact");
+        assert_eq!(f("FILMS.local:9000"), "exact");
+        assert_eq!(f("api.local:8080"), "exact");
+        assert_eq!(f("api.local:9090"), "suffix");
+        assert_eq!(f("x.b.local"), "longer");
+        assert_eq!(f("other"), "any");
+        let none = RouteTable::new(vec![(vh("exact"), vec!["a".into()])]);
+        assert!(none.find_vhost("b").is_none());
+    }
+}

@@ -1,0 +1,190 @@
+//! The running proxy: listeners by name, clusters by name, the effective
+//! config. `apply` installs a new config atomically per listener (arc-swap
+//! of its route table); in-flight requests keep the snapshot they started with.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::Mutex;
+
+use super::build::{self, BuildError, ClusterMap};
+use super::drain::{self, DrainSignal};
+use super::http::ListenerContext;
+use super::listener::{Listener, ListenerError};
+use super::metrics::Metrics;
+use crate::config::ProxyConfig;
+
+/// How long a removed listener's connections may finish their requests.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error(transparent)]
+    Listener(#[from] ListenerError),
+}
+
+struct RunningListener {
+    configured: SocketAddr,
+    bound: SocketAddr,
+    ctx: Arc<ListenerContext>,
+    drain: DrainSignal,
+}
+
+#[derive(Default)]
+struct State {
+    config: Option<Arc<ProxyConfig>>,
+    clusters: ClusterMap,
+    listeners: HashMap<String, RunningListener>,
+}
+
+pub struct Runtime {
+    pub metrics: Arc<Metrics>,
+    state: Mutex<State>,
+    /// Effective config, for `/config_dump` without taking the lock.
+    pub effective: ArcSwap<Option<Arc<ProxyConfig>>>,
+    started: AtomicBool,
+}
+
+impl Runtime {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics,
+            state: Mutex::new(State::default()),
+            effective: ArcSwap::from_pointee(None),
+            started: AtomicBool::new(false),
+        }
+    }
+
+    /// Build and install `cfg`. On error nothing changes: the old config
+    /// keeps serving.
+    pub async fn apply(&self, cfg: ProxyConfig) -> Result<(), ApplyError> {
+        let mut st = self.state.lock().await;
+        let clusters = build::clusters(&cfg, &st.clusters, &self.metrics)?;
+        let mut states = Vec::new();
+        for (i, l) in cfg.listeners.iter().enumerate() {
+            let path = format!("listeners[{i}] ({})", l.name);
+            states.push(build::listener_state(l, &path, &clusters)?);
+        }
+        // Bind new (or moved) listeners before changing anything.
+        let mut fresh = Vec::new();
+        for (l, s) in cfg.listeners.iter().zip(&mut states) {
+            let keep = st
+                .listeners
+                .get(&l.name)
+                .is_some_and(|r| r.configured == l.address);
+            if keep {
+                continue;
+            }
+            let s = std::mem::replace(s, empty_state());
+            let ctx = Arc::new(ListenerContext {
+                name: l.name.as_str().into(),
+                metrics: self.metrics.listener(&l.name),
+                state: ArcSwap::from_pointee(s),
+            });
+            let (signal, watch) = drain::channel(DRAIN_GRACE);
+            let lis = Listener::bind(l.address, ctx.clone(), watch).await?;
+            let bound = lis.local_addr().unwrap_or(l.address);
+            fresh.push((l.name.clone(), l.address, bound, ctx, signal, lis));
+        }
+        // Commit: swap route tables of kept listeners, start fresh ones, drain removed ones.
+        for (l, s) in cfg.listeners.iter().zip(states) {
+            if let Some(r) = st.listeners.get(&l.name)
+                && r.configured == l.address
+            {
+                r.ctx.state.store(Arc::new(s));
+            }
+        }
+        for (name, configured, bound, ctx, drain, lis) in fresh {
+            if let Some(old) = st.listeners.remove(&name) {
+                old.drain.drain();
+            }
+            log::info!("listener {name}: listening on {bound}");
+            // Machine-readable line for tests and benchmarks.
+            println!("weir: listener {name} listening on {bound}");
+            tokio::spawn(lis.run());
+            st.listeners.insert(
+                name,
+                RunningListener {
+                    configured,
+                    bound,
+                    ctx,
+                    drain,
+                },
+            );
+        }
+        let names: Vec<String> = st
+            .listeners
+            .keys()
+            .filter(|n| !cfg.listeners.iter().any(|l| &&l.name == n))
+            .cloned()
+            .collect();
+        for n in names {
+            if let Some(old) = st.listeners.remove(&n) {
+                log::info!("listener {n}: removed, draining");
+                old.drain.drain();
+            }
+        }
+        st.clusters = clusters;
+        let cfg = Arc::new(cfg);
+        st.config = Some(cfg.clone());
+        self.effective.store(Arc::new(Some(cfg)));
+        self.started.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Ready once a config is installed and every cluster finished its first resolution.
+    pub async fn is_ready(&self) -> bool {
+        if !self.started.load(Ordering::Acquire) {
+            return false;
+        }
+        let st = self.state.lock().await;
+        st.clusters.values().all(|(_, c)| c.is_initialized())
+    }
+
+    /// (name, bound address) of every listener.
+    pub async fn listeners(&self) -> Vec<(String, SocketAddr)> {
+        let st = self.state.lock().await;
+        let mut v: Vec<_> = st
+            .listeners
+            .iter()
+            .map(|(n, r)| (n.clone(), r.bound))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Every cluster, sorted by name.
+    pub async fn clusters(&self) -> Vec<Arc<super::cluster::Cluster>> {
+        let st = self.state.lock().await;
+        let mut v: Vec<_> = st.clusters.values().map(|(_, c)| c.clone()).collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Stop accepting everywhere and let connections finish.
+    pub async fn drain_all(&self) {
+        let st = self.state.lock().await;
+        for r in st.listeners.values() {
+            r.drain.drain();
+        }
+    }
+}
+
+fn empty_state() -> super::http::ListenerState {
+    super::http::ListenerState {
+        routes: Default::default(),
+        settings: super::http::ConnSettings {
+            idle_timeout: None,
+            header_read_timeout: None,
+            request_timeout: None,
+            max_header_bytes: 8192,
+            max_headers: 100,
+        },
+    }
+}

@@ -1,0 +1,93 @@
+//! Per-endpoint pool of idle HTTP/1.1 keep-alive connections (lock-free queue).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+use hyper::client::conn::http1::SendRequest;
+
+use crate::proxy::body::ReqBody;
+
+/// Idle connections kept per endpoint at most.
+pub const MAX_IDLE_PER_ENDPOINT: usize = 256;
+
+pub struct Pool {
+    idle: ArrayQueue<Idle>,
+    idle_timeout: Duration,
+    /// 0 = unlimited.
+    max_requests_per_connection: u32,
+}
+
+struct Idle {
+    tx: SendRequest<ReqBody>,
+    since: Instant,
+    used: u32,
+}
+
+/// A connection checked out of (or new for) a pool; [`Pooled::release`]
+/// puts it back once its response has been read to the end.
+pub struct Pooled {
+    pub tx: SendRequest<ReqBody>,
+    used: u32,
+    pool: Arc<Pool>,
+}
+
+impl Pool {
+    pub fn new(idle_timeout: Duration, max_requests_per_connection: u32) -> Self {
+        Self {
+            idle: ArrayQueue::new(MAX_IDLE_PER_ENDPOINT),
+            idle_timeout,
+            max_requests_per_connection,
+        }
+    }
+
+    /// An idle connection that is still open and not past its idle timeout.
+    pub fn checkout(self: &Arc<Self>) -> Option<Pooled> {
+        while let Some(i) = self.idle.pop() {
+            let expired = !self.idle_timeout.is_zero() && i.since.elapsed() >= self.idle_timeout;
+            if expired || i.tx.is_closed() {
+                continue;
+            }
+            return Some(Pooled {
+                tx: i.tx,
+                used: i.used,
+                pool: self.clone(),
+            });
+        }
+        None
+    }
+
+    /// Wrap a freshly connected sender.
+    pub fn fresh(self: &Arc<Self>, tx: SendRequest<ReqBody>) -> Pooled {
+        Pooled {
+            tx,
+            used: 0,
+            pool: self.clone(),
+        }
+    }
+
+    pub fn idle_count(&self) -> usize {
+        self.idle.len()
+    }
+}
+
+impl Pooled {
+    /// Count one request sent on this connection.
+    pub fn mark_used(&mut self) {
+        self.used = self.used.saturating_add(1);
+    }
+
+    /// Return the connection for reuse (dropped instead when closed, full,
+    /// or past `max_requests_per_connection`).
+    pub fn release(self) {
+        let max = self.pool.max_requests_per_connection;
+        if self.tx.is_closed() || (max != 0 && self.used >= max) {
+            return;
+        }
+        let _ = self.pool.idle.push(Idle {
+            tx: self.tx,
+            since: Instant::now(),
+            used: self.used,
+        });
+    }
+}

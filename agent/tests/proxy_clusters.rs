@@ -1,0 +1,351 @@
+//! Cluster behaviour: retries (and when not to), per-try timeout, outlier
+//! ejection and recovery, circuit breakers, keep-alive pooling, STRICT_DNS.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http_body::Frame;
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+fn config(route: &str, clusters: &str) -> String {
+    format!(
+        r#"listeners:
+  - name: main
+    address: 127.0.0.1:0
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - match: {{prefix: /}}
+            route: {route}
+clusters:
+{clusters}"#
+    )
+}
+
+/// Fails the first `fail` requests with 503, then answers 200 with the body it got.
+async fn flaky(fail: usize) -> Backend {
+    let seen = Arc::new(AtomicUsize::new(0));
+    Backend::start(move |req| {
+        let seen = seen.clone();
+        async move {
+            if seen.fetch_add(1, Ordering::SeqCst) < fail {
+                status(503, "not yet")
+            } else {
+                status(200, &format!("ok:{}", String::from_utf8_lossy(req.body())))
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_5xx_with_buffered_body() {
+    let up = flaky(2).await;
+    let route = "{cluster: up, retry_policy: {retry_on: [5xx], num_retries: 3, retry_back_off: {base_interval: 5ms, max_interval: 20ms}}}";
+    let mut p = Proxy::start(&config(route, &static_cluster("up", &[up.port()], ""))).await;
+    let l = p.listener("main").await;
+    let r = send(
+        &client(),
+        req("POST", &format!("http://{l}/"), &[], "payload"),
+    )
+    .await;
+    assert_eq!((r.status, r.body.as_str()), (200, "ok:payload"));
+    assert_eq!(up.requests(), 3);
+    assert_eq!(
+        p.metric(r#"weir_cluster_upstream_request_retries_total{cluster="up"}"#)
+            .await,
+        2.0
+    );
+    assert_eq!(
+        p.metric(r#"weir_cluster_upstream_requests_total{cluster="up",response_code_class="5xx"}"#)
+            .await,
+        2.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_exhausted_returns_last_response() {
+    let up = flaky(10).await;
+    let route = "{cluster: up, retry_policy: {retry_on: [gateway-error], num_retries: 2, retry_back_off: {base_interval: 1ms, max_interval: 2ms}}}";
+    let mut p = Proxy::start(&config(route, &static_cluster("up", &[up.port()], ""))).await;
+    let l = p.listener("main").await;
+    let r = send(&client(), req("GET", &format!("http://{l}/"), &[], "")).await;
+    assert_eq!((r.status, r.body.as_str()), (503, "not yet"));
+    assert_eq!(up.requests(), 3);
+}
+
+/// A streamed (chunked) request body is never retried: the bytes already went upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_body_is_not_retried() {
+    let up = flaky(1).await;
+    let route = "{cluster: up, retry_policy: {retry_on: [5xx], num_retries: 3}}";
+    let mut p = Proxy::start(&config(route, &static_cluster("up", &[up.port()], ""))).await;
+    let l = p.listener("main").await;
+    let c = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Chunks>();
+    let body = Chunks(
+        [&b"ab"[..], b"cd"]
+            .into_iter()
+            .map(Bytes::from_static)
+            .collect(),
+    );
+    let r = c
+        .request(
+            http::Request::post(format!("http://{l}/"))
+                .body(body)
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(up.requests(), 1);
+}
+
+/// A body of unknown length, so it goes out chunked.
+struct Chunks(VecDeque<Bytes>);
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Poll::Ready(self.get_mut().0.pop_front().map(|b| Ok(Frame::data(b))))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_failure_retried_on_another_endpoint() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let up = Backend::named("alive").await;
+    let route = "{cluster: up, retry_policy: {retry_on: [connect-failure], num_retries: 2, retry_back_off: {base_interval: 1ms, max_interval: 2ms}}}";
+    let mut p = Proxy::start(&config(
+        route,
+        &static_cluster("up", &[dead, up.port()], ""),
+    ))
+    .await;
+    let l = p.listener("main").await;
+    let c = client();
+    for _ in 0..4 {
+        let r = send(&c, req("GET", &format!("http://{l}/"), &[], "")).await;
+        assert_eq!((r.status, r.body.as_str()), (200, "alive"));
+    }
+    assert!(
+        p.metric(r#"weir_cluster_upstream_connect_failures_total{cluster="up"}"#)
+            .await
+            >= 1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_try_timeout_then_retry_succeeds() {
+    let seen = Arc::new(AtomicUsize::new(0));
+    let up = Backend::start(move |_| {
+        let seen = seen.clone();
+        async move {
+            if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            status(200, "fast")
+        }
+    })
+    .await;
+    let route = "{cluster: up, timeout: 3s, retry_policy: {retry_on: [5xx], num_retries: 1, per_try_timeout: 200ms, retry_back_off: {base_interval: 1ms, max_interval: 2ms}}}";
+    let mut p = Proxy::start(&config(route, &static_cluster("up", &[up.port()], ""))).await;
+    let l = p.listener("main").await;
+    let r = send(&client(), req("GET", &format!("http://{l}/"), &[], "")).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "fast"));
+    assert!(r.elapsed < Duration::from_secs(1), "{:?}", r.elapsed);
+    assert_eq!(
+        p.metric(r#"weir_cluster_upstream_request_per_try_timeouts_total{cluster="up"}"#)
+            .await,
+        1.0
+    );
+}
+
+/// Consecutive 5xx eject one endpoint; traffic goes to the healthy one until the back-off ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outlier_ejection_and_return() {
+    let bad = Backend::start(|_| async { status(500, "bad") }).await;
+    let good = Backend::named("good").await;
+    let outlier = "    outlier_detection: {consecutive_5xx: 3, base_ejection_time: 1s, max_ejection_percent: 50}\n";
+    let mut p = Proxy::start(&config(
+        "{cluster: up}",
+        &static_cluster("up", &[bad.port(), good.port()], outlier),
+    ))
+    .await;
+    let l = p.listener("main").await;
+    let c = client();
+    for _ in 0..6 {
+        send(&c, req("GET", &format!("http://{l}/"), &[], "")).await;
+    }
+    assert_eq!(bad.requests(), 3);
+    assert_eq!(
+        p.metric(r#"weir_cluster_outlier_ejections_total{cluster="up"}"#)
+            .await,
+        1.0
+    );
+    for _ in 0..10 {
+        assert_eq!(
+            send(&c, req("GET", &format!("http://{l}/"), &[], ""))
+                .await
+                .body,
+            "good"
+        );
+    }
+    let (_, json) = p.admin_get("/clusters?format=json").await;
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let eps = v["clusters"][0]["endpoints"].as_array().unwrap();
+    assert_eq!(
+        eps.iter().filter(|e| e["healthy"] == false).count(),
+        1,
+        "{json}"
+    );
+    // After the ejection time the endpoint takes traffic again.
+    let before = bad.requests();
+    eventually(
+        "ejected endpoint back in rotation",
+        Duration::from_secs(5),
+        || {
+            let c = c.clone();
+            let bad = &bad;
+            async move {
+                send(&c, req("GET", &format!("http://{l}/"), &[], "")).await;
+                bad.requests() > before
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circuit_breaker_max_requests_overflows_with_503() {
+    let slow = Backend::start(|_| async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        status(200, "slow")
+    })
+    .await;
+    let cb = "    circuit_breakers: {max_requests: 1}\n";
+    let mut p = Proxy::start(&config(
+        "{cluster: up}",
+        &static_cluster("up", &[slow.port()], cb),
+    ))
+    .await;
+    let l = p.listener("main").await;
+    let c = client();
+    let first = tokio::spawn({
+        let c = c.clone();
+        async move {
+            send(&c, req("GET", &format!("http://{l}/"), &[], ""))
+                .await
+                .status
+        }
+    });
+    eventually(
+        "first request in flight",
+        Duration::from_secs(5),
+        || async { slow.requests() == 1 },
+    )
+    .await;
+    let r = send(&c, req("GET", &format!("http://{l}/"), &[], "")).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.headers["x-weir-overloaded"], "true");
+    assert_eq!(first.await.unwrap(), 200);
+    assert_eq!(
+        p.metric(
+            r#"weir_cluster_circuit_breaker_overflows_total{breaker="requests",cluster="up"}"#
+        )
+        .await,
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_kept_alive_and_limited() {
+    let up = Backend::named("up").await;
+    let extra = "    upstream_http: {max_requests_per_connection: 10}\n";
+    let mut p = Proxy::start(&config(
+        "{cluster: up}",
+        &static_cluster("up", &[up.port()], extra),
+    ))
+    .await;
+    let l = p.listener("main").await;
+    let c = client();
+    for _ in 0..50 {
+        assert_eq!(
+            send(&c, req("GET", &format!("http://{l}/"), &[], ""))
+                .await
+                .status,
+            200
+        );
+    }
+    assert_eq!(up.requests(), 50);
+    assert_eq!(up.connections(), 5, "10 requests per pooled connection");
+    assert_eq!(
+        p.metric(r#"weir_cluster_upstream_connections_total{cluster="up"}"#)
+            .await,
+        5.0
+    );
+}
+
+/// STRICT_DNS: every address of the name is an endpoint (here `localhost`, IPv4 only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_dns_cluster_resolves_and_counts() {
+    let up = Backend::named("dns").await;
+    let cluster = format!(
+        "  - name: up\n    type: STRICT_DNS\n    dns_lookup_family: V4_ONLY\n    dns_refresh_rate: 200ms\n    endpoints: [{{address: localhost, port: {}}}]\n",
+        up.port()
+    );
+    let mut p = Proxy::start(&config("{cluster: up}", &cluster)).await;
+    let l = p.listener("main").await;
+    assert_eq!(get(&format!("http://{l}/")).await, (200, "dns".into()));
+    assert!(
+        p.metric(r#"weir_dns_query_attempts_total{cluster="up"}"#)
+            .await
+            >= 1.0
+    );
+    assert!(
+        p.metric(r#"weir_dns_query_successes_total{cluster="up"}"#)
+            .await
+            >= 1.0
+    );
+    assert_eq!(
+        p.metric(r#"weir_dns_hosts_added_total{cluster="up"}"#)
+            .await,
+        1.0
+    );
+    // re-resolved on the interval, hosts not added twice
+    eventually("second resolution", Duration::from_secs(5), || async {
+        p.metric(r#"weir_dns_query_attempts_total{cluster="up"}"#)
+            .await
+            >= 2.0
+    })
+    .await;
+    assert_eq!(
+        p.metric(r#"weir_dns_hosts_added_total{cluster="up"}"#)
+            .await,
+        1.0
+    );
+    let (_, clusters) = p.admin_get("/clusters").await;
+    assert!(
+        clusters.contains(&format!(
+            "up::127.0.0.1:{}::health_flags::healthy",
+            up.port()
+        )),
+        "{clusters}"
+    );
+}

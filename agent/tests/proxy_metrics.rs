@@ -1,0 +1,263 @@
+//! Metrics: Envoy meanings under Prometheus names; `promtool check metrics`
+//! accepts the exposition; a real Prometheus server scrapes it.
+//!
+//! `promtool` and `prometheus` come from the Debian package `prometheus`
+//! (`apt-get install -y prometheus`; `cargo xtask test` installs it). Without
+//! them the two tests that need them fail and say so.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+fn config(a: u16, dead: u16) -> String {
+    format!(
+        r#"listeners:
+  - name: main
+    address: 127.0.0.1:0
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - {{match: {{prefix: /dead}}, route: {{cluster: dead}}}}
+          - {{match: {{prefix: /a}}, route: {{cluster: a}}}}
+clusters:
+{}
+{}"#,
+        static_cluster("a", &[a], ""),
+        static_cluster("dead", &[dead], "")
+    )
+}
+
+async fn setup() -> (Proxy, Backend, std::net::SocketAddr) {
+    let a = Backend::named("a").await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut p = Proxy::start(&config(a.port(), dead)).await;
+    let l = p.listener("main").await;
+    (p, a, l)
+}
+
+fn require(bin: &str) -> String {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {bin}"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success());
+    match found {
+        Some(o) => String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        None => panic!(
+            "`{bin}` not found in PATH: install the Debian package `prometheus` \
+             (apt-get update && apt-get install -y prometheus); `cargo xtask test` installs it"
+        ),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_with_envoy_meanings() {
+    let (p, _a, l) = setup().await;
+    let c = client();
+    for _ in 0..3 {
+        assert_eq!(
+            send(&c, req("GET", &format!("http://{l}/a"), &[], ""))
+                .await
+                .status,
+            200
+        );
+    }
+    assert_eq!(
+        send(&c, req("POST", &format!("http://{l}/a"), &[], "12345"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        send(&c, req("GET", &format!("http://{l}/none"), &[], ""))
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        send(&c, req("GET", &format!("http://{l}/dead"), &[], ""))
+            .await
+            .status,
+        503
+    );
+    let m = p.metrics().await;
+    let v = |s: &str| metric_value(&m, s);
+    assert_eq!(
+        v(r#"weir_http_downstream_requests_total{listener="main",response_code_class="2xx"}"#),
+        4.0
+    );
+    assert_eq!(
+        v(r#"weir_http_downstream_requests_total{listener="main",response_code_class="4xx"}"#),
+        1.0
+    );
+    assert_eq!(
+        v(r#"weir_http_downstream_requests_total{listener="main",response_code_class="5xx"}"#),
+        1.0
+    );
+    assert_eq!(
+        v(r#"weir_cluster_upstream_requests_total{cluster="a",response_code_class="2xx"}"#),
+        4.0
+    );
+    assert_eq!(
+        v(r#"weir_cluster_upstream_requests_total{cluster="dead",response_code_class="5xx"}"#),
+        1.0
+    );
+    assert_eq!(
+        v(r#"weir_cluster_upstream_request_duration_seconds_count{cluster="a"}"#),
+        4.0
+    );
+    assert_eq!(
+        v(r#"weir_cluster_upstream_request_duration_seconds_bucket{cluster="a",le="+Inf"}"#),
+        4.0
+    );
+    assert_eq!(
+        v(r#"weir_cluster_upstream_connect_failures_total{cluster="dead"}"#),
+        1.0
+    );
+    assert_eq!(
+        v(r#"weir_cluster_upstream_connections_total{cluster="a"}"#),
+        1.0
+    );
+    assert_eq!(
+        v(r#"weir_cluster_upstream_connections_active{cluster="a"}"#),
+        1.0
+    );
+    assert_eq!(
+        v(r#"weir_cluster_upstream_sent_bytes_total{cluster="a"}"#),
+        5.0
+    );
+    assert!(v(r#"weir_cluster_upstream_received_bytes_total{cluster="a"}"#) >= 4.0);
+    assert!(v(r#"weir_http_downstream_received_bytes_total{listener="main"}"#) > 100.0);
+    assert!(v(r#"weir_http_downstream_sent_bytes_total{listener="main"}"#) > 100.0);
+    assert!(v(r#"weir_http_downstream_connections_total{listener="main"}"#) >= 1.0);
+    assert!(v(r#"weir_http_downstream_connections_active{listener="main"}"#) >= 1.0);
+    for line in m.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        assert!(line.starts_with("weir_"), "{line}");
+    }
+    assert!(m.contains("# TYPE weir_cluster_upstream_request_duration_seconds histogram"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promtool_accepts_the_exposition() {
+    let promtool = require("promtool");
+    let (p, _a, l) = setup().await;
+    get(&format!("http://{l}/a")).await;
+    get(&format!("http://{l}/dead")).await;
+    let text = p.metrics().await;
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn promtool");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A Prometheus server started by the test; killed by PID on drop.
+struct PromServer(Child);
+
+impl Drop for PromServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_and_queries() {
+    let prometheus = require("prometheus");
+    let (p, _a, l) = setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: weir\n    metrics_path: /stats/prometheus\n    static_configs:\n      - targets: ['{}']\n",
+            p.admin
+        ),
+    )
+    .unwrap();
+    let log_path = dir.path().join("prometheus.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = Command::new(prometheus)
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg("--web.listen-address=127.0.0.1:0")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn prometheus");
+    let _server = PromServer(child);
+    // The bound port is in the log line `msg="Listening on" address=127.0.0.1:PORT`.
+    let mut addr = String::new();
+    eventually("prometheus listening", Duration::from_secs(30), || {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let found = text
+            .lines()
+            .find(|l| l.contains("msg=\"Listening on\""))
+            .and_then(|l| l.split("address=").nth(1))
+            .map(|a| a.trim().to_string());
+        if let Some(a) = found {
+            addr = a;
+        }
+        let ok = !addr.is_empty();
+        async move { ok }
+    })
+    .await;
+    let c = client();
+    for _ in 0..7 {
+        assert_eq!(
+            send(&c, req("GET", &format!("http://{l}/a"), &[], ""))
+                .await
+                .status,
+            200
+        );
+    }
+    let query = "weir_http_downstream_requests_total%7Blistener%3D%22main%22%2Cresponse_code_class%3D%222xx%22%7D";
+    let url = format!("http://{addr}/api/v1/query?query={query}");
+    let last = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    eventually(
+        "prometheus query returns 7",
+        Duration::from_secs(30),
+        || {
+            let url = url.clone();
+            let last = last.clone();
+            async move {
+                let (status, body) = get(&url).await;
+                let ok =
+                    status == 200 && body.contains(r#""value":["#) && body.contains(r#","7"]"#);
+                *last.lock().unwrap() = body;
+                ok
+            }
+        },
+    )
+    .await;
+    let last = last.lock().unwrap().clone();
+    assert!(last.contains(r#""job":"weir""#), "{last}");
+}
