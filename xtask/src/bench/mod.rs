@@ -6,6 +6,7 @@
 //! memory, with ratios; the table goes into `docs/benchmarks.md`.
 
 mod configs;
+mod counters;
 mod docs;
 mod load;
 mod measure;
@@ -132,6 +133,7 @@ fn proxy(root: &Path, args: &ProxyArgs) -> Result<()> {
     for proxy in &proxies {
         let tree = measure::process_tree(proxy.proc.pid());
         memory.push((proxy.kind, measure::memory(&tree)?));
+        check_counted(proxy, &samples)?;
     }
     drop(proxies);
     drop(backend);
@@ -188,6 +190,27 @@ fn measure_run(proxy: &Proxy, load: &Load<'_>, round: u32) -> Result<Sample> {
         wrk,
         cpu: after.saturating_sub(before),
     })
+}
+
+/// The proxy's own metrics must have seen at least the requests wrk completed.
+fn check_counted(proxy: &Proxy, samples: &[Sample]) -> Result<()> {
+    let completed: u64 = samples
+        .iter()
+        .filter(|s| s.kind == proxy.kind)
+        .map(|s| s.wrk.requests)
+        .sum();
+    let counted = counters::requests_counted(proxy)?;
+    println!(
+        "xtask: {} counted {counted} requests in its metrics; wrk completed {completed} in the measured runs",
+        proxy.kind.name()
+    );
+    if counted < completed {
+        anyhow::bail!(
+            "{} counted fewer requests ({counted}) than wrk completed ({completed}): the load did not go through it",
+            proxy.kind.name()
+        );
+    }
+    Ok(())
 }
 
 fn print_sample(s: &Sample, rounds: u32) {

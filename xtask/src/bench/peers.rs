@@ -137,6 +137,8 @@ pub struct Proxy {
     pub kind: Kind,
     pub proc: Proc,
     pub url: String,
+    /// weir's admin listener, Envoy's admin, nginx's stub_status server.
+    pub admin: SocketAddr,
 }
 
 /// Starts the backend: nginx as a separate single process, not measured.
@@ -230,6 +232,7 @@ pub fn start_proxy(kind: Kind, tools: &Tools, dir: &Path, backend: u16) -> Resul
         kind,
         proc,
         url: format!("http://{listener}{LOAD_PATH}"),
+        admin,
     })
 }
 
@@ -257,11 +260,11 @@ fn wait_until(proc: &mut Proc, log: &Path, mut ready: impl FnMut() -> bool) -> R
 }
 
 fn serves_backend_body(addr: SocketAddr, path: &str) -> bool {
-    http_get(addr, path).is_ok_and(|(status, body)| status == 200 && body.ends_with(BACKEND_BODY))
+    http_get(addr, path).is_ok_and(|(status, body)| status == 200 && body == BACKEND_BODY)
 }
 
-/// A one-shot HTTP/1.1 GET with `Connection: close`; returns status and the
-/// whole response text.
+/// A one-shot HTTP/1.1 GET with `Connection: close`; returns the status and
+/// the body (de-chunked when the server chunked it).
 pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
     let timeout = Duration::from_secs(2);
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
@@ -272,11 +275,65 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )?;
     let mut response = String::new();
-    stream.take(1 << 20).read_to_string(&mut response)?;
-    let status = response
+    stream.take(16 << 20).read_to_string(&mut response)?;
+    parse_response(&response).with_context(|| format!("response from {addr}{path}"))
+}
+
+fn parse_response(response: &str) -> Result<(u16, String)> {
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("no end of headers in {response:?}"))?;
+    let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .with_context(|| format!("no status line from {addr}: {response:?}"))?;
-    Ok((status, response))
+        .with_context(|| format!("no status line in {head:?}"))?;
+    let chunked = head.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    if !chunked {
+        return Ok((status, body.to_owned()));
+    }
+    let mut out = String::new();
+    let mut rest = body;
+    // Each pass consumes one chunk; the body is finite, so this ends.
+    loop {
+        let (size, after) = rest.split_once("\r\n").context("truncated chunk size")?;
+        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)
+            .with_context(|| format!("bad chunk size {size:?}"))?;
+        if size == 0 {
+            return Ok((status, out));
+        }
+        let chunk = after.get(..size).context("truncated chunk")?;
+        out.push_str(chunk);
+        rest = after[size..]
+            .strip_prefix("\r\n")
+            .context("no CRLF after chunk")?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_and_chunked_responses() {
+        let plain = "HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nabc";
+        assert_eq!(parse_response(plain).unwrap(), (200, "abc".to_owned()));
+        let chunked = "HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n\
+                       4\r\nLIVE\r\n2\r\n\n!\r\n0\r\n\r\n";
+        assert_eq!(
+            parse_response(chunked).unwrap(),
+            (503, "LIVE\n!".to_owned())
+        );
+        assert!(parse_response("HTTP/1.1 200 OK\r\n").is_err());
+    }
+
+    #[test]
+    fn a_free_port_can_be_bound() {
+        let port = free_port().unwrap();
+        assert_ne!(port, 0);
+        TcpListener::bind(("127.0.0.1", port)).unwrap();
+    }
 }
