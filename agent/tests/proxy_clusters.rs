@@ -349,3 +349,123 @@ async fn strict_dns_cluster_resolves_and_counts() {
         "{clusters}"
     );
 }
+
+/// At `max_connections`, requests wait as pending for a connection to come
+/// back; beyond `max_pending_requests` they overflow with 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_queues_pending_requests() {
+    let slow = || {
+        Backend::start(|_| async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            status(200, "slow")
+        })
+    };
+    let (a, b) = (slow().await, slow().await);
+    let cfg = format!(
+        r#"listeners:
+  - name: main
+    address: 127.0.0.1:0
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - {{match: {{prefix: /a}}, route: {{cluster: a}}}}
+          - {{match: {{prefix: /b}}, route: {{cluster: b}}}}
+clusters:
+{}
+{}"#,
+        static_cluster(
+            "a",
+            &[a.port()],
+            "    circuit_breakers: {max_connections: 1, max_pending_requests: 4}\n"
+        ),
+        static_cluster(
+            "b",
+            &[b.port()],
+            "    circuit_breakers: {max_connections: 1, max_pending_requests: 1}\n"
+        ),
+    );
+    let mut p = Proxy::start(&cfg).await;
+    let l = p.listener("main").await;
+    let c = client();
+    let spawn = |path: &'static str| {
+        let c = c.clone();
+        tokio::spawn(async move {
+            send(&c, req("GET", &format!("http://{l}{path}"), &[], ""))
+                .await
+                .status
+        })
+    };
+    // three at once over one allowed connection: all served, in turn
+    let tasks: Vec<_> = (0..3).map(|_| spawn("/a")).collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    assert_eq!(statuses, [200, 200, 200]);
+    assert_eq!(
+        a.connections(),
+        1,
+        "one upstream connection, reused in turn"
+    );
+    assert!(
+        p.metric(
+            r#"weir_cluster_circuit_breaker_overflows_total{breaker="connections",cluster="a"}"#
+        )
+        .await
+            >= 1.0
+    );
+
+    // one in flight holds the connection; of three more, one may wait, two overflow
+    let first = spawn("/b");
+    eventually(
+        "first request in flight",
+        Duration::from_secs(5),
+        || async { b.requests() == 1 },
+    )
+    .await;
+    let tasks: Vec<_> = (0..3).map(|_| spawn("/b")).collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    statuses.sort();
+    assert_eq!(statuses, [200, 503, 503]);
+    assert_eq!(first.await.unwrap(), 200);
+    assert_eq!(
+        p.metric(r#"weir_cluster_circuit_breaker_overflows_total{breaker="pending",cluster="b"}"#)
+            .await,
+        2.0
+    );
+}
+
+/// Pooled connections idle longer than `upstream_http.idle_timeout` are closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_upstream_connections_are_closed() {
+    let up = Backend::named("up").await;
+    let extra = "    upstream_http: {idle_timeout: 300ms}\n";
+    let mut p = Proxy::start(&config(
+        "{cluster: up}",
+        &static_cluster("up", &[up.port()], extra),
+    ))
+    .await;
+    let l = p.listener("main").await;
+    assert_eq!(get(&format!("http://{l}/")).await.0, 200);
+    assert_eq!(
+        p.metric(r#"weir_cluster_upstream_connections_active{cluster="up"}"#)
+            .await,
+        1.0
+    );
+    eventually(
+        "idle upstream connection closed",
+        Duration::from_secs(5),
+        || async {
+            p.metric(r#"weir_cluster_upstream_connections_active{cluster="up"}"#)
+                .await
+                == 0.0
+        },
+    )
+    .await;
+    assert_eq!(get(&format!("http://{l}/")).await.0, 200);
+    assert_eq!(up.connections(), 2);
+}

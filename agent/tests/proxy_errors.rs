@@ -174,6 +174,13 @@ async fn malformed_request_is_400_and_harms_no_other_connection() {
     good.write_all(ask).await.unwrap();
     let n = good.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    assert_eq!(
+        p.metric(
+            r#"weir_http_downstream_requests_total{listener="main",response_code_class="4xx"}"#
+        )
+        .await,
+        3.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,6 +213,13 @@ async fn header_limits_give_431() {
         .unwrap();
     let (resp, _) = read_until_close(&mut s, Duration::from_secs(5)).await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp:?}");
+    assert_eq!(
+        p.metric(
+            r#"weir_http_downstream_requests_total{listener="main",response_code_class="4xx"}"#
+        )
+        .await,
+        2.0
+    );
 }
 
 /// A slowloris client trickling its headers is cut off by the header-read timeout.

@@ -389,3 +389,32 @@ async fn request_id_added_or_kept_and_passed_on() {
     assert_eq!(r3.headers["x-echo-x-request-id"], "client-id-1");
     assert_eq!(r3.headers.get_all("x-echo-x-request-id").iter().count(), 1);
 }
+
+/// `--workers 1` (the benchmark setting) serves many concurrent clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_worker_serves_concurrent_clients() {
+    let a = Backend::named("a").await;
+    let vhosts = "      - name: all\n        domains: [\"*\"]\n        routes: [{match: {prefix: /}, route: {cluster: a}}]\n";
+    let mut p = Proxy::start_with(
+        &one_listener(vhosts, &static_cluster("a", &[a.port()], "")),
+        &["--workers", "1"],
+    )
+    .await;
+    let l = p.listener("main").await;
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            for _ in 0..50 {
+                let r = send(&c, req("GET", &format!("http://{l}/"), &[], "")).await;
+                assert_eq!((r.status, r.body.as_str()), (200, "a"));
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(a.requests(), 800);
+    let (_, dump) = p.admin_get("/config_dump").await;
+    assert!(dump.contains("\"listeners\""), "{dump}");
+}

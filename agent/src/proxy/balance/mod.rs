@@ -68,7 +68,7 @@ mod tests {
             .map(|i| {
                 Arc::new(Endpoint::new(
                     ([127, 0, 0, 1], 1000 + i).into(),
-                    Pool::new(Duration::from_secs(1), 0),
+                    Pool::new(Duration::from_secs(1), 0, 8, Default::default()),
                 ))
             })
             .collect()

@@ -64,7 +64,7 @@ async fn resolve_once(c: &Arc<Cluster>, targets: &[(String, u16)], family: Famil
         .map(|a| {
             by_addr.remove(a).unwrap_or_else(|| {
                 added += 1;
-                Arc::new(new_endpoint(*a, &c.params))
+                Arc::new(new_endpoint(*a, &c.params, &c.freed))
             })
         })
         .collect();

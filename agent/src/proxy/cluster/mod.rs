@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
 use self::breaker::Breaker;
@@ -62,8 +63,11 @@ pub struct Cluster {
     pub outlier: Option<OutlierPolicy>,
     pub metrics: ClusterMetrics,
     pub params: ClusterParams,
+    /// Notified when an upstream connection is released or closes.
+    pub freed: Arc<Notify>,
     initialized: AtomicBool,
     dns_task: std::sync::Mutex<Option<AbortHandle>>,
+    sweep_task: std::sync::Mutex<Option<AbortHandle>>,
 }
 
 impl Cluster {
@@ -71,10 +75,11 @@ impl Cluster {
     /// (must be called inside the runtime).
     pub fn new(params: ClusterParams, metrics: ClusterMetrics) -> Arc<Self> {
         let [cx, pending, rq, retries] = params.limits;
+        let freed = Arc::new(Notify::new());
         let initial = match &params.discovery {
             Discovery::Static(addrs) => addrs
                 .iter()
-                .map(|a| Arc::new(new_endpoint(*a, &params)))
+                .map(|a| Arc::new(new_endpoint(*a, &params, &freed)))
                 .collect(),
             Discovery::StrictDns { .. } => Vec::new(),
         };
@@ -88,7 +93,9 @@ impl Cluster {
             metrics,
             initialized: AtomicBool::new(matches!(params.discovery, Discovery::Static(_))),
             dns_task: std::sync::Mutex::new(None),
+            sweep_task: std::sync::Mutex::new(None),
             params,
+            freed,
         });
         if let Discovery::StrictDns {
             targets,
@@ -106,7 +113,30 @@ impl Cluster {
                 *slot = Some(h.abort_handle());
             }
         }
+        c.spawn_sweeper();
         c
+    }
+
+    /// Close pooled connections idle longer than `upstream_http.idle_timeout`.
+    fn spawn_sweeper(self: &Arc<Self>) {
+        let idle = self.params.idle_timeout;
+        if idle.is_zero() {
+            return;
+        }
+        let every = (idle / 2).clamp(Duration::from_millis(100), Duration::from_secs(30));
+        let weak = Arc::downgrade(self);
+        let h = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(c) = weak.upgrade() else { return };
+                for e in c.endpoints.load().iter() {
+                    e.pool.sweep();
+                }
+            }
+        });
+        if let Ok(mut slot) = self.sweep_task.lock() {
+            *slot = Some(h.abort_handle());
+        }
     }
 
     /// True once the first endpoint resolution has finished (success or not).
@@ -150,19 +180,24 @@ impl Cluster {
     }
 }
 
-pub(crate) fn new_endpoint(addr: SocketAddr, p: &ClusterParams) -> Endpoint {
-    Endpoint::new(
-        addr,
-        Pool::new(p.idle_timeout, p.max_requests_per_connection),
-    )
+pub(crate) fn new_endpoint(addr: SocketAddr, p: &ClusterParams, freed: &Arc<Notify>) -> Endpoint {
+    let pool = Pool::new(
+        p.idle_timeout,
+        p.max_requests_per_connection,
+        p.limits[0] as usize,
+        freed.clone(),
+    );
+    Endpoint::new(addr, pool)
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if let Ok(mut slot) = self.dns_task.lock()
-            && let Some(h) = slot.take()
-        {
-            h.abort();
+        for task in [&self.dns_task, &self.sweep_task] {
+            if let Ok(mut slot) = task.lock()
+                && let Some(h) = slot.take()
+            {
+                h.abort();
+            }
         }
     }
 }

@@ -16,7 +16,7 @@ use super::local;
 use crate::proxy::body::{ReqBody, RespBody};
 use crate::proxy::cluster::Cluster;
 use crate::proxy::cluster::breaker::Limit;
-use crate::proxy::cluster::endpoint::ActiveRequest;
+use crate::proxy::cluster::endpoint::{ActiveRequest, Endpoint};
 use crate::proxy::cluster::outlier::Outcome;
 use crate::proxy::metrics::GaugeGuard;
 use crate::proxy::retry::{Failure, MAX_RETRY_BODY_BYTES};
@@ -282,6 +282,45 @@ fn downstream_response(
     Response::from_parts(parts, body)
 }
 
+/// No idle connection: open one, or, at `max_connections`, wait (as a
+/// pending request, within `max_pending_requests`) until one is released to
+/// this endpoint's pool or closed anywhere in the cluster. The try's timeout
+/// bounds the wait.
+async fn new_or_freed(
+    cluster: &Arc<Cluster>,
+    ep: &Arc<Endpoint>,
+) -> Result<(Pooled, bool), TryError> {
+    let m = &cluster.metrics;
+    let Some(_pending) = cluster.breaker.try_acquire(Limit::Pending) else {
+        m.overflow_pending.inc();
+        return Err(TryError::Overflow);
+    };
+    let mut counted = false;
+    loop {
+        let mut freed = std::pin::pin!(cluster.freed.notified());
+        freed.as_mut().enable();
+        if let Some(c) = ep.pool.checkout() {
+            return Ok((c, true));
+        }
+        if let Some(cx_permit) = cluster.breaker.try_acquire(Limit::Connections) {
+            let notify = cluster.freed.clone();
+            return match connect(ep.addr, cluster.connect_timeout, cx_permit, notify, m).await {
+                Ok(tx) => Ok((ep.pool.fresh(tx), false)),
+                Err(e) => {
+                    log::debug!("cluster {}: {e}", cluster.name);
+                    cluster.record(ep, Outcome::LocalFailure);
+                    Err(TryError::Connect)
+                }
+            };
+        }
+        if !counted {
+            m.overflow_connections.inc();
+            counted = true;
+        }
+        freed.await;
+    }
+}
+
 /// One try: breaker, endpoint, connection, send.
 async fn try_once(
     cluster: &Arc<Cluster>,
@@ -302,26 +341,7 @@ async fn try_once(
     loop {
         let (mut conn, reused) = match ep.pool.checkout() {
             Some(c) => (c, true),
-            None => {
-                let Some(pending) = cluster.breaker.try_acquire(Limit::Pending) else {
-                    m.overflow_pending.inc();
-                    return Err(TryError::Overflow);
-                };
-                let Some(cx_permit) = cluster.breaker.try_acquire(Limit::Connections) else {
-                    m.overflow_connections.inc();
-                    return Err(TryError::Overflow);
-                };
-                let r = connect(ep.addr, cluster.connect_timeout, cx_permit, m).await;
-                drop(pending);
-                match r {
-                    Ok(tx) => (ep.pool.fresh(tx), false),
-                    Err(e) => {
-                        log::debug!("cluster {}: {e}", cluster.name);
-                        cluster.record(ep, Outcome::LocalFailure);
-                        return Err(TryError::Connect);
-                    }
-                }
-            }
+            None => new_or_freed(cluster, ep).await?,
         };
         if conn.tx.ready().await.is_err() {
             if reused {

@@ -92,6 +92,9 @@ where
                 if let Err(e) = r {
                     if e.is_timeout() {
                         ctx.metrics.rq_timeout.inc();
+                    } else if e.is_parse() {
+                        // hyper answered 400/414/431 for a malformed or oversized head
+                        ctx.metrics.response(if e.is_parse_too_large() { 431 } else { 400 });
                     }
                     log::debug!("listener {}: connection closed: {e}", ctx.name);
                 }

@@ -5,14 +5,18 @@ use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 use hyper::client::conn::http1::SendRequest;
+use tokio::sync::Notify;
 
 use crate::proxy::body::ReqBody;
 
-/// Idle connections kept per endpoint at most.
-pub const MAX_IDLE_PER_ENDPOINT: usize = 256;
+/// Idle connections kept per endpoint at most (also bounded by the
+/// cluster's `max_connections`).
+pub const MAX_IDLE_PER_ENDPOINT: usize = 4096;
 
 pub struct Pool {
     idle: ArrayQueue<Idle>,
+    /// Notified when a connection comes back (the cluster's "freed" signal).
+    freed: Arc<Notify>,
     idle_timeout: Duration,
     /// 0 = unlimited.
     max_requests_per_connection: u32,
@@ -33,9 +37,15 @@ pub struct Pooled {
 }
 
 impl Pool {
-    pub fn new(idle_timeout: Duration, max_requests_per_connection: u32) -> Self {
+    pub fn new(
+        idle_timeout: Duration,
+        max_requests_per_connection: u32,
+        max_idle: usize,
+        freed: Arc<Notify>,
+    ) -> Self {
         Self {
-            idle: ArrayQueue::new(MAX_IDLE_PER_ENDPOINT),
+            freed,
+            idle: ArrayQueue::new(max_idle.clamp(1, MAX_IDLE_PER_ENDPOINT)),
             idle_timeout,
             max_requests_per_connection,
         }
@@ -66,6 +76,22 @@ impl Pool {
         }
     }
 
+    /// Close idle connections past the idle timeout. The queue is FIFO, so
+    /// the oldest are at the front; the first live one is put back.
+    pub fn sweep(&self) {
+        if self.idle_timeout.is_zero() {
+            return;
+        }
+        for _ in 0..self.idle.len() {
+            let Some(i) = self.idle.pop() else { return };
+            if i.tx.is_closed() || i.since.elapsed() >= self.idle_timeout {
+                continue;
+            }
+            let _ = self.idle.push(i);
+            return;
+        }
+    }
+
     pub fn idle_count(&self) -> usize {
         self.idle.len()
     }
@@ -84,10 +110,14 @@ impl Pooled {
         if self.tx.is_closed() || (max != 0 && self.used >= max) {
             return;
         }
-        let _ = self.pool.idle.push(Idle {
+        let idle = Idle {
             tx: self.tx,
             since: Instant::now(),
             used: self.used,
-        });
+        };
+        if self.pool.idle.push(idle).is_ok() {
+            // wake one request waiting at max_connections
+            self.pool.freed.notify_one();
+        }
     }
 }
