@@ -318,3 +318,34 @@ async fn request_timeout_on_slow_body_is_408() {
         1.0
     );
 }
+
+/// The header-read clock runs only while a head is arriving: a keep-alive
+/// connection idle longer than `request_headers` (but within `idle`) stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_outlives_header_timeout() {
+    let up = Backend::named("up").await;
+    let timeouts = "    timeouts: {request_headers: 300ms, idle: 10s}\n";
+    let mut p = Proxy::start(&config(
+        timeouts,
+        "",
+        &static_cluster("up", &[up.port()], ""),
+    ))
+    .await;
+    let l = p.listener("main").await;
+    let mut s = TcpStream::connect(l).await.unwrap();
+    let mut buf = [0u8; 1024];
+    for _ in 0..2 {
+        s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        // the behaviour under test is time passing on an idle connection
+        tokio::time::sleep(Duration::from_millis(800)).await;
+    }
+    assert_eq!(
+        p.metric(r#"weir_http_downstream_request_timeouts_total{listener="main"}"#)
+            .await,
+        0.0
+    );
+}

@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use super::local;
 use crate::proxy::body::{ReqBody, RespBody};
 use crate::proxy::cluster::Cluster;
-use crate::proxy::cluster::breaker::Limit;
+use crate::proxy::cluster::breaker::{Limit, Permit};
 use crate::proxy::cluster::endpoint::{ActiveRequest, Endpoint};
 use crate::proxy::cluster::outlier::Outcome;
 use crate::proxy::metrics::GaugeGuard;
@@ -154,16 +154,29 @@ pub async fn forward(fwd: &Forward, parts: Parts, body: Incoming) -> Response<Re
             (None, Some(p)) => Some(try_started + p),
             (None, None) => None,
         };
-        let result = match try_deadline {
-            Some(td) => tokio::time::timeout_at(td.into(), try_once(&cluster, req)).await,
-            None => Ok(try_once(&cluster, req).await),
+        let result = match begin_try(&cluster) {
+            Err(e) => Ok(Err(e)),
+            Ok(guard) => {
+                let ep = guard.active.endpoint();
+                let r = match try_deadline {
+                    Some(td) => {
+                        tokio::time::timeout_at(td.into(), exchange(&cluster, ep, req)).await
+                    }
+                    None => Ok(exchange(&cluster, ep, req).await),
+                };
+                if r.is_err() {
+                    // timed out: a gateway failure of this endpoint
+                    cluster.record(ep, Outcome::LocalFailure);
+                }
+                r.map(|r| r.map(|(resp, conn)| (resp, conn, guard)))
+            }
         };
         let failure = match result {
-            Ok(Ok((resp, conn, ep))) => {
+            Ok(Ok((resp, conn, guard))) => {
                 let status = resp.status().as_u16();
                 m.response(status);
                 m.rq_duration.observe(try_started.elapsed().as_secs_f64());
-                cluster.record(ep.endpoint(), Outcome::Status(status));
+                cluster.record(guard.active.endpoint(), Outcome::Status(status));
                 let retriable =
                     !last && retry.is_some_and(|r| r.should_retry(Failure::Status(status)));
                 if !retriable {
@@ -321,20 +334,34 @@ async fn new_or_freed(
     }
 }
 
-/// One try: breaker, endpoint, connection, send.
-async fn try_once(
-    cluster: &Arc<Cluster>,
-    mut req: Request<ReqBody>,
-) -> Result<(Response<Incoming>, Pooled, ActiveRequest), TryError> {
+/// What a try holds while it runs: breaker permit, endpoint, gauges.
+struct TryGuard {
+    _rq_permit: Permit,
+    _rq_active: GaugeGuard,
+    active: ActiveRequest,
+}
+
+/// Start a try: `max_requests` breaker, then a healthy endpoint.
+fn begin_try(cluster: &Arc<Cluster>) -> Result<TryGuard, TryError> {
     let m = &cluster.metrics;
-    let Some(_rq_permit) = cluster.breaker.try_acquire(Limit::Requests) else {
+    let Some(rq_permit) = cluster.breaker.try_acquire(Limit::Requests) else {
         m.overflow_requests.inc();
         return Err(TryError::Overflow);
     };
     let ep = cluster.pick().ok_or(TryError::NoHealthy)?;
-    let active = ActiveRequest::new(ep);
-    let _rq_active = GaugeGuard::new(&m.rq_active);
-    let ep = active.endpoint();
+    Ok(TryGuard {
+        _rq_permit: rq_permit,
+        _rq_active: GaugeGuard::new(&m.rq_active),
+        active: ActiveRequest::new(ep),
+    })
+}
+
+/// The timed part of a try: connection, send, response head.
+async fn exchange(
+    cluster: &Arc<Cluster>,
+    ep: &Arc<Endpoint>,
+    mut req: Request<ReqBody>,
+) -> Result<(Response<Incoming>, Pooled), TryError> {
     // A pooled connection may have been closed by the peer meanwhile; such
     // a failure is not the endpoint's fault and the request was not sent, so
     // it goes again on another connection.
@@ -352,7 +379,7 @@ async fn try_once(
         }
         conn.mark_used();
         match conn.tx.try_send_request(req).await {
-            Ok(resp) => return Ok((resp, conn, active)),
+            Ok(resp) => return Ok((resp, conn)),
             Err(mut e) => match e.take_message() {
                 Some(r) if reused => {
                     req = r;

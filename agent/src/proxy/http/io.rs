@@ -16,6 +16,8 @@ use crate::proxy::cluster::outlier::now_ms;
 #[derive(Default)]
 pub struct ConnShared {
     pub last_activity_ms: AtomicU64,
+    /// When the first byte of a not yet parsed request head arrived (0: none).
+    pub head_started_ms: AtomicU64,
     pub in_flight: AtomicU32,
 }
 
@@ -56,7 +58,14 @@ impl<S: AsyncRead + Unpin> AsyncRead for MeteredIo<S> {
         let n = buf.filled().len() - before;
         if n > 0 {
             this.rx.inc_by(n as u64);
-            this.shared.touch();
+            let now = now_ms().max(1);
+            let sh = &this.shared;
+            sh.last_activity_ms.store(now, Ordering::Relaxed);
+            if sh.in_flight.load(Ordering::Relaxed) == 0
+                && sh.head_started_ms.load(Ordering::Relaxed) == 0
+            {
+                sh.head_started_ms.store(now, Ordering::Relaxed);
+            }
         }
         r
     }

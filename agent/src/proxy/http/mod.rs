@@ -7,18 +7,18 @@ pub mod io;
 pub mod local;
 pub mod request_id;
 pub mod service;
+pub mod watchdog;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use self::io::{ConnShared, MeteredIo};
 use self::service::ConnService;
-use super::cluster::outlier::now_ms;
+use self::watchdog::Verdict;
 use super::drain::DrainWatch;
 use super::metrics::{GaugeGuard, ListenerMetrics};
 use super::route::RouteTable;
@@ -66,9 +66,11 @@ where
         ctx.metrics.rx_bytes.clone(),
         ctx.metrics.tx_bytes.clone(),
     );
+    // Header-read and idle timeouts are ours (`watchdog`), not hyper's
+    // timer, which would allocate a timer per request and also close idle
+    // keep-alive connections.
     let mut b = hyper::server::conn::http1::Builder::new();
-    b.timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
+    b.header_read_timeout(None)
         .max_header_size(settings.max_header_bytes);
     if settings.max_header_bytes + 8192 > 400 * 1024 {
         b.max_buf_size(settings.max_header_bytes + 8192);
@@ -86,13 +88,29 @@ where
     let mut draining = false;
     let mut force_at: Option<tokio::time::Instant> = None;
     loop {
-        let idle_wait = idle_deadline(&shared, settings.idle_timeout);
+        let verdict = watchdog::check(&shared, settings.header_read_timeout, settings.idle_timeout);
+        let recheck = match verdict {
+            Verdict::Fine(ms) => {
+                ms.map(|ms| tokio::time::Instant::now() + Duration::from_millis(ms))
+            }
+            Verdict::HeaderTimeout => {
+                log::debug!("listener {}: request headers timeout", ctx.name);
+                ctx.metrics.rq_timeout.inc();
+                return;
+            }
+            Verdict::Idle if !draining => {
+                log::debug!("listener {}: idle timeout", ctx.name);
+                conn.as_mut().graceful_shutdown();
+                draining = true;
+                force_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                None
+            }
+            Verdict::Idle => None,
+        };
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
-                    if e.is_timeout() {
-                        ctx.metrics.rq_timeout.inc();
-                    } else if e.is_parse() {
+                    if e.is_parse() {
                         // hyper answered 400/414/431 for a malformed or oversized head
                         ctx.metrics.response(if e.is_parse_too_large() { 431 } else { 400 });
                     }
@@ -105,26 +123,10 @@ where
                 draining = true;
                 force_at = Some(tokio::time::Instant::now() + drain.grace);
             }
-            _ = sleep_until_opt(idle_wait), if !draining => {
-                let idle = settings.idle_timeout.unwrap_or_default().as_millis() as u64;
-                let last = shared.last_activity_ms.load(Ordering::Relaxed);
-                if shared.in_flight.load(Ordering::Relaxed) == 0 && now_ms().saturating_sub(last) >= idle {
-                    log::debug!("listener {}: idle timeout", ctx.name);
-                    conn.as_mut().graceful_shutdown();
-                    draining = true;
-                    force_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
-                }
-            }
+            _ = sleep_until_opt(recheck), if !draining => {}
             _ = sleep_until_opt(force_at) => return,
         }
     }
-}
-
-fn idle_deadline(shared: &ConnShared, idle: Option<Duration>) -> Option<tokio::time::Instant> {
-    let idle = idle?;
-    let last = shared.last_activity_ms.load(Ordering::Relaxed);
-    let elapsed = Duration::from_millis(now_ms().saturating_sub(last));
-    Some(tokio::time::Instant::now() + idle.saturating_sub(elapsed).max(Duration::from_millis(100)))
 }
 
 async fn sleep_until_opt(at: Option<tokio::time::Instant>) {

@@ -37,6 +37,8 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         let timeout = self.request_timeout;
         Box::pin(async move {
             shared.in_flight.fetch_add(1, Ordering::Relaxed);
+            // the head is complete: the header-read clock stops
+            shared.head_started_ms.store(0, Ordering::Relaxed);
             let mut resp = match timeout {
                 Some(t) => match tokio::time::timeout(t, handle(&ctx, req)).await {
                     Ok(r) => r,
