@@ -94,6 +94,47 @@ pub fn ticks_to_duration(ticks: u64, hz: u64) -> Duration {
     Duration::from_nanos(ticks.saturating_mul(1_000_000_000) / hz.max(1))
 }
 
+/// CPU time the whole machine was busy (all cores) since boot, from the
+/// `cpu` line of `/proc/stat`: user + nice + system + irq + softirq + steal.
+pub fn machine_busy() -> Result<Duration> {
+    let text = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    let ticks = parse_machine_busy(&text)?;
+    Ok(ticks_to_duration(ticks, clock_ticks_per_second()))
+}
+
+fn parse_machine_busy(text: &str) -> Result<u64> {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .context("no `cpu` line in /proc/stat")?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("bad /proc/stat line {line:?}"))?;
+    // user nice system idle iowait irq softirq steal (guest is inside user)
+    let [user, nice, system, _idle, _iowait, irq, softirq, steal, ..] = fields[..] else {
+        bail!("short /proc/stat line {line:?}");
+    };
+    Ok(user + nice + system + irq + softirq + steal)
+}
+
+/// CPU time of this process's waited-for children (wrk), from getrusage.
+pub fn children_cpu() -> Duration {
+    // SAFETY: getrusage writes into the zeroed struct we pass; no other precondition.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
+            + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
+    };
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
 /// Resident memory now and at its peak, in KiB.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Memory {
@@ -190,6 +231,15 @@ mod tests {
         );
         assert!((m.rss_mib() - 67.0).abs() < 1e-9);
         assert!(parse_status("Name:\tx\n").is_err());
+    }
+
+    #[test]
+    fn machine_busy_adds_the_busy_columns() {
+        let text = "cpu  100 5 50 9000 7 3 2 1 40 0\ncpu0 50 2 25 4500 3 1 1 0 20 0\n";
+        assert_eq!(parse_machine_busy(text).unwrap(), 100 + 5 + 50 + 3 + 2 + 1);
+        assert!(parse_machine_busy("cpu  1 2 3\n").is_err());
+        assert!(parse_machine_busy("intr 5\n").is_err());
+        machine_busy().unwrap();
     }
 
     #[test]

@@ -16,7 +16,7 @@ mod tools;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
@@ -124,7 +124,8 @@ fn proxy(root: &Path, args: &ProxyArgs) -> Result<()> {
             // Rotate the order each round so no proxy always runs first.
             for i in 0..proxies.len() {
                 let proxy = &proxies[(i + round as usize) % proxies.len()];
-                let sample = measure_run(proxy, &load(proxy, mode, args.duration), round)?;
+                let load = load(proxy, mode, args.duration);
+                let sample = measure_run(proxy, backend.pid(), &load, round)?;
                 print_sample(&sample, args.rounds);
                 samples.push(sample);
             }
@@ -188,18 +189,35 @@ fn load_for<'a>(
 
 /// One wrk run with the proxy's CPU time (all its processes and threads)
 /// read from /proc before and after.
-fn measure_run(proxy: &Proxy, load: &Load<'_>, round: u32) -> Result<Sample> {
+/// Also how busy the rest of the machine was meanwhile: all CPU time spent
+/// on the machine less the proxy's, the backend's and wrk's, in cores.
+fn measure_run(proxy: &Proxy, backend: u32, load: &Load<'_>, round: u32) -> Result<Sample> {
     let tree = measure::process_tree(proxy.proc.pid());
+    let (machine0, backend0, wrk0) = (
+        measure::machine_busy()?,
+        measure::cpu_time(&[backend])?,
+        measure::children_cpu(),
+    );
+    let start = Instant::now();
     let before = measure::cpu_time(&tree)?;
     let wrk = load.run()?;
     let after = measure::cpu_time(&tree)
         .with_context(|| format!("{} exited during the run", proxy.kind.name()))?;
+    let wall = start.elapsed();
+    let cpu = after.saturating_sub(before);
+    let ours = cpu
+        + measure::cpu_time(&[backend])?.saturating_sub(backend0)
+        + measure::children_cpu().saturating_sub(wrk0);
+    let others = measure::machine_busy()?
+        .saturating_sub(machine0)
+        .saturating_sub(ours);
     Ok(Sample {
         kind: proxy.kind,
         mode: load.mode,
         round,
         wrk,
-        cpu: after.saturating_sub(before),
+        cpu,
+        other_cores: others.as_secs_f64() / wall.as_secs_f64().max(1e-3),
     })
 }
 
@@ -233,7 +251,7 @@ fn print_sample(s: &Sample, rounds: u32) {
         ),
     };
     println!(
-        "round {}/{rounds} {:<16} {:<5} {:>8.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  CPU {:>6.1} µs/req{errors}",
+        "round {}/{rounds} {:<16} {:<5} {:>8.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  CPU {:>6.1} µs/req  others {:.1} cores{errors}",
         s.round + 1,
         s.mode.label(),
         s.kind.name(),
@@ -241,6 +259,7 @@ fn print_sample(s: &Sample, rounds: u32) {
         s.wrk.p50_us / 1e3,
         s.wrk.p99_us / 1e3,
         s.cpu_us_per_request(),
+        s.other_cores,
     );
 }
 
@@ -293,7 +312,9 @@ utime+stime of the proxy's processes (all threads; nginx master + worker) from
 `/proc/<pid>/stat` over the run, divided by the requests wrk completed. RSS is VmRSS
 (peak: VmHWM) from `/proc/<pid>/status` after all runs, summed over the proxy's processes.
 wrk, the backend and the proxy share the machine's cores, so req/s and latency are
-of the whole loop; CPU per request is the proxy's own.
+of the whole loop; CPU per request is the proxy's own. *Others* is how busy the rest
+of the machine was during the runs (all CPU time in `/proc/stat` less the proxy's, the
+backend's and wrk's, in cores): where it is high, p99 mostly measures preemption.
 
 {tables}
 Targets (from the issue):
