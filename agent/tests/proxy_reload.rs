@@ -170,6 +170,28 @@ async fn listeners_added_and_removed_by_name() {
     )
     .await;
     assert_eq!(get(&format!("http://{main}/")).await.1, "a");
+
+    // a changed address rebinds `main` under the same name and drains the old socket
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let before = reloads(&p, "success").await;
+    p.write_config(&cfg("a", a.port(), b.port(), "").replacen(
+        "address: 127.0.0.1:0",
+        &format!("address: 127.0.0.1:{port}"),
+        1,
+    ));
+    p.sighup();
+    wait_reloads(&p, "success", before + 1.0).await;
+    assert_eq!(get(&format!("http://127.0.0.1:{port}/")).await.1, "a");
+    eventually(
+        "old main socket closed",
+        Duration::from_secs(10),
+        || async { tokio::net::TcpStream::connect(main).await.is_err() },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,4 +317,67 @@ async fn reload_under_load_drops_nothing() {
         "reload under load: {served} requests in {:?}",
         started.elapsed()
     );
+}
+
+/// SIGTERM: stop accepting, report not ready, let in-flight requests finish, exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests() {
+    let slow = Backend::start(|_| async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        status(200, "done")
+    })
+    .await;
+    let b = Backend::named("b").await;
+    let mut p = Proxy::start(&cfg("a", slow.port(), b.port(), "")).await;
+    let l = p.listener("main").await;
+    let inflight = tokio::spawn(async move { get(&format!("http://{l}/")).await });
+    eventually(
+        "request reached the slow backend",
+        Duration::from_secs(5),
+        || async { slow.requests() == 1 },
+    )
+    .await;
+    p.sigterm();
+    assert_eq!(inflight.await.unwrap(), (200, "done".to_string()));
+    assert!(
+        p.exited_within(Duration::from_secs(6)).await,
+        "weir did not exit after SIGTERM"
+    );
+}
+
+/// An unchanged cluster keeps its outlier state across a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_cluster_keeps_health_across_reload() {
+    let bad = Backend::start(|_| async { status(500, "bad") }).await;
+    let b = Backend::named("b").await;
+    let outlier = "    connect_timeout: 1s\n    outlier_detection: {consecutive_5xx: 2, base_ejection_time: 60s, max_ejection_percent: 100}\n";
+    let with_outlier = |target: &str| {
+        cfg(target, bad.port(), b.port(), "").replacen("    connect_timeout: 1s\n", outlier, 1)
+    };
+    let mut p = Proxy::start(&with_outlier("a")).await;
+    let l = p.listener("main").await;
+    for _ in 0..2 {
+        assert_eq!(get(&format!("http://{l}/")).await.0, 500);
+    }
+    assert_eq!(
+        get(&format!("http://{l}/")).await,
+        (503, "no healthy upstream".to_string())
+    );
+    // route-only change: cluster `a` is kept, still ejected
+    p.write_config(&with_outlier("a").replace("domains: [\"*\"]", "domains: [\"*\", \"x.local\"]"));
+    p.sighup();
+    wait_reloads(&p, "success", 1.0).await;
+    assert_eq!(
+        get(&format!("http://{l}/")).await,
+        (503, "no healthy upstream".to_string())
+    );
+    let (_, clusters) = p.admin_get("/clusters").await;
+    assert!(
+        clusters.contains(&format!(
+            "a::127.0.0.1:{}::health_flags::/failed_outlier_check",
+            bad.port()
+        )),
+        "{clusters}"
+    );
+    assert_eq!(bad.requests(), 2);
 }

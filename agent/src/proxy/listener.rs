@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use super::addr::{ClientAddr, ConnMeta};
 use super::drain::DrainWatch;
 use super::http::{self, ListenerContext};
 
@@ -59,9 +60,13 @@ impl Listener {
                 _ = drain.signaled() => break,
             };
             match accepted {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(http::serve(stream, ctx.clone(), drain.clone()));
+                    let meta = ConnMeta {
+                        client: ClientAddr(peer),
+                        orig_dst: None,
+                    };
+                    tokio::spawn(http::serve(stream, meta, ctx.clone(), drain.clone()));
                 }
                 Err(e) => {
                     // Typically EMFILE: back off briefly instead of spinning.

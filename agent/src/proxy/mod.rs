@@ -5,6 +5,7 @@
 //! `runtime` holds the installed state, `build` turns config into it,
 //! `reload` swaps it, `admin` and `metrics` expose it.
 
+pub mod addr;
 pub mod admin;
 pub mod balance;
 pub mod body;
@@ -45,6 +46,18 @@ pub enum ProxyError {
     Signal(#[source] std::io::Error),
 }
 
+/// Print a machine-readable line on stdout (bound addresses, for tests and
+/// benchmarks); a closed stdout is ignored rather than fatal.
+pub fn announce(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// How long SIGTERM/SIGINT waits for open connections to finish.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// Build the tokio runtime: `Some(1)` is a current-thread runtime (one
 /// thread does all the work), `Some(n)` n worker threads, `None` one per CPU.
 pub fn tokio_runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, ProxyError> {
@@ -79,7 +92,7 @@ async fn serve(path: &Path) -> Result<(), ProxyError> {
     if let Some(addr) = admin_addr {
         let bound = admin::start(addr, rt.clone()).await?;
         log::info!("admin listening on {bound}");
-        println!("weir: admin listening on {bound}");
+        announce(format_args!("weir: admin listening on {bound}"));
     }
     let watcher = tokio::spawn(reload::watch(rt.clone(), path.to_path_buf()));
     tokio::select! {
@@ -88,6 +101,10 @@ async fn serve(path: &Path) -> Result<(), ProxyError> {
     }
     watcher.abort();
     rt.drain_all().await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Let in-flight requests finish (idle keep-alive connections close at once).
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    while rt.active_connections().await > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     Ok(())
 }

@@ -20,18 +20,6 @@ pub const ON_CONNECT_FAILURE: u8 = 4;
 pub const ON_RESET: u8 = 8;
 pub const ON_RETRIABLE_4XX: u8 = 16;
 
-/// Map one of Envoy's `retry_on` names to its flag.
-pub fn flag(name: &str) -> Option<u8> {
-    Some(match name {
-        "5xx" => ON_5XX,
-        "gateway-error" => ON_GATEWAY_ERROR,
-        "connect-failure" => ON_CONNECT_FAILURE,
-        "reset" => ON_RESET,
-        "retriable-4xx" => ON_RETRIABLE_4XX,
-        _ => return None,
-    })
-}
-
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
     pub on: u8,
@@ -102,7 +90,6 @@ mod tests {
         assert!(p(ON_RESET).should_retry(Failure::Reset));
         assert!(p(ON_RETRIABLE_4XX).should_retry(Failure::Status(409)));
         assert!(!p(ON_5XX).should_retry(Failure::Status(404)));
-        assert_eq!(flag("gateway-error"), Some(ON_GATEWAY_ERROR));
     }
 
     #[test]

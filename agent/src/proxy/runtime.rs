@@ -49,6 +49,7 @@ pub struct Runtime {
     /// Effective config, for `/config_dump` without taking the lock.
     pub effective: ArcSwap<Option<Arc<ProxyConfig>>>,
     started: AtomicBool,
+    draining: AtomicBool,
 }
 
 impl Runtime {
@@ -58,6 +59,7 @@ impl Runtime {
             state: Mutex::new(State::default()),
             effective: ArcSwap::from_pointee(None),
             started: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
         }
     }
 
@@ -106,7 +108,7 @@ impl Runtime {
             }
             log::info!("listener {name}: listening on {bound}");
             // Machine-readable line for tests and benchmarks.
-            println!("weir: listener {name} listening on {bound}");
+            super::announce(format_args!("weir: listener {name} listening on {bound}"));
             tokio::spawn(lis.run());
             st.listeners.insert(
                 name,
@@ -138,9 +140,10 @@ impl Runtime {
         Ok(())
     }
 
-    /// Ready once a config is installed and every cluster finished its first resolution.
+    /// Ready once a config is installed and every cluster finished its first
+    /// resolution; not ready again once draining.
     pub async fn is_ready(&self) -> bool {
-        if !self.started.load(Ordering::Acquire) {
+        if !self.started.load(Ordering::Acquire) || self.draining.load(Ordering::Acquire) {
             return false;
         }
         let st = self.state.lock().await;
@@ -167,8 +170,18 @@ impl Runtime {
         v
     }
 
+    /// Open downstream connections over all current listeners.
+    pub async fn active_connections(&self) -> i64 {
+        let st = self.state.lock().await;
+        st.listeners
+            .values()
+            .map(|r| r.ctx.metrics.cx_active.get())
+            .sum()
+    }
+
     /// Stop accepting everywhere and let connections finish.
     pub async fn drain_all(&self) {
+        self.draining.store(true, Ordering::Release);
         let st = self.state.lock().await;
         for r in st.listeners.values() {
             r.drain.drain();

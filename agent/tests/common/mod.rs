@@ -146,6 +146,26 @@ impl Proxy {
         std::fs::rename(&tmp, &self.config_path).unwrap();
     }
 
+    pub fn sigterm(&self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid()),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+    }
+
+    /// Whether the process has exited, polling up to `limit`.
+    pub async fn exited_within(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
     pub fn sighup(&self) {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.pid()),

@@ -30,10 +30,10 @@ pub async fn run(
 async fn resolve_once(c: &Arc<Cluster>, targets: &[(String, u16)], family: Family) {
     let mut addrs: Vec<SocketAddr> = Vec::new();
     for (name, port) in targets {
-        c.metrics.dns_attempt.inc();
+        c.metrics.dns.attempt.inc();
         match tokio::net::lookup_host((name.as_str(), *port)).await {
             Ok(it) => {
-                c.metrics.dns_success.inc();
+                c.metrics.dns.success.inc();
                 addrs.extend(it.filter(|a| match family {
                     Family::Auto => true,
                     Family::V4Only => a.is_ipv4(),
@@ -41,7 +41,7 @@ async fn resolve_once(c: &Arc<Cluster>, targets: &[(String, u16)], family: Famil
                 }));
             }
             Err(e) => {
-                c.metrics.dns_failure.inc();
+                c.metrics.dns.failure.inc();
                 log::warn!(
                     "cluster {}: resolving {name}: {e}; keeping previous endpoints",
                     c.name
@@ -68,8 +68,8 @@ async fn resolve_once(c: &Arc<Cluster>, targets: &[(String, u16)], family: Famil
             })
         })
         .collect();
-    c.metrics.dns_hosts_added.inc_by(added);
-    c.metrics.dns_hosts_removed.inc_by(by_addr.len() as u64);
+    c.metrics.dns.hosts_added.inc_by(added);
+    c.metrics.dns.hosts_removed.inc_by(by_addr.len() as u64);
     log::info!("cluster {}: endpoints now {:?}", c.name, addrs);
     c.endpoints.store(Arc::new(next));
 }

@@ -1,7 +1,7 @@
 //! Forward a routed request to its cluster: pick an endpoint, get a pooled or
 //! new connection, send, apply timeouts and the retry policy.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -35,6 +35,28 @@ enum TryError {
     Overflow,
     Connect,
     Reset,
+}
+
+/// Header values for 0..1000 ms, built once from one leaked string, so the
+/// common case costs no allocation per request.
+fn millis_header(ms: u64) -> HeaderValue {
+    const N: usize = 1000;
+    static TABLE: OnceLock<Vec<HeaderValue>> = OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let text: &'static str = (0..N).map(|i| i.to_string()).collect::<String>().leak();
+        let mut out = Vec::with_capacity(N);
+        let mut at = 0;
+        for i in 0..N {
+            let len = i.to_string().len();
+            out.push(HeaderValue::from_static(&text[at..at + len]));
+            at += len;
+        }
+        out
+    });
+    match table.get(ms as usize) {
+        Some(v) => v.clone(),
+        None => HeaderValue::from(ms),
+    }
 }
 
 /// Hop-by-hop headers are not forwarded.
@@ -281,7 +303,7 @@ fn downstream_response(
     let ms = try_started.elapsed().as_millis() as u64;
     parts
         .headers
-        .insert(UPSTREAM_SERVICE_TIME.clone(), HeaderValue::from(ms));
+        .insert(UPSTREAM_SERVICE_TIME.clone(), millis_header(ms));
     let body = if inner.is_end_stream() {
         conn.release();
         RespBody::Local(None)
@@ -392,5 +414,20 @@ async fn exchange(
                 }
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn millis_header_values() {
+        assert_eq!(millis_header(0), "0");
+        assert_eq!(millis_header(7), "7");
+        assert_eq!(millis_header(42), "42");
+        assert_eq!(millis_header(999), "999");
+        assert_eq!(millis_header(1000), "1000");
+        assert_eq!(millis_header(123_456), "123456");
     }
 }

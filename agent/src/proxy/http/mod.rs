@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use self::io::{ConnShared, MeteredIo};
 use self::service::ConnService;
 use self::watchdog::Verdict;
+use super::addr::ConnMeta;
 use super::drain::DrainWatch;
 use super::metrics::{GaugeGuard, ListenerMetrics};
 use super::route::RouteTable;
@@ -52,7 +53,7 @@ const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
 /// Serve HTTP/1.1 on `io` until the peer closes, a timeout fires, or a drain
 /// finishes (graceful first, forced after the drain grace period).
-pub async fn serve<S>(io: S, ctx: Arc<ListenerContext>, mut drain: DrainWatch)
+pub async fn serve<S>(io: S, meta: ConnMeta, ctx: Arc<ListenerContext>, mut drain: DrainWatch)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -114,7 +115,7 @@ where
                         // hyper answered 400/414/431 for a malformed or oversized head
                         ctx.metrics.response(if e.is_parse_too_large() { 431 } else { 400 });
                     }
-                    log::debug!("listener {}: connection closed: {e}", ctx.name);
+                    log::debug!("listener {}: connection from {:?} closed: {e}", ctx.name, meta.client);
                 }
                 return;
             }

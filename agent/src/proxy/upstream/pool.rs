@@ -10,8 +10,11 @@ use tokio::sync::Notify;
 use crate::proxy::body::ReqBody;
 
 /// Idle connections kept per endpoint at most (also bounded by the
-/// cluster's `max_connections`).
-pub const MAX_IDLE_PER_ENDPOINT: usize = 4096;
+/// cluster's `max_connections`). The queue is preallocated (~48 bytes a
+/// slot), so this bounds memory on nodes with thousands of endpoints; more
+/// concurrent connections to one endpoint still work, the surplus is closed
+/// when released instead of pooled.
+pub const MAX_IDLE_PER_ENDPOINT: usize = 256;
 
 pub struct Pool {
     idle: ArrayQueue<Idle>,

@@ -1,0 +1,195 @@
+//! Upstream (per cluster) families: Envoy's `cluster.<name>.*`.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Registry,
+};
+
+use super::{
+    CLASSES, DURATION_BUCKETS_SECONDS, DnsMetrics, MetricsError, class_index, counter, gauge,
+};
+
+pub(super) struct Families {
+    rq: IntCounterVec,
+    rq_duration: HistogramVec,
+    cx_total: IntCounterVec,
+    cx_active: IntGaugeVec,
+    rq_active: IntGaugeVec,
+    connect_fail: IntCounterVec,
+    connect_timeout: IntCounterVec,
+    rq_timeout: IntCounterVec,
+    rq_per_try_timeout: IntCounterVec,
+    rq_retry: IntCounterVec,
+    rq_reset: IntCounterVec,
+    none_healthy: IntCounterVec,
+    overflow: IntCounterVec,
+    tx_bytes: IntCounterVec,
+    rx_bytes: IntCounterVec,
+    ejections: IntCounterVec,
+}
+
+impl Families {
+    pub(super) fn new(r: &Registry) -> Result<Self, MetricsError> {
+        let c = &["cluster"];
+        let rq_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "weir_cluster_upstream_request_duration_seconds",
+                "Per try, from sending the request to the upstream response head (upstream_rq_time).",
+            )
+            .buckets(DURATION_BUCKETS_SECONDS.to_vec()),
+            c,
+        )?;
+        r.register(Box::new(rq_duration.clone()))?;
+        Ok(Self {
+            rq: counter(
+                r,
+                "weir_cluster_upstream_requests_total",
+                "Upstream responses by class per try, local 503/504 included (upstream_rq_xx).",
+                &["cluster", "response_code_class"],
+            )?,
+            rq_duration,
+            cx_total: counter(
+                r,
+                "weir_cluster_upstream_connections_total",
+                "Upstream connections opened (upstream_cx_total).",
+                c,
+            )?,
+            cx_active: gauge(
+                r,
+                "weir_cluster_upstream_connections_active",
+                "Open upstream connections (upstream_cx_active).",
+                c,
+            )?,
+            rq_active: gauge(
+                r,
+                "weir_cluster_upstream_requests_active",
+                "Upstream tries in flight (upstream_rq_active).",
+                c,
+            )?,
+            connect_fail: counter(
+                r,
+                "weir_cluster_upstream_connect_failures_total",
+                "Upstream connect failures, timeouts included (upstream_cx_connect_fail).",
+                c,
+            )?,
+            connect_timeout: counter(
+                r,
+                "weir_cluster_upstream_connect_timeouts_total",
+                "Upstream connects that hit connect_timeout (upstream_cx_connect_timeout).",
+                c,
+            )?,
+            rq_timeout: counter(
+                r,
+                "weir_cluster_upstream_request_timeouts_total",
+                "Requests that hit the route timeout (upstream_rq_timeout).",
+                c,
+            )?,
+            rq_per_try_timeout: counter(
+                r,
+                "weir_cluster_upstream_request_per_try_timeouts_total",
+                "Tries that hit per_try_timeout (upstream_rq_per_try_timeout).",
+                c,
+            )?,
+            rq_retry: counter(
+                r,
+                "weir_cluster_upstream_request_retries_total",
+                "Retries sent (upstream_rq_retry).",
+                c,
+            )?,
+            rq_reset: counter(
+                r,
+                "weir_cluster_upstream_request_resets_total",
+                "Upstream closed or reset before a response head (upstream_rq_rx_reset).",
+                c,
+            )?,
+            none_healthy: counter(
+                r,
+                "weir_cluster_upstream_no_healthy_total",
+                "Requests with no healthy endpoint (upstream_cx_none_healthy).",
+                c,
+            )?,
+            overflow: counter(
+                r,
+                "weir_cluster_circuit_breaker_overflows_total",
+                "Requests refused or retries skipped by a circuit breaker (upstream_cx_overflow, upstream_rq_pending_overflow, upstream_rq_retry_overflow).",
+                &["cluster", "breaker"],
+            )?,
+            tx_bytes: counter(
+                r,
+                "weir_cluster_upstream_sent_bytes_total",
+                "Request body bytes sent upstream (upstream_cx_tx_bytes_total, bodies only).",
+                c,
+            )?,
+            rx_bytes: counter(
+                r,
+                "weir_cluster_upstream_received_bytes_total",
+                "Response body bytes received from upstream (upstream_cx_rx_bytes_total, bodies only).",
+                c,
+            )?,
+            ejections: counter(
+                r,
+                "weir_cluster_outlier_ejections_total",
+                "Endpoints ejected by outlier detection (outlier_detection.ejections_enforced_total).",
+                c,
+            )?,
+        })
+    }
+
+    pub(super) fn cluster(&self, name: &str, dns: DnsMetrics) -> ClusterMetrics {
+        let one = |v: &IntCounterVec| v.with_label_values(&[name]);
+        let ov = |b: &str| self.overflow.with_label_values(&[name, b]);
+        ClusterMetrics {
+            rq: CLASSES.map(|c| self.rq.with_label_values(&[name, c])),
+            rq_duration: self.rq_duration.with_label_values(&[name]),
+            cx_total: one(&self.cx_total),
+            cx_active: self.cx_active.with_label_values(&[name]),
+            rq_active: self.rq_active.with_label_values(&[name]),
+            connect_fail: one(&self.connect_fail),
+            connect_timeout: one(&self.connect_timeout),
+            rq_timeout: one(&self.rq_timeout),
+            rq_per_try_timeout: one(&self.rq_per_try_timeout),
+            rq_retry: one(&self.rq_retry),
+            rq_reset: one(&self.rq_reset),
+            none_healthy: one(&self.none_healthy),
+            overflow_connections: ov("connections"),
+            overflow_pending: ov("pending"),
+            overflow_requests: ov("requests"),
+            overflow_retries: ov("retries"),
+            tx_bytes: one(&self.tx_bytes),
+            rx_bytes: one(&self.rx_bytes),
+            ejections: one(&self.ejections),
+            dns,
+        }
+    }
+}
+
+/// Per-cluster handles, resolved once.
+#[derive(Clone)]
+pub struct ClusterMetrics {
+    pub rq: [IntCounter; 5],
+    pub rq_duration: Histogram,
+    pub cx_total: IntCounter,
+    pub cx_active: IntGauge,
+    pub rq_active: IntGauge,
+    pub connect_fail: IntCounter,
+    pub connect_timeout: IntCounter,
+    pub rq_timeout: IntCounter,
+    pub rq_per_try_timeout: IntCounter,
+    pub rq_retry: IntCounter,
+    pub rq_reset: IntCounter,
+    pub none_healthy: IntCounter,
+    pub overflow_connections: IntCounter,
+    pub overflow_pending: IntCounter,
+    pub overflow_requests: IntCounter,
+    pub overflow_retries: IntCounter,
+    pub tx_bytes: IntCounter,
+    pub rx_bytes: IntCounter,
+    pub ejections: IntCounter,
+    pub dns: DnsMetrics,
+}
+
+impl ClusterMetrics {
+    pub fn response(&self, status: u16) {
+        self.rq[class_index(status)].inc();
+    }
+}
