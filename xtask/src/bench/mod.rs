@@ -35,10 +35,12 @@ pub enum Target {
 #[derive(Args, Debug, Clone, PartialEq)]
 pub struct ProxyArgs {
     /// Length of each wrk run, e.g. `5s` (or seconds).
-    #[arg(long, default_value = "5s", value_parser = parse_seconds)]
+    #[arg(long, default_value = "3s", value_parser = parse_seconds)]
     duration: Duration,
-    /// Interleaved rounds; each runs every proxy once per load kind.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=50))]
+    /// Interleaved rounds; each runs every proxy once per load kind. Many short
+    /// rounds rather than a few long ones, so that other work on a shared
+    /// machine falls on every proxy alike.
+    #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u32).range(1..=50))]
     rounds: u32,
     /// Concurrent wrk connections (one wrk thread).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -57,8 +59,8 @@ pub struct ProxyArgs {
 impl ProxyArgs {
     /// The full benchmark, whose table belongs in the docs.
     fn is_full_run(&self) -> bool {
-        self.duration >= Duration::from_secs(5)
-            && self.rounds >= 3
+        self.duration >= Duration::from_secs(3)
+            && self.rounds >= 5
             && self.connections == 16
             && Kind::ALL.iter().all(|k| self.peers.contains(k))
     }
