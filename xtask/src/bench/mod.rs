@@ -375,14 +375,28 @@ fn load_average() -> String {
         .join(" ")
 }
 
+/// The commit weir was built from; `-dirty` only when weir's own sources
+/// (not, say, the docs this benchmark writes) have uncommitted changes.
 fn git_describe(root: &Path) -> String {
-    crate::run::command_output(
-        Command::new("git")
-            .current_dir(root)
-            .args(["describe", "--always", "--dirty"]),
-    )
-    .map(|s| s.trim().to_owned())
-    .unwrap_or_else(|_| "?".into())
+    let git = |args: &[&str]| {
+        crate::run::command_output(Command::new("git").current_dir(root).args(args))
+            .map(|s| s.trim().to_owned())
+    };
+    let Ok(head) = git(&["rev-parse", "--short", "HEAD"]) else {
+        return "?".into();
+    };
+    match git(&[
+        "status",
+        "--porcelain",
+        "--",
+        "agent",
+        "common",
+        "Cargo.toml",
+        "Cargo.lock",
+    ]) {
+        Ok(changes) if changes.is_empty() => head,
+        _ => format!("{head}-dirty"),
+    }
 }
 
 #[cfg(test)]
