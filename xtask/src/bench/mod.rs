@@ -151,7 +151,10 @@ fn proxy(root: &Path, args: &ProxyArgs) -> Result<()> {
         println!("{line}");
     }
 
-    if args.no_docs || !(args.is_full_run() || args.write_docs) {
+    if args.no_docs {
+        return Ok(());
+    }
+    if !(args.is_full_run() || args.write_docs) {
         println!(
             "\nxtask: shortened run, docs/benchmarks.md left as it is (--write-docs writes it)"
         );
