@@ -68,12 +68,24 @@ pub struct AgentProcess {
     pub admin: SocketAddr,
     pub pods_file: PathBuf,
     pub config_file: PathBuf,
+    extra_args: Vec<String>,
 }
 
 impl AgentProcess {
     /// Writes `config` (with `{admin}` replaced by a free admin address in the
     /// router namespace) and `pods`, and starts `weir run` with them.
     pub fn start(node: &SimNode, config: &str, pods: &str, pin_root: &Path) -> Result<Self> {
+        Self::start_with(node, config, pods, pin_root, &[])
+    }
+
+    /// Like [`AgentProcess::start`], with more `weir run` arguments.
+    pub fn start_with(
+        node: &SimNode,
+        config: &str,
+        pods: &str,
+        pin_root: &Path,
+        extra_args: &[&str],
+    ) -> Result<Self> {
         let dir = std::env::temp_dir().join(format!(
             "weir-agent-{}-{}",
             std::process::id(),
@@ -93,6 +105,7 @@ impl AgentProcess {
             admin,
             pods_file,
             config_file,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
         };
         agent.spawn(node, pin_root)?;
         Ok(agent)
@@ -111,6 +124,7 @@ impl AgentProcess {
             .arg(&self.pods_file)
             .arg("--pin-root")
             .arg(pin_root)
+            .args(&self.extra_args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log));
