@@ -144,6 +144,8 @@ fn defaults_live_beside_the_types() {
                 idle_timeout: ConfigDuration::from_secs(3600),
                 max_requests_per_connection: 0,
             },
+            tls: None,
+            http2: false,
         }
     );
     assert_eq!(config.summary(), "1 listener(s), 3 route(s), 1 cluster(s)");

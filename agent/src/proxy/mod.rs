@@ -20,6 +20,7 @@ pub mod retry;
 pub mod route;
 pub mod runtime;
 pub mod split;
+pub mod tls;
 pub mod upstream;
 
 use std::path::Path;
