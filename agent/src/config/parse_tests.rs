@@ -346,7 +346,7 @@ fn unknown_fields_name_the_path_and_line() {
         error(&yaml),
         "t.yaml: clusters[0].endpionts (line 19): unknown field `endpionts`, expected one of \
          `name`, `type`, `connect_timeout`, `lb_policy`, `dns_refresh_rate`, `dns_lookup_family`, \
-         `endpoints`, `circuit_breakers`, `outlier_detection`, `upstream_http`"
+         `endpoints`, `circuit_breakers`, `outlier_detection`, `upstream_http`, `tls`, `http2`"
     );
     let yaml = MINIMAL.replace("{prefix: /}", "{prefix: /, regex: x}");
     assert_eq!(
