@@ -3,7 +3,8 @@
 //! (virtual host, route) -> `split` (weighted clusters) -> `cluster` +
 //! `balance` (endpoint) -> `upstream` (pool, connect) -> `retry`.
 //! `runtime` holds the installed state, `build` turns config into it,
-//! `reload` swaps it, `admin` and `metrics` expose it.
+//! `reload` swaps it, `admin` and `metrics` expose it. `tls` terminates
+//! (listeners) and originates (clusters) TLS.
 
 pub mod addr;
 pub mod admin;
