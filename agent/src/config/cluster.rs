@@ -33,6 +33,12 @@ pub struct ClusterConfig {
     pub outlier_detection: Option<OutlierDetectionConfig>,
     #[serde(default)]
     pub upstream_http: UpstreamHttpConfig,
+    /// Originate TLS to the endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<super::tls::UpstreamTlsConfig>,
+    /// Speak HTTP/2 to the endpoints (one multiplexed connection each).
+    #[serde(default)]
+    pub http2: bool,
 }
 
 /// Service discovery type.

@@ -26,6 +26,12 @@ pub struct ListenerConfig {
     pub timeouts: ListenerTimeoutsConfig,
     #[serde(default)]
     pub limits: ListenerLimitsConfig,
+    /// Terminate TLS on this listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<super::tls::DownstreamTlsConfig>,
+    /// HTTP codec: `auto` (default), `http1` or `http2`.
+    #[serde(default)]
+    pub codec: super::tls::Codec,
     /// Matched against the Host header; at least one.
     pub virtual_hosts: Vec<VirtualHostConfig>,
 }

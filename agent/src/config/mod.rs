@@ -17,6 +17,7 @@ mod raw;
 mod root;
 mod route;
 mod schema;
+mod tls;
 mod validate;
 
 pub use cluster::{
@@ -39,6 +40,9 @@ pub use route::{
     WeightedClusterConfig,
 };
 pub use schema::{json_schema, json_schema_string};
+pub use tls::{
+    AlpnProtocol, Codec, DownstreamTlsConfig, TlsCertificateConfig, TlsVersion, UpstreamTlsConfig,
+};
 
 // For other YAML documents of the agent (the pods file): the same lines and messages.
 pub(crate) use locate::line_of;

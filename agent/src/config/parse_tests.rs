@@ -144,6 +144,8 @@ fn defaults_live_beside_the_types() {
                 idle_timeout: ConfigDuration::from_secs(3600),
                 max_requests_per_connection: 0,
             },
+            tls: None,
+            http2: false,
         }
     );
     assert_eq!(config.summary(), "1 listener(s), 3 route(s), 1 cluster(s)");
@@ -344,7 +346,7 @@ fn unknown_fields_name_the_path_and_line() {
         error(&yaml),
         "t.yaml: clusters[0].endpionts (line 19): unknown field `endpionts`, expected one of \
          `name`, `type`, `connect_timeout`, `lb_policy`, `dns_refresh_rate`, `dns_lookup_family`, \
-         `endpoints`, `circuit_breakers`, `outlier_detection`, `upstream_http`"
+         `endpoints`, `circuit_breakers`, `outlier_detection`, `upstream_http`, `tls`, `http2`"
     );
     let yaml = MINIMAL.replace("{prefix: /}", "{prefix: /, regex: x}");
     assert_eq!(

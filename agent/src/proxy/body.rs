@@ -66,6 +66,8 @@ pub enum RespBody {
         conn: Option<Pooled>,
         rx_bytes: IntCounter,
     },
+    /// A gRPC response whose trailers are counted (`http::grpc`).
+    Grpc(Box<crate::proxy::http::grpc::GrpcBody>),
 }
 
 impl RespBody {
@@ -117,6 +119,7 @@ impl Body for RespBody {
                 }
                 r
             }
+            Self::Grpc(g) => Pin::new(&mut **g).poll_frame(cx),
         }
     }
 
@@ -124,6 +127,7 @@ impl Body for RespBody {
         match self {
             Self::Local(b) => b.is_none(),
             Self::Upstream { inner, .. } => inner.is_end_stream(),
+            Self::Grpc(g) => g.is_end_stream(),
         }
     }
 
@@ -131,6 +135,7 @@ impl Body for RespBody {
         match self {
             Self::Local(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Self::Upstream { inner, .. } => inner.size_hint(),
+            Self::Grpc(g) => g.size_hint(),
         }
     }
 }

@@ -42,6 +42,9 @@ pub enum BuildError {
     Status { path: String, status: u16 },
     #[error("{path}: {reason}")]
     Invalid { path: String, reason: String },
+    /// A TLS file or setting (the message names the field and the file).
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// A cluster plus the config it was built from (to keep it across reloads).
@@ -61,14 +64,43 @@ pub fn clusters(
             out.insert(c.name.clone(), (c.clone(), existing.clone()));
             continue;
         }
-        let params = cluster_params(c, &format!("clusters[{i}]"))?;
+        let params = cluster_params(c, &format!("clusters[{i}]"), metrics)?;
         let cl = Cluster::new(params, metrics.cluster(&c.name));
         out.insert(c.name.clone(), (c.clone(), cl));
     }
     Ok(out)
 }
 
-fn cluster_params(c: &config::ClusterConfig, path: &str) -> Result<ClusterParams, BuildError> {
+/// The cluster's TLS client; SNI defaults to the first STRICT_DNS name.
+fn upstream_tls(
+    c: &config::ClusterConfig,
+    t: &config::UpstreamTlsConfig,
+    path: &str,
+    metrics: &Metrics,
+) -> Result<super::tls::client::TlsClient, BuildError> {
+    let dns_name = c
+        .endpoints
+        .first()
+        .filter(|_| c.discovery_type == config::DiscoveryType::StrictDns)
+        .map(|e| e.address.as_str())
+        .filter(|a| a.parse::<IpAddr>().is_err());
+    let tp = format!("{path}.tls");
+    super::tls::client::TlsClient::new(
+        t,
+        c.http2,
+        dns_name,
+        &tp,
+        &c.name,
+        metrics.tls_cluster(&c.name),
+    )
+    .map_err(|e| BuildError::Tls(e.to_string()))
+}
+
+fn cluster_params(
+    c: &config::ClusterConfig,
+    path: &str,
+    metrics: &Metrics,
+) -> Result<ClusterParams, BuildError> {
     use config::{DiscoveryType, DnsLookupFamily, LbPolicy};
     let discovery = match c.discovery_type {
         DiscoveryType::Static => {
@@ -120,6 +152,13 @@ fn cluster_params(c: &config::ClusterConfig, path: &str) -> Result<ClusterParams
         }),
         idle_timeout: *c.upstream_http.idle_timeout,
         max_requests_per_connection: c.upstream_http.max_requests_per_connection,
+        transport: super::upstream::connect::Transport {
+            tls: match &c.tls {
+                Some(t) => Some(Arc::new(upstream_tls(c, t, path, metrics)?)),
+                None => None,
+            },
+            http2: c.http2,
+        },
     })
 }
 
@@ -128,6 +167,7 @@ pub fn listener_state(
     l: &config::ListenerConfig,
     path: &str,
     clusters: &ClusterMap,
+    metrics: &Metrics,
 ) -> Result<ListenerState, BuildError> {
     let mut vhosts = Vec::new();
     for (i, vh) in l.virtual_hosts.iter().enumerate() {
@@ -156,6 +196,20 @@ pub fn listener_state(
             request_timeout: l.timeouts.request.non_zero(),
             max_header_bytes: kb * 1024,
             max_headers: l.limits.max_headers_count.max(1) as usize,
+            codec: l.codec,
+        },
+        tls: match &l.tls {
+            Some(t) => Some(
+                super::tls::server::TlsServer::new(
+                    t,
+                    l.codec,
+                    &format!("{path}.tls"),
+                    &l.name,
+                    metrics.tls_listener(&l.name),
+                )
+                .map_err(|e| BuildError::Tls(e.to_string()))?,
+            ),
+            None => None,
         },
     })
 }

@@ -1,5 +1,6 @@
 //! A listener: bound socket plus accept loop; each connection is served by
-//! `http::serve` until the listener's drain handle fires.
+//! `http::serve` (after the TLS handshake on a TLS listener) until the
+//! listener's drain handle fires.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,7 +10,9 @@ use tokio::net::TcpListener;
 
 use super::addr::{ClientAddr, ConnMeta};
 use super::drain::DrainWatch;
+use super::http::detect::Proto;
 use super::http::{self, ListenerContext};
+use super::tls::server::{Negotiated, TlsServer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ListenerError {
@@ -66,7 +69,14 @@ impl Listener {
                         client: ClientAddr(peer),
                         orig_dst: None,
                     };
-                    tokio::spawn(http::serve(stream, meta, ctx.clone(), drain.clone()));
+                    match ctx.state.load().tls.clone() {
+                        None => {
+                            tokio::spawn(http::serve(stream, meta, ctx.clone(), drain.clone()));
+                        }
+                        Some(tls) => {
+                            tokio::spawn(serve_tls(tls, stream, meta, ctx.clone(), drain.clone()));
+                        }
+                    }
                 }
                 Err(e) => {
                     // Typically EMFILE: back off briefly instead of spinning.
@@ -77,4 +87,25 @@ impl Listener {
         }
         log::info!("listener {}: stopped accepting", ctx.name);
     }
+}
+
+/// TLS handshake (counted and logged by `TlsServer` on failure), then HTTP
+/// with the protocol ALPN chose.
+async fn serve_tls(
+    tls: Arc<TlsServer>,
+    stream: tokio::net::TcpStream,
+    meta: ConnMeta,
+    ctx: Arc<ListenerContext>,
+    drain: DrainWatch,
+) {
+    let Some((stream, alpn)) = tls.accept(stream, meta.client.0).await else {
+        return;
+    };
+    drop(tls);
+    let proto = match alpn {
+        Negotiated::H2 => Some(Proto::Http2),
+        Negotiated::Http1 => Some(Proto::Http1),
+        Negotiated::None => None,
+    };
+    http::serve_with(stream, meta, ctx, drain, None, proto, true).await;
 }

@@ -3,7 +3,8 @@
 //! (virtual host, route) -> `split` (weighted clusters) -> `cluster` +
 //! `balance` (endpoint) -> `upstream` (pool, connect) -> `retry`.
 //! `runtime` holds the installed state, `build` turns config into it,
-//! `reload` swaps it, `admin` and `metrics` expose it.
+//! `reload` swaps it, `admin` and `metrics` expose it. `tls` terminates
+//! (listeners) and originates (clusters) TLS.
 
 pub mod addr;
 pub mod admin;
@@ -21,6 +22,7 @@ pub mod retry;
 pub mod route;
 pub mod runtime;
 pub mod split;
+pub mod tls;
 pub mod upstream;
 
 use std::path::Path;

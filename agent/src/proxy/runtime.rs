@@ -77,7 +77,7 @@ impl Runtime {
         let mut states = Vec::new();
         for (i, l) in cfg.listeners.iter().enumerate() {
             let path = format!("listeners[{i}] ({})", l.name);
-            states.push(build::listener_state(l, &path, &clusters)?);
+            states.push(build::listener_state(l, &path, &clusters, &self.metrics)?);
         }
         // Bind new (or moved) listeners before changing anything.
         let mut fresh = Vec::new();
@@ -238,6 +238,8 @@ fn empty_state() -> super::http::ListenerState {
             request_timeout: None,
             max_header_bytes: 8192,
             max_headers: 100,
+            codec: Default::default(),
         },
+        tls: None,
     }
 }

@@ -45,6 +45,9 @@ impl Checker<'_> {
                 self.report(ep_path.key("port"), "port must not be 0");
             }
         }
+        if let Some(tls) = &cluster.tls {
+            self.upstream_tls(&path.key("tls"), tls);
+        }
         let breakers = path.key("circuit_breakers");
         for (field, value) in [
             ("max_connections", cluster.circuit_breakers.max_connections),

@@ -60,6 +60,9 @@ impl<'c> Checker<'c> {
                 "max_headers_count must be at least 1",
             );
         }
+        if let Some(tls) = &listener.tls {
+            self.downstream_tls(&path.key("tls"), tls);
+        }
         let vhosts = path.key("virtual_hosts");
         if listener.virtual_hosts.is_empty() {
             self.report(vhosts.clone(), "a listener needs at least one virtual host");

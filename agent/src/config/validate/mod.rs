@@ -7,6 +7,7 @@ mod cluster;
 mod listener;
 mod route;
 mod syntax;
+mod tls;
 
 use std::collections::{HashMap, HashSet};
 

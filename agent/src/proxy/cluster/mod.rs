@@ -21,6 +21,7 @@ use self::endpoint::Endpoint;
 use self::outlier::{Outcome, OutlierPolicy};
 use super::balance::{Balancer, Policy};
 use super::metrics::ClusterMetrics;
+use super::upstream::connect::Transport;
 use super::upstream::pool::Pool;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +53,8 @@ pub struct ClusterParams {
     pub outlier: Option<OutlierPolicy>,
     pub idle_timeout: Duration,
     pub max_requests_per_connection: u32,
+    /// TLS origination and HTTP/2.
+    pub transport: Transport,
 }
 
 pub struct Cluster {

@@ -19,10 +19,13 @@ use crate::proxy::cluster::breaker::{Limit, Permit};
 use crate::proxy::cluster::endpoint::{ActiveRequest, Endpoint};
 use crate::proxy::cluster::outlier::Outcome;
 use crate::proxy::metrics::GaugeGuard;
+use crate::proxy::metrics::HandshakeFailure;
 use crate::proxy::retry::{Failure, MAX_RETRY_BODY_BYTES};
 use crate::proxy::route::action::Forward;
+use crate::proxy::upstream::UpstreamError;
 use crate::proxy::upstream::connect::connect;
 use crate::proxy::upstream::pool::Pooled;
+use crate::proxy::upstream::sender::Sender;
 
 static UPSTREAM_SERVICE_TIME: http::HeaderName =
     http::HeaderName::from_static("x-weir-upstream-service-time");
@@ -33,7 +36,8 @@ static PROXY_CONNECTION: http::HeaderName = http::HeaderName::from_static("proxy
 enum TryError {
     NoHealthy,
     Overflow,
-    Connect,
+    /// The body of the 503 (plain connect failure or a TLS failure).
+    Connect(&'static str),
     Reset,
 }
 
@@ -59,12 +63,17 @@ fn millis_header(ms: u64) -> HeaderValue {
     }
 }
 
-/// Hop-by-hop headers are not forwarded.
+/// Hop-by-hop headers are not forwarded, except `te: trailers` (gRPC).
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    for n in [&CONNECTION, &KEEP_ALIVE, &PROXY_CONNECTION, &TE, &UPGRADE] {
+    for n in [&CONNECTION, &KEEP_ALIVE, &PROXY_CONNECTION, &UPGRADE] {
         if h.contains_key(n) {
             h.remove(n);
         }
+    }
+    if let Some(te) = h.get(&TE)
+        && te != "trailers"
+    {
+        h.remove(&TE);
     }
 }
 
@@ -215,10 +224,10 @@ pub async fn forward(fwd: &Forward, parts: Parts, body: Incoming) -> Response<Re
                 m.response(503);
                 return local::overloaded();
             }
-            Ok(Err(TryError::Connect)) => {
+            Ok(Err(TryError::Connect(body))) => {
                 m.response(503);
                 if last || !retry.is_some_and(|r| r.should_retry(Failure::ConnectFailure)) {
-                    return local::reply(StatusCode::SERVICE_UNAVAILABLE, local::CONNECT_FAILURE);
+                    return local::reply(StatusCode::SERVICE_UNAVAILABLE, body);
                 }
                 Failure::ConnectFailure
             }
@@ -338,21 +347,86 @@ async fn new_or_freed(
             return Ok((c, true));
         }
         if let Some(cx_permit) = cluster.breaker.try_acquire(Limit::Connections) {
-            let notify = cluster.freed.clone();
-            return match connect(ep.addr, cluster.connect_timeout, cx_permit, notify, m).await {
-                Ok(tx) => Ok((ep.pool.fresh(tx), false)),
-                Err(e) => {
-                    log::debug!("cluster {}: {e}", cluster.name);
-                    cluster.record(ep, Outcome::LocalFailure);
-                    Err(TryError::Connect)
-                }
-            };
+            return open(cluster, ep, cx_permit)
+                .await
+                .map(|tx| (ep.pool.fresh(tx), false));
         }
         if !counted {
             m.overflow_connections.inc();
             counted = true;
         }
         freed.await;
+    }
+}
+
+/// Open a new connection to `ep` holding `permit`.
+async fn open(
+    cluster: &Arc<Cluster>,
+    ep: &Arc<Endpoint>,
+    permit: Permit,
+) -> Result<Sender, TryError> {
+    let notify = cluster.freed.clone();
+    let t = &cluster.params.transport;
+    match connect(
+        ep.addr,
+        cluster.connect_timeout,
+        permit,
+        notify,
+        &cluster.metrics,
+        t,
+    )
+    .await
+    {
+        Ok(tx) => Ok(tx),
+        Err(e) => {
+            log::debug!("cluster {}: {e}", cluster.name);
+            cluster.record(ep, Outcome::LocalFailure);
+            Err(TryError::Connect(match e {
+                UpstreamError::Tls(h) if h.reason == HandshakeFailure::VerifyFailed => {
+                    local::TLS_VERIFY_FAILURE
+                }
+                UpstreamError::Tls(_) => local::TLS_FAILURE,
+                _ => local::CONNECT_FAILURE,
+            }))
+        }
+    }
+}
+
+/// HTTP/2 clusters: the endpoint's shared connection, opened (under
+/// `max_connections`) when there is none or it closed.
+async fn shared_h2(cluster: &Arc<Cluster>, ep: &Arc<Endpoint>) -> Result<Pooled, TryError> {
+    let mut slot = ep.pool.h2.lock().await;
+    if let Some(tx) = slot.as_ref()
+        && !tx.is_closed()
+    {
+        return Ok(ep.pool.fresh(Sender::H2(tx.clone())));
+    }
+    let Some(permit) = cluster.breaker.try_acquire(Limit::Connections) else {
+        cluster.metrics.overflow_connections.inc();
+        return Err(TryError::Overflow);
+    };
+    match open(cluster, ep, permit).await? {
+        Sender::H2(tx) => {
+            *slot = Some(tx.clone());
+            Ok(ep.pool.fresh(Sender::H2(tx)))
+        }
+        h1 => Ok(ep.pool.fresh(h1)),
+    }
+}
+
+/// HTTP/2 upstream requests carry scheme and authority (from Host).
+fn to_h2(req: &mut Request<ReqBody>, tls: bool) {
+    *req.version_mut() = http::Version::HTTP_2;
+    if req.uri().authority().is_some() {
+        return;
+    }
+    let Some(host) = req.headers().get(HOST).and_then(|h| h.to_str().ok()) else {
+        return;
+    };
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let scheme = if tls { "https" } else { "http" };
+    if let Ok(u) = format!("{scheme}://{host}{pq}").parse::<Uri>() {
+        *req.uri_mut() = u;
     }
 }
 
@@ -384,13 +458,23 @@ async fn exchange(
     ep: &Arc<Endpoint>,
     mut req: Request<ReqBody>,
 ) -> Result<(Response<Incoming>, Pooled), TryError> {
+    let transport = &cluster.params.transport;
+    if transport.http2 {
+        to_h2(&mut req, transport.tls.is_some());
+    } else if req.version() == http::Version::HTTP_2 {
+        *req.version_mut() = http::Version::HTTP_11;
+    }
     // A pooled connection may have been closed by the peer meanwhile; such
     // a failure is not the endpoint's fault and the request was not sent, so
     // it goes again on another connection.
     loop {
-        let (mut conn, reused) = match ep.pool.checkout() {
-            Some(c) => (c, true),
-            None => new_or_freed(cluster, ep).await?,
+        let (mut conn, reused) = if transport.http2 {
+            (shared_h2(cluster, ep).await?, false)
+        } else {
+            match ep.pool.checkout() {
+                Some(c) => (c, true),
+                None => new_or_freed(cluster, ep).await?,
+            }
         };
         if conn.tx.ready().await.is_err() {
             if reused {
@@ -400,7 +484,7 @@ async fn exchange(
             return Err(TryError::Reset);
         }
         conn.mark_used();
-        match conn.tx.try_send_request(req).await {
+        match conn.tx.send(req).await {
             Ok(resp) => return Ok((resp, conn)),
             Err(mut e) => match e.take_message() {
                 Some(r) if reused => {

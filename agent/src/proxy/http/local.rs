@@ -12,6 +12,8 @@ pub const CONNECT_FAILURE: &str =
 pub const RESET: &str = "upstream connect error or disconnect/reset before headers. reset reason: connection termination";
 pub const OVERFLOW: &str =
     "upstream connect error or disconnect/reset before headers. reset reason: overflow";
+pub const TLS_VERIFY_FAILURE: &str = "upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: TLS error: certificate verify failed";
+pub const TLS_FAILURE: &str = "upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: TLS error: handshake failed";
 pub const REQUEST_TIMEOUT: &str = "request timeout";
 
 /// A local reply; a non-empty body is sent as `text/plain`.

@@ -1,21 +1,26 @@
-//! HTTP/1.1 connection handling. [`serve`] takes any AsyncRead + AsyncWrite
-//! stream and a per-listener context, so TLS or eBPF-intercepted sockets can
-//! feed it as well as plain TCP.
+//! HTTP connection handling (HTTP/1.1 and HTTP/2). [`serve`] takes any
+//! AsyncRead + AsyncWrite stream and a per-listener context, so TLS or
+//! eBPF-intercepted sockets can feed it as well as plain TCP.
 
+pub mod detect;
 pub mod forward;
+pub mod grpc;
 pub mod io;
 pub mod local;
 pub mod request_id;
 pub mod service;
 pub mod watchdog;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use self::detect::{Prefixed, Proto};
 use self::io::{ConnShared, MeteredIo};
 use self::service::ConnService;
 use self::watchdog::Verdict;
@@ -23,6 +28,8 @@ use super::addr::ConnMeta;
 use super::drain::DrainWatch;
 use super::metrics::{GaugeGuard, ListenerMetrics};
 use super::route::RouteTable;
+use super::tls::server::TlsServer;
+use crate::config::Codec;
 
 /// Connection-level settings of a listener (`None` = disabled).
 #[derive(Debug, Clone)]
@@ -32,12 +39,15 @@ pub struct ConnSettings {
     pub request_timeout: Option<Duration>,
     pub max_header_bytes: usize,
     pub max_headers: usize,
+    pub codec: Codec,
 }
 
 /// What a reload swaps for a listener.
 pub struct ListenerState {
     pub routes: RouteTable,
     pub settings: ConnSettings,
+    /// TLS termination (rebuilt by a reload; certificate files watched).
+    pub tls: Option<Arc<TlsServer>>,
 }
 
 /// Shared by all connections of one listener.
@@ -60,22 +70,27 @@ pub trait RequestHook: Send + Sync + 'static {
 /// allocation per request, so it is only set when it differs.
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
-/// Serve HTTP/1.1 on `io` until the peer closes, a timeout fires, or a drain
-/// finishes (graceful first, forced after the drain grace period).
+/// Serve HTTP on `io` until the peer closes, a timeout fires, or a drain
+/// finishes (graceful first, forced after the drain grace period). The
+/// protocol follows the listener's codec (`auto`: sniffed, see `detect`).
 pub async fn serve<S>(io: S, meta: ConnMeta, ctx: Arc<ListenerContext>, drain: DrainWatch)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    serve_with(io, meta, ctx, drain, None).await
+    serve_with(io, meta, ctx, drain, None, None, false).await
 }
 
-/// [`serve`] with a per-connection [`RequestHook`].
+/// [`serve`] with a per-connection [`RequestHook`], the protocol already
+/// decided (`Some`: by TLS ALPN) and whether the connection is TLS
+/// (`x-forwarded-proto: https`).
 pub async fn serve_with<S>(
     io: S,
     meta: ConnMeta,
     ctx: Arc<ListenerContext>,
     mut drain: DrainWatch,
     hook: Option<Arc<dyn RequestHook>>,
+    proto: Option<Proto>,
+    https: bool,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -83,36 +98,111 @@ pub async fn serve_with<S>(
     ctx.metrics.cx_total.inc();
     let _active = GaugeGuard::new(&ctx.metrics.cx_active);
     let shared = Arc::new(ConnShared::default());
-    let io = MeteredIo::new(
+    let mut io = Prefixed::new(MeteredIo::new(
         io,
         shared.clone(),
         ctx.metrics.rx_bytes.clone(),
         ctx.metrics.tx_bytes.clone(),
-    );
-    // Header-read and idle timeouts are ours (`watchdog`), not hyper's
-    // timer, which would allocate a timer per request and also close idle
-    // keep-alive connections.
-    let mut b = hyper::server::conn::http1::Builder::new();
-    b.header_read_timeout(None)
-        .max_header_size(settings.max_header_bytes);
-    if settings.max_header_bytes + 8192 > 400 * 1024 {
-        b.max_buf_size(settings.max_header_bytes + 8192);
-    }
-    if settings.max_headers != HYPER_DEFAULT_MAX_HEADERS {
-        b.max_headers(settings.max_headers);
-    }
+    ));
+    let proto = match (proto, settings.codec) {
+        (Some(p), _) => p,
+        (None, Codec::Http1) => Proto::Http1,
+        (None, Codec::Http2) => Proto::Http2,
+        (None, Codec::Auto) => {
+            let wait = settings.idle_timeout.unwrap_or(Duration::MAX);
+            let sniffed = tokio::select! {
+                r = tokio::time::timeout(wait, io.sniff()) => r,
+                _ = drain.signaled() => return,
+            };
+            match sniffed {
+                Ok(Ok(Some(p))) => p,
+                Ok(Ok(None)) => return,
+                Ok(Err(e)) => {
+                    log::debug!("listener {}: {:?}: {e}", ctx.name, meta.client);
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+    };
     let svc = ConnService {
         ctx: ctx.clone(),
         shared: shared.clone(),
         request_timeout: settings.request_timeout,
         hook,
+        proto,
+        https,
     };
-    let conn = b.serve_connection(TokioIo::new(io), svc);
-    tokio::pin!(conn);
+    let io = TokioIo::new(io);
+    match proto {
+        Proto::Http1 => {
+            // Header-read and idle timeouts are ours (`watchdog`), not
+            // hyper's timer, which would allocate a timer per request and
+            // also close idle keep-alive connections.
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.header_read_timeout(None)
+                .max_header_size(settings.max_header_bytes);
+            if settings.max_header_bytes + 8192 > 400 * 1024 {
+                b.max_buf_size(settings.max_header_bytes + 8192);
+            }
+            if settings.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+                b.max_headers(settings.max_headers);
+            }
+            let conn = b.serve_connection(io, svc);
+            tokio::pin!(conn);
+            let header_timeout = settings.header_read_timeout;
+            drive(
+                conn,
+                |c| c.graceful_shutdown(),
+                &shared,
+                &settings,
+                header_timeout,
+                &ctx,
+                &meta,
+                drain,
+            )
+            .await;
+        }
+        Proto::Http2 => {
+            let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            b.max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
+            let conn = b.serve_connection(io, svc);
+            tokio::pin!(conn);
+            // HTTP/2 control frames arrive between requests, so the
+            // header-read clock does not apply; the idle timeout does.
+            drive(
+                conn,
+                |c| c.graceful_shutdown(),
+                &shared,
+                &settings,
+                None,
+                &ctx,
+                &meta,
+                drain,
+            )
+            .await;
+        }
+    }
+}
+
+/// Run a connection future to its end under the watchdog and the drain.
+#[expect(clippy::too_many_arguments, reason = "one call site per codec")]
+async fn drive<C>(
+    mut conn: Pin<&mut C>,
+    shutdown: impl Fn(Pin<&mut C>),
+    shared: &ConnShared,
+    settings: &ConnSettings,
+    header_timeout: Option<Duration>,
+    ctx: &ListenerContext,
+    meta: &ConnMeta,
+    mut drain: DrainWatch,
+) where
+    C: Future<Output = Result<(), hyper::Error>>,
+{
     let mut draining = false;
     let mut force_at: Option<tokio::time::Instant> = None;
     loop {
-        let verdict = watchdog::check(&shared, settings.header_read_timeout, settings.idle_timeout);
+        let verdict = watchdog::check(shared, header_timeout, settings.idle_timeout);
         let recheck = match verdict {
             Verdict::Fine(ms) => {
                 ms.map(|ms| tokio::time::Instant::now() + Duration::from_millis(ms))
@@ -124,7 +214,7 @@ pub async fn serve_with<S>(
             }
             Verdict::Idle if !draining => {
                 log::debug!("listener {}: idle timeout", ctx.name);
-                conn.as_mut().graceful_shutdown();
+                shutdown(conn.as_mut());
                 draining = true;
                 force_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
                 None
@@ -143,7 +233,7 @@ pub async fn serve_with<S>(
                 return;
             }
             _ = drain.signaled(), if !draining => {
-                conn.as_mut().graceful_shutdown();
+                shutdown(conn.as_mut());
                 draining = true;
                 force_at = Some(tokio::time::Instant::now() + drain.grace);
             }

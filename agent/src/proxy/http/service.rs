@@ -12,8 +12,9 @@ use http::header::{HOST, LOCATION, SERVER};
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use super::detect::Proto;
 use super::io::ConnShared;
-use super::{ListenerContext, forward, local, request_id};
+use super::{ListenerContext, forward, grpc, local, request_id};
 use crate::proxy::body::RespBody;
 use crate::proxy::route::action::Action;
 
@@ -25,6 +26,9 @@ pub struct ConnService {
     pub shared: Arc<ConnShared>,
     pub request_timeout: Option<Duration>,
     pub hook: Option<Arc<dyn super::RequestHook>>,
+    pub proto: Proto,
+    /// The connection is TLS: `x-forwarded-proto: https`.
+    pub https: bool,
 }
 
 impl hyper::service::Service<Request<Incoming>> for ConnService {
@@ -40,19 +44,21 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         let ctx = self.ctx.clone();
         let shared = self.shared.clone();
         let timeout = self.request_timeout;
+        let (proto, https) = (self.proto, self.https);
+        ctx.metrics.rq_protocol[proto.index()].inc();
         Box::pin(async move {
             shared.in_flight.fetch_add(1, Ordering::Relaxed);
             // the head is complete: the header-read clock stops
             shared.head_started_ms.store(0, Ordering::Relaxed);
             let mut resp = match timeout {
-                Some(t) => match tokio::time::timeout(t, handle(&ctx, req)).await {
+                Some(t) => match tokio::time::timeout(t, handle(&ctx, req, https)).await {
                     Ok(r) => r,
                     Err(_) => {
                         ctx.metrics.rq_timeout.inc();
                         local::reply(StatusCode::REQUEST_TIMEOUT, local::REQUEST_TIMEOUT)
                     }
                 },
-                None => handle(&ctx, req).await,
+                None => handle(&ctx, req, https).await,
             };
             shared.in_flight.fetch_sub(1, Ordering::Relaxed);
             shared.touch();
@@ -62,13 +68,20 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
             if let Some(h) = &hook {
                 h.on_response(resp.status().as_u16());
             }
+            if proto == Proto::Http2 {
+                resp = grpc::observe(resp, &ctx.metrics.grpc);
+            }
             Ok(resp)
         })
     }
 }
 
 /// Route and serve one request.
-pub async fn handle(ctx: &ListenerContext, req: Request<Incoming>) -> Response<RespBody> {
+pub async fn handle(
+    ctx: &ListenerContext,
+    req: Request<Incoming>,
+    https: bool,
+) -> Response<RespBody> {
     let state = ctx.state.load_full();
     let (mut parts, body) = req.into_parts();
     let authority = parts
@@ -102,9 +115,10 @@ pub async fn handle(ctx: &ListenerContext, req: Request<Incoming>) -> Response<R
         Action::Forward(fwd) => {
             forward::prepare_head(&mut parts, fwd, matched);
             request_id::ensure(&mut parts.headers);
-            parts
-                .headers
-                .insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+            parts.headers.insert(
+                X_FORWARDED_PROTO.clone(),
+                HeaderValue::from_static(if https { "https" } else { "http" }),
+            );
             vhost.request_headers.apply(&mut parts.headers);
             route.request_headers.apply(&mut parts.headers);
             forward::forward(fwd, parts, body).await

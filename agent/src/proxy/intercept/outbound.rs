@@ -140,7 +140,7 @@ async fn serve_http(
         handles,
     };
     let hook: Arc<dyn RequestHook> = Arc::new(hook);
-    http::serve_with(io, meta, ctx, inner.drain.clone(), Some(hook)).await;
+    http::serve_with(io, meta, ctx, inner.drain.clone(), Some(hook), None, false).await;
 }
 
 /// Splice to the original destination; the upstream socket is registered

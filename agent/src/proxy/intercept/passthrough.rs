@@ -141,8 +141,8 @@ clusters:
         let clusters =
             build::clusters(&cfg, &ClusterMap::new(), &self.metrics).map_err(|e| e.to_string())?;
         let l = &cfg.listeners[0];
-        let state =
-            build::listener_state(l, "passthrough", &clusters).map_err(|e| e.to_string())?;
+        let state = build::listener_state(l, "passthrough", &clusters, &self.metrics)
+            .map_err(|e| e.to_string())?;
         Ok(Arc::new(ListenerContext {
             name: l.name.as_str().into(),
             metrics: self.metrics.listener(&l.name),

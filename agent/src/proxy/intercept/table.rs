@@ -70,6 +70,7 @@ mod tests {
             .unwrap(),
             "t",
             &Default::default(),
+            m,
         )
         .unwrap();
         Arc::new(VirtualListener {

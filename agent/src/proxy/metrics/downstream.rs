@@ -11,6 +11,8 @@ pub(super) struct Families {
     rx_bytes: IntCounterVec,
     tx_bytes: IntCounterVec,
     rq_timeout: IntCounterVec,
+    rq_protocol: IntCounterVec,
+    grpc: IntCounterVec,
 }
 
 impl Families {
@@ -53,6 +55,18 @@ impl Families {
                 "Requests ended by the request or header-read timeout (downstream_rq_timeout).",
                 l,
             )?,
+            rq_protocol: counter(
+                r,
+                "weir_http_downstream_requests_by_protocol_total",
+                "Downstream requests by HTTP protocol (downstream_rq_http1_total, downstream_rq_http2_total).",
+                &["listener", "protocol"],
+            )?,
+            grpc: counter(
+                r,
+                "weir_http_downstream_grpc_responses_total",
+                "gRPC responses sent downstream by grpc-status (0..16, unknown), trailers-only responses included (grpc_stats).",
+                &["listener", "grpc_status"],
+            )?,
         })
     }
 
@@ -64,6 +78,11 @@ impl Families {
             rx_bytes: self.rx_bytes.with_label_values(&[name]),
             tx_bytes: self.tx_bytes.with_label_values(&[name]),
             rq_timeout: self.rq_timeout.with_label_values(&[name]),
+            rq_protocol: PROTOCOLS.map(|p| self.rq_protocol.with_label_values(&[name, p])),
+            grpc: GrpcMetrics {
+                by_status: self.grpc.clone(),
+                listener: name.into(),
+            },
         }
     }
 }
@@ -77,7 +96,41 @@ pub struct ListenerMetrics {
     pub rx_bytes: IntCounter,
     pub tx_bytes: IntCounter,
     pub rq_timeout: IntCounter,
+    /// By [`PROTOCOLS`] index.
+    pub rq_protocol: [IntCounter; 2],
+    pub grpc: GrpcMetrics,
 }
+
+/// The `protocol` label values.
+pub const PROTOCOLS: [&str; 2] = ["HTTP/1.1", "HTTP/2"];
+
+/// gRPC responses by status; resolved per response (gRPC only), so only
+/// statuses that occur make series.
+#[derive(Clone)]
+pub struct GrpcMetrics {
+    by_status: IntCounterVec,
+    listener: std::sync::Arc<str>,
+}
+
+impl GrpcMetrics {
+    /// Count one gRPC response with `grpc-status` value `status`.
+    pub fn status(&self, status: &[u8]) {
+        let label = match std::str::from_utf8(status)
+            .ok()
+            .and_then(|s| s.parse::<u8>().ok())
+        {
+            Some(code) if code <= 16 => GRPC_CODES[usize::from(code)],
+            _ => "unknown",
+        };
+        self.by_status
+            .with_label_values(&[&*self.listener, label])
+            .inc();
+    }
+}
+
+const GRPC_CODES: [&str; 17] = [
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+];
 
 impl ListenerMetrics {
     pub fn response(&self, status: u16) {

@@ -8,12 +8,14 @@
 
 mod dns;
 mod downstream;
+pub mod tls;
 mod upstream;
 
 use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 pub use self::dns::DnsMetrics;
-pub use self::downstream::ListenerMetrics;
+pub use self::downstream::{GrpcMetrics, ListenerMetrics, PROTOCOLS};
+pub use self::tls::{HandshakeFailure, TlsMetrics};
 pub use self::upstream::ClusterMetrics;
 
 /// Upper bounds (seconds) of the request duration histograms: Envoy's
@@ -38,6 +40,7 @@ pub struct Metrics {
     downstream: downstream::Families,
     upstream: upstream::Families,
     dns: dns::Families,
+    tls: tls::Families,
     reloads: IntCounterVec,
     /// Interception families (`weir_intercept_*`).
     pub intercept: super::intercept::metrics::InterceptMetrics,
@@ -72,6 +75,7 @@ impl Metrics {
             downstream: downstream::Families::new(&registry)?,
             upstream: upstream::Families::new(&registry)?,
             dns: dns::Families::new(&registry)?,
+            tls: tls::Families::new(&registry)?,
             reloads: counter(
                 &registry,
                 "weir_config_reloads_total",
@@ -97,6 +101,14 @@ impl Metrics {
 
     pub fn cluster(&self, name: &str) -> ClusterMetrics {
         self.upstream.cluster(name, self.dns.cluster(name))
+    }
+
+    pub fn tls_listener(&self, name: &str) -> TlsMetrics {
+        self.tls.listener(name)
+    }
+
+    pub fn tls_cluster(&self, name: &str) -> TlsMetrics {
+        self.tls.cluster(name)
     }
 
     pub fn reload(&self, ok: bool) {

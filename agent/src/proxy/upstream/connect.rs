@@ -1,29 +1,39 @@
-//! Open a new upstream HTTP/1.1 connection under the cluster's limits.
+//! Open a new upstream connection under the cluster's limits: TCP, then
+//! TLS when the cluster originates it, then HTTP/1.1 or HTTP/2.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use super::UpstreamError;
-use crate::proxy::body::ReqBody;
+use super::sender::Sender;
 use crate::proxy::cluster::breaker::Permit;
 use crate::proxy::metrics::{ClusterMetrics, GaugeGuard};
-use hyper::client::conn::http1::SendRequest;
+use crate::proxy::tls::client::TlsClient;
 
-/// Connect to `addr` within `timeout`, handshake HTTP/1.1 and spawn the
-/// connection task; the task holds `permit` (max_connections) until it ends,
-/// then notifies `freed`.
+/// How a cluster's connections are made (beyond TCP).
+#[derive(Debug, Clone, Default)]
+pub struct Transport {
+    pub tls: Option<Arc<TlsClient>>,
+    pub http2: bool,
+}
+
+/// Connect to `addr` within `timeout`, handshake TLS (if configured) and
+/// HTTP, and spawn the connection task; the task holds `permit`
+/// (max_connections) until it ends, then notifies `freed`.
 pub async fn connect(
     addr: SocketAddr,
     timeout: Duration,
     permit: Permit,
     freed: Arc<Notify>,
     metrics: &ClusterMetrics,
-) -> Result<SendRequest<ReqBody>, UpstreamError> {
+    transport: &Transport,
+) -> Result<Sender, UpstreamError> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -42,16 +52,50 @@ pub async fn connect(
         .local_addr()
         .ok()
         .map(|a| crate::proxy::intercept::peers::register(a, None));
-    let (tx, conn) = hyper::client::conn::http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| UpstreamError::Handshake(addr, e))?;
+    match &transport.tls {
+        None => handshake(stream, addr, transport.http2, permit, freed, metrics, peer).await,
+        Some(tls) => {
+            let s = tls.connect(stream, addr).await.inspect_err(|_| {
+                metrics.connect_fail.inc();
+            })?;
+            handshake(s, addr, transport.http2, permit, freed, metrics, peer).await
+        }
+    }
+}
+
+async fn handshake<IO>(
+    io: IO,
+    addr: SocketAddr,
+    http2: bool,
+    permit: Permit,
+    freed: Arc<Notify>,
+    metrics: &ClusterMetrics,
+    peer: Option<crate::proxy::intercept::peers::PeerGuard>,
+) -> Result<Sender, UpstreamError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(io);
+    let (tx, conn): (Sender, std::pin::Pin<Box<dyn Future<Output = _> + Send>>) = if http2 {
+        let (tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .handshake(io)
+            .await
+            .map_err(|e| UpstreamError::Handshake(addr, e))?;
+        (Sender::H2(tx), Box::pin(conn))
+    } else {
+        let (tx, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|e| UpstreamError::Handshake(addr, e))?;
+        (Sender::H1(tx), Box::pin(conn))
+    };
     metrics.cx_total.inc();
     let active = GaugeGuard::new(&metrics.cx_active);
     tokio::spawn(async move {
         let _active = active;
         let _peer = peer;
-        if let Err(e) = conn.await {
+        let r: Result<(), hyper::Error> = conn.await;
+        if let Err(e) = r {
             log::debug!("upstream connection to {addr} ended: {e}");
         }
         // The connection slot is free: wake one request waiting for it.

@@ -1,7 +1,8 @@
-//! Upstream connections: pooling and connecting.
+//! Upstream connections: pooling and connecting (plain or TLS, HTTP/1.1 or HTTP/2).
 
 pub mod connect;
 pub mod pool;
+pub mod sender;
 
 use std::net::SocketAddr;
 
@@ -13,6 +14,8 @@ pub enum UpstreamError {
     ConnectTimeout(SocketAddr),
     #[error("HTTP/1.1 handshake with {0}: {1}")]
     Handshake(SocketAddr, #[source] hyper::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::proxy::tls::client::HandshakeError),
     #[error("cluster max_connections reached")]
     Overflow,
 }

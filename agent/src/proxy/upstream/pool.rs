@@ -1,13 +1,13 @@
-//! Per-endpoint pool of idle HTTP/1.1 keep-alive connections (lock-free queue).
+//! Per-endpoint pool of idle HTTP/1.1 keep-alive connections (lock-free
+//! queue), and the endpoint's one shared HTTP/2 connection.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
-use hyper::client::conn::http1::SendRequest;
 use tokio::sync::Notify;
 
-use crate::proxy::body::ReqBody;
+use super::sender::Sender;
 
 /// Idle connections kept per endpoint at most (also bounded by the
 /// cluster's `max_connections`). The queue is preallocated (~48 bytes a
@@ -23,10 +23,15 @@ pub struct Pool {
     idle_timeout: Duration,
     /// 0 = unlimited.
     max_requests_per_connection: u32,
+    /// HTTP/2 clusters: the multiplexed connection, shared by all requests;
+    /// the lock is held while a new one is being opened.
+    pub h2: tokio::sync::Mutex<
+        Option<hyper::client::conn::http2::SendRequest<crate::proxy::body::ReqBody>>,
+    >,
 }
 
 struct Idle {
-    tx: SendRequest<ReqBody>,
+    tx: Sender,
     since: Instant,
     used: u32,
 }
@@ -34,7 +39,7 @@ struct Idle {
 /// A connection checked out of (or new for) a pool; [`Pooled::release`]
 /// puts it back once its response has been read to the end.
 pub struct Pooled {
-    pub tx: SendRequest<ReqBody>,
+    pub tx: Sender,
     used: u32,
     pool: Arc<Pool>,
 }
@@ -51,6 +56,7 @@ impl Pool {
             idle: ArrayQueue::new(max_idle.clamp(1, MAX_IDLE_PER_ENDPOINT)),
             idle_timeout,
             max_requests_per_connection,
+            h2: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -71,7 +77,7 @@ impl Pool {
     }
 
     /// Wrap a freshly connected sender.
-    pub fn fresh(self: &Arc<Self>, tx: SendRequest<ReqBody>) -> Pooled {
+    pub fn fresh(self: &Arc<Self>, tx: Sender) -> Pooled {
         Pooled {
             tx,
             used: 0,
@@ -110,7 +116,8 @@ impl Pooled {
     /// or past `max_requests_per_connection`).
     pub fn release(self) {
         let max = self.pool.max_requests_per_connection;
-        if self.tx.is_closed() || (max != 0 && self.used >= max) {
+        // An HTTP/2 sender is a clone of the shared connection's.
+        if self.tx.is_h2() || self.tx.is_closed() || (max != 0 && self.used >= max) {
             return;
         }
         let idle = Idle {

@@ -1,0 +1,273 @@
+//! TLS termination for a listener: certificates chosen by SNI, ALPN,
+//! minimum version, optional client certificate verification, and a
+//! watcher that re-reads the files when they change (a bad file keeps the
+//! certificates in use).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use rustls::ServerConfig;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::task::AbortHandle;
+use tokio_rustls::server::TlsStream;
+
+use super::{HANDSHAKE_TIMEOUT, TlsError, failure, pem, provider, versions};
+use crate::config::{AlpnProtocol, Codec, DownstreamTlsConfig};
+use crate::proxy::metrics::{HandshakeFailure, TlsMetrics};
+
+/// How often the certificate files are checked for changes.
+pub const RELOAD_POLL: Duration = Duration::from_secs(1);
+
+/// What the handshake negotiated for HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Negotiated {
+    H2,
+    Http1,
+    /// No ALPN: the listener's codec decides.
+    None,
+}
+
+pub struct TlsServer {
+    config: ArcSwap<ServerConfig>,
+    source: DownstreamTlsConfig,
+    codec: Codec,
+    listener: Arc<str>,
+    pub metrics: TlsMetrics,
+    watcher: std::sync::Mutex<Option<AbortHandle>>,
+}
+
+impl std::fmt::Debug for TlsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsServer")
+            .field("listener", &self.listener)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsServer {
+    /// Load every file of `cfg` (errors name `field` paths under `path`)
+    /// and start the reload watcher (inside the runtime).
+    pub fn new(
+        cfg: &DownstreamTlsConfig,
+        codec: Codec,
+        path: &str,
+        listener: &str,
+        metrics: TlsMetrics,
+    ) -> Result<Arc<Self>, TlsError> {
+        let config = build(cfg, codec, path)?;
+        let s = Arc::new(Self {
+            config: ArcSwap::from_pointee(config),
+            source: cfg.clone(),
+            codec,
+            listener: listener.into(),
+            metrics,
+            watcher: std::sync::Mutex::new(None),
+        });
+        let h = tokio::spawn(watch(Arc::downgrade(&s), path.to_owned()));
+        if let Ok(mut slot) = s.watcher.lock() {
+            *slot = Some(h.abort_handle());
+        }
+        Ok(s)
+    }
+
+    /// Handshake on `io` within [`HANDSHAKE_TIMEOUT`]; a failure is counted
+    /// and logged once with its reason.
+    pub async fn accept<IO>(&self, io: IO, peer: SocketAddr) -> Option<(TlsStream<IO>, Negotiated)>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.config.load_full());
+        let (reason, err) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await
+        {
+            Ok(Ok(s)) => {
+                self.metrics.handshakes.inc();
+                let n = match s.get_ref().1.alpn_protocol() {
+                    Some(b"h2") => Negotiated::H2,
+                    Some(_) => Negotiated::Http1,
+                    None => Negotiated::None,
+                };
+                return Some((s, n));
+            }
+            Ok(Err(e)) => (failure::classify(&e), e.to_string()),
+            Err(_) => (HandshakeFailure::Timeout, "timed out".to_owned()),
+        };
+        self.metrics.failure(reason);
+        log::warn!(
+            "listener {}: TLS handshake from {peer} failed ({}): {err}",
+            self.listener,
+            reason.as_str()
+        );
+        None
+    }
+
+    fn files(&self) -> Vec<PathBuf> {
+        let mut v = Vec::new();
+        for c in &self.source.certificates {
+            v.push(c.cert_chain_file.clone());
+            v.push(c.private_key_file.clone());
+        }
+        v.extend(self.source.client_ca_file.clone());
+        v
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        if let Ok(mut slot) = self.watcher.lock()
+            && let Some(h) = slot.take()
+        {
+            h.abort();
+        }
+    }
+}
+
+/// Poll the files; on a change rebuild, keeping the old config on error.
+async fn watch(server: Weak<TlsServer>, path: String) {
+    let stamps = |s: &TlsServer| s.files().iter().map(|f| pem::stamp(f)).collect::<Vec<_>>();
+    let Some(mut last) = server.upgrade().map(|s| stamps(&s)) else {
+        return;
+    };
+    loop {
+        tokio::time::sleep(RELOAD_POLL).await;
+        let Some(s) = server.upgrade() else { return };
+        let now = stamps(&s);
+        if now == last {
+            continue;
+        }
+        last = now;
+        match build(&s.source, s.codec, &path) {
+            Ok(cfg) => {
+                s.config.store(Arc::new(cfg));
+                s.metrics.reload_ok.inc();
+                log::info!("listener {}: TLS certificates reloaded", s.listener);
+            }
+            Err(e) => {
+                s.metrics.reload_fail.inc();
+                log::error!(
+                    "listener {}: TLS certificate reload failed, keeping the old certificates: {e}",
+                    s.listener
+                );
+            }
+        }
+    }
+}
+
+/// A rustls server config from the listener's TLS settings.
+fn build(cfg: &DownstreamTlsConfig, codec: Codec, path: &str) -> Result<ServerConfig, TlsError> {
+    let provider = provider();
+    let invalid = |field: String, e: &dyn std::fmt::Display| TlsError::Invalid {
+        field,
+        reason: e.to_string(),
+    };
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions(cfg.min_version))
+        .map_err(|e| invalid(format!("{path}.min_version"), &e))?;
+    let builder = match &cfg.client_ca_file {
+        Some(f) => {
+            let field = format!("{path}.client_ca_file");
+            let roots = pem::roots(&field, f)?;
+            let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+            let v = if cfg.require_client_certificate {
+                v
+            } else {
+                v.allow_unauthenticated()
+            };
+            builder.with_client_cert_verifier(v.build().map_err(|e| invalid(field, &e))?)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let resolver = SniResolver::load(cfg, path, &provider)?;
+    let mut sc = builder.with_cert_resolver(Arc::new(resolver));
+    sc.alpn_protocols = cfg
+        .alpn
+        .iter()
+        .filter(|p| match codec {
+            Codec::Auto => true,
+            Codec::Http1 => **p == AlpnProtocol::Http11,
+            Codec::Http2 => **p == AlpnProtocol::H2,
+        })
+        .map(|p| p.id().to_vec())
+        .collect();
+    Ok(sc)
+}
+
+/// Certificates by SNI: exact names, then the longest `*.suffix`, then
+/// the first certificate.
+#[derive(Debug)]
+struct SniResolver {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    /// (".suffix", key), longest suffix first.
+    wildcard: Vec<(String, Arc<CertifiedKey>)>,
+    default: Arc<CertifiedKey>,
+}
+
+impl SniResolver {
+    fn load(
+        cfg: &DownstreamTlsConfig,
+        path: &str,
+        provider: &rustls::crypto::CryptoProvider,
+    ) -> Result<Self, TlsError> {
+        let mut exact = HashMap::new();
+        let mut wildcard = Vec::new();
+        let mut default = None;
+        for (i, c) in cfg.certificates.iter().enumerate() {
+            let p = format!("{path}.certificates[{i}]");
+            let chain = pem::certs(&format!("{p}.cert_chain_file"), &c.cert_chain_file)?;
+            let key_field = format!("{p}.private_key_file");
+            let key = pem::key(&key_field, &c.private_key_file)?;
+            let ck =
+                CertifiedKey::from_der(chain, key, provider).map_err(|e| TlsError::Invalid {
+                    field: key_field,
+                    reason: format!(
+                        "{} does not fit {}: {e}",
+                        c.private_key_file.display(),
+                        c.cert_chain_file.display()
+                    ),
+                })?;
+            let ck = Arc::new(ck);
+            for name in &c.server_names {
+                let name = name.to_ascii_lowercase();
+                match name.strip_prefix('*') {
+                    Some(suffix) => wildcard.push((suffix.to_owned(), ck.clone())),
+                    None => {
+                        exact.entry(name).or_insert_with(|| ck.clone());
+                    }
+                }
+            }
+            default.get_or_insert(ck);
+        }
+        wildcard.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+        let default = default.ok_or_else(|| TlsError::Invalid {
+            field: format!("{path}.certificates"),
+            reason: "no certificate".to_owned(),
+        })?;
+        Ok(Self {
+            exact,
+            wildcard,
+            default,
+        })
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let Some(name) = hello.server_name() else {
+            return Some(self.default.clone());
+        };
+        let name = name.to_ascii_lowercase();
+        if let Some(k) = self.exact.get(&name) {
+            return Some(k.clone());
+        }
+        self.wildcard
+            .iter()
+            .find(|(suffix, _)| name.ends_with(suffix.as_str()) && name.len() > suffix.len())
+            .map(|(_, k)| k.clone())
+            .or_else(|| Some(self.default.clone()))
+    }
+}
