@@ -1,135 +1,150 @@
 //! `cargo xtask demo`: weir's main job on a local simulated node, narrated.
-//! A pod's application connects to service addresses; weir's eBPF programs send
-//! the connections to weir's in-pod listener, which tells where they were going.
+//! Three pods and the real `weir run` agent: the client's calls to a service
+//! address are routed and split 80/20 by the proxy, counted per pod, and keep
+//! working when the agent is killed; the agent comes back and resumes.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use weir::datapath::Datapath;
-use weir::inpod::EgressListeners;
-use weir_tests::SimNode;
-use weir_tests::exchange::{Exchange, Placement, exchange};
-use weir_tests::service::ServiceServer;
+use weir_tests::agent::AgentProcess;
+use weir_tests::pins::PinRoot;
+use weir_tests::support::{sim_client, sim_server};
+use weir_tests::{PodProcess, SimNode, SimPod, wait};
+
+const SERVICE: &str = "198.51.100.20:80";
 
 fn main() -> Result<()> {
-    let client_bin = sibling_binary("sim-client")?;
+    let pins = PinRoot::new();
     let node = SimNode::new().context("creating the simulated node (needs root)")?;
+    let client = node.add_pod("client")?;
+    let v1 = node.add_pod("backend-v1")?;
+    let v2 = node.add_pod("backend-v2")?;
+    let mut processes: Vec<PodProcess> = Vec::new();
+    for pod in [&client, &v1, &v2] {
+        processes.push(pod.start_pause()?);
+    }
+    processes.push(app(&v1, "v1")?);
+    processes.push(app(&v2, "v2")?);
     println!(
-        "simulated node {}: cgroup v2 subtree {}",
+        "simulated node {} (cgroup v2 subtree {})",
         node.id(),
         node.cgroup_root().display()
     );
-    let service_v4: SocketAddr = "198.51.100.10:80".parse()?;
-    let service_v6: SocketAddr = "[2001:db8::10]:80".parse()?;
-    let real_v4 = ServiceServer::start(&node, service_v4)?;
-    let _real_v6 = ServiceServer::start(&node, service_v6)?;
-    println!("services on the node: {service_v4} and {service_v6} (real servers, outside any pod)");
-
-    let pod = node.add_pod("client")?;
-    println!(
-        "pod default/{} uid {}: netns {}, {} / {}, cgroup {}",
-        pod.name,
-        pod.uid,
-        pod.netns_name(),
-        pod.ip4,
-        pod.ip6,
-        pod.cgroup_dir().display()
-    );
-
-    let mut datapath = Datapath::load()?;
-    println!(
-        "weir loaded its eBPF programs (cgroup/connect4, cgroup/connect6, sockops, sk_lookup)"
-    );
-    let listeners = EgressListeners::bind(pod.netns())?;
-    let registration =
-        datapath.register_pod(listeners.netns_cookie, listeners.egress_settings(0)?)?;
-    let attachment = datapath.attach_egress(pod.cgroup_dir(), &pod.uid)?;
-    println!(
-        "weir enrolled the pod: egress listeners {} and {} inside the pod, programs attached to its cgroup (links {:?})",
-        listeners.v4.local_addr()?,
-        listeners.v6.local_addr()?,
-        attachment.link_ids()
-    );
-
-    let table = datapath.orig_dst_table();
-    println!();
-    for target in [service_v4, service_v6] {
-        let listener = if target.is_ipv4() {
-            &listeners.v4
-        } else {
-            &listeners.v6
-        };
-        let result = exchange(
-            &pod,
-            &client_bin,
-            Placement::InPod,
-            target,
-            listener,
-            &table,
-        )?;
-        report(&format!("app in the pod connects to {target}"), &result);
+    for pod in [&client, &v1, &v2] {
+        println!(
+            "  pod default/{:<11} {:<12} netns {}",
+            pod.name,
+            pod.ip4,
+            pod.netns_name()
+        );
     }
-    let outside = exchange(
-        &pod,
-        &client_bin,
-        Placement::OutsideCgroup,
-        service_v4,
-        &listeners.v4,
-        &table,
-    )?;
-    report(
-        &format!("a process in the pod's netns but outside its cgroup connects to {service_v4}"),
-        &outside,
+
+    let config = format!(
+        r#"admin:
+  address: "{{admin}}"
+listeners:
+  - name: backend            # claims the service address for intercepted traffic
+    address: {SERVICE}
+    bind_to_port: false
+    virtual_hosts:
+      - name: backend
+        domains: ["*"]
+        routes:
+          - match: {{ prefix: "/" }}
+            route:
+              weighted_clusters:
+                - {{ name: backend_v1, weight: 80 }}
+                - {{ name: backend_v2, weight: 20 }}
+clusters:
+  - name: backend_v1
+    endpoints: [{{ address: "{}", port: 8080 }}]
+  - name: backend_v2
+    endpoints: [{{ address: "{}", port: 8080 }}]
+"#,
+        v1.ip4, v2.ip4
+    );
+    let pods: String = [&client, &v1, &v2].iter().map(|p| pod_entry(p)).collect();
+    let mut agent = AgentProcess::start(&node, &config, &format!("pods:\n{pods}"), pins.path())?;
+    agent.wait_ready(&node, Duration::from_secs(30))?;
+    println!(
+        "\nweir run is serving the node (config {}, pods {})",
+        agent.config_file.display(),
+        agent.pods_file.display()
+    );
+    println!(
+        "  every pod is annotated weir.dev/enroll: \"true\"; the service {SERVICE} has no server: weir claims it\n"
     );
 
-    drop(attachment);
-    drop(registration);
-    println!("\nweir un-enrolled the pod (links detached)");
-    let after = exchange(
-        &pod,
-        &client_bin,
-        Placement::InPod,
-        service_v4,
-        &listeners.v4,
-        &table,
-    )?;
-    report(&format!("app in the pod connects to {service_v4}"), &after);
+    let tally = requests(&client, SERVICE, 100)?;
+    println!("client -> http://{SERVICE}/ x100, answers by version (80/20 split):");
+    for line in tally.lines() {
+        println!("  {line}");
+    }
+    let (_, metrics) = agent.admin_get(&node, "/stats/prometheus")?;
+    println!("\nmetrics (GET /stats/prometheus on the admin listener):");
+    for line in metrics.lines().filter(|l| {
+        l.starts_with("weir_intercept_requests_total{") && l.contains("2xx") && !l.ends_with(" 0")
+    }) {
+        println!("  {line}");
+    }
+
+    agent.kill();
     println!(
-        "\nthe real server on {service_v4} served {} connection(s)",
-        real_v4.served()
+        "\nweir killed (SIGKILL): the pods' hooks find no listener and let traffic through untouched"
     );
+    let direct = format!("{}:8080", v1.ip4);
     println!(
-        "cleaning up: pod namespace, cgroups, node namespace and eBPF programs are removed on exit"
+        "client -> http://{direct}/ : {}",
+        requests(&client, &direct, 1)?.trim()
     );
+
+    agent.restart(&node, pins.path())?;
+    agent.wait_ready(&node, Duration::from_secs(30))?;
+    println!("weir restarted: it adopted the pinned state");
+    println!(
+        "client -> http://{direct}/ : {}",
+        requests(&client, &direct, 1)?.trim()
+    );
+    println!("  (\"from 127.0.0.6\": the app was reached through weir's inbound side)");
+    agent.terminate(Duration::from_secs(10))?;
+    println!("\ncleaning up: agent, pods, namespaces, cgroups and pins are removed on exit");
     Ok(())
 }
 
-fn report(what: &str, result: &Exchange) {
-    println!("- {what}");
-    match &result.accepted {
-        Some(accepted) => println!(
-            "    redirected to weir's listener: peer {}, original destination {}",
-            accepted.peer,
-            accepted
-                .orig_dst
-                .map_or("none".to_owned(), |d| d.0.to_string())
-        ),
-        None => println!("    not redirected: it went straight to its destination"),
-    }
-    if result.client_succeeded {
-        println!("    the app got: {}", result.client_stdout.trim_end());
-    } else {
-        println!("    the app failed: {}", result.client_stderr.trim_end());
-    }
+fn pod_entry(pod: &SimPod) -> String {
+    format!(
+        "  - namespace: default\n    name: {}\n    uid: {}\n    ips: [\"{}\", \"{}\"]\n    cgroup: {}\n    annotations:\n      weir.dev/enroll: \"true\"\n",
+        pod.name,
+        pod.uid,
+        pod.ip4,
+        pod.ip6,
+        pod.cgroup_dir().display()
+    )
 }
 
-fn sibling_binary(name: &str) -> Result<PathBuf> {
-    let path = std::env::current_exe()?.with_file_name(name);
+fn app(pod: &SimPod, name: &str) -> Result<PodProcess> {
+    let mut cmd = Command::new(sim_server());
+    cmd.args(["http", name, "0.0.0.0:8080"]);
+    let process = pod.spawn(cmd)?;
+    let up = wait::until(Duration::from_secs(5), || {
+        pod.netns()
+            .run(|| std::net::TcpStream::connect("127.0.0.1:8080").is_ok())
+            .unwrap_or(false)
+    });
+    anyhow::ensure!(up, "the {name} app in pod {} did not start", pod.name);
+    Ok(process)
+}
+
+/// `count` GETs from `pod` to `target`; lines of `COUNT STATUS BODY`.
+fn requests(pod: &SimPod, target: &str, count: usize) -> Result<String> {
+    let mut cmd = Command::new(sim_client());
+    cmd.args(["http", target, "backend", "/", &count.to_string()]);
+    let out = pod.spawn(cmd)?.wait_output(Duration::from_secs(60))?;
     anyhow::ensure!(
-        path.exists(),
-        "{} not found; build it with `cargo build -p weir-tests --bins`",
-        path.display()
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    Ok(path)
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
