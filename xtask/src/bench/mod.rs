@@ -8,8 +8,6 @@
 mod configs;
 mod counters;
 mod docs;
-mod load;
-mod measure;
 mod peers;
 mod report;
 mod tools;
@@ -20,7 +18,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
-use self::load::{Load, Mode};
+use benchkit::load::{Load, Mode};
+use benchkit::measure;
+
 use self::peers::{Kind, Proxy};
 use self::report::Sample;
 use self::tools::Tools;
