@@ -29,10 +29,17 @@ pub fn weir_bin() -> Result<PathBuf> {
 
 fn build_weir() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test>: the binary goes to target/<profile>/weir.
+    // target/<profile>/deps/<test> or target/<profile>/<bin> (the benchmark):
+    // the binary goes to target/<profile>/weir.
     let profile_dir = exe
         .parent()
-        .and_then(Path::parent)
+        .and_then(|dir| {
+            if dir.file_name().is_some_and(|name| name == "deps") {
+                dir.parent()
+            } else {
+                Some(dir)
+            }
+        })
         .context("test binary outside a cargo target directory")?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);
@@ -62,8 +69,30 @@ fn build_weir() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// How `weir run` is started, beyond its config and pods file.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// `--workers N` (tokio worker threads); `None` leaves weir's default.
+    pub workers: Option<usize>,
+    /// Further arguments after `weir run`'s own.
+    pub extra_args: Vec<String>,
+    /// `RUST_LOG` of the agent.
+    pub log: String,
+}
+
+impl Default for AgentOptions {
+    fn default() -> Self {
+        Self {
+            workers: None,
+            extra_args: Vec::new(),
+            log: "info".to_owned(),
+        }
+    }
+}
+
 pub struct AgentProcess {
     process: Option<PodProcess>,
+    options: AgentOptions,
     pub dir: PathBuf,
     pub admin: SocketAddr,
     pub pods_file: PathBuf,
@@ -74,6 +103,17 @@ impl AgentProcess {
     /// Writes `config` (with `{admin}` replaced by a free admin address in the
     /// router namespace) and `pods`, and starts `weir run` with them.
     pub fn start(node: &SimNode, config: &str, pods: &str, pin_root: &Path) -> Result<Self> {
+        Self::start_with(node, config, pods, pin_root, AgentOptions::default())
+    }
+
+    /// [`AgentProcess::start`] with `options`.
+    pub fn start_with(
+        node: &SimNode,
+        config: &str,
+        pods: &str,
+        pin_root: &Path,
+        options: AgentOptions,
+    ) -> Result<Self> {
         let dir = std::env::temp_dir().join(format!(
             "weir-agent-{}-{}",
             std::process::id(),
@@ -89,6 +129,7 @@ impl AgentProcess {
         std::fs::write(&pods_file, pods)?;
         let mut agent = Self {
             process: None,
+            options,
             dir,
             admin,
             pods_file,
@@ -111,7 +152,9 @@ impl AgentProcess {
             .arg(&self.pods_file)
             .arg("--pin-root")
             .arg(pin_root)
-            .env("RUST_LOG", "info")
+            .args(self.options.workers.map(|n| format!("--workers={n}")))
+            .args(&self.options.extra_args)
+            .env("RUST_LOG", &self.options.log)
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log));
         self.process = Some(spawn_in(node.router(), None, cmd)?);
@@ -192,8 +235,8 @@ impl Drop for AgentProcess {
     }
 }
 
-/// A one-shot HTTP/1.1 GET with `connection: close`.
-fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+/// A one-shot HTTP/1.1 GET with `connection: close`, in the caller's network namespace.
+pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
