@@ -7,6 +7,7 @@
 mod connect;
 mod maps;
 mod sk_lookup;
+mod sk_msg;
 mod sockops;
 
 #[cfg(not(test))]

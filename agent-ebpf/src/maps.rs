@@ -3,10 +3,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, SockHash},
+    maps::{Array, HashMap, LruHashMap, SockHash},
 };
 use weir_common::{
     ConnKey, InboundKey, InboundSettings, MAX_PODS, MAX_TRACKED_CONNECTIONS, PodSettings, SockAddr,
+    SockKey,
 };
 
 /// Enrolled pods by network namespace cookie. Written only by the agent.
@@ -33,3 +34,17 @@ pub static INBOUND_PODS: HashMap<InboundKey, InboundSettings> =
 /// The proxy's inbound listener for each pod address.
 #[map(name = "WEIR_INBOUND_LISTENERS")]
 pub static INBOUND_LISTENERS: SockHash<InboundKey> = SockHash::with_max_entries(2 * MAX_PODS, 0);
+
+/// Both ends of app-to-proxy loopback connections, for sk_msg. The kernel
+/// removes a socket when it closes, so this never holds a dead connection.
+#[map(name = "WEIR_SOCKS")]
+pub static SOCKS: SockHash<SockKey> = SockHash::with_max_entries(2 * MAX_TRACKED_CONNECTIONS, 0);
+
+/// Node-wide switches, `SETTING_*` bits in slot 0. Written only by the agent.
+#[map(name = "WEIR_SETTINGS")]
+pub static SETTINGS: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Whether a `SETTING_*` switch is on.
+pub fn setting(bit: u32) -> bool {
+    SETTINGS.get(0).is_some_and(|bits| bits & bit != 0)
+}

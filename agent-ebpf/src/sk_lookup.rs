@@ -108,6 +108,7 @@ fn steers_port(settings: &InboundSettings, port: u16) -> bool {
 
 /// Reads an IPv6 address out of the context one 4-byte word at a time: the
 /// verifier rejects the block copy the compiler would otherwise emit.
+#[inline(always)]
 fn read_ip6(field: &[u32; 4]) -> [u32; 4] {
     // SAFETY: `field` is a valid, aligned context field of four words.
     unsafe {

@@ -1,49 +1,98 @@
 //! `sockops`: once a redirected connection is established, re-key its original
 //! destination from the socket cookie (known at `connect()`) to the client's
 //! address (what the proxy sees when it accepts), scoped by network namespace.
+//! With sk_msg acceleration on, it also puts both ends of each app-to-proxy
+//! connection into `WEIR_SOCKS`: the application's end here (attached to the
+//! pod's cgroup), the proxy's end on PASSIVE_ESTABLISHED (attached to the
+//! agent's own cgroup, which the proxy's accepted sockets belong to).
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB,
+    bindings::{BPF_ANY, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB},
     helpers::generated::{bpf_get_netns_cookie, bpf_get_socket_cookie},
     macros::sock_ops,
     programs::SockOpsContext,
 };
-use weir_common::{AF_INET, AF_INET6, ConnKey, SockAddr};
+use weir_common::{AF_INET, AF_INET6, ConnKey, SETTING_SK_MSG, SockAddr, SockKey};
 
-use crate::maps::{ORIG_DST, PENDING_ORIG_DST};
+use crate::maps::{ORIG_DST, PENDING_ORIG_DST, PODS, SOCKS, setting};
 
 #[sock_ops]
 pub fn weir_sockops(ctx: SockOpsContext) -> u32 {
-    if ctx.op() == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB {
-        on_active_established(&ctx);
+    match ctx.op() {
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => {
+            if on_active_established(&ctx).is_some() && setting(SETTING_SK_MSG) {
+                accelerate(&ctx);
+            }
+        }
+        BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => {
+            if setting(SETTING_SK_MSG) && accepted_by_egress_listener(&ctx) {
+                accelerate(&ctx);
+            }
+        }
+        _ => {}
     }
     1
 }
 
-fn on_active_established(ctx: &SockOpsContext) {
+/// Moves a redirected connection's original destination to its client-address
+/// key; `Some` when the connection was one weir redirected.
+fn on_active_established(ctx: &SockOpsContext) -> Option<()> {
     // SAFETY: bpf_get_socket_cookie accepts a sock_ops context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     // SAFETY: copied out at once; the entry is removed below by this socket only.
-    let Some(orig) = (unsafe { PENDING_ORIG_DST.get(&cookie).copied() }) else {
-        return;
-    };
-    let Some(client) = local_addr(ctx) else {
-        return;
-    };
-    // SAFETY: bpf_get_netns_cookie accepts a sock_ops context.
-    let netns_cookie = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
+    let orig = unsafe { PENDING_ORIG_DST.get(&cookie).copied() }?;
+    let client = normalized(local_addr(ctx)?);
     let key = ConnKey {
-        netns_cookie,
+        netns_cookie: netns_cookie(ctx),
         client,
         _pad: 0,
     };
     let _ = ORIG_DST.insert(&key, &orig, 0);
     let _ = PENDING_ORIG_DST.remove(&cookie);
+    Some(())
 }
 
-/// The socket's own address, as the peer address the proxy will see. A
-/// v4-mapped IPv6 address is reported as IPv4, as the IPv4 listener sees it.
+/// Whether this accepted socket is the proxy's end of a connection to an
+/// enrolled pod's egress listener.
+fn accepted_by_egress_listener(ctx: &SockOpsContext) -> bool {
+    let netns = netns_cookie(ctx);
+    // SAFETY: copied out at once; only the agent writes this map.
+    let Some(pod) = (unsafe { PODS.get(&netns).copied() }) else {
+        return false;
+    };
+    let Some(local) = local_addr(ctx) else {
+        return false;
+    };
+    match local.family {
+        AF_INET => local.port == pod.egress_port_v4 && u32::from_be(local.addr[0]) >> 24 == 127,
+        AF_INET6 => local.port == pod.egress_port_v6,
+        _ => false,
+    }
+}
+
+/// Adds this socket to `WEIR_SOCKS` under the key sk_msg computes for it.
+fn accelerate(ctx: &SockOpsContext) {
+    let (Some(local), Some(remote)) = (local_addr(ctx), remote_addr(ctx)) else {
+        return;
+    };
+    let mut key = SockKey {
+        netns_cookie: netns_cookie(ctx),
+        local,
+        remote,
+    };
+    // SAFETY: `ctx.ops` is the valid bpf_sock_ops of this invocation.
+    let ops = unsafe { &mut *ctx.ops };
+    // Best effort: a socket left out just takes the normal path.
+    let _ = SOCKS.update(&mut key, ops, BPF_ANY as u64);
+}
+
+fn netns_cookie(ctx: &SockOpsContext) -> u64 {
+    // SAFETY: bpf_get_netns_cookie accepts a sock_ops context.
+    unsafe { bpf_get_netns_cookie(ctx.as_ptr()) }
+}
+
+/// The socket's own address, in its own family.
 fn local_addr(ctx: &SockOpsContext) -> Option<SockAddr> {
     // sockops gives local_port in host byte order.
     let port = ctx.local_port() as u16;
@@ -53,22 +102,61 @@ fn local_addr(ctx: &SockOpsContext) -> Option<SockAddr> {
             port,
             family: AF_INET,
         }),
-        AF_INET6 => {
-            let ip = ctx.local_ip6();
-            if ip[0] == 0 && ip[1] == 0 && ip[2] == 0xffffu32.to_be() {
-                Some(SockAddr {
-                    addr: [ip[3], 0, 0, 0],
-                    port,
-                    family: AF_INET,
-                })
-            } else {
-                Some(SockAddr {
-                    addr: ip,
-                    port,
-                    family: AF_INET6,
-                })
-            }
-        }
+        AF_INET6 => Some(SockAddr {
+            // SAFETY: `ctx.ops` is the valid bpf_sock_ops of this invocation.
+            addr: read4(unsafe { &(*ctx.ops).local_ip6 }),
+            port,
+            family: AF_INET6,
+        }),
         _ => None,
+    }
+}
+
+/// The peer's address, in the socket's family.
+fn remote_addr(ctx: &SockOpsContext) -> Option<SockAddr> {
+    // sockops gives remote_port in network byte order, shifted up 16 bits.
+    let port = u16::from_be((ctx.remote_port() >> 16) as u16);
+    match ctx.family() as u16 {
+        AF_INET => Some(SockAddr {
+            addr: [ctx.remote_ip4(), 0, 0, 0],
+            port,
+            family: AF_INET,
+        }),
+        AF_INET6 => Some(SockAddr {
+            // SAFETY: `ctx.ops` is the valid bpf_sock_ops of this invocation.
+            addr: read4(unsafe { &(*ctx.ops).remote_ip6 }),
+            port,
+            family: AF_INET6,
+        }),
+        _ => None,
+    }
+}
+
+/// A v4-mapped IPv6 address as IPv4, the way the proxy's IPv4 listener sees it.
+fn normalized(addr: SockAddr) -> SockAddr {
+    let ip = addr.addr;
+    if addr.family == AF_INET6 && ip[0] == 0 && ip[1] == 0 && ip[2] == 0xffffu32.to_be() {
+        SockAddr {
+            addr: [ip[3], 0, 0, 0],
+            port: addr.port,
+            family: AF_INET,
+        }
+    } else {
+        addr
+    }
+}
+
+/// Reads an address field word by word, each a constant offset from the
+/// context (the verifier rejects loads through a derived context pointer).
+#[inline(always)]
+fn read4(field: &[u32; 4]) -> [u32; 4] {
+    // SAFETY: `field` is a valid, aligned context field of four words.
+    unsafe {
+        [
+            core::ptr::read_volatile(&field[0]),
+            core::ptr::read_volatile(&field[1]),
+            core::ptr::read_volatile(&field[2]),
+            core::ptr::read_volatile(&field[3]),
+        ]
     }
 }

@@ -31,6 +31,10 @@ enum Command {
         /// Tokio worker threads; 1 runs everything on one thread.
         #[arg(long)]
         workers: Option<usize>,
+        /// Splice app-to-proxy data with sockops + sk_msg instead of the
+        /// loopback TCP stack.
+        #[arg(long, value_enum, default_value_t = Switch::Off)]
+        sk_msg: Switch,
     },
     /// Run the L7 proxy with a config file (reloaded on SIGHUP and on change).
     Proxy {
@@ -40,6 +44,12 @@ enum Command {
         #[arg(long)]
         workers: Option<usize>,
     },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Switch {
+    On,
+    Off,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -57,11 +67,13 @@ fn main() -> anyhow::Result<()> {
             pods,
             pin_root,
             workers,
+            sk_msg,
         } => Ok(weir::run::run(&weir::run::RunOptions {
             config,
             pods,
             pin_root,
             workers,
+            sk_msg: sk_msg == Switch::On,
         })?),
     }
 }

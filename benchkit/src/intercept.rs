@@ -9,15 +9,24 @@ use crate::sample::Subject;
 pub enum Scenario {
     /// Straight to the backend pod's address: no proxy.
     Direct,
-    /// To a service address that weir's eBPF programs steer into `weir run`.
+    /// To a service address that weir's eBPF programs steer into `weir run`
+    /// (`--sk-msg off`, the default).
     Ebpf,
+    /// The same with `weir run --sk-msg on`: sockops + sk_msg splice the
+    /// app-to-proxy hop.
+    EbpfSkMsg,
     /// To the same service address, sent by an iptables REDIRECT rule in the
     /// client pod's namespace to a `weir proxy` in that namespace (a sidecar).
     Iptables,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 3] = [Scenario::Direct, Scenario::Ebpf, Scenario::Iptables];
+    pub const ALL: [Scenario; 4] = [
+        Scenario::Direct,
+        Scenario::Ebpf,
+        Scenario::EbpfSkMsg,
+        Scenario::Iptables,
+    ];
 
     /// Parses a comma-separated flag value.
     pub fn parse(name: &str) -> Result<Scenario, String> {
@@ -41,6 +50,7 @@ impl Subject for Scenario {
         match self {
             Scenario::Direct => "direct",
             Scenario::Ebpf => "weir-ebpf",
+            Scenario::EbpfSkMsg => "weir-ebpf-sk-msg",
             Scenario::Iptables => "weir-iptables",
         }
     }

@@ -25,11 +25,20 @@ pub const MAP_INBOUND_PODS: &str = "WEIR_INBOUND_PODS";
 /// where the sk_lookup program steers connections to the pod's ports.
 pub const MAP_INBOUND_LISTENERS: &str = "WEIR_INBOUND_LISTENERS";
 
+/// Sockets of both ends of app-to-proxy loopback connections (a SOCKHASH keyed
+/// by [`SockKey`]), for sk_msg to splice data between them.
+pub const MAP_SOCKS: &str = "WEIR_SOCKS";
+/// Node-wide switches (an array of one `u32` of `SETTING_*` bits).
+pub const MAP_SETTINGS: &str = "WEIR_SETTINGS";
+/// `WEIR_SETTINGS[0]`: splice app-to-proxy data with sk_msg.
+pub const SETTING_SK_MSG: u32 = 1 << 0;
+
 /// Program names as they appear in the object file.
 pub const PROG_CONNECT4: &str = "weir_connect4";
 pub const PROG_CONNECT6: &str = "weir_connect6";
 pub const PROG_SOCKOPS: &str = "weir_sockops";
 pub const PROG_SK_LOOKUP: &str = "weir_sk_lookup";
+pub const PROG_SK_MSG: &str = "weir_sk_msg";
 
 /// Capacity of the pod table: pods on one node.
 pub const MAX_PODS: u32 = 4096;
@@ -55,7 +64,7 @@ pub const MAX_EXCLUDED_OUTBOUND_PORTS: usize = 16;
 
 /// Bumped whenever a map's key or value layout changes, so an agent never
 /// adopts pinned maps written with another layout.
-pub const MAP_LAYOUT_VERSION: u32 = 1;
+pub const MAP_LAYOUT_VERSION: u32 = 2;
 
 /// Source address of the proxy's own connections to a pod's application, which
 /// the inbound steering lets pass (Istio's choice, kept for familiarity).
@@ -75,6 +84,15 @@ pub struct PodSettings {
     pub flags: u32,
     /// Destination ports never redirected; host byte order, 0 = unused slot.
     pub exclude_outbound_ports: [u16; MAX_EXCLUDED_OUTBOUND_PORTS],
+}
+
+/// One end of a TCP connection, as that end sees it, in its namespace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SockKey {
+    pub netns_cookie: u64,
+    pub local: SockAddr,
+    pub remote: SockAddr,
 }
 
 /// Which of a pod's inbound connections go to the proxy.
@@ -134,6 +152,8 @@ mod user {
     unsafe impl aya::Pod for super::InboundKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::InboundSettings {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SockKey {}
 }
 
 #[cfg(test)]
@@ -151,6 +171,7 @@ mod tests {
             4 + 2 * MAX_INBOUND_PORTS
         );
         assert_eq!(core::mem::size_of::<InboundKey>(), 20);
+        assert_eq!(core::mem::size_of::<SockKey>(), 48);
         assert_eq!(core::mem::size_of::<SockAddr>(), 20);
         assert_eq!(core::mem::size_of::<ConnKey>(), 32);
         assert_eq!(core::mem::align_of::<ConnKey>(), 8);

@@ -397,8 +397,8 @@ fn run_suite_once() -> Result<Footprint> {
     };
     assert_eq!(
         footprint.program_ids.len(),
-        4,
-        "connect4, connect6, sockops and sk_lookup are loaded"
+        5,
+        "connect4, connect6, sockops, sk_lookup and sk_msg are loaded"
     );
     assert_eq!(
         footprint.link_ids.len(),

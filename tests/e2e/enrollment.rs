@@ -246,6 +246,7 @@ async fn a_restarted_agent_resumes_from_pinned_state_and_prunes() -> Result<()> 
     let pins = PinRoot::new();
     let options = DatapathOptions {
         pin_root: Some(pins.path().to_path_buf()),
+        sk_msg: false,
     };
     let service: SocketAddr = "198.51.100.10:80".parse()?;
     let closed = [

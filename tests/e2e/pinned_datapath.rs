@@ -55,6 +55,7 @@ fn next_agent_adopts_pinned_state_and_fail_closed_holds_in_between() -> Result<(
     let pins = PinRoot::new();
     let options = DatapathOptions {
         pin_root: Some(pins.path().to_path_buf()),
+        sk_msg: false,
     };
     let node = SimNode::new()?;
     let real = ServiceServer::start(&node, SERVICE.parse()?)?;
@@ -148,6 +149,7 @@ fn a_pod_gone_while_no_agent_ran_is_pruned() -> Result<()> {
     let pins = PinRoot::new();
     let options = DatapathOptions {
         pin_root: Some(pins.path().to_path_buf()),
+        sk_msg: false,
     };
     let node = SimNode::new()?;
     let stays = node.add_pod("stays")?;

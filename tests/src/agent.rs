@@ -78,6 +78,10 @@ pub struct AgentOptions {
     pub extra_args: Vec<String>,
     /// `RUST_LOG` of the agent.
     pub log: String,
+    /// A cgroup v2 directory to run the agent in (created beforehand, not
+    /// above any pod's); `None`: the caller's. Two agents on one node each
+    /// need their own, since sk_msg's sockops attaches to the agent's cgroup.
+    pub cgroup: Option<PathBuf>,
 }
 
 impl Default for AgentOptions {
@@ -86,6 +90,7 @@ impl Default for AgentOptions {
             workers: None,
             extra_args: Vec::new(),
             log: "info".to_owned(),
+            cgroup: None,
         }
     }
 }
@@ -103,11 +108,26 @@ impl AgentProcess {
     /// Writes `config` (with `{admin}` replaced by a free admin address in the
     /// router namespace) and `pods`, and starts `weir run` with them.
     pub fn start(node: &SimNode, config: &str, pods: &str, pin_root: &Path) -> Result<Self> {
-        Self::start_with(node, config, pods, pin_root, AgentOptions::default())
+        Self::start_with(node, config, pods, pin_root, &[])
+    }
+
+    /// Like [`AgentProcess::start`], with more `weir run` arguments.
+    pub fn start_with(
+        node: &SimNode,
+        config: &str,
+        pods: &str,
+        pin_root: &Path,
+        extra_args: &[&str],
+    ) -> Result<Self> {
+        let options = AgentOptions {
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+            ..AgentOptions::default()
+        };
+        Self::start_with_options(node, config, pods, pin_root, options)
     }
 
     /// [`AgentProcess::start`] with `options`.
-    pub fn start_with(
+    pub fn start_with_options(
         node: &SimNode,
         config: &str,
         pods: &str,
@@ -157,7 +177,11 @@ impl AgentProcess {
             .env("RUST_LOG", &self.options.log)
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log));
-        self.process = Some(spawn_in(node.router(), None, cmd)?);
+        self.process = Some(spawn_in(
+            node.router(),
+            self.options.cgroup.as_deref(),
+            cmd,
+        )?);
         Ok(())
     }
 

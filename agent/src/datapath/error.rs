@@ -37,6 +37,8 @@ pub enum DatapathError {
         #[source]
         source: std::io::Error,
     },
+    #[error("finding the agent's own cgroup (for sk_msg acceleration): {0}")]
+    OwnCgroup(String),
     #[error("{0} is not on a bpffs; mount one there (mount -t bpf bpf /sys/fs/bpf)")]
     NotBpffs(PathBuf),
     #[error("eBPF link for {name}: {source}")]

@@ -3,6 +3,7 @@
 //! themselves: on drop when nothing is pinned (tests, the demo), or on an
 //! explicit `remove` when the data path is pinned and must outlive the agent.
 
+mod accel;
 mod egress;
 mod error;
 mod ingress;
@@ -17,11 +18,12 @@ use std::sync::{Arc, Mutex};
 
 use aya::maps::{HashMap, MapData};
 use aya::programs::links::FdLink;
-use aya::programs::{CgroupSockAddr, SkLookup, SockOps};
+use aya::programs::{CgroupSockAddr, SkLookup, SkMsg, SockOps};
 use aya::{Ebpf, EbpfLoader};
 use weir_common::{
     ConnKey, MAP_INBOUND_LISTENERS, MAP_INBOUND_PODS, MAP_ORIG_DST, MAP_PENDING_ORIG_DST, MAP_PODS,
-    PROG_CONNECT4, PROG_CONNECT6, PROG_SK_LOOKUP, PROG_SOCKOPS, PodSettings, SockAddr,
+    MAP_SETTINGS, MAP_SOCKS, PROG_CONNECT4, PROG_CONNECT6, PROG_SK_LOOKUP, PROG_SK_MSG,
+    PROG_SOCKOPS, PodSettings, SockAddr,
 };
 
 pub use egress::EgressAttachment;
@@ -38,12 +40,14 @@ pub use prune::Pruned;
 static EMBEDDED_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/weir-ebpf.o"));
 
-const ALL_MAPS: [&str; 5] = [
+const ALL_MAPS: [&str; 7] = [
     MAP_PODS,
     MAP_PENDING_ORIG_DST,
     MAP_ORIG_DST,
     MAP_INBOUND_PODS,
     MAP_INBOUND_LISTENERS,
+    MAP_SOCKS,
+    MAP_SETTINGS,
 ];
 
 type PodsMap = HashMap<MapData, u64, PodSettings>;
@@ -54,6 +58,9 @@ pub struct DatapathOptions {
     /// the agent and the next agent adopts them. `None`: nothing is pinned and
     /// everything goes away with the handles (tests, the demo).
     pub pin_root: Option<PathBuf>,
+    /// Splice data between applications and the proxy's egress listener with
+    /// sockops + sk_msg instead of the loopback TCP stack.
+    pub sk_msg: bool,
 }
 
 /// weir's programs and maps, loaded into the kernel.
@@ -63,6 +70,7 @@ pub struct Datapath {
     pods: Arc<Mutex<PodsMap>>,
     inbound: Arc<Mutex<ingress::InboundMaps>>,
     orig_dst: Arc<OrigDstTable>,
+    _acceleration: Option<accel::Acceleration>,
 }
 
 impl Datapath {
@@ -112,6 +120,11 @@ impl Datapath {
         sk_lookup
             .load()
             .map_err(|e| DatapathError::program(PROG_SK_LOOKUP, e))?;
+        let sk_msg: &mut SkMsg = program(&mut ebpf, PROG_SK_MSG)?;
+        sk_msg
+            .load()
+            .map_err(|e| DatapathError::program(PROG_SK_MSG, e))?;
+        let acceleration = accel::configure(&mut ebpf, options.sk_msg)?;
 
         let pods: PodsMap = take_map(&mut ebpf, MAP_PODS)?;
         let orig_dst: HashMap<MapData, ConnKey, SockAddr> = take_map(&mut ebpf, MAP_ORIG_DST)?;
@@ -125,6 +138,7 @@ impl Datapath {
             pods: Arc::new(Mutex::new(pods)),
             inbound: Arc::new(Mutex::new(inbound)),
             orig_dst: Arc::new(OrigDstTable::new(orig_dst)),
+            _acceleration: acceleration,
         })
     }
 

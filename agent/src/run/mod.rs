@@ -30,6 +30,8 @@ pub struct RunOptions {
     pub pods: PathBuf,
     pub pin_root: PathBuf,
     pub workers: Option<usize>,
+    /// sk_msg acceleration of the app-to-proxy hop.
+    pub sk_msg: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +61,7 @@ async fn serve(options: &RunOptions) -> Result<(), RunError> {
 
     let datapath = Datapath::load_with(&DatapathOptions {
         pin_root: Some(options.pin_root.clone()),
+        sk_msg: options.sk_msg,
     })?;
     let mut enroller = Enroller::new(datapath, intercept::for_runtime(&runtime), cgroup2_root()?);
     let mut pods = watch_pods_file(&options.pods, PODS_POLL)?;

@@ -63,7 +63,7 @@ struct Args {
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
     connections: u32,
     /// Scenarios, comma separated.
-    #[arg(long, value_delimiter = ',', default_value = "direct,weir-ebpf,weir-iptables", value_parser = Scenario::parse)]
+    #[arg(long, value_delimiter = ',', default_value = "direct,weir-ebpf,weir-ebpf-sk-msg,weir-iptables", value_parser = Scenario::parse)]
     scenarios: Vec<Scenario>,
     /// Where the `sample ...` lines go (one per run).
     #[arg(long)]
@@ -95,14 +95,16 @@ fn main() -> Result<()> {
     );
 
     // Declared before the setups that use them, so they are dropped after.
-    let pins = PinRoot::new();
+    let pins = [PinRoot::new(), PinRoot::new()];
     let mut setups = Vec::new();
     for &scenario in &scenarios {
         let pod = node.add_pod(&format!("client-{}", scenario.name()))?;
         keep.push(pod.start_pause()?);
         let via = match scenario {
             Scenario::Direct => Via::Direct,
-            Scenario::Ebpf => Via::Agent(start_agent(&node, &pod, &backend_pod, pins.path())?),
+            Scenario::Ebpf | Scenario::EbpfSkMsg => {
+                Via::Agent(start_agent(&node, &pod, &backend_pod, &pins, scenario)?)
+            }
             Scenario::Iptables => start_sidecar(&pod, backend_addr)?,
         };
         let url = match scenario {
@@ -199,7 +201,7 @@ fn main() -> Result<()> {
 
 fn print_sample(s: &Sample<Scenario>, rounds: u32) {
     let mut line = format!(
-        "round {}/{rounds} {:<16} {:<13} {:>8.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms",
+        "round {}/{rounds} {:<16} {:<16} {:>8.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms",
         s.round + 1,
         s.mode.label(),
         s.kind.name(),
@@ -374,14 +376,17 @@ fn pod_entry(pod: &SimPod, enroll: bool) -> String {
     )
 }
 
-/// `weir run` (release, one worker) with the client pod enrolled and the
-/// backend pod listed but not enrolled: only the client's outbound hop is
-/// intercepted, as a sidecar's outbound would be.
+/// `weir run` (release, one worker; `--sk-msg on` for [`Scenario::EbpfSkMsg`])
+/// with the client pod enrolled and the backend pod listed but not enrolled:
+/// only the client's outbound hop is intercepted, as a sidecar's outbound
+/// would be. Each agent has its own pin root and cgroup, so the two eBPF
+/// scenarios' agents leave each other's sockets alone.
 fn start_agent(
     node: &SimNode,
     client: &SimPod,
     backend: &SimPod,
-    pins: &Path,
+    pins: &[PinRoot; 2],
+    scenario: Scenario,
 ) -> Result<AgentProcess> {
     let backend_addr = SocketAddr::new(backend.ip4.into(), BACKEND_PORT);
     let config = weir_config("{admin}", SERVICE, false, backend_addr);
@@ -390,15 +395,23 @@ fn start_agent(
         pod_entry(client, true),
         pod_entry(backend, false)
     );
+    let sk_msg = scenario == Scenario::EbpfSkMsg;
+    let cgroup = node
+        .cgroup_root()
+        .join(format!("agent-{}", scenario.name()));
+    std::fs::create_dir_all(&cgroup).with_context(|| format!("creating {}", cgroup.display()))?;
     let options = AgentOptions {
         workers: Some(1),
+        extra_args: vec![format!("--sk-msg={}", if sk_msg { "on" } else { "off" })],
         log: "warn".to_owned(),
-        ..AgentOptions::default()
+        cgroup: Some(cgroup),
     };
-    let agent = AgentProcess::start_with(node, &config, &pods, pins, options)?;
+    let pins = pins[usize::from(sk_msg)].path();
+    let agent = AgentProcess::start_with_options(node, &config, &pods, pins, options)?;
     agent.wait_ready(node, Duration::from_secs(30))?;
     println!(
-        "bench: weir run (pid {}) enrolled {} ({}); {SERVICE} is claimed by its bind_to_port: false listener",
+        "bench: weir run --sk-msg {} (pid {}) enrolled {} ({}); {SERVICE} is claimed by its bind_to_port: false listener",
+        if sk_msg { "on" } else { "off" },
         agent.pid().unwrap_or(0),
         client.name,
         client.ip4

@@ -160,7 +160,7 @@ Machine: {machine}; load average (1, 5, 15 min) {load_before} before the run and
 Setup: a simulated node (`weir-tests`: network namespaces on a bridge, kubelet-style
 cgroups, documentation addresses, no default route). A backend pod runs `sim-server
 http` on :8080 (a thread per connection, one write per response). Three client pods,
-built alike, send it the same load, each its own way:
+built alike (a fourth for sk_msg, below), send it the same load, each its own way:
 
 - **direct**: wrk to the backend pod's address `http://<backend>:8080/`, no proxy.
 - **weir-ebpf**: the pod is enrolled (`weir.dev/enroll: \"true\"`; the backend pod is
@@ -192,9 +192,12 @@ latencies are of the whole loop. *Others* is how busy the rest of the machine wa
 iptables interception adds):
 
 {targets}
-sk_msg rows: pending the switch. The issue also asks for eBPF interception with
-sk_msg acceleration on versus off; `weir run` has no `--sk-msg on|off` switch yet
-(nor sk_msg programs), so there are no such rows: nothing is measured that does not exist.
+sk_msg: **weir-ebpf** runs `weir run --sk-msg off` (the default) and
+**weir-ebpf-sk-msg** a second agent with `--sk-msg on` (sockops + sk_msg splice the
+app-to-proxy hop; experimental, see [architecture](architecture.md)), enrolling a
+fourth client pod built like the others. Each agent runs in its own cgroup with its
+own pin root, so the sockops program that `--sk-msg on` attaches to the agent's
+cgroup sees only that agent's sockets.
 
 <details><summary>Every run</summary>
 

@@ -34,7 +34,7 @@ pub struct InterceptArgs {
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub connections: u32,
     /// Scenarios to run, comma separated.
-    #[arg(long, value_delimiter = ',', default_value = "direct,weir-ebpf,weir-iptables", value_parser = Scenario::parse)]
+    #[arg(long, value_delimiter = ',', default_value = "direct,weir-ebpf,weir-ebpf-sk-msg,weir-iptables", value_parser = Scenario::parse)]
     pub scenarios: Vec<Scenario>,
     /// Write docs/benchmarks.md even for a shortened run (a full run always does).
     #[arg(long, conflicts_with = "no_docs")]
@@ -277,6 +277,27 @@ pub fn targets(rows: &[Summary<Scenario>]) -> Vec<String> {
                 e.cpu_us_per_request,
                 i.cpu_us_per_request,
                 ratio(e.cpu_us_per_request, i.cpu_us_per_request)
+            ));
+        }
+    }
+    for mode in Mode::ALL {
+        if let (Some(on), Some(off)) = (
+            find(rows, Scenario::EbpfSkMsg, mode),
+            find(rows, Scenario::Ebpf, mode),
+        ) {
+            lines.push(format!(
+                "{} sk_msg on vs off: p50 {} vs {} ({}), p99 {} vs {} ({}), rate {}, weir CPU per request {:.1} vs {:.1} µs ({})",
+                mode.label(),
+                ms(on.p50_us),
+                ms(off.p50_us),
+                signed_ms(on.p50_us - off.p50_us),
+                ms(on.p99_us),
+                ms(off.p99_us),
+                signed_ms(on.p99_us - off.p99_us),
+                ratio(on.requests_per_sec, off.requests_per_sec),
+                on.cpu_us_per_request,
+                off.cpu_us_per_request,
+                ratio(on.cpu_us_per_request, off.cpu_us_per_request)
             ));
         }
     }
