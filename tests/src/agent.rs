@@ -29,10 +29,17 @@ pub fn weir_bin() -> Result<PathBuf> {
 
 fn build_weir() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test>: the binary goes to target/<profile>/weir.
+    // target/<profile>/deps/<test> or target/<profile>/<bin> (the benchmark):
+    // the binary goes to target/<profile>/weir.
     let profile_dir = exe
         .parent()
-        .and_then(Path::parent)
+        .and_then(|dir| {
+            if dir.file_name().is_some_and(|name| name == "deps") {
+                dir.parent()
+            } else {
+                Some(dir)
+            }
+        })
         .context("test binary outside a cargo target directory")?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);
@@ -62,13 +69,39 @@ fn build_weir() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// How `weir run` is started, beyond its config and pods file.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// `--workers N` (tokio worker threads); `None` leaves weir's default.
+    pub workers: Option<usize>,
+    /// Further arguments after `weir run`'s own.
+    pub extra_args: Vec<String>,
+    /// `RUST_LOG` of the agent.
+    pub log: String,
+    /// A cgroup v2 directory to run the agent in (created beforehand, not
+    /// above any pod's); `None`: the caller's. Two agents on one node each
+    /// need their own, since sk_msg's sockops attaches to the agent's cgroup.
+    pub cgroup: Option<PathBuf>,
+}
+
+impl Default for AgentOptions {
+    fn default() -> Self {
+        Self {
+            workers: None,
+            extra_args: Vec::new(),
+            log: "info".to_owned(),
+            cgroup: None,
+        }
+    }
+}
+
 pub struct AgentProcess {
     process: Option<PodProcess>,
+    options: AgentOptions,
     pub dir: PathBuf,
     pub admin: SocketAddr,
     pub pods_file: PathBuf,
     pub config_file: PathBuf,
-    extra_args: Vec<String>,
 }
 
 impl AgentProcess {
@@ -86,6 +119,21 @@ impl AgentProcess {
         pin_root: &Path,
         extra_args: &[&str],
     ) -> Result<Self> {
+        let options = AgentOptions {
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+            ..AgentOptions::default()
+        };
+        Self::start_with_options(node, config, pods, pin_root, options)
+    }
+
+    /// [`AgentProcess::start`] with `options`.
+    pub fn start_with_options(
+        node: &SimNode,
+        config: &str,
+        pods: &str,
+        pin_root: &Path,
+        options: AgentOptions,
+    ) -> Result<Self> {
         let dir = std::env::temp_dir().join(format!(
             "weir-agent-{}-{}",
             std::process::id(),
@@ -101,11 +149,11 @@ impl AgentProcess {
         std::fs::write(&pods_file, pods)?;
         let mut agent = Self {
             process: None,
+            options,
             dir,
             admin,
             pods_file,
             config_file,
-            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
         };
         agent.spawn(node, pin_root)?;
         Ok(agent)
@@ -124,11 +172,16 @@ impl AgentProcess {
             .arg(&self.pods_file)
             .arg("--pin-root")
             .arg(pin_root)
-            .args(&self.extra_args)
-            .env("RUST_LOG", "info")
+            .args(self.options.workers.map(|n| format!("--workers={n}")))
+            .args(&self.options.extra_args)
+            .env("RUST_LOG", &self.options.log)
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log));
-        self.process = Some(spawn_in(node.router(), None, cmd)?);
+        self.process = Some(spawn_in(
+            node.router(),
+            self.options.cgroup.as_deref(),
+            cmd,
+        )?);
         Ok(())
     }
 
@@ -206,8 +259,8 @@ impl Drop for AgentProcess {
     }
 }
 
-/// A one-shot HTTP/1.1 GET with `connection: close`.
-fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+/// A one-shot HTTP/1.1 GET with `connection: close`, in the caller's network namespace.
+pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;

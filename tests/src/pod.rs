@@ -143,6 +143,15 @@ impl SimPod {
         self.spawn_with(cmd, false)
     }
 
+    /// [`SimPod::spawn_outside_cgroup`] for a long-lived process with much
+    /// output: its stdout and stderr go to the file `log` (created or
+    /// truncated), not to pipes nobody reads while it runs.
+    pub fn spawn_outside_cgroup_logged(&self, mut cmd: Command, log: &Path) -> Result<PodProcess> {
+        let file = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        cmd.stdout(file.try_clone()?).stderr(file);
+        spawn_in(&self.netns, None, cmd).with_context(|| format!("in pod {}", self.name))
+    }
+
     fn spawn_with(&self, mut cmd: Command, in_cgroup: bool) -> Result<PodProcess> {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let cgroup = in_cgroup.then_some(self.cgroup_dir.as_path());

@@ -99,8 +99,11 @@ fn http(stream: TcpStream, name: &str) -> std::io::Result<()> {
         let reply = format!("{name} from {}\n", peer.ip().to_canonical());
         // One write per response: several small ones would meet Nagle's
         // algorithm and the peer's delayed ACK (40 ms a request).
+        // A server that closes after this response says so (RFC 9112 9.6);
+        // otherwise a client such as wrk reuses the connection and meets the close.
+        let connection = if close { "connection: close\r\n" } else { "" };
         let response = format!(
-            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-app-peer: {}\r\nx-app-request: {}\r\nx-app-saw-weir-headers: {}\r\n\r\n{reply}",
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n{connection}x-app-peer: {}\r\nx-app-request: {}\r\nx-app-saw-weir-headers: {}\r\n\r\n{reply}",
             reply.len(),
             canonical(peer),
             request_line.trim_end(),

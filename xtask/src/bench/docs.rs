@@ -8,6 +8,7 @@ use std::process::Command;
 use anyhow::{Context, Result};
 
 use super::ProxyArgs;
+use super::intercept::{InterceptArgs, TARGET_RATIO};
 use super::tools::Tools;
 
 const HEADER: &str = "# Benchmarks\n\nEach section is written by the command it shows; numbers are from one run on the machine it names.\n";
@@ -114,6 +115,97 @@ Targets (from the issue):
             .collect::<Vec<_>>()
             .join(", "),
         load_path = super::configs::LOAD_PATH,
+        load_before = load_avg[0],
+        load_after = load_avg[1],
+        versions = versions.join(", "),
+        conns = args.connections,
+        secs = args.duration.as_secs(),
+        rounds = args.rounds,
+    )
+}
+
+/// The "Interception (eBPF vs iptables)" section. `tools`: wrk, iptables.
+pub fn intercept_section(
+    root: &Path,
+    load_avg: [&str; 2],
+    args: &InterceptArgs,
+    tools: &[&Path; 2],
+    tables: &str,
+    targets: &[String],
+    raw: &str,
+) -> String {
+    let command: Vec<String> = std::env::args().skip(1).collect();
+    let versions = [
+        format!("weir {}", git_describe(root)),
+        format!("wrk: `{}`", super::tools::version_line(tools[0], &["-v"])),
+        format!(
+            "iptables: `{}`",
+            super::tools::version_line(tools[1], &["-V"])
+        ),
+    ];
+    let targets: String = targets.iter().map(|t| format!("- {t}\n")).collect();
+    format!(
+        "## Interception (eBPF vs iptables)
+
+Command (as root; it builds the eBPF object and installs wrk and iptables when missing):
+
+```
+cargo xtask {command}
+```
+
+Machine: {machine}; load average (1, 5, 15 min) {load_before} before the run and
+{load_after} after it (the cores are shared with other work, which shows most in p99).
+{versions}.
+
+Setup: a simulated node (`weir-tests`: network namespaces on a bridge, kubelet-style
+cgroups, documentation addresses, no default route). A backend pod runs `sim-server
+http` on :8080 (a thread per connection, one write per response). Three client pods,
+built alike (a fourth for sk_msg, below), send it the same load, each its own way:
+
+- **direct**: wrk to the backend pod's address `http://<backend>:8080/`, no proxy.
+- **weir-ebpf**: the pod is enrolled (`weir.dev/enroll: \"true\"`; the backend pod is
+  listed, not enrolled, so only the client's outbound hop is intercepted, as a sidecar's
+  outbound would be) in `weir run --workers 1` (release build); wrk calls
+  `http://198.51.100.20/`, which nothing serves: the cgroup connect hook sends the
+  connection to weir's listener in the pod, whose `bind_to_port: false` listener claims
+  198.51.100.20:80 and routes `/` to a cluster of the backend pod.
+- **weir-iptables** (the seeds' way, a sidecar): `weir proxy --workers 1` (same binary)
+  runs in the client pod's network namespace (not its cgroup) with a bound listener
+  127.0.0.1:15001 and the same route and cluster, behind
+  `iptables -t nat -A OUTPUT -p tcp -d 198.51.100.20 --dport 80 -j REDIRECT --to-ports 15001`
+  in that pod's namespace only; wrk calls the same `http://198.51.100.20/`.
+
+wrk runs inside each client pod (its cgroup and network namespace, where the eBPF
+hooks act): `wrk -t1 -c{conns} -d{secs}s --latency`, keep-alive and connection-per-request
+(`-H 'Connection: close'`: every request is a new connection, so req/s is the
+connection rate), {rounds} interleaved rounds (order rotated each round) after a 1 s
+warm-up per scenario that must be error-free; the tables show medians over the rounds.
+*Added* is the scenario's median minus direct's under the same load. weir CPU µs/req is
+utime+stime of the weir process (all threads) from `/proc/<pid>/stat` over the run,
+divided by the requests wrk completed; after the runs each weir's own
+`weir_cluster_upstream_requests_total` must count at least what wrk completed (the load
+went through it). wrk, the backend and weir share the machine's cores, so rates and
+latencies are of the whole loop. *Others* is how busy the rest of the machine was
+(all CPU time in `/proc/stat` less weir's, the backend's and wrk's, in cores).
+
+{tables}Targets (from the issue: eBPF interception adds at most {TARGET_RATIO}x the latency
+iptables interception adds):
+
+{targets}
+sk_msg: **weir-ebpf** runs `weir run --sk-msg off` (the default) and
+**weir-ebpf-sk-msg** a second agent with `--sk-msg on` (sockops + sk_msg splice the
+app-to-proxy hop; experimental, see [architecture](architecture.md)), enrolling a
+fourth client pod built like the others. Each agent runs in its own cgroup with its
+own pin root, so the sockops program that `--sk-msg on` attaches to the agent's
+cgroup sees only that agent's sockets.
+
+<details><summary>Every run</summary>
+
+{raw}
+</details>
+",
+        command = command.join(" "),
+        machine = machine_facts(),
         load_before = load_avg[0],
         load_after = load_avg[1],
         versions = versions.join(", "),

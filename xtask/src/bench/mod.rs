@@ -4,12 +4,16 @@
 //! one run, against one backend, with the same wrk load in interleaved rounds,
 //! and reports medians of req/s, p50, p99, the proxy's CPU per request and its
 //! memory, with ratios; the table goes into `docs/benchmarks.md`.
+//!
+//! `bench intercept` measures what interception adds to a pod's requests:
+//! direct, through weir by eBPF, and through the same weir behind an iptables
+//! REDIRECT, on a simulated node ([`intercept`]).
 
 mod configs;
 mod counters;
 mod docs;
-mod load;
-mod measure;
+mod intercept;
+
 mod peers;
 mod report;
 mod tools;
@@ -20,7 +24,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
-use self::load::{Load, Mode};
+use benchkit::load::{Load, Mode};
+use benchkit::measure;
+
 use self::peers::{Kind, Proxy};
 use self::report::Sample;
 use self::tools::Tools;
@@ -29,6 +35,8 @@ use self::tools::Tools;
 pub enum Target {
     /// weir's L7 proxy against Envoy 1.40 and nginx, HTTP/1.1 (as root: installs peers).
     Proxy(ProxyArgs),
+    /// Interception: direct vs weir by eBPF vs weir behind iptables REDIRECT (as root).
+    Intercept(intercept::InterceptArgs),
 }
 
 #[derive(Args, Debug, Clone, PartialEq)]
@@ -80,6 +88,7 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
 pub fn run(root: &Path, target: Target) -> Result<()> {
     match target {
         Target::Proxy(args) => proxy(root, &args),
+        Target::Intercept(args) => intercept::run_intercept(root, &args),
     }
 }
 

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use super::configs::{self, BACKEND_BODY, LOAD_PATH, Ports};
-use super::measure;
 use super::tools::Tools;
+use benchkit::measure;
 
 /// The proxies compared, in the order the table lists them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -2,102 +2,29 @@
 //! and nginx, and the targets checked against the numbers.
 
 use std::fmt::Write as _;
-use std::time::Duration;
 
-use super::load::{Mode, WrkReport};
-use super::measure::Memory;
+use benchkit::load::Mode;
+use benchkit::measure::Memory;
+use benchkit::sample::find;
+
 use super::peers::Kind;
 
-/// One wrk run against one proxy, with the CPU the proxy spent during it.
-#[derive(Debug, Clone)]
-pub struct Sample {
-    pub kind: Kind,
-    pub mode: Mode,
-    pub round: u32,
-    pub wrk: WrkReport,
-    pub cpu: Duration,
-    /// CPU the rest of the machine used during the run, in cores.
-    pub other_cores: f64,
-}
-
-impl Sample {
-    pub fn cpu_us_per_request(&self) -> f64 {
-        self.cpu.as_secs_f64() * 1e6 / self.wrk.requests.max(1) as f64
-    }
-}
-
-/// Medians of one proxy under one load.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Summary {
-    pub kind: Kind,
-    pub mode: Mode,
-    pub requests_per_sec: f64,
-    pub p50_us: f64,
-    pub p99_us: f64,
-    pub cpu_us_per_request: f64,
-    pub other_cores: f64,
-    pub runs: usize,
-    /// Runs with socket errors or non-2xx/3xx responses.
-    pub flagged_runs: usize,
-    pub errors: u64,
-}
-
-pub fn median(values: &mut [f64]) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    if values.len() % 2 == 1 {
-        values[mid]
-    } else {
-        (values[mid - 1] + values[mid]) / 2.0
-    }
-}
+pub type Sample = benchkit::sample::Sample<Kind>;
+pub type Summary = benchkit::sample::Summary<Kind>;
 
 pub fn summarize(samples: &[Sample], kinds: &[Kind]) -> Vec<Summary> {
-    let mut out = Vec::new();
-    for mode in Mode::ALL {
-        for &kind in kinds {
-            let runs: Vec<&Sample> = samples
-                .iter()
-                .filter(|s| s.kind == kind && s.mode == mode)
-                .collect();
-            if runs.is_empty() {
-                continue;
-            }
-            let med =
-                |f: fn(&Sample) -> f64| median(&mut runs.iter().map(|s| f(s)).collect::<Vec<_>>());
-            out.push(Summary {
-                kind,
-                mode,
-                requests_per_sec: med(|s| s.wrk.requests_per_sec),
-                p50_us: med(|s| s.wrk.p50_us),
-                p99_us: med(|s| s.wrk.p99_us),
-                cpu_us_per_request: med(Sample::cpu_us_per_request),
-                other_cores: med(|s| s.other_cores),
-                runs: runs.len(),
-                flagged_runs: runs.iter().filter(|s| s.wrk.errors() > 0).count(),
-                errors: runs.iter().map(|s| s.wrk.errors()).sum(),
-            });
-        }
-    }
-    out
-}
-
-fn find(rows: &[Summary], kind: Kind, mode: Mode) -> Option<&Summary> {
-    rows.iter().find(|r| r.kind == kind && r.mode == mode)
+    benchkit::sample::summarize(samples, kinds)
 }
 
 fn mem_of(memory: &[(Kind, Memory)], kind: Kind) -> Option<Memory> {
     memory.iter().find(|(k, _)| *k == kind).map(|(_, m)| *m)
 }
 
-fn ms(us: f64) -> String {
+pub fn ms(us: f64) -> String {
     format!("{:.3} ms", us / 1000.0)
 }
 
-fn ratio(a: f64, b: f64) -> String {
+pub fn ratio(a: f64, b: f64) -> String {
     if b > 0.0 && a.is_finite() && b.is_finite() {
         format!("{:.2}x", a / b)
     } else {
@@ -165,7 +92,7 @@ pub fn tables(rows: &[Summary], memory: &[(Kind, Memory)]) -> String {
 
 /// Other work on the machine from which on a p99 says more about the
 /// scheduler than about the proxy (a quarter of a core of 2).
-const NOISY_CORES: f64 = 0.25;
+pub const NOISY_CORES: f64 = 0.25;
 
 /// The targets, each as a line saying met or not met with numbers.
 pub fn targets(rows: &[Summary], memory: &[(Kind, Memory)]) -> Vec<String> {
@@ -235,9 +162,9 @@ pub fn targets(rows: &[Summary], memory: &[(Kind, Memory)]) -> Vec<String> {
 pub fn raw_runs(samples: &[Sample]) -> String {
     let mut t = String::new();
     t.push_str(
-        "| round | load | proxy | requests | req/s | p50 | p99 | CPU ms | CPU µs/req | errors |\n",
+        "| round | load | proxy | requests | req/s | p50 | p99 | CPU ms | CPU µs/req | others (cores) | errors |\n",
     );
-    t.push_str("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    t.push_str("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for s in samples {
         let _ = writeln!(
             t,
@@ -260,6 +187,10 @@ pub fn raw_runs(samples: &[Sample]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use benchkit::load::WrkReport;
+
     use super::*;
 
     fn sample(kind: Kind, round: u32, rps: f64, cpu_ms: u64, errors: u64) -> Sample {
@@ -279,13 +210,6 @@ mod tests {
             cpu: Duration::from_millis(cpu_ms),
             other_cores: 0.1,
         }
-    }
-
-    #[test]
-    fn medians() {
-        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert!(median(&mut []).is_nan());
     }
 
     #[test]

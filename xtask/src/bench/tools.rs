@@ -39,7 +39,7 @@ pub fn ensure(root: &Path, envoy: bool, weir: bool) -> Result<Tools> {
     })
 }
 
-fn on_path(name: &str) -> Result<PathBuf> {
+pub fn on_path(name: &str) -> Result<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
@@ -126,7 +126,7 @@ fn version_in_series(version: &str, series: &str) -> bool {
 
 /// `cargo build --release` of the `weir` binary; fails clearly if this
 /// branch's weir has no `proxy` command yet.
-fn build_weir(root: &Path) -> Result<PathBuf> {
+pub fn build_weir(root: &Path) -> Result<PathBuf> {
     println!("xtask: building weir (cargo build --release -p weir-agent --bin weir)");
     run(crate::cargo(root).args(["build", "--release", "-p", "weir-agent", "--bin", "weir"]))?;
     let weir = root.join("target/release/weir");

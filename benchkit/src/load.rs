@@ -1,12 +1,10 @@
 //! The load: wrk runs (one thread, closed loop) and the parsing of wrk's report.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-
-use crate::run::command_output;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -24,6 +22,11 @@ impl Mode {
             Mode::KeepAlive => "keep-alive",
             Mode::ConnectionPerRequest => "conn-per-request",
         }
+    }
+
+    /// The mode whose [`Mode::label`] is `label`.
+    pub fn from_label(label: &str) -> Option<Mode> {
+        Mode::ALL.into_iter().find(|m| m.label() == label)
     }
 }
 
@@ -52,9 +55,27 @@ impl Load<'_> {
 
     /// Runs wrk to the end and parses its report.
     pub fn run(&self) -> Result<WrkReport> {
-        let out = command_output(&mut self.command())?;
-        parse_wrk(&out).with_context(|| format!("parsing wrk's report:\n{out}"))
+        let out = self
+            .command()
+            .output()
+            .with_context(|| format!("could not start {}", self.wrk.display()))?;
+        report_from_output(&out)
     }
+}
+
+/// wrk's report from a finished wrk process (started by [`Load::command`],
+/// wherever it ran), or why there is none.
+pub fn report_from_output(out: &Output) -> Result<WrkReport> {
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "wrk failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            text.trim()
+        );
+    }
+    parse_wrk(&text).with_context(|| format!("parsing wrk's report:\n{text}"))
 }
 
 /// What the benchmark takes from wrk's report.

@@ -1,0 +1,78 @@
+//! The scenarios of `cargo xtask bench intercept`, named the same on both
+//! sides: the benchmark binary that runs them on a simulated node and xtask,
+//! which reports them.
+
+use crate::sample::Subject;
+
+/// How the client pod's requests reach the backend pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scenario {
+    /// Straight to the backend pod's address: no proxy.
+    Direct,
+    /// To a service address that weir's eBPF programs steer into `weir run`
+    /// (`--sk-msg off`, the default).
+    Ebpf,
+    /// The same with `weir run --sk-msg on`: sockops + sk_msg splice the
+    /// app-to-proxy hop.
+    EbpfSkMsg,
+    /// To the same service address, sent by an iptables REDIRECT rule in the
+    /// client pod's namespace to a `weir proxy` in that namespace (a sidecar).
+    Iptables,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 4] = [
+        Scenario::Direct,
+        Scenario::Ebpf,
+        Scenario::EbpfSkMsg,
+        Scenario::Iptables,
+    ];
+
+    /// Parses a comma-separated flag value.
+    pub fn parse(name: &str) -> Result<Scenario, String> {
+        Scenario::from_name(name.trim()).ok_or_else(|| {
+            let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+            format!(
+                "unknown scenario {name:?}: expected one of {}",
+                names.join(", ")
+            )
+        })
+    }
+
+    /// Whether requests pass through weir (and its CPU is measured).
+    pub fn through_weir(self) -> bool {
+        self != Scenario::Direct
+    }
+}
+
+impl Subject for Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Direct => "direct",
+            Scenario::Ebpf => "weir-ebpf",
+            Scenario::EbpfSkMsg => "weir-ebpf-sk-msg",
+            Scenario::Iptables => "weir-iptables",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        Scenario::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for s in Scenario::ALL {
+            assert_eq!(Scenario::parse(s.name()), Ok(s));
+        }
+        assert!(
+            Scenario::parse("sidecar")
+                .unwrap_err()
+                .contains("direct, weir-ebpf")
+        );
+    }
+}

@@ -1,0 +1,11 @@
+//! What weir's benchmarks share, so that `cargo xtask bench ...` and the
+//! benchmark binaries that run inside a simulated node measure the same way:
+//! the wrk load and the parsing of its report ([`load`]), CPU and memory from
+//! /proc ([`measure`]), and one run's numbers, their medians and the line
+//! format a run travels in between processes ([`sample`]), and the names of
+//! the interception benchmark's scenarios ([`intercept`]).
+
+pub mod intercept;
+pub mod load;
+pub mod measure;
+pub mod sample;

@@ -1,0 +1,581 @@
+//! The measuring half of `cargo xtask bench intercept` (which builds this
+//! binary in release mode, runs it as root and reports what it records).
+//!
+//! On a simulated node, one backend pod runs `sim-server` on :8080, and three
+//! client pods send it the same wrk load, each its own way:
+//!
+//! - `direct`: to the backend pod's address, no proxy;
+//! - `weir-ebpf`: to the service address 198.51.100.20:80, which nothing
+//!   serves: the pod is enrolled in `weir run`, whose eBPF programs steer the
+//!   connections into weir, whose `bind_to_port: false` listener claims the
+//!   address and routes `/` to the backend;
+//! - `weir-iptables`: to the same service address, sent by an iptables
+//!   `REDIRECT` rule in that pod's namespace (only there) to a `weir proxy`
+//!   running in the pod's namespace like a sidecar, with the same route.
+//!
+//! wrk runs inside each client pod (its cgroup and namespace, where the eBPF
+//! hooks see it). Rounds interleave the scenarios, rotating their order. Each
+//! run is written to `--out` as a `sample ...` line (`benchkit::sample`).
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use benchkit::intercept::Scenario;
+use benchkit::load::{Load, Mode, report_from_output};
+use benchkit::measure;
+use benchkit::sample::{Sample, Subject};
+use clap::Parser;
+use weir_tests::agent::{AgentOptions, AgentProcess, http_get, weir_bin};
+use weir_tests::pins::PinRoot;
+use weir_tests::support::{require_root, sim_server};
+use weir_tests::{PodProcess, SimNode, SimPod, wait};
+
+/// The service address the weir scenarios' client calls; nothing listens there.
+const SERVICE: &str = "198.51.100.20:80";
+/// The backend's port in its pod.
+const BACKEND_PORT: u16 = 8080;
+/// The sidecar-style weir's listener and admin in the iptables client pod.
+const SIDECAR_PORT: u16 = 15001;
+const SIDECAR_ADMIN: &str = "127.0.0.1:15000";
+/// The cluster both weir scenarios route to.
+const CLUSTER: &str = "backend";
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "Interception benchmark on a simulated node (as root); see cargo xtask bench intercept"
+)]
+struct Args {
+    /// wrk binary.
+    #[arg(long, default_value = "wrk")]
+    wrk: PathBuf,
+    /// Seconds per wrk run.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=600))]
+    duration: u64,
+    /// Interleaved rounds.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
+    rounds: u32,
+    /// Concurrent wrk connections (one wrk thread).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    connections: u32,
+    /// Scenarios, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "direct,weir-ebpf,weir-ebpf-sk-msg,weir-iptables", value_parser = Scenario::parse)]
+    scenarios: Vec<Scenario>,
+    /// Where the `sample ...` lines go (one per run).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    require_root();
+    let mut scenarios = args.scenarios.clone();
+    scenarios.sort();
+    scenarios.dedup();
+
+    let node = SimNode::new().context("creating the simulated node")?;
+    let backend_pod = node.add_pod("backend")?;
+    let mut keep: Vec<PodProcess> = vec![backend_pod.start_pause()?];
+    let backend = spawn_listening(
+        &backend_pod,
+        &sim_server(),
+        &["http", "backend", &format!("0.0.0.0:{BACKEND_PORT}")],
+        BACKEND_PORT,
+    )?;
+    let backend_addr = SocketAddr::new(backend_pod.ip4.into(), BACKEND_PORT);
+    println!(
+        "bench: node {}, backend pod {} running sim-server (pid {})",
+        node.id(),
+        backend_addr,
+        backend.pid()
+    );
+
+    // Declared before the setups that use them, so they are dropped after.
+    let pins = [PinRoot::new(), PinRoot::new()];
+    let mut setups = Vec::new();
+    for &scenario in &scenarios {
+        let pod = node.add_pod(&format!("client-{}", scenario.name()))?;
+        keep.push(pod.start_pause()?);
+        let via = match scenario {
+            Scenario::Direct => Via::Direct,
+            Scenario::Ebpf | Scenario::EbpfSkMsg => {
+                Via::Agent(start_agent(&node, &pod, &backend_pod, &pins, scenario)?)
+            }
+            Scenario::Iptables => start_sidecar(&pod, backend_addr)?,
+        };
+        let url = match scenario {
+            Scenario::Direct => format!("http://{backend_addr}/"),
+            _ => format!("http://{}/", SERVICE.trim_end_matches(":80")),
+        };
+        setups.push(Setup {
+            scenario,
+            pod,
+            via,
+            url,
+            node: &node,
+        });
+    }
+
+    let mut out = std::fs::File::create(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let (wrk_bin, connections) = (args.wrk.as_path(), args.connections);
+    let load = |url, mode, secs| Load {
+        wrk: wrk_bin,
+        url,
+        connections,
+        duration: Duration::from_secs(secs),
+        mode,
+    };
+    // Warm-up, and proof that each path serves before anything is measured.
+    for setup in &setups {
+        let wrk = setup.run(&load(&setup.url, Mode::KeepAlive, 1), backend.pid())?;
+        println!(
+            "bench: warm-up {} ({}): {} requests, {} errors",
+            setup.scenario.name(),
+            setup.url,
+            wrk.wrk.requests,
+            wrk.wrk.errors()
+        );
+        if wrk.wrk.requests == 0 || wrk.wrk.errors() > 0 {
+            bail!(
+                "{} does not serve {} cleanly: {:?}{}",
+                setup.scenario.name(),
+                setup.url,
+                wrk.wrk,
+                setup.log()
+            );
+        }
+    }
+    let before: Vec<u64> = setups
+        .iter()
+        .map(Setup::upstream_requests)
+        .collect::<Result<_>>()?;
+
+    let mut samples = Vec::new();
+    for round in 0..args.rounds {
+        for mode in Mode::ALL {
+            for i in 0..setups.len() {
+                let setup = &setups[(i + round as usize) % setups.len()];
+                let mut sample =
+                    setup.run(&load(&setup.url, mode, args.duration), backend.pid())?;
+                sample.round = round;
+                print_sample(&sample, args.rounds);
+                // Line by line: the records survive a run that fails later.
+                writeln!(out, "{}", sample.to_record())?;
+                out.flush()?;
+                samples.push(sample);
+            }
+        }
+    }
+
+    // weir's own count of what it sent to the backend: the load went through it.
+    for (setup, before) in setups.iter().zip(before) {
+        if !setup.scenario.through_weir() {
+            continue;
+        }
+        let counted = setup.upstream_requests()? - before;
+        let completed: u64 = samples
+            .iter()
+            .filter(|s| s.kind == setup.scenario)
+            .map(|s| s.wrk.requests)
+            .sum();
+        println!(
+            "bench: {} sent {counted} requests to cluster {CLUSTER}; wrk completed {completed}",
+            setup.scenario.name()
+        );
+        if counted < completed {
+            bail!(
+                "{}: weir forwarded fewer requests ({counted}) than wrk completed ({completed}): the load did not go through it",
+                setup.scenario.name()
+            );
+        }
+    }
+    drop(setups);
+    drop(keep);
+    Ok(())
+}
+
+fn print_sample(s: &Sample<Scenario>, rounds: u32) {
+    let mut line = format!(
+        "round {}/{rounds} {:<16} {:<16} {:>8.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms",
+        s.round + 1,
+        s.mode.label(),
+        s.kind.name(),
+        s.wrk.requests_per_sec,
+        s.wrk.p50_us / 1e3,
+        s.wrk.p99_us / 1e3,
+    );
+    if s.kind.through_weir() {
+        let _ = write!(line, "  weir {:>6.1} µs/req", s.cpu_us_per_request());
+    }
+    let _ = write!(line, "  others {:.1} cores", s.other_cores);
+    if s.wrk.errors() > 0 {
+        let _ = write!(
+            line,
+            "  ERRORS: {} (socket {}, non-2xx/3xx {})",
+            s.wrk.errors(),
+            s.wrk.socket_errors,
+            s.wrk.non_2xx_3xx
+        );
+    }
+    println!("{line}");
+}
+
+/// What stands between a client pod and the backend.
+enum Via {
+    Direct,
+    /// `weir run` with the client pod enrolled.
+    Agent(AgentProcess),
+    /// `weir proxy` in the client pod's namespace behind an iptables rule.
+    Sidecar {
+        proxy: PodProcess,
+        /// Held for its drop, which deletes the rule.
+        _rule: IptablesRedirect,
+        log: PathBuf,
+    },
+}
+
+struct Setup<'n> {
+    /// Before `pod`: fields drop in order, and weir and the iptables rule go
+    /// while the pod's namespace is still there.
+    via: Via,
+    scenario: Scenario,
+    pod: SimPod,
+    url: String,
+    node: &'n SimNode,
+}
+
+impl Setup<'_> {
+    /// The weir process whose CPU the run is charged, if any.
+    fn weir_pid(&self) -> Option<u32> {
+        match &self.via {
+            Via::Direct => None,
+            Via::Agent(agent) => agent.pid(),
+            Via::Sidecar { proxy, .. } => Some(proxy.pid()),
+        }
+    }
+
+    /// One wrk run from inside the client pod, with weir's CPU over it and
+    /// how busy the rest of the machine was (less weir, the backend and wrk).
+    fn run(&self, load: &Load<'_>, backend: u32) -> Result<Sample<Scenario>> {
+        let weir: Vec<u32> = self.weir_pid().into_iter().collect();
+        let (machine0, backend0, wrk0) = (
+            measure::machine_busy()?,
+            measure::cpu_time(&[backend])?,
+            measure::children_cpu(),
+        );
+        let start = Instant::now();
+        let weir0 = measure::cpu_time(&weir)?;
+        let wrk = self
+            .pod
+            .spawn(load.command())?
+            .wait_output(load.duration + Duration::from_secs(20))
+            .context("wrk did not end")?;
+        let cpu = measure::cpu_time(&weir)
+            .with_context(|| format!("weir of {} exited during the run", self.scenario.name()))?
+            .saturating_sub(weir0);
+        let wall = start.elapsed();
+        let wrk = report_from_output(&wrk)?;
+        let ours = cpu
+            + measure::cpu_time(&[backend])?.saturating_sub(backend0)
+            + measure::children_cpu().saturating_sub(wrk0);
+        let others = measure::machine_busy()?
+            .saturating_sub(machine0)
+            .saturating_sub(ours);
+        Ok(Sample {
+            kind: self.scenario,
+            mode: load.mode,
+            round: 0,
+            wrk,
+            cpu,
+            other_cores: others.as_secs_f64() / wall.as_secs_f64().max(1e-3),
+        })
+    }
+
+    /// weir's `weir_cluster_upstream_requests_total` for the backend cluster.
+    fn upstream_requests(&self) -> Result<u64> {
+        let (status, text) = match &self.via {
+            Via::Direct => return Ok(0),
+            Via::Agent(agent) => agent.admin_get(self.node, "/stats/prometheus")?,
+            Via::Sidecar { .. } => {
+                let admin: SocketAddr = SIDECAR_ADMIN.parse()?;
+                self.pod
+                    .netns()
+                    .run(move || http_get(admin, "/stats/prometheus"))??
+            }
+        };
+        anyhow::ensure!(status == 200, "metrics answered {status}");
+        upstream_requests(&text, CLUSTER)
+            .with_context(|| format!("no upstream request count for cluster {CLUSTER}"))
+    }
+
+    /// The end of weir's log, to explain a failure.
+    fn log(&self) -> String {
+        let text = match &self.via {
+            Via::Direct => return String::new(),
+            Via::Agent(agent) => agent.log(),
+            Via::Sidecar { log, .. } => std::fs::read_to_string(log).unwrap_or_default(),
+        };
+        let tail: Vec<&str> = text.lines().rev().take(20).collect();
+        format!(
+            "\nweir's log (end):\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )
+    }
+}
+
+/// Sum of `weir_cluster_upstream_requests_total{...cluster="NAME"...} N` over its other labels.
+fn upstream_requests(exposition: &str, cluster: &str) -> Option<u64> {
+    let name = "weir_cluster_upstream_requests_total{";
+    let label = format!("cluster=\"{cluster}\"");
+    let values: Vec<f64> = exposition
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() as u64)
+}
+
+/// The proxy config both weir scenarios share from the listener down:
+/// `/` of any host to the backend cluster.
+fn weir_config(admin: &str, listener: &str, bind_to_port: bool, backend: SocketAddr) -> String {
+    format!(
+        r#"admin:
+  address: "{admin}"
+listeners:
+  - name: backend
+    address: "{listener}"
+    bind_to_port: {bind_to_port}
+    virtual_hosts:
+      - name: backend
+        domains: ["*"]
+        routes:
+          - match: {{ prefix: "/" }}
+            route: {{ cluster: {CLUSTER} }}
+clusters:
+  - name: {CLUSTER}
+    endpoints: [{{ address: "{}", port: {} }}]
+"#,
+        backend.ip(),
+        backend.port()
+    )
+}
+
+fn pod_entry(pod: &SimPod, enroll: bool) -> String {
+    format!(
+        "  - namespace: default\n    name: {}\n    uid: {}\n    ips: [\"{}\", \"{}\"]\n    cgroup: {}\n    annotations:\n      weir.dev/enroll: \"{enroll}\"\n",
+        pod.name,
+        pod.uid,
+        pod.ip4,
+        pod.ip6,
+        pod.cgroup_dir().display()
+    )
+}
+
+/// `weir run` (release, one worker; `--sk-msg on` for [`Scenario::EbpfSkMsg`])
+/// with the client pod enrolled and the backend pod listed but not enrolled:
+/// only the client's outbound hop is intercepted, as a sidecar's outbound
+/// would be. Each agent has its own pin root and cgroup, so the two eBPF
+/// scenarios' agents leave each other's sockets alone.
+fn start_agent(
+    node: &SimNode,
+    client: &SimPod,
+    backend: &SimPod,
+    pins: &[PinRoot; 2],
+    scenario: Scenario,
+) -> Result<AgentProcess> {
+    let backend_addr = SocketAddr::new(backend.ip4.into(), BACKEND_PORT);
+    let config = weir_config("{admin}", SERVICE, false, backend_addr);
+    let pods = format!(
+        "pods:\n{}{}",
+        pod_entry(client, true),
+        pod_entry(backend, false)
+    );
+    let sk_msg = scenario == Scenario::EbpfSkMsg;
+    let cgroup = node
+        .cgroup_root()
+        .join(format!("agent-{}", scenario.name()));
+    std::fs::create_dir_all(&cgroup).with_context(|| format!("creating {}", cgroup.display()))?;
+    let options = AgentOptions {
+        workers: Some(1),
+        extra_args: vec![format!("--sk-msg={}", if sk_msg { "on" } else { "off" })],
+        log: "warn".to_owned(),
+        cgroup: Some(cgroup),
+    };
+    let pins = pins[usize::from(sk_msg)].path();
+    let agent = AgentProcess::start_with_options(node, &config, &pods, pins, options)?;
+    agent.wait_ready(node, Duration::from_secs(30))?;
+    println!(
+        "bench: weir run --sk-msg {} (pid {}) enrolled {} ({}); {SERVICE} is claimed by its bind_to_port: false listener",
+        if sk_msg { "on" } else { "off" },
+        agent.pid().unwrap_or(0),
+        client.name,
+        client.ip4
+    );
+    Ok(agent)
+}
+
+/// `weir proxy --workers 1` in the client pod's namespace (not its cgroup),
+/// listening on 127.0.0.1:15001, and the iptables rule that sends the pod's
+/// connections to the service address there.
+fn start_sidecar(pod: &SimPod, backend: SocketAddr) -> Result<Via> {
+    let dir = std::env::temp_dir().join(format!(
+        "weir-bench-sidecar-{}-{}",
+        std::process::id(),
+        pod.netns_name()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let config = dir.join("weir.yaml");
+    let listener = format!("127.0.0.1:{SIDECAR_PORT}");
+    std::fs::write(
+        &config,
+        weir_config(SIDECAR_ADMIN, &listener, true, backend),
+    )?;
+    let log = dir.join("weir.log");
+    let mut cmd = Command::new(weir_bin()?);
+    cmd.arg("proxy")
+        .arg("--config")
+        .arg(&config)
+        .args(["--workers", "1"])
+        .env("RUST_LOG", "warn");
+    let proxy = pod.spawn_outside_cgroup_logged(cmd, &log)?;
+    let admin: SocketAddr = SIDECAR_ADMIN.parse()?;
+    let ready = wait::until(Duration::from_secs(20), || {
+        pod.netns()
+            .run(move || http_get(admin, "/ready").is_ok_and(|(s, _)| s == 200))
+            .unwrap_or(false)
+    });
+    if !ready {
+        bail!(
+            "weir proxy in pod {} never became ready; its log:\n{}",
+            pod.name,
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    let rule = IptablesRedirect::add(pod, SERVICE.parse()?, SIDECAR_PORT)?;
+    println!(
+        "bench: weir proxy (pid {}) in {}'s namespace on {listener}; iptables: {}",
+        proxy.pid(),
+        pod.name,
+        rule.spec.join(" ")
+    );
+    Ok(Via::Sidecar {
+        proxy,
+        _rule: rule,
+        log,
+    })
+}
+
+/// A NAT OUTPUT REDIRECT rule in one pod's namespace, deleted on drop (the
+/// namespace, and the rule with it, goes when the pod does anyway).
+struct IptablesRedirect {
+    netns: String,
+    spec: Vec<String>,
+}
+
+impl IptablesRedirect {
+    fn add(pod: &SimPod, dst: SocketAddr, to_port: u16) -> Result<Self> {
+        let spec: Vec<String> = [
+            "-t",
+            "nat",
+            "OUTPUT",
+            "-p",
+            "tcp",
+            "-d",
+            &dst.ip().to_string(),
+            "--dport",
+            &dst.port().to_string(),
+            "-j",
+            "REDIRECT",
+            "--to-ports",
+            &to_port.to_string(),
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        let rule = Self {
+            netns: pod.netns_name().to_owned(),
+            spec,
+        };
+        rule.iptables("-A")?;
+        Ok(rule)
+    }
+
+    /// `ip netns exec <pod ns> iptables -t nat <action> OUTPUT ...`: never the host's tables.
+    fn iptables(&self, action: &str) -> Result<()> {
+        let (table, chain_and_match) = self.spec.split_at(2);
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.netns, "iptables"])
+            .args(table)
+            .arg(action)
+            .args(chain_and_match)
+            .output()
+            .context("running ip netns exec ... iptables")?;
+        if !out.status.success() {
+            bail!(
+                "iptables {action} in {}: {}",
+                self.netns,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for IptablesRedirect {
+    fn drop(&mut self) {
+        if let Err(e) = self.iptables("-D") {
+            eprintln!("bench: {e:#}");
+        }
+    }
+}
+
+/// Starts a server in a pod and waits until it accepts on `port`.
+fn spawn_listening(pod: &SimPod, program: &Path, args: &[&str], port: u16) -> Result<PodProcess> {
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    let process = pod.spawn(cmd)?;
+    let listening = wait::until(Duration::from_secs(10), || {
+        pod.netns()
+            .run(move || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
+            .unwrap_or(false)
+    });
+    anyhow::ensure!(
+        listening,
+        "{} did not start listening in pod {}",
+        program.display(),
+        pod.name
+    );
+    Ok(process)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_requests_of_one_cluster() {
+        let text = "# TYPE weir_cluster_upstream_requests_total counter\n\
+            weir_cluster_upstream_requests_total{cluster=\"backend\",response_code_class=\"2xx\"} 1200\n\
+            weir_cluster_upstream_requests_total{cluster=\"backend\",response_code_class=\"5xx\"} 3\n\
+            weir_cluster_upstream_requests_total{cluster=\"other\",response_code_class=\"2xx\"} 50\n";
+        assert_eq!(upstream_requests(text, "backend"), Some(1203));
+        assert_eq!(upstream_requests(text, "back"), None);
+        assert_eq!(upstream_requests("", "backend"), None);
+    }
+
+    #[test]
+    fn both_weir_configs_validate() {
+        let backend: SocketAddr = "192.0.2.2:8080".parse().unwrap();
+        for text in [
+            weir_config("127.0.0.1:0", SERVICE, false, backend),
+            weir_config(SIDECAR_ADMIN, "127.0.0.1:15001", true, backend),
+        ] {
+            weir::config::parse_str(&text, "bench").unwrap();
+        }
+    }
+}
