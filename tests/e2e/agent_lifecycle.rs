@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use weir_tests::agent::AgentProcess;
 use weir_tests::pins::PinRoot;
 use weir_tests::support::{require_root, sim_client, sim_server};
@@ -29,42 +29,8 @@ listeners:
 clusters: []
 "#;
 
-fn pod_entry(pod: &SimPod, annotations: &[(&str, &str)]) -> String {
-    let annotations: String = annotations
-        .iter()
-        .map(|(k, v)| format!("      {k}: \"{v}\"\n"))
-        .collect();
-    format!(
-        "  - namespace: default\n    name: {}\n    uid: {}\n    ips: [\"{}\", \"{}\"]\n    cgroup: {}\n    annotations:\n{annotations}      weir.dev/test: \"yes\"\n",
-        pod.name,
-        pod.uid,
-        pod.ip4,
-        pod.ip6,
-        pod.cgroup_dir().display()
-    )
-}
-
 fn pods_file(entries: &[String]) -> String {
     format!("pods:\n{}", entries.concat())
-}
-
-/// Starts `sim-server` in `pod` and waits until it listens.
-fn app(pod: &SimPod, args: &[&str]) -> Result<PodProcess> {
-    let mut cmd = Command::new(sim_server());
-    cmd.args(args);
-    let process = pod.spawn(cmd)?;
-    let port: u16 = args
-        .last()
-        .and_then(|a| a.rsplit(':').next())
-        .and_then(|p| p.parse().ok())
-        .context("port")?;
-    let listening = wait::until(Duration::from_secs(5), || {
-        pod.netns()
-            .run(move || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
-            .unwrap_or(false)
-    });
-    anyhow::ensure!(listening, "sim-server {args:?} did not start listening");
-    Ok(process)
 }
 
 /// One request from `pod`, on a new connection: the body, or the error.
@@ -187,21 +153,18 @@ fn agent_intercepts_survives_sigkill_resumes_and_unenrolls() -> Result<()> {
         .iter()
         .map(|p| p.start_pause())
         .collect::<Result<_>>()?;
-    let _http = app(&server, &["http", "server", "0.0.0.0:8080"])?;
-    let _echo = app(&server, &["echo", "0.0.0.0:9000"])?;
+    let _http = server.start_server(&sim_server(), &["http", "server", "0.0.0.0:8080"], 8080)?;
+    let _echo = server.start_server(&sim_server(), &["echo", "0.0.0.0:9000"], 9000)?;
     let http: SocketAddr = SocketAddr::new(server.ip4.into(), 8080);
     let echo: SocketAddr = SocketAddr::new(server.ip4.into(), 9000);
 
     let enrolled = pods_file(&[
-        pod_entry(&client, &[("weir.dev/enroll", "true")]),
-        pod_entry(
-            &locked,
-            &[
-                ("weir.dev/enroll", "true"),
-                ("weir.dev/fail-mode", "closed"),
-            ],
-        ),
-        pod_entry(&server, &[("weir.dev/enroll", "true")]),
+        client.pods_file_entry(&[("weir.dev/enroll", "true")]),
+        locked.pods_file_entry(&[
+            ("weir.dev/enroll", "true"),
+            ("weir.dev/fail-mode", "closed"),
+        ]),
+        server.pods_file_entry(&[("weir.dev/enroll", "true")]),
     ]);
     let mut agent = AgentProcess::start(&node, CONFIG, &enrolled, pins.path())?;
     agent.wait_ready(&node, Duration::from_secs(20))?;

@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use weir_tests::agent::AgentProcess;
 use weir_tests::pins::PinRoot;
 use weir_tests::support::{require_root, sim_client, sim_server};
-use weir_tests::{PodProcess, SimNode, SimPod, wait};
+use weir_tests::{PodProcess, SimNode, SimPod};
 
 /// The service address pod A calls; nothing listens there: weir claims it.
 const SERVICE: &str = "198.51.100.20:80";
@@ -45,35 +45,6 @@ clusters:
 "#,
         v1.ip4, v2.ip4
     )
-}
-
-fn pod_entry(pod: &SimPod, enroll: bool) -> String {
-    format!(
-        "  - namespace: default\n    name: {}\n    uid: {}\n    ips: [\"{}\", \"{}\"]\n    cgroup: {}\n    annotations:\n      weir.dev/enroll: \"{enroll}\"\n",
-        pod.name,
-        pod.uid,
-        pod.ip4,
-        pod.ip6,
-        pod.cgroup_dir().display()
-    )
-}
-
-fn start(pod: &SimPod, program: &std::path::Path, args: &[&str], port: u16) -> Result<PodProcess> {
-    let mut cmd = Command::new(program);
-    cmd.args(args);
-    let process = pod.spawn(cmd)?;
-    let listening = wait::until(Duration::from_secs(5), || {
-        pod.netns()
-            .run(move || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
-            .unwrap_or(false)
-    });
-    anyhow::ensure!(
-        listening,
-        "{} {args:?} did not start listening in pod {}",
-        program.display(),
-        pod.name
-    );
-    Ok(process)
 }
 
 /// The value of the first sample of `name` whose labels contain every `labels` pair.
@@ -116,8 +87,8 @@ fn scenario(sk_msg: bool) -> Result<()> {
         .iter()
         .map(|p| p.start_pause())
         .collect::<Result<_>>()?;
-    let _v1_app = start(&v1, &sim_server(), &["http", "v1", "0.0.0.0:8080"], 8080)?;
-    let _v2_app = start(&v2, &sim_server(), &["http", "v2", "0.0.0.0:8080"], 8080)?;
+    let _v1_app = v1.start_server(&sim_server(), &["http", "v1", "0.0.0.0:8080"], 8080)?;
+    let _v2_app = v2.start_server(&sim_server(), &["http", "v2", "0.0.0.0:8080"], 8080)?;
 
     // A TLS server in its own pod, with a certificate for tls.test.
     let certs = tempdir(sk_msg)?;
@@ -148,8 +119,7 @@ fn scenario(sk_msg: bool) -> Result<()> {
     let openssl = std::path::Path::new("/usr/bin/openssl");
     let cert_arg = cert.to_string_lossy().into_owned();
     let key_arg = key.to_string_lossy().into_owned();
-    let _tls = start(
-        &secure,
+    let _tls = secure.start_server(
         openssl,
         &[
             "s_server", "-accept", "8443", "-cert", &cert_arg, "-key", &key_arg, "-www", "-quiet",
@@ -159,10 +129,10 @@ fn scenario(sk_msg: bool) -> Result<()> {
 
     let pods = format!(
         "pods:\n{}{}{}{}",
-        pod_entry(&client, true),
-        pod_entry(&v1, true),
-        pod_entry(&v2, true),
-        pod_entry(&secure, false)
+        client.pods_file_entry(&[("weir.dev/enroll", "true")]),
+        v1.pods_file_entry(&[("weir.dev/enroll", "true")]),
+        v2.pods_file_entry(&[("weir.dev/enroll", "true")]),
+        secure.pods_file_entry(&[("weir.dev/enroll", "false")])
     );
     let switch = if sk_msg { "on" } else { "off" };
     let agent = AgentProcess::start_with(
@@ -276,7 +246,7 @@ fn scenario(sk_msg: bool) -> Result<()> {
     // client once its socket is in WEIR_SOCKS (docs/architecture.md, "sk_msg
     // acceleration"), which is why the switch is off by default.
     if !sk_msg {
-        let _echo = start(&v1, &sim_server(), &["echo", "0.0.0.0:9000"], 9000)?;
+        let _echo = v1.start_server(&sim_server(), &["echo", "0.0.0.0:9000"], 9000)?;
         let mut cmd = Command::new(sim_client());
         cmd.args([
             "echo",

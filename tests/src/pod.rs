@@ -166,6 +166,46 @@ impl SimPod {
         self.spawn(cmd)
     }
 
+    /// Starts a server `program args` in the pod and waits until it accepts on
+    /// `port` (on the pod's loopback).
+    pub fn start_server(&self, program: &Path, args: &[&str], port: u16) -> Result<PodProcess> {
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        let process = self.spawn(cmd)?;
+        let listening = wait::until(Duration::from_secs(10), || {
+            self.netns()
+                .run(move || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
+                .unwrap_or(false)
+        });
+        anyhow::ensure!(
+            listening,
+            "{} {args:?} did not start listening in pod {}",
+            program.display(),
+            self.name
+        );
+        Ok(process)
+    }
+
+    /// This pod as an entry of a weir pods file (`docs/pods.md`), in namespace
+    /// `default`, located by its cgroup, with `annotations`.
+    pub fn pods_file_entry(&self, annotations: &[(&str, &str)]) -> String {
+        let mut entry = format!(
+            "  - namespace: default\n    name: {}\n    uid: {}\n    ips: [\"{}\", \"{}\"]\n    cgroup: {}\n",
+            self.name,
+            self.uid,
+            self.ip4,
+            self.ip6,
+            self.cgroup_dir.display()
+        );
+        if !annotations.is_empty() {
+            entry.push_str("    annotations:\n");
+            for (key, value) in annotations {
+                entry.push_str(&format!("      {key}: \"{value}\"\n"));
+            }
+        }
+        entry
+    }
+
     /// PIDs currently in the pod's cgroup.
     pub fn cgroup_pids(&self) -> Vec<u32> {
         std::fs::read_to_string(self.cgroup_dir.join("cgroup.procs"))

@@ -153,15 +153,7 @@ fn echo_check(addr: &str, bytes: &str) -> Result<String, String> {
         .parse()
         .map_err(|e| format!("bad size {bytes}: {e}"))?;
     // xorshift: reproducible bytes without a dependency.
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let data: Vec<u8> = (0..size)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
+    let data = pseudo_random(size);
     let mut stream =
         TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
     stream
@@ -181,15 +173,7 @@ fn echo_check(addr: &str, bytes: &str) -> Result<String, String> {
         .join()
         .map_err(|_| "sender panicked".to_owned())?
         .map_err(|e| format!("sending: {e}"))?;
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let expected: Vec<u8> = (0..size)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
+    let expected = pseudo_random(size);
     if back == expected {
         Ok("identical\n".to_owned())
     } else {
@@ -229,4 +213,17 @@ fn request_loop(
         std::thread::sleep(gap);
     }
     Ok(String::new())
+}
+
+/// The same `size` pseudo-random bytes every time (xorshift), without a dependency.
+fn pseudo_random(size: usize) -> Vec<u8> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    (0..size)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
 }

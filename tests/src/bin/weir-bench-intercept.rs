@@ -20,7 +20,7 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -80,8 +80,7 @@ fn main() -> Result<()> {
     let node = SimNode::new().context("creating the simulated node")?;
     let backend_pod = node.add_pod("backend")?;
     let mut keep: Vec<PodProcess> = vec![backend_pod.start_pause()?];
-    let backend = spawn_listening(
-        &backend_pod,
+    let backend = backend_pod.start_server(
         &sim_server(),
         &["http", "backend", &format!("0.0.0.0:{BACKEND_PORT}")],
         BACKEND_PORT,
@@ -365,17 +364,6 @@ clusters:
     )
 }
 
-fn pod_entry(pod: &SimPod, enroll: bool) -> String {
-    format!(
-        "  - namespace: default\n    name: {}\n    uid: {}\n    ips: [\"{}\", \"{}\"]\n    cgroup: {}\n    annotations:\n      weir.dev/enroll: \"{enroll}\"\n",
-        pod.name,
-        pod.uid,
-        pod.ip4,
-        pod.ip6,
-        pod.cgroup_dir().display()
-    )
-}
-
 /// `weir run` (release, one worker; `--sk-msg on` for [`Scenario::EbpfSkMsg`])
 /// with the client pod enrolled and the backend pod listed but not enrolled:
 /// only the client's outbound hop is intercepted, as a sidecar's outbound
@@ -392,8 +380,8 @@ fn start_agent(
     let config = weir_config("{admin}", SERVICE, false, backend_addr);
     let pods = format!(
         "pods:\n{}{}",
-        pod_entry(client, true),
-        pod_entry(backend, false)
+        client.pods_file_entry(&[("weir.dev/enroll", "true")]),
+        backend.pods_file_entry(&[("weir.dev/enroll", "false")])
     );
     let sk_msg = scenario == Scenario::EbpfSkMsg;
     let cgroup = node
@@ -532,25 +520,6 @@ impl Drop for IptablesRedirect {
             eprintln!("bench: {e:#}");
         }
     }
-}
-
-/// Starts a server in a pod and waits until it accepts on `port`.
-fn spawn_listening(pod: &SimPod, program: &Path, args: &[&str], port: u16) -> Result<PodProcess> {
-    let mut cmd = Command::new(program);
-    cmd.args(args);
-    let process = pod.spawn(cmd)?;
-    let listening = wait::until(Duration::from_secs(10), || {
-        pod.netns()
-            .run(move || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
-            .unwrap_or(false)
-    });
-    anyhow::ensure!(
-        listening,
-        "{} did not start listening in pod {}",
-        program.display(),
-        pod.name
-    );
-    Ok(process)
 }
 
 #[cfg(test)]

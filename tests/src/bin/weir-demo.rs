@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use weir_tests::agent::AgentProcess;
 use weir_tests::pins::PinRoot;
 use weir_tests::support::{sim_client, sim_server};
-use weir_tests::{PodProcess, SimNode, SimPod, wait};
+use weir_tests::{PodProcess, SimNode, SimPod};
 
 const SERVICE: &str = "198.51.100.20:80";
 
@@ -24,8 +24,8 @@ fn main() -> Result<()> {
     for pod in [&client, &v1, &v2] {
         processes.push(pod.start_pause()?);
     }
-    processes.push(app(&v1, "v1")?);
-    processes.push(app(&v2, "v2")?);
+    processes.push(v1.start_server(&sim_server(), &["http", "v1", "0.0.0.0:8080"], 8080)?);
+    processes.push(v2.start_server(&sim_server(), &["http", "v2", "0.0.0.0:8080"], 8080)?);
     println!(
         "simulated node {} (cgroup v2 subtree {})",
         node.id(),
@@ -64,7 +64,10 @@ clusters:
 "#,
         v1.ip4, v2.ip4
     );
-    let pods: String = [&client, &v1, &v2].iter().map(|p| pod_entry(p)).collect();
+    let pods: String = [&client, &v1, &v2]
+        .iter()
+        .map(|p| p.pods_file_entry(&[("weir.dev/enroll", "true")]))
+        .collect();
     let mut agent = AgentProcess::start(&node, &config, &format!("pods:\n{pods}"), pins.path())?;
     agent.wait_ready(&node, Duration::from_secs(30))?;
     println!(
@@ -110,30 +113,6 @@ clusters:
     agent.terminate(Duration::from_secs(10))?;
     println!("\ncleaning up: agent, pods, namespaces, cgroups and pins are removed on exit");
     Ok(())
-}
-
-fn pod_entry(pod: &SimPod) -> String {
-    format!(
-        "  - namespace: default\n    name: {}\n    uid: {}\n    ips: [\"{}\", \"{}\"]\n    cgroup: {}\n    annotations:\n      weir.dev/enroll: \"true\"\n",
-        pod.name,
-        pod.uid,
-        pod.ip4,
-        pod.ip6,
-        pod.cgroup_dir().display()
-    )
-}
-
-fn app(pod: &SimPod, name: &str) -> Result<PodProcess> {
-    let mut cmd = Command::new(sim_server());
-    cmd.args(["http", name, "0.0.0.0:8080"]);
-    let process = pod.spawn(cmd)?;
-    let up = wait::until(Duration::from_secs(5), || {
-        pod.netns()
-            .run(|| std::net::TcpStream::connect("127.0.0.1:8080").is_ok())
-            .unwrap_or(false)
-    });
-    anyhow::ensure!(up, "the {name} app in pod {} did not start", pod.name);
-    Ok(process)
 }
 
 /// `count` GETs from `pod` to `target`; lines of `COUNT STATUS BODY`.
