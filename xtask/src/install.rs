@@ -107,9 +107,15 @@ pub fn ensure_bpf_linker() -> Result<()> {
     let fix = format!(
         "PATH=/usr/lib/llvm-{LLVM_MAJOR}/bin:$PATH cargo install bpf-linker --version {BPF_LINKER_VERSION} --no-default-features --features llvm-{LLVM_MAJOR}"
     );
-    println!("xtask: installing bpf-linker {BPF_LINKER_VERSION} (about a minute): {fix}");
-    run(Command::new("cargo")
-        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
+    println!("xtask: installing bpf-linker {BPF_LINKER_VERSION} (a few minutes): {fix}");
+    let mut install = Command::new("cargo");
+    if let Some(root) = tools_root() {
+        install.arg("install").arg("--root").arg(root);
+    } else {
+        install.arg("install");
+    }
+    run(install
+        .args(["bpf-linker", "--version", BPF_LINKER_VERSION])
         .args([
             "--no-default-features",
             "--features",
@@ -131,8 +137,19 @@ fn installed_bpf_linker_version() -> Option<String> {
     out.split_whitespace().nth(1).map(str::to_owned)
 }
 
+/// `WEIR_TOOLS_ROOT`: install tools there (`cargo install --root`) and look
+/// nowhere else, so CI can prove the install works from nothing without
+/// touching the machine's own tools.
+fn tools_root() -> Option<PathBuf> {
+    std::env::var_os("WEIR_TOOLS_ROOT").map(PathBuf::from)
+}
+
 /// Where `cargo install` puts bpf-linker, or the one on PATH.
 pub fn bpf_linker_path() -> Option<PathBuf> {
+    if let Some(root) = tools_root() {
+        let installed = root.join("bin/bpf-linker");
+        return installed.exists().then_some(installed);
+    }
     let cargo_home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))?;
