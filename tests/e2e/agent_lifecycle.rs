@@ -249,6 +249,16 @@ fn agent_intercepts_survives_sigkill_resumes_and_unenrolls() -> Result<()> {
     assert_eq!(get(&locked, http), "server from 127.0.0.6");
     assert_no_firewall_rules(&[&client, &locked, &server]);
 
+    // A clean stop (SIGTERM) leaves the pods the same way: direct, or refused
+    // when fail-closed, from the moment the agent is gone.
+    agent.terminate(Duration::from_secs(10))?;
+    assert_eq!(get(&client, http), format!("server from {}", client.ip4));
+    let refused = get(&locked, http);
+    assert!(refused.contains("Operation not permitted"), "{refused}");
+    agent.restart(&node, pins.path())?;
+    agent.wait_ready(&node, Duration::from_secs(20))?;
+    assert_eq!(get(&client, http), "server from 127.0.0.6");
+
     // Removing the pods from the file un-enrolls them: pins gone, direct traffic.
     agent.write_pods("pods: []\n")?;
     let unpinned = wait::until(Duration::from_secs(10), || {
