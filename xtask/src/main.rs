@@ -54,7 +54,7 @@ fn main() -> Result<()> {
         Task::Test { args } => {
             ensure_runtime_prerequisites(&root)?;
             // promtool and a real Prometheus server check the metrics exposition.
-            install::ensure_apt_packages(&["prometheus", "nghttp2-client", "curl"])?;
+            install::ensure_apt_packages(&["prometheus", "nghttp2-client", "curl", "openssl"])?;
             run(cargo(&root).args(["test", "--workspace"]).args(&args))
         }
         Task::Demo => {
