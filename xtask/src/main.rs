@@ -53,7 +53,8 @@ fn main() -> Result<()> {
         }
         Task::Test { args } => {
             ensure_runtime_prerequisites(&root)?;
-            // promtool and a real Prometheus server check the metrics exposition.
+            // promtool and a real Prometheus server check the metrics exposition;
+            // curl, h2load and openssl drive the TLS and HTTP/2 tests.
             install::ensure_apt_packages(&["prometheus", "nghttp2-client", "curl", "openssl"])?;
             run(cargo(&root).args(["test", "--workspace"]).args(&args))
         }
