@@ -57,7 +57,7 @@ pub fn median(values: &mut [f64]) -> f64 {
 
 pub fn summarize(samples: &[Sample], kinds: &[Kind]) -> Vec<Summary> {
     let mut out = Vec::new();
-    for mode in Mode::ALL {
+    for mode in Mode::EVERY {
         for &kind in kinds {
             let runs: Vec<&Sample> = samples
                 .iter()
