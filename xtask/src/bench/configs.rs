@@ -139,9 +139,9 @@ static_resources:
 /// One Envoy listener; its stats are under `http.<name>.`. `transport` is
 /// empty or a `transport_socket:` block ending in the filter chain's indent.
 fn envoy_listener(name: &str, port: u16, codec: &str, transport: &str, routes: &str) -> String {
+    // No `\` line continuation here: it would eat the first line's indent.
     format!(
-        "\
-  - name: {name}
+        "  - name: {name}
     address:
       socket_address: {{ address: 127.0.0.1, port_value: {port} }}
     filter_chains:
@@ -311,6 +311,10 @@ mod tests {
             }
         }
         let envoy = envoy(&p, &c);
+        assert!(
+            envoy.contains("\n  listeners:\n  - name: ingress_http\n"),
+            "{envoy}"
+        );
         assert_eq!(envoy.matches("codec_type: HTTP1").count(), 1, "{envoy}");
         assert_eq!(envoy.matches("codec_type: AUTO").count(), 2, "{envoy}");
         assert!(envoy.contains("alpn_protocols: [h2, http/1.1]"), "{envoy}");
