@@ -142,12 +142,13 @@ listener `tls:` block (rustls, `codec: auto`), Envoy's `DownstreamTlsContext` wi
 http2` with `ssl_protocols TLSv1.2 TLSv1.3`. The cleartext h2 listeners are weir's with
 `codec: auto` (prior knowledge by the h2 preface), Envoy's with `codec_type: AUTO`, and
 nginx `listen ... http2`. `tls` is `wrk -t1 -c{conns} -d{secs}s --latency` against
-`https://127.0.0.1:PORT{path}` (HTTP/1.1 keep-alive; wrk offers no ALPN; handshakes only
-when connections open). `h2` and `h2c` are `h2load -t 1 -c {conns} -m {streams} -D {secs}`
+`https://127.0.0.1:PORT{path}` (HTTP/1.1 keep-alive: a TLS handshake only when a
+connection opens). `h2` and `h2c` are `h2load -t 1 -c {conns} -m {streams} -D {secs}`
 (at most {inflight} requests in flight) against `https://` (ALPN h2) and `http://`
 (prior knowledge); h2load prints no percentiles, so p50 and p99 are over the per-request
 times of its `--log-file`. Requests per CPU second is 1e6 / CPU µs per request: how many
-requests one core of the proxy's CPU time serves.
+requests one core of the proxy's CPU time serves. The same proxy processes serve every
+load, so RSS (after all runs) includes what TLS and {inflight} concurrent h2 streams left.
 ",
         conns = args.connections,
         secs = args.duration.as_secs(),
