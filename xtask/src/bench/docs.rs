@@ -148,7 +148,10 @@ connection opens). `h2` and `h2c` are `h2load -t 1 -c {conns} -m {streams} -D {s
 (prior knowledge); h2load prints no percentiles, so p50 and p99 are over the per-request
 times of its `--log-file`. Requests per CPU second is 1e6 / CPU µs per request: how many
 requests one core of the proxy's CPU time serves. The same proxy processes serve every
-load, so RSS (after all runs) includes what TLS and {inflight} concurrent h2 streams left.
+load: when TLS/h2 loads run, the RSS columns of the first table (and the RSS target) are
+taken before the first of them (after round 1's plaintext loads; the TLS/h2 warm-up
+follows), and RSS after all runs, with TLS and {inflight} concurrent h2 streams, is listed
+under the TLS/h2 table.
 ",
         conns = args.connections,
         secs = args.duration.as_secs(),

@@ -144,45 +144,58 @@ fn proxy(root: &Path, args: &ProxyArgs) -> Result<()> {
     );
 
     let load = |proxy, mode, duration| load_for(&tools, proxy, args.connections, mode, duration);
-    let mut negotiated = Vec::new();
     for proxy in &proxies {
         println!("xtask: warm-up {} (1 s)", proxy.kind.name());
         load(proxy, Mode::KeepAlive, Duration::from_secs(1)).run()?;
-        // Also proves the TLS and h2c listeners serve, before any measurement.
-        for &mode in modes.iter().filter(|m| parity::MODES.contains(m)) {
-            println!(
-                "xtask: warm-up {} {} (1 s)",
-                proxy.kind.name(),
-                mode.label()
-            );
-            let (report, session) = drive(
-                &tools,
-                &dir,
-                proxy,
-                args.connections,
-                mode,
-                Duration::from_secs(1),
-            )
-            .with_context(|| format!("warm-up of {} ({})", proxy.kind.name(), mode.label()))?;
-            if report.requests == 0 || report.errors() > 0 {
-                anyhow::bail!(
-                    "warm-up of {} ({}) was not clean: {} requests, {} errors; see {}",
+    }
+    // The TLS and h2 warm-up (which also proves those listeners serve) comes
+    // right before the first TLS/h2 load, after the memory of the plaintext
+    // HTTP/1.1 loads alone is taken, so the existing RSS rows and target keep
+    // their meaning.
+    let mut negotiated = Vec::new();
+    let mut memory_http1: Option<Vec<(Kind, measure::Memory)>> = None;
+    let mut warm_tls_h2 = |memory_http1: &mut Option<_>| -> Result<()> {
+        *memory_http1 = Some(memory_of(&proxies)?);
+        for proxy in &proxies {
+            for &mode in modes.iter().filter(|m| parity::MODES.contains(m)) {
+                println!(
+                    "xtask: warm-up {} {} (1 s)",
                     proxy.kind.name(),
-                    mode.label(),
-                    report.requests,
-                    report.errors(),
-                    dir.display()
+                    mode.label()
                 );
-            }
-            if let Some(session) = session {
-                negotiated.push((proxy.kind, mode, session));
+                let (report, session) = drive(
+                    &tools,
+                    &dir,
+                    proxy,
+                    args.connections,
+                    mode,
+                    Duration::from_secs(1),
+                )
+                .with_context(|| format!("warm-up of {} ({})", proxy.kind.name(), mode.label()))?;
+                if report.requests == 0 || report.errors() > 0 {
+                    anyhow::bail!(
+                        "warm-up of {} ({}) was not clean: {} requests, {} errors; see {}",
+                        proxy.kind.name(),
+                        mode.label(),
+                        report.requests,
+                        report.errors(),
+                        dir.display()
+                    );
+                }
+                if let Some(session) = session {
+                    negotiated.push((proxy.kind, mode, session));
+                }
             }
         }
-    }
+        Ok(())
+    };
 
     let mut samples = Vec::new();
     for round in 0..args.rounds {
         for &mode in &modes {
+            if memory_http1.is_none() && parity::MODES.contains(&mode) {
+                warm_tls_h2(&mut memory_http1)?;
+            }
             // Rotate the order each round so no proxy always runs first.
             for i in 0..proxies.len() {
                 let proxy = &proxies[(i + round as usize) % proxies.len()];
@@ -195,21 +208,27 @@ fn proxy(root: &Path, args: &ProxyArgs) -> Result<()> {
             }
         }
     }
-    let mut memory = Vec::new();
+    let memory_all = memory_of(&proxies)?;
     for proxy in &proxies {
-        let tree = measure::process_tree(proxy.proc.pid());
-        memory.push((proxy.kind, measure::memory(&tree)?));
         check_counted(proxy, &samples)?;
     }
+    // The plaintext table and targets: memory before any TLS/h2 load, when
+    // those ran; else (no TLS/h2 load) after all runs, as before.
+    let memory = memory_http1.unwrap_or_else(|| memory_all.clone());
     drop(proxies);
     drop(backend);
     let load_after = docs::load_average();
     println!("xtask: load average before {load_before}, after {load_after} (1, 5, 15 min)");
 
     let rows = report::summarize(&samples, &kinds);
-    let mut tables = report::tables(&rows, &memory);
+    let http1: Vec<_> = rows
+        .iter()
+        .filter(|r| Mode::ALL.contains(&r.mode))
+        .cloned()
+        .collect();
+    let mut tables = report::tables(&http1, &memory);
     let mut targets = report::targets(&rows, &memory);
-    let tls_h2 = parity::tables(&rows);
+    let tls_h2 = parity::tables(&rows, &memory_all);
     if !tls_h2.is_empty() {
         let _ = write!(
             tables,
@@ -259,6 +278,17 @@ fn proxy(root: &Path, args: &ProxyArgs) -> Result<()> {
     docs::write_section(&file, "proxy", &body)?;
     println!("\nxtask: wrote the table into {}", file.display());
     Ok(())
+}
+
+/// VmRSS and VmHWM of each proxy's processes now.
+fn memory_of(proxies: &[Proxy]) -> Result<Vec<(Kind, measure::Memory)>> {
+    proxies
+        .iter()
+        .map(|p| {
+            let tree = measure::process_tree(p.proc.pid());
+            Ok((p.kind, measure::memory(&tree)?))
+        })
+        .collect()
 }
 
 fn load_for<'a>(

@@ -6,6 +6,7 @@
 use std::fmt::Write as _;
 
 use super::load::Mode;
+use super::measure::Memory;
 use super::peers::Kind;
 use super::report::Summary;
 
@@ -47,9 +48,9 @@ fn ms(us: f64) -> String {
     format!("{:.3} ms", us / 1000.0)
 }
 
-/// Markdown: one row per proxy and load, then weir's ratios; empty when
-/// none of [`MODES`] ran.
-pub fn tables(rows: &[Summary]) -> String {
+/// Markdown: one row per proxy and load, then weir's ratios, then memory
+/// after all runs (`memory`); empty when none of [`MODES`] ran.
+pub fn tables(rows: &[Summary], memory: &[(Kind, Memory)]) -> String {
     let ours: Vec<&Summary> = MODES
         .iter()
         .flat_map(|&m| rows.iter().filter(move |r| r.mode == m))
@@ -58,15 +59,18 @@ pub fn tables(rows: &[Summary]) -> String {
         return String::new();
     }
     let mut t = String::new();
-    t.push_str(
-        "| load | proxy | req/s | p50 | p99 | CPU µs/req | requests per CPU second | vs Envoy |\n",
-    );
-    t.push_str("|---|---|---:|---:|---:|---:|---:|---:|\n");
+    t.push_str("| load | proxy | req/s | p50 | p99 | CPU µs/req | requests per CPU second | vs Envoy | others (cores) | runs with errors |\n");
+    t.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n");
     for r in &ours {
         let envoy = find(rows, Kind::Envoy, r.mode).map_or(f64::NAN, per_cpu_second);
+        let flag = if r.flagged_runs == 0 {
+            format!("0/{}", r.runs)
+        } else {
+            format!("**{}/{} ({} errors)**", r.flagged_runs, r.runs, r.errors)
+        };
         let _ = writeln!(
             t,
-            "| {} | {} | {:.0} | {} | {} | {:.1} | {:.0} | {} |",
+            "| {} | {} | {:.0} | {} | {} | {:.1} | {:.0} | {} | {:.1} | {flag} |",
             r.mode.label(),
             r.kind.name(),
             r.requests_per_sec,
@@ -75,6 +79,7 @@ pub fn tables(rows: &[Summary]) -> String {
             r.cpu_us_per_request,
             per_cpu_second(r),
             ratio(per_cpu_second(r), envoy),
+            r.other_cores,
         );
     }
     let mut ratios = String::new();
@@ -103,6 +108,24 @@ pub fn tables(rows: &[Summary]) -> String {
         t.push_str("\n| load | ratio | req/s | p50 | p99 | CPU/req | requests per CPU second |\n");
         t.push_str("|---|---|---:|---:|---:|---:|---:|\n");
         t.push_str(&ratios);
+    }
+    if !memory.is_empty() {
+        let list: Vec<String> = memory
+            .iter()
+            .map(|(k, m)| {
+                format!(
+                    "{} {:.1} MiB (peak {:.1})",
+                    k.name(),
+                    m.rss_mib(),
+                    m.hwm_mib()
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            t,
+            "\nRSS after all runs, every load included: {}.",
+            list.join(", ")
+        );
     }
     t
 }
@@ -157,11 +180,13 @@ mod tests {
             row(Kind::Envoy, Mode::H2, 40.0),
         ];
         assert_eq!(per_cpu_second(&rows[2]), 25_000.0);
-        let t = tables(&rows);
+        let t = tables(&rows, &[]);
         // Plaintext HTTP/1.1 rows belong to the other table.
         assert!(!t.contains("| keep-alive |"), "{t}");
         assert!(
-            t.contains("| tls | weir | 10000 | 0.800 ms | 4.000 ms | 40.0 | 25000 | 2.00x |"),
+            t.contains(
+                "| tls | weir | 10000 | 0.800 ms | 4.000 ms | 40.0 | 25000 | 2.00x | 0.5 | 0/3 |"
+            ),
             "{t}"
         );
         assert!(
@@ -186,6 +211,14 @@ mod tests {
             lines[1].ends_with("weir 20000 vs Envoy 25000 = 0.80x: NOT met"),
             "{lines:?}"
         );
-        assert_eq!(tables(&rows[..2]), "");
+        assert_eq!(tables(&rows[..2], &[]), "");
+        let mem = Memory {
+            rss_kib: 10 * 1024,
+            hwm_kib: 12 * 1024,
+        };
+        assert!(
+            tables(&rows, &[(Kind::Weir, mem)])
+                .contains("RSS after all runs, every load included: weir 10.0 MiB (peak 12.0).")
+        );
     }
 }
