@@ -12,21 +12,44 @@ pub enum Mode {
     KeepAlive,
     /// `Connection: close` on every request: one TCP connection per request.
     ConnectionPerRequest,
+    /// HTTP/1.1 keep-alive over TLS (wrk to `https://`).
+    TlsKeepAlive,
+    /// HTTP/2 over TLS, ALPN h2 (h2load to `https://`).
+    H2,
+    /// HTTP/2 over cleartext with prior knowledge (h2load to `http://`).
+    H2c,
 }
 
 impl Mode {
+    /// The plaintext HTTP/1.1 loads (wrk).
     pub const ALL: [Mode; 2] = [Mode::KeepAlive, Mode::ConnectionPerRequest];
+    /// Every load `bench proxy` knows, in the order it runs and reports them.
+    pub const EVERY: [Mode; 5] = [
+        Mode::KeepAlive,
+        Mode::ConnectionPerRequest,
+        Mode::TlsKeepAlive,
+        Mode::H2,
+        Mode::H2c,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
             Mode::KeepAlive => "keep-alive",
             Mode::ConnectionPerRequest => "conn-per-request",
+            Mode::TlsKeepAlive => "tls",
+            Mode::H2 => "h2",
+            Mode::H2c => "h2c",
         }
     }
 
     /// The mode whose [`Mode::label`] is `label`.
     pub fn from_label(label: &str) -> Option<Mode> {
-        Mode::ALL.into_iter().find(|m| m.label() == label)
+        Mode::EVERY.into_iter().find(|m| m.label() == label)
+    }
+
+    /// Whether h2load drives this load (wrk drives the others).
+    pub fn is_h2(self) -> bool {
+        matches!(self, Mode::H2 | Mode::H2c)
     }
 }
 

@@ -1,6 +1,11 @@
 //! Equivalent configs for the three proxies and the backend: one listener on
 //! 127.0.0.1, a few prefix routes (first match wins, `/` last) all to one
 //! cluster of the backend, the admin/metrics endpoint on, no access log.
+//! Beside it, with the same routes to the same cluster: a TLS-terminating
+//! listener (one self-signed certificate, ALPN h2 then http/1.1) and a
+//! cleartext listener for HTTP/2 with prior knowledge (h2c).
+
+use std::path::PathBuf;
 
 /// The route table, in order. The load hits [`LOAD_PATH`], which only the
 /// third route matches, so each request really walks the table.
@@ -13,10 +18,22 @@ pub struct Ports {
     pub listener: u16,
     pub admin: u16,
     pub backend: u16,
+    /// TLS-terminating listener: HTTP/1.1 or HTTP/2 by ALPN.
+    pub https: u16,
+    /// Cleartext listener for HTTP/2 with prior knowledge.
+    pub h2c: u16,
 }
 
-/// weir's YAML (see the proxy config contract).
-pub fn weir(p: &Ports) -> String {
+/// The certificate every TLS listener serves (PEM files).
+#[derive(Debug, Clone)]
+pub struct Cert {
+    pub chain: PathBuf,
+    pub key: PathBuf,
+}
+
+/// weir's YAML (see the proxy config contract). The TLS and h2c listeners
+/// keep the default `codec: auto` (h2 by ALPN, or by the h2 preface).
+pub fn weir(p: &Ports, cert: &Cert) -> String {
     let mut routes = String::new();
     for prefix in ROUTE_PREFIXES {
         let name = route_name(prefix);
@@ -24,6 +41,13 @@ pub fn weir(p: &Ports) -> String {
             "          - name: {name}\n            match: {{ prefix: \"{prefix}\" }}\n            route: {{ cluster: backend }}\n"
         ));
     }
+    let virtual_hosts = format!(
+        "    virtual_hosts:
+      - name: backend
+        domains: [\"*\"]
+        routes:
+{routes}"
+    );
     format!(
         "\
 admin:
@@ -31,11 +55,16 @@ admin:
 listeners:
   - name: ingress_http
     address: 127.0.0.1:{listener}
-    virtual_hosts:
-      - name: backend
-        domains: [\"*\"]
-        routes:
-{routes}clusters:
+{virtual_hosts}  - name: ingress_https
+    address: 127.0.0.1:{https}
+    tls:
+      certificates:
+        - cert_chain_file: {chain}
+          private_key_file: {key}
+      alpn: [h2, http/1.1]
+{virtual_hosts}  - name: ingress_h2c
+    address: 127.0.0.1:{h2c}
+{virtual_hosts}clusters:
   - name: backend
     type: STATIC
     endpoints:
@@ -44,12 +73,18 @@ listeners:
 ",
         admin = p.admin,
         listener = p.listener,
+        https = p.https,
+        h2c = p.h2c,
+        chain = cert.chain.display(),
+        key = cert.key.display(),
         backend = p.backend,
     )
 }
 
 /// Envoy's static bootstrap: http_connection_manager with the router filter.
-pub fn envoy(p: &Ports) -> String {
+/// The HTTP/1.1 listener keeps `codec_type: HTTP1`; the TLS one
+/// (DownstreamTlsContext, ALPN h2 then http/1.1) and the h2c one use `AUTO`.
+pub fn envoy(p: &Ports, cert: &Cert) -> String {
     let mut routes = String::new();
     for prefix in ROUTE_PREFIXES {
         let name = route_name(prefix);
@@ -57,6 +92,26 @@ pub fn envoy(p: &Ports) -> String {
             "              - name: {name}\n                match: {{ prefix: \"{prefix}\" }}\n                route: {{ cluster: backend }}\n"
         ));
     }
+    let tls = format!(
+        "transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            alpn_protocols: [h2, http/1.1]
+            tls_certificates:
+            - certificate_chain: {{ filename: \"{chain}\" }}
+              private_key: {{ filename: \"{key}\" }}
+      ",
+        chain = cert.chain.display(),
+        key = cert.key.display(),
+    );
+    let listeners = [
+        envoy_listener("ingress_http", p.listener, "HTTP1", "", &routes),
+        envoy_listener("ingress_https", p.https, "AUTO", &tls, &routes),
+        envoy_listener("ingress_h2c", p.h2c, "AUTO", "", &routes),
+    ]
+    .concat();
     format!(
         "\
 admin:
@@ -64,27 +119,7 @@ admin:
     socket_address: {{ address: 127.0.0.1, port_value: {admin} }}
 static_resources:
   listeners:
-  - name: ingress_http
-    address:
-      socket_address: {{ address: 127.0.0.1, port_value: {listener} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          \"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress_http
-          codec_type: HTTP1
-          route_config:
-            name: local_route
-            virtual_hosts:
-            - name: backend
-              domains: [\"*\"]
-              routes:
-{routes}          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
+{listeners}  clusters:
   - name: backend
     type: STATIC
     connect_timeout: 5s
@@ -97,14 +132,44 @@ static_resources:
               socket_address: {{ address: 127.0.0.1, port_value: {backend} }}
 ",
         admin = p.admin,
-        listener = p.listener,
         backend = p.backend,
+    )
+}
+
+/// One Envoy listener; its stats are under `http.<name>.`. `transport` is
+/// empty or a `transport_socket:` block ending in the filter chain's indent.
+fn envoy_listener(name: &str, port: u16, codec: &str, transport: &str, routes: &str) -> String {
+    // No `\` line continuation here: it would eat the first line's indent.
+    format!(
+        "  - name: {name}
+    address:
+      socket_address: {{ address: 127.0.0.1, port_value: {port} }}
+    filter_chains:
+    - {transport}filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          \"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: {name}
+          codec_type: {codec}
+          route_config:
+            name: local_route
+            virtual_hosts:
+            - name: backend
+              domains: [\"*\"]
+              routes:
+{routes}          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+"
     )
 }
 
 /// nginx as the reverse proxy: one worker, upstream keep-alive, stub_status
 /// on the admin port. `dir` holds its pid file, logs and temp directories.
-pub fn nginx_proxy(p: &Ports, dir: &str) -> String {
+/// TLS: `listen ... ssl http2` (ALPN), TLS 1.2 and 1.3 like the others
+/// (nginx 1.22 leaves 1.3 out by default); h2c: `listen ... http2`.
+pub fn nginx_proxy(p: &Ports, cert: &Cert, dir: &str) -> String {
     let mut locations = String::new();
     for prefix in ROUTE_PREFIXES {
         locations.push_str(&format!(
@@ -135,6 +200,15 @@ http {{
         listen 127.0.0.1:{listener};
 {locations}    }}
     server {{
+        listen 127.0.0.1:{https} ssl http2;
+        ssl_certificate {chain};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+{locations}    }}
+    server {{
+        listen 127.0.0.1:{h2c} http2;
+{locations}    }}
+    server {{
         listen 127.0.0.1:{admin};
         location = /stub_status {{ stub_status; }}
     }}
@@ -143,6 +217,10 @@ http {{
         common = common_http(dir, "nginx-proxy"),
         admin = p.admin,
         listener = p.listener,
+        https = p.https,
+        h2c = p.h2c,
+        chain = cert.chain.display(),
+        key = cert.key.display(),
         backend = p.backend,
     )
 }
@@ -200,19 +278,46 @@ mod tests {
             listener: 1001,
             admin: 1002,
             backend: 1003,
+            https: 1004,
+            h2c: 1005,
+        }
+    }
+
+    fn cert() -> Cert {
+        Cert {
+            chain: "/x/cert.pem".into(),
+            key: "/x/key.pem".into(),
         }
     }
 
     #[test]
     fn every_config_has_every_route_and_the_ports() {
-        for text in [weir(&ports()), envoy(&ports()), nginx_proxy(&ports(), "/x")] {
+        let (p, c) = (ports(), cert());
+        for text in [weir(&p, &c), envoy(&p, &c), nginx_proxy(&p, &c, "/x")] {
             for prefix in ROUTE_PREFIXES {
-                assert!(text.contains(prefix), "{prefix} in\n{text}");
+                // The route table on each of the three listeners.
+                assert!(text.matches(prefix).count() >= 3, "{prefix} in\n{text}");
             }
-            for port in ["1001", "1002", "1003"] {
-                assert!(text.contains(port), "{port} in\n{text}");
+            for needle in [
+                "1001",
+                "1002",
+                "1003",
+                "1004",
+                "1005",
+                "/x/cert.pem",
+                "/x/key.pem",
+            ] {
+                assert!(text.contains(needle), "{needle} in\n{text}");
             }
         }
+        let envoy = envoy(&p, &c);
+        assert!(
+            envoy.contains("\n  listeners:\n  - name: ingress_http\n"),
+            "{envoy}"
+        );
+        assert_eq!(envoy.matches("codec_type: HTTP1").count(), 1, "{envoy}");
+        assert_eq!(envoy.matches("codec_type: AUTO").count(), 2, "{envoy}");
+        assert!(envoy.contains("alpn_protocols: [h2, http/1.1]"), "{envoy}");
         assert!(backend(1003, "/x").contains("weir bench backend: film 42\\n"));
     }
 }

@@ -33,11 +33,16 @@ fn weir_requests(text: &str) -> Option<u64> {
     (!values.is_empty()).then(|| values.iter().sum())
 }
 
-/// `http.ingress_http.downstream_rq_total: N`.
+/// Sum of `http.ingress_<listener>.downstream_rq_total: N` over the
+/// listeners (plaintext, TLS, h2c); the admin's own is not counted.
 fn envoy_requests(text: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix("http.ingress_http.downstream_rq_total:"))
-        .and_then(|v| v.trim().parse().ok())
+    let values: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("http.ingress_"))
+        .filter_map(|l| l.split_once(".downstream_rq_total:"))
+        .filter_map(|(_, v)| v.trim().parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 /// stub_status: the third number under `server accepts handled requests`.
@@ -61,6 +66,12 @@ mod tests {
         let envoy =
             "http.admin.downstream_rq_total: 7\nhttp.ingress_http.downstream_rq_total: 4567\n";
         assert_eq!(envoy_requests(envoy), Some(4567));
+        let envoy = format!(
+            "{envoy}http.ingress_https.downstream_rq_total: 100\n\
+             http.ingress_h2c.downstream_rq_total: 20\n"
+        );
+        assert_eq!(envoy_requests(&envoy), Some(4687));
+        assert_eq!(envoy_requests("http.admin.downstream_rq_total: 7\n"), None);
         let nginx = "Active connections: 1 \nserver accepts handled requests\n 10 10 890 \nReading: 0 Writing: 1 Waiting: 0 \n";
         assert_eq!(nginx_requests(nginx), Some(890));
     }

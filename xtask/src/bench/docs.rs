@@ -40,7 +40,7 @@ fn replace_section(text: &str, id: &str, body: &str) -> String {
     format!("{}\n{section}\n", text.trim_end())
 }
 
-/// The "Proxy engine (HTTP/1.1)" section: command, machine, setup, table, targets.
+/// The "Proxy engine" section: command, machine, setup, tables, targets.
 pub fn proxy_section(
     root: &Path,
     load_avg: [&str; 2],
@@ -54,6 +54,10 @@ pub fn proxy_section(
     let mut versions = vec![
         format!("wrk: `{}`", super::tools::version_line(&tools.wrk, &["-v"])),
         format!(
+            "h2load: `{}`",
+            super::tools::version_line(&tools.h2load, &["--version"])
+        ),
+        format!(
             "nginx: `{}`",
             super::tools::version_line(&tools.nginx, &["-v"])
         ),
@@ -66,10 +70,11 @@ pub fn proxy_section(
         versions.insert(0, format!("weir {}", git_describe(root)));
     }
     let targets: String = targets.iter().map(|t| format!("- {t}\n")).collect();
+    let tls_h2_setup = tls_h2_setup(args);
     format!(
-        "## Proxy engine (HTTP/1.1)
+        "## Proxy engine (HTTP/1.1, TLS, HTTP/2)
 
-Command (as root; it installs nginx, wrk and Envoy {envoy} when missing):
+Command (as root; it installs nginx, wrk, h2load, openssl and Envoy {envoy} when missing):
 
 ```
 cargo xtask {command}
@@ -97,6 +102,7 @@ of the whole loop; CPU per request is the proxy's own. *Others* is how busy the 
 of the machine was during the runs (all CPU time in `/proc/stat` less the proxy's, the
 backend's and wrk's, in cores): where it is high, p99 mostly measures preemption.
 
+{tls_h2_setup}
 {tables}
 Targets (from the issue):
 
@@ -212,6 +218,38 @@ cgroup sees only that agent's sockets.
         conns = args.connections,
         secs = args.duration.as_secs(),
         rounds = args.rounds,
+    )
+}
+
+/// How the TLS and HTTP/2 rows are made (the `{tls_h2_setup}` paragraph).
+fn tls_h2_setup(args: &ProxyArgs) -> String {
+    format!(
+        "TLS and HTTP/2 (loads `tls`, `h2`, `h2c`; `--loads` picks loads, all by default): each
+proxy has two more listeners with the same route table to the same plaintext backend, a
+TLS-terminating one and a cleartext one, interleaved in the same rounds as the rows above.
+The TLS listeners serve one self-signed ECDSA P-256 certificate made per run with the
+openssl CLI (`target/bench/proxy/cert.pem`), ALPN `h2, http/1.1`, TLS 1.2 and 1.3: weir's
+listener `tls:` block (rustls, `codec: auto`), Envoy's `DownstreamTlsContext` with
+`codec_type: AUTO` (its HTTP/1.1 listener above keeps `HTTP1`), nginx `listen ... ssl
+http2` with `ssl_protocols TLSv1.2 TLSv1.3`. The cleartext h2 listeners are weir's with
+`codec: auto` (prior knowledge by the h2 preface), Envoy's with `codec_type: AUTO`, and
+nginx `listen ... http2`. `tls` is `wrk -t1 -c{conns} -d{secs}s --latency` against
+`https://127.0.0.1:PORT{path}` (HTTP/1.1 keep-alive: a TLS handshake only when a
+connection opens). `h2` and `h2c` are `h2load -t 1 -c {conns} -m {streams} -D {secs}`
+(at most {inflight} requests in flight) against `https://` (ALPN h2) and `http://`
+(prior knowledge); h2load prints no percentiles, so p50 and p99 are over the per-request
+times of its `--log-file`. Requests per CPU second is 1e6 / CPU µs per request: how many
+requests one core of the proxy's CPU time serves. The same proxy processes serve every
+load: when TLS/h2 loads run, the RSS columns of the first table (and the RSS target) are
+taken before the first of them (after round 1's plaintext loads; the TLS/h2 warm-up
+follows), and RSS after all runs, with TLS and {inflight} concurrent h2 streams, is listed
+under the TLS/h2 table.
+",
+        conns = args.connections,
+        secs = args.duration.as_secs(),
+        path = super::configs::LOAD_PATH,
+        streams = super::h2load::STREAMS,
+        inflight = args.connections * super::h2load::STREAMS,
     )
 }
 

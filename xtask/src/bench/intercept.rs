@@ -171,6 +171,8 @@ pub fn tables(rows: &[Summary<Scenario>]) -> String {
                 "Connection per request (`Connection: close`: the rate is new connections)",
                 "conn/s",
             ),
+            // The interception benchmark drives plaintext HTTP/1.1 only.
+            Mode::TlsKeepAlive | Mode::H2 | Mode::H2c => continue,
         };
         let rows_here: Vec<&Summary<Scenario>> = rows.iter().filter(|r| r.mode == mode).collect();
         if rows_here.is_empty() {

@@ -3,30 +3,37 @@
 //! `bench proxy` runs weir, Envoy and nginx as reverse proxies side by side in
 //! one run, against one backend, with the same wrk load in interleaved rounds,
 //! and reports medians of req/s, p50, p99, the proxy's CPU per request and its
-//! memory, with ratios; the table goes into `docs/benchmarks.md`.
+//! memory, with ratios; the table goes into `docs/benchmarks.md`. Besides
+//! plaintext HTTP/1.1 (wrk), the same run drives each proxy's TLS-terminating
+//! listener with wrk (HTTP/1.1) and h2load (h2 by ALPN), and its h2c listener
+//! with h2load ([`parity`]).
 //!
 //! `bench intercept` measures what interception adds to a pod's requests:
 //! direct, through weir by eBPF, and through the same weir behind an iptables
 //! REDIRECT, on a simulated node ([`intercept`]).
 
+mod cert;
 mod configs;
 mod counters;
 mod docs;
+mod h2load;
 mod intercept;
-
+mod parity;
 mod peers;
 mod report;
 mod tools;
 
+use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
-use benchkit::load::{Load, Mode};
+use benchkit::load::{Load, Mode, WrkReport};
 use benchkit::measure;
 
+use self::h2load::{H2Load, Negotiated};
 use self::peers::{Kind, Proxy};
 use self::report::Sample;
 use self::tools::Tools;
@@ -55,6 +62,11 @@ pub struct ProxyArgs {
     /// Proxies to run, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "weir,envoy,nginx", value_parser = Kind::parse)]
     peers: Vec<Kind>,
+    /// Loads to run, comma separated: keep-alive, conn-per-request, tls
+    /// (HTTP/1.1 over TLS, wrk), h2 (HTTP/2 over TLS, h2load), h2c (HTTP/2
+    /// cleartext, h2load).
+    #[arg(long, value_delimiter = ',', default_value = "keep-alive,conn-per-request,tls,h2,h2c", value_parser = parse_mode)]
+    loads: Vec<Mode>,
     /// Write docs/benchmarks.md even for a shortened run (a full run always does).
     #[arg(long, conflicts_with = "no_docs")]
     write_docs: bool,
@@ -70,7 +82,18 @@ impl ProxyArgs {
             && self.rounds >= 5
             && self.connections == 16
             && Kind::ALL.iter().all(|k| self.peers.contains(k))
+            && Mode::EVERY.iter().all(|m| self.loads.contains(m))
     }
+}
+
+fn parse_mode(text: &str) -> Result<Mode, String> {
+    Mode::EVERY
+        .into_iter()
+        .find(|m| m.label() == text.trim())
+        .ok_or_else(|| {
+            let known: Vec<&str> = Mode::EVERY.iter().map(|m| m.label()).collect();
+            format!("unknown load {text:?}: expected {}", known.join(", "))
+        })
 }
 
 fn parse_seconds(text: &str) -> Result<Duration, String> {
@@ -106,12 +129,18 @@ fn proxy(root: &Path, args: &ProxyArgs) -> Result<()> {
         std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
     }
     std::fs::create_dir_all(&dir)?;
+    let cert = cert::self_signed(&tools.openssl, &dir)?;
+    // In the order of the docs' table, with no load twice.
+    let modes: Vec<Mode> = Mode::EVERY
+        .into_iter()
+        .filter(|m| args.loads.contains(m))
+        .collect();
 
     let load_before = docs::load_average();
     let (backend, backend_port) = peers::start_backend(&tools, &dir)?;
     let mut proxies = Vec::new();
     for &kind in &kinds {
-        proxies.push(peers::start_proxy(kind, &tools, &dir, backend_port)?);
+        proxies.push(peers::start_proxy(kind, &tools, &dir, backend_port, &cert)?);
     }
     println!(
         "xtask: backend on 127.0.0.1:{backend_port}; proxies: {}",
@@ -127,34 +156,109 @@ fn proxy(root: &Path, args: &ProxyArgs) -> Result<()> {
         println!("xtask: warm-up {} (1 s)", proxy.kind.name());
         load(proxy, Mode::KeepAlive, Duration::from_secs(1)).run()?;
     }
+    // The TLS and h2 warm-up (which also proves those listeners serve) comes
+    // right before the first TLS/h2 load, after the memory of the plaintext
+    // HTTP/1.1 loads alone is taken, so the existing RSS rows and target keep
+    // their meaning.
+    let mut negotiated = Vec::new();
+    let mut memory_http1: Option<Vec<(Kind, measure::Memory)>> = None;
+    let mut warm_tls_h2 = |memory_http1: &mut Option<_>| -> Result<()> {
+        *memory_http1 = Some(memory_of(&proxies)?);
+        for proxy in &proxies {
+            for &mode in modes.iter().filter(|m| parity::MODES.contains(m)) {
+                println!(
+                    "xtask: warm-up {} {} (1 s)",
+                    proxy.kind.name(),
+                    mode.label()
+                );
+                let (report, session) = drive(
+                    &tools,
+                    &dir,
+                    proxy,
+                    args.connections,
+                    mode,
+                    Duration::from_secs(1),
+                )
+                .with_context(|| format!("warm-up of {} ({})", proxy.kind.name(), mode.label()))?;
+                if report.requests == 0 || report.errors() > 0 {
+                    anyhow::bail!(
+                        "warm-up of {} ({}) was not clean: {} requests, {} errors; see {}",
+                        proxy.kind.name(),
+                        mode.label(),
+                        report.requests,
+                        report.errors(),
+                        dir.display()
+                    );
+                }
+                if let Some(session) = session {
+                    negotiated.push((proxy.kind, mode, session));
+                }
+            }
+        }
+        Ok(())
+    };
 
     let mut samples = Vec::new();
     for round in 0..args.rounds {
-        for mode in Mode::ALL {
+        for &mode in &modes {
+            if memory_http1.is_none() && parity::MODES.contains(&mode) {
+                warm_tls_h2(&mut memory_http1)?;
+            }
             // Rotate the order each round so no proxy always runs first.
             for i in 0..proxies.len() {
                 let proxy = &proxies[(i + round as usize) % proxies.len()];
-                let load = load(proxy, mode, args.duration);
-                let sample = measure_run(proxy, backend.pid(), &load, round)?;
+                let sample = measure_run(proxy, backend.pid(), mode, round, || {
+                    drive(&tools, &dir, proxy, args.connections, mode, args.duration)
+                        .map(|(report, _)| report)
+                })?;
                 print_sample(&sample, args.rounds);
                 samples.push(sample);
             }
         }
     }
-    let mut memory = Vec::new();
+    let memory_all = memory_of(&proxies)?;
     for proxy in &proxies {
-        let tree = measure::process_tree(proxy.proc.pid());
-        memory.push((proxy.kind, measure::memory(&tree)?));
         check_counted(proxy, &samples)?;
     }
+    // The plaintext table and targets: memory before any TLS/h2 load, when
+    // those ran; else (no TLS/h2 load) after all runs, as before.
+    let memory = memory_http1.unwrap_or_else(|| memory_all.clone());
     drop(proxies);
     drop(backend);
     let load_after = docs::load_average();
     println!("xtask: load average before {load_before}, after {load_after} (1, 5, 15 min)");
 
     let rows = report::summarize(&samples, &kinds);
-    let tables = report::tables(&rows, &memory);
-    let targets = report::targets(&rows, &memory);
+    let http1: Vec<_> = rows
+        .iter()
+        .filter(|r| Mode::ALL.contains(&r.mode))
+        .cloned()
+        .collect();
+    let mut tables = report::tables(&http1, &memory);
+    let mut targets = report::targets(&rows, &memory);
+    let tls_h2 = parity::tables(&rows, &memory_all);
+    if !tls_h2.is_empty() {
+        let _ = write!(
+            tables,
+            "\nTLS and HTTP/2 rows, with requests per CPU second (1e6 / CPU µs per request):\n\n{tls_h2}"
+        );
+        if !negotiated.is_empty() {
+            let _ = writeln!(
+                tables,
+                "\nNegotiated (h2load's report): {}.",
+                negotiated_line(&negotiated)
+            );
+        }
+        // Keep the existing targets' order; the TLS/h2 parity targets follow,
+        // before any error warning.
+        let warnings = targets
+            .iter()
+            .position(|t| t.starts_with("WARNING"))
+            .unwrap_or(targets.len());
+        for (i, line) in parity::targets(&rows).into_iter().enumerate() {
+            targets.insert(warnings + i, line);
+        }
+    }
     println!("\n{tables}");
     for line in &targets {
         println!("{line}");
@@ -184,6 +288,17 @@ fn proxy(root: &Path, args: &ProxyArgs) -> Result<()> {
     Ok(())
 }
 
+/// VmRSS and VmHWM of each proxy's processes now.
+fn memory_of(proxies: &[Proxy]) -> Result<Vec<(Kind, measure::Memory)>> {
+    proxies
+        .iter()
+        .map(|p| {
+            let tree = measure::process_tree(p.proc.pid());
+            Ok((p.kind, measure::memory(&tree)?))
+        })
+        .collect()
+}
+
 fn load_for<'a>(
     tools: &'a Tools,
     proxy: &'a Proxy,
@@ -193,18 +308,70 @@ fn load_for<'a>(
 ) -> Load<'a> {
     Load {
         wrk: &tools.wrk,
-        url: &proxy.url,
+        url: proxy.url_for(mode),
         connections,
         duration,
         mode,
     }
 }
 
-/// One wrk run with the proxy's CPU time (all its processes and threads)
-/// read from /proc before and after.
+/// One load of `mode` against the proxy: wrk for HTTP/1.1 (plaintext or
+/// TLS), h2load for HTTP/2; h2load also says what it negotiated.
+fn drive(
+    tools: &Tools,
+    dir: &Path,
+    proxy: &Proxy,
+    connections: u32,
+    mode: Mode,
+    duration: Duration,
+) -> Result<(WrkReport, Option<Negotiated>)> {
+    if !mode.is_h2() {
+        let report = load_for(tools, proxy, connections, mode, duration).run()?;
+        return Ok((report, None));
+    }
+    let h2 = H2Load {
+        h2load: &tools.h2load,
+        url: proxy.url_for(mode),
+        connections,
+        duration,
+        log: dir.join(format!("h2load-{}-{}.log", proxy.kind.name(), mode.label())),
+    };
+    let (report, session) = h2.run()?;
+    Ok((report, Some(session)))
+}
+
+/// `weir h2 TLSv1.3 TLS_AES_256_GCM_SHA384, ...`: one entry per proxy and load.
+fn negotiated_line(negotiated: &[(Kind, Mode, Negotiated)]) -> String {
+    negotiated
+        .iter()
+        .map(|(kind, mode, n)| {
+            let tls = if n.tls.is_empty() {
+                String::new()
+            } else {
+                format!(", {}", n.tls)
+            };
+            format!(
+                "{} `{}` load: {}{tls}",
+                kind.name(),
+                mode.label(),
+                n.protocol
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// One load run (`run`: wrk or h2load) with the proxy's CPU time (all its
+/// processes and threads) read from /proc before and after.
 /// Also how busy the rest of the machine was meanwhile: all CPU time spent
-/// on the machine less the proxy's, the backend's and wrk's, in cores.
-fn measure_run(proxy: &Proxy, backend: u32, load: &Load<'_>, round: u32) -> Result<Sample> {
+/// on the machine less the proxy's, the backend's and the load tool's, in cores.
+fn measure_run(
+    proxy: &Proxy,
+    backend: u32,
+    mode: Mode,
+    round: u32,
+    run: impl FnOnce() -> Result<WrkReport>,
+) -> Result<Sample> {
     let tree = measure::process_tree(proxy.proc.pid());
     let (machine0, backend0, wrk0) = (
         measure::machine_busy()?,
@@ -213,7 +380,7 @@ fn measure_run(proxy: &Proxy, backend: u32, load: &Load<'_>, round: u32) -> Resu
     );
     let start = Instant::now();
     let before = measure::cpu_time(&tree)?;
-    let wrk = load.run()?;
+    let wrk = run()?;
     let after = measure::cpu_time(&tree)
         .with_context(|| format!("{} exited during the run", proxy.kind.name()))?;
     let wall = start.elapsed();
@@ -226,7 +393,7 @@ fn measure_run(proxy: &Proxy, backend: u32, load: &Load<'_>, round: u32) -> Resu
         .saturating_sub(ours);
     Ok(Sample {
         kind: proxy.kind,
-        mode: load.mode,
+        mode,
         round,
         wrk,
         cpu,

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::configs::{self, BACKEND_BODY, LOAD_PATH, Ports};
+use super::configs::{self, BACKEND_BODY, Cert, LOAD_PATH, Ports};
 use super::tools::Tools;
+use benchkit::load::Mode;
 use benchkit::measure;
 
 /// The proxies compared, in the order the table lists them.
@@ -137,8 +138,23 @@ pub struct Proxy {
     pub kind: Kind,
     pub proc: Proc,
     pub url: String,
+    /// The TLS-terminating listener (`https://`).
+    pub https_url: String,
+    /// The cleartext listener for HTTP/2 with prior knowledge.
+    pub h2c_url: String,
     /// weir's admin listener, Envoy's admin, nginx's stub_status server.
     pub admin: SocketAddr,
+}
+
+impl Proxy {
+    /// The URL a load of `mode` hits.
+    pub fn url_for(&self, mode: Mode) -> &str {
+        match mode {
+            Mode::KeepAlive | Mode::ConnectionPerRequest => &self.url,
+            Mode::TlsKeepAlive | Mode::H2 => &self.https_url,
+            Mode::H2c => &self.h2c_url,
+        }
+    }
 }
 
 /// Starts the backend: nginx as a separate single process, not measured.
@@ -166,11 +182,20 @@ pub fn start_backend(tools: &Tools, dir: &Path) -> Result<(Proc, u16)> {
 
 /// Starts one proxy in front of the backend and waits until a request
 /// through it reaches the backend.
-pub fn start_proxy(kind: Kind, tools: &Tools, dir: &Path, backend: u16) -> Result<Proxy> {
+/// Its TLS and h2c listeners are checked by the warm-up.
+pub fn start_proxy(
+    kind: Kind,
+    tools: &Tools,
+    dir: &Path,
+    backend: u16,
+    cert: &Cert,
+) -> Result<Proxy> {
     let ports = Ports {
         listener: free_port()?,
         admin: free_port()?,
         backend,
+        https: free_port()?,
+        h2c: free_port()?,
     };
     let admin = SocketAddr::from(([127, 0, 0, 1], ports.admin));
     let listener = SocketAddr::from(([127, 0, 0, 1], ports.listener));
@@ -178,7 +203,7 @@ pub fn start_proxy(kind: Kind, tools: &Tools, dir: &Path, backend: u16) -> Resul
     let (mut proc, ready_path) = match kind {
         Kind::Weir => {
             let weir = tools.weir.as_ref().context("weir was not built")?;
-            let conf = write(dir, "weir.yaml", &configs::weir(&ports))?;
+            let conf = write(dir, "weir.yaml", &configs::weir(&ports, cert))?;
             let mut cmd = Command::new(weir);
             cmd.arg("proxy")
                 .arg("--config")
@@ -189,7 +214,7 @@ pub fn start_proxy(kind: Kind, tools: &Tools, dir: &Path, backend: u16) -> Resul
         }
         Kind::Envoy => {
             let envoy = tools.envoy.as_ref().context("envoy was not installed")?;
-            let conf = write(dir, "envoy.yaml", &configs::envoy(&ports))?;
+            let conf = write(dir, "envoy.yaml", &configs::envoy(&ports, cert))?;
             let mut cmd = Command::new(envoy);
             cmd.arg("-c")
                 .arg(&conf)
@@ -199,7 +224,11 @@ pub fn start_proxy(kind: Kind, tools: &Tools, dir: &Path, backend: u16) -> Resul
         }
         Kind::Nginx => {
             let d = dir.to_string_lossy();
-            let conf = write(dir, "nginx-proxy.conf", &configs::nginx_proxy(&ports, &d))?;
+            let conf = write(
+                dir,
+                "nginx-proxy.conf",
+                &configs::nginx_proxy(&ports, cert, &d),
+            )?;
             std::fs::create_dir_all(dir.join("nginx-proxy-tmp"))?;
             let mut cmd = Command::new(&tools.nginx);
             cmd.arg("-p")
@@ -232,6 +261,8 @@ pub fn start_proxy(kind: Kind, tools: &Tools, dir: &Path, backend: u16) -> Resul
         kind,
         proc,
         url: format!("http://{listener}{LOAD_PATH}"),
+        https_url: format!("https://127.0.0.1:{}{LOAD_PATH}", ports.https),
+        h2c_url: format!("http://127.0.0.1:{}{LOAD_PATH}", ports.h2c),
         admin,
     })
 }

