@@ -211,6 +211,30 @@ fn scenario(sk_msg: bool) -> Result<()> {
         Some(n1 as f64),
         "inbound requests to v1 counted with pod A as source:\n{metrics}"
     );
+    // The backends are pods of this node: weir delivered to their app in the
+    // same pass (no second trip through the bridge and the inbound listener),
+    // still from 127.0.0.6 and without its source header.
+    let same_node: Option<f64> = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("weir_intercept_same_node_connections_total "))
+        .and_then(|v| v.parse().ok());
+    assert!(
+        same_node.is_some_and(|n| n >= 1.0),
+        "no same-node delivery counted:\n{metrics}"
+    );
+    let mut curl = Command::new("curl");
+    curl.args(["-sS", "-i", "--max-time", "10"])
+        .arg(format!("http://{SERVICE}/"));
+    let out = client.spawn(curl)?.wait_output(Duration::from_secs(20))?;
+    let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(
+        out.status.success() && head.contains("x-app-peer: 127.0.0.6:"),
+        "the app is reached from 127.0.0.6: {head}"
+    );
+    assert!(
+        head.contains("x-app-saw-weir-headers: \r\n") && !head.contains("x-weir-source"),
+        "x-weir-source never reaches the app nor the client: {head}"
+    );
 
     // HTTPS from pod A to the TLS pod: verified against the original
     // certificate, so weir passed it through untouched.

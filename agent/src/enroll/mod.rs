@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 
 use crate::datapath::{Datapath, DatapathError, OrigDstTable, Pruned};
 use crate::inpod::PodSocketFactory;
-use crate::pods::PodSpec;
+use crate::pods::{InboundPorts, PodSpec};
 
 pub use pod::{EnrollError, EnrolledPod};
 
@@ -66,7 +66,23 @@ pub struct InboundConn {
 pub trait Intercept: Send + Sync + 'static {
     fn outbound(&self, conn: OutboundConn);
     fn inbound(&self, conn: InboundConn);
+
+    /// `pod` is enrolled at `ips` with inbound interception on `ports`: the
+    /// proxy may deliver to it straight from its outbound side (same-node
+    /// delivery). Kept while the pod stays enrolled with these ports;
+    /// dropping the returned value withdraws it.
+    fn local_pod(
+        &self,
+        _pod: &Arc<PodContext>,
+        _ips: &[IpAddr],
+        _ports: &InboundPorts,
+    ) -> Option<LocalPodGuard> {
+        None
+    }
 }
+
+/// Whatever an [`Intercept`] keeps for a pod enrolled on this node.
+pub type LocalPodGuard = Box<dyn std::any::Any + Send + Sync>;
 
 /// The node's enrolled pods, by uid.
 pub struct Enroller {
@@ -127,7 +143,9 @@ impl Enroller {
                     if enrolled.policy() == &policy {
                         continue;
                     }
-                    enrolled.update_policy(policy).map(|()| &mut result.updated)
+                    enrolled
+                        .update_policy(policy, &self.intercept)
+                        .map(|()| &mut result.updated)
                 }
                 _ => {
                     if let Some(old) = self.pods.remove(&spec.uid) {

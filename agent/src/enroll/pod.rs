@@ -10,7 +10,7 @@ use weir_common::{
     PodSettings,
 };
 
-use super::{Intercept, PodContext, accept};
+use super::{Intercept, LocalPodGuard, PodContext, accept};
 use crate::datapath::{
     Datapath, DatapathError, EgressAttachment, IngressAttachment, OrigDstTable, PodRegistration,
 };
@@ -46,6 +46,9 @@ pub struct EnrolledPod {
     egress: EgressAttachment,
     ingress: IngressAttachment,
     accept_tasks: AcceptTasks,
+    pod: Arc<PodContext>,
+    /// Same-node delivery to this pod, while enrolled.
+    local: Option<LocalPodGuard>,
 }
 
 /// The pod's accept loops; aborting them closes its listeners. Aborted on drop,
@@ -123,6 +126,7 @@ impl EnrolledPod {
                     .map_err(EnrollError::Listener)?,
             );
         }
+        let local = intercept.local_pod(&pod, &spec.ips, &policy.inbound_ports);
         let label = format!("{}/{}", spec.namespace, spec.name);
         log::info!("enrolled pod {label} (uid {})", spec.uid);
         Ok(Self {
@@ -136,6 +140,8 @@ impl EnrolledPod {
             egress,
             ingress,
             accept_tasks: AcceptTasks(accept_tasks),
+            pod,
+            local,
         })
     }
 
@@ -162,10 +168,17 @@ impl EnrolledPod {
     }
 
     /// Applies changed annotations (fail mode, ports) without re-enrolling.
-    pub(super) fn update_policy(&mut self, policy: PodPolicy) -> Result<(), EnrollError> {
+    pub(super) fn update_policy(
+        &mut self,
+        policy: PodPolicy,
+        intercept: &Arc<dyn Intercept>,
+    ) -> Result<(), EnrollError> {
         self.registration
             .update(pod_settings(self.egress_ports, &policy)?)?;
         self.ingress.update(inbound_settings(&policy)?)?;
+        if policy.inbound_ports != self.policy.inbound_ports {
+            self.local = intercept.local_pod(&self.pod, &self.ips, &policy.inbound_ports);
+        }
         log::info!("pod {}: annotations changed, applied", self.label);
         self.policy = policy;
         Ok(())
@@ -175,6 +188,9 @@ impl EnrolledPod {
     /// hooks go first, so the pod connects directly rather than into a closing
     /// listener, even when it is fail-closed.
     pub(super) fn unenroll(self) {
+        // Same-node delivery stops first: new upstream connections take the
+        // network path, like everyone else's.
+        drop(self.local);
         self.registration.remove();
         self.ingress.remove();
         self.egress.remove();

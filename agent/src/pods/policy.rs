@@ -38,6 +38,16 @@ pub enum InboundPorts {
     Listed(Vec<u16>),
 }
 
+impl InboundPorts {
+    /// Whether connections to `port` go through the proxy.
+    pub fn covers(&self, port: u16) -> bool {
+        match self {
+            Self::All => true,
+            Self::Listed(ports) => ports.contains(&port),
+        }
+    }
+}
+
 /// What an enrolled pod's connections do while the proxy is not serving it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum FailMode {

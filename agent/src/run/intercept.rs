@@ -2,22 +2,26 @@
 //! served by the proxy's `Interceptor`, which detects its protocol and routes,
 //! passes through or forwards it to the pod's application.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::enroll::{InboundConn, Intercept, OutboundConn, PodContext};
+use crate::enroll::{InboundConn, Intercept, LocalPodGuard, OutboundConn, PodContext};
+use crate::pods::InboundPorts;
+use crate::proxy::intercept::local::{self, LocalPod};
 use crate::proxy::intercept::{AppConnector, Interceptor, PodIdentity};
 use crate::proxy::runtime::Runtime;
 
 pub(super) fn for_runtime(runtime: &Arc<Runtime>) -> Arc<dyn Intercept> {
     Arc::new(ProxyIntercept {
         interceptor: Interceptor::new(Arc::clone(runtime)),
+        runtime: Arc::clone(runtime),
     })
 }
 
 struct ProxyIntercept {
     interceptor: Interceptor,
+    runtime: Arc<Runtime>,
 }
 
 fn identity(pod: &PodContext) -> PodIdentity {
@@ -47,6 +51,24 @@ impl Intercept for ProxyIntercept {
                 .serve_inbound(conn.stream, conn.dst, conn.peer, pod, app)
                 .await;
         });
+    }
+
+    fn local_pod(
+        &self,
+        pod: &Arc<PodContext>,
+        ips: &[IpAddr],
+        ports: &InboundPorts,
+    ) -> Option<LocalPodGuard> {
+        let guard = local::register(
+            ips,
+            LocalPod {
+                identity: identity(pod),
+                ports: ports.clone(),
+                app: Arc::new(PodApp(Arc::clone(pod))),
+                metrics: self.runtime.metrics.clone(),
+            },
+        );
+        Some(Box::new(guard))
     }
 }
 

@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 
 use super::detect::{self, DETECT_TIMEOUT, Detected, Direction};
 use super::io::InterceptedIo;
-use super::metrics::{IdentityHandles, InterceptMetrics, Labels, UNKNOWN};
+use super::metrics::{IdentityHandles, Labels, UNKNOWN};
 use super::outbound::X_WEIR_SOURCE;
 use super::peers::{self, Peer};
 use super::{AppConnector, Inner, InterceptError, PodIdentity, passthrough};
@@ -77,12 +77,13 @@ pub(super) async fn serve(
                 app,
                 dst,
                 tx: tokio::sync::Mutex::new(None),
-                trusted: peer == Peer::Weir,
-                connection: handles,
-                metrics: metrics.clone(),
-                destination,
-                pod,
-                last_source: Mutex::new(None),
+                accounting: Accounting::new(
+                    metrics.clone(),
+                    pod,
+                    destination,
+                    peer == Peer::Weir,
+                    handles,
+                ),
                 body_bytes: IntCounter::new("inbound_body_bytes", "unregistered").ok(),
             });
             serve_http(io, conn, inner.drain.clone()).await;
@@ -116,6 +117,12 @@ struct AppConn {
     dst: SocketAddr,
     /// The kept-alive application connection (HTTP/1: one request at a time).
     tx: tokio::sync::Mutex<Option<SendRequest<Incoming>>>,
+    accounting: Accounting,
+    body_bytes: Option<IntCounter>,
+}
+
+/// Counts the requests of one inbound connection with their source pod.
+pub(crate) struct Accounting {
     /// The peer is weir's own socket: `x-weir-source` is believed.
     trusted: bool,
     /// Handles of the connection's identity (source from `peers`, or unknown).
@@ -126,12 +133,28 @@ struct AppConn {
     /// The last `x-weir-source` seen and its handles (a pooled weir
     /// connection usually carries one source; no lookup per request then).
     last_source: Mutex<Option<(HeaderValue, Arc<IdentityHandles>)>>,
-    body_bytes: Option<IntCounter>,
 }
 
-impl AppConn {
+impl Accounting {
+    pub(crate) fn new(
+        metrics: Arc<Metrics>,
+        pod: PodIdentity,
+        destination: String,
+        trusted: bool,
+        connection: Arc<IdentityHandles>,
+    ) -> Self {
+        Self {
+            trusted,
+            connection,
+            metrics,
+            destination,
+            pod,
+            last_source: Mutex::new(None),
+        }
+    }
+
     /// The handles to count a request with: the trusted header's source, else the connection's.
-    fn handles_for(&self, source: Option<HeaderValue>) -> Arc<IdentityHandles> {
+    pub(crate) fn handles_for(&self, source: Option<HeaderValue>) -> Arc<IdentityHandles> {
         let Some(v) = source.filter(|_| self.trusted) else {
             return self.connection.clone();
         };
@@ -144,13 +167,22 @@ impl AppConn {
         let Some((ns, name)) = v.to_str().ok().and_then(|s| s.split_once('/')) else {
             return self.connection.clone();
         };
-        let h = Arc::new(resolve(&self.metrics.intercept, ns, name, self));
+        let h = Arc::new(self.metrics.intercept.identity(&Labels {
+            direction: Direction::Inbound,
+            source_namespace: ns,
+            source_pod: name,
+            destination: &self.destination,
+            destination_namespace: &self.pod.namespace,
+            destination_pod: &self.pod.name,
+        }));
         if let Ok(mut last) = self.last_source.lock() {
             *last = Some((v, h.clone()));
         }
         h
     }
+}
 
+impl AppConn {
     async fn send(&self, mut req: Request<Incoming>) -> Response<RespBody> {
         let mut slot = self.tx.lock().await;
         // A kept-alive connection the application closed meanwhile is
@@ -222,17 +254,6 @@ impl AppConn {
     }
 }
 
-fn resolve(m: &InterceptMetrics, ns: &str, name: &str, c: &AppConn) -> IdentityHandles {
-    m.identity(&Labels {
-        direction: Direction::Inbound,
-        source_namespace: ns,
-        source_pod: name,
-        destination: &c.destination,
-        destination_namespace: &c.pod.namespace,
-        destination_pod: &c.pod.name,
-    })
-}
-
 #[derive(Clone)]
 struct InboundService(Arc<AppConn>);
 
@@ -246,7 +267,7 @@ impl hyper::service::Service<Request<Incoming>> for InboundService {
         // Never reaches the application, whoever sent it.
         let source = req.headers_mut().remove(&X_WEIR_SOURCE);
         Box::pin(async move {
-            let handles = conn.handles_for(source);
+            let handles = conn.accounting.handles_for(source);
             let mut resp = conn.send(req).await;
             handles.response(resp.status().as_u16());
             resp.headers_mut().remove(&X_WEIR_SOURCE);

@@ -65,6 +65,8 @@ pub struct InterceptMetrics {
     tls: IntCounterVec,
     /// [direction][protocol]
     detected: [[IntCounter; 3]; 2],
+    /// Upstream connections delivered to a pod on this node without a second pass (`local`).
+    pub same_node: IntCounter,
     sni_seen: Mutex<HashSet<String>>,
     dst_seen: Mutex<HashSet<String>>,
 }
@@ -114,8 +116,14 @@ impl InterceptMetrics {
         let d = |dir: Direction| {
             ["http1", "tls", "opaque"].map(|p| detected.with_label_values(&[dir.label(), p]))
         };
+        let same_node = IntCounter::new(
+            "weir_intercept_same_node_connections_total",
+            "Upstream connections to a pod enrolled on this node, made straight to its application (one proxy pass instead of outbound + inbound).",
+        )?;
+        r.register(Box::new(same_node.clone()))?;
         Ok(Self {
             detected: [d(Direction::Outbound), d(Direction::Inbound)],
+            same_node,
             requests: counter(
                 r,
                 "weir_intercept_requests_total",

@@ -5,12 +5,14 @@
 //! application through an [`AppConnector`]) -> `passthrough` (L4 splice,
 //! implicit HTTP passthrough, black hole). `peers` and the `x-weir-source`
 //! header carry the source pod's identity from the outbound side to the
-//! inbound side; `metrics` counts everything with that identity.
+//! inbound side; `local` delivers to pods on this node in one pass;
+//! `metrics` counts everything with that identity.
 //! Design: `docs/architecture.md` ("Identity"); metrics: `docs/metrics.md`.
 
 pub mod detect;
 pub mod inbound;
 pub mod io;
+pub mod local;
 pub mod metrics;
 pub mod outbound;
 pub mod passthrough;

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -13,6 +14,10 @@ use tokio::sync::Notify;
 use super::UpstreamError;
 use super::sender::Sender;
 use crate::proxy::cluster::breaker::Permit;
+use crate::proxy::intercept::io::InterceptedIo;
+use crate::proxy::intercept::local::{self, LocalInbound, LocalPod};
+use crate::proxy::intercept::metrics::ConnCount;
+use crate::proxy::intercept::peers;
 use crate::proxy::metrics::{ClusterMetrics, GaugeGuard};
 use crate::proxy::tls::client::TlsClient;
 
@@ -34,6 +39,12 @@ pub async fn connect(
     metrics: &ClusterMetrics,
     transport: &Transport,
 ) -> Result<Sender, UpstreamError> {
+    if transport.tls.is_none()
+        && !transport.http2
+        && let Some(pod) = local::lookup(addr)
+    {
+        return same_node(&pod, addr, timeout, permit, freed, metrics).await;
+    }
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -48,10 +59,10 @@ pub async fn connect(
     };
     let _ = stream.set_nodelay(true);
     // Inbound interception recognises this socket as weir's own (`intercept::peers`).
-    let peer = stream
-        .local_addr()
-        .ok()
-        .map(|a| crate::proxy::intercept::peers::register(a, None));
+    let peer = Guard {
+        _peer: stream.local_addr().ok().map(|a| peers::register(a, None)),
+        ..Guard::default()
+    };
     match &transport.tls {
         None => handshake(stream, addr, transport.http2, permit, freed, metrics, peer).await,
         Some(tls) => {
@@ -63,6 +74,66 @@ pub async fn connect(
     }
 }
 
+/// `addr` is an intercepted port of a pod enrolled on this node: connect to
+/// its application from inside the pod and serve as its inbound side too.
+async fn same_node(
+    pod: &LocalPod,
+    addr: SocketAddr,
+    timeout: Duration,
+    permit: Permit,
+    freed: Arc<Notify>,
+    metrics: &ClusterMetrics,
+) -> Result<Sender, UpstreamError> {
+    let stream = match tokio::time::timeout(timeout, pod.app.connect_app(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            metrics.connect_fail.inc();
+            return Err(UpstreamError::Connect(addr, e));
+        }
+        Err(_) => {
+            metrics.connect_fail.inc();
+            metrics.connect_timeout.inc();
+            return Err(UpstreamError::ConnectTimeout(addr));
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let (inbound, open) = LocalInbound::open(pod, addr);
+    // Counted as the inbound side counts its client: what it reads from the
+    // client is what goes to the application, what it writes is the answer.
+    let io = InterceptedIo::new(
+        stream,
+        BytesMut::new(),
+        inbound.from_app.clone(),
+        inbound.to_app.clone(),
+    );
+    match handshake(
+        io,
+        addr,
+        false,
+        permit,
+        freed,
+        metrics,
+        Guard {
+            _inbound: Some(open),
+            ..Guard::default()
+        },
+    )
+    .await?
+    {
+        Sender::H1(tx) => Ok(Sender::SameNode(tx, inbound)),
+        other => Ok(other),
+    }
+}
+
+/// What lives as long as the upstream connection.
+#[derive(Default)]
+struct Guard {
+    /// weir's own socket, known to the inbound side (`intercept::peers`).
+    _peer: Option<peers::PeerGuard>,
+    /// A same-node connection, counted open on the inbound side.
+    _inbound: Option<ConnCount>,
+}
+
 async fn handshake<IO>(
     io: IO,
     addr: SocketAddr,
@@ -70,7 +141,7 @@ async fn handshake<IO>(
     permit: Permit,
     freed: Arc<Notify>,
     metrics: &ClusterMetrics,
-    peer: Option<crate::proxy::intercept::peers::PeerGuard>,
+    guard: Guard,
 ) -> Result<Sender, UpstreamError>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -93,7 +164,7 @@ where
     let active = GaugeGuard::new(&metrics.cx_active);
     tokio::spawn(async move {
         let _active = active;
-        let _peer = peer;
+        let _guard = guard;
         let r: Result<(), hyper::Error> = conn.await;
         if let Err(e) = r {
             log::debug!("upstream connection to {addr} ended: {e}");

@@ -1,21 +1,27 @@
 //! A request sender on an upstream connection: HTTP/1.1 (one request at a
-//! time, pooled) or HTTP/2 (one multiplexed connection per endpoint).
+//! time, pooled), HTTP/2 (one multiplexed connection per endpoint), or
+//! HTTP/1.1 straight to the application of a pod on this node, doing the
+//! inbound side's per-request work (`intercept::local`).
+
+use std::sync::Arc;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{TrySendError, http1, http2};
 
 use crate::proxy::body::ReqBody;
+use crate::proxy::intercept::local::LocalInbound;
 
 pub enum Sender {
     H1(http1::SendRequest<ReqBody>),
     H2(http2::SendRequest<ReqBody>),
+    SameNode(http1::SendRequest<ReqBody>, Arc<LocalInbound>),
 }
 
 impl Sender {
     pub fn is_closed(&self) -> bool {
         match self {
-            Self::H1(s) => s.is_closed(),
+            Self::H1(s) | Self::SameNode(s, _) => s.is_closed(),
             Self::H2(s) => s.is_closed(),
         }
     }
@@ -26,7 +32,7 @@ impl Sender {
 
     pub async fn ready(&mut self) -> Result<(), hyper::Error> {
         match self {
-            Self::H1(s) => s.ready().await,
+            Self::H1(s) | Self::SameNode(s, _) => s.ready().await,
             Self::H2(s) => s.ready().await,
         }
     }
@@ -40,6 +46,16 @@ impl Sender {
         match self {
             Self::H1(s) => s.try_send_request(req).await,
             Self::H2(s) => s.try_send_request(req).await,
+            Self::SameNode(s, inbound) => {
+                let mut req = req;
+                inbound.take_source(&mut req);
+                let source = LocalInbound::source_of(&req);
+                let mut result = s.try_send_request(req).await;
+                if let Ok(resp) = &mut result {
+                    inbound.answered(source, resp);
+                }
+                result
+            }
         }
     }
 }

@@ -1,0 +1,249 @@
+//! Same-node delivery. A request weir routes to a pod enrolled on this node
+//! would otherwise leave the proxy, cross the node's bridge into that pod,
+//! be steered back into weir by sk_lookup, and be parsed and routed a second
+//! time on its way to the application. Instead, when an upstream connection's
+//! address is such a pod's intercepted port, the engine connects to the
+//! application directly from the inbound source (127.0.0.6 / ::6) inside the
+//! pod, and the inbound side's work (strip `x-weir-source`, count the
+//! request with its source pod and the destination pod) happens on that
+//! connection, per request ([`LocalInbound`]). What the application and the
+//! metrics see is the same as on the two-pass path; one proxy pass and one
+//! TCP hop less. Cleartext HTTP/1 upstreams only: TLS origination and HTTP/2
+//! go the long way, where the inbound side detects and splices them.
+//!
+//! One registry per process, like `peers`: enrollment registers a pod and
+//! holds the guard while it is enrolled.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, LazyLock, RwLock};
+
+use http::{HeaderValue, Request, Response};
+use prometheus::IntCounter;
+
+use super::detect::{Detected, Direction};
+use super::inbound::Accounting;
+use super::metrics::{ConnCount, Labels, UNKNOWN};
+use super::outbound::X_WEIR_SOURCE;
+use super::{AppConnector, PodIdentity};
+pub use crate::pods::InboundPorts;
+use crate::proxy::metrics::Metrics;
+
+/// A pod enrolled on this node, as same-node delivery needs it.
+pub struct LocalPod {
+    pub identity: PodIdentity,
+    pub ports: InboundPorts,
+    pub app: Arc<dyn AppConnector>,
+    pub metrics: Arc<Metrics>,
+}
+
+type Registry = HashMap<IpAddr, Arc<LocalPod>>;
+
+static REGISTRY: LazyLock<RwLock<Registry>> = LazyLock::new(|| RwLock::new(HashMap::new()));
+
+/// Withdraws the registration when dropped (unless a newer one replaced it).
+pub struct LocalGuard {
+    ips: Vec<IpAddr>,
+    pod: Arc<LocalPod>,
+}
+
+/// Record that `pod` is enrolled at `ips`. Registering again (changed
+/// annotations) replaces the entry; the older guard then removes nothing.
+pub fn register(ips: &[IpAddr], pod: LocalPod) -> LocalGuard {
+    let pod = Arc::new(pod);
+    if let Ok(mut r) = REGISTRY.write() {
+        for ip in ips {
+            r.insert(ip.to_canonical(), Arc::clone(&pod));
+        }
+    }
+    LocalGuard {
+        ips: ips.to_vec(),
+        pod,
+    }
+}
+
+impl Drop for LocalGuard {
+    fn drop(&mut self) {
+        if let Ok(mut r) = REGISTRY.write() {
+            for ip in &self.ips {
+                let ip = ip.to_canonical();
+                if r.get(&ip).is_some_and(|p| Arc::ptr_eq(p, &self.pod)) {
+                    r.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+/// The enrolled pod whose intercepted port `addr` is, if any.
+pub fn lookup(addr: SocketAddr) -> Option<Arc<LocalPod>> {
+    let r = REGISTRY.read().ok()?;
+    let pod = r.get(&addr.ip().to_canonical())?;
+    pod.ports.covers(addr.port()).then(|| Arc::clone(pod))
+}
+
+/// The inbound side of one same-node upstream connection.
+pub struct LocalInbound {
+    accounting: Accounting,
+    /// Bytes from weir to the application (the inbound client's `received`).
+    pub to_app: IntCounter,
+    /// Bytes from the application (the inbound client's `sent`).
+    pub from_app: IntCounter,
+}
+
+/// The source pod of a request whose `x-weir-source` was taken off, kept
+/// with the request in case it comes back unsent and is tried again.
+#[derive(Clone)]
+struct Source(HeaderValue);
+
+impl LocalInbound {
+    /// Counts the connection as the inbound side would (detected HTTP/1,
+    /// opened now, closed when the returned guard drops).
+    pub fn open(pod: &LocalPod, addr: SocketAddr) -> (Arc<Self>, ConnCount) {
+        let m = &pod.metrics.intercept;
+        m.detected(Direction::Inbound, &Detected::Http1);
+        m.same_node.inc();
+        let destination = addr.to_string();
+        // The connection's own source is weir, not a pod (as `peers::Peer::Weir`).
+        let handles = Arc::new(m.identity(&Labels {
+            direction: Direction::Inbound,
+            source_namespace: UNKNOWN,
+            source_pod: UNKNOWN,
+            destination: &destination,
+            destination_namespace: &pod.identity.namespace,
+            destination_pod: &pod.identity.name,
+        }));
+        let open = handles.connection();
+        let (to_app, from_app) = (handles.received.clone(), handles.sent.clone());
+        let accounting = Accounting::new(
+            Arc::clone(&pod.metrics),
+            pod.identity.clone(),
+            destination,
+            true,
+            handles,
+        );
+        let inbound = Self {
+            accounting,
+            to_app,
+            from_app,
+        };
+        (Arc::new(inbound), open)
+    }
+
+    /// Before sending: the source header never reaches the application.
+    pub fn take_source<B>(&self, req: &mut Request<B>) {
+        if let Some(v) = req.headers_mut().remove(&X_WEIR_SOURCE) {
+            req.extensions_mut().insert(Source(v));
+        }
+    }
+
+    /// After the application answered: count the request with its source.
+    pub fn answered<R>(&self, req_source: Option<HeaderValue>, resp: &mut Response<R>) {
+        let handles = self.accounting.handles_for(req_source);
+        handles.response(resp.status().as_u16());
+        resp.headers_mut().remove(&X_WEIR_SOURCE);
+    }
+
+    /// The source [`Self::take_source`] kept with the request.
+    pub fn source_of<B>(req: &Request<B>) -> Option<HeaderValue> {
+        req.extensions().get::<Source>().map(|s| s.0.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+
+    use super::*;
+
+    struct NoApp;
+
+    impl AppConnector for NoApp {
+        fn connect_app(
+            &self,
+            _: SocketAddr,
+        ) -> Pin<Box<dyn Future<Output = std::io::Result<tokio::net::TcpStream>> + Send + '_>>
+        {
+            Box::pin(async { Err(std::io::ErrorKind::Unsupported.into()) })
+        }
+    }
+
+    fn pod(name: &str, ports: InboundPorts) -> LocalPod {
+        LocalPod {
+            identity: PodIdentity {
+                namespace: "ns".into(),
+                name: name.into(),
+            },
+            ports,
+            app: Arc::new(NoApp),
+            metrics: Arc::new(Metrics::new().unwrap()),
+        }
+    }
+
+    fn name_at(addr: &str) -> Option<String> {
+        lookup(addr.parse().unwrap()).map(|p| p.identity.name.to_string())
+    }
+
+    #[test]
+    fn found_by_address_and_intercepted_port_while_registered() {
+        let ips: Vec<IpAddr> = vec![
+            "192.0.2.201".parse().unwrap(),
+            "2001:db8::201".parse().unwrap(),
+        ];
+        let guard = register(&ips, pod("a", InboundPorts::Listed(vec![8080])));
+        assert_eq!(name_at("192.0.2.201:8080").as_deref(), Some("a"));
+        assert_eq!(name_at("[2001:db8::201]:8080").as_deref(), Some("a"));
+        assert_eq!(name_at("[::ffff:192.0.2.201]:8080").as_deref(), Some("a"));
+        assert_eq!(name_at("192.0.2.201:9090"), None, "port not intercepted");
+        assert_eq!(name_at("192.0.2.202:8080"), None);
+        drop(guard);
+        assert_eq!(name_at("192.0.2.201:8080"), None);
+    }
+
+    #[test]
+    fn a_replaced_registration_outlives_the_old_guard() {
+        let ips: Vec<IpAddr> = vec!["192.0.2.211".parse().unwrap()];
+        let old = register(&ips, pod("old", InboundPorts::Listed(vec![80])));
+        let new = register(&ips, pod("new", InboundPorts::All));
+        drop(old);
+        assert_eq!(name_at("192.0.2.211:9999").as_deref(), Some("new"));
+        drop(new);
+        assert_eq!(name_at("192.0.2.211:9999"), None);
+    }
+
+    #[test]
+    fn the_source_header_is_taken_off_and_kept_with_the_request() {
+        let p = pod("b", InboundPorts::All);
+        let (inbound, _open) = LocalInbound::open(&p, "192.0.2.221:80".parse().unwrap());
+        let mut req = Request::builder()
+            .header(&X_WEIR_SOURCE, "ns/a")
+            .body(())
+            .unwrap();
+        inbound.take_source(&mut req);
+        assert!(req.headers().get(&X_WEIR_SOURCE).is_none());
+        assert_eq!(LocalInbound::source_of(&req).unwrap(), "ns/a");
+        let mut resp = Response::builder()
+            .status(204)
+            .header(&X_WEIR_SOURCE, "x")
+            .body(())
+            .unwrap();
+        inbound.answered(LocalInbound::source_of(&req), &mut resp);
+        assert!(resp.headers().get(&X_WEIR_SOURCE).is_none());
+        let text = String::from_utf8(p.metrics.encode()).unwrap();
+        let counted = text.lines().any(|l| {
+            l.starts_with("weir_intercept_requests_total{")
+                && [
+                    r#"direction="inbound""#,
+                    r#"source_pod="a""#,
+                    r#"destination_pod="b""#,
+                    r#"destination="192.0.2.221:80""#,
+                    r#"response_code_class="2xx""#,
+                ]
+                .iter()
+                .all(|label| l.contains(label))
+                && l.ends_with(" 1")
+        });
+        assert!(counted, "{text}");
+    }
+}
