@@ -1,26 +1,29 @@
 //! The measuring half of `cargo xtask bench intercept` (which builds this
 //! binary in release mode, runs it as root and reports what it records).
 //!
-//! On a simulated node, one backend pod runs `sim-server` on :8080, and three
-//! client pods send it the same wrk load, each its own way:
+//! On a simulated node, each scenario has a client pod and a server pod
+//! running `sim-server` on :8080; the client sends the same load its own way:
 //!
-//! - `direct`: to the backend pod's address, no proxy;
-//! - `weir-ebpf`: to the service address 198.51.100.20:80, which nothing
-//!   serves: the pod is enrolled in `weir run`, whose eBPF programs steer the
-//!   connections into weir, whose `bind_to_port: false` listener claims the
-//!   address and routes `/` to the backend;
-//! - `weir-iptables`: to the same service address, sent by an iptables
-//!   `REDIRECT` rule in that pod's namespace (only there) to a `weir proxy`
-//!   running in the pod's namespace like a sidecar, with the same route.
+//! - `direct`: to the server pod's address, no proxy;
+//! - `weir-ebpf` (and `weir-ebpf-sk-msg`): to the service address
+//!   198.51.100.20:80, which nothing serves: both pods are enrolled in a
+//!   `weir run`, whose eBPF programs steer the client's connections into
+//!   weir, whose `bind_to_port: false` listener claims the address and
+//!   routes `/` to the server pod (inbound interception covers it too);
+//! - `weir-iptables`: the seeds' way, a `weir proxy` sidecar in each pod's
+//!   namespace: the client's behind an iptables OUTPUT `REDIRECT` of the
+//!   service address (:15001, same route), the server's behind a PREROUTING
+//!   `REDIRECT` of :8080 (:15006, to the app on 127.0.0.1).
 //!
-//! wrk runs inside each client pod (its cgroup and namespace, where the eBPF
-//! hooks see it). Rounds interleave the scenarios, rotating their order. Each
-//! run is written to `--out` as a `sample ...` line (`benchkit::sample`).
+//! wrk (saturating loads) or `latency-probe` (set-rate loads) runs inside
+//! each client pod (its cgroup and namespace, where the eBPF hooks see it).
+//! Rounds interleave the scenarios, rotating their order. Each run is
+//! written to `--out` as a `sample ...` line (`benchkit::sample`).
 
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -39,8 +42,10 @@ use weir_tests::{PodProcess, SimNode, SimPod, wait};
 const SERVICE: &str = "198.51.100.20:80";
 /// The backend's port in its pod.
 const BACKEND_PORT: u16 = 8080;
-/// The sidecar-style weir's listener and admin in the iptables client pod.
+/// The sidecars' listeners (Istio's ports: outbound 15001, inbound 15006)
+/// and admin, in the iptables scenario's pods.
 const SIDECAR_PORT: u16 = 15001;
+const SIDECAR_INBOUND_PORT: u16 = 15006;
 const SIDECAR_ADMIN: &str = "127.0.0.1:15000";
 /// The cluster both weir scenarios route to.
 const CLUSTER: &str = "backend";
@@ -62,6 +67,15 @@ struct Args {
     /// Concurrent wrk connections (one wrk thread).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
     connections: u32,
+    /// Requests per second of the set-rate (latency) loads, over `--connections`.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    rate: u32,
+    /// Loads, comma separated (labels of `benchkit::load::Mode::INTERCEPT`).
+    #[arg(long, value_delimiter = ',', default_value = "keep-alive,conn-per-request,rate-keep-alive,rate-conn-per-request", value_parser = parse_load)]
+    loads: Vec<Mode>,
+    /// The set-rate load's client (`latency-probe`).
+    #[arg(long)]
+    probe: PathBuf,
     /// Scenarios, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "direct,weir-ebpf,weir-ebpf-sk-msg,weir-iptables", value_parser = Scenario::parse)]
     scenarios: Vec<Scenario>,
@@ -78,43 +92,49 @@ fn main() -> Result<()> {
     scenarios.dedup();
 
     let node = SimNode::new().context("creating the simulated node")?;
-    let backend_pod = node.add_pod("backend")?;
-    let mut keep: Vec<PodProcess> = vec![backend_pod.start_pause()?];
-    let backend = backend_pod.start_server(
-        &sim_server(),
-        &["http", "backend", &format!("0.0.0.0:{BACKEND_PORT}")],
-        BACKEND_PORT,
-    )?;
-    let backend_addr = SocketAddr::new(backend_pod.ip4.into(), BACKEND_PORT);
-    println!(
-        "bench: node {}, backend pod {} running sim-server (pid {})",
-        node.id(),
-        backend_addr,
-        backend.pid()
-    );
+    println!("bench: node {}", node.id());
+    let mut keep: Vec<PodProcess> = Vec::new();
 
     // Declared before the setups that use them, so they are dropped after.
     let pins = [PinRoot::new(), PinRoot::new()];
     let mut setups = Vec::new();
     for &scenario in &scenarios {
+        // Each scenario has its own pair of pods: a mesh is a property of
+        // the pods (enrolled, or with sidecars), and each weir owns its own.
+        let server_pod = node.add_pod(&format!("server-{}", scenario.name()))?;
+        keep.push(server_pod.start_pause()?);
+        let backend = server_pod.start_server(
+            &sim_server(),
+            &["http", "backend", &format!("0.0.0.0:{BACKEND_PORT}")],
+            BACKEND_PORT,
+        )?;
+        let backend_addr = SocketAddr::new(server_pod.ip4.into(), BACKEND_PORT);
         let pod = node.add_pod(&format!("client-{}", scenario.name()))?;
         keep.push(pod.start_pause()?);
         let via = match scenario {
             Scenario::Direct => Via::Direct,
             Scenario::Ebpf | Scenario::EbpfSkMsg => {
-                Via::Agent(start_agent(&node, &pod, &backend_pod, &pins, scenario)?)
+                Via::Agent(start_agent(&node, &pod, &server_pod, &pins, scenario)?)
             }
-            Scenario::Iptables => start_sidecar(&pod, backend_addr)?,
+            Scenario::Iptables => start_sidecars(&pod, &server_pod, backend_addr)?,
         };
         let url = match scenario {
             Scenario::Direct => format!("http://{backend_addr}/"),
             _ => format!("http://{}/", SERVICE.trim_end_matches(":80")),
         };
+        println!(
+            "bench: {}: client pod {} -> {url}, backend pod {backend_addr} (sim-server pid {})",
+            scenario.name(),
+            pod.ip4,
+            backend.pid()
+        );
         setups.push(Setup {
             scenario,
             pod,
             via,
             url,
+            backend,
+            _server_pod: server_pod,
             node: &node,
         });
     }
@@ -122,16 +142,20 @@ fn main() -> Result<()> {
     let mut out = std::fs::File::create(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let (wrk_bin, connections) = (args.wrk.as_path(), args.connections);
-    let load = |url, mode, secs| Load {
-        wrk: wrk_bin,
-        url,
-        connections,
-        duration: Duration::from_secs(secs),
-        mode,
+    let load = |url, mode, secs| Run {
+        load: Load {
+            wrk: wrk_bin,
+            url,
+            connections,
+            duration: Duration::from_secs(secs),
+            mode,
+        },
+        probe: &args.probe,
+        rate: args.rate,
     };
     // Warm-up, and proof that each path serves before anything is measured.
     for setup in &setups {
-        let wrk = setup.run(&load(&setup.url, Mode::KeepAlive, 1), backend.pid())?;
+        let wrk = setup.run(&load(&setup.url, Mode::KeepAlive, 1))?;
         println!(
             "bench: warm-up {} ({}): {} requests, {} errors",
             setup.scenario.name(),
@@ -156,11 +180,10 @@ fn main() -> Result<()> {
 
     let mut samples = Vec::new();
     for round in 0..args.rounds {
-        for mode in Mode::ALL {
+        for &mode in &args.loads {
             for i in 0..setups.len() {
                 let setup = &setups[(i + round as usize) % setups.len()];
-                let mut sample =
-                    setup.run(&load(&setup.url, mode, args.duration), backend.pid())?;
+                let mut sample = setup.run(&load(&setup.url, mode, args.duration))?;
                 sample.round = round;
                 print_sample(&sample, args.rounds);
                 // Line by line: the records survive a run that fails later.
@@ -198,6 +221,10 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+fn parse_load(text: &str) -> Result<Mode, String> {
+    Mode::parse_among(text, &Mode::INTERCEPT)
+}
+
 fn print_sample(s: &Sample<Scenario>, rounds: u32) {
     let mut line = format!(
         "round {}/{rounds} {:<16} {:<16} {:>8.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms",
@@ -224,44 +251,76 @@ fn print_sample(s: &Sample<Scenario>, rounds: u32) {
     println!("{line}");
 }
 
+/// One load: wrk for the saturating ones, `latency-probe` for the set-rate ones.
+struct Run<'a> {
+    load: Load<'a>,
+    probe: &'a Path,
+    rate: u32,
+}
+
+impl Run<'_> {
+    fn command(&self) -> Command {
+        let load = &self.load;
+        if !load.mode.is_fixed_rate() {
+            return load.command();
+        }
+        let mut cmd = Command::new(self.probe);
+        cmd.arg(load.url)
+            .arg(format!("--rate={}", self.rate))
+            .arg(format!("--connections={}", load.connections))
+            .arg(format!("--duration-ms={}", load.duration.as_millis()));
+        if load.mode == Mode::RateConnectionPerRequest {
+            cmd.arg("--new-connection");
+        }
+        cmd
+    }
+}
+
 /// What stands between a client pod and the backend.
 enum Via {
     Direct,
     /// `weir run` with the client pod enrolled.
     Agent(AgentProcess),
-    /// `weir proxy` in the client pod's namespace behind an iptables rule.
-    Sidecar {
-        proxy: PodProcess,
-        /// Held for its drop, which deletes the rule.
-        _rule: IptablesRedirect,
-        log: PathBuf,
+    /// A `weir proxy` in each pod's namespace behind iptables rules (the
+    /// client's first: its outbound, then the server's inbound).
+    Sidecars {
+        proxies: Vec<PodProcess>,
+        /// Held for their drop, which deletes the rules.
+        _rules: Vec<IptablesRedirect>,
+        logs: Vec<PathBuf>,
     },
 }
 
 struct Setup<'n> {
-    /// Before `pod`: fields drop in order, and weir and the iptables rule go
-    /// while the pod's namespace is still there.
+    /// Before the pods: fields drop in order, and weir and the iptables
+    /// rules go while the pods' namespaces are still there.
     via: Via,
     scenario: Scenario,
+    /// The client pod, where the load runs.
     pod: SimPod,
     url: String,
+    /// `sim-server` in `server_pod`.
+    backend: PodProcess,
+    _server_pod: SimPod,
     node: &'n SimNode,
 }
 
 impl Setup<'_> {
-    /// The weir process whose CPU the run is charged, if any.
-    fn weir_pid(&self) -> Option<u32> {
+    /// The weir processes whose CPU the run is charged.
+    fn weir_pids(&self) -> Vec<u32> {
         match &self.via {
-            Via::Direct => None,
-            Via::Agent(agent) => agent.pid(),
-            Via::Sidecar { proxy, .. } => Some(proxy.pid()),
+            Via::Direct => Vec::new(),
+            Via::Agent(agent) => agent.pid().into_iter().collect(),
+            Via::Sidecars { proxies, .. } => proxies.iter().map(PodProcess::pid).collect(),
         }
     }
 
     /// One wrk run from inside the client pod, with weir's CPU over it and
     /// how busy the rest of the machine was (less weir, the backend and wrk).
-    fn run(&self, load: &Load<'_>, backend: u32) -> Result<Sample<Scenario>> {
-        let weir: Vec<u32> = self.weir_pid().into_iter().collect();
+    fn run(&self, run: &Run<'_>) -> Result<Sample<Scenario>> {
+        let load = &run.load;
+        let weir = self.weir_pids();
+        let backend = self.backend.pid();
         let (machine0, backend0, wrk0) = (
             measure::machine_busy()?,
             measure::cpu_time(&[backend])?,
@@ -271,7 +330,7 @@ impl Setup<'_> {
         let weir0 = measure::cpu_time(&weir)?;
         let wrk = self
             .pod
-            .spawn(load.command())?
+            .spawn(run.command())?
             .wait_output(load.duration + Duration::from_secs(20))
             .context("wrk did not end")?;
         let cpu = measure::cpu_time(&weir)
@@ -300,7 +359,7 @@ impl Setup<'_> {
         let (status, text) = match &self.via {
             Via::Direct => return Ok(0),
             Via::Agent(agent) => agent.admin_get(self.node, "/stats/prometheus")?,
-            Via::Sidecar { .. } => {
+            Via::Sidecars { .. } => {
                 let admin: SocketAddr = SIDECAR_ADMIN.parse()?;
                 self.pod
                     .netns()
@@ -317,7 +376,11 @@ impl Setup<'_> {
         let text = match &self.via {
             Via::Direct => return String::new(),
             Via::Agent(agent) => agent.log(),
-            Via::Sidecar { log, .. } => std::fs::read_to_string(log).unwrap_or_default(),
+            Via::Sidecars { logs, .. } => logs
+                .iter()
+                .map(|l| std::fs::read_to_string(l).unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join("\n"),
         };
         let tail: Vec<&str> = text.lines().rev().take(20).collect();
         format!(
@@ -381,7 +444,7 @@ fn start_agent(
     let pods = format!(
         "pods:\n{}{}",
         client.pods_file_entry(&[("weir.dev/enroll", "true")]),
-        backend.pods_file_entry(&[("weir.dev/enroll", "false")])
+        backend.pods_file_entry(&[("weir.dev/enroll", "true")])
     );
     let sk_msg = scenario == Scenario::EbpfSkMsg;
     let cgroup = node
@@ -407,10 +470,57 @@ fn start_agent(
     Ok(agent)
 }
 
-/// `weir proxy --workers 1` in the client pod's namespace (not its cgroup),
-/// listening on 127.0.0.1:15001, and the iptables rule that sends the pod's
-/// connections to the service address there.
-fn start_sidecar(pod: &SimPod, backend: SocketAddr) -> Result<Via> {
+/// The seeds' way, a sidecar in each pod: `weir proxy --workers 1` in the
+/// client pod's namespace (not its cgroup) on 127.0.0.1:15001 behind an
+/// OUTPUT REDIRECT of the service address, routing to the backend pod; and
+/// one in the server pod's namespace on :15006 behind a PREROUTING REDIRECT
+/// of the app's port, forwarding to the app on 127.0.0.1.
+fn start_sidecars(client: &SimPod, server: &SimPod, backend: SocketAddr) -> Result<Via> {
+    let outbound = format!("127.0.0.1:{SIDECAR_PORT}");
+    let (client_proxy, client_log) = start_sidecar(client, &outbound, backend)?;
+    let inbound = format!("0.0.0.0:{SIDECAR_INBOUND_PORT}");
+    let app = SocketAddr::from(([127, 0, 0, 1], BACKEND_PORT));
+    let (server_proxy, server_log) = start_sidecar(server, &inbound, app)?;
+    let service: SocketAddr = SERVICE.parse()?;
+    let rules = vec![
+        IptablesRedirect::add(
+            client,
+            "OUTPUT",
+            &[
+                "-d",
+                &service.ip().to_string(),
+                "--dport",
+                &service.port().to_string(),
+            ],
+            SIDECAR_PORT,
+        )?,
+        IptablesRedirect::add(
+            server,
+            "PREROUTING",
+            &["--dport", &BACKEND_PORT.to_string()],
+            SIDECAR_INBOUND_PORT,
+        )?,
+    ];
+    for (pod, proxy, rule) in [
+        (client, &client_proxy, &rules[0]),
+        (server, &server_proxy, &rules[1]),
+    ] {
+        println!(
+            "bench: weir proxy (pid {}) in {}'s namespace; iptables: {}",
+            proxy.pid(),
+            pod.name,
+            rule.spec.join(" ")
+        );
+    }
+    Ok(Via::Sidecars {
+        proxies: vec![client_proxy, server_proxy],
+        _rules: rules,
+        logs: vec![client_log, server_log],
+    })
+}
+
+/// `weir proxy --workers 1` in `pod`'s namespace, `listener` routing `/` to `to`.
+fn start_sidecar(pod: &SimPod, listener: &str, to: SocketAddr) -> Result<(PodProcess, PathBuf)> {
     let dir = std::env::temp_dir().join(format!(
         "weir-bench-sidecar-{}-{}",
         std::process::id(),
@@ -418,11 +528,7 @@ fn start_sidecar(pod: &SimPod, backend: SocketAddr) -> Result<Via> {
     ));
     std::fs::create_dir_all(&dir)?;
     let config = dir.join("weir.yaml");
-    let listener = format!("127.0.0.1:{SIDECAR_PORT}");
-    std::fs::write(
-        &config,
-        weir_config(SIDECAR_ADMIN, &listener, true, backend),
-    )?;
+    std::fs::write(&config, weir_config(SIDECAR_ADMIN, listener, true, to))?;
     let log = dir.join("weir.log");
     let mut cmd = Command::new(weir_bin()?);
     cmd.arg("proxy")
@@ -444,21 +550,10 @@ fn start_sidecar(pod: &SimPod, backend: SocketAddr) -> Result<Via> {
             std::fs::read_to_string(&log).unwrap_or_default()
         );
     }
-    let rule = IptablesRedirect::add(pod, SERVICE.parse()?, SIDECAR_PORT)?;
-    println!(
-        "bench: weir proxy (pid {}) in {}'s namespace on {listener}; iptables: {}",
-        proxy.pid(),
-        pod.name,
-        rule.spec.join(" ")
-    );
-    Ok(Via::Sidecar {
-        proxy,
-        _rule: rule,
-        log,
-    })
+    Ok((proxy, log))
 }
 
-/// A NAT OUTPUT REDIRECT rule in one pod's namespace, deleted on drop (the
+/// A NAT REDIRECT rule in one pod's namespace, deleted on drop (the
 /// namespace, and the rule with it, goes when the pod does anyway).
 struct IptablesRedirect {
     netns: String,
@@ -466,25 +561,19 @@ struct IptablesRedirect {
 }
 
 impl IptablesRedirect {
-    fn add(pod: &SimPod, dst: SocketAddr, to_port: u16) -> Result<Self> {
-        let spec: Vec<String> = [
-            "-t",
-            "nat",
-            "OUTPUT",
-            "-p",
-            "tcp",
-            "-d",
-            &dst.ip().to_string(),
-            "--dport",
-            &dst.port().to_string(),
-            "-j",
-            "REDIRECT",
-            "--to-ports",
-            &to_port.to_string(),
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
+    /// `-t nat -A <chain> -p tcp <matching> -j REDIRECT --to-ports <to_port>`.
+    fn add(pod: &SimPod, chain: &str, matching: &[&str], to_port: u16) -> Result<Self> {
+        let mut spec: Vec<String> = ["-t", "nat", chain, "-p", "tcp"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        spec.extend(matching.iter().map(|s| (*s).to_owned()));
+        spec.extend([
+            "-j".into(),
+            "REDIRECT".into(),
+            "--to-ports".into(),
+            to_port.to_string(),
+        ]);
         let rule = Self {
             netns: pod.netns_name().to_owned(),
             spec,
@@ -493,7 +582,7 @@ impl IptablesRedirect {
         Ok(rule)
     }
 
-    /// `ip netns exec <pod ns> iptables -t nat <action> OUTPUT ...`: never the host's tables.
+    /// `ip netns exec <pod ns> iptables -t nat <action> <chain> ...`: never the host's tables.
     fn iptables(&self, action: &str) -> Result<()> {
         let (table, chain_and_match) = self.spec.split_at(2);
         let out = Command::new("ip")

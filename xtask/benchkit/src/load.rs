@@ -18,11 +18,33 @@ pub enum Mode {
     H2,
     /// HTTP/2 over cleartext with prior knowledge (h2load to `http://`).
     H2c,
+    /// A set request rate over keep-alive connections (open loop, well
+    /// below saturation: the latency is the path's, not queueing).
+    RateKeepAlive,
+    /// A set rate of requests, each on a new connection, timed from `connect()`.
+    RateConnectionPerRequest,
 }
 
 impl Mode {
     /// The plaintext HTTP/1.1 loads (wrk).
     pub const ALL: [Mode; 2] = [Mode::KeepAlive, Mode::ConnectionPerRequest];
+    /// The loads of `bench intercept`: saturation (wrk) and a set rate (latency).
+    pub const INTERCEPT: [Mode; 4] = [
+        Mode::KeepAlive,
+        Mode::ConnectionPerRequest,
+        Mode::RateKeepAlive,
+        Mode::RateConnectionPerRequest,
+    ];
+    /// Every load there is, in the order reports list them.
+    pub const VARIANTS: [Mode; 7] = [
+        Mode::KeepAlive,
+        Mode::ConnectionPerRequest,
+        Mode::TlsKeepAlive,
+        Mode::H2,
+        Mode::H2c,
+        Mode::RateKeepAlive,
+        Mode::RateConnectionPerRequest,
+    ];
     /// Every load `bench proxy` knows, in the order it runs and reports them.
     pub const EVERY: [Mode; 5] = [
         Mode::KeepAlive,
@@ -39,17 +61,36 @@ impl Mode {
             Mode::TlsKeepAlive => "tls",
             Mode::H2 => "h2",
             Mode::H2c => "h2c",
+            Mode::RateKeepAlive => "rate-keep-alive",
+            Mode::RateConnectionPerRequest => "rate-conn-per-request",
         }
     }
 
     /// The mode whose [`Mode::label`] is `label`.
     pub fn from_label(label: &str) -> Option<Mode> {
-        Mode::EVERY.into_iter().find(|m| m.label() == label)
+        Mode::VARIANTS.into_iter().find(|m| m.label() == label)
+    }
+
+    /// Parses a load flag value, accepting only the loads in `allowed`.
+    pub fn parse_among(text: &str, allowed: &[Mode]) -> Result<Mode, String> {
+        allowed
+            .iter()
+            .copied()
+            .find(|m| m.label() == text.trim())
+            .ok_or_else(|| {
+                let known: Vec<&str> = allowed.iter().map(|m| m.label()).collect();
+                format!("unknown load {text:?}: expected {}", known.join(", "))
+            })
     }
 
     /// Whether h2load drives this load (wrk drives the others).
     pub fn is_h2(self) -> bool {
         matches!(self, Mode::H2 | Mode::H2c)
+    }
+
+    /// Whether this load runs at a set rate (the latency probe drives it).
+    pub fn is_fixed_rate(self) -> bool {
+        matches!(self, Mode::RateKeepAlive | Mode::RateConnectionPerRequest)
     }
 }
 

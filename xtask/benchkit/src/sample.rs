@@ -63,10 +63,10 @@ pub fn median(values: &mut [f64]) -> f64 {
     }
 }
 
-/// Medians per load and subject, in the order of [`Mode::EVERY`] and `kinds`.
+/// Medians per load and subject, in the order of [`Mode::VARIANTS`] and `kinds`.
 pub fn summarize<K: Copy + PartialEq>(samples: &[Sample<K>], kinds: &[K]) -> Vec<Summary<K>> {
     let mut out = Vec::new();
-    for mode in Mode::EVERY {
+    for mode in Mode::VARIANTS {
         for &kind in kinds {
             let runs: Vec<&Sample<K>> = samples
                 .iter()

@@ -164,35 +164,52 @@ Machine: {machine}; load average (1, 5, 15 min) {load_before} before the run and
 {versions}.
 
 Setup: a simulated node (`weir-tests`: network namespaces on a bridge, kubelet-style
-cgroups, documentation addresses, no default route). A backend pod runs `sim-server
-http` on :8080 (a thread per connection, one write per response). Three client pods,
-built alike (a fourth for sk_msg, below), send it the same load, each its own way:
+cgroups, documentation addresses, no default route). Each scenario has its own pair of
+pods built alike: a server pod running `sim-server http` on :8080 (a thread per
+connection, one write per response) and a client pod that sends it the load. Both pods
+are in the mesh, as in the seeds (a sidecar in every pod):
 
-- **direct**: wrk to the backend pod's address `http://<backend>:8080/`, no proxy.
-- **weir-ebpf**: the pod is enrolled (`weir.dev/enroll: \"true\"`; the backend pod is
-  listed, not enrolled, so only the client's outbound hop is intercepted, as a sidecar's
-  outbound would be) in `weir run --workers 1` (release build); wrk calls
-  `http://198.51.100.20/`, which nothing serves: the cgroup connect hook sends the
-  connection to weir's listener in the pod, whose `bind_to_port: false` listener claims
-  198.51.100.20:80 and routes `/` to a cluster of the backend pod.
-- **weir-iptables** (the seeds' way, a sidecar): `weir proxy --workers 1` (same binary)
-  runs in the client pod's network namespace (not its cgroup) with a bound listener
-  127.0.0.1:15001 and the same route and cluster, behind
+- **direct**: to the server pod's address `http://<server>:8080/`, no proxy.
+- **weir-ebpf**: both pods are enrolled (`weir.dev/enroll: \"true\"`) in `weir run
+  --workers 1` (release build); the client calls `http://198.51.100.20/`, which nothing
+  serves: the cgroup connect hook sends the connection to weir's listener in the pod,
+  whose `bind_to_port: false` listener claims 198.51.100.20:80 and routes `/` to a
+  cluster of the server pod. The server pod is enrolled on this node, so weir delivers
+  to its app from 127.0.0.6 inside it in the same pass (same-node delivery, see
+  [architecture](architecture.md)), counting the request inbound too.
+- **weir-iptables** (the seeds' way, a sidecar in each pod): `weir proxy --workers 1`
+  (same binary) in each pod's network namespace (not its cgroup). The client's listens
+  on 127.0.0.1:15001 with the same route and cluster, behind
   `iptables -t nat -A OUTPUT -p tcp -d 198.51.100.20 --dport 80 -j REDIRECT --to-ports 15001`
-  in that pod's namespace only; wrk calls the same `http://198.51.100.20/`.
+  in the client pod's namespace; the server's listens on :15006 and forwards to the app
+  on 127.0.0.1:8080, behind `iptables -t nat -A PREROUTING -p tcp --dport 8080 -j REDIRECT
+  --to-ports 15006` in the server pod's namespace (Istio's ports and chains). The client
+  calls the same `http://198.51.100.20/`.
 
-wrk runs inside each client pod (its cgroup and network namespace, where the eBPF
-hooks act): `wrk -t1 -c{conns} -d{secs}s --latency`, keep-alive and connection-per-request
-(`-H 'Connection: close'`: every request is a new connection, so req/s is the
-connection rate), {rounds} interleaved rounds (order rotated each round) after a 1 s
+Two kinds of load, each run inside the client pod (its cgroup and network namespace,
+where the eBPF hooks act):
+
+- *Saturating* (wrk, closed loop): `wrk -t1 -c{conns} -d{secs}s --latency`, keep-alive
+  and connection-per-request (`-H 'Connection: close'`: every request is a new
+  connection, so req/s is the connection rate). At saturation on 2 shared cores, p50 is
+  mostly queueing ({conns} connections / rate) and wrk starts its clock after
+  `connect()`, so these tables measure throughput and CPU.
+- *Set rate* (`latency-probe`, open loop, as Istio's latency benchmarks: a fixed {rate}
+  requests/s over {conns} connections): keep-alive, and a new connection per request
+  timed from `connect()` to the last byte of the response, where interception acts.
+  These tables measure the latency a request meets on a node that is not saturated;
+  the target is judged on them.
+
+{rounds} interleaved rounds of {secs} s (order rotated each round) after a 1 s wrk
 warm-up per scenario that must be error-free; the tables show medians over the rounds.
 *Added* is the scenario's median minus direct's under the same load. weir CPU µs/req is
-utime+stime of the weir process (all threads) from `/proc/<pid>/stat` over the run,
-divided by the requests wrk completed; after the runs each weir's own
-`weir_cluster_upstream_requests_total` must count at least what wrk completed (the load
-went through it). wrk, the backend and weir share the machine's cores, so rates and
-latencies are of the whole loop. *Others* is how busy the rest of the machine was
-(all CPU time in `/proc/stat` less weir's, the backend's and wrk's, in cores).
+utime+stime of the weir processes (all threads; both sidecars for iptables) from
+`/proc/<pid>/stat` over the run, divided by the requests completed; after the runs each
+scenario's weir (the client's sidecar for iptables) must count in
+`weir_cluster_upstream_requests_total` at least what the clients completed (the load
+went through it). The load, the server and weir share the machine's cores. *Others* is
+how busy the rest of the machine was (all CPU time in `/proc/stat` less weir's, the
+server's and the load's, in cores).
 
 {tables}Targets (from the issue: eBPF interception adds at most {TARGET_RATIO}x the latency
 iptables interception adds):
@@ -201,7 +218,7 @@ iptables interception adds):
 sk_msg: **weir-ebpf** runs `weir run --sk-msg off` (the default) and
 **weir-ebpf-sk-msg** a second agent with `--sk-msg on` (sockops + sk_msg splice the
 app-to-proxy hop; experimental, see [architecture](architecture.md)), enrolling a
-fourth client pod built like the others. Each agent runs in its own cgroup with its
+fourth pair of pods built like the others. Each agent runs in its own cgroup with its
 own pin root, so the sockops program that `--sk-msg on` attaches to the agent's
 cgroup sees only that agent's sockets.
 
@@ -218,6 +235,7 @@ cgroup sees only that agent's sockets.
         conns = args.connections,
         secs = args.duration.as_secs(),
         rounds = args.rounds,
+        rate = args.rate,
     )
 }
 

@@ -87,13 +87,7 @@ impl ProxyArgs {
 }
 
 fn parse_mode(text: &str) -> Result<Mode, String> {
-    Mode::EVERY
-        .into_iter()
-        .find(|m| m.label() == text.trim())
-        .ok_or_else(|| {
-            let known: Vec<&str> = Mode::EVERY.iter().map(|m| m.label()).collect();
-            format!("unknown load {text:?}: expected {}", known.join(", "))
-        })
+    Mode::parse_among(text, &Mode::EVERY)
 }
 
 fn parse_seconds(text: &str) -> Result<Duration, String> {

@@ -20,6 +20,7 @@ pub fn describe(mode: Mode) -> &'static str {
         Mode::H2 => "HTTP/2 over TLS, ALPN h2 (h2load)",
         Mode::H2c => "HTTP/2 cleartext, prior knowledge (h2load)",
         Mode::KeepAlive | Mode::ConnectionPerRequest => "HTTP/1.1 (wrk)",
+        Mode::RateKeepAlive | Mode::RateConnectionPerRequest => "HTTP/1.1 at a set rate",
     }
 }
 

@@ -150,7 +150,10 @@ impl Proxy {
     /// The URL a load of `mode` hits.
     pub fn url_for(&self, mode: Mode) -> &str {
         match mode {
-            Mode::KeepAlive | Mode::ConnectionPerRequest => &self.url,
+            Mode::KeepAlive
+            | Mode::ConnectionPerRequest
+            | Mode::RateKeepAlive
+            | Mode::RateConnectionPerRequest => &self.url,
             Mode::TlsKeepAlive | Mode::H2 => &self.https_url,
             Mode::H2c => &self.h2c_url,
         }
