@@ -21,6 +21,15 @@ struct Fingerprint {
     hash: u64,
 }
 
+/// Off the runtime's threads: a slow filesystem must not stall the proxy.
+async fn fingerprint_async(path: &Path) -> Option<Fingerprint> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || fingerprint(&path))
+        .await
+        .ok()
+        .flatten()
+}
+
 fn fingerprint(path: &Path) -> Option<Fingerprint> {
     let bytes = std::fs::read(path).ok()?;
     let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
@@ -34,12 +43,19 @@ fn fingerprint(path: &Path) -> Option<Fingerprint> {
 
 /// Load, build and install the file; logs and counts the outcome.
 pub async fn reload(rt: &Runtime, path: &Path) -> bool {
-    let result = match config::load_file(path) {
-        Ok(cfg) => rt
-            .apply(cfg)
-            .await
-            .map_err(|e| format!("{}: {e}", path.display())),
-        Err(e) => Err(e.to_string()),
+    let owned = path.to_path_buf();
+    let loaded = tokio::task::spawn_blocking(move || config::load_file(&owned))
+        .await
+        .map_err(|e| format!("{}: reading the config: {e}", path.display()));
+    let result = match loaded {
+        Err(e) => Err(e),
+        Ok(loaded) => match loaded {
+            Ok(cfg) => rt
+                .apply(cfg)
+                .await
+                .map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) => Err(e.to_string()),
+        },
     };
     match result {
         Ok(()) => {
@@ -64,7 +80,7 @@ pub async fn watch(rt: Arc<Runtime>, path: PathBuf) {
             None
         }
     };
-    let mut last = fingerprint(&path);
+    let mut last = fingerprint_async(&path).await;
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -72,7 +88,7 @@ pub async fn watch(rt: Arc<Runtime>, path: PathBuf) {
             _ = tick.tick() => false,
             Some(()) = recv(&mut hup) => true,
         };
-        let now = fingerprint(&path);
+        let now = fingerprint_async(&path).await;
         if by_signal || (now.is_some() && now != last) {
             if by_signal {
                 log::info!("SIGHUP: reloading {}", path.display());
