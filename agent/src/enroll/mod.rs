@@ -22,8 +22,9 @@ pub use pod::{EnrollError, EnrolledPod};
 /// Who a connection belongs to, for routing decisions and metrics.
 #[derive(Debug)]
 pub struct PodContext {
-    pub namespace: String,
-    pub name: String,
+    /// Shared, not copied, by every connection's metrics labels.
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
     pub uid: String,
     sockets: PodSocketFactory,
 }

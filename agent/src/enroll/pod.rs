@@ -79,8 +79,8 @@ impl EnrolledPod {
         let inbound_listeners = PodListeners::bind(&resolved.netns)?;
         let sockets = PodSocketFactory::start(&resolved.netns, &spec.name)?;
         let pod = Arc::new(PodContext {
-            namespace: spec.namespace.clone(),
-            name: spec.name.clone(),
+            namespace: Arc::from(spec.namespace.as_str()),
+            name: Arc::from(spec.name.as_str()),
             uid: spec.uid.clone(),
             sockets,
         });

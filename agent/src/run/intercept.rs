@@ -26,8 +26,8 @@ struct ProxyIntercept {
 
 fn identity(pod: &PodContext) -> PodIdentity {
     PodIdentity {
-        namespace: Arc::from(pod.namespace.as_str()),
-        name: Arc::from(pod.name.as_str()),
+        namespace: Arc::clone(&pod.namespace),
+        name: Arc::clone(&pod.name),
     }
 }
 
