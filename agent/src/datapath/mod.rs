@@ -11,6 +11,7 @@ mod orig_dst;
 mod pin;
 mod pod;
 mod prune;
+mod sys;
 
 use std::os::fd::AsFd;
 use std::path::PathBuf;
@@ -127,7 +128,7 @@ impl Datapath {
         let acceleration = accel::configure(&mut ebpf, options.sk_msg)?;
 
         let pods: PodsMap = take_map(&mut ebpf, MAP_PODS)?;
-        let orig_dst: HashMap<MapData, ConnKey, SockAddr> = take_map(&mut ebpf, MAP_ORIG_DST)?;
+        let orig_dst = orig_dst_map(&mut ebpf)?;
         let inbound = ingress::InboundMaps {
             pods: take_map(&mut ebpf, MAP_INBOUND_PODS)?,
             listeners: take_map(&mut ebpf, MAP_INBOUND_LISTENERS)?,
@@ -210,6 +211,23 @@ where
         .program_mut(name)
         .ok_or(DatapathError::MissingProgram(name))?;
     prog.try_into().map_err(|e| DatapathError::program(name, e))
+}
+
+/// `WEIR_ORIG_DST`, checked against its key and value types, as plain map
+/// data: `OrigDstTable` makes bpf(2) calls aya does not offer on it.
+fn orig_dst_map(ebpf: &mut Ebpf) -> Result<MapData, DatapathError> {
+    let map = ebpf
+        .take_map(MAP_ORIG_DST)
+        .ok_or(DatapathError::MissingMap(MAP_ORIG_DST))?;
+    let checked = |source| DatapathError::Map {
+        name: MAP_ORIG_DST,
+        source,
+    };
+    HashMap::<&MapData, ConnKey, SockAddr>::try_from(&map).map_err(checked)?;
+    match map {
+        aya::maps::Map::LruHashMap(data) | aya::maps::Map::HashMap(data) => Ok(data),
+        _ => unreachable!("HashMap::try_from accepts only hash and LRU hash maps"),
+    }
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DatapathError>

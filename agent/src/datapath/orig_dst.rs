@@ -2,12 +2,13 @@
 //! accepted.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::AsFd;
-use std::sync::Mutex;
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use aya::maps::{HashMap, MapData};
+use aya::maps::MapData;
 use weir_common::{AF_INET, AF_INET6, ConnKey, SockAddr};
 
+use super::sys;
 use crate::socket::netns_cookie;
 
 /// The address an application asked to connect to before weir redirected it.
@@ -18,13 +19,17 @@ pub struct OrigDst(pub SocketAddr);
 /// The kernel table of original destinations (an LRU hash), keyed by client
 /// address and netns.
 pub struct OrigDstTable {
-    map: Mutex<HashMap<MapData, ConnKey, SockAddr>>,
+    map: MapData,
+    /// `BPF_MAP_LOOKUP_AND_DELETE_ELEM` on hash maps needs Linux 5.14; before
+    /// that, a lookup then a delete.
+    split_take: AtomicBool,
 }
 
 impl OrigDstTable {
-    pub(super) fn new(map: HashMap<MapData, ConnKey, SockAddr>) -> Self {
+    pub(super) fn new(map: MapData) -> Self {
         Self {
-            map: Mutex::new(map),
+            map,
+            split_take: AtomicBool::new(false),
         }
     }
 
@@ -32,21 +37,65 @@ impl OrigDstTable {
     /// table so that a later connection from the same port cannot inherit it.
     /// `None` when the connection was not redirected by weir.
     pub fn take(&self, accepted: impl AsFd, peer: SocketAddr) -> std::io::Result<Option<OrigDst>> {
+        self.take_in(netns_cookie(accepted.as_fd())?, peer)
+    }
+
+    /// [`Self::take`] for a connection accepted in the network namespace with
+    /// cookie `netns_cookie` (known to the listener: no `getsockopt` per connection).
+    /// One bpf(2) call: the entry is read and removed at once.
+    pub fn take_in(&self, netns_cookie: u64, peer: SocketAddr) -> std::io::Result<Option<OrigDst>> {
         let key = ConnKey {
-            netns_cookie: netns_cookie(accepted.as_fd())?,
+            netns_cookie,
             client: to_sock_addr(peer),
             _pad: 0,
         };
-        let mut map = self
-            .map
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let Ok(orig) = map.get(&key, 0) else {
-            return Ok(None);
+        let mut orig = SockAddr::default();
+        let found = if self.split_take.load(Ordering::Relaxed) {
+            self.lookup_then_delete(&key, &mut orig)
+        } else {
+            match self.elem(sys::BPF_MAP_LOOKUP_AND_DELETE_ELEM, &key, Some(&mut orig)) {
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    log::info!(
+                        "kernel without lookup-and-delete on hash maps: two calls per connection"
+                    );
+                    self.split_take.store(true, Ordering::Relaxed);
+                    self.lookup_then_delete(&key, &mut orig)
+                }
+                other => other,
+            }
         };
-        // Already looked up: a failed removal only leaves an entry LRU evicts.
-        let _ = map.remove(&key);
-        Ok(from_sock_addr(&orig).map(OrigDst))
+        match found {
+            Ok(()) => Ok(from_sock_addr(&orig).map(OrigDst)),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn lookup_then_delete(&self, key: &ConnKey, orig: &mut SockAddr) -> std::io::Result<()> {
+        self.elem(sys::BPF_MAP_LOOKUP_ELEM, key, Some(orig))?;
+        // Already read: a failed removal only leaves an entry LRU evicts.
+        let _ = self.elem(sys::BPF_MAP_DELETE_ELEM, key, None);
+        Ok(())
+    }
+
+    fn elem(
+        &self,
+        cmd: libc::c_long,
+        key: &ConnKey,
+        value: Option<&mut SockAddr>,
+    ) -> std::io::Result<()> {
+        let attr = sys::MapElemAttr {
+            map_fd: self.map.fd().as_fd().as_raw_fd() as u32,
+            _pad: 0,
+            key: key as *const ConnKey as u64,
+            value: value.map_or(0, |v| v as *mut SockAddr as u64),
+            flags: 0,
+        };
+        // SAFETY: a fully initialised map_elem attribute; `key` points at a
+        // ConnKey and `value` (when given) at a writable SockAddr, both of the
+        // map's key and value sizes (the same repr(C) types the programs use),
+        // alive for the call.
+        unsafe { sys::bpf(cmd, &attr) }.map(drop)
     }
 }
 

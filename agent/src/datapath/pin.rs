@@ -13,14 +13,12 @@ use std::path::{Path, PathBuf};
 use aya::programs::links::{FdLink, PinnedLink};
 use weir_common::MAP_LAYOUT_VERSION;
 
-use super::DatapathError;
+use super::{DatapathError, sys};
 
 /// Where weir pins by default.
 pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/weir";
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-const BPF_OBJ_GET: libc::c_long = 7;
-const BPF_LINK_UPDATE: libc::c_long = 29;
 
 #[derive(Clone, Debug)]
 pub(super) struct PinLayout {
@@ -155,19 +153,8 @@ fn update_pinned_link_program(path: &Path, program: BorrowedFd<'_>) -> io::Resul
         file_flags: 0,
     };
     // SAFETY: `get` is a fully initialised obj_get member of union bpf_attr
-    // whose pathname points at a NUL-terminated string alive for the call; the
-    // kernel zero-extends the attribute past the size given.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET,
-            &get as *const ObjGetAttr,
-            size_of::<ObjGetAttr>(),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // whose pathname points at a NUL-terminated string alive for the call.
+    let fd = unsafe { sys::bpf(sys::BPF_OBJ_GET, &get)? };
     // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
     let link = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     let update = LinkUpdateAttr {
@@ -177,19 +164,7 @@ fn update_pinned_link_program(path: &Path, program: BorrowedFd<'_>) -> io::Resul
         old_prog_fd: 0,
     };
     // SAFETY: as above, a fully initialised link_update member of bpf_attr.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_LINK_UPDATE,
-            &update as *const LinkUpdateAttr,
-            size_of::<LinkUpdateAttr>(),
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    unsafe { sys::bpf(sys::BPF_LINK_UPDATE, &update) }.map(drop)
 }
 
 /// Removes a pod's pin directory and every link pinned in it (a pod that

@@ -1,7 +1,6 @@
 //! Accept loops of a pod's in-pod listeners, handing each connection to the
 //! proxy with what the data path knows about it.
 
-use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +12,7 @@ use crate::datapath::{OrigDst, OrigDstTable};
 
 pub(super) fn spawn_outbound(
     listener: std::net::TcpListener,
+    netns_cookie: u64,
     orig_dst: Arc<OrigDstTable>,
     intercept: Arc<dyn Intercept>,
     pod: Arc<PodContext>,
@@ -23,7 +23,7 @@ pub(super) fn spawn_outbound(
             let Some((stream, peer)) = accept(&listener, &pod).await else {
                 continue;
             };
-            match orig_dst.take(stream.as_fd(), peer) {
+            match orig_dst.take_in(netns_cookie, peer) {
                 Ok(Some(OrigDst(orig_dst))) => {
                     let _ = stream.set_nodelay(true);
                     intercept.outbound(OutboundConn {

@@ -113,6 +113,7 @@ impl EnrolledPod {
             accept_tasks.push(
                 accept::spawn_outbound(
                     listener,
+                    netns_cookie,
                     Arc::clone(orig_dst),
                     Arc::clone(intercept),
                     Arc::clone(&pod),
