@@ -263,7 +263,7 @@ async fn circuit_breaker_max_requests_overflows_with_503() {
     .await;
     let r = send(&c, req("GET", &format!("http://{l}/"), &[], "")).await;
     assert_eq!(r.status, 503);
-    assert_eq!(r.headers["x-weir-overloaded"], "true");
+    assert_eq!(r.headers["x-envoy-overloaded"], "true");
     assert_eq!(first.await.unwrap(), 200);
     assert_eq!(
         p.metric(

@@ -108,7 +108,7 @@ fn defaults_live_beside_the_types() {
             per_try_timeout: None,
             retry_back_off: RetryBackOffConfig {
                 base_interval: ConfigDuration::from_millis(25),
-                max_interval: ConfigDuration::from_millis(250),
+                max_interval: None,
             },
         })
     );

@@ -121,16 +121,24 @@ pub struct RetryBackOffConfig {
     /// Default 25ms; must be > 0.
     #[serde(default = "defaults::base_interval")]
     pub base_interval: ConfigDuration,
-    /// Default 250ms; must be >= base_interval.
-    #[serde(default = "defaults::max_interval")]
-    pub max_interval: ConfigDuration,
+    /// Default 10 x base_interval (Envoy's); must be >= base_interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_interval: Option<ConfigDuration>,
+}
+
+impl RetryBackOffConfig {
+    /// `max_interval`, or Envoy's default of ten times `base_interval`.
+    pub fn effective_max_interval(&self) -> std::time::Duration {
+        self.max_interval
+            .map_or_else(|| self.base_interval.saturating_mul(10), |m| *m)
+    }
 }
 
 impl Default for RetryBackOffConfig {
     fn default() -> Self {
         Self {
             base_interval: defaults::base_interval(),
-            max_interval: defaults::max_interval(),
+            max_interval: None,
         }
     }
 }
@@ -190,9 +198,6 @@ pub mod defaults {
     }
     pub fn base_interval() -> ConfigDuration {
         ConfigDuration::from_millis(25)
-    }
-    pub fn max_interval() -> ConfigDuration {
-        ConfigDuration::from_millis(250)
     }
     pub fn redirect_code() -> u16 {
         301

@@ -400,7 +400,7 @@ fn forward(
         num_retries: rp.num_retries,
         per_try_timeout: rp.per_try_timeout.and_then(|d| d.non_zero()),
         base_interval: *rp.retry_back_off.base_interval,
-        max_interval: *rp.retry_back_off.max_interval,
+        max_interval: rp.retry_back_off.effective_max_interval(),
     });
     Ok(Forward {
         split,

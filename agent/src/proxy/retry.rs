@@ -47,22 +47,26 @@ impl RetryPolicy {
                     || (on(ON_GATEWAY_ERROR) && matches!(s, 502..=504))
                     || (on(ON_RETRIABLE_4XX) && s == 409)
             }
-            Failure::ConnectFailure => on(ON_5XX) || on(ON_GATEWAY_ERROR) || on(ON_CONNECT_FAILURE),
+            // Envoy retries a failed connect under `reset` too (checked against 1.40).
+            Failure::ConnectFailure => {
+                on(ON_5XX) || on(ON_GATEWAY_ERROR) || on(ON_CONNECT_FAILURE) || on(ON_RESET)
+            }
             Failure::Reset | Failure::PerTryTimeout => {
                 on(ON_5XX) || on(ON_GATEWAY_ERROR) || on(ON_RESET)
             }
         }
     }
 
-    /// Fully jittered exponential back-off before retry number `n` (1-based):
-    /// uniform in `[0, min(base * 2^(n-1), max)]`.
+    /// Fully jittered exponential back-off before retry number `n` (1-based),
+    /// as Envoy's: uniform in `[0, min(base * (2^n - 1), max))` milliseconds.
     pub fn backoff(&self, n: u32) -> Duration {
+        let factor = (1u32 << n.clamp(1, 16)) - 1;
         let cap = self
             .base_interval
-            .saturating_mul(1u32 << (n.saturating_sub(1)).min(16))
+            .saturating_mul(factor)
             .min(self.max_interval);
         let ms = cap.as_millis() as u64;
-        Duration::from_millis(if ms == 0 { 0 } else { fastrand::u64(..=ms) })
+        Duration::from_millis(if ms == 0 { 0 } else { fastrand::u64(..ms) })
     }
 }
 
@@ -86,6 +90,8 @@ mod tests {
         assert!(!p(ON_GATEWAY_ERROR).should_retry(Failure::Status(500)));
         assert!(p(ON_GATEWAY_ERROR).should_retry(Failure::Status(503)));
         assert!(p(ON_CONNECT_FAILURE).should_retry(Failure::ConnectFailure));
+        assert!(p(ON_RESET).should_retry(Failure::ConnectFailure));
+        assert!(!p(ON_RETRIABLE_4XX).should_retry(Failure::ConnectFailure));
         assert!(!p(ON_CONNECT_FAILURE).should_retry(Failure::Reset));
         assert!(p(ON_RESET).should_retry(Failure::Reset));
         assert!(p(ON_RETRIABLE_4XX).should_retry(Failure::Status(409)));
@@ -96,8 +102,11 @@ mod tests {
     fn backoff_bounded() {
         let pol = p(ON_5XX);
         for n in 1..10 {
-            assert!(pol.backoff(n) <= Duration::from_millis(250));
+            assert!(pol.backoff(n) < Duration::from_millis(250));
         }
-        assert!(pol.backoff(1) <= Duration::from_millis(25));
+        // Retry 1 waits below base, retry 2 below 3 x base (Envoy's ranges).
+        assert!((0..200).all(|_| pol.backoff(1) < Duration::from_millis(25)));
+        assert!((0..200).all(|_| pol.backoff(2) < Duration::from_millis(75)));
+        assert!((0..200).any(|_| pol.backoff(2) >= Duration::from_millis(25)));
     }
 }

@@ -172,12 +172,14 @@ impl Checker<'_> {
         if back_off.base_interval.is_zero() {
             self.report(bo_path.key("base_interval"), "base_interval must be > 0");
         }
-        if back_off.max_interval < back_off.base_interval {
+        if let Some(max) = back_off.max_interval
+            && max < back_off.base_interval
+        {
             self.report(
                 bo_path.key("max_interval"),
                 format!(
-                    "max_interval {} is shorter than base_interval {}",
-                    back_off.max_interval, back_off.base_interval
+                    "max_interval {max} is shorter than base_interval {}",
+                    back_off.base_interval
                 ),
             );
         }

@@ -465,6 +465,7 @@ fn retry_policy_rules() {
                 retry_on: [5xx]
                 retry_back_off:
                   base_interval: 1s
+                  max_interval: 500ms
 ",
     );
     let p = "t.yaml: listeners[0].virtual_hosts[0].routes";
@@ -475,7 +476,7 @@ fn retry_policy_rules() {
              {p}[0].route.host_rewrite_literal (line 12): invalid host \"a b\": expected a host name or IP address, optionally with :port\n\
              {p}[0].route.retry_policy.retry_on (line 14): retry_on must list at least one condition\n\
              {p}[0].route.retry_policy.retry_back_off.base_interval (line 15): base_interval must be > 0\n\
-             {p}[1].route.retry_policy.retry_back_off.max_interval (line 21): max_interval 250ms is shorter than base_interval 1s"
+             {p}[1].route.retry_policy.retry_back_off.max_interval (line 23): max_interval 500ms is shorter than base_interval 1s"
         )
     );
 }

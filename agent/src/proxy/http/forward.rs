@@ -12,7 +12,7 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::local;
+use super::local::{self, ResetReason};
 use crate::proxy::body::{ReqBody, RespBody};
 use crate::proxy::cluster::Cluster;
 use crate::proxy::cluster::breaker::{Limit, Permit};
@@ -36,8 +36,8 @@ static PROXY_CONNECTION: http::HeaderName = http::HeaderName::from_static("proxy
 enum TryError {
     NoHealthy,
     Overflow,
-    /// The body of the 503 (plain connect failure or a TLS failure).
-    Connect(&'static str),
+    /// Why the connection failed (the 503 body names it).
+    Connect(ResetReason),
     Reset,
 }
 
@@ -156,6 +156,7 @@ pub async fn forward(fwd: &Forward, parts: Parts, body: Incoming) -> Response<Re
 
     let mut parts = Some(parts);
     let mut tries = 0u32;
+    let mut latest_reason = ResetReason::RemoteConnectionFailure;
     let mut _retry_permit = None;
     loop {
         tries += 1;
@@ -224,18 +225,19 @@ pub async fn forward(fwd: &Forward, parts: Parts, body: Incoming) -> Response<Re
                 m.response(503);
                 return local::overloaded();
             }
-            Ok(Err(TryError::Connect(body))) => {
+            Ok(Err(TryError::Connect(reason))) => {
                 m.response(503);
                 if last || !retry.is_some_and(|r| r.should_retry(Failure::ConnectFailure)) {
-                    return local::reply(StatusCode::SERVICE_UNAVAILABLE, body);
+                    return local::upstream_reset(reason, tries > 1);
                 }
+                latest_reason = reason;
                 Failure::ConnectFailure
             }
             Ok(Err(TryError::Reset)) => {
                 m.rq_reset.inc();
                 m.response(503);
                 if last || !retry.is_some_and(|r| r.should_retry(Failure::Reset)) {
-                    return local::reply(StatusCode::SERVICE_UNAVAILABLE, local::RESET);
+                    return local::upstream_reset(ResetReason::ConnectionTermination, tries > 1);
                 }
                 Failure::Reset
             }
@@ -255,11 +257,11 @@ pub async fn forward(fwd: &Forward, parts: Parts, body: Incoming) -> Response<Re
         };
         // Retry: within the breaker's max_retries and the route deadline.
         let Some(policy) = retry else {
-            return failure_reply(failure);
+            return failure_reply(failure, latest_reason, tries > 1);
         };
         let Some(permit) = cluster.breaker.try_acquire(Limit::Retries) else {
             m.overflow_retries.inc();
-            return failure_reply(failure);
+            return failure_reply(failure, latest_reason, tries > 1);
         };
         _retry_permit = Some(permit);
         let wait = policy.backoff(tries);
@@ -275,16 +277,14 @@ pub async fn forward(fwd: &Forward, parts: Parts, body: Incoming) -> Response<Re
     }
 }
 
-fn failure_reply(f: Failure) -> Response<RespBody> {
+fn failure_reply(f: Failure, reason: ResetReason, retried: bool) -> Response<RespBody> {
     match f {
         Failure::Status(s) => local::reply(
             StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_GATEWAY),
             "",
         ),
-        Failure::ConnectFailure => {
-            local::reply(StatusCode::SERVICE_UNAVAILABLE, local::CONNECT_FAILURE)
-        }
-        Failure::Reset => local::reply(StatusCode::SERVICE_UNAVAILABLE, local::RESET),
+        Failure::ConnectFailure => local::upstream_reset(reason, retried),
+        Failure::Reset => local::upstream_reset(ResetReason::ConnectionTermination, retried),
         Failure::PerTryTimeout => {
             local::reply(StatusCode::GATEWAY_TIMEOUT, local::UPSTREAM_TIMEOUT)
         }
@@ -383,10 +383,11 @@ async fn open(
             cluster.record(ep, Outcome::LocalFailure);
             Err(TryError::Connect(match e {
                 UpstreamError::Tls(h) if h.reason == HandshakeFailure::VerifyFailed => {
-                    local::TLS_VERIFY_FAILURE
+                    ResetReason::TlsVerifyFailed
                 }
-                UpstreamError::Tls(_) => local::TLS_FAILURE,
-                _ => local::CONNECT_FAILURE,
+                UpstreamError::Tls(_) => ResetReason::TlsHandshakeFailed,
+                UpstreamError::ConnectTimeout(_) => ResetReason::ConnectionTimeout,
+                _ => ResetReason::RemoteConnectionFailure,
             }))
         }
     }

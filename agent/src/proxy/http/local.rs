@@ -7,14 +7,60 @@ use crate::proxy::body::RespBody;
 
 pub const NO_HEALTHY_UPSTREAM: &str = "no healthy upstream";
 pub const UPSTREAM_TIMEOUT: &str = "upstream request timeout";
-pub const CONNECT_FAILURE: &str =
-    "upstream connect error or disconnect/reset before headers. reset reason: connection failure";
+/// Envoy 1.40's body for a refused upstream connection (checked against it).
+pub const CONNECT_FAILURE: &str = "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure";
 pub const RESET: &str = "upstream connect error or disconnect/reset before headers. reset reason: connection termination";
 pub const OVERFLOW: &str =
     "upstream connect error or disconnect/reset before headers. reset reason: overflow";
-pub const TLS_VERIFY_FAILURE: &str = "upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: TLS error: certificate verify failed";
-pub const TLS_FAILURE: &str = "upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: TLS error: handshake failed";
 pub const REQUEST_TIMEOUT: &str = "request timeout";
+
+/// Why an upstream exchange failed before a response head: Envoy's reset
+/// reasons, as its 503 bodies name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetReason {
+    /// Refused or unreachable.
+    RemoteConnectionFailure,
+    ConnectionTimeout,
+    TlsVerifyFailed,
+    TlsHandshakeFailed,
+    /// The connection closed before the response head.
+    ConnectionTermination,
+}
+
+impl ResetReason {
+    fn text(self) -> &'static str {
+        match self {
+            Self::RemoteConnectionFailure => "remote connection failure",
+            Self::ConnectionTimeout => "connection timeout",
+            Self::TlsVerifyFailed => {
+                "remote connection failure, transport failure reason: TLS error: certificate verify failed"
+            }
+            Self::TlsHandshakeFailed => {
+                "remote connection failure, transport failure reason: TLS error: handshake failed"
+            }
+            Self::ConnectionTermination => "connection termination",
+        }
+    }
+}
+
+/// Envoy's 503 for an upstream that failed before answering; after retries
+/// it names the latest attempt's reason ("retried and the latest reset reason").
+pub fn upstream_reset(reason: ResetReason, retried: bool) -> Response<RespBody> {
+    let body = format!(
+        "upstream connect error or disconnect/reset before headers. {}reset reason: {}",
+        if retried {
+            "retried and the latest "
+        } else {
+            ""
+        },
+        reason.text()
+    );
+    let mut r = Response::new(RespBody::local(body));
+    *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
+}
 
 /// A local reply; a non-empty body is sent as `text/plain`.
 pub fn reply(status: StatusCode, body: &'static str) -> Response<RespBody> {
@@ -27,10 +73,10 @@ pub fn reply(status: StatusCode, body: &'static str) -> Response<RespBody> {
     r
 }
 
-/// 503 from a circuit breaker, flagged like Envoy's `x-envoy-overloaded`.
+/// 503 from a circuit breaker, flagged `x-envoy-overloaded` as Envoy does.
 pub fn overloaded() -> Response<RespBody> {
     let mut r = reply(StatusCode::SERVICE_UNAVAILABLE, OVERFLOW);
     r.headers_mut()
-        .insert("x-weir-overloaded", HeaderValue::from_static("true"));
+        .insert("x-envoy-overloaded", HeaderValue::from_static("true"));
     r
 }
