@@ -67,9 +67,10 @@ clusters:
     let get = send(&c, req("GET", &format!("http://{l}/films"), &[], "")).await;
     assert_eq!(get.status, 200);
     assert!(get.body.contains("Anand"), "{}", get.body);
-    assert_eq!(get.headers["server"], "weir");
+    // Envoy's names (seed 001 shows both).
+    assert_eq!(get.headers["server"], "envoy");
     assert!(
-        get.headers["x-weir-upstream-service-time"]
+        get.headers["x-envoy-upstream-service-time"]
             .to_str()
             .unwrap()
             .parse::<u64>()
@@ -116,6 +117,27 @@ clusters:
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_name_sets_the_server_header() {
+    let vhosts = r#"      - name: all
+        domains: ["*"]
+        routes: [{match: {prefix: /}, direct_response: {status: 204}}]
+"#;
+    let config = one_listener(vhosts, "  []\n").replace(
+        "    virtual_hosts:",
+        "    server_name: weir\n    virtual_hosts:",
+    );
+    let mut p = Proxy::start(&config).await;
+    let l = p.listener("main").await;
+    let r = send(&client(), req("GET", &format!("http://{l}/"), &[], "")).await;
+    assert_eq!(r.status, 204);
+    assert_eq!(r.headers["server"], "weir");
+    assert!(
+        r.headers.get("content-type").is_none(),
+        "no body, no content-type"
+    );
+}
+
 fn one_listener(vhosts: &str, clusters: &str) -> String {
     format!(
         "listeners:\n  - name: main\n    address: 127.0.0.1:0\n    virtual_hosts:\n{vhosts}clusters:\n{clusters}"
@@ -148,10 +170,13 @@ async fn virtual_hosts_by_authority() {
     let c = client();
     for (host, want) in [
         ("films.local", "exact"),
-        ("FILMS.local:1234", "exact"),
+        ("FILMS.local", "exact"),
+        // The port is part of the match, as in Envoy (checked against 1.40).
+        ("films.local:1234", "default"),
         ("api.local:8080", "exact"),
+        ("api.local", "default"),
         ("x.svc.local", "suffix"),
-        ("a.b.svc.local:99", "suffix"),
+        ("a.b.svc.local:99", "default"),
         ("svc.local", "default"),
         ("elsewhere", "default"),
     ] {
@@ -185,7 +210,7 @@ async fn no_virtual_host_or_route_is_404() {
     )
     .await;
     assert_eq!(r.status, 404);
-    assert_eq!(r.headers["server"], "weir");
+    assert_eq!(r.headers["server"], "envoy");
     assert_eq!(r.body, "");
     let r = send(
         &c,
@@ -229,6 +254,7 @@ async fn route_matches_in_order() {
         "hdr",
         "hdr_regex",
         "present",
+        "inverted",
         "method",
         "query",
         "prefix",
@@ -248,6 +274,8 @@ async fn route_matches_in_order() {
             route: {cluster: hdr_regex}
           - match: {prefix: /h, headers: [{name: x-debug, present: true}, {name: x-block, present: true, invert_match: true}]}
             route: {cluster: present}
+          - match: {prefix: /i, headers: [{name: x-v, exact: v1, invert_match: true}]}
+            route: {cluster: inverted}
           - match: {prefix: /m, methods: [PUT, DELETE]}
             route: {cluster: method}
           - match: {prefix: /q, query_parameters: [{name: debug, exact: "1"}]}
@@ -273,6 +301,10 @@ async fn route_matches_in_order() {
         ("GET", "/h", &[("x-user", "admin-Bob1")], "prefix"),
         ("GET", "/h", &[("x-debug", "")], "present"),
         ("GET", "/h", &[("x-debug", ""), ("x-block", "1")], "prefix"),
+        // Envoy: an inverted exact match needs the header (checked against 1.40).
+        ("GET", "/i", &[("x-v", "v2")], "inverted"),
+        ("GET", "/i", &[("x-v", "v1")], "prefix"),
+        ("GET", "/i", &[], "prefix"),
         ("PUT", "/m", &[], "method"),
         ("GET", "/m", &[], "prefix"),
         ("GET", "/q?a=2&debug=1", &[], "query"),
@@ -313,7 +345,8 @@ async fn direct_response_redirect_and_rewrites() {
     let c = client();
     let r = send(&c, req("GET", &format!("http://{l}/health"), &[], "")).await;
     assert_eq!((r.status, r.body.as_str()), (200, "ok"));
-    assert_eq!(r.headers["server"], "weir");
+    assert_eq!(r.headers["server"], "envoy");
+    assert_eq!(r.headers["content-type"], "text/plain");
     let r = send(&c, req("GET", &format!("http://{l}/teapot"), &[], "")).await;
     assert_eq!(r.status, 418);
     let r = send(
@@ -361,6 +394,8 @@ async fn direct_response_redirect_and_rewrites() {
     assert_eq!(r.headers["x-echo-x-vhost"], "v");
     assert_eq!(r.headers["x-resp"], "added");
     assert!(!r.headers.contains_key("x-backend"));
+    // Envoy tells the upstream the route timeout (15 s by default).
+    assert_eq!(r.headers["x-echo-x-envoy-expected-rq-timeout-ms"], "15000");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

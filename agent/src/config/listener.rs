@@ -32,6 +32,11 @@ pub struct ListenerConfig {
     /// HTTP codec: `auto` (default), `http1` or `http2`.
     #[serde(default)]
     pub codec: super::tls::Codec,
+    /// The `server` response header (Envoy's HCM `server_name`); default
+    /// `envoy`, Envoy's, so clients and checks written against Envoy see
+    /// the same response.
+    #[serde(default = "defaults::server_name")]
+    pub server_name: String,
     /// Matched against the Host header; at least one.
     pub virtual_hosts: Vec<VirtualHostConfig>,
 }
@@ -103,6 +108,9 @@ pub mod defaults {
 
     pub fn bind_to_port() -> bool {
         true
+    }
+    pub fn server_name() -> String {
+        "envoy".to_owned()
     }
     pub fn idle() -> ConfigDuration {
         ConfigDuration::from_secs(3600)

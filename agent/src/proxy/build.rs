@@ -197,6 +197,8 @@ pub fn listener_state(
             max_header_bytes: kb * 1024,
             max_headers: l.limits.max_headers_count.max(1) as usize,
             codec: l.codec,
+            server: http::HeaderValue::from_str(&l.server_name)
+                .unwrap_or_else(|_| http::HeaderValue::from_static("envoy")),
         },
         tls: match &l.tls {
             Some(t) => Some(
@@ -402,11 +404,15 @@ fn forward(
         base_interval: *rp.retry_back_off.base_interval,
         max_interval: rp.retry_back_off.effective_max_interval(),
     });
+    let timeout = f.timeout.non_zero();
+    let expected_timeout =
+        Forward::expected_timeout_ms(timeout, retry.as_ref()).map(HeaderValue::from);
     Ok(Forward {
         split,
-        timeout: f.timeout.non_zero(),
+        timeout,
         prefix_rewrite: f.prefix_rewrite.clone(),
         host_rewrite,
         retry,
+        expected_timeout,
     })
 }

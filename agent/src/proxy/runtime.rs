@@ -239,6 +239,7 @@ fn empty_state() -> super::http::ListenerState {
             max_header_bytes: 8192,
             max_headers: 100,
             codec: Default::default(),
+            server: http::HeaderValue::from_static("envoy"),
         },
         tls: None,
     }

@@ -46,6 +46,15 @@ impl<'c> Checker<'c> {
     }
 
     pub(super) fn listener(&mut self, path: &DocPath, listener: &'c ListenerConfig) {
+        let server = &listener.server_name;
+        if server.is_empty() || http::HeaderValue::from_str(server).is_err() {
+            self.report(
+                path.key("server_name"),
+                format!(
+                    "server_name {server:?} is not a valid header value (non-empty, visible ASCII)"
+                ),
+            );
+        }
         let limits = path.key("limits");
         let kb = listener.limits.max_request_headers_kb;
         if !(1..=MAX_REQUEST_HEADERS_KB).contains(&kb) {

@@ -27,8 +27,10 @@ use crate::proxy::upstream::connect::connect;
 use crate::proxy::upstream::pool::Pooled;
 use crate::proxy::upstream::sender::Sender;
 
+static X_ENVOY_EXPECTED_RQ_TIMEOUT_MS: http::HeaderName =
+    http::HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
 static UPSTREAM_SERVICE_TIME: http::HeaderName =
-    http::HeaderName::from_static("x-weir-upstream-service-time");
+    http::HeaderName::from_static("x-envoy-upstream-service-time");
 static KEEP_ALIVE: http::HeaderName = http::HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: http::HeaderName = http::HeaderName::from_static("proxy-connection");
 
@@ -107,6 +109,13 @@ pub fn prepare_head(parts: &mut Parts, fwd: &Forward, matched: usize) {
     if let Some(h) = &fwd.host_rewrite {
         parts.headers.insert(HOST, h.clone());
     }
+    // Envoy tells the upstream how long it will wait (and overwrites any value the client sent).
+    match &fwd.expected_timeout {
+        Some(ms) => parts
+            .headers
+            .insert(&X_ENVOY_EXPECTED_RQ_TIMEOUT_MS, ms.clone()),
+        None => parts.headers.remove(&X_ENVOY_EXPECTED_RQ_TIMEOUT_MS),
+    };
     strip_hop_by_hop(&mut parts.headers);
 }
 

@@ -40,6 +40,8 @@ pub struct ConnSettings {
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub codec: Codec,
+    /// The `server` response header.
+    pub server: http::HeaderValue,
 }
 
 /// What a reload swaps for a listener.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use http::header::{HOST, LOCATION, SERVER};
+use http::header::{CONTENT_TYPE, HOST, LOCATION, SERVER};
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
@@ -62,8 +62,8 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
             };
             shared.in_flight.fetch_sub(1, Ordering::Relaxed);
             shared.touch();
-            resp.headers_mut()
-                .insert(SERVER, HeaderValue::from_static("weir"));
+            let server = ctx.state.load().settings.server.clone();
+            resp.headers_mut().insert(SERVER, server);
             ctx.metrics.response(resp.status().as_u16());
             if let Some(h) = &hook {
                 h.on_response(resp.status().as_u16());
@@ -100,6 +100,11 @@ pub async fn handle(
         Action::Direct { status, body } => {
             let mut r = Response::new(RespBody::local(body.clone()));
             *r.status_mut() = *status;
+            // As Envoy's local replies (checked against 1.40).
+            if !body.is_empty() {
+                r.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            }
             r
         }
         Action::Redirect(rd) => {

@@ -23,9 +23,26 @@ pub struct Forward {
     pub prefix_rewrite: Option<String>,
     pub host_rewrite: Option<HeaderValue>,
     pub retry: Option<RetryPolicy>,
+    /// `x-envoy-expected-rq-timeout-ms` for the upstream ([`Forward::expected_timeout_ms`]).
+    pub expected_timeout: Option<HeaderValue>,
 }
 
 impl Forward {
+    /// What Envoy tells the upstream it expects to wait: the per-try timeout
+    /// when it is set and shorter than the route timeout (or there is none),
+    /// else the route timeout; nothing when neither is set.
+    pub fn expected_timeout_ms(
+        timeout: Option<Duration>,
+        retry: Option<&RetryPolicy>,
+    ) -> Option<u64> {
+        let per_try = retry.and_then(|r| r.per_try_timeout);
+        let expected = match (timeout, per_try) {
+            (Some(t), Some(p)) => Some(t.min(p)),
+            (t, p) => t.or(p),
+        }?;
+        Some(expected.as_millis() as u64)
+    }
+
     pub fn clusters(&self) -> impl Iterator<Item = &Arc<Cluster>> {
         self.split.targets().into_iter()
     }
@@ -79,6 +96,35 @@ pub fn split_host_port(host: &str) -> (&str, Option<&str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expected_timeout_is_the_shorter_of_route_and_per_try() {
+        let ms = Duration::from_millis;
+        let retry = |per_try: Option<Duration>| RetryPolicy {
+            on: 0,
+            num_retries: 1,
+            per_try_timeout: per_try,
+            base_interval: ms(25),
+            max_interval: ms(250),
+        };
+        assert_eq!(
+            Forward::expected_timeout_ms(Some(ms(15000)), None),
+            Some(15000)
+        );
+        assert_eq!(
+            Forward::expected_timeout_ms(Some(ms(500)), Some(&retry(Some(ms(200))))),
+            Some(200)
+        );
+        assert_eq!(
+            Forward::expected_timeout_ms(Some(ms(500)), Some(&retry(Some(ms(900))))),
+            Some(500)
+        );
+        assert_eq!(
+            Forward::expected_timeout_ms(None, Some(&retry(Some(ms(300))))),
+            Some(300)
+        );
+        assert_eq!(Forward::expected_timeout_ms(None, Some(&retry(None))), None);
+    }
 
     #[test]
     fn redirect_locations() {

@@ -2,7 +2,7 @@
 //! query parameters. All conditions of a route must hold.
 
 use http::request::Parts;
-use http::{HeaderName, Method};
+use http::{HeaderMap, HeaderName, Method};
 use regex::Regex;
 
 pub enum PathMatch {
@@ -42,6 +42,38 @@ pub struct RouteMatch {
 /// Anchor a pattern so it must match the whole input (Envoy's safe_regex).
 pub fn full_match(pattern: &str) -> Result<Regex, regex::Error> {
     Regex::new(&format!("^(?:{pattern})$"))
+}
+
+impl HeaderMatcher {
+    /// Envoy's rules: a header sent several times is matched as its values
+    /// joined with `,`; an absent header matches only a `present` matcher
+    /// (`invert_match` flips that one, not the others: an inverted exact or
+    /// regex match still needs the header).
+    fn matches(&self, headers: &HeaderMap) -> bool {
+        let mut values = headers.get_all(&self.name).iter();
+        let Some(first) = values.next() else {
+            return match self.value {
+                // Absent: `present: false` matches, `present: true` does not; invert flips.
+                ValueMatch::Present(want) => want == self.invert,
+                _ => false,
+            };
+        };
+        let joined;
+        let value = match values.next() {
+            None => first.to_str().unwrap_or(""),
+            Some(second) => {
+                let mut all = vec![first, second];
+                all.extend(values);
+                joined = all
+                    .iter()
+                    .map(|v| v.to_str().unwrap_or(""))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                joined.as_str()
+            }
+        };
+        self.value.matches(Some(value)) != self.invert
+    }
 }
 
 impl ValueMatch {
@@ -97,8 +129,7 @@ impl RouteMatch {
             return None;
         }
         for h in &self.headers {
-            let v = req.headers.get(&h.name).map(|v| v.to_str().unwrap_or(""));
-            if h.value.matches(v) == h.invert {
+            if !h.matches(&req.headers) {
                 return None;
             }
         }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use http::request::Parts;
 
-use self::action::{Action, split_host_port};
+use self::action::Action;
 use self::headers::HeaderOps;
 use self::matcher::RouteMatch;
 
@@ -61,8 +61,10 @@ impl RouteTable {
         &self.vhosts
     }
 
-    /// Virtual host for an authority: exact `host:port`, exact host, the
-    /// longest `*.suffix`, then `*`.
+    /// Virtual host for an authority, as Envoy picks it: the exact domain,
+    /// the longest `*.suffix`, then `*`. The authority is compared whole,
+    /// port included (Envoy without `strip_matching_host_port`, checked
+    /// against 1.40): `films.local:8080` does not match `films.local`.
     pub fn find_vhost(&self, authority: &str) -> Option<&VirtualHost> {
         let lowered;
         let host = if authority.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -74,16 +76,11 @@ impl RouteTable {
         let idx = self
             .exact
             .get(host)
-            .or_else(|| {
-                let (h, port) = split_host_port(host);
-                port.and_then(|_| self.exact.get(h))
-            })
             .copied()
             .or_else(|| {
-                let (h, _) = split_host_port(host);
                 self.suffixes
                     .iter()
-                    .find(|(s, _)| h.len() > s.len() && h.ends_with(&**s))
+                    .find(|(s, _)| host.len() > s.len() && host.ends_with(&**s))
                     .map(|(_, i)| *i)
             })
             .or(self.wildcard)?;
@@ -125,9 +122,12 @@ mod tests {
         ]);
         let f = |h: &str| t.find_vhost(h).map(|v| v.name.clone()).unwrap();
         assert_eq!(f("films.local"), "exact");
-        assert_eq!(f("FILMS.local:9000"), "exact");
+        assert_eq!(f("FILMS.local"), "exact");
+        // The port is part of the authority, as in Envoy.
+        assert_eq!(f("films.local:9000"), "any");
         assert_eq!(f("api.local:8080"), "exact");
-        assert_eq!(f("api.local:9090"), "suffix");
+        assert_eq!(f("api.local:9090"), "any");
+        assert_eq!(f("api.local"), "suffix");
         assert_eq!(f("x.b.local"), "longer");
         assert_eq!(f("other"), "any");
         let none = RouteTable::new(vec![(vh("exact"), vec!["a".into()])]);
