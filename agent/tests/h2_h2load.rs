@@ -50,6 +50,7 @@ async fn h2load_over_tls_and_cleartext() {
     address: 127.0.0.1:0
     tls:
       certificates: [{{cert_chain_file: {}, private_key_file: {}}}]
+      alpn: [h2, http/1.1]
     virtual_hosts: &vh
       - name: all
         domains: ["*"]

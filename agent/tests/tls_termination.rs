@@ -37,13 +37,34 @@ async fn seed_001_curl_https_films() {
     let dir = tempfile::tempdir().unwrap();
     let cert = tls::self_signed(dir.path(), "envoy", &["localhost"]);
     let film = Backend::named("film-service").await;
+    let certificates = format!(
+        "      certificates:\n        - cert_chain_file: {}\n          private_key_file: {}\n",
+        cert.cert_file.display(),
+        cert.key_file.display()
+    );
+    // As the seed's Envoy listener, which sets no ALPN: curl offers h2 and
+    // http/1.1, the server agrees to neither, and HTTP/1.1 it is.
+    let mut plain = Proxy::start(&tls_config(film.port(), &certificates)).await;
+    let l = plain.listener("https").await;
+    let out = tokio::process::Command::new("curl")
+        .args(["-kvs", "--max-time", "10"])
+        .arg(format!("https://127.0.0.1:{}/films", l.port()))
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "curl failed: {stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "film-service");
+    assert!(
+        stderr.contains("server did not agree") && stderr.contains("< HTTP/1.1 200"),
+        "no ALPN by default: {stderr}"
+    );
+    assert!(stderr.contains("< server: envoy"), "{stderr}");
+
+    // With `alpn: [h2, http/1.1]`, both.
     let cfg = tls_config(
         film.port(),
-        &format!(
-            "      certificates:\n        - cert_chain_file: {}\n          private_key_file: {}\n",
-            cert.cert_file.display(),
-            cert.key_file.display()
-        ),
+        &format!("{certificates}      alpn: [h2, http/1.1]\n"),
     );
     let mut p = Proxy::start(&cfg).await;
     let l = p.listener("https").await;

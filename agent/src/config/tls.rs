@@ -14,7 +14,9 @@ pub struct DownstreamTlsConfig {
     /// At least one; chosen by SNI (`server_names`), the first is the default.
     pub certificates: Vec<TlsCertificateConfig>,
     /// ALPN protocols offered, in order of preference: `h2`, `http/1.1`.
-    #[serde(default = "defaults::alpn")]
+    /// Default none, as an Envoy listener without `alpn_protocols`: clients
+    /// fall back to HTTP/1.1 (seed 001's "server did not agree to a protocol").
+    #[serde(default)]
     pub alpn: Vec<AlpnProtocol>,
     #[serde(default)]
     pub min_version: TlsVersion,
@@ -105,12 +107,4 @@ pub enum Codec {
     Auto,
     Http1,
     Http2,
-}
-
-pub mod defaults {
-    use super::AlpnProtocol;
-
-    pub fn alpn() -> Vec<AlpnProtocol> {
-        vec![AlpnProtocol::H2, AlpnProtocol::Http11]
-    }
 }

@@ -30,9 +30,6 @@ impl Checker<'_> {
                 }
             }
         }
-        if tls.alpn.is_empty() {
-            self.report(path.key("alpn"), "alpn must list at least one protocol");
-        }
         match &tls.client_ca_file {
             Some(f) => self.file_exists(path.key("client_ca_file"), f),
             None if tls.require_client_certificate => self.report(
