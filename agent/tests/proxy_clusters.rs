@@ -64,9 +64,23 @@ async fn retries_5xx_with_buffered_body() {
             .await,
         2.0
     );
+    // As Envoy: the answer the request ended with in upstream_rq_xx, the
+    // retried responses in retry.upstream_rq_xx.
     assert_eq!(
         p.metric(r#"weir_cluster_upstream_requests_total{cluster="up",response_code_class="5xx"}"#)
             .await,
+        0.0
+    );
+    assert_eq!(
+        p.metric(r#"weir_cluster_upstream_requests_total{cluster="up",response_code_class="2xx"}"#)
+            .await,
+        1.0
+    );
+    assert_eq!(
+        p.metric(
+            r#"weir_cluster_retry_upstream_requests_total{cluster="up",response_code_class="5xx"}"#
+        )
+        .await,
         2.0
     );
 }

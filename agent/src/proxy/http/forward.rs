@@ -18,8 +18,8 @@ use crate::proxy::cluster::Cluster;
 use crate::proxy::cluster::breaker::{Limit, Permit};
 use crate::proxy::cluster::endpoint::{ActiveRequest, Endpoint};
 use crate::proxy::cluster::outlier::Outcome;
-use crate::proxy::metrics::GaugeGuard;
 use crate::proxy::metrics::HandshakeFailure;
+use crate::proxy::metrics::{ClusterMetrics, GaugeGuard};
 use crate::proxy::retry::{Failure, MAX_RETRY_BODY_BYTES};
 use crate::proxy::route::action::Forward;
 use crate::proxy::upstream::UpstreamError;
@@ -212,15 +212,19 @@ pub async fn forward(fwd: &Forward, parts: Parts, body: Incoming) -> Response<Re
                 r.map(|r| r.map(|(resp, conn)| (resp, conn, guard)))
             }
         };
+        // As Envoy: `upstream_requests` counts the answer the request ends
+        // with; a response that is retried counts as a retry's instead
+        // (`retry.upstream_rq_xx`); a retried connect failure, reset or
+        // per-try timeout counts nowhere (checked against Envoy 1.40).
         let failure = match result {
             Ok(Ok((resp, conn, guard))) => {
                 let status = resp.status().as_u16();
-                m.response(status);
                 m.rq_duration.observe(try_started.elapsed().as_secs_f64());
                 cluster.record(guard.active.endpoint(), Outcome::Status(status));
                 let retriable =
                     !last && retry.is_some_and(|r| r.should_retry(Failure::Status(status)));
                 if !retriable {
+                    m.response(status);
                     return downstream_response(resp, conn, &cluster, try_started);
                 }
                 Failure::Status(status)
@@ -235,8 +239,8 @@ pub async fn forward(fwd: &Forward, parts: Parts, body: Incoming) -> Response<Re
                 return local::overloaded();
             }
             Ok(Err(TryError::Connect(reason))) => {
-                m.response(503);
                 if last || !retry.is_some_and(|r| r.should_retry(Failure::ConnectFailure)) {
+                    m.response(503);
                     return local::upstream_reset(reason, tries > 1);
                 }
                 latest_reason = reason;
@@ -244,21 +248,22 @@ pub async fn forward(fwd: &Forward, parts: Parts, body: Incoming) -> Response<Re
             }
             Ok(Err(TryError::Reset)) => {
                 m.rq_reset.inc();
-                m.response(503);
                 if last || !retry.is_some_and(|r| r.should_retry(Failure::Reset)) {
+                    m.response(503);
                     return local::upstream_reset(ResetReason::ConnectionTermination, tries > 1);
                 }
                 Failure::Reset
             }
             Err(_elapsed) => {
-                m.response(504);
                 let overall = deadline.is_some_and(|d| Instant::now() >= d);
                 if overall {
                     m.rq_timeout.inc();
+                    m.response(504);
                     return local::reply(StatusCode::GATEWAY_TIMEOUT, local::UPSTREAM_TIMEOUT);
                 }
                 m.rq_per_try_timeout.inc();
                 if last || !retry.is_some_and(|r| r.should_retry(Failure::PerTryTimeout)) {
+                    m.response(504);
                     return local::reply(StatusCode::GATEWAY_TIMEOUT, local::UPSTREAM_TIMEOUT);
                 }
                 Failure::PerTryTimeout
@@ -266,17 +271,21 @@ pub async fn forward(fwd: &Forward, parts: Parts, body: Incoming) -> Response<Re
         };
         // Retry: within the breaker's max_retries and the route deadline.
         let Some(policy) = retry else {
-            return failure_reply(failure, latest_reason, tries > 1);
+            return final_failure(m, failure, latest_reason, tries > 1);
         };
         let Some(permit) = cluster.breaker.try_acquire(Limit::Retries) else {
             m.overflow_retries.inc();
-            return failure_reply(failure, latest_reason, tries > 1);
+            return final_failure(m, failure, latest_reason, tries > 1);
         };
         _retry_permit = Some(permit);
         let wait = policy.backoff(tries);
         if deadline.is_some_and(|d| Instant::now() + wait >= d) {
             m.rq_timeout.inc();
+            m.response(504);
             return local::reply(StatusCode::GATEWAY_TIMEOUT, local::UPSTREAM_TIMEOUT);
+        }
+        if let Failure::Status(status) = failure {
+            m.retried_response(status);
         }
         m.rq_retry.inc();
         log::debug!("cluster {}: retry {tries} after {failure:?}", cluster.name);
@@ -284,6 +293,18 @@ pub async fn forward(fwd: &Forward, parts: Parts, body: Incoming) -> Response<Re
             tokio::time::sleep(wait).await;
         }
     }
+}
+
+/// The answer when a failed try cannot be retried after all, counted as final.
+fn final_failure(
+    m: &ClusterMetrics,
+    f: Failure,
+    reason: ResetReason,
+    retried: bool,
+) -> Response<RespBody> {
+    let resp = failure_reply(f, reason, retried);
+    m.response(resp.status().as_u16());
+    resp
 }
 
 fn failure_reply(f: Failure, reason: ResetReason, retried: bool) -> Response<RespBody> {

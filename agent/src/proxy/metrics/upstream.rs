@@ -11,6 +11,7 @@ use super::{
 
 pub(super) struct Families {
     rq: IntCounterVec,
+    retry_rq: IntCounterVec,
     rq_duration: HistogramVec,
     cx_total: IntCounterVec,
     cx_active: IntGaugeVec,
@@ -44,7 +45,13 @@ impl Families {
             rq: counter(
                 r,
                 "weir_cluster_upstream_requests_total",
-                "Upstream responses by class per try, local 503/504 included (upstream_rq_xx).",
+                "Answers requests ended with, by class, local 503/504 included; retried tries are not here (upstream_rq_xx).",
+                &["cluster", "response_code_class"],
+            )?,
+            retry_rq: counter(
+                r,
+                "weir_cluster_retry_upstream_requests_total",
+                "Upstream responses that were retried, by class (retry.upstream_rq_xx).",
                 &["cluster", "response_code_class"],
             )?,
             rq_duration,
@@ -140,6 +147,7 @@ impl Families {
         let ov = |b: &str| self.overflow.with_label_values(&[name, b]);
         ClusterMetrics {
             rq: CLASSES.map(|c| self.rq.with_label_values(&[name, c])),
+            retry_rq: CLASSES.map(|c| self.retry_rq.with_label_values(&[name, c])),
             rq_duration: self.rq_duration.with_label_values(&[name]),
             cx_total: one(&self.cx_total),
             cx_active: self.cx_active.with_label_values(&[name]),
@@ -167,6 +175,7 @@ impl Families {
 #[derive(Clone)]
 pub struct ClusterMetrics {
     pub rq: [IntCounter; 5],
+    pub retry_rq: [IntCounter; 5],
     pub rq_duration: Histogram,
     pub cx_total: IntCounter,
     pub cx_active: IntGauge,
@@ -189,7 +198,13 @@ pub struct ClusterMetrics {
 }
 
 impl ClusterMetrics {
+    /// The answer a request ended with.
     pub fn response(&self, status: u16) {
         self.rq[class_index(status)].inc();
+    }
+
+    /// An upstream response weir retried.
+    pub fn retried_response(&self, status: u16) {
+        self.retry_rq[class_index(status)].inc();
     }
 }
