@@ -483,3 +483,62 @@ async fn idle_upstream_connections_are_closed() {
     assert_eq!(get(&format!("http://{l}/")).await.0, 200);
     assert_eq!(up.connections(), 2);
 }
+
+/// Seed 000's egress proxy: a DYNAMIC_FORWARD_PROXY cluster sends each
+/// request to its own Host, resolved once through the DNS cache (names
+/// resolve from /etc/hosts here: no DNS traffic leaves the machine).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamic_forward_proxy_goes_to_the_request_host() {
+    let svc = Backend::named("service-b").await;
+    let port = svc.port();
+    let cluster = "  - name: proxy_cluster\n    type: DYNAMIC_FORWARD_PROXY\n    dns_lookup_family: V4_ONLY\n    dns_cache: {max_hosts: 2}\n";
+    let mut p = Proxy::start(&config("{cluster: proxy_cluster}", cluster)).await;
+    let l = p.listener("main").await;
+    let c = client();
+    let get = |host: String| {
+        req(
+            "GET",
+            &format!("http://{l}/"),
+            &[("host", host.as_str())],
+            "",
+        )
+    };
+    for _ in 0..2 {
+        let r = send(&c, get(format!("localhost:{port}"))).await;
+        assert_eq!((r.status, r.body.as_str()), (200, "service-b"));
+        assert_eq!(
+            r.headers["x-echo-host"],
+            format!("localhost:{port}").as_str()
+        );
+    }
+    let dns = |name: &'static str| {
+        let p = &p;
+        async move {
+            p.metric(&format!(r#"{name}{{cluster="proxy_cluster"}}"#))
+                .await
+        }
+    };
+    assert_eq!(
+        dns("weir_dns_query_attempts_total").await,
+        1.0,
+        "cached after the first request"
+    );
+    assert_eq!(dns("weir_dns_query_successes_total").await, 1.0);
+    // An IP literal needs no resolution.
+    let r = send(&c, get(format!("127.0.0.1:{port}"))).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "service-b"));
+    assert_eq!(dns("weir_dns_query_attempts_total").await, 1.0);
+    assert_eq!(dns("weir_dns_hosts_added_total").await, 2.0);
+    // Envoy's forward proxy filter replies: a third host overflows
+    // max_hosts; an address outside dns_lookup_family does not resolve.
+    let r = send(&c, get(format!("127.0.0.2:{port}"))).await;
+    assert_eq!((r.status, r.body.as_str()), (503, "DNS cache overflow"));
+    let r = send(&c, get(format!("[::1]:{port}"))).await;
+    assert_eq!((r.status, r.body.as_str()), (503, "DNS resolution failure"));
+    assert_eq!(svc.requests(), 3);
+    assert_eq!(
+        p.metric(r#"weir_cluster_upstream_requests_total{cluster="proxy_cluster",response_code_class="2xx"}"#)
+            .await,
+        3.0
+    );
+}

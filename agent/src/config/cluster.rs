@@ -24,8 +24,12 @@ pub struct ClusterConfig {
     pub dns_refresh_rate: ConfigDuration,
     #[serde(default)]
     pub dns_lookup_family: DnsLookupFamily,
-    /// At least one endpoint.
+    /// At least one (STATIC, STRICT_DNS); none for DYNAMIC_FORWARD_PROXY.
+    #[serde(default)]
     pub endpoints: Vec<EndpointConfig>,
+    /// DYNAMIC_FORWARD_PROXY: the cache of resolved request hosts.
+    #[serde(default)]
+    pub dns_cache: DnsCacheConfig,
     #[serde(default)]
     pub circuit_breakers: CircuitBreakersConfig,
     /// Absent: no endpoint is ever ejected.
@@ -50,6 +54,31 @@ pub enum DiscoveryType {
     Static,
     /// Endpoints are DNS names; every resolved address is an endpoint.
     StrictDns,
+    /// No endpoints: each request goes to its own Host (`host[:port]`, port
+    /// 80 by default), resolved through a DNS cache (Envoy's dynamic
+    /// forward proxy cluster and filter).
+    DynamicForwardProxy,
+}
+
+/// Envoy's `dns_cache_config`, for DYNAMIC_FORWARD_PROXY clusters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DnsCacheConfig {
+    /// Most hosts cached at once; a request for one more gets 503.
+    #[serde(default = "defaults::max_1024")]
+    pub max_hosts: u32,
+    /// A host unused this long leaves the cache.
+    #[serde(default = "defaults::host_ttl")]
+    pub host_ttl: ConfigDuration,
+}
+
+impl Default for DnsCacheConfig {
+    fn default() -> Self {
+        Self {
+            max_hosts: defaults::max_1024(),
+            host_ttl: defaults::host_ttl(),
+        }
+    }
 }
 
 /// Load-balancing policy among healthy endpoints.
@@ -170,6 +199,9 @@ pub mod defaults {
     }
     pub fn dns_refresh_rate() -> ConfigDuration {
         ConfigDuration::from_secs(5)
+    }
+    pub fn host_ttl() -> ConfigDuration {
+        ConfigDuration::from_secs(300)
     }
     pub fn max_1024() -> u32 {
         1024

@@ -20,6 +20,7 @@ fn every_example_in_config_dir_validates() {
     assert_eq!(
         names,
         [
+            "seed-000-egress.yaml",
             "seed-001-films.yaml",
             "seed-002-split.yaml",
             "seed-003-edge.yaml",
@@ -40,6 +41,14 @@ fn seeds_express_the_envoy_originals() {
         let path = Path::new(DIR).join(name);
         load_file(&path).unwrap_or_else(|e| panic!("{e}"))
     };
+    let egress = load("seed-000-egress.yaml");
+    assert_eq!(egress.listeners[0].address.to_string(), "127.0.0.1:9001");
+    assert_eq!(
+        egress.clusters[0].discovery_type,
+        DiscoveryType::DynamicForwardProxy
+    );
+    assert!(egress.clusters[0].endpoints.is_empty());
+
     let films = load("seed-001-films.yaml");
     let film = &films.clusters[0];
     assert_eq!(

@@ -133,6 +133,10 @@ fn defaults_live_beside_the_types() {
                 address: "127.0.0.1".into(),
                 port: 9000
             }],
+            dns_cache: crate::config::cluster::DnsCacheConfig {
+                max_hosts: 1024,
+                host_ttl: ConfigDuration::from_secs(300),
+            },
             circuit_breakers: CircuitBreakersConfig {
                 max_connections: 1024,
                 max_pending_requests: 1024,
@@ -346,7 +350,7 @@ fn unknown_fields_name_the_path_and_line() {
         error(&yaml),
         "t.yaml: clusters[0].endpionts (line 19): unknown field `endpionts`, expected one of \
          `name`, `type`, `connect_timeout`, `lb_policy`, `dns_refresh_rate`, `dns_lookup_family`, \
-         `endpoints`, `circuit_breakers`, `outlier_detection`, `upstream_http`, `tls`, `http2`"
+         `endpoints`, `dns_cache`, `circuit_breakers`, `outlier_detection`, `upstream_http`, `tls`, `http2`"
     );
     let yaml = MINIMAL.replace("{prefix: /}", "{prefix: /, regex: x}");
     assert_eq!(

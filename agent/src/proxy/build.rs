@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 
 use super::balance::Policy;
+use super::cluster::forward_proxy::DnsCacheParams;
 use super::cluster::outlier::OutlierPolicy;
 use super::cluster::{Cluster, ClusterParams, Discovery, Family};
 use super::http::{ConnSettings, ListenerState};
@@ -96,12 +97,20 @@ fn upstream_tls(
     .map_err(|e| BuildError::Tls(e.to_string()))
 }
 
+fn family(f: config::DnsLookupFamily) -> Family {
+    match f {
+        config::DnsLookupFamily::Auto => Family::Auto,
+        config::DnsLookupFamily::V4Only => Family::V4Only,
+        config::DnsLookupFamily::V6Only => Family::V6Only,
+    }
+}
+
 fn cluster_params(
     c: &config::ClusterConfig,
     path: &str,
     metrics: &Metrics,
 ) -> Result<ClusterParams, BuildError> {
-    use config::{DiscoveryType, DnsLookupFamily, LbPolicy};
+    use config::{DiscoveryType, LbPolicy};
     let discovery = match c.discovery_type {
         DiscoveryType::Static => {
             let mut addrs = Vec::new();
@@ -121,12 +130,14 @@ fn cluster_params(
                 .map(|e| (e.address.clone(), e.port))
                 .collect(),
             refresh: *c.dns_refresh_rate,
-            family: match c.dns_lookup_family {
-                DnsLookupFamily::Auto => Family::Auto,
-                DnsLookupFamily::V4Only => Family::V4Only,
-                DnsLookupFamily::V6Only => Family::V6Only,
-            },
+            family: family(c.dns_lookup_family),
         },
+        DiscoveryType::DynamicForwardProxy => Discovery::DynamicForwardProxy(DnsCacheParams {
+            refresh: *c.dns_refresh_rate,
+            family: family(c.dns_lookup_family),
+            max_hosts: c.dns_cache.max_hosts as usize,
+            host_ttl: *c.dns_cache.host_ttl,
+        }),
     };
     let cb = &c.circuit_breakers;
     Ok(ClusterParams {

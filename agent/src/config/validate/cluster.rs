@@ -12,12 +12,41 @@ impl Checker<'_> {
         if cluster.connect_timeout.is_zero() {
             self.report(path.key("connect_timeout"), "connect_timeout must be > 0");
         }
-        if cluster.discovery_type == DiscoveryType::StrictDns && cluster.dns_refresh_rate.is_zero()
-        {
+        let dns = matches!(
+            cluster.discovery_type,
+            DiscoveryType::StrictDns | DiscoveryType::DynamicForwardProxy
+        );
+        if dns && cluster.dns_refresh_rate.is_zero() {
             self.report(path.key("dns_refresh_rate"), "dns_refresh_rate must be > 0");
         }
         let endpoints = path.key("endpoints");
-        if cluster.endpoints.is_empty() {
+        let forward_proxy = cluster.discovery_type == DiscoveryType::DynamicForwardProxy;
+        if forward_proxy {
+            if !cluster.endpoints.is_empty() {
+                self.report(
+                    endpoints.clone(),
+                    "a DYNAMIC_FORWARD_PROXY cluster has no endpoints: each request goes to its Host",
+                );
+            }
+            if cluster.tls.is_some() {
+                self.report(
+                    path.key("tls"),
+                    "tls is not supported on a DYNAMIC_FORWARD_PROXY cluster yet",
+                );
+            }
+            if cluster.dns_cache.max_hosts == 0 {
+                self.report(
+                    path.key("dns_cache").key("max_hosts"),
+                    "max_hosts must be at least 1",
+                );
+            }
+            if cluster.dns_cache.host_ttl.is_zero() {
+                self.report(
+                    path.key("dns_cache").key("host_ttl"),
+                    "host_ttl must be > 0",
+                );
+            }
+        } else if cluster.endpoints.is_empty() {
             self.report(
                 endpoints.clone(),
                 "endpoints must list at least one endpoint",

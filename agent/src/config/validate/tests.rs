@@ -563,3 +563,24 @@ listeners:
     );
     assert!(cfg.listeners[0].bind_to_port && !cfg.listeners[1].bind_to_port);
 }
+
+#[test]
+fn dynamic_forward_proxy_rules() {
+    let yaml = with_clusters(
+        "
+  - name: c1
+    type: DYNAMIC_FORWARD_PROXY
+    endpoints: [{address: 10.0.0.1, port: 80}]
+    dns_cache: {max_hosts: 0, host_ttl: 0s}
+",
+    );
+    let e = error(&yaml);
+    assert!(
+        e.contains(
+            "clusters[0].endpoints (line 13): a DYNAMIC_FORWARD_PROXY cluster has no endpoints"
+        ),
+        "{e}"
+    );
+    assert!(e.contains("clusters[0].dns_cache.max_hosts"), "{e}");
+    assert!(e.contains("clusters[0].dns_cache.host_ttl"), "{e}");
+}

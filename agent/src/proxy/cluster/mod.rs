@@ -1,10 +1,12 @@
-//! Runtime clusters: endpoints (static or STRICT_DNS), balancing, circuit
+//! Runtime clusters: endpoints (static, STRICT_DNS, or per request host for
+//! DYNAMIC_FORWARD_PROXY), balancing, circuit
 //! breaking and outlier ejection. Built from config by `proxy::build`; a
 //! cluster whose config is unchanged survives reloads with its pools and health.
 
 pub mod breaker;
 pub mod dns;
 pub mod endpoint;
+pub mod forward_proxy;
 pub mod outlier;
 
 use std::net::SocketAddr;
@@ -18,6 +20,7 @@ use tokio::task::AbortHandle;
 
 use self::breaker::Breaker;
 use self::endpoint::Endpoint;
+use self::forward_proxy::{DnsCache, DnsCacheParams};
 use self::outlier::{Outcome, OutlierPolicy};
 use super::balance::{Balancer, Policy};
 use super::metrics::ClusterMetrics;
@@ -39,6 +42,7 @@ pub enum Discovery {
         refresh: Duration,
         family: Family,
     },
+    DynamicForwardProxy(DnsCacheParams),
 }
 
 /// Everything a cluster needs, already resolved from config.
@@ -68,6 +72,8 @@ pub struct Cluster {
     pub params: ClusterParams,
     /// Notified when an upstream connection is released or closes.
     pub freed: Arc<Notify>,
+    /// DYNAMIC_FORWARD_PROXY: endpoints by request host.
+    pub dns_cache: Option<DnsCache>,
     initialized: AtomicBool,
     dns_task: std::sync::Mutex<Option<AbortHandle>>,
     sweep_task: std::sync::Mutex<Option<AbortHandle>>,
@@ -84,7 +90,11 @@ impl Cluster {
                 .iter()
                 .map(|a| Arc::new(new_endpoint(*a, &params, &freed)))
                 .collect(),
-            Discovery::StrictDns { .. } => Vec::new(),
+            Discovery::StrictDns { .. } | Discovery::DynamicForwardProxy(_) => Vec::new(),
+        };
+        let dns_cache = match &params.discovery {
+            Discovery::DynamicForwardProxy(p) => Some(DnsCache::new(*p)),
+            _ => None,
         };
         let c = Arc::new(Self {
             name: params.name.as_str().into(),
@@ -94,7 +104,9 @@ impl Cluster {
             breaker: Arc::new(Breaker::new(cx, pending, rq, retries)),
             outlier: params.outlier.clone(),
             metrics,
-            initialized: AtomicBool::new(matches!(params.discovery, Discovery::Static(_))),
+            // A forward proxy resolves per request: nothing to wait for.
+            initialized: AtomicBool::new(!matches!(params.discovery, Discovery::StrictDns { .. })),
+            dns_cache,
             dns_task: std::sync::Mutex::new(None),
             sweep_task: std::sync::Mutex::new(None),
             params,

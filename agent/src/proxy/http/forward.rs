@@ -17,6 +17,7 @@ use crate::proxy::body::{ReqBody, RespBody};
 use crate::proxy::cluster::Cluster;
 use crate::proxy::cluster::breaker::{Limit, Permit};
 use crate::proxy::cluster::endpoint::{ActiveRequest, Endpoint};
+use crate::proxy::cluster::forward_proxy::DnsCacheError;
 use crate::proxy::cluster::outlier::Outcome;
 use crate::proxy::metrics::HandshakeFailure;
 use crate::proxy::metrics::{ClusterMetrics, GaugeGuard};
@@ -41,7 +42,12 @@ enum TryError {
     /// Why the connection failed (the 503 body names it).
     Connect(ResetReason),
     Reset,
+    /// DYNAMIC_FORWARD_PROXY: the request's host has no endpoint.
+    Dns(DnsCacheError),
 }
+
+/// How long a forward proxy cluster waits for a host's resolution (c-ares' default).
+const DNS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Header values for 0..1000 ms, built once from one leaked string, so the
 /// common case costs no allocation per request.
@@ -163,6 +169,15 @@ pub async fn forward(fwd: &Forward, parts: Parts, body: Incoming) -> Response<Re
         _ => 1,
     };
 
+    // A forward proxy cluster goes where the request's Host says.
+    let authority = cluster.dns_cache.as_ref().and_then(|_| {
+        parts
+            .headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+            .map(str::to_owned)
+    });
     let mut parts = Some(parts);
     let mut tries = 0u32;
     let mut latest_reason = ResetReason::RemoteConnectionFailure;
@@ -195,7 +210,7 @@ pub async fn forward(fwd: &Forward, parts: Parts, body: Incoming) -> Response<Re
             (None, Some(p)) => Some(try_started + p),
             (None, None) => None,
         };
-        let result = match begin_try(&cluster) {
+        let result = match begin_try(&cluster, authority.as_deref()).await {
             Err(e) => Ok(Err(e)),
             Ok(guard) => {
                 let ep = guard.active.endpoint();
@@ -237,6 +252,17 @@ pub async fn forward(fwd: &Forward, parts: Parts, body: Incoming) -> Response<Re
             Ok(Err(TryError::Overflow)) => {
                 m.response(503);
                 return local::overloaded();
+            }
+            // Envoy answers these from its forward proxy filter, before the
+            // router: not an upstream request.
+            Ok(Err(TryError::Dns(e))) => {
+                return local::reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    match e {
+                        DnsCacheError::Resolution => local::DNS_RESOLUTION_FAILURE,
+                        DnsCacheError::Overflow => local::DNS_CACHE_OVERFLOW,
+                    },
+                );
             }
             Ok(Err(TryError::Connect(reason))) => {
                 if last || !retry.is_some_and(|r| r.should_retry(Failure::ConnectFailure)) {
@@ -469,13 +495,22 @@ struct TryGuard {
 }
 
 /// Start a try: `max_requests` breaker, then a healthy endpoint.
-fn begin_try(cluster: &Arc<Cluster>) -> Result<TryGuard, TryError> {
+async fn begin_try(cluster: &Arc<Cluster>, authority: Option<&str>) -> Result<TryGuard, TryError> {
     let m = &cluster.metrics;
     let Some(rq_permit) = cluster.breaker.try_acquire(Limit::Requests) else {
         m.overflow_requests.inc();
         return Err(TryError::Overflow);
     };
-    let ep = cluster.pick().ok_or(TryError::NoHealthy)?;
+    let ep = match (&cluster.dns_cache, authority) {
+        (None, _) => cluster.pick().ok_or(TryError::NoHealthy)?,
+        (Some(cache), Some(authority)) => {
+            match tokio::time::timeout(DNS_TIMEOUT, cache.endpoint(cluster, authority)).await {
+                Ok(r) => r.map_err(TryError::Dns)?,
+                Err(_) => return Err(TryError::Dns(DnsCacheError::Resolution)),
+            }
+        }
+        (Some(_), None) => return Err(TryError::Dns(DnsCacheError::Resolution)),
+    };
     Ok(TryGuard {
         _rq_permit: rq_permit,
         _rq_active: GaugeGuard::new(&m.rq_active),

@@ -13,6 +13,9 @@ pub const RESET: &str = "upstream connect error or disconnect/reset before heade
 pub const OVERFLOW: &str =
     "upstream connect error or disconnect/reset before headers. reset reason: overflow";
 pub const REQUEST_TIMEOUT: &str = "request timeout";
+/// Envoy's dynamic forward proxy filter replies.
+pub const DNS_RESOLUTION_FAILURE: &str = "DNS resolution failure";
+pub const DNS_CACHE_OVERFLOW: &str = "DNS cache overflow";
 
 /// Why an upstream exchange failed before a response head: Envoy's reset
 /// reasons, as its 503 bodies name them.
