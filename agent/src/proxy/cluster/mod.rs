@@ -27,6 +27,9 @@ use super::metrics::ClusterMetrics;
 use super::upstream::connect::Transport;
 use super::upstream::pool::Pool;
 
+/// Envoy's default `healthy_panic_threshold` (percent of endpoints healthy).
+pub const HEALTHY_PANIC_THRESHOLD_PERCENT: usize = 50;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
     Auto,
@@ -163,13 +166,21 @@ impl Cluster {
         self.initialized.store(true, Ordering::Release);
     }
 
-    /// Pick a healthy endpoint with the cluster's balancer.
+    /// Pick a healthy endpoint with the cluster's balancer. Below Envoy's
+    /// default healthy panic threshold (fewer than half the endpoints
+    /// healthy) health is disregarded and every endpoint takes traffic, as
+    /// in Envoy: a small cluster whose endpoints were all ejected still
+    /// serves. `None` only when the cluster has no endpoints.
     pub fn pick(&self) -> Option<Arc<Endpoint>> {
         let eps = self.endpoints.load();
         let now = outlier::now_ms();
-        self.balancer
-            .pick(&eps, |e| !e.outlier.is_ejected(now))
-            .cloned()
+        let healthy = |e: &Endpoint| !e.outlier.is_ejected(now);
+        let n_healthy = eps.iter().filter(|e| healthy(e)).count();
+        if n_healthy * 100 < eps.len() * HEALTHY_PANIC_THRESHOLD_PERCENT {
+            self.metrics.lb_healthy_panic.inc();
+            return self.balancer.pick(&eps, |_| true).cloned();
+        }
+        self.balancer.pick(&eps, healthy).cloned()
     }
 
     /// Feed a try's outcome to outlier detection.
@@ -214,5 +225,70 @@ impl Drop for Cluster {
                 h.abort();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::metrics::Metrics;
+
+    fn cluster(discovery: Discovery) -> (Arc<Cluster>, Metrics) {
+        let metrics = Metrics::new().unwrap();
+        let params = ClusterParams {
+            name: "c".into(),
+            discovery,
+            connect_timeout: Duration::from_secs(1),
+            policy: Policy::RoundRobin,
+            limits: [1024, 1024, 1024, 3],
+            outlier: None,
+            idle_timeout: Duration::ZERO,
+            max_requests_per_connection: 0,
+            transport: Transport::default(),
+        };
+        (Cluster::new(params, metrics.cluster("c")), metrics)
+    }
+
+    fn eject(ep: &Endpoint) {
+        let policy = OutlierPolicy {
+            consecutive_5xx: 1,
+            consecutive_gateway_failure: 1,
+            base_ejection_time: Duration::from_secs(60),
+            max_ejection_percent: 100,
+        };
+        assert!(ep.outlier.eject(&policy, outlier::now_ms()));
+    }
+
+    #[tokio::test]
+    async fn below_half_healthy_every_endpoint_takes_traffic() {
+        let addrs: Vec<SocketAddr> = vec![
+            "192.0.2.1:80".parse().unwrap(),
+            "192.0.2.2:80".parse().unwrap(),
+        ];
+        let (c, _m) = cluster(Discovery::Static(addrs.clone()));
+        let eps = c.endpoints.load_full();
+        // Half healthy is not below the threshold: only the healthy one.
+        eject(&eps[0]);
+        for _ in 0..4 {
+            assert_eq!(c.pick().unwrap().addr, addrs[1]);
+        }
+        assert_eq!(c.metrics.lb_healthy_panic.get(), 0);
+        // None healthy: panic, both take traffic again.
+        eject(&eps[1]);
+        let picked: std::collections::HashSet<SocketAddr> =
+            (0..4).map(|_| c.pick().unwrap().addr).collect();
+        assert_eq!(picked.len(), 2);
+        assert_eq!(c.metrics.lb_healthy_panic.get(), 4);
+    }
+
+    #[tokio::test]
+    async fn no_endpoints_no_pick() {
+        let (c, _m) = cluster(Discovery::DynamicForwardProxy(DnsCacheParams {
+            refresh: Duration::from_secs(5),
+            family: Family::Auto,
+            max_hosts: 1,
+            host_ttl: Duration::from_secs(60),
+        }));
+        assert!(c.pick().is_none());
     }
 }

@@ -23,6 +23,7 @@ pub(super) struct Families {
     rq_retry: IntCounterVec,
     rq_reset: IntCounterVec,
     none_healthy: IntCounterVec,
+    lb_healthy_panic: IntCounterVec,
     overflow: IntCounterVec,
     tx_bytes: IntCounterVec,
     rx_bytes: IntCounterVec,
@@ -112,7 +113,13 @@ impl Families {
             none_healthy: counter(
                 r,
                 "weir_cluster_upstream_no_healthy_total",
-                "Requests with no healthy endpoint (upstream_cx_none_healthy).",
+                "Requests with no endpoint to go to (upstream_cx_none_healthy).",
+                c,
+            )?,
+            lb_healthy_panic: counter(
+                r,
+                "weir_cluster_lb_healthy_panic_total",
+                "Picks made ignoring health: fewer than half the endpoints healthy (lb_healthy_panic).",
                 c,
             )?,
             overflow: counter(
@@ -159,6 +166,7 @@ impl Families {
             rq_retry: one(&self.rq_retry),
             rq_reset: one(&self.rq_reset),
             none_healthy: one(&self.none_healthy),
+            lb_healthy_panic: one(&self.lb_healthy_panic),
             overflow_connections: ov("connections"),
             overflow_pending: ov("pending"),
             overflow_requests: ov("requests"),
@@ -187,6 +195,7 @@ pub struct ClusterMetrics {
     pub rq_retry: IntCounter,
     pub rq_reset: IntCounter,
     pub none_healthy: IntCounter,
+    pub lb_healthy_panic: IntCounter,
     pub overflow_connections: IntCounter,
     pub overflow_pending: IntCounter,
     pub overflow_requests: IntCounter,
