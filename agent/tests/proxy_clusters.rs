@@ -542,3 +542,26 @@ async fn dynamic_forward_proxy_goes_to_the_request_host() {
         3.0
     );
 }
+
+/// A retry the `max_retries` breaker refuses: the upstream's own response is
+/// the answer, body included (Envoy's retry overflow).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_overflow_passes_the_upstream_response() {
+    let busy = Backend::start(|_| async { status(503, "busy") }).await;
+    let route = "{cluster: up, retry_policy: {retry_on: [5xx], num_retries: 2}}";
+    let breakers = "    circuit_breakers: {max_retries: 0}\n";
+    let mut p = Proxy::start(&config(
+        route,
+        &static_cluster("up", &[busy.port()], breakers),
+    ))
+    .await;
+    let l = p.listener("main").await;
+    let r = send(&client(), req("GET", &format!("http://{l}/"), &[], "")).await;
+    assert_eq!((r.status, r.body.as_str()), (503, "busy"));
+    assert_eq!(busy.requests(), 1);
+    assert_eq!(
+        p.metric(r#"weir_cluster_circuit_breaker_overflows_total{breaker="retries",cluster="up"}"#)
+            .await,
+        1.0
+    );
+}

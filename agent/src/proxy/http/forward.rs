@@ -181,6 +181,7 @@ pub async fn forward(fwd: &Forward, parts: Parts, body: Incoming) -> Response<Re
     let mut parts = Some(parts);
     let mut tries = 0u32;
     let mut latest_reason = ResetReason::RemoteConnectionFailure;
+    let mut held: Option<(Response<Incoming>, Pooled, Instant)> = None;
     let mut _retry_permit = None;
     loop {
         tries += 1;
@@ -242,6 +243,9 @@ pub async fn forward(fwd: &Forward, parts: Parts, body: Incoming) -> Response<Re
                     m.response(status);
                     return downstream_response(resp, conn, &cluster, try_started);
                 }
+                // Kept until the retry is certain: if it cannot go, this
+                // response is the answer (Envoy on a retry overflow).
+                held = Some((resp, conn, try_started));
                 Failure::Status(status)
             }
             Ok(Err(TryError::NoHealthy)) => {
@@ -301,11 +305,20 @@ pub async fn forward(fwd: &Forward, parts: Parts, body: Incoming) -> Response<Re
         };
         let Some(permit) = cluster.breaker.try_acquire(Limit::Retries) else {
             m.overflow_retries.inc();
+            if let (Some((resp, conn, started)), Failure::Status(status)) = (held.take(), failure) {
+                m.response(status);
+                return downstream_response(resp, conn, &cluster, started);
+            }
             return final_failure(m, failure, latest_reason, tries > 1);
         };
         _retry_permit = Some(permit);
+        drop(held.take());
         let wait = policy.backoff(tries);
-        if deadline.is_some_and(|d| Instant::now() + wait >= d) {
+        if let Some(d) = deadline
+            && Instant::now() + wait >= d
+        {
+            // Envoy waits out the back-off and its route timeout fires then.
+            tokio::time::sleep_until(d.into()).await;
             m.rq_timeout.inc();
             m.response(504);
             return local::reply(StatusCode::GATEWAY_TIMEOUT, local::UPSTREAM_TIMEOUT);
