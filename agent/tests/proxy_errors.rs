@@ -82,6 +82,56 @@ async fn seed_004_route_timeout_gives_504() {
     );
 }
 
+/// Envoy's route timeout runs until the upstream response is complete: a
+/// body still streaming when it fires is cut off (headers already went
+/// out, so the downstream connection is reset rather than answered 504).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_timeout_covers_the_response_body() {
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = upstream.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = upstream.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello")
+                    .await;
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                let _ = s.write_all(b"world").await;
+            });
+        }
+    });
+    let mut p = Proxy::start(&config(
+        "",
+        ", timeout: 0.5s",
+        &static_cluster("up", &[port], ""),
+    ))
+    .await;
+    let l = p.listener("main").await;
+    let mut c = TcpStream::connect(l).await.unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let (got, closed) = read_until_close(&mut c, Duration::from_secs(5)).await;
+    assert!(closed, "the downstream connection is closed: {got}");
+    assert!(
+        got.starts_with("HTTP/1.1 200 OK") && got.ends_with("hello"),
+        "{got}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        p.metric(r#"weir_cluster_upstream_request_timeouts_total{cluster="up"}"#)
+            .await,
+        1.0
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_failure_is_503() {
     // A port nobody listens on: bind, read it back, close.

@@ -1,5 +1,6 @@
 //! Body types: what goes upstream ([`ReqBody`]) and what goes downstream ([`RespBody`]).
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -57,6 +58,21 @@ impl Body for ReqBody {
     }
 }
 
+/// Why a response body stopped short.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The route timeout ran out while the upstream body was still coming (the
+/// downstream stream is reset, as Envoy does once headers went out).
+#[derive(Debug, thiserror::Error)]
+#[error("upstream request timeout while streaming the response body")]
+pub struct BodyTimeout;
+
+/// The route deadline of an upstream response body, and what counts it.
+pub struct BodyDeadline {
+    pub sleep: Pin<Box<tokio::time::Sleep>>,
+    pub timeouts: IntCounter,
+}
+
 /// A response body sent downstream: a local reply, or the upstream body
 /// (which returns its connection to the pool when it ends).
 pub enum RespBody {
@@ -65,6 +81,8 @@ pub enum RespBody {
         inner: Incoming,
         conn: Option<Pooled>,
         rx_bytes: IntCounter,
+        /// Envoy's route timeout covers the response body too.
+        deadline: Option<BodyDeadline>,
     },
     /// A gRPC response whose trailers are counted (`http::grpc`).
     Grpc(Box<crate::proxy::http::grpc::GrpcBody>),
@@ -83,19 +101,28 @@ impl RespBody {
 
 impl Body for RespBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             Self::Local(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
             Self::Upstream {
                 inner,
                 conn,
                 rx_bytes,
+                deadline,
             } => {
+                if let Some(d) = deadline
+                    && d.sleep.as_mut().poll(cx).is_ready()
+                {
+                    d.timeouts.inc();
+                    *deadline = None;
+                    drop(conn.take());
+                    return Poll::Ready(Some(Err(Box::new(BodyTimeout))));
+                }
                 let r = Pin::new(&mut *inner).poll_frame(cx);
                 match &r {
                     Poll::Ready(Some(Ok(f))) => {
@@ -117,7 +144,7 @@ impl Body for RespBody {
                     Poll::Ready(Some(Err(_))) => drop(conn.take()),
                     Poll::Pending => {}
                 }
-                r
+                r.map(|o| o.map(|f| f.map_err(BodyError::from)))
             }
             Self::Grpc(g) => Pin::new(&mut **g).poll_frame(cx),
         }

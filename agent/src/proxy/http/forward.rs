@@ -13,7 +13,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::local::{self, ResetReason};
-use crate::proxy::body::{ReqBody, RespBody};
+use crate::proxy::body::{BodyDeadline, ReqBody, RespBody};
 use crate::proxy::cluster::Cluster;
 use crate::proxy::cluster::breaker::{Limit, Permit};
 use crate::proxy::cluster::endpoint::{ActiveRequest, Endpoint};
@@ -130,7 +130,9 @@ pub fn prepare_head(parts: &mut Parts, fwd: &Forward, matched: usize) {
 pub async fn forward(fwd: &Forward, parts: Parts, body: Incoming) -> Response<RespBody> {
     let cluster = fwd.split.pick().clone();
     let started = Instant::now();
-    let deadline = fwd.timeout.map(|t| started + t);
+    // Bounds reading a body to replay; the route timeout itself starts once
+    // the request is complete, as Envoy's does.
+    let body_deadline = fwd.timeout.map(|t| started + t);
     let m = &cluster.metrics;
 
     // Decide whether the request can be replayed (see `retry` module docs).
@@ -145,7 +147,7 @@ pub async fn forward(fwd: &Forward, parts: Parts, body: Incoming) -> Response<Re
             .is_some_and(|n| n <= MAX_RETRY_BODY_BYTES)
     {
         let collect = body.collect();
-        let collected = match deadline {
+        let collected = match body_deadline {
             Some(d) => match tokio::time::timeout_at(d.into(), collect).await {
                 Ok(r) => r,
                 Err(_) => return local::reply(StatusCode::REQUEST_TIMEOUT, local::REQUEST_TIMEOUT),
@@ -164,6 +166,8 @@ pub async fn forward(fwd: &Forward, parts: Parts, body: Incoming) -> Response<Re
         stream = Some(body);
         None
     };
+    // Until the upstream response is complete, body included.
+    let deadline = fwd.timeout.map(|t| Instant::now() + t);
     let max_tries = match (&replay, retry) {
         (Some(_), Some(r)) => 1 + r.num_retries,
         _ => 1,
@@ -241,7 +245,7 @@ pub async fn forward(fwd: &Forward, parts: Parts, body: Incoming) -> Response<Re
                     !last && retry.is_some_and(|r| r.should_retry(Failure::Status(status)));
                 if !retriable {
                     m.response(status);
-                    return downstream_response(resp, conn, &cluster, try_started);
+                    return downstream_response(resp, conn, &cluster, try_started, deadline);
                 }
                 // Kept until the retry is certain: if it cannot go, this
                 // response is the answer (Envoy on a retry overflow).
@@ -307,7 +311,7 @@ pub async fn forward(fwd: &Forward, parts: Parts, body: Incoming) -> Response<Re
             m.overflow_retries.inc();
             if let (Some((resp, conn, started)), Failure::Status(status)) = (held.take(), failure) {
                 m.response(status);
-                return downstream_response(resp, conn, &cluster, started);
+                return downstream_response(resp, conn, &cluster, started, deadline);
             }
             return final_failure(m, failure, latest_reason, tries > 1);
         };
@@ -374,6 +378,7 @@ fn downstream_response(
     conn: Pooled,
     cluster: &Arc<Cluster>,
     try_started: Instant,
+    deadline: Option<Instant>,
 ) -> Response<RespBody> {
     let (mut parts, inner) = resp.into_parts();
     parts.version = http::Version::HTTP_11;
@@ -390,6 +395,10 @@ fn downstream_response(
             inner,
             conn: Some(conn),
             rx_bytes: cluster.metrics.rx_bytes.clone(),
+            deadline: deadline.map(|d| BodyDeadline {
+                sleep: Box::pin(tokio::time::sleep_until(d.into())),
+                timeouts: cluster.metrics.rq_timeout.clone(),
+            }),
         }
     };
     Response::from_parts(parts, body)

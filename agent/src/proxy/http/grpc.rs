@@ -10,7 +10,7 @@ use http::Response;
 use http::header::CONTENT_TYPE;
 use http_body::{Body, Frame, SizeHint};
 
-use crate::proxy::body::RespBody;
+use crate::proxy::body::{BodyError, RespBody};
 use crate::proxy::metrics::GrpcMetrics;
 
 static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
@@ -45,12 +45,12 @@ pub struct GrpcBody {
 
 impl Body for GrpcBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_frame(cx);
         match &r {

@@ -218,6 +218,7 @@ impl AppConn {
                             inner,
                             conn: None,
                             rx_bytes: c.clone(),
+                            deadline: None,
                         },
                         None => RespBody::empty(),
                     };
