@@ -100,14 +100,24 @@ pub(super) fn check_domain(domain: &str) -> Result<(), String> {
     if domain == "*" {
         return Ok(());
     }
-    if let Some(suffix) = domain.strip_prefix("*.") {
-        if suffix.contains('*') || !is_dns_name(suffix) {
-            return Err("a wildcard must be \"*.\" followed by a domain name".to_owned());
+    // Envoy's wildcards: one `*`, at the start (`*.foo.com`, `*-bar.foo.com`)
+    // or at the end (`foo.*`, `foo-*`), matching at least one character.
+    let rest = domain
+        .strip_prefix('*')
+        .or_else(|| domain.strip_suffix('*'));
+    if let Some(rest) = rest {
+        let chars_ok = rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.:_[]".contains(c));
+        if rest.is_empty() || !chars_ok {
+            return Err(format!(
+                "invalid wildcard domain {domain:?}: one \"*\" at the start or the end of host characters"
+            ));
         }
         return Ok(());
     }
     if domain.contains('*') {
-        return Err("only \"*\" and a leading \"*.\" wildcard are supported".to_owned());
+        return Err("a \"*\" wildcard goes at the start or the end of a domain".to_owned());
     }
     check_host(domain)
 }
@@ -167,14 +177,16 @@ mod tests {
             check_domain(""),
             Err("a domain must not be empty".to_owned())
         );
+        // Envoy's wildcards: one, at the start or the end.
+        for ok in ["films.*", "films-*", "*-api.example.com", "*.example.com"] {
+            assert_eq!(check_domain(ok), Ok(()), "{ok}");
+        }
         assert_eq!(
-            check_domain("films.*"),
-            Err("only \"*\" and a leading \"*.\" wildcard are supported".to_owned())
+            check_domain("fi*lms"),
+            Err("a \"*\" wildcard goes at the start or the end of a domain".to_owned())
         );
-        assert_eq!(
-            check_domain("*.*.x"),
-            Err("a wildcard must be \"*.\" followed by a domain name".to_owned())
-        );
+        assert!(check_domain("*.*.x").is_err());
+        assert!(check_domain("**").is_err());
         assert_eq!(check_domain("a:0"), Err("invalid port \"0\"".to_owned()));
         assert_eq!(
             check_domain("bad host"),

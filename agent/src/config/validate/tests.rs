@@ -313,7 +313,7 @@ listeners:
           - \"*\"
           - FILMS.local
           - \"\"
-          - \"films.*\"
+          - \"fi*lms\"
         routes: []
       - name: c
         domains: []
@@ -327,7 +327,7 @@ listeners:
              {p}[1].domains[0] (line 10): more than one catch-all \"*\" virtual host on this listener (first: virtual host \"a\")\n\
              {p}[1].domains[1] (line 11): domain \"FILMS.local\" is already served by virtual host \"a\" on this listener\n\
              {p}[1].domains[2] (line 12): invalid domain \"\": a domain must not be empty\n\
-             {p}[1].domains[3] (line 13): invalid domain \"films.*\": only \"*\" and a leading \"*.\" wildcard are supported\n\
+             {p}[1].domains[3] (line 13): invalid domain \"fi*lms\": a \"*\" wildcard goes at the start or the end of a domain\n\
              {p}[2].domains (line 16): domains must list at least one domain (use \"*\" for any host)"
         )
     );

@@ -1,5 +1,5 @@
-//! Route tables: virtual hosts matched by authority (exact, `*.suffix`, `*`),
-//! then ordered routes, first match wins.
+//! Route tables: virtual hosts matched by authority (exact, `*suffix`,
+//! `prefix*`, `*`, as Envoy orders them), then ordered routes, first match wins.
 
 pub mod action;
 pub mod headers;
@@ -30,8 +30,10 @@ pub struct VirtualHost {
 #[derive(Default)]
 pub struct RouteTable {
     exact: HashMap<Box<str>, usize>,
-    /// (".suffix", vhost), longest suffix first.
+    /// ("suffix" of `*suffix`, vhost), longest first.
     suffixes: Vec<(Box<str>, usize)>,
+    /// ("prefix" of `prefix*`, vhost), longest first.
+    prefixes: Vec<(Box<str>, usize)>,
     wildcard: Option<usize>,
     vhosts: Vec<VirtualHost>,
 }
@@ -47,6 +49,8 @@ impl RouteTable {
                     t.wildcard.get_or_insert(i);
                 } else if let Some(s) = d.strip_prefix('*') {
                     t.suffixes.push((s.into(), i));
+                } else if let Some(p) = d.strip_suffix('*') {
+                    t.prefixes.push((p.into(), i));
                 } else {
                     t.exact.entry(d.into()).or_insert(i);
                 }
@@ -54,6 +58,7 @@ impl RouteTable {
             t.vhosts.push(vh);
         }
         t.suffixes.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
+        t.prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
         t
     }
 
@@ -62,7 +67,7 @@ impl RouteTable {
     }
 
     /// Virtual host for an authority, as Envoy picks it: the exact domain,
-    /// the longest `*.suffix`, then `*`. The authority is compared whole,
+    /// the longest `*suffix`, the longest `prefix*`, then `*`. The authority is compared whole,
     /// port included (Envoy without `strip_matching_host_port`, checked
     /// against 1.40): `films.local:8080` does not match `films.local`.
     pub fn find_vhost(&self, authority: &str) -> Option<&VirtualHost> {
@@ -81,6 +86,12 @@ impl RouteTable {
                 self.suffixes
                     .iter()
                     .find(|(s, _)| host.len() > s.len() && host.ends_with(&**s))
+                    .map(|(_, i)| *i)
+            })
+            .or_else(|| {
+                self.prefixes
+                    .iter()
+                    .find(|(p, _)| host.len() > p.len() && host.starts_with(&**p))
                     .map(|(_, i)| *i)
             })
             .or(self.wildcard)?;
@@ -118,16 +129,28 @@ mod tests {
             ),
             (vh("suffix"), vec!["*.local".into()]),
             (vh("longer"), vec!["*.b.local".into()]),
+            (vh("dash"), vec!["*-api.example".into()]),
+            (vh("prefix"), vec!["films.*".into()]),
             (vh("any"), vec!["*".into()]),
         ]);
         let f = |h: &str| t.find_vhost(h).map(|v| v.name.clone()).unwrap();
         assert_eq!(f("films.local"), "exact");
         assert_eq!(f("FILMS.local"), "exact");
         // The port is part of the authority, as in Envoy.
-        assert_eq!(f("films.local:9000"), "any");
+        assert_eq!(f("films.local:9000"), "prefix");
         assert_eq!(f("api.local:8080"), "exact");
         assert_eq!(f("api.local:9090"), "any");
         assert_eq!(f("api.local"), "suffix");
+        assert_eq!(f("v2-api.example"), "dash");
+        // Suffix wildcards before prefix wildcards, as Envoy.
+        assert_eq!(f("films.local"), "exact");
+        assert_eq!(f("films.b.local"), "longer");
+        assert_eq!(f("films.example:8080"), "prefix");
+        assert_eq!(
+            f("films."),
+            "any",
+            "a wildcard matches at least one character"
+        );
         assert_eq!(f("x.b.local"), "longer");
         assert_eq!(f("other"), "any");
         let none = RouteTable::new(vec![(vh("exact"), vec!["a".into()])]);
