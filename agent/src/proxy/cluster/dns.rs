@@ -34,11 +34,7 @@ async fn resolve_once(c: &Arc<Cluster>, targets: &[(String, u16)], family: Famil
         match tokio::net::lookup_host((name.as_str(), *port)).await {
             Ok(it) => {
                 c.metrics.dns.success.inc();
-                addrs.extend(it.filter(|a| match family {
-                    Family::Auto => true,
-                    Family::V4Only => a.is_ipv4(),
-                    Family::V6Only => a.is_ipv6(),
-                }));
+                addrs.extend(it.filter(|a| family.admits(a)));
             }
             Err(e) => {
                 c.metrics.dns.failure.inc();

@@ -120,12 +120,7 @@ impl DnsCache {
 
     /// The first address of `host` in the cluster's family; IP literals need no DNS.
     async fn resolve(&self, cluster: &Cluster, host: &str, port: u16) -> Option<SocketAddr> {
-        let family = self.params.family;
-        let wanted = |a: &SocketAddr| match family {
-            Family::Auto => true,
-            Family::V4Only => a.is_ipv4(),
-            Family::V6Only => a.is_ipv6(),
-        };
+        let wanted = |a: &SocketAddr| self.params.family.admits(a);
         if let Ok(ip) = host.parse::<IpAddr>() {
             return Some(SocketAddr::new(ip, port)).filter(wanted);
         }

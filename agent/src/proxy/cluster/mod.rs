@@ -37,6 +37,17 @@ pub enum Family {
     V6Only,
 }
 
+impl Family {
+    /// Whether a resolved address is of this family (`dns_lookup_family`).
+    pub fn admits(self, addr: &SocketAddr) -> bool {
+        match self {
+            Self::Auto => true,
+            Self::V4Only => addr.is_ipv4(),
+            Self::V6Only => addr.is_ipv6(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum Discovery {
     Static(Vec<SocketAddr>),

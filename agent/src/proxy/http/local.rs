@@ -1,5 +1,6 @@
 //! Locally generated responses, with Envoy's status codes and bodies.
 
+use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Response, StatusCode};
 
@@ -7,9 +8,6 @@ use crate::proxy::body::RespBody;
 
 pub const NO_HEALTHY_UPSTREAM: &str = "no healthy upstream";
 pub const UPSTREAM_TIMEOUT: &str = "upstream request timeout";
-/// Envoy 1.40's body for a refused upstream connection (checked against it).
-pub const CONNECT_FAILURE: &str = "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure";
-pub const RESET: &str = "upstream connect error or disconnect/reset before headers. reset reason: connection termination";
 pub const OVERFLOW: &str =
     "upstream connect error or disconnect/reset before headers. reset reason: overflow";
 pub const REQUEST_TIMEOUT: &str = "request timeout";
@@ -65,11 +63,14 @@ pub fn upstream_reset(reason: ResetReason, retried: bool) -> Response<RespBody> 
     r
 }
 
-/// A local reply; a non-empty body is sent as `text/plain`.
-pub fn reply(status: StatusCode, body: &'static str) -> Response<RespBody> {
+/// A local reply (a route's direct response too); a non-empty body is sent
+/// as `text/plain`, as Envoy's local replies are.
+pub fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<RespBody> {
+    let body = body.into();
+    let text = !body.is_empty();
     let mut r = Response::new(RespBody::local(body));
     *r.status_mut() = status;
-    if !body.is_empty() {
+    if text {
         r.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use http::header::{CONTENT_TYPE, HOST, LOCATION, SERVER};
+use http::header::{HOST, LOCATION, SERVER};
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
@@ -97,16 +97,8 @@ pub async fn handle(
         return local::reply(StatusCode::NOT_FOUND, "");
     };
     let mut resp = match &route.action {
-        Action::Direct { status, body } => {
-            let mut r = Response::new(RespBody::local(body.clone()));
-            *r.status_mut() = *status;
-            // As Envoy's local replies (checked against 1.40).
-            if !body.is_empty() {
-                r.headers_mut()
-                    .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-            }
-            r
-        }
+        // Envoy sends direct responses as local replies (checked against 1.40).
+        Action::Direct { status, body } => local::reply(*status, body.clone()),
         Action::Redirect(rd) => {
             let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
             let loc = rd.location(authority, pq, matched);

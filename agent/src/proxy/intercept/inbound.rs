@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -28,7 +28,7 @@ use super::{AppConnector, Inner, InterceptError, PodIdentity, passthrough};
 use crate::proxy::addr::ClientAddr;
 use crate::proxy::body::RespBody;
 use crate::proxy::drain::DrainWatch;
-use crate::proxy::http::local;
+use crate::proxy::http::local::{self, ResetReason};
 use crate::proxy::metrics::Metrics;
 
 /// The request head must arrive within this (the engine's listener default).
@@ -195,10 +195,7 @@ impl AppConn {
                     Err(e) => {
                         log::debug!("inbound: {e}");
                         *slot = None;
-                        return local::reply(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            local::CONNECT_FAILURE,
-                        );
+                        return local::upstream_reset(ResetReason::RemoteConnectionFailure, false);
                     }
                 }
             }
@@ -233,7 +230,7 @@ impl AppConn {
                 }
             }
         }
-        local::reply(StatusCode::SERVICE_UNAVAILABLE, local::RESET)
+        local::upstream_reset(ResetReason::ConnectionTermination, false)
     }
 
     async fn connect(&self) -> Result<SendRequest<Incoming>, InterceptError> {
