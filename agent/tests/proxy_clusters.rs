@@ -140,11 +140,7 @@ impl http_body::Body for Chunks {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_failure_retried_on_another_endpoint() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let dead = closed_port();
     let up = Backend::named("alive").await;
     let route = "{cluster: up, retry_policy: {retry_on: [connect-failure], num_retries: 2, retry_back_off: {base_interval: 1ms, max_interval: 2ms}}}";
     let mut p = Proxy::start(&config(

@@ -134,12 +134,7 @@ async fn route_timeout_covers_the_response_body() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_failure_is_503() {
-    // A port nobody listens on: bind, read it back, close.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = closed_port();
     let mut p = Proxy::start(&config("", "", &static_cluster("up", &[port], ""))).await;
     let l = p.listener("main").await;
     let r = send(&client(), req("GET", &format!("http://{l}/"), &[], "")).await;
@@ -400,11 +395,7 @@ async fn idle_keep_alive_outlives_header_timeout() {
 /// attempt's reason, and `retry_on: reset` retries a refused connect too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retried_connect_failure_names_the_latest_reason() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = closed_port();
     for retry_on in ["connect-failure", "reset"] {
         let route = format!(
             ", retry_policy: {{retry_on: [{retry_on}], num_retries: 2, retry_back_off: {{base_interval: 1ms}}}}"

@@ -34,11 +34,7 @@ clusters:
 
 async fn setup() -> (Proxy, Backend, std::net::SocketAddr) {
     let a = Backend::named("a").await;
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let dead = closed_port();
     let mut p = Proxy::start(&config(a.port(), dead)).await;
     let l = p.listener("main").await;
     (p, a, l)

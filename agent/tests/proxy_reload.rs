@@ -172,11 +172,7 @@ async fn listeners_added_and_removed_by_name() {
     assert_eq!(get(&format!("http://{main}/")).await.1, "a");
 
     // a changed address rebinds `main` under the same name and drains the old socket
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = closed_port();
     let before = reloads(&p, "success").await;
     p.write_config(&cfg("a", a.port(), b.port(), "").replacen(
         "address: 127.0.0.1:0",

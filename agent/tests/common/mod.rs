@@ -379,6 +379,16 @@ where
 }
 
 /// A cluster YAML block with static endpoints on 127.0.0.1.
+/// A loopback port nobody listens on (bound by the kernel, then closed):
+/// connecting to it is refused.
+pub fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn static_cluster(name: &str, ports: &[u16], extra: &str) -> String {
     let eps: Vec<String> = ports
         .iter()
