@@ -50,6 +50,20 @@ pub struct Summary<K> {
     pub errors: u64,
 }
 
+impl<K> Summary<K> {
+    /// The "runs with errors" table cell: `0/N`, or the flagged runs in bold.
+    pub fn errors_cell(&self) -> String {
+        if self.flagged_runs == 0 {
+            format!("0/{}", self.runs)
+        } else {
+            format!(
+                "**{}/{} ({} errors)**",
+                self.flagged_runs, self.runs, self.errors
+            )
+        }
+    }
+}
+
 pub fn median(values: &mut [f64]) -> f64 {
     if values.is_empty() {
         return f64::NAN;

@@ -229,11 +229,7 @@ pub fn tables(rows: &[Summary<Scenario>]) -> String {
             } else {
                 "-".to_owned()
             };
-            let flag = if r.flagged_runs == 0 {
-                format!("0/{}", r.runs)
-            } else {
-                format!("**{}/{} ({} errors)**", r.flagged_runs, r.runs, r.errors)
-            };
+            let flag = r.errors_cell();
             let _ = writeln!(
                 t,
                 "| {} | {:.0} | {} | {} | {add50} | {add99} | {cpu} | {:.1} | {flag} |",

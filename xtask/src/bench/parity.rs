@@ -64,11 +64,7 @@ pub fn tables(rows: &[Summary], memory: &[(Kind, Memory)]) -> String {
     t.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n");
     for r in &ours {
         let envoy = find(rows, Kind::Envoy, r.mode).map_or(f64::NAN, per_cpu_second);
-        let flag = if r.flagged_runs == 0 {
-            format!("0/{}", r.runs)
-        } else {
-            format!("**{}/{} ({} errors)**", r.flagged_runs, r.runs, r.errors)
-        };
+        let flag = r.errors_cell();
         let _ = writeln!(
             t,
             "| {} | {} | {:.0} | {} | {} | {:.1} | {:.0} | {} | {:.1} | {flag} |",

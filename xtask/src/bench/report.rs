@@ -39,11 +39,7 @@ pub fn tables(rows: &[Summary], memory: &[(Kind, Memory)]) -> String {
     t.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n");
     for r in rows {
         let m = mem_of(memory, r.kind).unwrap_or_default();
-        let flag = if r.flagged_runs == 0 {
-            format!("0/{}", r.runs)
-        } else {
-            format!("**{}/{} ({} errors)**", r.flagged_runs, r.runs, r.errors)
-        };
+        let flag = r.errors_cell();
         let _ = writeln!(
             t,
             "| {} | {} | {:.0} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {flag} |",
