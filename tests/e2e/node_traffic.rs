@@ -9,43 +9,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use weir_tests::agent::AgentProcess;
+use weir_tests::agent::{AgentProcess, split_service_config};
 use weir_tests::pins::PinRoot;
 use weir_tests::support::{require_root, sim_client, sim_server};
-use weir_tests::{PodProcess, SimNode, SimPod};
+use weir_tests::{PodProcess, SimNode};
 
 /// The service address pod A calls; nothing listens there: weir claims it.
 const SERVICE: &str = "198.51.100.20:80";
-
-fn config(v1: &SimPod, v2: &SimPod) -> String {
-    format!(
-        r#"
-admin:
-  address: "{{admin}}"
-listeners:
-  - name: backend
-    address: {SERVICE}
-    bind_to_port: false
-    virtual_hosts:
-      - name: backend
-        domains: ["*"]
-        routes:
-          - match: {{ prefix: "/" }}
-            route:
-              weighted_clusters:
-                - {{ name: backend_v1, weight: 80 }}
-                - {{ name: backend_v2, weight: 20 }}
-clusters:
-  - name: backend_v1
-    connect_timeout: 0.25s
-    endpoints: [{{ address: "{}", port: 8080 }}]
-  - name: backend_v2
-    connect_timeout: 0.25s
-    endpoints: [{{ address: "{}", port: 8080 }}]
-"#,
-        v1.ip4, v2.ip4
-    )
-}
 
 /// The value of the first sample of `name` whose labels contain every `labels` pair.
 fn sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
@@ -137,7 +107,7 @@ fn scenario(sk_msg: bool) -> Result<()> {
     let switch = if sk_msg { "on" } else { "off" };
     let agent = AgentProcess::start_with(
         &node,
-        &config(&v1, &v2),
+        &split_service_config(SERVICE, &v1, &v2),
         &pods,
         pins.path(),
         &["--sk-msg", switch],

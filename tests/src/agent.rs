@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use crate::pod::spawn_in;
-use crate::{PodProcess, SimNode, wait};
+use crate::{PodProcess, SimNode, SimPod, wait};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -304,4 +304,37 @@ fn dechunk(mut body: &str) -> String {
         body = rest[size..].trim_start_matches("\r\n");
     }
     out
+}
+
+/// The `weir run` config of the demo and the node-traffic test: a
+/// `bind_to_port: false` listener claims `service` (an address nothing
+/// serves) and splits `/` 80/20 between two backends on :8080. `{admin}` is
+/// left for [`AgentProcess`] to fill in.
+pub fn split_service_config(service: &str, v1: &SimPod, v2: &SimPod) -> String {
+    format!(
+        r#"admin:
+  address: "{{admin}}"
+listeners:
+  - name: backend            # claims the service address for intercepted traffic
+    address: {service}
+    bind_to_port: false
+    virtual_hosts:
+      - name: backend
+        domains: ["*"]
+        routes:
+          - match: {{ prefix: "/" }}
+            route:
+              weighted_clusters:
+                - {{ name: backend_v1, weight: 80 }}
+                - {{ name: backend_v2, weight: 20 }}
+clusters:
+  - name: backend_v1
+    connect_timeout: 0.25s
+    endpoints: [{{ address: "{}", port: 8080 }}]
+  - name: backend_v2
+    connect_timeout: 0.25s
+    endpoints: [{{ address: "{}", port: 8080 }}]
+"#,
+        v1.ip4, v2.ip4
+    )
 }

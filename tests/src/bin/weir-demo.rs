@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use weir_tests::agent::AgentProcess;
+use weir_tests::agent::{AgentProcess, split_service_config};
 use weir_tests::pins::PinRoot;
 use weir_tests::support::{sim_client, sim_server};
 use weir_tests::{PodProcess, SimNode, SimPod};
@@ -40,30 +40,7 @@ fn main() -> Result<()> {
         );
     }
 
-    let config = format!(
-        r#"admin:
-  address: "{{admin}}"
-listeners:
-  - name: backend            # claims the service address for intercepted traffic
-    address: {SERVICE}
-    bind_to_port: false
-    virtual_hosts:
-      - name: backend
-        domains: ["*"]
-        routes:
-          - match: {{ prefix: "/" }}
-            route:
-              weighted_clusters:
-                - {{ name: backend_v1, weight: 80 }}
-                - {{ name: backend_v2, weight: 20 }}
-clusters:
-  - name: backend_v1
-    endpoints: [{{ address: "{}", port: 8080 }}]
-  - name: backend_v2
-    endpoints: [{{ address: "{}", port: 8080 }}]
-"#,
-        v1.ip4, v2.ip4
-    );
+    let config = split_service_config(SERVICE, &v1, &v2);
     let pods: String = [&client, &v1, &v2]
         .iter()
         .map(|p| p.pods_file_entry(&[("weir.dev/enroll", "true")]))
