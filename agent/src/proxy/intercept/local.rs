@@ -130,11 +130,14 @@ impl LocalInbound {
         (Arc::new(inbound), open)
     }
 
-    /// Before sending: the source header never reaches the application.
-    pub fn take_source<B>(&self, req: &mut Request<B>) {
+    /// Before sending: the source header never reaches the application. It
+    /// is kept with the request (a request that comes back unsent and goes
+    /// again has no header left) and returned.
+    pub fn take_source<B>(&self, req: &mut Request<B>) -> Option<HeaderValue> {
         if let Some(v) = req.headers_mut().remove(&X_WEIR_SOURCE) {
             req.extensions_mut().insert(Source(v));
         }
+        req.extensions().get::<Source>().map(|s| s.0.clone())
     }
 
     /// After the application answered: count the request with its source.
@@ -142,11 +145,6 @@ impl LocalInbound {
         let handles = self.accounting.handles_for(req_source);
         handles.response(resp.status().as_u16());
         resp.headers_mut().remove(&X_WEIR_SOURCE);
-    }
-
-    /// The source [`Self::take_source`] kept with the request.
-    pub fn source_of<B>(req: &Request<B>) -> Option<HeaderValue> {
-        req.extensions().get::<Source>().map(|s| s.0.clone())
     }
 }
 
@@ -220,15 +218,17 @@ mod tests {
             .header(&X_WEIR_SOURCE, "ns/a")
             .body(())
             .unwrap();
-        inbound.take_source(&mut req);
+        let source = inbound.take_source(&mut req);
         assert!(req.headers().get(&X_WEIR_SOURCE).is_none());
-        assert_eq!(LocalInbound::source_of(&req).unwrap(), "ns/a");
+        assert_eq!(source.as_ref().unwrap(), "ns/a");
+        // Sent again (it came back unsent): the kept source, no header.
+        assert_eq!(inbound.take_source(&mut req), source);
         let mut resp = Response::builder()
             .status(204)
             .header(&X_WEIR_SOURCE, "x")
             .body(())
             .unwrap();
-        inbound.answered(LocalInbound::source_of(&req), &mut resp);
+        inbound.answered(source, &mut resp);
         assert!(resp.headers().get(&X_WEIR_SOURCE).is_none());
         let text = String::from_utf8(p.metrics.encode()).unwrap();
         let counted = text.lines().any(|l| {

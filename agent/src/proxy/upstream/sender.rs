@@ -48,8 +48,7 @@ impl Sender {
             Self::H2(s) => s.try_send_request(req).await,
             Self::SameNode(s, inbound) => {
                 let mut req = req;
-                inbound.take_source(&mut req);
-                let source = LocalInbound::source_of(&req);
+                let source = inbound.take_source(&mut req);
                 let mut result = s.try_send_request(req).await;
                 if let Ok(resp) = &mut result {
                     inbound.answered(source, resp);
