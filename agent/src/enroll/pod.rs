@@ -1,6 +1,7 @@
 //! One enrolled pod: its listeners, its data-path handles and its accept tasks.
 
 use std::net::IpAddr;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -51,14 +52,50 @@ pub struct EnrolledPod {
     local: Option<LocalPodGuard>,
 }
 
-/// The pod's accept loops; aborting them closes its listeners. Aborted on drop,
-/// so an agent shutting down stops accepting while pinned state stays.
-struct AcceptTasks(Vec<JoinHandle<()>>);
+/// The pod's accept loops, with a second handle on each of their listeners.
+/// Dropping stops the pod's listening at once, so an agent shutting down in
+/// process behaves like one that exited, while pinned state stays.
+struct AcceptTasks {
+    tasks: Vec<JoinHandle<()>>,
+    listeners: Vec<std::net::TcpListener>,
+}
+
+impl AcceptTasks {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            tasks: Vec::with_capacity(n),
+            listeners: Vec::with_capacity(n),
+        }
+    }
+
+    /// Keeps a duplicate of `listener` and hands the original to `spawn`.
+    fn start(
+        &mut self,
+        listener: std::net::TcpListener,
+        spawn: impl FnOnce(std::net::TcpListener) -> std::io::Result<JoinHandle<()>>,
+    ) -> std::io::Result<()> {
+        self.listeners.push(listener.try_clone()?);
+        self.tasks.push(spawn(listener)?);
+        Ok(())
+    }
+}
 
 impl Drop for AcceptTasks {
     fn drop(&mut self) {
-        for task in &self.0 {
+        // Aborted first, so no loop wakes to the shutdown below and reports
+        // its listener gone.
+        for task in &self.tasks {
             task.abort();
+        }
+        // An aborted task drops its listener only when a runtime worker next
+        // gets to it; until then the data path's liveness check would still
+        // see a listener, and connections queued on it would be reset rather
+        // than sent direct (fail-open) or refused (fail-closed). Shutting a
+        // listening socket down takes it out of LISTEN and out of the lookup
+        // tables now, through any of its handles.
+        for listener in &self.listeners {
+            let _ =
+                nix::sys::socket::shutdown(listener.as_raw_fd(), nix::sys::socket::Shutdown::Both);
         }
     }
 }
@@ -108,24 +145,26 @@ impl EnrolledPod {
             &inbound_listeners.v4,
             &inbound_listeners.v6,
         )?;
-        let mut accept_tasks = Vec::with_capacity(4);
+        let mut accept_tasks = AcceptTasks::with_capacity(4);
         for listener in [egress_listeners.v4, egress_listeners.v6] {
-            accept_tasks.push(
-                accept::spawn_outbound(
-                    listener,
-                    netns_cookie,
-                    Arc::clone(orig_dst),
-                    Arc::clone(intercept),
-                    Arc::clone(&pod),
-                )
-                .map_err(EnrollError::Listener)?,
-            );
+            accept_tasks
+                .start(listener, |listener| {
+                    accept::spawn_outbound(
+                        listener,
+                        netns_cookie,
+                        Arc::clone(orig_dst),
+                        Arc::clone(intercept),
+                        Arc::clone(&pod),
+                    )
+                })
+                .map_err(EnrollError::Listener)?;
         }
         for listener in [inbound_listeners.v4, inbound_listeners.v6] {
-            accept_tasks.push(
-                accept::spawn_inbound(listener, Arc::clone(intercept), Arc::clone(&pod))
-                    .map_err(EnrollError::Listener)?,
-            );
+            accept_tasks
+                .start(listener, |listener| {
+                    accept::spawn_inbound(listener, Arc::clone(intercept), Arc::clone(&pod))
+                })
+                .map_err(EnrollError::Listener)?;
         }
         let local = intercept.local_pod(&pod, &spec.ips, &policy.inbound_ports);
         let label = format!("{}/{}", spec.namespace, spec.name);
@@ -140,7 +179,7 @@ impl EnrolledPod {
             registration,
             egress,
             ingress,
-            accept_tasks: AcceptTasks(accept_tasks),
+            accept_tasks,
             pod,
             local,
         })
