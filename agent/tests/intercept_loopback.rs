@@ -260,14 +260,7 @@ async fn outbound_http_unmatched_allow_any_then_registry_only() {
     // other protocols are closed
     let echo = echo_server().await;
     let entry = h.outbound(echo, pod("shop", "web-1")).await;
-    let mut s = TcpStream::connect(entry).await.unwrap();
-    s.write_all(b"\x00hello").await.unwrap();
-    let mut buf = Vec::new();
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
-        .await
-        .expect("closed")
-        .unwrap_or(0);
-    assert_eq!(n, 0);
+    assert_opaque_closed(entry).await;
     let denied = format!(
         "weir_intercept_tcp_connections_denied_total{{{OUT},destination=\"{echo}\",{UNKNOWN_DST}}}"
     );
@@ -350,17 +343,29 @@ async fn outbound_server_first_protocol() {
     assert_eq!(rest, b"221 bye\r\n");
 }
 
-/// TLS is passed through untouched (the client verifies the server's
-/// certificate against the test CA) and counted by SNI.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn outbound_tls_passthrough_counted_by_sni() {
+/// Opaque bytes through `entry` get no answer: the connection is closed.
+async fn assert_opaque_closed(entry: SocketAddr) {
+    let mut s = TcpStream::connect(entry).await.unwrap();
+    s.write_all(b"\x00hello").await.unwrap();
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .expect("closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+}
+
+/// A TLS server for `names` (signed by a fresh test CA) that answers
+/// "ping" with "pong", and a connector that trusts only that CA.
+async fn tls_ping_server(names: &[&str]) -> (SocketAddr, tokio_rustls::TlsConnector) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["secure.example".to_string()])
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let cert = rcgen::CertificateParams::new(names)
         .unwrap()
         .signed_by(&key, &ca, &ca_key)
         .unwrap();
@@ -388,25 +393,46 @@ async fn outbound_tls_passthrough_counted_by_sni() {
             });
         }
     });
-
-    let h = Harness::new(DUMMY_LISTENER).await;
-    let entry = h.outbound(server, pod("shop", "web-1")).await;
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.der().clone()).unwrap();
     let client_cfg = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_cfg));
-    let tcp = TcpStream::connect(entry).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("secure.example").unwrap();
+    (
+        server,
+        tokio_rustls::TlsConnector::from(Arc::new(client_cfg)),
+    )
+}
+
+/// A TLS client asking for `sni` through `entry`: Ok when its "ping" got "pong".
+async fn tls_ping(
+    entry: SocketAddr,
+    connector: &tokio_rustls::TlsConnector,
+    sni: &str,
+) -> Result<(), String> {
+    let tcp = TcpStream::connect(entry).await.map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from(sni.to_owned()).unwrap();
     let mut tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
         .await
-        .expect("handshake in time")
-        .expect("certificate verifies against the test CA");
-    tls.write_all(b"ping").await.unwrap();
+        .expect("handshake ends in time")
+        .map_err(|e| format!("handshake: {e}"))?;
+    tls.write_all(b"ping").await.map_err(|e| e.to_string())?;
     let mut buf = [0u8; 4];
-    tls.read_exact(&mut buf).await.unwrap();
+    tls.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
     assert_eq!(&buf, b"pong");
+    Ok(())
+}
+
+/// TLS is passed through untouched (the client verifies the server's
+/// certificate against the test CA) and counted by SNI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_tls_passthrough_counted_by_sni() {
+    let (server, connector) = tls_ping_server(&["secure.example"]).await;
+    let h = Harness::new(DUMMY_LISTENER).await;
+    let entry = h.outbound(server, pod("shop", "web-1")).await;
+    tls_ping(entry, &connector, "secure.example")
+        .await
+        .expect("certificate verifies against the test CA");
 
     let text = h.metrics().await;
     let series = format!(
@@ -420,6 +446,132 @@ async fn outbound_tls_passthrough_counted_by_sni() {
         ),
         1.0
     );
+}
+
+/// A `bind_to_port: false` listener with `server_names` (Istio's per-SNI
+/// filter chains of a ServiceEntry's HTTPS port) takes TLS for those names
+/// only; under REGISTRY_ONLY other names and opaque TCP to the same
+/// destination are closed, under ALLOW_ANY they pass through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_tls_claimed_by_server_names() {
+    let (server, connector) = tls_ping_server(&["api.example.com", "evil.example.org"]).await;
+    let config = |policy: &str| {
+        format!(
+            "outbound_traffic_policy: {policy}
+listeners:
+  - name: external-api
+    address: {server}
+    bind_to_port: false
+    server_names: [\"*.example.com\"]
+    virtual_hosts: [{{name: v, domains: [\"*\"], routes: []}}]
+"
+        )
+    };
+    let h = Harness::new(&config("REGISTRY_ONLY")).await;
+    let entry = h.outbound(server, pod("shop", "web-1")).await;
+    tls_ping(entry, &connector, "api.example.com")
+        .await
+        .expect("a listed name passes");
+    let refused = tls_ping(entry, &connector, "evil.example.org").await;
+    assert!(refused.is_err(), "an unlisted name is closed: {refused:?}");
+    let text = h.metrics().await;
+    let ids = |dst: &str| format!("{OUT},destination=\"{dst}\",{UNKNOWN_DST}");
+    let tls = |dst: &str, sni: &str| {
+        mv(
+            &text,
+            &format!(
+                "weir_intercept_tls_connections_total{{{},sni=\"{sni}\"}}",
+                ids(dst)
+            ),
+        )
+    };
+    assert_eq!(tls("external-api", "api.example.com"), 1.0, "{text}");
+    assert_eq!(tls(&server.to_string(), "evil.example.org"), 1.0, "{text}");
+    let denied = |text: &str, dst: &str| {
+        mv(
+            text,
+            &format!(
+                "weir_intercept_tcp_connections_denied_total{{{}}}",
+                ids(dst)
+            ),
+        )
+    };
+    assert_eq!(denied(&text, &server.to_string()), 1.0, "{text}");
+    assert_eq!(denied(&text, "external-api"), 0.0, "{text}");
+
+    // Not TLS at all: not the listener's either.
+    assert_opaque_closed(entry).await;
+    assert_eq!(denied(&h.metrics().await, &server.to_string()), 2.0);
+
+    h.reload(&config("ALLOW_ANY")).await;
+    tls_ping(entry, &connector, "evil.example.org")
+        .await
+        .expect("ALLOW_ANY passes an unlisted name through");
+}
+
+/// HTTP whose Host no virtual host of the claiming listener serves gets
+/// Istio's catch-all: passed through to the original destination under
+/// ALLOW_ANY (`allow_any`), 502 under REGISTRY_ONLY (`block_all`), where
+/// Envoy alone would answer 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_http_unserved_host_follows_the_policy() {
+    let original = Backend::named("original").await;
+    let routed = Backend::named("routed").await;
+    let config = |policy: &str| {
+        format!(
+            "outbound_traffic_policy: {policy}
+listeners:
+  - name: registry
+    address: {}
+    bind_to_port: false
+    virtual_hosts:
+      - name: registered
+        domains: [registered.example]
+        routes:
+          - match: {{prefix: /}}
+            route: {{cluster: registered}}
+clusters:
+{}",
+            original.addr,
+            static_cluster("registered", &[routed.port()], ""),
+        )
+    };
+    let h = Harness::new(&config("ALLOW_ANY")).await;
+    let entry = h.outbound(original.addr, pod("shop", "web-1")).await;
+    // A new connection each time: the policy in force is read per connection.
+    let get = |host: &'static str| async move {
+        send(
+            &client(),
+            req("GET", &format!("http://{entry}/"), &[("host", host)], ""),
+        )
+        .await
+    };
+    let r = get("registered.example").await;
+    assert_eq!((r.status, r.body.as_str()), (200, "routed"));
+    let r = get("unregistered.example").await;
+    assert_eq!((r.status, r.body.as_str()), (200, "original"));
+    assert_eq!(original.requests(), 1);
+    let text = h.metrics().await;
+    let passthrough = "weir_cluster_upstream_requests_total{cluster=\"PassthroughCluster\",response_code_class=\"2xx\"}";
+    assert_eq!(mv(&text, passthrough), 1.0, "{text}");
+    let listener_2xx =
+        "weir_http_downstream_requests_total{listener=\"registry\",response_code_class=\"2xx\"}";
+    assert_eq!(mv(&text, listener_2xx), 2.0, "{text}");
+
+    h.reload(&config("REGISTRY_ONLY")).await;
+    let r = get("unregistered.example").await;
+    assert_eq!(r.status, 502);
+    assert_eq!(
+        original.requests(),
+        1,
+        "nothing more reached the destination"
+    );
+    let r = get("registered.example").await;
+    assert_eq!((r.status, r.body.as_str()), (200, "routed"));
+    let by_pod = format!(
+        "weir_intercept_requests_total{{{OUT},destination=\"registry\",{UNKNOWN_DST},response_code_class=\"5xx\"}}"
+    );
+    assert_eq!(h.metric(&by_pod).await, 1.0);
 }
 
 /// Inbound HTTP to the application through the AppConnector: one kept-alive

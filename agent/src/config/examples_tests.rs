@@ -24,6 +24,7 @@ fn every_example_in_config_dir_validates() {
             "seed-001-films.yaml",
             "seed-002-split.yaml",
             "seed-003-edge.yaml",
+            "seed-004-egress-registry.yaml",
             "seed-004-timeout.yaml"
         ]
     );
@@ -112,4 +113,16 @@ fn seeds_express_the_envoy_originals() {
         panic!("seed 004 has no forward route");
     };
     assert_eq!(*forward.timeout, Duration::from_millis(500));
+
+    let registry = load("seed-004-egress-registry.yaml");
+    assert_eq!(
+        registry.outbound_traffic_policy,
+        OutboundTrafficPolicy::RegistryOnly
+    );
+    let https = &registry.listeners[1];
+    assert!(!https.bind_to_port);
+    assert_eq!(
+        (https.address.port(), https.server_names.as_slice()),
+        (443, ["httpbin.org".to_owned()].as_slice())
+    );
 }

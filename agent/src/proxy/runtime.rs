@@ -122,6 +122,7 @@ impl Runtime {
                 let vl = VirtualListener {
                     name: ctx.name.clone(),
                     ctx: ctx.clone(),
+                    server_names: l.server_names.iter().map(String::as_str).collect(),
                 };
                 claims.push((l.address, Arc::new(vl)));
                 virtuals.insert(l.name.clone(), ctx);

@@ -72,6 +72,15 @@ impl<'c> Checker<'c> {
         if let Some(tls) = &listener.tls {
             self.downstream_tls(&path.key("tls"), tls);
         }
+        if !listener.server_names.is_empty() {
+            if listener.bind_to_port {
+                self.report(
+                    path.key("server_names"),
+                    "server_names selects intercepted TLS by SNI and needs bind_to_port: false",
+                );
+            }
+            self.server_names(&path.key("server_names"), &listener.server_names);
+        }
         let vhosts = path.key("virtual_hosts");
         if listener.virtual_hosts.is_empty() {
             self.report(vhosts.clone(), "a listener needs at least one virtual host");

@@ -93,6 +93,18 @@ fn split_host_port(host: &str) -> (&str, Option<&str>) {
 }
 
 /// A virtual host domain: `*`, `*.suffix`, or an exact host (optionally `host:port`).
+/// A TLS server name as certificates and `server_names` take it: a DNS
+/// name or `*.suffix`.
+pub(super) fn check_server_name(name: &str) -> Result<(), String> {
+    let bare = name.strip_prefix("*.").unwrap_or(name);
+    if bare.is_empty() || bare.contains('*') || bare.contains(':') {
+        return Err(format!(
+            "invalid server name {name:?}: expected a DNS name or *.suffix"
+        ));
+    }
+    Ok(())
+}
+
 pub(super) fn check_domain(domain: &str) -> Result<(), String> {
     if domain.is_empty() {
         return Err("a domain must not be empty".to_owned());

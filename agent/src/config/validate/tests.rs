@@ -565,6 +565,36 @@ listeners:
 }
 
 #[test]
+fn server_names_select_intercepted_tls_only() {
+    let yaml = "\
+listeners:
+  - name: bound
+    address: 127.0.0.1:8080
+    server_names: [api.example.com]
+    virtual_hosts: [{name: v, domains: [\"*\"], routes: []}]
+  - name: egress-443
+    address: 0.0.0.0:443
+    bind_to_port: false
+    server_names: [\"*.example.com\", \"api.*\", \"\", httpbin.org]
+    virtual_hosts: [{name: v, domains: [\"*\"], routes: []}]
+";
+    assert_eq!(
+        error(yaml),
+        "t.yaml: listeners[0].server_names (line 4): server_names selects intercepted TLS by SNI and needs bind_to_port: false\n\
+         t.yaml: listeners[1].server_names[1] (line 9): invalid server name \"api.*\": expected a DNS name or *.suffix\n\
+         t.yaml: listeners[1].server_names[2] (line 9): invalid server name \"\": expected a DNS name or *.suffix"
+    );
+    let ok = yaml
+        .replace("    server_names: [api.example.com]\n", "")
+        .replace(", \"api.*\", \"\"", "");
+    let cfg = parse_str(&ok, "t.yaml").unwrap();
+    assert_eq!(
+        cfg.listeners[1].server_names,
+        ["*.example.com", "httpbin.org"]
+    );
+}
+
+#[test]
 fn dynamic_forward_proxy_rules() {
     let yaml = with_clusters(
         "

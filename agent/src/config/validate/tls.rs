@@ -6,6 +6,7 @@ use std::path::Path;
 use super::super::error::DocPath;
 use super::super::tls::{DownstreamTlsConfig, UpstreamTlsConfig};
 use super::Checker;
+use super::syntax::check_server_name;
 
 impl Checker<'_> {
     pub(super) fn downstream_tls(&mut self, path: &DocPath, tls: &DownstreamTlsConfig) {
@@ -20,15 +21,7 @@ impl Checker<'_> {
             let p = certs.index(i);
             self.file_exists(p.key("cert_chain_file"), &c.cert_chain_file);
             self.file_exists(p.key("private_key_file"), &c.private_key_file);
-            for (j, name) in c.server_names.iter().enumerate() {
-                let bare = name.strip_prefix("*.").unwrap_or(name);
-                if bare.is_empty() || bare.contains('*') || bare.contains(':') {
-                    self.report(
-                        p.key("server_names").index(j),
-                        format!("invalid server name {name:?}: expected a DNS name or *.suffix"),
-                    );
-                }
-            }
+            self.server_names(&p.key("server_names"), &c.server_names);
         }
         match &tls.client_ca_file {
             Some(f) => self.file_exists(path.key("client_ca_file"), f),
@@ -37,6 +30,15 @@ impl Checker<'_> {
                 "require_client_certificate needs client_ca_file",
             ),
             None => {}
+        }
+    }
+
+    /// Each of `names` is a DNS name or `*.suffix`.
+    pub(super) fn server_names(&mut self, path: &DocPath, names: &[String]) {
+        for (j, name) in names.iter().enumerate() {
+            if let Err(reason) = check_server_name(name) {
+                self.report(path.index(j), reason);
+            }
         }
     }
 

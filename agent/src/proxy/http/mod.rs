@@ -66,6 +66,11 @@ pub trait RequestHook: Send + Sync + 'static {
     fn on_request(&self, headers: &mut http::HeaderMap);
     /// After the response head is final (local replies included).
     fn on_response(&self, status: u16);
+    /// Where a request goes that no virtual host of the listener takes;
+    /// `None`: a 404, as Envoy answers.
+    fn unmatched_host(&self) -> Option<Arc<ListenerContext>> {
+        None
+    }
 }
 
 /// hyper's default header count limit; setting it explicitly costs a heap

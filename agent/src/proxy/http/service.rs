@@ -9,12 +9,12 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use http::header::{HOST, LOCATION, SERVER};
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 
 use super::detect::Proto;
 use super::io::ConnShared;
-use super::{ListenerContext, forward, grpc, local, request_id};
+use super::{ListenerContext, ListenerState, forward, grpc, local, request_id};
 use crate::proxy::body::RespBody;
 use crate::proxy::route::action::Action;
 
@@ -50,15 +50,17 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
             shared.in_flight.fetch_add(1, Ordering::Relaxed);
             // the head is complete: the header-read clock stops
             shared.head_started_ms.store(0, Ordering::Relaxed);
+            let unmatched = hook.as_deref().map(|h| h as &dyn super::RequestHook);
+            let handling = handle(&ctx, req, https, unmatched);
             let mut resp = match timeout {
-                Some(t) => match tokio::time::timeout(t, handle(&ctx, req, https)).await {
+                Some(t) => match tokio::time::timeout(t, handling).await {
                     Ok(r) => r,
                     Err(_) => {
                         ctx.metrics.rq_timeout.inc();
                         local::reply(StatusCode::REQUEST_TIMEOUT, local::REQUEST_TIMEOUT)
                     }
                 },
-                None => handle(&ctx, req, https).await,
+                None => handling.await,
             };
             shared.in_flight.fetch_sub(1, Ordering::Relaxed);
             shared.touch();
@@ -76,25 +78,49 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
     }
 }
 
-/// Route and serve one request.
+/// Route and serve one request. A request no virtual host takes goes to
+/// the listener `unmatched` names, when it names one (Istio's `allow_any` /
+/// `block_all` virtual hosts), else gets Envoy's 404.
 pub async fn handle(
     ctx: &ListenerContext,
     req: Request<Incoming>,
     https: bool,
+    unmatched: Option<&dyn super::RequestHook>,
 ) -> Response<RespBody> {
-    let state = ctx.state.load_full();
-    let (mut parts, body) = req.into_parts();
-    let authority = parts
-        .uri
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| parts.headers.get(HOST).and_then(|h| h.to_str().ok()))
-        .unwrap_or("");
-    let Some(vhost) = state.routes.find_vhost(authority) else {
-        return local::reply(StatusCode::NOT_FOUND, "");
+    let req = match route_request(&ctx.state.load_full(), req, https).await {
+        Routed::Served(resp) => return resp,
+        Routed::NoVirtualHost(req) => req,
     };
+    if let Some(other) = unmatched.and_then(|h| h.unmatched_host())
+        && let Routed::Served(resp) = route_request(&other.state.load_full(), req, https).await
+    {
+        return resp;
+    }
+    local::reply(StatusCode::NOT_FOUND, "")
+}
+
+enum Routed {
+    Served(Response<RespBody>),
+    /// No virtual host takes the request; handed back untouched.
+    NoVirtualHost(Request<Incoming>),
+}
+
+/// The authority a request is for: the URI's (absolute form), else Host.
+fn authority<'r>(uri: &'r Uri, headers: &'r HeaderMap) -> &'r str {
+    uri.authority()
+        .map(|a| a.as_str())
+        .or_else(|| headers.get(HOST).and_then(|h| h.to_str().ok()))
+        .unwrap_or("")
+}
+
+async fn route_request(state: &ListenerState, req: Request<Incoming>, https: bool) -> Routed {
+    let Some(vhost) = state.routes.find_vhost(authority(req.uri(), req.headers())) else {
+        return Routed::NoVirtualHost(req);
+    };
+    let (mut parts, body) = req.into_parts();
+    let authority = authority(&parts.uri, &parts.headers);
     let Some((route, matched)) = vhost.find_route(&parts) else {
-        return local::reply(StatusCode::NOT_FOUND, "");
+        return Routed::Served(local::reply(StatusCode::NOT_FOUND, ""));
     };
     let mut resp = match &route.action {
         // Envoy sends direct responses as local replies (checked against 1.40).
@@ -122,5 +148,5 @@ pub async fn handle(
         }
     };
     route.response_headers.apply(resp.headers_mut());
-    resp
+    Routed::Served(resp)
 }

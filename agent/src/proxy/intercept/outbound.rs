@@ -23,7 +23,7 @@ use crate::proxy::http::{self, ListenerContext, RequestHook};
 pub static X_WEIR_SOURCE: HeaderName = HeaderName::from_static("x-weir-source");
 
 pub(super) async fn serve(
-    inner: &Inner,
+    inner: &Arc<Inner>,
     mut stream: TcpStream,
     orig: OrigDstAddr,
     source: PodIdentity,
@@ -38,7 +38,7 @@ pub(super) async fn serve(
     let mut first = BytesMut::new();
     let detected = detect::detect(&mut stream, &mut first, DETECT_TIMEOUT).await;
     m.detected(Direction::Outbound, &detected);
-    let matched = table.lookup(orig.0).cloned();
+    let matched = table.claim(orig.0, &detected).cloned();
     let destination = match &matched {
         Some(l) => l.name.to_string(),
         None => m.passthrough_destination(orig.0.to_string()),
@@ -62,14 +62,29 @@ pub(super) async fn serve(
     let allowed = matched.is_some() || table.policy == OutboundTrafficPolicy::AllowAny;
     let result = match detected {
         Detected::Http1 => {
-            let ctx = match (matched, allowed) {
-                (Some(l), _) => Ok(l.ctx.clone()),
-                (None, true) => inner.passthrough.route_to(orig.0),
-                (None, false) => inner.passthrough.blackhole(),
+            let unmatched = Unmatched {
+                inner: inner.clone(),
+                orig,
+                policy: table.policy,
+            };
+            let ctx = match matched {
+                Some(l) => Ok(l.ctx.clone()),
+                None => unmatched.context(),
             };
             match (ctx, meta) {
                 (Ok(ctx), Some(meta)) => {
-                    serve_http(io, meta, ctx, inner, &source, handles.clone()).await;
+                    let hook = OutboundHook {
+                        source: HeaderValue::try_from(format!(
+                            "{}/{}",
+                            source.namespace, source.name
+                        ))
+                        .ok(),
+                        handles: handles.clone(),
+                        unmatched,
+                    };
+                    let hook: Arc<dyn RequestHook> = Arc::new(hook);
+                    let drain = inner.drain.clone();
+                    http::serve_with(io, meta, ctx, drain, Some(hook), None, false).await;
                     Ok(())
                 }
                 (Err(e), _) => Err(e),
@@ -102,11 +117,33 @@ pub(super) async fn serve(
     }
 }
 
-/// Counts each request with the connection's identity and names the source
-/// pod to the destination.
+/// Counts each request with the connection's identity, names the source
+/// pod to the destination, and sends requests for hosts the claiming
+/// listener does not serve where the outbound traffic policy says.
 struct OutboundHook {
     source: Option<HeaderValue>,
     handles: Arc<IdentityHandles>,
+    unmatched: Unmatched,
+}
+
+/// Istio's catch-all virtual host of outbound HTTP listeners: a Host no
+/// virtual host takes goes to the original destination under `ALLOW_ANY`
+/// (`allow_any`, PassthroughCluster) and gets 502 under `REGISTRY_ONLY`
+/// (`block_all`). Built only when such a request comes.
+struct Unmatched {
+    inner: Arc<Inner>,
+    orig: OrigDstAddr,
+    policy: OutboundTrafficPolicy,
+}
+
+impl Unmatched {
+    fn context(&self) -> Result<Arc<ListenerContext>, InterceptError> {
+        let passthrough = &self.inner.passthrough;
+        match self.policy {
+            OutboundTrafficPolicy::AllowAny => passthrough.route_to(self.orig.0),
+            OutboundTrafficPolicy::RegistryOnly => passthrough.blackhole(),
+        }
+    }
 }
 
 impl RequestHook for OutboundHook {
@@ -125,22 +162,13 @@ impl RequestHook for OutboundHook {
     fn on_response(&self, status: u16) {
         self.handles.response(status);
     }
-}
 
-async fn serve_http(
-    io: InterceptedIo<TcpStream>,
-    meta: ConnMeta,
-    ctx: Arc<ListenerContext>,
-    inner: &Inner,
-    source: &PodIdentity,
-    handles: Arc<IdentityHandles>,
-) {
-    let hook = OutboundHook {
-        source: HeaderValue::try_from(format!("{}/{}", source.namespace, source.name)).ok(),
-        handles,
-    };
-    let hook: Arc<dyn RequestHook> = Arc::new(hook);
-    http::serve_with(io, meta, ctx, inner.drain.clone(), Some(hook), None, false).await;
+    fn unmatched_host(&self) -> Option<Arc<ListenerContext>> {
+        self.unmatched
+            .context()
+            .inspect_err(|e| log::warn!("outbound to {}: {e}", self.unmatched.orig.0))
+            .ok()
+    }
 }
 
 /// Splice to the original destination; the upstream socket is registered

@@ -6,13 +6,35 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use super::detect::Detected;
 use crate::config::OutboundTrafficPolicy;
 use crate::proxy::http::ListenerContext;
+use crate::proxy::tls::server_names::ServerNames;
 
 /// A listener that is not bound: it serves intercepted connections only.
 pub struct VirtualListener {
     pub name: Arc<str>,
     pub ctx: Arc<ListenerContext>,
+    /// The TLS server names it takes; empty: every connection.
+    pub server_names: ServerNames<()>,
+}
+
+impl VirtualListener {
+    /// Whether a connection detected as `detected` is this listener's: HTTP
+    /// always (the Host picks the virtual host); TLS and opaque TCP unless
+    /// the listener names servers the connection does not ask for.
+    pub fn claims(&self, detected: &Detected) -> bool {
+        if self.server_names.is_empty() {
+            return true;
+        }
+        match detected {
+            Detected::Http1 => true,
+            Detected::Tls { sni } => sni
+                .as_deref()
+                .is_some_and(|name| self.server_names.get(name).is_some()),
+            Detected::Opaque => false,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -50,6 +72,15 @@ impl OutboundTable {
             .or_else(|| self.wildcard.get(&(orig_dst.is_ipv6(), orig_dst.port())))
     }
 
+    /// The listener that claims a connection to `orig_dst` detected as `detected`.
+    pub fn claim(
+        &self,
+        orig_dst: SocketAddr,
+        detected: &Detected,
+    ) -> Option<&Arc<VirtualListener>> {
+        self.lookup(orig_dst).filter(|l| l.claims(detected))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.exact.is_empty() && self.wildcard.is_empty()
     }
@@ -63,6 +94,10 @@ mod tests {
     use crate::proxy::metrics::Metrics;
 
     fn vl(name: &str, m: &Metrics) -> Arc<VirtualListener> {
+        Arc::new(virtual_listener(name, m, &[]))
+    }
+
+    fn virtual_listener(name: &str, m: &Metrics, server_names: &[&str]) -> VirtualListener {
         let state = crate::proxy::build::listener_state(
             &serde_json::from_value(serde_json::json!({
                 "name": name, "address": "127.0.0.1:1", "virtual_hosts": []
@@ -73,14 +108,33 @@ mod tests {
             m,
         )
         .unwrap();
-        Arc::new(VirtualListener {
+        VirtualListener {
             name: name.into(),
             ctx: Arc::new(ListenerContext {
                 name: name.into(),
                 metrics: m.listener(name),
                 state: ArcSwap::from_pointee(state),
             }),
-        })
+            server_names: server_names.iter().copied().collect(),
+        }
+    }
+
+    #[test]
+    fn server_names_claim_tls_by_sni_and_leave_opaque_tcp() {
+        let m = Metrics::new().unwrap();
+        let tls = |sni: Option<&str>| Detected::Tls {
+            sni: sni.map(str::to_owned),
+        };
+        let any = virtual_listener("any", &m, &[]);
+        assert!(any.claims(&tls(None)) && any.claims(&Detected::Opaque));
+        let named = virtual_listener("named", &m, &["httpbin.org", "*.example.com"]);
+        assert!(named.claims(&tls(Some("httpbin.org"))));
+        assert!(named.claims(&tls(Some("API.example.com"))));
+        assert!(!named.claims(&tls(Some("example.com"))));
+        assert!(!named.claims(&tls(Some("evil.org"))));
+        assert!(!named.claims(&tls(None)));
+        assert!(!named.claims(&Detected::Opaque));
+        assert!(named.claims(&Detected::Http1), "HTTP goes by Host");
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! TLS with rustls (ring provider): termination on listeners (`server`),
 //! origination to clusters (`client`), PEM files (`pem`), and the
-//! classification of handshake failures for metrics and logs (`failure`).
+//! classification of handshake failures for metrics and logs (`failure`),
+//! and SNI matching shared with interception (`server_names`).
 
 pub mod client;
 pub mod failure;
 pub mod pem;
 pub mod server;
+pub mod server_names;
 
 use std::path::PathBuf;
 use std::sync::Arc;

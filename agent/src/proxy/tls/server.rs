@@ -3,7 +3,6 @@
 //! watcher that re-reads the files when they change (a bad file keeps the
 //! certificates in use).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
@@ -17,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::AbortHandle;
 use tokio_rustls::server::TlsStream;
 
+use super::server_names::ServerNames;
 use super::{HANDSHAKE_TIMEOUT, TlsError, failure, pem, provider, versions};
 use crate::config::{AlpnProtocol, Codec, DownstreamTlsConfig};
 use crate::proxy::metrics::{HandshakeFailure, TlsMetrics};
@@ -201,9 +201,7 @@ fn build(cfg: &DownstreamTlsConfig, codec: Codec, path: &str) -> Result<ServerCo
 /// the first certificate.
 #[derive(Debug)]
 struct SniResolver {
-    exact: HashMap<String, Arc<CertifiedKey>>,
-    /// (".suffix", key), longest suffix first.
-    wildcard: Vec<(String, Arc<CertifiedKey>)>,
+    by_name: ServerNames<Arc<CertifiedKey>>,
     default: Arc<CertifiedKey>,
 }
 
@@ -213,8 +211,7 @@ impl SniResolver {
         path: &str,
         provider: &rustls::crypto::CryptoProvider,
     ) -> Result<Self, TlsError> {
-        let mut exact = HashMap::new();
-        let mut wildcard = Vec::new();
+        let mut by_name = ServerNames::default();
         let mut default = None;
         for (i, c) in cfg.certificates.iter().enumerate() {
             let p = format!("{path}.certificates[{i}]");
@@ -232,42 +229,21 @@ impl SniResolver {
                 })?;
             let ck = Arc::new(ck);
             for name in &c.server_names {
-                let name = name.to_ascii_lowercase();
-                match name.strip_prefix('*') {
-                    Some(suffix) => wildcard.push((suffix.to_owned(), ck.clone())),
-                    None => {
-                        exact.entry(name).or_insert_with(|| ck.clone());
-                    }
-                }
+                by_name.insert(name, ck.clone());
             }
             default.get_or_insert(ck);
         }
-        wildcard.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
         let default = default.ok_or_else(|| TlsError::Invalid {
             field: format!("{path}.certificates"),
             reason: "no certificate".to_owned(),
         })?;
-        Ok(Self {
-            exact,
-            wildcard,
-            default,
-        })
+        Ok(Self { by_name, default })
     }
 }
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let Some(name) = hello.server_name() else {
-            return Some(self.default.clone());
-        };
-        let name = name.to_ascii_lowercase();
-        if let Some(k) = self.exact.get(&name) {
-            return Some(k.clone());
-        }
-        self.wildcard
-            .iter()
-            .find(|(suffix, _)| name.ends_with(suffix.as_str()) && name.len() > suffix.len())
-            .map(|(_, k)| k.clone())
-            .or_else(|| Some(self.default.clone()))
+        let chosen = hello.server_name().and_then(|name| self.by_name.get(name));
+        Some(chosen.unwrap_or(&self.default).clone())
     }
 }
