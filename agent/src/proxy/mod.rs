@@ -82,6 +82,9 @@ pub fn run(config: &Path, workers: Option<usize>) -> Result<(), ProxyError> {
 }
 
 async fn serve(path: &Path) -> Result<(), ProxyError> {
+    let mut term = signal(SignalKind::terminate()).map_err(ProxyError::Signal)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(ProxyError::Signal)?;
+    let config_watch = reload::ConfigWatch::start(path);
     let cfg = crate::config::load_file(path)?;
     log::info!(
         "effective config from {}: {}",
@@ -90,17 +93,16 @@ async fn serve(path: &Path) -> Result<(), ProxyError> {
     );
     let admin_addr = cfg.admin.map(|a| a.address);
     let rt = Arc::new(Runtime::new(Arc::new(metrics::Metrics::new()?)));
-    let mut term = signal(SignalKind::terminate()).map_err(ProxyError::Signal)?;
     rt.apply(cfg).await?;
     if let Some(addr) = admin_addr {
         let bound = admin::start(addr, rt.clone()).await?;
         log::info!("admin listening on {bound}");
         announce(format_args!("weir: admin listening on {bound}"));
     }
-    let watcher = tokio::spawn(reload::watch(rt.clone(), path.to_path_buf()));
+    let watcher = tokio::spawn(config_watch.run(rt.clone()));
     tokio::select! {
         _ = term.recv() => log::info!("SIGTERM: draining"),
-        _ = tokio::signal::ctrl_c() => log::info!("SIGINT: draining"),
+        _ = interrupt.recv() => log::info!("SIGINT: draining"),
     }
     watcher.abort();
     rt.drain_all().await;

@@ -71,30 +71,51 @@ pub async fn reload(rt: &Runtime, path: &Path) -> bool {
     }
 }
 
-/// Watch for SIGHUP and file changes until the task is dropped.
-pub async fn watch(rt: Arc<Runtime>, path: PathBuf) {
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            log::warn!("cannot watch SIGHUP: {e}");
-            None
-        }
-    };
-    let mut last = fingerprint_async(&path).await;
-    let mut tick = tokio::time::interval(POLL_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let by_signal = tokio::select! {
-            _ = tick.tick() => false,
-            Some(()) = recv(&mut hup) => true,
-        };
-        let now = fingerprint_async(&path).await;
-        if by_signal || (now.is_some() && now != last) {
-            if by_signal {
-                log::info!("SIGHUP: reloading {}", path.display());
+/// Reloads on SIGHUP and on file changes. Set up before the config is first
+/// loaded and before the proxy says it is ready, so that nothing after that
+/// is missed: a SIGHUP then finds its handler (rather than the default
+/// action, which ends the process), and a file written meanwhile differs
+/// from the fingerprint taken here.
+pub struct ConfigWatch {
+    path: PathBuf,
+    hup: Option<tokio::signal::unix::Signal>,
+    last: Option<Fingerprint>,
+}
+
+impl ConfigWatch {
+    /// Must run inside the tokio runtime (signal registration).
+    pub fn start(path: &Path) -> Self {
+        let hup = match signal(SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log::warn!("cannot watch SIGHUP: {e}");
+                None
             }
-            last = now;
-            reload(&rt, &path).await;
+        };
+        Self {
+            path: path.to_path_buf(),
+            hup,
+            last: fingerprint(path),
+        }
+    }
+
+    /// Watches until the task is dropped.
+    pub async fn run(mut self, rt: Arc<Runtime>) {
+        let mut tick = tokio::time::interval(POLL_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let by_signal = tokio::select! {
+                _ = tick.tick() => false,
+                Some(()) = recv(&mut self.hup) => true,
+            };
+            let now = fingerprint_async(&self.path).await;
+            if by_signal || (now.is_some() && now != self.last) {
+                if by_signal {
+                    log::info!("SIGHUP: reloading {}", self.path.display());
+                }
+                self.last = now;
+                reload(&rt, &self.path).await;
+            }
         }
     }
 }

@@ -51,13 +51,17 @@ pub fn run(options: &RunOptions) -> Result<(), RunError> {
 }
 
 async fn serve(options: &RunOptions) -> Result<(), RunError> {
+    // Before anything can announce readiness: see `ConfigWatch`.
+    let mut term = signal(SignalKind::terminate()).map_err(ProxyError::Signal)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(ProxyError::Signal)?;
+    let config_watch = reload::ConfigWatch::start(&options.config);
     let config = crate::config::load_file(&options.config).map_err(ProxyError::from)?;
     let admin_addr = config.admin.map(|a| a.address);
     let runtime = Arc::new(Runtime::new(Arc::new(
         Metrics::new().map_err(ProxyError::from)?,
     )));
     runtime.apply(config).await.map_err(ProxyError::from)?;
-    let config_watch = tokio::spawn(reload::watch(Arc::clone(&runtime), options.config.clone()));
+    let config_watch = tokio::spawn(config_watch.run(Arc::clone(&runtime)));
 
     let datapath = Datapath::load_with(&DatapathOptions {
         pin_root: Some(options.pin_root.clone()),
@@ -87,7 +91,6 @@ async fn serve(options: &RunOptions) -> Result<(), RunError> {
         enroller.enrolled().len()
     );
 
-    let mut term = signal(SignalKind::terminate()).map_err(ProxyError::Signal)?;
     loop {
         tokio::select! {
             changed = pods.pods.changed() => {
@@ -99,7 +102,7 @@ async fn serve(options: &RunOptions) -> Result<(), RunError> {
                 report(&enroller.reconcile(&desired));
             }
             _ = term.recv() => { log::info!("SIGTERM: stopping"); break; }
-            _ = tokio::signal::ctrl_c() => { log::info!("SIGINT: stopping"); break; }
+            _ = interrupt.recv() => { log::info!("SIGINT: stopping"); break; }
         }
     }
     // Listeners close with the enroller; pinned state stays for the next agent.

@@ -378,7 +378,6 @@ where
     }
 }
 
-/// A cluster YAML block with static endpoints on 127.0.0.1.
 /// A loopback port nobody listens on (bound by the kernel, then closed):
 /// connecting to it is refused.
 pub fn closed_port() -> u16 {
@@ -389,6 +388,7 @@ pub fn closed_port() -> u16 {
         .port()
 }
 
+/// A cluster YAML block with static endpoints on 127.0.0.1.
 pub fn static_cluster(name: &str, ports: &[u16], extra: &str) -> String {
     let eps: Vec<String> = ports
         .iter()
