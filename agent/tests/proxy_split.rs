@@ -19,8 +19,11 @@ fn ports(b: &[Backend]) -> Vec<u16> {
     b.iter().map(Backend::port).collect()
 }
 
-/// 1000 requests: v2 gets 20% within 4 points, and each version's 3
-/// replicas share its traffic evenly (round robin).
+/// 1000 requests: v2 gets 20% within 5 points, and each version's 3
+/// replicas share its traffic evenly (round robin). The split is random per
+/// request, as Envoy's: v2's count is Binomial(1000, 0.2) (sd 12.6), so 5
+/// points (4 sd) fail a correct split about once in 15,000 runs, while 4
+/// points failed about once in 700; a 50/50 or 100/0 split still fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_002_weighted_split_and_round_robin() {
     let v1 = replicas("v1", 3).await;
@@ -63,8 +66,8 @@ clusters:
     let (n1, n2) = (total("v1"), total("v2"));
     assert_eq!(n1 + n2, 1000);
     assert!(
-        (160..=240).contains(&n2),
-        "v2 share {n2}/1000 not within 20% +- 4 points"
+        (150..=250).contains(&n2),
+        "v2 share {n2}/1000 not within 20% +- 5 points"
     );
     for (prefix, n) in [("v1", n1), ("v2", n2)] {
         for i in 0..3 {
