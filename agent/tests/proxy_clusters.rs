@@ -168,7 +168,8 @@ async fn per_try_timeout_then_retry_succeeds() {
         let seen = seen.clone();
         async move {
             if seen.fetch_add(1, Ordering::SeqCst) == 0 {
-                tokio::time::sleep(Duration::from_secs(2)).await;
+                // Past the route timeout: only the per-try timeout can save it.
+                tokio::time::sleep(Duration::from_secs(10)).await;
             }
             status(200, "fast")
         }
@@ -179,7 +180,7 @@ async fn per_try_timeout_then_retry_succeeds() {
     let l = p.listener("main").await;
     let r = send(&client(), req("GET", &format!("http://{l}/"), &[], "")).await;
     assert_eq!((r.status, r.body.as_str()), (200, "fast"));
-    assert!(r.elapsed < Duration::from_secs(1), "{:?}", r.elapsed);
+    assert!(r.elapsed < Duration::from_millis(2500), "{:?}", r.elapsed);
     assert_eq!(
         p.metric(r#"weir_cluster_upstream_request_per_try_timeouts_total{cluster="up"}"#)
             .await,
@@ -192,7 +193,8 @@ async fn per_try_timeout_then_retry_succeeds() {
 async fn outlier_ejection_and_return() {
     let bad = Backend::start(|_| async { status(500, "bad") }).await;
     let good = Backend::named("good").await;
-    let outlier = "    outlier_detection: {consecutive_5xx: 3, base_ejection_time: 1s, max_ejection_percent: 50}\n";
+    // Long enough for the checks below to finish inside it on a loaded machine.
+    let outlier = "    outlier_detection: {consecutive_5xx: 3, base_ejection_time: 3s, max_ejection_percent: 50}\n";
     let mut p = Proxy::start(&config(
         "{cluster: up}",
         &static_cluster("up", &[bad.port(), good.port()], outlier),
@@ -229,7 +231,7 @@ async fn outlier_ejection_and_return() {
     let before = bad.requests();
     eventually(
         "ejected endpoint back in rotation",
-        Duration::from_secs(5),
+        Duration::from_secs(15),
         || {
             let c = c.clone();
             let bad = &bad;
@@ -244,11 +246,8 @@ async fn outlier_ejection_and_return() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn circuit_breaker_max_requests_overflows_with_503() {
-    let slow = Backend::start(|_| async {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        status(200, "slow")
-    })
-    .await;
+    let gate = Gate::closed();
+    let slow = gate.backend("slow").await;
     let cb = "    circuit_breakers: {max_requests: 1}\n";
     let mut p = Proxy::start(&config(
         "{cluster: up}",
@@ -274,6 +273,7 @@ async fn circuit_breaker_max_requests_overflows_with_503() {
     let r = send(&c, req("GET", &format!("http://{l}/"), &[], "")).await;
     assert_eq!(r.status, 503);
     assert_eq!(r.headers["x-envoy-overloaded"], "true");
+    gate.open();
     assert_eq!(first.await.unwrap(), 200);
     assert_eq!(
         p.metric(
@@ -364,13 +364,8 @@ async fn strict_dns_cluster_resolves_and_counts() {
 /// back; beyond `max_pending_requests` they overflow with 503.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_connections_queues_pending_requests() {
-    let slow = || {
-        Backend::start(|_| async {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            status(200, "slow")
-        })
-    };
-    let (a, b) = (slow().await, slow().await);
+    let (gate_a, gate_b) = (Gate::closed(), Gate::closed());
+    let (a, b) = (gate_a.backend("slow").await, gate_b.backend("slow").await);
     let cfg = format!(
         r#"listeners:
   - name: main
@@ -408,6 +403,22 @@ clusters:
     };
     // three at once over one allowed connection: all served, in turn
     let tasks: Vec<_> = (0..3).map(|_| spawn("/a")).collect();
+    let overflows = |breaker: &'static str, cluster: &'static str| {
+        let p = &p;
+        async move {
+            p.metric(&format!(
+                r#"weir_cluster_circuit_breaker_overflows_total{{breaker="{breaker}",cluster="{cluster}"}}"#
+            ))
+            .await
+        }
+    };
+    eventually(
+        "two requests waiting for the one connection",
+        Duration::from_secs(5),
+        || async { overflows("connections", "a").await >= 2.0 },
+    )
+    .await;
+    gate_a.open();
     let mut statuses = Vec::new();
     for t in tasks {
         statuses.push(t.await.unwrap());
@@ -417,13 +428,6 @@ clusters:
         a.connections(),
         1,
         "one upstream connection, reused in turn"
-    );
-    assert!(
-        p.metric(
-            r#"weir_cluster_circuit_breaker_overflows_total{breaker="connections",cluster="a"}"#
-        )
-        .await
-            >= 1.0
     );
 
     // one in flight holds the connection; of three more, one may wait, two overflow
@@ -435,6 +439,13 @@ clusters:
     )
     .await;
     let tasks: Vec<_> = (0..3).map(|_| spawn("/b")).collect();
+    eventually(
+        "two requests refused as pending overflow",
+        Duration::from_secs(5),
+        || async { overflows("pending", "b").await >= 2.0 },
+    )
+    .await;
+    gate_b.open();
     let mut statuses = Vec::new();
     for t in tasks {
         statuses.push(t.await.unwrap());
@@ -453,7 +464,7 @@ clusters:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_upstream_connections_are_closed() {
     let up = Backend::named("up").await;
-    let extra = "    upstream_http: {idle_timeout: 300ms}\n";
+    let extra = "    upstream_http: {idle_timeout: 1s}\n";
     let mut p = Proxy::start(&config(
         "{cluster: up}",
         &static_cluster("up", &[up.port()], extra),

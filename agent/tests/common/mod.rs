@@ -365,6 +365,43 @@ pub fn status(code: u16, body: &str) -> Response<Body> {
         .unwrap()
 }
 
+/// Holds a backend's responses until the test opens it, so requests stay in
+/// flight exactly as long as a test needs (a sleeping backend gives a window
+/// a loaded machine can miss).
+#[derive(Clone)]
+pub struct Gate(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Gate {
+    pub fn closed() -> Gate {
+        Gate(Arc::new(tokio::sync::watch::channel(false).0))
+    }
+
+    /// Resolves once the gate is open (at once if it already is).
+    pub fn passage(&self) -> impl Future<Output = ()> + Send + use<> {
+        let mut open = self.0.subscribe();
+        async move {
+            let _ = open.wait_for(|open| *open).await;
+        }
+    }
+
+    pub fn open(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// A backend answering 200 `body` once the gate is open.
+    pub async fn backend(&self, body: &'static str) -> Backend {
+        let gate = self.clone();
+        Backend::start(move |_| {
+            let passage = gate.passage();
+            async move {
+                passage.await;
+                status(200, body)
+            }
+        })
+        .await
+    }
+}
+
 /// Poll `cond` until true (bounded), instead of sleeping.
 pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut cond: F)
 where
@@ -378,14 +415,21 @@ where
     }
 }
 
-/// A loopback port nobody listens on (bound by the kernel, then closed):
-/// connecting to it is refused.
+/// A loopback port nobody listens on: connecting to it is refused. The port
+/// stays bound (SO_REUSEADDR, never listening) until the test binary exits,
+/// so no other test's bind to port 0 can take it meanwhile, while weir can
+/// still bind it (tokio listeners set SO_REUSEADDR too).
 pub fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket.set_reuse_address(true).unwrap();
+    socket
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+    // Held for the life of the process on purpose (see above).
+    std::mem::forget(socket);
+    port
 }
 
 /// A cluster YAML block with static endpoints on 127.0.0.1.
