@@ -188,10 +188,12 @@ fn agent_intercepts_survives_sigkill_resumes_and_unenrolls() -> Result<()> {
     );
     assert_no_firewall_rules(&[&client, &locked, &server]);
 
-    // SIGKILL in the middle of bounded request loops.
-    let open_loop = start_loop(&client, http, Duration::from_secs(4))?;
-    let closed_loop = start_loop(&locked, http, Duration::from_secs(4))?;
-    std::thread::sleep(Duration::from_millis(1000));
+    // SIGKILL in the middle of bounded request loops, once weir has answered
+    // both (the client's one request above counted already).
+    let open_loop = start_loop(&client, http, Duration::from_secs(6))?;
+    let closed_loop = start_loop(&locked, http, Duration::from_secs(6))?;
+    agent.wait_outbound_answers(&node, "client", 2.0, Duration::from_secs(5))?;
+    agent.wait_outbound_answers(&node, "locked", 1.0, Duration::from_secs(5))?;
     let killed_at = open_loop.started.elapsed().as_millis();
     agent.kill();
     // The second loop started a moment after the first: its clock is behind.

@@ -9,27 +9,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use weir_tests::agent::{AgentProcess, split_service_config};
+use weir_tests::agent::{AgentProcess, metric_sample, split_service_config};
 use weir_tests::pins::PinRoot;
 use weir_tests::support::{require_root, sim_client, sim_server};
 use weir_tests::{PodProcess, SimNode};
 
 /// The service address pod A calls; nothing listens there: weir claims it.
 const SERVICE: &str = "198.51.100.20:80";
-
-/// The value of the first sample of `name` whose labels contain every `labels` pair.
-fn sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    exposition
-        .lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
-        .find(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
 
 #[test]
 fn service_traffic_is_split_counted_by_pod_and_tls_passes_untouched() -> Result<()> {
@@ -151,7 +137,7 @@ fn scenario(sk_msg: bool) -> Result<()> {
 
     let (status, metrics) = agent.admin_get(&node, "/stats/prometheus")?;
     assert_eq!(status, 200);
-    let outbound = sample(
+    let outbound = metric_sample(
         &metrics,
         "weir_intercept_requests_total",
         &[
@@ -166,7 +152,7 @@ fn scenario(sk_msg: bool) -> Result<()> {
         Some(1000.0),
         "outbound requests counted for pod A:\n{metrics}"
     );
-    let inbound_v1 = sample(
+    let inbound_v1 = metric_sample(
         &metrics,
         "weir_intercept_requests_total",
         &[
@@ -227,7 +213,7 @@ fn scenario(sk_msg: bool) -> Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
     let (_, metrics) = agent.admin_get(&node, "/stats/prometheus")?;
-    let tls = sample(
+    let tls = metric_sample(
         &metrics,
         "weir_intercept_tls_connections_total",
         &[("source_pod", "client"), ("sni", "tls.test")],

@@ -211,6 +211,37 @@ impl AgentProcess {
         Ok(())
     }
 
+    /// Waits until the agent has answered at least `at_least` outbound
+    /// requests of pod `pod` with a 2xx (its interception metrics).
+    pub fn wait_outbound_answers(
+        &self,
+        node: &SimNode,
+        pod: &str,
+        at_least: f64,
+        timeout: Duration,
+    ) -> Result<()> {
+        let labels = [
+            ("direction", "outbound"),
+            ("source_pod", pod),
+            ("response_code_class", "2xx"),
+        ];
+        let answered = wait::until(timeout, || {
+            self.admin_get(node, "/stats/prometheus")
+                .ok()
+                .and_then(|(_, text)| {
+                    metric_sample(&text, "weir_intercept_requests_total", &labels)
+                })
+                .is_some_and(|n| n >= at_least)
+        });
+        if !answered {
+            bail!(
+                "weir did not answer {at_least} requests of pod {pod} within {timeout:?}; log:\n{}",
+                self.log()
+            );
+        }
+        Ok(())
+    }
+
     /// GET on the admin listener (from inside the router namespace).
     pub fn admin_get(&self, node: &SimNode, path: &str) -> Result<(u16, String)> {
         let admin = self.admin;
@@ -337,4 +368,19 @@ clusters:
 "#,
         v1.ip4, v2.ip4
     )
+}
+
+/// The value of the first sample of `name` in a Prometheus exposition whose
+/// labels contain every `labels` pair.
+pub fn metric_sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    exposition
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .find(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
 }
