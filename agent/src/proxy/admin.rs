@@ -1,5 +1,7 @@
-//! Admin listener: `/ready`, `/stats/prometheus`, `/config_dump`,
-//! `/clusters` (text, or `?format=json`), `/listeners`.
+//! Admin listener: `/ready`, `/stats/prometheus` (weir's names), `/stats`
+//! (Envoy's names: text, `?format=json|prometheus`, `?filter=<regex>`,
+//! `?usedonly`), `/config_dump`, `/clusters` (text, or `?format=json`),
+//! `/listeners`.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -15,6 +17,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use super::cluster::outlier::now_ms;
+use super::metrics::envoy;
 use super::runtime::Runtime;
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +76,7 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<Full<Bytes>> {
             "text/plain; version=0.0.4; charset=utf-8",
             rt.metrics.encode(),
         ),
+        "/stats" => envoy_stats(rt, req.uri().query().unwrap_or("")),
         "/config_dump" => {
             let cfg = rt.effective.load();
             let body = serde_json::to_vec_pretty(&cfg.as_deref()).unwrap_or_default();
@@ -90,6 +94,51 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<Full<Bytes>> {
             clusters(rt, json).await
         }
         _ => text(StatusCode::NOT_FOUND, PLAIN, "not found\n"),
+    }
+}
+
+/// Envoy's `/stats`, with its query parameters.
+fn envoy_stats(rt: &Runtime, query: &str) -> Response<Full<Bytes>> {
+    const PLAIN: &str = "text/plain; charset=utf-8";
+    let mut format = "text".to_owned();
+    let mut filter = None;
+    let mut used_only = false;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_encoding::percent_decode_str(&value.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned();
+        match key {
+            "format" => format = value,
+            "filter" if !value.is_empty() => match regex::Regex::new(&value) {
+                Ok(re) => filter = Some(re),
+                Err(e) => {
+                    let msg = format!("filter: invalid regex {value:?}: {e}\n");
+                    return text(StatusCode::BAD_REQUEST, PLAIN, msg);
+                }
+            },
+            "usedonly" => used_only = true,
+            _ => {}
+        }
+    }
+    let mut stats = envoy::stats(&rt.metrics.gather());
+    // Envoy's "used" is "ever written"; weir's counters say so by being non-zero.
+    stats.retain(|s| {
+        filter.as_ref().is_none_or(|re| re.is_match(&s.name)) && (!used_only || s.value > 0)
+    });
+    match format.as_str() {
+        "text" => text(StatusCode::OK, PLAIN, envoy::text(&stats)),
+        "json" => text(StatusCode::OK, "application/json", envoy::json(&stats)),
+        "prometheus" => text(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            envoy::prometheus(&stats),
+        ),
+        other => text(
+            StatusCode::BAD_REQUEST,
+            PLAIN,
+            format!("format: {other:?} is not one of text, json, prometheus\n"),
+        ),
     }
 }
 

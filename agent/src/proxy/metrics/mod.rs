@@ -8,6 +8,7 @@
 
 mod dns;
 mod downstream;
+pub mod envoy;
 pub mod tls;
 mod upstream;
 
@@ -91,8 +92,13 @@ impl Metrics {
     pub fn encode(&self) -> Vec<u8> {
         let mut buf = Vec::with_capacity(16 * 1024);
         // Encoding into a Vec cannot fail for well-formed families.
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        let _ = TextEncoder::new().encode(&self.gather(), &mut buf);
         buf
+    }
+
+    /// Every family's current values.
+    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.registry.gather()
     }
 
     pub fn listener(&self, name: &str) -> ListenerMetrics {
