@@ -498,7 +498,7 @@ async fn idle_upstream_connections_are_closed() {
 async fn dynamic_forward_proxy_goes_to_the_request_host() {
     let svc = Backend::named("service-b").await;
     let port = svc.port();
-    let cluster = "  - name: proxy_cluster\n    type: DYNAMIC_FORWARD_PROXY\n    dns_lookup_family: V4_ONLY\n    dns_cache: {max_hosts: 2}\n";
+    let cluster = "  - name: proxy_cluster\n    type: DYNAMIC_FORWARD_PROXY\n    dns_lookup_family: V4_ONLY\n    dns_cache: {name: proxy_dns_cache, max_hosts: 2}\n";
     let mut p = Proxy::start(&config("{cluster: proxy_cluster}", cluster)).await;
     let l = p.listener("main").await;
     let c = client();
@@ -531,6 +531,17 @@ async fn dynamic_forward_proxy_goes_to_the_request_host() {
         "cached after the first request"
     );
     assert_eq!(dns("weir_dns_query_successes_total").await, 1.0);
+    // Under the names seed 000 queries Envoy for.
+    let (_, envoy) = p
+        .admin_get("/stats?format=prometheus&filter=dns_cache")
+        .await;
+    for line in [
+        "envoy_dns_cache_proxy_dns_cache_dns_query_attempt 1",
+        "envoy_dns_cache_proxy_dns_cache_dns_query_success 1",
+        "envoy_dns_cache_proxy_dns_cache_host_added 1",
+    ] {
+        assert!(envoy.lines().any(|l| l == line), "{line} in:\n{envoy}");
+    }
     // An IP literal needs no resolution.
     let r = send(&c, get(format!("127.0.0.1:{port}"))).await;
     assert_eq!((r.status, r.body.as_str()), (200, "service-b"));

@@ -61,9 +61,13 @@ pub enum DiscoveryType {
 }
 
 /// Envoy's `dns_cache_config`, for DYNAMIC_FORWARD_PROXY clusters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DnsCacheConfig {
+    /// Envoy's cache `name`, used only in its stat names
+    /// (`dns_cache.<name>.dns_query_attempt`); default: the cluster's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Most hosts cached at once; a request for one more gets 503.
     #[serde(default = "defaults::max_1024")]
     pub max_hosts: u32,
@@ -75,6 +79,7 @@ pub struct DnsCacheConfig {
 impl Default for DnsCacheConfig {
     fn default() -> Self {
         Self {
+            name: None,
             max_hosts: defaults::max_1024(),
             host_ttl: defaults::host_ttl(),
         }

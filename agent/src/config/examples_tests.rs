@@ -49,6 +49,10 @@ fn seeds_express_the_envoy_originals() {
         DiscoveryType::DynamicForwardProxy
     );
     assert!(egress.clusters[0].endpoints.is_empty());
+    assert_eq!(
+        egress.clusters[0].dns_cache.name.as_deref(),
+        Some("proxy_dns_cache")
+    );
 
     let films = load("seed-001-films.yaml");
     let film = &films.clusters[0];

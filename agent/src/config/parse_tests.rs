@@ -134,6 +134,7 @@ fn defaults_live_beside_the_types() {
                 port: 9000
             }],
             dns_cache: crate::config::cluster::DnsCacheConfig {
+                name: None,
                 max_hosts: 1024,
                 host_ttl: ConfigDuration::from_secs(300),
             },

@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use super::cluster::outlier::now_ms;
 use super::metrics::envoy;
 use super::runtime::Runtime;
+use crate::config::DiscoveryType;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -121,7 +122,22 @@ fn envoy_stats(rt: &Runtime, query: &str) -> Response<Full<Bytes>> {
             _ => {}
         }
     }
-    let mut stats = envoy::stats(&rt.metrics.gather());
+    let dns_caches = rt
+        .effective
+        .load()
+        .as_deref()
+        .map(|cfg| {
+            cfg.clusters
+                .iter()
+                .filter(|c| c.discovery_type == DiscoveryType::DynamicForwardProxy)
+                .map(|c| {
+                    let cache = c.dns_cache.name.as_ref().unwrap_or(&c.name);
+                    (c.name.clone(), cache.clone())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut stats = envoy::stats(&rt.metrics.gather(), &dns_caches);
     // Envoy's "used" is "ever written"; weir's counters say so by being non-zero.
     stats.retain(|s| {
         filter.as_ref().is_none_or(|re| re.is_match(&s.name)) && (!used_only || s.value > 0)

@@ -7,7 +7,7 @@
 //! Envoy read weir unchanged. Only families whose meaning is Envoy's are
 //! listed; weir's own names stay at `/stats/prometheus`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 
 use prometheus::proto::{MetricFamily, MetricType};
@@ -198,6 +198,28 @@ const RULES: &[(&str, Scope, Stat)] = &[
     ),
 ];
 
+/// DNS families: the STRICT_DNS cluster stat (`cluster.<c>.update_attempt`)
+/// and the DYNAMIC_FORWARD_PROXY cache stat (`dns_cache.<name>.dns_query_attempt`).
+const DNS_RULES: &[(&str, Option<&str>, &str)] = &[
+    (
+        "weir_dns_query_attempts_total",
+        Some("update_attempt"),
+        "dns_query_attempt",
+    ),
+    (
+        "weir_dns_query_successes_total",
+        Some("update_success"),
+        "dns_query_success",
+    ),
+    (
+        "weir_dns_query_failures_total",
+        Some("update_failure"),
+        "dns_query_failure",
+    ),
+    ("weir_dns_hosts_added_total", None, "host_added"),
+    ("weir_dns_hosts_removed_total", None, "host_removed"),
+];
+
 /// One stat under its Envoy name.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EnvoyStat {
@@ -211,9 +233,12 @@ pub struct EnvoyStat {
 }
 
 /// Every stat the rules produce from `families`, sorted by name.
-pub fn stats(families: &[MetricFamily]) -> Vec<EnvoyStat> {
+/// `dns_caches`: the DNS cache name of each DYNAMIC_FORWARD_PROXY cluster
+/// (other clusters with DNS stats are STRICT_DNS).
+pub fn stats(families: &[MetricFamily], dns_caches: &HashMap<String, String>) -> Vec<EnvoyStat> {
     let mut out: BTreeMap<String, EnvoyStat> = BTreeMap::new();
     for family in families {
+        dns_stats(family, dns_caches, &mut out);
         let gauge = family.get_field_type() == MetricType::GAUGE;
         for (_, scope, stat) in RULES.iter().filter(|(weir, ..)| *weir == family.name()) {
             for metric in family.get_metric() {
@@ -261,6 +286,50 @@ pub fn stats(families: &[MetricFamily]) -> Vec<EnvoyStat> {
         }
     }
     out.into_values().collect()
+}
+
+fn dns_stats(
+    family: &MetricFamily,
+    dns_caches: &HashMap<String, String>,
+    out: &mut BTreeMap<String, EnvoyStat>,
+) {
+    let Some((_, strict, cache)) = DNS_RULES.iter().find(|(weir, ..)| *weir == family.name())
+    else {
+        return;
+    };
+    for metric in family.get_metric() {
+        let Some(cluster) = metric
+            .get_label()
+            .iter()
+            .find(|l| l.name() == "cluster")
+            .map(|l| l.value())
+        else {
+            continue;
+        };
+        let (name, family, tags) = match (dns_caches.get(cluster), strict) {
+            // Envoy's Prometheus output keeps the cache name in the family name.
+            (Some(cache_name), _) => (
+                format!("dns_cache.{cache_name}.{cache}"),
+                format!("envoy_dns_cache_{}_{cache}", cache_name.replace('.', "_")),
+                Vec::new(),
+            ),
+            (None, Some(strict)) => {
+                let (family, tags) = prometheus_form(Scope::Cluster, cluster, strict, None);
+                (format!("cluster.{cluster}.{strict}"), family, tags)
+            }
+            (None, None) => continue,
+        };
+        let value = metric.get_counter().get_value().max(0.0) as u64;
+        out.entry(name.clone())
+            .or_insert_with(|| EnvoyStat {
+                name,
+                value: 0,
+                gauge: false,
+                family,
+                tags,
+            })
+            .value += value;
+    }
 }
 
 /// Envoy's tag extraction for these names: the scope's name becomes a tag,
@@ -316,7 +385,11 @@ pub fn prometheus(stats: &[EnvoyStat]) -> String {
                 .iter()
                 .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
                 .collect();
-            let _ = writeln!(s, "{family}{{{}}} {}", tags.join(","), stat.value);
+            if tags.is_empty() {
+                let _ = writeln!(s, "{family} {}", stat.value);
+            } else {
+                let _ = writeln!(s, "{family}{{{}}} {}", tags.join(","), stat.value);
+            }
         }
     }
     s
@@ -341,7 +414,7 @@ mod tests {
         l.response(404);
         let c = m.cluster("proxy_cluster");
         c.cx_total.inc();
-        stats(&m.gather())
+        stats(&m.gather(), &HashMap::new())
     }
 
     fn value(stats: &[EnvoyStat], name: &str) -> Option<u64> {
@@ -405,10 +478,38 @@ mod tests {
         let c = m.cluster("up");
         c.overflow_pending.inc();
         c.overflow_requests.inc_by(2);
-        let s = stats(&m.gather());
+        let s = stats(&m.gather(), &HashMap::new());
         assert_eq!(
             value(&s, "cluster.up.upstream_rq_pending_overflow"),
             Some(3)
         );
+    }
+
+    #[test]
+    fn dns_stats_by_cluster_kind() {
+        let m = Metrics::new().unwrap();
+        m.cluster("films").dns.attempt.inc();
+        let proxy = m.cluster("proxy_cluster");
+        proxy.dns.attempt.inc_by(2);
+        proxy.dns.success.inc();
+        let caches = HashMap::from([("proxy_cluster".to_owned(), "proxy_dns_cache".to_owned())]);
+        let s = stats(&m.gather(), &caches);
+        assert_eq!(value(&s, "cluster.films.update_attempt"), Some(1));
+        assert_eq!(
+            value(&s, "dns_cache.proxy_dns_cache.dns_query_attempt"),
+            Some(2)
+        );
+        assert_eq!(
+            value(&s, "dns_cache.proxy_dns_cache.dns_query_success"),
+            Some(1)
+        );
+        assert_eq!(value(&s, "cluster.proxy_cluster.update_attempt"), None);
+        let p = prometheus(&s);
+        // As seed 000 queries it.
+        assert!(
+            p.contains("\nenvoy_dns_cache_proxy_dns_cache_dns_query_attempt 2\n"),
+            "{p}"
+        );
+        assert!(p.contains("envoy_cluster_update_attempt{envoy_cluster_name=\"films\"} 1\n"));
     }
 }
