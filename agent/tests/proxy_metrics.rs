@@ -161,7 +161,6 @@ async fn stats_endpoint_speaks_envoys_names() {
         "http.main.downstream_rq_5xx: 1",
         "http.main.downstream_rq_total: 4",
         "http.main.downstream_rq_http1_total: 4",
-        "http.main.downstream_cx_total: 1",
         "cluster.a.upstream_rq_2xx: 2",
         "cluster.a.upstream_cx_total: 1",
         "cluster.a.upstream_cx_active: 1",
@@ -170,6 +169,12 @@ async fn stats_endpoint_speaks_envoys_names() {
     ] {
         assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
     }
+    // The client may have needed more than one connection for its four requests.
+    let connections = text
+        .lines()
+        .find_map(|l| l.strip_prefix("http.main.downstream_cx_total: "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(connections.is_some_and(|n| n >= 1), "{text}");
 
     let (_, filtered) = p
         .admin_get("/stats?filter=%5Ecluster%5C.a%5C.&usedonly")
