@@ -3,6 +3,8 @@
 //! original destination is passed explicitly. Everything on 127.0.0.1.
 
 mod common;
+#[path = "common/upgrade.rs"]
+mod upgrade;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -572,6 +574,55 @@ clusters:
         "weir_intercept_requests_total{{{OUT},destination=\"registry\",{UNKNOWN_DST},response_code_class=\"5xx\"}}"
     );
     assert_eq!(h.metric(&by_pod).await, 1.0);
+}
+
+/// WebSocket through interception works as through Istio's sidecars, which
+/// allow the upgrade on every port: outbound on a claiming listener and on
+/// the passthrough route, and inbound to the application.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrades_pass_both_ways() {
+    let server = upgrade::UpgradeServer::start().await;
+    let claimed = format!(
+        "listeners:
+  - name: chat
+    address: {}
+    bind_to_port: false
+    virtual_hosts:
+      - name: chat
+        domains: [chat.local]
+        routes: [{{match: {{prefix: /}}, route: {{cluster: chat}}}}]
+clusters:
+{}",
+        server.addr,
+        static_cluster("chat", &[server.addr.port()], ""),
+    );
+    let h = Harness::new(&claimed).await;
+    let entry = h.outbound(server.addr, pod("shop", "web-1")).await;
+    // Routed by the claiming listener, then the passthrough for another Host.
+    for host in ["chat.local", "elsewhere.local"] {
+        let up = upgrade::upgrade_and_echo(entry, host).await;
+        assert!(up.head.starts_with("HTTP/1.1 101"), "{host}: {}", up.head);
+        assert_eq!(
+            up.echoed,
+            Some((upgrade::TUNNEL_MESSAGE.to_vec(), true)),
+            "{host}"
+        );
+    }
+    let dst: SocketAddr = "10.1.2.3:9080".parse().unwrap();
+    let app = Arc::new(TestApp {
+        expect_dst: dst,
+        target: server.addr,
+        connects: AtomicUsize::new(0),
+    });
+    let entry = h.inbound(dst, pod("chat", "chat-1"), app.clone()).await;
+    let up = upgrade::upgrade_and_echo(entry, "chat.local").await;
+    assert!(up.head.starts_with("HTTP/1.1 101"), "{}", up.head);
+    assert_eq!(up.echoed, Some((upgrade::TUNNEL_MESSAGE.to_vec(), true)));
+    assert_eq!(server.upgrades.load(Ordering::SeqCst), 3);
+    let inbound_1xx = format!(
+        "weir_intercept_requests_total{{direction=\"inbound\",source_namespace=\"unknown\",source_pod=\"unknown\",destination=\"{dst}\",destination_namespace=\"chat\",destination_pod=\"chat-1\",response_code_class=\"1xx\"}}"
+    );
+    assert_eq!(h.metric(&inbound_1xx).await, 1.0);
 }
 
 /// Inbound HTTP to the application through the AppConnector: one kept-alive

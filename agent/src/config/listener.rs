@@ -40,6 +40,13 @@ pub struct ListenerConfig {
     /// HTTP codec: `auto` (default), `http1` or `http2`.
     #[serde(default)]
     pub codec: super::tls::Codec,
+    /// HTTP/1.1 upgrades tunnelled to the upstream, by `Upgrade` token
+    /// (Envoy's HCM `upgrade_configs[].upgrade_type`, e.g. `websocket`);
+    /// others are refused with 403 as Envoy does. Default: none on bound
+    /// listeners (Envoy's default), `[websocket]` on `bind_to_port: false`
+    /// listeners (Istio's sidecars allow WebSocket on every port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade_types: Option<Vec<String>>,
     /// The `server` response header (Envoy's HCM `server_name`); default
     /// `envoy`, Envoy's, so clients and checks written against Envoy see
     /// the same response.
@@ -47,6 +54,18 @@ pub struct ListenerConfig {
     pub server_name: String,
     /// Matched against the Host header; at least one.
     pub virtual_hosts: Vec<VirtualHostConfig>,
+}
+
+impl ListenerConfig {
+    /// The upgrade types in force: as configured, else the default for
+    /// the listener's kind (see `upgrade_types`).
+    pub fn effective_upgrade_types(&self) -> Vec<String> {
+        match &self.upgrade_types {
+            Some(types) => types.clone(),
+            None if self.bind_to_port => Vec::new(),
+            None => vec!["websocket".to_owned()],
+        }
+    }
 }
 
 /// Downstream timeouts; `0s` disables one.

@@ -210,6 +210,11 @@ pub fn listener_state(
             codec: l.codec,
             server: http::HeaderValue::from_str(&l.server_name)
                 .unwrap_or_else(|_| http::HeaderValue::from_static("envoy")),
+            upgrade_types: l
+                .effective_upgrade_types()
+                .iter()
+                .map(|t| t.to_ascii_lowercase())
+                .collect(),
         },
         tls: match &l.tls {
             Some(t) => Some(

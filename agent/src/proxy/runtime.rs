@@ -241,6 +241,7 @@ fn empty_state() -> super::http::ListenerState {
             max_headers: 100,
             codec: Default::default(),
             server: http::HeaderValue::from_static("envoy"),
+            upgrade_types: Vec::new(),
         },
         tls: None,
     }

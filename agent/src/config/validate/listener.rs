@@ -72,6 +72,18 @@ impl<'c> Checker<'c> {
         if let Some(tls) = &listener.tls {
             self.downstream_tls(&path.key("tls"), tls);
         }
+        for (i, token) in listener.upgrade_types.iter().flatten().enumerate() {
+            let is_token = !token.is_empty()
+                && token
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~/".contains(&b));
+            if !is_token {
+                self.report(
+                    path.key("upgrade_types").index(i),
+                    format!("invalid upgrade type {token:?}: expected an Upgrade header token such as websocket"),
+                );
+            }
+        }
         if !listener.server_names.is_empty() {
             if listener.bind_to_port {
                 self.report(

@@ -595,6 +595,50 @@ listeners:
 }
 
 #[test]
+fn upgrade_types_are_tokens_with_defaults_by_listener_kind() {
+    let yaml = "\
+listeners:
+  - name: bound
+    address: 127.0.0.1:8080
+    upgrade_types: [websocket, \"not a token\"]
+    virtual_hosts: [{name: v, domains: [\"*\"], routes: []}]
+";
+    assert_eq!(
+        error(yaml),
+        "t.yaml: listeners[0].upgrade_types[1] (line 4): invalid upgrade type \"not a token\": expected an Upgrade header token such as websocket"
+    );
+    let cfg = parse_str(
+        "\
+listeners:
+  - name: bound
+    address: 127.0.0.1:8080
+    virtual_hosts: [{name: v, domains: [\"*\"], routes: []}]
+  - name: intercepted
+    address: 0.0.0.0:80
+    bind_to_port: false
+    virtual_hosts: [{name: v, domains: [\"*\"], routes: []}]
+  - name: none
+    address: 0.0.0.0:81
+    bind_to_port: false
+    upgrade_types: []
+    virtual_hosts: [{name: v, domains: [\"*\"], routes: []}]
+",
+        "t.yaml",
+    )
+    .unwrap();
+    let effective: Vec<_> = cfg
+        .listeners
+        .iter()
+        .map(|l| l.effective_upgrade_types())
+        .collect();
+    assert_eq!(
+        effective,
+        [vec![], vec!["websocket".to_owned()], vec![]],
+        "Envoy's default when bound, Istio's when intercepted"
+    );
+}
+
+#[test]
 fn dynamic_forward_proxy_rules() {
     let yaml = with_clusters(
         "

@@ -13,6 +13,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::local::{self, ResetReason};
+use super::upgrade;
 use crate::proxy::body::{BodyDeadline, ReqBody, RespBody};
 use crate::proxy::cluster::Cluster;
 use crate::proxy::cluster::breaker::{Limit, Permit};
@@ -126,9 +127,19 @@ pub fn prepare_head(parts: &mut Parts, fwd: &Forward, matched: usize) {
 }
 
 /// Send the request through the route's cluster split and return the
-/// response for downstream (upstream or local).
-pub async fn forward(fwd: &Forward, parts: Parts, body: Incoming) -> Response<RespBody> {
+/// response for downstream (upstream or local). With `upgrade`, a 101 from
+/// the upstream starts a tunnel (`upgrade`); upgrades are tried once.
+pub async fn forward(
+    fwd: &Forward,
+    parts: Parts,
+    body: Incoming,
+    upgrade: Option<upgrade::Requested>,
+) -> Response<RespBody> {
     let cluster = fwd.split.pick().clone();
+    if upgrade.is_some() && cluster.params.transport.http2 {
+        // An HTTP/1.1 upgrade cannot be sent on an HTTP/2 connection.
+        return local::upgrade_refused();
+    }
     let started = Instant::now();
     // Bounds reading a body to replay; the route timeout itself starts once
     // the request is complete, as Envoy's does.
@@ -168,10 +179,11 @@ pub async fn forward(fwd: &Forward, parts: Parts, body: Incoming) -> Response<Re
     };
     // Until the upstream response is complete, body included.
     let deadline = fwd.timeout.map(|t| Instant::now() + t);
-    let max_tries = match (&replay, retry) {
-        (Some(_), Some(r)) => 1 + r.num_retries,
+    let max_tries = match (&replay, retry, &upgrade) {
+        (Some(_), Some(r), None) => 1 + r.num_retries,
         _ => 1,
     };
+    let mut upgrade = upgrade;
 
     // A forward proxy cluster goes where the request's Host says.
     let authority = cluster.dns_cache.as_ref().and_then(|_| {
@@ -237,10 +249,19 @@ pub async fn forward(fwd: &Forward, parts: Parts, body: Incoming) -> Response<Re
         // (`retry.upstream_rq_xx`); a retried connect failure, reset or
         // per-try timeout counts nowhere (checked against Envoy 1.40).
         let failure = match result {
-            Ok(Ok((resp, conn, guard))) => {
+            Ok(Ok((mut resp, conn, guard))) => {
                 let status = resp.status().as_u16();
                 m.rq_duration.observe(try_started.elapsed().as_secs_f64());
                 cluster.record(guard.active.endpoint(), Outcome::Status(status));
+                if status == 101
+                    && let Some(u) = upgrade.take()
+                {
+                    m.response(status);
+                    upgrade::tunnel(u.downstream, &mut resp, &u.protocol);
+                    // The connection now belongs to the tunnel: never pooled.
+                    drop(conn);
+                    return switching_protocols(resp, try_started);
+                }
                 let retriable =
                     !last && retry.is_some_and(|r| r.should_retry(Failure::Status(status)));
                 if !retriable {
@@ -371,6 +392,18 @@ fn clone_head(p: &Parts) -> Parts {
     *r.version_mut() = p.version;
     *r.headers_mut() = p.headers.clone();
     r.into_parts().0
+}
+
+/// The upstream's 101 for downstream: its headers, `Connection` and
+/// `Upgrade` included, and no body (the tunnel carries what follows).
+fn switching_protocols(resp: Response<Incoming>, try_started: Instant) -> Response<RespBody> {
+    let (mut parts, _) = resp.into_parts();
+    parts.version = http::Version::HTTP_11;
+    let ms = try_started.elapsed().as_millis() as u64;
+    parts
+        .headers
+        .insert(UPSTREAM_SERVICE_TIME.clone(), millis_header(ms));
+    Response::from_parts(parts, RespBody::Local(None))
 }
 
 fn downstream_response(

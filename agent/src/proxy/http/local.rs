@@ -1,7 +1,7 @@
 //! Locally generated responses, with Envoy's status codes and bodies.
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderValue};
+use http::header::{CONNECTION, CONTENT_TYPE, HeaderValue};
 use http::{Response, StatusCode};
 
 use crate::proxy::body::RespBody;
@@ -82,5 +82,14 @@ pub fn overloaded() -> Response<RespBody> {
     let mut r = reply(StatusCode::SERVICE_UNAVAILABLE, OVERFLOW);
     r.headers_mut()
         .insert("x-envoy-overloaded", HeaderValue::from_static("true"));
+    r
+}
+
+/// 403 for an upgrade the listener does not allow, closing the connection
+/// as Envoy does (its `upgrade_failed`).
+pub fn upgrade_refused() -> Response<RespBody> {
+    let mut r = reply(StatusCode::FORBIDDEN, "");
+    r.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
     r
 }

@@ -9,6 +9,7 @@ pub mod io;
 pub mod local;
 pub mod request_id;
 pub mod service;
+pub mod upgrade;
 pub mod watchdog;
 
 use std::future::Future;
@@ -42,6 +43,8 @@ pub struct ConnSettings {
     pub codec: Codec,
     /// The `server` response header.
     pub server: http::HeaderValue,
+    /// `Upgrade` tokens tunnelled upstream, lower-cased (`upgrade`).
+    pub upgrade_types: Vec<String>,
 }
 
 /// What a reload swaps for a listener.
@@ -155,7 +158,9 @@ pub async fn serve_with<S>(
             if settings.max_headers != HYPER_DEFAULT_MAX_HEADERS {
                 b.max_headers(settings.max_headers);
             }
-            let conn = b.serve_connection(io, svc);
+            // Upgrades hand the connection over (`upgrade`); without one
+            // this is the plain connection.
+            let conn = b.serve_connection(io, svc).with_upgrades();
             tokio::pin!(conn);
             let header_timeout = settings.header_read_timeout;
             drive(

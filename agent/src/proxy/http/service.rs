@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 
 use super::detect::Proto;
 use super::io::ConnShared;
-use super::{ListenerContext, ListenerState, forward, grpc, local, request_id};
+use super::{ListenerContext, ListenerState, forward, grpc, local, request_id, upgrade};
 use crate::proxy::body::RespBody;
 use crate::proxy::route::action::Action;
 
@@ -118,6 +118,10 @@ async fn route_request(state: &ListenerState, req: Request<Incoming>, https: boo
         return Routed::NoVirtualHost(req);
     };
     let (mut parts, body) = req.into_parts();
+    let upgrade = match upgrade::requested(&mut parts, &state.settings.upgrade_types) {
+        Ok(u) => u,
+        Err(upgrade::Refused::NotAllowed) => return Routed::Served(local::upgrade_refused()),
+    };
     let authority = authority(&parts.uri, &parts.headers);
     let Some((route, matched)) = vhost.find_route(&parts) else {
         return Routed::Served(local::reply(StatusCode::NOT_FOUND, ""));
@@ -144,7 +148,10 @@ async fn route_request(state: &ListenerState, req: Request<Incoming>, https: boo
             );
             vhost.request_headers.apply(&mut parts.headers);
             route.request_headers.apply(&mut parts.headers);
-            forward::forward(fwd, parts, body).await
+            if let Some(u) = &upgrade {
+                upgrade::restore_request_headers(&mut parts.headers, &u.protocol);
+            }
+            forward::forward(fwd, parts, body, upgrade).await
         }
     };
     route.response_headers.apply(resp.headers_mut());

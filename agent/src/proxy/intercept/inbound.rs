@@ -29,6 +29,7 @@ use crate::proxy::addr::ClientAddr;
 use crate::proxy::body::RespBody;
 use crate::proxy::drain::DrainWatch;
 use crate::proxy::http::local::{self, ResetReason};
+use crate::proxy::http::upgrade;
 use crate::proxy::metrics::Metrics;
 
 /// The request head must arrive within this (the engine's listener default).
@@ -113,6 +114,9 @@ where
         .map_err(|e| InterceptError::App(dst, e))?;
     passthrough::splice(io, &mut up).await.map(drop)
 }
+
+/// Upgrades tunnelled to the application, as Istio's inbound listeners.
+const INBOUND_UPGRADES: [&str; 1] = ["websocket"];
 
 /// One downstream connection's link to the application.
 struct AppConn {
@@ -211,19 +215,7 @@ impl AppConn {
                 continue;
             }
             match tx.try_send_request(req).await {
-                Ok(resp) => {
-                    let (parts, inner) = resp.into_parts();
-                    let body = match &self.body_bytes {
-                        Some(c) => RespBody::Upstream {
-                            inner,
-                            conn: None,
-                            rx_bytes: c.clone(),
-                            deadline: None,
-                        },
-                        None => RespBody::empty(),
-                    };
-                    return Response::from_parts(parts, body);
-                }
+                Ok(resp) => return self.downstream_response(resp),
                 Err(mut e) => {
                     *slot = None;
                     match e.take_message() {
@@ -234,6 +226,46 @@ impl AppConn {
             }
         }
         local::upstream_reset(ResetReason::ConnectionTermination, false)
+    }
+
+    /// An upgrade on a connection of its own (it becomes the tunnel).
+    async fn upgrade(
+        &self,
+        req: Request<Incoming>,
+        requested: upgrade::Requested,
+    ) -> Response<RespBody> {
+        let mut tx = match self.connect().await {
+            Ok(tx) => tx,
+            Err(e) => {
+                log::debug!("inbound: {e}");
+                return local::upstream_reset(ResetReason::RemoteConnectionFailure, false);
+            }
+        };
+        let mut resp = match tx.send_request(req).await {
+            Ok(resp) => resp,
+            Err(_) => return local::upstream_reset(ResetReason::ConnectionTermination, false),
+        };
+        if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+            upgrade::tunnel(requested.downstream, &mut resp, &requested.protocol);
+            let (parts, _) = resp.into_parts();
+            return Response::from_parts(parts, RespBody::empty());
+        }
+        self.downstream_response(resp)
+    }
+
+    /// The application's response, its body streamed on.
+    fn downstream_response(&self, resp: Response<Incoming>) -> Response<RespBody> {
+        let (parts, inner) = resp.into_parts();
+        let body = match &self.body_bytes {
+            Some(c) => RespBody::Upstream {
+                inner,
+                conn: None,
+                rx_bytes: c.clone(),
+                deadline: None,
+            },
+            None => RespBody::empty(),
+        };
+        Response::from_parts(parts, body)
     }
 
     async fn connect(&self) -> Result<SendRequest<Incoming>, InterceptError> {
@@ -247,7 +279,8 @@ impl AppConn {
             .await
             .map_err(|e| InterceptError::App(self.dst, std::io::Error::other(e)))?;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            // An upgraded connection is handed to its tunnel (`upgrade`).
+            if let Err(e) = conn.with_upgrades().await {
                 log::debug!("inbound application connection ended: {e}");
             }
         });
@@ -269,7 +302,14 @@ impl hyper::service::Service<Request<Incoming>> for InboundService {
         let source = req.headers_mut().remove(&X_WEIR_SOURCE);
         Box::pin(async move {
             let handles = conn.accounting.handles_for(source);
-            let mut resp = conn.send(req).await;
+            let (mut parts, body) = req.into_parts();
+            let upgrade = upgrade::requested(&mut parts, &INBOUND_UPGRADES);
+            let req = Request::from_parts(parts, body);
+            let mut resp = match upgrade {
+                Ok(None) => conn.send(req).await,
+                Ok(Some(requested)) => conn.upgrade(req, requested).await,
+                Err(upgrade::Refused::NotAllowed) => local::upgrade_refused(),
+            };
             handles.response(resp.status().as_u16());
             resp.headers_mut().remove(&X_WEIR_SOURCE);
             Ok(resp)
@@ -284,7 +324,9 @@ where
     let mut b = hyper::server::conn::http1::Builder::new();
     b.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
-    let c = b.serve_connection(TokioIo::new(io), InboundService(conn));
+    let c = b
+        .serve_connection(TokioIo::new(io), InboundService(conn))
+        .with_upgrades();
     tokio::pin!(c);
     tokio::select! {
         r = c.as_mut() => {

@@ -158,7 +158,9 @@ where
             .handshake(io)
             .await
             .map_err(|e| UpstreamError::Handshake(addr, e))?;
-        (Sender::H1(tx), Box::pin(conn))
+        // An upgraded (101) connection is handed to the tunnel
+        // (`http::upgrade`); the request that asked for it is never pooled.
+        (Sender::H1(tx), Box::pin(conn.with_upgrades()))
     };
     metrics.cx_total.inc();
     let active = GaugeGuard::new(&metrics.cx_active);
