@@ -44,6 +44,12 @@ async fn websocket_upgrade_is_tunnelled_when_allowed() {
     assert!(head.contains("\r\nconnection: upgrade\r\n"), "{}", up.head);
     assert!(head.contains("\r\nsec-websocket-accept: "), "{}", up.head);
     assert!(head.contains("\r\nserver: envoy\r\n"), "{}", up.head);
+    // As Envoy 1.40's 101: no service time.
+    assert!(
+        !head.contains("x-envoy-upstream-service-time"),
+        "{}",
+        up.head
+    );
     let (echoed, closed) = up.echoed.expect("tunnel");
     assert_eq!(echoed, TUNNEL_MESSAGE);
     assert!(closed, "half-close passed through and back");

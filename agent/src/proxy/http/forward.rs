@@ -260,7 +260,7 @@ pub async fn forward(
                     upgrade::tunnel(u.downstream, &mut resp, &u.protocol);
                     // The connection now belongs to the tunnel: never pooled.
                     drop(conn);
-                    return switching_protocols(resp, try_started);
+                    return switching_protocols(resp);
                 }
                 let retriable =
                     !last && retry.is_some_and(|r| r.should_retry(Failure::Status(status)));
@@ -396,13 +396,10 @@ fn clone_head(p: &Parts) -> Parts {
 
 /// The upstream's 101 for downstream: its headers, `Connection` and
 /// `Upgrade` included, and no body (the tunnel carries what follows).
-fn switching_protocols(resp: Response<Incoming>, try_started: Instant) -> Response<RespBody> {
+/// Envoy 1.40 adds no `x-envoy-upstream-service-time` to it.
+fn switching_protocols(resp: Response<Incoming>) -> Response<RespBody> {
     let (mut parts, _) = resp.into_parts();
     parts.version = http::Version::HTTP_11;
-    let ms = try_started.elapsed().as_millis() as u64;
-    parts
-        .headers
-        .insert(UPSTREAM_SERVICE_TIME.clone(), millis_header(ms));
     Response::from_parts(parts, RespBody::Local(None))
 }
 
