@@ -50,10 +50,7 @@ pub(super) async fn serve(
     m.detected(Direction::Inbound, &detected);
     // Looked up after detection: by then the client's socket (if weir's) is
     // registered, as weir registers it before sending anything on it.
-    let peer = match stream.local_addr() {
-        Ok(local) => peers::lookup(client.0, local),
-        Err(_) => Peer::Unknown,
-    };
+    let peer = peers::lookup(client.0);
     let (src_ns, src_pod) = match &peer {
         Peer::Pod(p) => (p.namespace.clone(), p.name.clone()),
         _ => (UNKNOWN.into(), UNKNOWN.into()),

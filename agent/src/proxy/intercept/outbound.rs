@@ -179,6 +179,9 @@ async fn tcp(
     source: &PodIdentity,
 ) -> Result<(), InterceptError> {
     let mut up = passthrough::connect(orig.0).await?;
-    let _peer = peers::register(&up, Some(source.clone()));
+    let _peer = up
+        .local_addr()
+        .ok()
+        .map(|a| peers::register(a, Some(source.clone())));
     passthrough::splice(&mut io, &mut up).await.map(drop)
 }

@@ -1,4 +1,4 @@
-//! weir's own upstream sockets, by their (local, remote) address pair.
+//! weir's own upstream sockets, by local address.
 //!
 //! A connection weir opens on behalf of a pod (the engine's HTTP upstream
 //! connections, the outbound splice) may land on another enrolled pod and
@@ -6,11 +6,6 @@
 //! client pod. This registry says so: `Weir` (HTTP: the source pod travels
 //! per request in `x-weir-source`, trusted only from these sockets) or
 //! `Pod` (a spliced connection: one source for the whole connection).
-//!
-//! Keyed by both ends, as the inbound side sees them reversed (its peer and
-//! its own address): Linux reuses a local port for connections to different
-//! destinations, so a local address alone could also be some other
-//! process's socket on the node, whose headers must not be believed.
 //!
 //! One registry per process (one proxy per node); an entry lives as long as
 //! its socket (the guard is dropped with the connection task). A lock per
@@ -20,14 +15,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{LazyLock, Mutex};
 
-use tokio::net::TcpStream;
-
 use super::PodIdentity;
 
-/// (local, remote) of one of weir's sockets.
-type Ends = (SocketAddr, SocketAddr);
-
-static REGISTRY: LazyLock<Mutex<HashMap<Ends, Option<PodIdentity>>>> =
+static REGISTRY: LazyLock<Mutex<HashMap<SocketAddr, Option<PodIdentity>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
 /// Who is behind an inbound connection's peer address.
@@ -43,25 +33,21 @@ pub enum Peer {
 
 /// Removes its entry when dropped.
 #[derive(Debug)]
-pub struct PeerGuard(Ends);
+pub struct PeerGuard(SocketAddr);
 
-/// Record that the connected `socket` is one of weir's, opened for `source`
-/// (`None`: requests on it name their source). `None` when the socket has
-/// no addresses any more (already reset).
-pub fn register(socket: &TcpStream, source: Option<PodIdentity>) -> Option<PeerGuard> {
-    let ends = (socket.local_addr().ok()?, socket.peer_addr().ok()?);
+/// Record that `local` is one of weir's sockets, opened for `source`.
+pub fn register(local: SocketAddr, source: Option<PodIdentity>) -> PeerGuard {
     if let Ok(mut m) = REGISTRY.lock() {
-        m.insert(ends, source);
+        m.insert(local, source);
     }
-    Some(PeerGuard(ends))
+    PeerGuard(local)
 }
 
-/// Who connected from `peer` to `local` (an accepted connection's two ends).
-pub fn lookup(peer: SocketAddr, local: SocketAddr) -> Peer {
+pub fn lookup(peer: SocketAddr) -> Peer {
     let Ok(m) = REGISTRY.lock() else {
         return Peer::Unknown;
     };
-    match m.get(&(peer, local)) {
+    match m.get(&peer) {
         None => Peer::Unknown,
         Some(None) => Peer::Weir,
         Some(Some(p)) => Peer::Pod(p.clone()),
@@ -80,26 +66,20 @@ impl Drop for PeerGuard {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn lives_as_long_as_its_guard_and_needs_both_ends() {
-        let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let to = server.local_addr().unwrap();
-        let a = TcpStream::connect(to).await.unwrap();
-        let b = TcpStream::connect(to).await.unwrap();
+    #[test]
+    fn lives_as_long_as_its_guard() {
+        let a: SocketAddr = "192.0.2.1:40000".parse().unwrap();
+        let b: SocketAddr = "192.0.2.1:40001".parse().unwrap();
         let pod = PodIdentity {
             namespace: "ns".into(),
             name: "p".into(),
         };
-        let ga = register(&a, None).unwrap();
-        let gb = register(&b, Some(pod.clone())).unwrap();
-        let from = |s: &TcpStream| s.local_addr().unwrap();
-        assert_eq!(lookup(from(&a), to), Peer::Weir);
-        assert_eq!(lookup(from(&b), to), Peer::Pod(pod));
-        // The same local address towards somewhere else is not this socket.
-        let elsewhere: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        assert_eq!(lookup(from(&a), elsewhere), Peer::Unknown);
+        let ga = register(a, None);
+        let gb = register(b, Some(pod.clone()));
+        assert_eq!(lookup(a), Peer::Weir);
+        assert_eq!(lookup(b), Peer::Pod(pod));
         drop((ga, gb));
-        assert_eq!(lookup(from(&a), to), Peer::Unknown);
-        assert_eq!(lookup(from(&b), to), Peer::Unknown);
+        assert_eq!(lookup(a), Peer::Unknown);
+        assert_eq!(lookup(b), Peer::Unknown);
     }
 }

@@ -60,7 +60,7 @@ pub async fn connect(
     let _ = stream.set_nodelay(true);
     // Inbound interception recognises this socket as weir's own (`intercept::peers`).
     let peer = Guard {
-        _peer: peers::register(&stream, None),
+        _peer: stream.local_addr().ok().map(|a| peers::register(a, None)),
         ..Guard::default()
     };
     match &transport.tls {
