@@ -27,7 +27,8 @@ clusters:
 
 /// A listener with `upgrade_types: [websocket]`: the 101 comes through with
 /// its headers, then bytes flow both ways and a half-close is passed on;
-/// plain requests on the same listener are unaffected.
+/// plain requests on the same listener are unaffected, and the connection
+/// an upgrade took (an idle pooled one here) never goes back to the pool.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrade_is_tunnelled_when_allowed() {
     let server = UpgradeServer::start().await;
@@ -37,6 +38,9 @@ async fn websocket_upgrade_is_tunnelled_when_allowed() {
     ))
     .await;
     let l = p.listener("main").await;
+    let plain = || async { get(&format!("http://{l}/")).await.0 };
+    // The server answers plain requests 426; the connection stays pooled.
+    assert_eq!(plain().await, 426);
     let up = upgrade_and_echo(l, "chat.local").await;
     let head = up.head.to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 101"), "{}", up.head);
@@ -59,16 +63,46 @@ async fn websocket_upgrade_is_tunnelled_when_allowed() {
             .await,
         1.0
     );
-    // Twice more: each upgrade takes its own upstream connection.
-    for _ in 0..2 {
-        let up = upgrade_and_echo(l, "chat.local").await;
-        assert_eq!(up.echoed.map(|e| e.0).as_deref(), Some(TUNNEL_MESSAGE));
-    }
+    // The upgrade took the pooled connection: the next plain request needs
+    // a new one (sent into the tunnel instead, it would come back echoed).
+    assert_eq!(plain().await, 426);
     assert_eq!(
         p.metric(r#"weir_cluster_upstream_connections_total{cluster="up"}"#)
             .await,
-        3.0
+        2.0
     );
+}
+
+/// An offer to switch to cleartext HTTP/2 (`curl --http2 http://`, Java's
+/// HttpClient) is served as HTTP/1.1 without its upgrade headers, as Envoy
+/// does, even where no upgrade is allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_upgrade_offer_is_served_as_http1() {
+    let backend = Backend::named("plain").await;
+    let mut p = Proxy::start(&config("", backend.port())).await;
+    let l = p.listener("main").await;
+    let r = send(
+        &client(),
+        req(
+            "GET",
+            &format!("http://{l}/"),
+            &[
+                ("connection", "Upgrade, HTTP2-Settings"),
+                ("upgrade", "h2c"),
+                ("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+            ],
+            "",
+        ),
+    )
+    .await;
+    assert_eq!((r.status, r.body.as_str()), (200, "plain"));
+    for header in [
+        "x-echo-upgrade",
+        "x-echo-http2-settings",
+        "x-echo-connection",
+    ] {
+        assert!(!r.headers.contains_key(header), "{header}: {:?}", r.headers);
+    }
 }
 
 /// Envoy's default: a listener without `upgrade_types` answers an upgrade

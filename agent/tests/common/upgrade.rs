@@ -35,19 +35,21 @@ impl UpgradeServer {
             while let Ok((mut s, _)) = tcp.accept().await {
                 let counted = counted.clone();
                 tokio::spawn(async move {
-                    let Some(head) = read_head(&mut s).await else {
-                        return;
-                    };
-                    let lower = head.to_ascii_lowercase();
-                    if !(lower.contains("\r\nupgrade: websocket\r\n")
-                        && lower.contains("\r\nconnection: upgrade\r\n"))
-                    {
-                        let _ = s
-                            .write_all(
-                                b"HTTP/1.1 426 Upgrade Required\r\ncontent-length: 0\r\n\r\n",
-                            )
-                            .await;
-                        return;
+                    // Plain requests get 426 on a kept-alive connection.
+                    loop {
+                        let Some(head) = read_head(&mut s).await else {
+                            return;
+                        };
+                        let lower = head.to_ascii_lowercase();
+                        if lower.contains("\r\nupgrade: websocket\r\n")
+                            && lower.contains("\r\nconnection: upgrade\r\n")
+                        {
+                            break;
+                        }
+                        let refusal = b"HTTP/1.1 426 Upgrade Required\r\ncontent-length: 0\r\n\r\n";
+                        if s.write_all(refusal).await.is_err() {
+                            return;
+                        }
                     }
                     counted.fetch_add(1, Ordering::SeqCst);
                     let _ = s

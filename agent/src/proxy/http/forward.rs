@@ -72,12 +72,14 @@ fn millis_header(ms: u64) -> HeaderValue {
     }
 }
 
-/// Hop-by-hop headers are not forwarded, except `te: trailers` (gRPC).
-fn strip_hop_by_hop(h: &mut HeaderMap) {
-    for n in [&CONNECTION, &KEEP_ALIVE, &PROXY_CONNECTION, &UPGRADE] {
-        if h.contains_key(n) {
-            h.remove(n);
-        }
+/// Hop-by-hop headers are not forwarded, except `te: trailers` (gRPC) and,
+/// on an upgrade, `connection` and `upgrade`.
+fn strip_hop_by_hop(h: &mut HeaderMap, upgrading: bool) {
+    h.remove(&KEEP_ALIVE);
+    h.remove(&PROXY_CONNECTION);
+    if !upgrading {
+        h.remove(CONNECTION);
+        h.remove(UPGRADE);
     }
     if let Some(te) = h.get(&TE)
         && te != "trailers"
@@ -87,8 +89,9 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 }
 
 /// Rewrite the request head for the upstream: origin-form URI, prefix
-/// rewrite, host rewrite, hop-by-hop removal.
-pub fn prepare_head(parts: &mut Parts, fwd: &Forward, matched: usize) {
+/// rewrite, host rewrite, hop-by-hop removal (keeping what an upgrade needs
+/// when `upgrading`).
+pub fn prepare_head(parts: &mut Parts, fwd: &Forward, matched: usize, upgrading: bool) {
     if let Some(auth) = parts.uri.authority()
         && !parts.headers.contains_key(HOST)
         && let Ok(v) = HeaderValue::from_str(auth.as_str())
@@ -123,7 +126,7 @@ pub fn prepare_head(parts: &mut Parts, fwd: &Forward, matched: usize) {
             .insert(&X_ENVOY_EXPECTED_RQ_TIMEOUT_MS, ms.clone()),
         None => parts.headers.remove(&X_ENVOY_EXPECTED_RQ_TIMEOUT_MS),
     };
-    strip_hop_by_hop(&mut parts.headers);
+    strip_hop_by_hop(&mut parts.headers, upgrading);
 }
 
 /// Send the request through the route's cluster split and return the
@@ -412,7 +415,7 @@ fn downstream_response(
 ) -> Response<RespBody> {
     let (mut parts, inner) = resp.into_parts();
     parts.version = http::Version::HTTP_11;
-    strip_hop_by_hop(&mut parts.headers);
+    strip_hop_by_hop(&mut parts.headers, false);
     let ms = try_started.elapsed().as_millis() as u64;
     parts
         .headers

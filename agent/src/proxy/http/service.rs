@@ -50,8 +50,7 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
             shared.in_flight.fetch_add(1, Ordering::Relaxed);
             // the head is complete: the header-read clock stops
             shared.head_started_ms.store(0, Ordering::Relaxed);
-            let unmatched = hook.as_deref().map(|h| h as &dyn super::RequestHook);
-            let handling = handle(&ctx, req, https, unmatched);
+            let handling = handle(&ctx, req, https, hook.as_deref());
             let mut resp = match timeout {
                 Some(t) => match tokio::time::timeout(t, handling).await {
                     Ok(r) => r,
@@ -140,7 +139,7 @@ async fn route_request(state: &ListenerState, req: Request<Incoming>, https: boo
             r
         }
         Action::Forward(fwd) => {
-            forward::prepare_head(&mut parts, fwd, matched);
+            forward::prepare_head(&mut parts, fwd, matched, upgrade.is_some());
             request_id::ensure(&mut parts.headers);
             parts.headers.insert(
                 X_FORWARDED_PROTO.clone(),
@@ -148,9 +147,6 @@ async fn route_request(state: &ListenerState, req: Request<Incoming>, https: boo
             );
             vhost.request_headers.apply(&mut parts.headers);
             route.request_headers.apply(&mut parts.headers);
-            if let Some(u) = &upgrade {
-                upgrade::restore_request_headers(&mut parts.headers, &u.protocol);
-            }
             forward::forward(fwd, parts, body, upgrade).await
         }
     };

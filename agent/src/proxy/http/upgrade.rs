@@ -31,6 +31,7 @@ pub fn requested<S: AsRef<str>>(
     parts: &mut Parts,
     allowed: &[S],
 ) -> Result<Option<Requested>, Refused> {
+    drop_h2c(&mut parts.headers);
     let Some(protocol) = protocol(parts, allowed)? else {
         return Ok(None);
     };
@@ -61,6 +62,22 @@ fn protocol<S: AsRef<str>>(parts: &Parts, allowed: &[S]) -> Result<Option<Header
     Ok(Some(protocol.clone()))
 }
 
+/// An HTTP/1.1 client offering to switch to cleartext HTTP/2 (`Upgrade:
+/// h2c`) is served as HTTP/1.1 without its upgrade headers, as Envoy's
+/// HTTP/1 codec does; the offer is not an upgrade anyone asked weir to allow.
+fn drop_h2c(headers: &mut HeaderMap) {
+    let h2c = headers
+        .get(UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"h2c"));
+    if h2c {
+        headers.remove(UPGRADE);
+        headers.remove(&HTTP2_SETTINGS);
+        headers.remove(CONNECTION);
+    }
+}
+
+static HTTP2_SETTINGS: http::HeaderName = http::HeaderName::from_static("http2-settings");
+
 fn connection_has_upgrade(headers: &HeaderMap) -> bool {
     headers
         .get_all(CONNECTION)
@@ -68,12 +85,6 @@ fn connection_has_upgrade(headers: &HeaderMap) -> bool {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
-}
-
-/// Puts back the headers hop-by-hop stripping removed, for the upstream.
-pub fn restore_request_headers(headers: &mut HeaderMap, protocol: &HeaderValue) {
-    headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-    headers.insert(UPGRADE, protocol.clone());
 }
 
 /// The upstream accepted (101): splice the two connections once hyper has
@@ -123,8 +134,8 @@ mod tests {
             protocol(&parts(&upgrade), &[] as &[&str]),
             Err(Refused::NotAllowed)
         );
-        let h2c = [("connection", "upgrade"), ("upgrade", "h2c")];
-        assert_eq!(protocol(&parts(&h2c), &ws), Err(Refused::NotAllowed));
+        let other = [("connection", "upgrade"), ("upgrade", "spdy/3")];
+        assert_eq!(protocol(&parts(&other), &ws), Err(Refused::NotAllowed));
         // Not an upgrade: no Connection token, no Upgrade header, or not HTTP/1.1.
         assert_eq!(protocol(&parts(&[("upgrade", "websocket")]), &ws), Ok(None));
         assert_eq!(
@@ -142,10 +153,15 @@ mod tests {
     }
 
     #[test]
-    fn headers_restored_for_the_upstream() {
-        let mut h = HeaderMap::new();
-        restore_request_headers(&mut h, &HeaderValue::from_static("websocket"));
-        assert_eq!(h[CONNECTION], "upgrade");
-        assert_eq!(h[UPGRADE], "websocket");
+    fn an_h2c_offer_is_served_as_http1_without_its_upgrade_headers() {
+        let mut h2c = parts(&[
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", "h2c"),
+            ("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+            ("accept", "*/*"),
+        ]);
+        assert!(requested(&mut h2c, &[] as &[&str]).unwrap().is_none());
+        let names: Vec<_> = h2c.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["accept"]);
     }
 }
