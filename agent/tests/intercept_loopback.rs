@@ -452,8 +452,8 @@ async fn outbound_tls_passthrough_counted_by_sni() {
 
 /// A `bind_to_port: false` listener with `server_names` (Istio's per-SNI
 /// filter chains of a ServiceEntry's HTTPS port) takes TLS for those names
-/// only; under REGISTRY_ONLY other names and opaque TCP to the same
-/// destination are closed, under ALLOW_ANY they pass through.
+/// only; under REGISTRY_ONLY other names and plain text to the same
+/// destination are refused, under ALLOW_ANY they pass through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbound_tls_claimed_by_server_names() {
     let (server, connector) = tls_ping_server(&["api.example.com", "evil.example.org"]).await;
@@ -501,9 +501,11 @@ listeners:
     assert_eq!(denied(&text, &server.to_string()), 1.0, "{text}");
     assert_eq!(denied(&text, "external-api"), 0.0, "{text}");
 
-    // Not TLS at all: not the listener's either.
+    // Not TLS at all: not the listener's either; plain HTTP gets the black hole.
     assert_opaque_closed(entry).await;
     assert_eq!(denied(&h.metrics().await, &server.to_string()), 2.0);
+    let r = send(&client(), req("GET", &format!("http://{entry}/"), &[], "")).await;
+    assert_eq!(r.status, 502);
 
     h.reload(&config("ALLOW_ANY")).await;
     tls_ping(entry, &connector, "evil.example.org")

@@ -464,7 +464,8 @@ clusters:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_upstream_connections_are_closed() {
     let up = Backend::named("up").await;
-    let extra = "    upstream_http: {idle_timeout: 1s}\n";
+    // Long enough that the gauge is read before the connection can expire.
+    let extra = "    upstream_http: {idle_timeout: 2s}\n";
     let mut p = Proxy::start(&config(
         "{cluster: up}",
         &static_cluster("up", &[up.port()], extra),

@@ -23,11 +23,10 @@ pub struct ListenerConfig {
     #[serde(default = "defaults::bind_to_port")]
     pub bind_to_port: bool,
     /// Only with `bind_to_port: false` (Envoy's `filter_chain_match.server_names`):
-    /// TLS connections to this listener's destination are its own only when
-    /// the ClientHello names one of these (`host` or `*.suffix`); other TLS
-    /// and opaque TCP there fall to `outbound_traffic_policy`, as with
-    /// Istio's per-SNI filter chains. Empty: every connection. HTTP is
-    /// unaffected (its Host picks the virtual host).
+    /// the listener takes only TLS connections whose ClientHello names one
+    /// of these (`host` or `*.suffix`); other TLS and all plain text (HTTP
+    /// included) to its destination fall to `outbound_traffic_policy`, as
+    /// with Istio's per-SNI filter chains. Empty: every connection.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub server_names: Vec<String>,
     #[serde(default)]

@@ -82,8 +82,9 @@ impl AcceptTasks {
 
 impl Drop for AcceptTasks {
     fn drop(&mut self) {
-        // Aborted first, so no loop wakes to the shutdown below and reports
-        // its listener gone.
+        // Aborted first, so a loop that next wakes to the shutdown below is
+        // cancelled rather than reporting its listener gone (one polled on
+        // another worker at this moment may still log one accept error).
         for task in &self.tasks {
             task.abort();
         }

@@ -92,7 +92,6 @@ fn split_host_port(host: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// A virtual host domain: `*`, `*.suffix`, or an exact host (optionally `host:port`).
 /// A TLS server name as certificates and `server_names` take it: a DNS
 /// name or `*.suffix`.
 pub(super) fn check_server_name(name: &str) -> Result<(), String> {
@@ -105,6 +104,7 @@ pub(super) fn check_server_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A virtual host domain: `*`, `*.suffix`, or an exact host (optionally `host:port`).
 pub(super) fn check_domain(domain: &str) -> Result<(), String> {
     if domain.is_empty() {
         return Err("a domain must not be empty".to_owned());

@@ -3,7 +3,7 @@
 //! destination (or the implicit passthrough route, or the black hole); TLS
 //! and opaque TCP spliced to the original destination.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use ::http::{HeaderMap, HeaderName, HeaderValue};
 use bytes::BytesMut;
@@ -81,6 +81,7 @@ pub(super) async fn serve(
                         .ok(),
                         handles: handles.clone(),
                         unmatched,
+                        fallback: OnceLock::new(),
                     };
                     let hook: Arc<dyn RequestHook> = Arc::new(hook);
                     let drain = inner.drain.clone();
@@ -124,6 +125,7 @@ struct OutboundHook {
     source: Option<HeaderValue>,
     handles: Arc<IdentityHandles>,
     unmatched: Unmatched,
+    fallback: OnceLock<Option<Arc<ListenerContext>>>,
 }
 
 /// Istio's catch-all virtual host of outbound HTTP listeners: a Host no
@@ -164,10 +166,15 @@ impl RequestHook for OutboundHook {
     }
 
     fn unmatched_host(&self) -> Option<Arc<ListenerContext>> {
-        self.unmatched
-            .context()
-            .inspect_err(|e| log::warn!("outbound to {}: {e}", self.unmatched.orig.0))
-            .ok()
+        // Once per connection: later requests skip the shared route cache.
+        self.fallback
+            .get_or_init(|| {
+                self.unmatched
+                    .context()
+                    .inspect_err(|e| log::warn!("outbound to {}: {e}", self.unmatched.orig.0))
+                    .ok()
+            })
+            .clone()
     }
 }
 

@@ -20,19 +20,19 @@ pub struct VirtualListener {
 }
 
 impl VirtualListener {
-    /// Whether a connection detected as `detected` is this listener's: HTTP
-    /// always (the Host picks the virtual host); TLS and opaque TCP unless
-    /// the listener names servers the connection does not ask for.
+    /// Whether a connection detected as `detected` is this listener's:
+    /// every connection, unless the listener names servers; then only TLS
+    /// asking for one of them (an Envoy filter chain matching
+    /// `server_names` never takes plain text).
     pub fn claims(&self, detected: &Detected) -> bool {
         if self.server_names.is_empty() {
             return true;
         }
         match detected {
-            Detected::Http1 => true,
             Detected::Tls { sni } => sni
                 .as_deref()
                 .is_some_and(|name| self.server_names.get(name).is_some()),
-            Detected::Opaque => false,
+            Detected::Http1 | Detected::Opaque => false,
         }
     }
 }
@@ -134,7 +134,8 @@ mod tests {
         assert!(!named.claims(&tls(Some("evil.org"))));
         assert!(!named.claims(&tls(None)));
         assert!(!named.claims(&Detected::Opaque));
-        assert!(named.claims(&Detected::Http1), "HTTP goes by Host");
+        assert!(!named.claims(&Detected::Http1), "plain text is not TLS");
+        assert!(any.claims(&Detected::Http1));
     }
 
     #[test]

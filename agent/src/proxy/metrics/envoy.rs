@@ -310,7 +310,7 @@ fn dns_stats(
             // Envoy's Prometheus output keeps the cache name in the family name.
             (Some(cache_name), _) => (
                 format!("dns_cache.{cache_name}.{cache}"),
-                format!("envoy_dns_cache_{}_{cache}", cache_name.replace('.', "_")),
+                format!("envoy_dns_cache_{}_{cache}", prometheus_safe(cache_name)),
                 Vec::new(),
             ),
             (None, Some(strict)) => {
@@ -349,6 +349,14 @@ fn prometheus_form(
     }
     tags.push((scope.tag(), owner.to_owned()));
     (format!("envoy_{}_{stem}", scope.dotted()), tags)
+}
+
+/// A name part as Envoy's Prometheus output writes it: every character
+/// outside `[A-Za-z0-9_]` becomes `_` (`egress-proxy` -> `egress_proxy`).
+fn prometheus_safe(part: &str) -> String {
+    part.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
 }
 
 /// `name: value` lines, Envoy's `/stats` text.
@@ -492,7 +500,11 @@ mod tests {
         let proxy = m.cluster("proxy_cluster");
         proxy.dns.attempt.inc_by(2);
         proxy.dns.success.inc();
-        let caches = HashMap::from([("proxy_cluster".to_owned(), "proxy_dns_cache".to_owned())]);
+        let caches = HashMap::from([
+            ("proxy_cluster".to_owned(), "proxy_dns_cache".to_owned()),
+            ("egress-proxy".to_owned(), "egress-proxy".to_owned()),
+        ]);
+        m.cluster("egress-proxy").dns.attempt.inc();
         let s = stats(&m.gather(), &caches);
         assert_eq!(value(&s, "cluster.films.update_attempt"), Some(1));
         assert_eq!(
@@ -511,5 +523,10 @@ mod tests {
             "{p}"
         );
         assert!(p.contains("envoy_cluster_update_attempt{envoy_cluster_name=\"films\"} 1\n"));
+        // A valid Prometheus name whatever the cache is called.
+        assert!(
+            p.contains("\nenvoy_dns_cache_egress_proxy_dns_query_attempt 1\n"),
+            "{p}"
+        );
     }
 }
