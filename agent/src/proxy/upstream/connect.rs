@@ -45,19 +45,7 @@ pub async fn connect(
     {
         return same_node(&pod, addr, timeout, permit, freed, metrics).await;
     }
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            metrics.connect_fail.inc();
-            return Err(UpstreamError::Connect(addr, e));
-        }
-        Err(_) => {
-            metrics.connect_fail.inc();
-            metrics.connect_timeout.inc();
-            return Err(UpstreamError::ConnectTimeout(addr));
-        }
-    };
-    let _ = stream.set_nodelay(true);
+    let stream = within(timeout, addr, metrics, TcpStream::connect(addr)).await?;
     // Inbound interception recognises this socket as weir's own (`intercept::peers`).
     let peer = Guard {
         _peer: stream.local_addr().ok().map(|a| peers::register(a, None)),
@@ -84,19 +72,7 @@ async fn same_node(
     freed: Arc<Notify>,
     metrics: &ClusterMetrics,
 ) -> Result<Sender, UpstreamError> {
-    let stream = match tokio::time::timeout(timeout, pod.app.connect_app(addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            metrics.connect_fail.inc();
-            return Err(UpstreamError::Connect(addr, e));
-        }
-        Err(_) => {
-            metrics.connect_fail.inc();
-            metrics.connect_timeout.inc();
-            return Err(UpstreamError::ConnectTimeout(addr));
-        }
-    };
-    let _ = stream.set_nodelay(true);
+    let stream = within(timeout, addr, metrics, pod.app.connect_app(addr)).await?;
     let (inbound, open) = LocalInbound::open(pod, addr);
     // Counted as the inbound side counts its client: what it reads from the
     // client is what goes to the application, what it writes is the answer.
@@ -122,6 +98,31 @@ async fn same_node(
     {
         Sender::H1(tx) => Ok(Sender::SameNode(tx, inbound)),
         other => Ok(other),
+    }
+}
+
+/// A connect to `addr` within `timeout`, its failure counted
+/// (`upstream_cx_connect_fail`, `upstream_cx_connect_timeout`); no Nagle.
+async fn within(
+    timeout: Duration,
+    addr: SocketAddr,
+    metrics: &ClusterMetrics,
+    connecting: impl Future<Output = std::io::Result<TcpStream>>,
+) -> Result<TcpStream, UpstreamError> {
+    match tokio::time::timeout(timeout, connecting).await {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+        Ok(Err(e)) => {
+            metrics.connect_fail.inc();
+            Err(UpstreamError::Connect(addr, e))
+        }
+        Err(_) => {
+            metrics.connect_fail.inc();
+            metrics.connect_timeout.inc();
+            Err(UpstreamError::ConnectTimeout(addr))
+        }
     }
 }
 
