@@ -121,7 +121,6 @@ async fn route_request(state: &ListenerState, req: Request<Incoming>, https: boo
         Ok(u) => u,
         Err(upgrade::Refused::NotAllowed) => return Routed::Served(local::upgrade_refused()),
     };
-    let authority = authority(&parts.uri, &parts.headers);
     let Some((route, matched)) = vhost.find_route(&parts) else {
         return Routed::Served(local::reply(StatusCode::NOT_FOUND, ""));
     };
@@ -130,7 +129,7 @@ async fn route_request(state: &ListenerState, req: Request<Incoming>, https: boo
         Action::Direct { status, body } => local::reply(*status, body.clone()),
         Action::Redirect(rd) => {
             let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-            let loc = rd.location(authority, pq, matched);
+            let loc = rd.location(authority(&parts.uri, &parts.headers), pq, matched);
             let mut r = Response::new(RespBody::empty());
             *r.status_mut() = rd.status;
             if let Ok(v) = HeaderValue::from_str(&loc) {
