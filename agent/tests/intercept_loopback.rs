@@ -27,9 +27,20 @@ struct Harness {
     admin: SocketAddr,
 }
 
+/// The clients here always speak first; a descheduled client on a loaded
+/// machine must not be taken for a server-first protocol by the default
+/// 100 ms detection timeout. A config that sets its own timeout keeps it.
+fn patient(yaml: &str) -> String {
+    if yaml.contains("protocol_detection_timeout:") {
+        yaml.to_owned()
+    } else {
+        format!("protocol_detection_timeout: 10s\n{yaml}")
+    }
+}
+
 impl Harness {
     async fn new(yaml: &str) -> Harness {
-        let cfg = weir::config::parse_str(yaml, "test.yaml").expect("config");
+        let cfg = weir::config::parse_str(&patient(yaml), "test.yaml").expect("config");
         let rt = Arc::new(Runtime::new(Arc::new(Metrics::new().unwrap())));
         rt.apply(cfg).await.expect("apply");
         let admin = weir::proxy::admin::start("127.0.0.1:0".parse().unwrap(), rt.clone())
@@ -40,7 +51,7 @@ impl Harness {
     }
 
     async fn reload(&self, yaml: &str) {
-        let cfg = weir::config::parse_str(yaml, "test.yaml").expect("config");
+        let cfg = weir::config::parse_str(&patient(yaml), "test.yaml").expect("config");
         self.rt.apply(cfg).await.expect("apply");
     }
 
@@ -317,6 +328,42 @@ async fn outbound_opaque_tcp_echo_1mib() {
     );
 }
 
+/// `protocol_detection_timeout` reaches detection: a client silent for
+/// longer than the 100 ms default is still taken as HTTP and routed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_client_detected_within_the_configured_timeout() {
+    let backend = Backend::named("routed").await;
+    let h = Harness::new(&format!(
+        "protocol_detection_timeout: 5s
+listeners:
+  - name: svc
+    address: {}
+    bind_to_port: false
+    virtual_hosts: [{{name: v, domains: [\"*\"], routes: [{{match: {{prefix: /}}, direct_response: {{status: 200, body: routed}}}}]}}]
+",
+        backend.addr
+    ))
+    .await;
+    let entry = h.outbound(backend.addr, pod("shop", "web-1")).await;
+    let mut s = TcpStream::connect(entry).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    s.write_all(b"GET / HTTP/1.1\r\nhost: svc\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut answer))
+        .await
+        .expect("answered")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("routed"), "{answer}");
+    assert_eq!(
+        backend.requests(),
+        0,
+        "routed by the listener, not passed through"
+    );
+}
+
 /// A server-first protocol (SMTP-like): the client says nothing until greeted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbound_server_first_protocol() {
@@ -330,7 +377,11 @@ async fn outbound_server_first_protocol() {
         assert_eq!(&line, b"QUIT\r\n");
         s.write_all(b"221 bye\r\n").await.unwrap();
     });
-    let h = Harness::new(DUMMY_LISTENER).await;
+    // The timeout is what lets the server speak first.
+    let h = Harness::new(&format!(
+        "protocol_detection_timeout: 100ms\n{DUMMY_LISTENER}"
+    ))
+    .await;
     let entry = h.outbound(server, pod("shop", "web-1")).await;
     let mut s = TcpStream::connect(entry).await.unwrap();
     let mut greeting = [0u8; 11];

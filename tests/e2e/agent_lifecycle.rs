@@ -17,6 +17,8 @@ use weir_tests::{PodProcess, SimNode, SimPod, wait};
 const CONFIG: &str = r#"
 admin:
   address: "{admin}"
+# Every client here speaks first: a loaded machine must not make one opaque.
+protocol_detection_timeout: 5s
 listeners:
   - name: unused
     address: 127.0.0.1:0

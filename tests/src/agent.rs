@@ -345,6 +345,9 @@ pub fn split_service_config(service: &str, v1: &SimPod, v2: &SimPod) -> String {
     format!(
         r#"admin:
   address: "{{admin}}"
+# The demo's and the tests' clients speak first; a loaded machine must not
+# make one look server-first (the default waits 100 ms).
+protocol_detection_timeout: 5s
 listeners:
   - name: backend            # claims the service address for intercepted traffic
     address: {service}

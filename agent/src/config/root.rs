@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::cluster::ClusterConfig;
+use super::duration::ConfigDuration;
 use super::listener::ListenerConfig;
 
 /// The proxy configuration file.
@@ -23,6 +24,18 @@ pub struct ProxyConfig {
     /// gets (Istio's `outboundTrafficPolicy.mode`).
     #[serde(default)]
     pub outbound_traffic_policy: OutboundTrafficPolicy,
+    /// How long an intercepted connection may stay silent before it is
+    /// taken as opaque TCP (server-first protocols: MySQL, SMTP); Istio's
+    /// `protocolDetectionTimeout`. `0s`: wait for the client's first bytes
+    /// without limit.
+    #[serde(default = "default_protocol_detection_timeout")]
+    pub protocol_detection_timeout: ConfigDuration,
+}
+
+/// Istio's former default: a server-first protocol's greeting waits at most
+/// this once per connection.
+fn default_protocol_detection_timeout() -> ConfigDuration {
+    ConfigDuration::from_millis(100)
 }
 
 /// Istio's outbound traffic policy modes.

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -53,9 +53,14 @@ pub struct Runtime {
     pub effective: ArcSwap<Option<Arc<ProxyConfig>>>,
     /// Intercepted outbound dispatch by original destination (`proxy::intercept`).
     pub outbound: ArcSwap<OutboundTable>,
+    /// `protocol_detection_timeout` in ms; 0: no limit.
+    detection_timeout_ms: AtomicU64,
     started: AtomicBool,
     draining: AtomicBool,
 }
+
+/// Until a config is installed.
+const DEFAULT_DETECTION_TIMEOUT_MS: u64 = 100;
 
 impl Runtime {
     pub fn new(metrics: Arc<Metrics>) -> Self {
@@ -64,6 +69,7 @@ impl Runtime {
             state: Mutex::new(State::default()),
             effective: ArcSwap::from_pointee(None),
             outbound: ArcSwap::from_pointee(OutboundTable::default()),
+            detection_timeout_ms: AtomicU64::new(DEFAULT_DETECTION_TIMEOUT_MS),
             started: AtomicBool::new(false),
             draining: AtomicBool::new(false),
         }
@@ -173,6 +179,10 @@ impl Runtime {
             claims,
             cfg.outbound_traffic_policy,
         )));
+        self.detection_timeout_ms.store(
+            cfg.protocol_detection_timeout.as_millis() as u64,
+            Ordering::Relaxed,
+        );
         st.clusters = clusters;
         let cfg = Arc::new(cfg);
         st.config = Some(cfg.clone());
@@ -218,6 +228,15 @@ impl Runtime {
             .values()
             .map(|r| r.ctx.metrics.cx_active.get())
             .sum()
+    }
+
+    /// How long protocol detection waits for an intercepted client's first
+    /// bytes (`None`: without limit).
+    pub fn detection_timeout(&self) -> Option<Duration> {
+        match self.detection_timeout_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
     }
 
     /// Stop accepting everywhere and let connections finish.

@@ -639,6 +639,22 @@ listeners:
 }
 
 #[test]
+fn protocol_detection_timeout_defaults_to_100ms_and_0s_means_no_limit() {
+    let listener = "listeners: [{name: l, address: \"127.0.0.1:0\", virtual_hosts: [{name: v, domains: [\"*\"], routes: []}]}]\n";
+    let default = parse_str(listener, "t.yaml").unwrap();
+    assert_eq!(
+        *default.protocol_detection_timeout,
+        std::time::Duration::from_millis(100)
+    );
+    let off = parse_str(
+        &format!("protocol_detection_timeout: 0s\n{listener}"),
+        "t.yaml",
+    )
+    .unwrap();
+    assert_eq!(off.protocol_detection_timeout.non_zero(), None);
+}
+
+#[test]
 fn dynamic_forward_proxy_rules() {
     let yaml = with_clusters(
         "

@@ -11,12 +11,6 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::sni;
 
-/// How long to wait for the client's first bytes. Istio's former
-/// `protocolDetectionTimeout` default (100 ms): long enough for a client-first
-/// protocol's first segment on a node, short enough that a server-first
-/// protocol's greeting is delayed by at most this once per connection.
-pub const DETECT_TIMEOUT: Duration = Duration::from_millis(100);
-
 /// At most this much is read before deciding: a TLS record header plus the
 /// largest record (a ClientHello with post-quantum key shares is ~1.8 KiB).
 pub const MAX_DETECT_BYTES: usize = 5 + 16 * 1024;
@@ -75,9 +69,10 @@ impl Detected {
 pub async fn detect<S: AsyncRead + Unpin>(
     s: &mut S,
     buf: &mut BytesMut,
-    timeout: Duration,
+    timeout: Option<Duration>,
 ) -> Detected {
-    let deadline = tokio::time::Instant::now() + timeout;
+    // `protocol_detection_timeout`; `None`: wait for the client without limit.
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     loop {
         if let Some(d) = classify(buf) {
             return d;
@@ -88,8 +83,13 @@ pub async fn detect<S: AsyncRead + Unpin>(
         }
         buf.reserve(room.min(4096));
         let mut limited = (&mut *s).take(room as u64);
-        match tokio::time::timeout_at(deadline, limited.read_buf(buf)).await {
-            Ok(Ok(n)) if n > 0 => {}
+        let read = limited.read_buf(buf);
+        let read = match deadline {
+            Some(d) => tokio::time::timeout_at(d, read).await.ok(),
+            None => Some(read.await),
+        };
+        match read {
+            Some(Ok(n)) if n > 0 => {}
             _ => return settle(buf),
         }
     }
@@ -170,7 +170,7 @@ mod tests {
         let (mut a, _b) = tokio::io::duplex(64);
         let mut buf = BytesMut::new();
         assert_eq!(
-            detect(&mut a, &mut buf, Duration::from_millis(20)).await,
+            detect(&mut a, &mut buf, Some(Duration::from_millis(20))).await,
             Detected::Opaque
         );
         assert!(buf.is_empty());
@@ -182,7 +182,7 @@ mod tests {
         b.write_all(b"GE").await.unwrap();
         let mut buf = BytesMut::new();
         assert_eq!(
-            detect(&mut a, &mut buf, Duration::from_millis(20)).await,
+            detect(&mut a, &mut buf, Some(Duration::from_millis(20))).await,
             Detected::Opaque
         );
         assert_eq!(&buf[..], b"GE");
@@ -199,10 +199,22 @@ mod tests {
         });
         let mut buf = BytesMut::new();
         assert_eq!(
-            detect(&mut a, &mut buf, Duration::from_secs(5)).await,
+            detect(&mut a, &mut buf, Some(Duration::from_secs(5))).await,
             Detected::Http1
         );
         assert!(buf.starts_with(b"POST "));
         drop(t.await);
+    }
+
+    #[tokio::test]
+    async fn without_a_timeout_a_late_client_is_still_http() {
+        let (mut a, mut b) = tokio::io::duplex(64);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let _ = tokio::io::AsyncWriteExt::write_all(&mut b, b"GET / HTTP/1.1\r\n").await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        });
+        let mut buf = BytesMut::new();
+        assert_eq!(detect(&mut a, &mut buf, None).await, Detected::Http1);
     }
 }

@@ -19,7 +19,7 @@ use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use super::detect::{self, DETECT_TIMEOUT, Detected, Direction};
+use super::detect::{self, Detected, Direction};
 use super::io::InterceptedIo;
 use super::metrics::{IdentityHandles, Labels, UNKNOWN};
 use super::outbound::X_WEIR_SOURCE;
@@ -46,7 +46,7 @@ pub(super) async fn serve(
     let metrics = inner.runtime.metrics.clone();
     let m = &metrics.intercept;
     let mut first = BytesMut::new();
-    let detected = detect::detect(&mut stream, &mut first, DETECT_TIMEOUT).await;
+    let detected = detect::detect(&mut stream, &mut first, inner.runtime.detection_timeout()).await;
     m.detected(Direction::Inbound, &detected);
     // Looked up after detection: by then the client's socket (if weir's) is
     // registered, as weir registers it before sending anything on it.

@@ -9,7 +9,7 @@ use ::http::{HeaderMap, HeaderName, HeaderValue};
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 
-use super::detect::{self, DETECT_TIMEOUT, Detected, Direction};
+use super::detect::{self, Detected, Direction};
 use super::io::InterceptedIo;
 use super::metrics::{IdentityHandles, Labels, UNKNOWN};
 use super::{Inner, InterceptError, PodIdentity, passthrough, peers};
@@ -36,7 +36,7 @@ pub(super) async fn serve(
         orig_dst: Some(orig),
     });
     let mut first = BytesMut::new();
-    let detected = detect::detect(&mut stream, &mut first, DETECT_TIMEOUT).await;
+    let detected = detect::detect(&mut stream, &mut first, inner.runtime.detection_timeout()).await;
     m.detected(Direction::Outbound, &detected);
     let matched = table.claim(orig.0, &detected).cloned();
     let destination = match &matched {
