@@ -60,6 +60,18 @@ fn main() -> Result<()> {
         }
         Task::Demo => {
             ensure_runtime_prerequisites(&root)?;
+            // The demo runs the weir binary and the simulated pods' client and
+            // server next to itself: build them all first, so the README's
+            // first command works on a fresh clone before any test has run.
+            run(cargo(&root).args([
+                "build",
+                "--quiet",
+                "--package",
+                "weir-agent",
+                "--package",
+                "weir-tests",
+                "--bins",
+            ]))?;
             run(cargo(&root).args([
                 "run",
                 "--quiet",
