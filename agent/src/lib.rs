@@ -9,6 +9,7 @@ pub mod inpod;
 pub mod netns;
 pub mod node;
 pub mod pods;
+pub mod privilege;
 pub mod proxy;
 pub mod run;
 pub mod socket;

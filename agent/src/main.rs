@@ -1,6 +1,8 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use weir::pods::KubernetesOptions;
+use weir::run::PodSource;
 
 /// weir node agent: eBPF interception into one shared L7 proxy per node.
 #[derive(Parser)]
@@ -17,14 +19,29 @@ enum Command {
     /// Print the JSON Schema of the proxy config format.
     ConfigSchema,
     /// Run the node agent: the proxy, the eBPF data path, and enrollment of the
-    /// pods listed in a pods file (annotated `weir.dev/enroll: "true"`).
+    /// node's pods annotated `weir.dev/enroll: "true"`, from the Kubernetes API
+    /// (`--kubernetes`) or a pods file (`--pods`).
     Run {
         /// Proxy config (reloaded on SIGHUP and on change).
         #[arg(long)]
         config: PathBuf,
-        /// Pods on this node (watched for changes).
+        /// Pods on this node, from a file (watched for changes; docs/pods.md).
+        #[arg(
+            long,
+            required_unless_present = "kubernetes",
+            conflicts_with = "kubernetes"
+        )]
+        pods: Option<PathBuf>,
+        /// Pods on this node, from the Kubernetes API (watched).
         #[arg(long)]
-        pods: PathBuf,
+        kubernetes: bool,
+        /// The node's name, as pods' `spec.nodeName` says it (the DaemonSet sets
+        /// NODE_NAME from the downward API).
+        #[arg(long, env = "NODE_NAME")]
+        node_name: Option<String>,
+        /// A kubeconfig file; without it, the in-cluster service account.
+        #[arg(long, requires = "kubernetes")]
+        kubeconfig: Option<PathBuf>,
         /// bpffs directory where the data path is pinned, to outlive the agent.
         #[arg(long, default_value = weir::datapath::DEFAULT_PIN_ROOT)]
         pin_root: PathBuf,
@@ -36,6 +53,18 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Switch::Off)]
         sk_msg: Switch,
     },
+    /// Remove everything weir left in the kernel: detach every program, remove
+    /// every pin (run after the agent is gone, e.g. the DaemonSet deleted).
+    Uninstall {
+        /// bpffs directory where the data path is pinned.
+        #[arg(long, default_value = weir::datapath::DEFAULT_PIN_ROOT)]
+        pin_root: PathBuf,
+        /// Then wait for SIGTERM (the uninstall DaemonSet's pods stay Ready).
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Print the Linux capabilities `weir run` needs, and why.
+    Capabilities,
     /// Run the L7 proxy with a config file (reloaded on SIGHUP and on change).
     Proxy {
         #[arg(long)]
@@ -61,21 +90,71 @@ fn main() -> anyhow::Result<()> {
             println!("{}", weir::config::json_schema_string());
             Ok(())
         }
+        Command::Uninstall { pin_root, wait } => uninstall(&pin_root, wait),
+        Command::Capabilities => {
+            for requirement in weir::privilege::REQUIRED {
+                println!("{}\t{}", requirement.capability, requirement.why);
+            }
+            Ok(())
+        }
         Command::Proxy { config, workers } => Ok(weir::proxy::run(&config, workers)?),
         Command::Run {
             config,
             pods,
+            kubernetes,
+            node_name,
+            kubeconfig,
             pin_root,
             workers,
             sk_msg,
         } => Ok(weir::run::run(&weir::run::RunOptions {
             config,
-            pods,
+            pods: pod_source(pods, kubernetes, node_name, kubeconfig)?,
             pin_root,
             workers,
             sk_msg: sk_msg == Switch::On,
         })?),
     }
+}
+
+fn pod_source(
+    pods: Option<PathBuf>,
+    kubernetes: bool,
+    node_name: Option<String>,
+    kubeconfig: Option<PathBuf>,
+) -> anyhow::Result<PodSource> {
+    match (pods, kubernetes) {
+        (Some(file), false) => Ok(PodSource::File(file)),
+        (None, true) => Ok(PodSource::Kubernetes(KubernetesOptions {
+            node_name: node_name.filter(|n| !n.is_empty()).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--kubernetes needs the node's name: set NODE_NAME (downward API spec.nodeName) or pass --node-name"
+                )
+            })?,
+            kubeconfig,
+        })),
+        _ => anyhow::bail!("pass exactly one of --pods FILE and --kubernetes"),
+    }
+}
+
+/// `weir uninstall`: remove every pin, then optionally wait for SIGTERM.
+fn uninstall(pin_root: &std::path::Path, wait: bool) -> anyhow::Result<()> {
+    let done = weir::datapath::uninstall(pin_root)?;
+    println!(
+        "weir uninstall: removed {} pinned object(s) of {} pod(s) under {}; the kernel detaches and frees them",
+        done.pins,
+        done.pods,
+        pin_root.display()
+    );
+    if wait {
+        let mut signals = nix::sys::signal::SigSet::empty();
+        signals.add(nix::sys::signal::Signal::SIGTERM);
+        signals.add(nix::sys::signal::Signal::SIGINT);
+        signals.thread_block()?;
+        let signal = signals.wait()?;
+        println!("weir uninstall: {signal}: done");
+    }
+    Ok(())
 }
 
 /// `weir check-config FILE`: exit 0 with a summary, or exit 1 with every error found.

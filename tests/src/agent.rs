@@ -82,6 +82,23 @@ pub struct AgentOptions {
     /// above any pod's); `None`: the caller's. Two agents on one node each
     /// need their own, since sk_msg's sockops attaches to the agent's cgroup.
     pub cgroup: Option<PathBuf>,
+    /// Run the agent with exactly these capabilities (names as `setpriv`
+    /// spells them: `bpf`, `net_admin`), as a container that drops ALL and adds
+    /// them would; `None`: the caller's.
+    pub capabilities: Option<Vec<String>>,
+    /// Pods from the Kubernetes API instead of the pods file.
+    pub kubernetes: Option<KubernetesSource>,
+    /// More environment for the agent.
+    pub env: Vec<(String, String)>,
+}
+
+/// `weir run --kubernetes` as the DaemonSet runs it, with a kubeconfig in
+/// place of the in-cluster service account files.
+#[derive(Debug, Clone)]
+pub struct KubernetesSource {
+    pub kubeconfig: PathBuf,
+    /// `NODE_NAME`, as the downward API gives it.
+    pub node_name: String,
 }
 
 impl Default for AgentOptions {
@@ -91,6 +108,9 @@ impl Default for AgentOptions {
             extra_args: Vec::new(),
             log: "info".to_owned(),
             cgroup: None,
+            capabilities: None,
+            kubernetes: None,
+            env: Vec::new(),
         }
     }
 }
@@ -164,12 +184,31 @@ impl AgentProcess {
             .create(true)
             .append(true)
             .open(self.dir.join("agent.log"))?;
-        let mut cmd = Command::new(weir_bin()?);
-        cmd.arg("run")
-            .arg("--config")
-            .arg(&self.config_file)
-            .arg("--pods")
-            .arg(&self.pods_file)
+        let mut cmd = match &self.options.capabilities {
+            Some(caps) => {
+                let mut cmd = Command::new("setpriv");
+                let keep: String = caps.iter().map(|c| format!(",+{c}")).collect();
+                cmd.arg(format!("--bounding-set=-all{keep}"))
+                    .arg("--inh-caps=-all")
+                    .arg("--")
+                    .arg(weir_bin()?);
+                cmd
+            }
+            None => Command::new(weir_bin()?),
+        };
+        cmd.arg("run").arg("--config").arg(&self.config_file);
+        match &self.options.kubernetes {
+            Some(source) => {
+                cmd.arg("--kubernetes")
+                    .arg("--kubeconfig")
+                    .arg(&source.kubeconfig)
+                    .env("NODE_NAME", &source.node_name);
+            }
+            None => {
+                cmd.arg("--pods").arg(&self.pods_file);
+            }
+        }
+        cmd.envs(self.options.env.iter().map(|(k, v)| (k, v)))
             .arg("--pin-root")
             .arg(pin_root)
             .args(self.options.workers.map(|n| format!("--workers={n}")))

@@ -10,8 +10,10 @@ mod ingress;
 mod orig_dst;
 mod pin;
 mod pod;
+mod probe_map;
 mod prune;
 mod sys;
+mod uninstall;
 
 use std::os::fd::AsFd;
 use std::path::PathBuf;
@@ -34,7 +36,9 @@ pub use orig_dst::{OrigDst, OrigDstTable};
 use pin::AttachedLink;
 pub use pin::DEFAULT_PIN_ROOT;
 pub use pod::PodRegistration;
+pub use probe_map::ProbeMap;
 pub use prune::Pruned;
+pub use uninstall::{Uninstalled, uninstall};
 
 /// The object `cargo xtask build-ebpf` produced, embedded by build.rs (empty when
 /// it had not been built).

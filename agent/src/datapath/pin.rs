@@ -18,7 +18,7 @@ use super::{DatapathError, sys};
 /// Where weir pins by default.
 pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/weir";
 
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+pub(super) const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 #[derive(Clone, Debug)]
 pub(super) struct PinLayout {

@@ -2,6 +2,7 @@
 
 use std::io;
 
+pub(super) const BPF_MAP_CREATE: libc::c_long = 0;
 pub(super) const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 pub(super) const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 pub(super) const BPF_OBJ_GET: libc::c_long = 7;

@@ -1,6 +1,6 @@
 //! Enrollment: turning the desired set of pods into data-path state and
-//! in-pod listeners, and back. The pod source (a pods file today, the
-//! Kubernetes API later) feeds [`Enroller::reconcile`]; the proxy receives the
+//! in-pod listeners, and back. The pod source (a pods file or the
+//! Kubernetes API) feeds [`Enroller::reconcile`]; the proxy receives the
 //! intercepted connections through [`Intercept`].
 
 mod accept;
@@ -133,7 +133,6 @@ impl Enroller {
                     if self.pods.contains_key(&spec.uid) {
                         wanted.insert(spec.uid.clone());
                     }
-                    log::error!("pod {label}: {e}");
                     result.failed.push((label, e.to_string()));
                     continue;
                 }
@@ -170,10 +169,7 @@ impl Enroller {
             };
             match outcome {
                 Ok(list) => list.push(label),
-                Err(e) => {
-                    log::error!("pod {label}: {e}");
-                    result.failed.push((label, e.to_string()));
-                }
+                Err(e) => result.failed.push((label, e.to_string())),
             }
         }
         let gone: Vec<String> = self

@@ -32,8 +32,13 @@ impl PodSocketFactory {
         std::thread::Builder::new()
             .name(format!("weir-sockets-{pod}"))
             .spawn(move || {
+                // Inside the pod, the thread needs no privilege to make sockets:
+                // it gives up what it inherited from the enrolling thread.
                 let entered = nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(io::Error::from);
+                    .map_err(io::Error::from)
+                    .and_then(|()| {
+                        crate::privilege::drop_all_on_this_thread().map_err(io::Error::other)
+                    });
                 let ok = entered.is_ok();
                 let _ = ready_tx.send(entered);
                 if !ok {

@@ -3,9 +3,11 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::net::IpAddr;
 use std::path::{Component, Path, PathBuf};
 
 use crate::netns::{NetNs, NetNsError};
+use crate::node::cgroup::{CgroupDriver, QosClass, pod_cgroup_relpath};
 
 use super::spec::{PodLocation, PodSpec};
 
@@ -51,6 +53,21 @@ pub enum ResolveError {
     },
     #[error("pod {pod}: {source}")]
     NetNs { pod: String, source: NetNsError },
+    #[error(
+        "pod {pod}: waiting for its sandbox: no kubelet cgroup for uid {uid} under {} (cgroupfs or systemd layout)",
+        root.display()
+    )]
+    NoSandbox {
+        pod: String,
+        uid: String,
+        root: PathBuf,
+    },
+    #[error("pod {pod}: its address {ip} is not in network namespace {}", netns.display())]
+    IpNotInNetns {
+        pod: String,
+        ip: IpAddr,
+        netns: PathBuf,
+    },
 }
 
 /// Finds `spec`'s cgroup directory and network namespace. Relative cgroup
@@ -60,7 +77,82 @@ pub fn resolve(spec: &PodSpec, cgroup2_root: &Path) -> Result<ResolvedPod, Resol
     match &spec.location {
         PodLocation::Cgroup(dir) => by_cgroup(pod, cgroup2_root.join(dir)),
         PodLocation::Pid(pid) => by_pid(pod, *pid, &spec.uid, cgroup2_root),
+        PodLocation::Kubelet { qos } => {
+            let dir = kubelet_cgroup(&pod, &spec.uid, *qos, cgroup2_root)?;
+            let found = by_cgroup(pod.clone(), dir)?;
+            confirm_pod_ips(&pod, &found.netns, &spec.ips)?;
+            Ok(found)
+        }
     }
+}
+
+/// The kubelet's directory for pod `uid`: the layout of its QoS class first,
+/// then every other (the QoS class is missing from old API objects, and the
+/// cgroup driver is the node's, which the API does not say).
+fn kubelet_cgroup(
+    pod: &str,
+    uid: &str,
+    qos: Option<QosClass>,
+    root: &Path,
+) -> Result<PathBuf, ResolveError> {
+    let classes = [
+        QosClass::Guaranteed,
+        QosClass::Burstable,
+        QosClass::BestEffort,
+    ];
+    let ordered = qos
+        .into_iter()
+        .chain(classes.into_iter().filter(|c| Some(*c) != qos));
+    ordered
+        .flat_map(|class| {
+            [CgroupDriver::Cgroupfs, CgroupDriver::Systemd]
+                .map(|driver| root.join(pod_cgroup_relpath(driver, class, uid)))
+        })
+        .find(|dir| dir.join("cgroup.procs").is_file())
+        .ok_or_else(|| ResolveError::NoSandbox {
+            pod: pod.to_owned(),
+            uid: uid.to_owned(),
+            root: root.to_owned(),
+        })
+}
+
+/// The namespace found from the pod's processes holds the address the API
+/// gives the pod: a stale or foreign process never gets the pod's listeners.
+fn confirm_pod_ips(pod: &str, netns: &NetNs, ips: &[IpAddr]) -> Result<(), ResolveError> {
+    let held = netns
+        .run(local_addresses)
+        .map_err(|source| ResolveError::NetNs {
+            pod: pod.to_owned(),
+            source,
+        })?
+        .map_err(|source| ResolveError::Read {
+            pod: pod.to_owned(),
+            path: netns.path().to_owned(),
+            source,
+        })?;
+    match ips.iter().find(|ip| !held.contains(ip)) {
+        None => Ok(()),
+        Some(ip) => Err(ResolveError::IpNotInNetns {
+            pod: pod.to_owned(),
+            ip: *ip,
+            netns: netns.path().to_owned(),
+        }),
+    }
+}
+
+/// Every address configured in the calling thread's network namespace.
+fn local_addresses() -> io::Result<Vec<IpAddr>> {
+    let addrs = nix::ifaddrs::getifaddrs().map_err(io::Error::from)?;
+    Ok(addrs
+        .filter_map(|ifaddr| ifaddr.address)
+        .filter_map(|addr| {
+            if let Some(v4) = addr.as_sockaddr_in() {
+                Some(IpAddr::V4(v4.ip()))
+            } else {
+                addr.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
+            }
+        })
+        .collect())
 }
 
 /// The first process found in `dir` or below it (breadth first) gives the namespace.

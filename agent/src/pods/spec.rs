@@ -6,6 +6,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use serde::Deserialize;
+
+use crate::node::cgroup::QosClass;
 use serde::de::{self, Deserializer, Visitor};
 
 /// The pods file: `pods: [...]`.
@@ -37,6 +39,10 @@ pub enum PodLocation {
     Cgroup(PathBuf),
     /// A process in the pod.
     Pid(u32),
+    /// Where the kubelet puts the pod with this UID: `kubepods/...pod<uid>`
+    /// (cgroupfs driver) or `kubepods.slice/...-pod<uid>.slice` (systemd),
+    /// under the QoS class's parent when known, else under any.
+    Kubelet { qos: Option<QosClass> },
 }
 
 impl PodSpec {

@@ -95,7 +95,8 @@ fn location(path: &DocPath, location: &PodLocation, problems: &mut Vec<(DocPath,
                 "pid must be a process id, not 0".to_owned(),
             ));
         }
-        PodLocation::Pid(_) => {}
+        // Only the Kubernetes source makes these; the file has no way to say it.
+        PodLocation::Pid(_) | PodLocation::Kubelet { .. } => {}
     }
 }
 

@@ -3,9 +3,18 @@
 //!
 //! Stopping leaves the pinned data path in place on purpose: enrolled pods go
 //! direct (fail-open) or are refused (fail-closed) while no agent runs, and the
-//! next agent adopts their state.
+//! next agent adopts their state. `weir uninstall` removes it for good.
+//!
+//! Privilege (see [`crate::privilege`]): the checks run before anything
+//! starts; the data path loads and pods are enrolled on the main thread (the
+//! future `block_on` drives), which keeps only what enrolment needs once the
+//! data path is loaded; the proxy's worker threads hold nothing.
 
 mod intercept;
+mod report;
+mod source;
+
+pub use source::PodSource;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,18 +25,20 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::datapath::{Datapath, DatapathError, DatapathOptions};
 use crate::enroll::Enroller;
 use crate::node::cgroup::{CgroupError, cgroup2_root};
-use crate::pods::{PodsFileError, watch_pods_file};
-use crate::proxy::{self, ProxyError, admin, metrics::Metrics, reload, runtime::Runtime};
+use crate::pods::{KubernetesError, PodsFileError};
+use crate::privilege::{self, PrivilegeError};
+use crate::proxy::{ProxyError, admin, metrics::Metrics, reload, runtime::Runtime};
 
-/// How often the pods file is checked for changes.
-const PODS_POLL: Duration = Duration::from_millis(250);
 /// How long in-flight requests get to finish on SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How soon a pod that could not be enrolled is tried again (a pod whose
+/// sandbox the kubelet is still making appears within a few of these).
+const RETRY_FAILED: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub config: PathBuf,
-    pub pods: PathBuf,
+    pub pods: PodSource,
     pub pin_root: PathBuf,
     pub workers: Option<usize>,
     /// sk_msg acceleration of the app-to-proxy hop.
@@ -43,11 +54,54 @@ pub enum RunError {
     #[error(transparent)]
     Pods(#[from] PodsFileError),
     #[error(transparent)]
+    Kubernetes(#[from] KubernetesError),
+    #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Privilege(#[from] PrivilegeError),
 }
 
 pub fn run(options: &RunOptions) -> Result<(), RunError> {
-    proxy::tokio_runtime(options.workers)?.block_on(serve(options))
+    privilege::check_and_raise()?;
+    let workers_keep_bpf = privilege::workers_need_bpf()?;
+    log::info!(
+        "capabilities: main thread {:?} until the data path is loaded, then {:?}; proxy workers {}",
+        privilege::REQUIRED
+            .iter()
+            .map(|r| r.capability)
+            .collect::<Vec<_>>(),
+        privilege::ENROLMENT,
+        if workers_keep_bpf {
+            "CAP_BPF only (this kernel checks it on every bpf(2) call)"
+        } else {
+            "none"
+        }
+    );
+    agent_runtime(options.workers, workers_keep_bpf)?.block_on(serve(options))
+}
+
+/// Always multi-threaded, unlike `weir proxy --workers 1`: the main thread
+/// keeps enrolment's capabilities, so proxy work must happen elsewhere.
+fn agent_runtime(
+    workers: Option<usize>,
+    keep_bpf: bool,
+) -> Result<tokio::runtime::Runtime, ProxyError> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        builder.worker_threads(n.max(1));
+    }
+    builder
+        .thread_name("weir-worker")
+        .on_thread_start(move || {
+            if let Err(e) = privilege::confine_worker(keep_bpf) {
+                // A worker that kept privilege would parse pods' traffic with it.
+                eprintln!("weir: {e}; refusing to run a privileged worker thread");
+                std::process::abort();
+            }
+        })
+        .enable_all()
+        .build()
+        .map_err(ProxyError::Runtime)
 }
 
 async fn serve(options: &RunOptions) -> Result<(), RunError> {
@@ -68,10 +122,16 @@ async fn serve(options: &RunOptions) -> Result<(), RunError> {
         pin_root: Some(options.pin_root.clone()),
         sk_msg: options.sk_msg,
     })?;
+    privilege::drop_after_load()?;
     let mut enroller = Enroller::new(datapath, intercept::for_runtime(&runtime), cgroup2_root()?);
-    let mut pods = watch_pods_file(&options.pods, PODS_POLL)?;
-    let initial = Arc::clone(&pods.pods.borrow_and_update());
-    report(&enroller.reconcile(&initial));
+    let mut pods = tokio::select! {
+        started = options.pods.start() => started?,
+        _ = term.recv() => { log::info!("SIGTERM before the first list of pods: stopping"); return Ok(()); }
+        _ = interrupt.recv() => { log::info!("SIGINT before the first list of pods: stopping"); return Ok(()); }
+    };
+    let mut reporter = report::Reporter::default();
+    let mut desired = Arc::clone(&pods.pods.borrow_and_update());
+    let mut retry = reporter.report(&enroller.reconcile(&desired));
     match enroller.prune() {
         Ok(pruned) if pruned != Default::default() => {
             log::info!("pruned state of pods gone while no agent ran: {pruned:?}")
@@ -93,11 +153,14 @@ async fn serve(options: &RunOptions) -> Result<(), RunError> {
         tokio::select! {
             changed = pods.pods.changed() => {
                 if changed.is_err() {
-                    log::error!("the pods file watcher stopped; keeping the current enrollment");
+                    log::error!("the pod source stopped; keeping the current enrollment");
                     break;
                 }
-                let desired = Arc::clone(&pods.pods.borrow_and_update());
-                report(&enroller.reconcile(&desired));
+                desired = Arc::clone(&pods.pods.borrow_and_update());
+                retry = reporter.report(&enroller.reconcile(&desired));
+            }
+            () = tokio::time::sleep(RETRY_FAILED), if retry => {
+                retry = reporter.report(&enroller.reconcile(&desired));
             }
             _ = term.recv() => { log::info!("SIGTERM: stopping"); break; }
             _ = interrupt.recv() => { log::info!("SIGINT: stopping"); break; }
@@ -105,6 +168,7 @@ async fn serve(options: &RunOptions) -> Result<(), RunError> {
     }
     // Listeners close with the enroller; pinned state stays for the next agent.
     drop(enroller);
+    pods.task.abort();
     config_watch.abort();
     runtime.drain_all().await;
     let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
@@ -112,19 +176,4 @@ async fn serve(options: &RunOptions) -> Result<(), RunError> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
-}
-
-fn report(done: &crate::enroll::Reconciled) {
-    for pod in &done.enrolled {
-        log::info!("pod {pod}: enrolled");
-    }
-    for pod in &done.updated {
-        log::info!("pod {pod}: updated");
-    }
-    for pod in &done.unenrolled {
-        log::info!("pod {pod}: un-enrolled");
-    }
-    for (pod, why) in &done.failed {
-        log::error!("pod {pod}: not enrolled: {why}");
-    }
 }

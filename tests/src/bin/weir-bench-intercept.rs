@@ -113,9 +113,13 @@ fn main() -> Result<()> {
         keep.push(pod.start_pause()?);
         let via = match scenario {
             Scenario::Direct => Via::Direct,
-            Scenario::Ebpf | Scenario::EbpfSkMsg => {
-                Via::Agent(start_agent(&node, &pod, &server_pod, &pins, scenario)?)
-            }
+            Scenario::Ebpf | Scenario::EbpfSkMsg => Via::Agent(Box::new(start_agent(
+                &node,
+                &pod,
+                &server_pod,
+                &pins,
+                scenario,
+            )?)),
             Scenario::Iptables => start_sidecars(&pod, &server_pod, backend_addr)?,
         };
         let url = match scenario {
@@ -280,7 +284,7 @@ impl Run<'_> {
 enum Via {
     Direct,
     /// `weir run` with the client pod enrolled.
-    Agent(AgentProcess),
+    Agent(Box<AgentProcess>),
     /// A `weir proxy` in each pod's namespace behind iptables rules (the
     /// client's first: its outbound, then the server's inbound).
     Sidecars {
@@ -456,6 +460,7 @@ fn start_agent(
         extra_args: vec![format!("--sk-msg={}", if sk_msg { "on" } else { "off" })],
         log: "warn".to_owned(),
         cgroup: Some(cgroup),
+        ..AgentOptions::default()
     };
     let pins = pins[usize::from(sk_msg)].path();
     let agent = AgentProcess::start_with_options(node, &config, &pods, pins, options)?;

@@ -1,0 +1,91 @@
+//! `weir uninstall`: everything weir left in the kernel, gone.
+//!
+//! What outlives an agent is what it pinned (links keep programs attached to
+//! pods' cgroups and network namespaces; maps keep their state). Removing the
+//! pins drops the kernel's last references once no agent holds descriptors, and
+//! the kernel then detaches the links and frees the programs and maps. Nothing
+//! else survives an agent: its unpinned links and its in-pod listeners close
+//! with its process.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::DatapathError;
+
+/// What [`uninstall`] removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Uninstalled {
+    /// Pods whose links were pinned, over every layout version found.
+    pub pods: usize,
+    /// Pinned files removed (links and maps).
+    pub pins: usize,
+}
+
+/// Removes every weir pin under `pin_root` (every layout version) and the
+/// directory itself. A missing `pin_root` is not an error: nothing to do.
+/// Refuses a directory that is not on a bpffs or holds something that is not
+/// weir's layout (`v<N>/{maps,pods}`), so a wrong path deletes nothing.
+pub fn uninstall(pin_root: &Path) -> Result<Uninstalled, DatapathError> {
+    if !pin_root.exists() {
+        return Ok(Uninstalled::default());
+    }
+    let err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source: io::Error| DatapathError::Pin { path, source }
+    };
+    let fs = nix::sys::statfs::statfs(pin_root).map_err(|e| err(pin_root)(e.into()))?;
+    if fs.filesystem_type().0 as i64 != super::pin::BPF_FS_MAGIC {
+        return Err(DatapathError::NotBpffs(pin_root.to_path_buf()));
+    }
+    let versions = layout_versions(pin_root).map_err(err(pin_root))?;
+    let mut done = Uninstalled::default();
+    for version in &versions {
+        let pods = version.join("pods");
+        if pods.is_dir() {
+            done.pods += std::fs::read_dir(&pods).map_err(err(&pods))?.count();
+        }
+        done.pins += remove_tree(version).map_err(err(version))?;
+    }
+    std::fs::remove_dir(pin_root).map_err(err(pin_root))?;
+    Ok(done)
+}
+
+/// The `v<N>` directories under the root; anything else there is refused.
+fn layout_versions(root: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut versions = Vec::new();
+    for entry in std::fs::read_dir(root)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let is_layout = name
+            .strip_prefix('v')
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if !is_layout || !entry.file_type()?.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} is not weir's (expected only v<N> layout directories); nothing removed",
+                    entry.path().display()
+                ),
+            ));
+        }
+        versions.push(entry.path());
+    }
+    Ok(versions)
+}
+
+/// Removes a directory tree of pins, deepest first; returns the files removed.
+fn remove_tree(dir: &Path) -> io::Result<usize> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            removed += remove_tree(&entry.path())?;
+        } else {
+            std::fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    std::fs::remove_dir(dir)?;
+    Ok(removed)
+}
