@@ -63,23 +63,7 @@ async fn manifests_validate_on_a_real_server_and_grant_only_what_weir_needs() ->
     check_agent_pod(&agent, pod, &config)?;
 
     let cleaner = daemonsets.get("weir-uninstall").await?;
-    let cleaner_pod = pod_spec(&cleaner)?;
-    let init = cleaner_pod.init_containers.as_deref().unwrap_or_default();
-    for container in init.iter().chain(&cleaner_pod.containers) {
-        ensure!(
-            container
-                .args
-                .as_deref()
-                .unwrap_or_default()
-                .first()
-                .map(String::as_str)
-                == Some("uninstall"),
-            "{}: {:?}",
-            container.name,
-            container.args
-        );
-        check_least_privilege(container)?;
-    }
+    check_uninstall(pod_spec(&cleaner)?)?;
 
     service_account_reads_pods_only(&server).await
 }
@@ -146,7 +130,7 @@ fn only_container(containers: &[Container]) -> Result<&Container> {
 }
 
 fn check_agent_container(container: &Container, config: &AgentConfig) -> Result<()> {
-    check_least_privilege(container)?;
+    check_least_privilege(container, &agent_capabilities())?;
     let args = container.args.clone().unwrap_or_default();
     ensure!(
         args == ["run", "--kubernetes", "--config", "/etc/weir/config.yaml"],
@@ -206,9 +190,8 @@ fn check_agent_container(container: &Container, config: &AgentConfig) -> Result<
     Ok(())
 }
 
-/// Not privileged, every capability dropped and exactly the agent's own
-/// required set added back.
-fn check_least_privilege(container: &Container) -> Result<()> {
+/// Not privileged, every capability dropped and exactly `required` added back.
+fn check_least_privilege(container: &Container, required: &[String]) -> Result<()> {
     let security = container
         .security_context
         .as_ref()
@@ -227,10 +210,7 @@ fn check_least_privilege(container: &Container) -> Result<()> {
     );
     let mut added = caps.add.unwrap_or_default();
     added.sort();
-    let mut required: Vec<String> = REQUIRED_CAPABILITIES
-        .iter()
-        .map(|c| c.to_string())
-        .collect();
+    let mut required = required.to_vec();
     required.sort();
     ensure!(
         added == required,
@@ -240,16 +220,17 @@ fn check_least_privilege(container: &Container) -> Result<()> {
     Ok(())
 }
 
-// MARKED: until main has `weir::privilege::REQUIRED`, the agent's required set
-// as the lead announced it; replace with the agent's own declaration then.
-const REQUIRED_CAPABILITIES: &[&str] = &[
-    "BPF",
-    "NET_ADMIN",
-    "SYS_ADMIN",
-    "SYS_PTRACE",
-    "SYS_RESOURCE",
-    "SETPCAP",
-];
+/// What the agent declares it needs (`weir capabilities`), in the manifest's
+/// spelling: `CAP_BPF` is `BPF`.
+fn agent_capabilities() -> Vec<String> {
+    weir::privilege::REQUIRED
+        .iter()
+        .map(|r| {
+            let name = r.capability.to_string();
+            name.strip_prefix("CAP_").unwrap_or(&name).to_owned()
+        })
+        .collect()
+}
 
 fn check_agent_pod(daemonset: &DaemonSet, pod: &PodSpec, config: &AgentConfig) -> Result<()> {
     ensure!(pod.host_network == Some(true) && pod.host_pid == Some(true));
@@ -284,6 +265,32 @@ fn check_agent_pod(daemonset: &DaemonSet, pod: &PodSpec, config: &AgentConfig) -
         annotation("prometheus.io/port"),
         config.stats_port
     );
+    Ok(())
+}
+
+/// `weir uninstall` (then `--wait`) with the host's bpffs and no capability:
+/// removing pins is unlinking files user 0 owns.
+fn check_uninstall(pod: &PodSpec) -> Result<()> {
+    ensure!(pod.host_pid != Some(true) && pod.host_network != Some(true));
+    ensure!(pod.automount_service_account_token == Some(false));
+    let init = only_container(pod.init_containers.as_deref().unwrap_or_default())?;
+    let wait = only_container(&pod.containers)?;
+    for (container, args) in [(init, &["uninstall"][..]), (wait, &["uninstall", "--wait"])] {
+        ensure!(
+            container.args.as_deref().unwrap_or_default() == args,
+            "{}: {:?}",
+            container.name,
+            container.args
+        );
+        check_least_privilege(container, &[])?;
+        let mounts = container.volume_mounts.as_deref().unwrap_or_default();
+        let paths: Vec<_> = mounts.iter().map(|m| m.mount_path.as_str()).collect();
+        ensure!(
+            paths == ["/sys/fs/bpf"],
+            "{}: mounts {paths:?}",
+            container.name
+        );
+    }
     Ok(())
 }
 
