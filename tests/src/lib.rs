@@ -8,6 +8,7 @@
 pub mod agent;
 mod cmd;
 pub mod exchange;
+pub mod kube;
 mod node;
 pub mod pins;
 mod pod;

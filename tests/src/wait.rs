@@ -17,3 +17,23 @@ pub fn until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
         pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
+
+/// [`until`] for a condition that awaits (an API call).
+pub async fn until_async<F, Fut>(timeout: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        if condition().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}

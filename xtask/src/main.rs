@@ -4,6 +4,7 @@
 mod bench;
 mod ebpf;
 mod install;
+mod kube;
 mod run;
 
 use std::path::{Path, PathBuf};
@@ -33,6 +34,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build (once, then cached) the real kube-apiserver the Kubernetes tests run.
+    KubeApiserver,
     /// Run weir's main job on a local simulated node (needs root).
     Demo,
     /// Run a benchmark (not a test), e.g. `cargo xtask bench proxy`.
@@ -56,7 +59,16 @@ fn main() -> Result<()> {
             // promtool and a real Prometheus server check the metrics exposition;
             // curl, h2load and openssl drive the TLS and HTTP/2 tests.
             install::ensure_apt_packages(&["prometheus", "nghttp2-client", "curl", "openssl"])?;
-            run(cargo(&root).args(["test", "--workspace"]).args(&args))
+            let apiserver = kube::ensure_kube_apiserver()?;
+            run(cargo(&root)
+                .args(["test", "--workspace"])
+                .args(&args)
+                .env(kube::BINARY_ENV, apiserver))
+        }
+        Task::KubeApiserver => {
+            let binary = kube::ensure_kube_apiserver()?;
+            println!("{}", binary.display());
+            Ok(())
         }
         Task::Demo => {
             ensure_runtime_prerequisites(&root)?;

@@ -1,4 +1,4 @@
-//! The whole document: admin, listeners, clusters.
+//! The whole document: admin, stats, listeners, clusters.
 
 use std::net::SocketAddr;
 
@@ -16,6 +16,10 @@ pub struct ProxyConfig {
     /// Admin endpoint (`/config_dump`, `/stats/prometheus`); absent: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<AdminConfig>,
+    /// Read-only metrics listener (`/stats/prometheus`, `/ready`), for
+    /// scraping from the network while the admin stays on loopback; absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<AdminConfig>,
     #[serde(default)]
     pub listeners: Vec<ListenerConfig>,
     #[serde(default)]
@@ -50,7 +54,7 @@ pub enum OutboundTrafficPolicy {
     RegistryOnly,
 }
 
-/// The admin listener.
+/// The admin or the stats listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {

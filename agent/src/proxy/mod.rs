@@ -92,13 +92,10 @@ async fn serve(path: &Path) -> Result<(), ProxyError> {
         serde_json::to_string(&cfg).unwrap_or_default()
     );
     let admin_addr = cfg.admin.map(|a| a.address);
+    let stats_addr = cfg.stats.map(|a| a.address);
     let rt = Arc::new(Runtime::new(Arc::new(metrics::Metrics::new()?)));
     rt.apply(cfg).await?;
-    if let Some(addr) = admin_addr {
-        let bound = admin::start(addr, rt.clone()).await?;
-        log::info!("admin listening on {bound}");
-        announce(format_args!("weir: admin listening on {bound}"));
-    }
+    admin::start_endpoints(admin_addr, stats_addr, &rt).await?;
     let watcher = tokio::spawn(config_watch.run(rt.clone()));
     tokio::select! {
         _ = term.recv() => log::info!("SIGTERM: draining"),

@@ -111,6 +111,7 @@ async fn serve(options: &RunOptions) -> Result<(), RunError> {
     let config_watch = reload::ConfigWatch::start(&options.config);
     let config = crate::config::load_file(&options.config).map_err(ProxyError::from)?;
     let admin_addr = config.admin.map(|a| a.address);
+    let stats_addr = config.stats.map(|a| a.address);
     let runtime = Arc::new(Runtime::new(Arc::new(
         Metrics::new().map_err(ProxyError::from)?,
     )));
@@ -140,12 +141,9 @@ async fn serve(options: &RunOptions) -> Result<(), RunError> {
     }
     // The admin listener (and so `/ready`) comes up once the pods that were
     // there at start are enrolled.
-    if let Some(addr) = admin_addr {
-        let bound = admin::start(addr, Arc::clone(&runtime))
-            .await
-            .map_err(ProxyError::from)?;
-        log::info!("admin listening on {bound}");
-    }
+    admin::start_endpoints(admin_addr, stats_addr, &runtime)
+        .await
+        .map_err(ProxyError::from)?;
     log::info!(
         "weir agent running: {} pod(s) enrolled",
         enroller.enrolled().len()

@@ -76,7 +76,8 @@ impl Proxy {
         p
     }
 
-    async fn wait_line(&mut self, prefix: &str) -> String {
+    /// The rest of the latest stdout line starting with `prefix` (a bound address).
+    pub async fn wait_line(&mut self, prefix: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(l) = self

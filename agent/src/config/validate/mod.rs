@@ -56,6 +56,16 @@ impl<'c> Checker<'c> {
         {
             addresses.insert(admin.address, "admin".to_owned());
         }
+        if let Some(stats) = &config.stats
+            && stats.address.port() != 0
+            && let Some(first) = addresses.insert(stats.address, "stats".to_owned())
+        {
+            addresses.insert(stats.address, first.clone());
+            self.report(
+                root.key("stats").key("address"),
+                format!("address {} is already used by {first}", stats.address),
+            );
+        }
         self.unique_names(
             &listeners,
             config.listeners.iter().map(|l| l.name.as_str()),

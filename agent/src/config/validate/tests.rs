@@ -137,6 +137,36 @@ listeners:
 }
 
 #[test]
+fn stats_address_unique_against_admin_and_listeners() {
+    let yaml = "\
+admin:
+  address: 127.0.0.1:9901
+stats:
+  address: 127.0.0.1:9901
+listeners:
+  - name: a
+    address: 127.0.0.1:8080
+    virtual_hosts: [{name: v, domains: [\"*\"], routes: []}]
+";
+    assert_eq!(
+        error(yaml),
+        "t.yaml: stats.address (line 4): address 127.0.0.1:9901 is already used by admin"
+    );
+    let yaml = "\
+stats:
+  address: 127.0.0.1:15020
+listeners:
+  - name: a
+    address: 127.0.0.1:15020
+    virtual_hosts: [{name: v, domains: [\"*\"], routes: []}]
+";
+    assert_eq!(
+        error(yaml),
+        "t.yaml: listeners[0].address (line 5): address 127.0.0.1:15020 is already used by stats"
+    );
+}
+
+#[test]
 fn duplicate_and_empty_cluster_names() {
     let yaml = with_clusters(
         "

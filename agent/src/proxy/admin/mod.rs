@@ -1,9 +1,12 @@
 //! Admin listener: `/ready`, `/stats/prometheus` (weir's names), `/stats`
 //! (Envoy's names: text, `?format=json|prometheus`, `?filter=<regex>`,
 //! `?usedonly`), `/config_dump`, `/clusters` (text, or `?format=json`),
-//! `/listeners`.
+//! `/listeners`. The stats listener (`stats.address`) serves only
+//! `/stats/prometheus` and `/ready`, for scraping from the network while the
+//! admin stays on loopback.
 
-use std::convert::Infallible;
+mod serve;
+
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,8 +16,6 @@ use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
 
 use super::cluster::outlier::now_ms;
 use super::metrics::envoy;
@@ -23,34 +24,87 @@ use crate::config::DiscoveryType;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("admin: bind {0}: {1}")]
-    Bind(SocketAddr, #[source] std::io::Error),
+    #[error("{0}: bind {1}: {2}")]
+    Bind(&'static str, SocketAddr, #[source] std::io::Error),
+}
+
+/// Which endpoint set a listener serves.
+#[derive(Debug, Clone, Copy)]
+enum Endpoints {
+    /// Everything: config, clusters, stats.
+    Admin,
+    /// Read-only: `/stats/prometheus` and `/ready`.
+    Stats,
 }
 
 /// Bind the admin listener; returns its bound address and spawns the server.
 pub async fn start(addr: SocketAddr, rt: Arc<Runtime>) -> Result<SocketAddr, AdminError> {
-    let tcp = TcpListener::bind(addr)
-        .await
-        .map_err(|e| AdminError::Bind(addr, e))?;
-    let bound = tcp.local_addr().map_err(|e| AdminError::Bind(addr, e))?;
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = tcp.accept().await else {
-                continue;
-            };
-            let rt = rt.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
-                    let rt = rt.clone();
-                    async move { Ok::<_, Infallible>(handle(&rt, req).await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
+    bind(Endpoints::Admin, addr, rt).await
+}
+
+async fn bind(
+    kind: Endpoints,
+    addr: SocketAddr,
+    rt: Arc<Runtime>,
+) -> Result<SocketAddr, AdminError> {
+    let name = match kind {
+        Endpoints::Admin => "admin",
+        Endpoints::Stats => "stats",
+    };
+    serve::bind(addr, name, move |req| {
+        let rt = rt.clone();
+        async move {
+            match kind {
+                Endpoints::Admin => handle(&rt, req).await,
+                Endpoints::Stats => handle_stats(&rt, req).await,
+            }
         }
-    });
-    Ok(bound)
+    })
+    .await
+    .map_err(|e| AdminError::Bind(name, addr, e))
+}
+
+/// Start the admin and stats listeners the config asks for, logging and
+/// announcing (for tests) their bound addresses.
+pub async fn start_endpoints(
+    admin: Option<SocketAddr>,
+    stats: Option<SocketAddr>,
+    rt: &Arc<Runtime>,
+) -> Result<(), AdminError> {
+    if let Some(addr) = admin {
+        let bound = start(addr, rt.clone()).await?;
+        log::info!("admin listening on {bound}");
+        super::announce(format_args!("weir: admin listening on {bound}"));
+    }
+    if let Some(addr) = stats {
+        let bound = bind(Endpoints::Stats, addr, rt.clone()).await?;
+        log::info!("stats listening on {bound}");
+        super::announce(format_args!("weir: stats listening on {bound}"));
+    }
+    Ok(())
+}
+
+const PLAIN: &str = "text/plain; charset=utf-8";
+const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+async fn ready(rt: &Runtime) -> Response<Full<Bytes>> {
+    if rt.is_ready().await {
+        text(StatusCode::OK, PLAIN, "LIVE\n")
+    } else {
+        text(StatusCode::SERVICE_UNAVAILABLE, PLAIN, "PRE_INITIALIZING\n")
+    }
+}
+
+/// The stats listener: nothing but the two read-only endpoints, GET only.
+async fn handle_stats(rt: &Runtime, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != http::Method::GET {
+        return text(StatusCode::NOT_FOUND, PLAIN, "not found\n");
+    }
+    match req.uri().path() {
+        "/ready" => ready(rt).await,
+        "/stats/prometheus" => text(StatusCode::OK, PROMETHEUS, rt.metrics.encode()),
+        _ => text(StatusCode::NOT_FOUND, PLAIN, "not found\n"),
+    }
 }
 
 fn text(status: StatusCode, ctype: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -62,21 +116,10 @@ fn text(status: StatusCode, ctype: &'static str, body: impl Into<Bytes>) -> Resp
 }
 
 async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    const PLAIN: &str = "text/plain; charset=utf-8";
     const JSON: &str = "application/json";
     match req.uri().path() {
-        "/ready" => {
-            if rt.is_ready().await {
-                text(StatusCode::OK, PLAIN, "LIVE\n")
-            } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, PLAIN, "PRE_INITIALIZING\n")
-            }
-        }
-        "/stats/prometheus" => text(
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            rt.metrics.encode(),
-        ),
+        "/ready" => ready(rt).await,
+        "/stats/prometheus" => text(StatusCode::OK, PROMETHEUS, rt.metrics.encode()),
         "/stats" => envoy_stats(rt, req.uri().query().unwrap_or("")),
         "/config_dump" => {
             let cfg = rt.effective.load();
@@ -100,7 +143,6 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<Full<Bytes>> {
 
 /// Envoy's `/stats`, with its query parameters.
 fn envoy_stats(rt: &Runtime, query: &str) -> Response<Full<Bytes>> {
-    const PLAIN: &str = "text/plain; charset=utf-8";
     let mut format = "text".to_owned();
     let mut filter = None;
     let mut used_only = false;
@@ -145,11 +187,7 @@ fn envoy_stats(rt: &Runtime, query: &str) -> Response<Full<Bytes>> {
     match format.as_str() {
         "text" => text(StatusCode::OK, PLAIN, envoy::text(&stats)),
         "json" => text(StatusCode::OK, "application/json", envoy::json(&stats)),
-        "prometheus" => text(
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            envoy::prometheus(&stats),
-        ),
+        "prometheus" => text(StatusCode::OK, PROMETHEUS, envoy::prometheus(&stats)),
         other => text(
             StatusCode::BAD_REQUEST,
             PLAIN,
