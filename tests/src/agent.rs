@@ -90,6 +90,13 @@ pub struct AgentOptions {
     pub kubernetes: Option<KubernetesSource>,
     /// More environment for the agent.
     pub env: Vec<(String, String)>,
+    /// The arguments that replace `run --config <written file>` (a DaemonSet's
+    /// container args, with its config path); the config text passed to
+    /// `start` is then not written.
+    pub run_args: Option<Vec<String>>,
+    /// The admin address the agent's config names, when `run_args` bring
+    /// their own config.
+    pub admin: Option<SocketAddr>,
 }
 
 /// `weir run --kubernetes` as the DaemonSet runs it, with a kubeconfig in
@@ -111,6 +118,8 @@ impl Default for AgentOptions {
             capabilities: None,
             kubernetes: None,
             env: Vec::new(),
+            run_args: None,
+            admin: None,
         }
     }
 }
@@ -160,9 +169,12 @@ impl AgentProcess {
             NEXT.fetch_add(1, Ordering::SeqCst)
         ));
         std::fs::create_dir_all(&dir)?;
-        let admin = node
-            .router()
-            .run(|| TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()))??;
+        let admin = match options.admin {
+            Some(addr) => addr,
+            None => node
+                .router()
+                .run(|| TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()))??,
+        };
         let config_file = dir.join("config.yaml");
         let pods_file = dir.join("pods.yaml");
         std::fs::write(&config_file, config.replace("{admin}", &admin.to_string()))?;
@@ -196,11 +208,16 @@ impl AgentProcess {
             }
             None => Command::new(weir_bin()?),
         };
-        cmd.arg("run").arg("--config").arg(&self.config_file);
+        match &self.options.run_args {
+            Some(args) => cmd.args(args),
+            None => cmd.arg("run").arg("--config").arg(&self.config_file),
+        };
         match &self.options.kubernetes {
             Some(source) => {
-                cmd.arg("--kubernetes")
-                    .arg("--kubeconfig")
+                if !cmd.get_args().any(|a| a == "--kubernetes") {
+                    cmd.arg("--kubernetes");
+                }
+                cmd.arg("--kubeconfig")
                     .arg(&source.kubeconfig)
                     .env("NODE_NAME", &source.node_name);
             }

@@ -144,9 +144,20 @@ impl SimNode {
     /// Adds a pod: namespace, veth into the bridge, addresses, routes to the
     /// service ranges through the router, and its kubelet-style cgroup.
     pub fn add_pod(&self, name: &str) -> Result<SimPod> {
+        self.add_pod_with(name, None)
+    }
+
+    /// Adds a pod whose UID the API server gave (its cgroup is named after it).
+    pub fn add_pod_with_uid(&self, name: &str, uid: &str) -> Result<SimPod> {
+        self.add_pod_with(name, Some(uid))
+    }
+
+    fn add_pod_with(&self, name: &str, uid: Option<&str>) -> Result<SimPod> {
         let index = self.next_pod.fetch_add(1, Ordering::SeqCst) + 2;
         anyhow::ensure!(index < 250, "a simulated node holds at most 248 pods");
-        let uid = format!("{:08x}-0000-4000-8000-{:012x}", std::process::id(), index);
+        let uid = uid.map(str::to_owned).unwrap_or_else(|| {
+            format!("{:08x}-0000-4000-8000-{:012x}", std::process::id(), index)
+        });
         let cgroup_dir = self.inner.cgroup_root.join(pod_cgroup_relpath(
             self.inner.options.driver,
             self.inner.options.qos,

@@ -1,0 +1,364 @@
+//! weir on a Kubernetes node, end to end: a real API server, `kubectl apply -k
+//! daemonset/`, and the agent run as the DaemonSet's container runs it (its
+//! args, its capabilities, its service account's RBAC, its config from the
+//! ConfigMap volume) on a simulated node whose kubelet is this test. Pods are
+//! created through the API with and without the annotation; traffic is routed
+//! and split; the API server goes away and comes back with traffic flowing; a
+//! pod whose sandbox appears after its API object is enrolled when it does; a
+//! ConfigMap update changes routing; removing the annotation and deleting a pod
+//! un-enrol them.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use weir_tests::agent::{AgentOptions, AgentProcess, KubernetesSource};
+use weir_tests::kube::{ApiServer, ConfigMapVolume};
+use weir_tests::pins::PinRoot;
+use weir_tests::support::{require_root, sim_client, sim_server};
+use weir_tests::{PodProcess, SimNode, SimPod, wait};
+
+/// The address the client pods call; weir claims it, nothing listens there.
+const SERVICE: &str = "198.51.100.20:80";
+const ADMIN: &str = "127.0.0.1:15000";
+const NAMESPACE: &str = "default";
+
+/// The routing config, as the ConfigMap's `config.yaml`: the DaemonSet's
+/// admin address, and the service split between v1 and v2 by `weights`.
+fn config(v1: &SimPod, v2: &SimPod, weights: (u32, u32)) -> String {
+    format!(
+        r#"admin:
+  address: {ADMIN}
+protocol_detection_timeout: 5s
+listeners:
+  - name: backend
+    address: {SERVICE}
+    bind_to_port: false
+    virtual_hosts:
+      - name: backend
+        domains: ["*"]
+        routes:
+          - match: {{ prefix: "/" }}
+            route:
+              weighted_clusters:
+                - {{ name: backend_v1, weight: {} }}
+                - {{ name: backend_v2, weight: {} }}
+clusters:
+  - name: backend_v1
+    connect_timeout: 0.25s
+    endpoints: [{{ address: "{}", port: 8080 }}]
+  - name: backend_v2
+    connect_timeout: 0.25s
+    endpoints: [{{ address: "{}", port: 8080 }}]
+"#,
+        weights.0, weights.1, v1.ip4, v2.ip4
+    )
+}
+
+fn daemonset_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the workspace")
+        .join("daemonset")
+}
+
+/// `count` requests from `pod` on one connection: `(status body, count)` lines.
+fn requests(pod: &SimPod, target: &str, count: u32) -> Result<BTreeMap<String, u32>> {
+    let mut cmd = Command::new(sim_client());
+    cmd.args(["http", target, "backend", "/", &count.to_string()]);
+    let out = pod.spawn(cmd)?.wait_output(Duration::from_secs(60))?;
+    if !out.status.success() {
+        bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let (n, rest) = line.split_once(' ')?;
+            Some((rest.to_owned(), n.parse().ok()?))
+        })
+        .collect())
+}
+
+/// One request; its `status body`, or the error.
+fn one(pod: &SimPod, target: &str) -> String {
+    match requests(pod, target, 1) {
+        Ok(tally) => tally.into_keys().next().unwrap_or_default(),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+/// What the kubelet and the scheduler would do for one pod: the API object
+/// on this node, its sandbox (netns + cgroup named after the API's UID), and
+/// the status the kubelet reports.
+struct KubePod {
+    sim: SimPod,
+    processes: Vec<PodProcess>,
+}
+
+struct Cluster {
+    rt: tokio::runtime::Runtime,
+    server: ApiServer,
+    node_name: String,
+}
+
+impl Cluster {
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.server.client(), NAMESPACE)
+    }
+
+    /// Creates the API object and the sandbox (no process in it yet); the
+    /// status is reported by [`Cluster::report_running`].
+    fn create_pod(&self, node: &SimNode, name: &str, enroll: bool) -> Result<KubePod> {
+        let annotations = if enroll {
+            json!({"weir.dev/enroll": "true"})
+        } else {
+            json!({})
+        };
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": NAMESPACE, "annotations": annotations},
+            "spec": {
+                "nodeName": self.node_name,
+                "containers": [{"name": "app", "image": "sim-server"}],
+            },
+        }))?;
+        let created = self
+            .rt
+            .block_on(self.pods().create(&PostParams::default(), &pod))?;
+        let uid = created.metadata.uid.context("the API gives a uid")?;
+        Ok(KubePod {
+            sim: node.add_pod_with_uid(name, &uid)?,
+            processes: Vec::new(),
+        })
+    }
+
+    fn report_running(&self, pod: &KubePod) -> Result<()> {
+        let status = json!({"status": {
+            "phase": "Running",
+            "qosClass": "BestEffort",
+            "podIP": pod.sim.ip4.to_string(),
+            "podIPs": [{"ip": pod.sim.ip4.to_string()}, {"ip": pod.sim.ip6.to_string()}],
+        }});
+        self.rt.block_on(self.pods().patch_status(
+            &pod.sim.name,
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        ))?;
+        Ok(())
+    }
+
+    fn start(&self, node: &SimNode, name: &str, enroll: bool, app: bool) -> Result<KubePod> {
+        let mut pod = self.create_pod(node, name, enroll)?;
+        pod.processes.push(pod.sim.start_pause()?);
+        if app {
+            pod.processes.push(pod.sim.start_server(
+                &sim_server(),
+                &[
+                    "http",
+                    name.trim_start_matches("backend-"),
+                    "0.0.0.0:8080",
+                ],
+                8080,
+            )?);
+        }
+        self.report_running(&pod)?;
+        Ok(pod)
+    }
+}
+
+#[test]
+fn weir_deployed_as_the_daemonset_follows_the_api() -> Result<()> {
+    require_root();
+    let rt = tokio::runtime::Runtime::new()?;
+    let server = rt.block_on(ApiServer::start())?;
+    let node = SimNode::new()?;
+    let cluster = Cluster {
+        node_name: format!("node-{}", node.id()),
+        rt,
+        server,
+    };
+    let dir = daemonset_dir();
+    cluster
+        .server
+        .kubectl(&["apply", "-k", &dir.to_string_lossy()])?;
+
+    let client = cluster.start(&node, "client", true, false)?;
+    let plain = cluster.start(&node, "plain", false, false)?;
+    let v1 = cluster.start(&node, "backend-v1", true, true)?;
+    let v2 = cluster.start(&node, "backend-v2", true, true)?;
+
+    // The ConfigMap volume: the test's routing in the ConfigMap, synced to a
+    // directory by the kubelet stand-in.
+    let configmaps: Api<ConfigMap> = Api::namespaced(cluster.server.client(), "weir-system");
+    let set_config = |text: String| -> Result<()> {
+        let patch = json!({"data": {"config.yaml": text}});
+        cluster.rt.block_on(configmaps.patch(
+            "weir-config",
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        ))?;
+        Ok(())
+    };
+    set_config(config(&v1.sim, &v2.sim, (80, 20)))?;
+    let pins = PinRoot::new();
+    let etc = std::env::temp_dir().join(format!("weir-k8s-{}-etc", std::process::id()));
+    let _cleanup = RemoveDir(etc.clone());
+    let volume = ConfigMapVolume::new(&etc)?;
+    let config_file = volume.path("config.yaml");
+    let _following = {
+        let _entered = cluster.rt.enter();
+        volume.follow(configmaps.clone(), "weir-config")
+    };
+    anyhow::ensure!(
+        wait::until(Duration::from_secs(10), || config_file.exists()),
+        "the ConfigMap volume was not written"
+    );
+
+    // The agent as the DaemonSet's container runs: its args (config path
+    // mapped to the volume), its capabilities, its service account.
+    let daemonset = cluster.rt.block_on(
+        Api::<DaemonSet>::namespaced(cluster.server.client(), "weir-system").get("weir"),
+    )?;
+    let container = daemonset
+        .spec
+        .and_then(|s| s.template.spec)
+        .and_then(|s| s.containers.into_iter().next())
+        .context("the DaemonSet has a container")?;
+    let run_args: Vec<String> = container
+        .args
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| {
+            if a == "/etc/weir/config.yaml" {
+                config_file.to_string_lossy().into_owned()
+            } else {
+                a
+            }
+        })
+        .collect();
+    assert!(run_args.contains(&"--kubernetes".to_owned()), "{run_args:?}");
+    let capabilities: Vec<String> = container
+        .security_context
+        .and_then(|s| s.capabilities)
+        .and_then(|c| c.add)
+        .unwrap_or_default()
+        .iter()
+        .map(|c| c.to_lowercase())
+        .collect();
+    let kubeconfig = cluster
+        .rt
+        .block_on(cluster.server.service_account_kubeconfig("weir-system", "weir"))?;
+    let options = AgentOptions {
+        capabilities: Some(capabilities),
+        kubernetes: Some(KubernetesSource {
+            kubeconfig,
+            node_name: cluster.node_name.clone(),
+        }),
+        // The node's cgroup tree, where the DaemonSet mounts the host's.
+        env: vec![(
+            "WEIR_CGROUP2_ROOT".to_owned(),
+            node.cgroup_root().to_string_lossy().into_owned(),
+        )],
+        run_args: Some(run_args),
+        admin: Some(ADMIN.parse()?),
+        ..AgentOptions::default()
+    };
+    let mut agent = AgentProcess::start_with_options(&node, "", "pods: []\n", pins.path(), options)?;
+    agent.wait_ready(&node, Duration::from_secs(60))?;
+
+    // Routed and split, seen from the enrolled client pod.
+    let tally = requests(&client.sim, SERVICE, 200).context(agent.log())?;
+    let through = |version: &str| {
+        tally
+            .get(&format!("200 {version} from 127.0.0.6"))
+            .copied()
+            .unwrap_or(0)
+    };
+    assert_eq!(through("v1") + through("v2"), 200, "{tally:?}\n{}", agent.log());
+    assert!(through("v2") >= 10 && through("v1") > through("v2"), "{tally:?}");
+    // The pod without the annotation is left alone: nothing listens at the
+    // service address outside weir.
+    assert!(one(&plain.sim, SERVICE).starts_with("error"), "plain pod intercepted");
+    let v2_direct = format!("{}:8080", v2.sim.ip4);
+    assert_eq!(one(&plain.sim, &v2_direct), "200 v2 from 127.0.0.6");
+
+    // The API server goes away: traffic keeps flowing through weir.
+    let mut cluster = cluster;
+    cluster.server.stop_apiserver();
+    let during = requests(&client.sim, SERVICE, 20)?;
+    assert_eq!(
+        during.iter().filter(|(k, _)| k.ends_with("from 127.0.0.6")).map(|(_, n)| n).sum::<u32>(),
+        20,
+        "during the outage: {during:?}"
+    );
+    cluster.rt.block_on(cluster.server.start_apiserver())?;
+
+    // Back: a pod created now, whose sandbox has no process yet, is enrolled
+    // once its first process appears.
+    let mut late = cluster.create_pod(&node, "late", true)?;
+    cluster.report_running(&late)?;
+    let waiting = wait::until(Duration::from_secs(90), || {
+        agent.log().contains("pod default/late: not enrolled")
+    });
+    assert!(waiting, "the late pod was never seen:\n{}", agent.log());
+    late.processes.push(late.sim.start_pause()?);
+    let enrolled = wait::until(Duration::from_secs(10), || {
+        one(&late.sim, SERVICE).ends_with("from 127.0.0.6")
+    });
+    assert!(enrolled, "the late pod was not enrolled:\n{}", agent.log());
+    assert_eq!(
+        agent.log().matches("pod default/late: not enrolled").count(),
+        1,
+        "a retried pod is logged once per reason:\n{}",
+        agent.log()
+    );
+
+    // A ConfigMap update reaches the agent through the volume.
+    set_config(config(&v1.sim, &v2.sim, (0, 100)))?;
+    let switched = wait::until(Duration::from_secs(20), || {
+        requests(&client.sim, SERVICE, 10)
+            .is_ok_and(|t| t.get("200 v2 from 127.0.0.6") == Some(&10))
+    });
+    assert!(switched, "the ConfigMap update did not take effect:\n{}", agent.log());
+
+    // The annotation removed at run time: the client goes direct again.
+    let unannotate = json!({"metadata": {"annotations": {"weir.dev/enroll": null}}});
+    cluster.rt.block_on(cluster.pods().patch(
+        "client",
+        &PatchParams::default(),
+        &Patch::Merge(&unannotate),
+    ))?;
+    let direct = wait::until(Duration::from_secs(10), || {
+        one(&client.sim, SERVICE).starts_with("error")
+    });
+    assert!(direct, "the client stayed enrolled:\n{}", agent.log());
+
+    // A deleted pod is un-enrolled: its inbound traffic is no longer steered.
+    cluster.rt.block_on(cluster.pods().delete("backend-v2", &DeleteParams::default()))?;
+    let plain_ip = plain.sim.ip4;
+    let unenrolled = wait::until(Duration::from_secs(10), || {
+        one(&plain.sim, &v2_direct) == format!("200 v2 from {plain_ip}")
+    });
+    assert!(unenrolled, "backend-v2 stayed enrolled:\n{}", agent.log());
+    assert!(agent.log().contains("pod default/backend-v2: un-enrolled"));
+
+    agent.terminate(Duration::from_secs(10))?;
+    let _ = SocketAddr::from(([127, 0, 0, 1], 0));
+    Ok(())
+}
+
+/// Removes a directory when dropped.
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
