@@ -3,6 +3,7 @@
 
 mod bench;
 mod ebpf;
+mod image;
 mod install;
 mod run;
 
@@ -33,6 +34,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build the container image (static weir, OCI layout and docker-archive tar) under target/image.
+    Image,
     /// Run weir's main job on a local simulated node (needs root).
     Demo,
     /// Run a benchmark (not a test), e.g. `cargo xtask bench proxy`.
@@ -56,8 +59,14 @@ fn main() -> Result<()> {
             // promtool and a real Prometheus server check the metrics exposition;
             // curl, h2load and openssl drive the TLS and HTTP/2 tests.
             install::ensure_apt_packages(&["prometheus", "nghttp2-client", "curl", "openssl"])?;
-            run(cargo(&root).args(["test", "--workspace"]).args(&args))
+            // The image's test runs the image this builds.
+            let image_layout = image::build(&root)?;
+            run(cargo(&root)
+                .args(["test", "--workspace"])
+                .args(&args)
+                .env("WEIR_IMAGE_DIR", &image_layout))
         }
+        Task::Image => image::build(&root).map(drop),
         Task::Demo => {
             ensure_runtime_prerequisites(&root)?;
             run(cargo(&root).args([
