@@ -3,6 +3,7 @@
 
 mod bench;
 mod ebpf;
+mod image;
 mod install;
 mod kube;
 mod run;
@@ -36,6 +37,8 @@ enum Task {
     },
     /// Build (once, then cached) the real kube-apiserver the Kubernetes tests run.
     KubeApiserver,
+    /// Build the container image (static weir, OCI layout and docker-archive tar) under target/image.
+    Image,
     /// Run weir's main job on a local simulated node (needs root).
     Demo,
     /// Run a benchmark (not a test), e.g. `cargo xtask bench proxy`.
@@ -60,16 +63,20 @@ fn main() -> Result<()> {
             // curl, h2load and openssl drive the TLS and HTTP/2 tests.
             install::ensure_apt_packages(&["prometheus", "nghttp2-client", "curl", "openssl"])?;
             let apiserver = kube::ensure_kube_apiserver()?;
+            // The image's test runs the image this builds.
+            let image_layout = image::build(&root)?;
             run(cargo(&root)
                 .args(["test", "--workspace"])
                 .args(&args)
-                .env(kube::BINARY_ENV, apiserver))
+                .env(kube::BINARY_ENV, apiserver)
+                .env("WEIR_IMAGE_DIR", &image_layout))
         }
         Task::KubeApiserver => {
             let binary = kube::ensure_kube_apiserver()?;
             println!("{}", binary.display());
             Ok(())
         }
+        Task::Image => image::build(&root).map(drop),
         Task::Demo => {
             ensure_runtime_prerequisites(&root)?;
             // The demo runs the weir binary and the simulated pods' client and
