@@ -84,8 +84,12 @@ impl ConfigMapVolume {
             let mut maps = watcher(configmaps, config).applied_objects().boxed();
             while let Some(event) = maps.next().await {
                 // An API outage shows as errors here; the watcher relists on its own.
-                if let Ok(map) = event {
-                    self.write(&map.data.unwrap_or_default())?;
+                if let Ok(map) = event
+                    && let Err(e) = self.write(&map.data.unwrap_or_default())
+                {
+                    // Nobody joins this task: say why the volume stopped following.
+                    eprintln!("ConfigMap volume {}: {e:#}", self.dir.display());
+                    return Err(e);
                 }
             }
             Ok(())
