@@ -82,7 +82,12 @@ enum Switch {
 }
 
 fn main() -> anyhow::Result<()> {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // kube-client logs every failed request of a watch that is retrying on its
+    // own; the pod source says once that the API is lost and once that it is back.
+    env_logger::Builder::new()
+        .parse_filters("info,kube_client=off")
+        .parse_env(env_logger::Env::default())
+        .init();
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { file } => check_config(&file),

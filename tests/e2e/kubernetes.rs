@@ -21,7 +21,7 @@ use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use weir_tests::agent::{AgentOptions, AgentProcess, KubernetesSource};
-use weir_tests::kube::{ApiServer, ConfigMapVolume};
+use weir_tests::kube::{ApiServer, ConfigMapVolume, NodeForward};
 use weir_tests::pins::PinRoot;
 use weir_tests::support::{require_root, sim_client, sim_server};
 use weir_tests::{PodProcess, SimNode, SimPod, wait};
@@ -114,6 +114,18 @@ impl Cluster {
         Api::namespaced(self.server.client(), NAMESPACE)
     }
 
+    /// The agent's config, as an operator edits it: the ConfigMap's `config.yaml`.
+    fn set_config(&self, text: String) -> Result<()> {
+        let configmaps: Api<ConfigMap> = Api::namespaced(self.server.client(), "weir-system");
+        let patch = json!({"data": {"config.yaml": text}});
+        self.rt.block_on(configmaps.patch(
+            "weir-config",
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        ))?;
+        Ok(())
+    }
+
     /// Creates the API object and the sandbox (no process in it yet); the
     /// status is reported by [`Cluster::report_running`].
     fn create_pod(&self, node: &SimNode, name: &str, enroll: bool) -> Result<KubePod> {
@@ -160,11 +172,7 @@ impl Cluster {
         if app {
             pod.processes.push(pod.sim.start_server(
                 &sim_server(),
-                &[
-                    "http",
-                    name.trim_start_matches("backend-"),
-                    "0.0.0.0:8080",
-                ],
+                &["http", name.trim_start_matches("backend-"), "0.0.0.0:8080"],
                 8080,
             )?);
         }
@@ -179,7 +187,7 @@ fn weir_deployed_as_the_daemonset_follows_the_api() -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     let server = rt.block_on(ApiServer::start())?;
     let node = SimNode::new()?;
-    let cluster = Cluster {
+    let mut cluster = Cluster {
         node_name: format!("node-{}", node.id()),
         rt,
         server,
@@ -197,16 +205,7 @@ fn weir_deployed_as_the_daemonset_follows_the_api() -> Result<()> {
     // The ConfigMap volume: the test's routing in the ConfigMap, synced to a
     // directory by the kubelet stand-in.
     let configmaps: Api<ConfigMap> = Api::namespaced(cluster.server.client(), "weir-system");
-    let set_config = |text: String| -> Result<()> {
-        let patch = json!({"data": {"config.yaml": text}});
-        cluster.rt.block_on(configmaps.patch(
-            "weir-config",
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        ))?;
-        Ok(())
-    };
-    set_config(config(&v1.sim, &v2.sim, (80, 20)))?;
+    cluster.set_config(config(&v1.sim, &v2.sim, (80, 20)))?;
     let pins = PinRoot::new();
     let etc = std::env::temp_dir().join(format!("weir-k8s-{}-etc", std::process::id()));
     let _cleanup = RemoveDir(etc.clone());
@@ -243,7 +242,10 @@ fn weir_deployed_as_the_daemonset_follows_the_api() -> Result<()> {
             }
         })
         .collect();
-    assert!(run_args.contains(&"--kubernetes".to_owned()), "{run_args:?}");
+    assert!(
+        run_args.contains(&"--kubernetes".to_owned()),
+        "{run_args:?}"
+    );
     let capabilities: Vec<String> = container
         .security_context
         .and_then(|s| s.capabilities)
@@ -252,9 +254,22 @@ fn weir_deployed_as_the_daemonset_follows_the_api() -> Result<()> {
         .iter()
         .map(|c| c.to_lowercase())
         .collect();
-    let kubeconfig = cluster
-        .rt
-        .block_on(cluster.server.service_account_kubeconfig("weir-system", "weir"))?;
+    let kubeconfig = cluster.rt.block_on(
+        cluster
+            .server
+            .service_account_kubeconfig("weir-system", "weir"),
+    )?;
+    // The node reaches the API server over its own network.
+    let api_addr: SocketAddr = cluster
+        .server
+        .url()
+        .trim_start_matches("https://")
+        .parse()?;
+    let forward = {
+        let _entered = cluster.rt.enter();
+        NodeForward::start(node.router(), api_addr)?
+    };
+    let kubeconfig = forward.rewrite_kubeconfig(&kubeconfig, &cluster.server.url())?;
     let options = AgentOptions {
         capabilities: Some(capabilities),
         kubernetes: Some(KubernetesSource {
@@ -270,7 +285,8 @@ fn weir_deployed_as_the_daemonset_follows_the_api() -> Result<()> {
         admin: Some(ADMIN.parse()?),
         ..AgentOptions::default()
     };
-    let mut agent = AgentProcess::start_with_options(&node, "", "pods: []\n", pins.path(), options)?;
+    let mut agent =
+        AgentProcess::start_with_options(&node, "", "pods: []\n", pins.path(), options)?;
     agent.wait_ready(&node, Duration::from_secs(60))?;
 
     // Routed and split, seen from the enrolled client pod.
@@ -281,20 +297,34 @@ fn weir_deployed_as_the_daemonset_follows_the_api() -> Result<()> {
             .copied()
             .unwrap_or(0)
     };
-    assert_eq!(through("v1") + through("v2"), 200, "{tally:?}\n{}", agent.log());
-    assert!(through("v2") >= 10 && through("v1") > through("v2"), "{tally:?}");
+    assert_eq!(
+        through("v1") + through("v2"),
+        200,
+        "{tally:?}\n{}",
+        agent.log()
+    );
+    assert!(
+        through("v2") >= 10 && through("v1") > through("v2"),
+        "{tally:?}"
+    );
     // The pod without the annotation is left alone: nothing listens at the
     // service address outside weir.
-    assert!(one(&plain.sim, SERVICE).starts_with("error"), "plain pod intercepted");
+    assert!(
+        one(&plain.sim, SERVICE).starts_with("error"),
+        "plain pod intercepted"
+    );
     let v2_direct = format!("{}:8080", v2.sim.ip4);
     assert_eq!(one(&plain.sim, &v2_direct), "200 v2 from 127.0.0.6");
 
     // The API server goes away: traffic keeps flowing through weir.
-    let mut cluster = cluster;
     cluster.server.stop_apiserver();
     let during = requests(&client.sim, SERVICE, 20)?;
     assert_eq!(
-        during.iter().filter(|(k, _)| k.ends_with("from 127.0.0.6")).map(|(_, n)| n).sum::<u32>(),
+        during
+            .iter()
+            .filter(|(k, _)| k.ends_with("from 127.0.0.6"))
+            .map(|(_, n)| n)
+            .sum::<u32>(),
         20,
         "during the outage: {during:?}"
     );
@@ -314,19 +344,26 @@ fn weir_deployed_as_the_daemonset_follows_the_api() -> Result<()> {
     });
     assert!(enrolled, "the late pod was not enrolled:\n{}", agent.log());
     assert_eq!(
-        agent.log().matches("pod default/late: not enrolled").count(),
+        agent
+            .log()
+            .matches("pod default/late: not enrolled: ")
+            .count(),
         1,
         "a retried pod is logged once per reason:\n{}",
         agent.log()
     );
 
     // A ConfigMap update reaches the agent through the volume.
-    set_config(config(&v1.sim, &v2.sim, (0, 100)))?;
+    cluster.set_config(config(&v1.sim, &v2.sim, (0, 100)))?;
     let switched = wait::until(Duration::from_secs(20), || {
         requests(&client.sim, SERVICE, 10)
             .is_ok_and(|t| t.get("200 v2 from 127.0.0.6") == Some(&10))
     });
-    assert!(switched, "the ConfigMap update did not take effect:\n{}", agent.log());
+    assert!(
+        switched,
+        "the ConfigMap update did not take effect:\n{}",
+        agent.log()
+    );
 
     // The annotation removed at run time: the client goes direct again.
     let unannotate = json!({"metadata": {"annotations": {"weir.dev/enroll": null}}});
@@ -340,8 +377,22 @@ fn weir_deployed_as_the_daemonset_follows_the_api() -> Result<()> {
     });
     assert!(direct, "the client stayed enrolled:\n{}", agent.log());
 
-    // A deleted pod is un-enrolled: its inbound traffic is no longer steered.
-    cluster.rt.block_on(cluster.pods().delete("backend-v2", &DeleteParams::default()))?;
+    // A deleted pod stays enrolled while it terminates (its containers may
+    // still call out), and is un-enrolled once the kubelet, played here,
+    // removes it for good: its inbound traffic is no longer steered.
+    cluster.rt.block_on(
+        cluster
+            .pods()
+            .delete("backend-v2", &DeleteParams::default()),
+    )?;
+    assert_eq!(one(&plain.sim, &v2_direct), "200 v2 from 127.0.0.6");
+    cluster.rt.block_on(cluster.pods().delete(
+        "backend-v2",
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..DeleteParams::default()
+        },
+    ))?;
     let plain_ip = plain.sim.ip4;
     let unenrolled = wait::until(Duration::from_secs(10), || {
         one(&plain.sim, &v2_direct) == format!("200 v2 from {plain_ip}")
@@ -350,7 +401,6 @@ fn weir_deployed_as_the_daemonset_follows_the_api() -> Result<()> {
     assert!(agent.log().contains("pod default/backend-v2: un-enrolled"));
 
     agent.terminate(Duration::from_secs(10))?;
-    let _ = SocketAddr::from(([127, 0, 0, 1], 0));
     Ok(())
 }
 

@@ -155,9 +155,9 @@ impl SimNode {
     fn add_pod_with(&self, name: &str, uid: Option<&str>) -> Result<SimPod> {
         let index = self.next_pod.fetch_add(1, Ordering::SeqCst) + 2;
         anyhow::ensure!(index < 250, "a simulated node holds at most 248 pods");
-        let uid = uid.map(str::to_owned).unwrap_or_else(|| {
-            format!("{:08x}-0000-4000-8000-{:012x}", std::process::id(), index)
-        });
+        let uid = uid
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("{:08x}-0000-4000-8000-{:012x}", std::process::id(), index));
         let cgroup_dir = self.inner.cgroup_root.join(pod_cgroup_relpath(
             self.inner.options.driver,
             self.inner.options.qos,

@@ -169,7 +169,7 @@ impl EnrolledPod {
         }
         let local = intercept.local_pod(&pod, &spec.ips, &policy.inbound_ports);
         let label = format!("{}/{}", spec.namespace, spec.name);
-        log::info!("enrolled pod {label} (uid {})", spec.uid);
+        log::debug!("enrolled pod {label} (uid {})", spec.uid);
         Ok(Self {
             label,
             ips: spec.ips.clone(),
@@ -220,7 +220,7 @@ impl EnrolledPod {
         if policy.inbound_ports != self.policy.inbound_ports {
             self.local = intercept.local_pod(&self.pod, &self.ips, &policy.inbound_ports);
         }
-        log::info!("pod {}: annotations changed, applied", self.label);
+        log::debug!("pod {}: annotations changed, applied", self.label);
         self.policy = policy;
         Ok(())
     }
@@ -236,7 +236,7 @@ impl EnrolledPod {
         self.ingress.remove();
         self.egress.remove();
         drop(self.accept_tasks);
-        log::info!("un-enrolled pod {}", self.label);
+        log::debug!("un-enrolled pod {}", self.label);
     }
 }
 

@@ -8,6 +8,7 @@
 //! xtask test` does it first and passes its path in `WEIR_KUBE_APISERVER`).
 
 mod configmap_volume;
+mod forward;
 mod kubeconfig;
 mod pki;
 mod process;
@@ -20,6 +21,7 @@ use anyhow::{Context, Result, bail};
 use kube::Client;
 
 pub use configmap_volume::ConfigMapVolume;
+pub use forward::NodeForward;
 pub use kubeconfig::client as client_from_kubeconfig;
 use pki::Pki;
 use process::{Process, free_port, require_binary};

@@ -189,7 +189,9 @@ impl Mirror {
                 return Applied::Nothing;
             }
         };
-        if !self.healthy {
+        // `Init` comes before the list is even tried: only an answer from the
+        // API server shows the watch is back.
+        if !self.healthy && !matches!(event, watcher::Event::Init) {
             self.healthy = true;
             log::info!("Kubernetes API: watching pods on node {} again", self.node);
         }
