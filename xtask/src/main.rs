@@ -40,7 +40,12 @@ enum Task {
     /// Build the container image (static weir, OCI layout and docker-archive tar) under target/image.
     Image,
     /// Run weir's main job on a local simulated node (needs root).
-    Demo,
+    Demo {
+        /// Behind a real Kubernetes API server: `kubectl apply -k daemonset/`,
+        /// pods created and annotated through the API.
+        #[arg(long)]
+        kubernetes: bool,
+    },
     /// Run a benchmark (not a test), e.g. `cargo xtask bench proxy`.
     Bench {
         #[command(subcommand)]
@@ -77,8 +82,13 @@ fn main() -> Result<()> {
             Ok(())
         }
         Task::Image => image::build(&root).map(drop),
-        Task::Demo => {
+        Task::Demo { kubernetes } => {
             ensure_runtime_prerequisites(&root)?;
+            let apiserver = if kubernetes {
+                Some(kube::ensure_kube_apiserver()?)
+            } else {
+                None
+            };
             // The demo runs the weir binary and the simulated pods' client and
             // server next to itself: build them all first, so the README's
             // first command works on a fresh clone before any test has run.
@@ -91,14 +101,20 @@ fn main() -> Result<()> {
                 "weir-tests",
                 "--bins",
             ]))?;
-            run(cargo(&root).args([
+            let mut demo = cargo(&root);
+            demo.args([
                 "run",
                 "--quiet",
                 "--package",
                 "weir-tests",
                 "--bin",
                 "weir-demo",
-            ]))
+            ]);
+            if let Some(binary) = apiserver {
+                demo.args(["--", "--kubernetes"])
+                    .env(kube::BINARY_ENV, binary);
+            }
+            run(&mut demo)
         }
         Task::Bench { target } => bench::run(&root, target),
     }

@@ -2,12 +2,16 @@
 //! Three pods and the real `weir run` agent: the client's calls to a service
 //! address are routed and split 80/20 by the proxy, counted per pod, and keep
 //! working when the agent is killed; the agent comes back and resumes.
+//!
+//! `cargo xtask demo --kubernetes`: the same node behind a real API server:
+//! `kubectl apply -k daemonset/`, pods created and annotated through the API.
 
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use weir_tests::agent::{AgentProcess, split_service_config};
+use weir_tests::kube::{ADMIN, Cluster};
 use weir_tests::pins::PinRoot;
 use weir_tests::support::{sim_client, sim_server};
 use weir_tests::{PodProcess, SimNode, SimPod};
@@ -15,6 +19,14 @@ use weir_tests::{PodProcess, SimNode, SimPod};
 const SERVICE: &str = "198.51.100.20:80";
 
 fn main() -> Result<()> {
+    match std::env::args().nth(1).as_deref() {
+        None => pods_file_demo(),
+        Some("--kubernetes") => kubernetes_demo(),
+        Some(other) => anyhow::bail!("usage: weir-demo [--kubernetes]; unknown argument {other}"),
+    }
+}
+
+fn pods_file_demo() -> Result<()> {
     let pins = PinRoot::new();
     let node = SimNode::new().context("creating the simulated node (needs root)")?;
     let client = node.add_pod("client")?;
@@ -103,4 +115,92 @@ fn requests(pod: &SimPod, target: &str, count: usize) -> Result<String> {
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn kubernetes_demo() -> Result<()> {
+    let node = SimNode::new().context("creating the simulated node (needs root)")?;
+    println!("starting a real Kubernetes API server (kube-apiserver v1.20.2, etcd) on loopback");
+    let cluster = Cluster::start(&node)?;
+    println!("$ kubectl apply -k daemonset/");
+    println!(
+        "{}",
+        cluster
+            .server
+            .kubectl(&["get", "all,configmap,serviceaccount", "-n", "weir-system"])?
+    );
+    println!(
+        "simulated node {} (this program plays its kubelet: sandboxes, pod status, the ConfigMap volume)",
+        cluster.node_name
+    );
+    let client = cluster.start_pod(&node, "client", true, false)?;
+    let other = cluster.start_pod(&node, "other", false, false)?;
+    let v1 = cluster.start_pod(&node, "backend-v1", true, true)?;
+    let v2 = cluster.start_pod(&node, "backend-v2", true, true)?;
+    println!("$ kubectl get pods -o wide");
+    println!(
+        "{}",
+        cluster.server.kubectl(&["get", "pods", "-o", "wide"])?
+    );
+    println!(
+        "  client, backend-v1 and backend-v2 are annotated weir.dev/enroll=true; other is not\n"
+    );
+
+    let config = split_service_config(SERVICE, &v1.sim, &v2.sim).replace("\"{admin}\"", ADMIN);
+    cluster.set_config(&config)?;
+    println!(
+        "ConfigMap weir-system/weir-config: {SERVICE} split 80/20 between backend-v1 and backend-v2"
+    );
+    let pins = PinRoot::new();
+    let etc = std::env::temp_dir().join(format!("weir-demo-{}-etc", std::process::id()));
+    let mut deployed = cluster.start_agent(&node, &pins, &etc)?;
+    let agent = &mut deployed.agent;
+    agent.wait_ready(&node, Duration::from_secs(60))?;
+    println!(
+        "weir run --kubernetes is serving the node as the DaemonSet runs it (its args, capabilities and service account)\n"
+    );
+
+    let tally = requests(&client.sim, SERVICE, 100)?;
+    println!("client -> http://{SERVICE}/ x100, answers by version:");
+    for line in tally.lines() {
+        println!("  {line}");
+    }
+    println!(
+        "other -> http://{SERVICE}/ : {}",
+        requests(&other.sim, SERVICE, 1)
+            .map(|t| t.trim().to_owned())
+            .unwrap_or_else(|e| format!(
+                "{e:#} (not enrolled: nothing but weir serves that address)"
+            ))
+    );
+
+    println!("\n$ kubectl annotate pod other weir.dev/enroll=true");
+    cluster
+        .server
+        .kubectl(&["annotate", "pod", "other", "weir.dev/enroll=true"])?;
+    let enrolled = weir_tests::wait::until(Duration::from_secs(10), || {
+        requests(&other.sim, SERVICE, 1).is_ok()
+    });
+    anyhow::ensure!(
+        enrolled,
+        "the annotated pod was not enrolled:\n{}",
+        agent.log()
+    );
+    println!(
+        "other -> http://{SERVICE}/ : {}",
+        requests(&other.sim, SERVICE, 1)?.trim()
+    );
+    let (_, metrics) = agent.admin_get(&node, "/stats/prometheus")?;
+    println!("\nmetrics (GET /stats/prometheus on the admin listener):");
+    for line in metrics.lines().filter(|l| {
+        l.starts_with("weir_intercept_requests_total{") && l.contains("2xx") && !l.ends_with(" 0")
+    }) {
+        println!("  {line}");
+    }
+    agent.terminate(Duration::from_secs(10))?;
+    drop(deployed);
+    let _ = std::fs::remove_dir_all(&etc);
+    println!(
+        "\ncleaning up: agent, API server, pods, namespaces, cgroups and pins are removed on exit"
+    );
+    Ok(())
 }

@@ -7,6 +7,7 @@
 //! `cargo xtask kube-apiserver` builds and caches the server binary (`cargo
 //! xtask test` does it first and passes its path in `WEIR_KUBE_APISERVER`).
 
+mod cluster;
 mod configmap_volume;
 mod forward;
 mod kubeconfig;
@@ -20,7 +21,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use kube::Client;
 
-pub use configmap_volume::ConfigMapVolume;
+pub use cluster::{ADMIN, Cluster, DaemonSetAgent, KubePod, NAMESPACE, daemonset_dir};
+pub use configmap_volume::{ConfigMapVolume, Following};
 pub use forward::NodeForward;
 pub use kubeconfig::client as client_from_kubeconfig;
 use pki::Pki;
