@@ -279,3 +279,7 @@ enum Applied {
     Changed,
     Listed,
 }
+
+#[cfg(test)]
+#[path = "mirror_tests.rs"]
+mod tests;

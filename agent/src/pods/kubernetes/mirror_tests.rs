@@ -1,0 +1,90 @@
+//! The mirror's bookkeeping, event by event: what the watch shows becomes the
+//! published list only when it is complete, and errors never empty it.
+
+use super::*;
+
+fn pod(name: &str, ip: Option<&str>) -> Pod {
+    let mut status = serde_json::json!({"phase": "Running"});
+    if let Some(ip) = ip {
+        status["podIP"] = ip.into();
+    }
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}"),
+                     "annotations": {"weir.dev/enroll": "true"}},
+        "spec": {"containers": []},
+        "status": status,
+    }))
+    .expect("a valid Pod")
+}
+
+fn mirror() -> Mirror {
+    Mirror::new("n1".to_owned(), Box::pin(futures_util::stream::empty()))
+}
+
+fn names(mirror: &Mirror) -> Vec<String> {
+    mirror.list().into_iter().map(|p| p.name).collect()
+}
+
+fn error() -> watcher::Error {
+    watcher::Error::NoResourceVersion
+}
+
+#[test]
+fn a_relist_replaces_the_list_only_when_complete() {
+    let mut m = mirror();
+    m.apply(Ok(watcher::Event::Init));
+    m.apply(Ok(watcher::Event::InitApply(pod("a", Some("192.0.2.1")))));
+    m.apply(Ok(watcher::Event::InitApply(pod("b", Some("192.0.2.2")))));
+    assert!(
+        names(&m).is_empty(),
+        "published before the list was complete"
+    );
+    assert_eq!(m.apply(Ok(watcher::Event::InitDone)), Applied::Listed);
+    assert_eq!(names(&m), ["a", "b"]);
+
+    // After a 410 the watcher lists again: "b" is gone, "c" is new; until the
+    // relist is done the old list stands.
+    m.apply(Ok(watcher::Event::Init));
+    m.apply(Ok(watcher::Event::InitApply(pod("a", Some("192.0.2.1")))));
+    assert_eq!(names(&m), ["a", "b"]);
+    m.apply(Ok(watcher::Event::InitApply(pod("c", Some("192.0.2.3")))));
+    m.apply(Ok(watcher::Event::InitDone));
+    assert_eq!(names(&m), ["a", "c"]);
+}
+
+#[test]
+fn errors_keep_the_last_known_pods() {
+    let mut m = mirror();
+    m.apply(Ok(watcher::Event::Init));
+    m.apply(Ok(watcher::Event::InitApply(pod("a", Some("192.0.2.1")))));
+    m.apply(Ok(watcher::Event::InitDone));
+    assert_eq!(m.apply(Err(error())), Applied::Nothing);
+    assert!(!m.healthy);
+    assert_eq!(m.apply(Err(error())), Applied::Nothing);
+    // `Init` alone is not an answer from the API server.
+    m.apply(Ok(watcher::Event::Init));
+    assert!(!m.healthy);
+    assert_eq!(names(&m), ["a"]);
+    m.apply(Ok(watcher::Event::InitApply(pod("a", Some("192.0.2.1")))));
+    assert!(m.healthy);
+}
+
+#[test]
+fn pods_come_and_go_with_their_ip_and_their_deletion() {
+    let mut m = mirror();
+    m.apply(Ok(watcher::Event::InitDone));
+    assert_eq!(
+        m.apply(Ok(watcher::Event::Apply(pod("a", None)))),
+        Applied::Changed
+    );
+    assert!(
+        names(&m).is_empty(),
+        "a pod without an IP is not handed over"
+    );
+    assert!(m.waiting.contains_key("uid-a"));
+    m.apply(Ok(watcher::Event::Apply(pod("a", Some("192.0.2.1")))));
+    assert_eq!(names(&m), ["a"]);
+    assert!(m.waiting.is_empty());
+    m.apply(Ok(watcher::Event::Delete(pod("a", Some("192.0.2.1")))));
+    assert!(names(&m).is_empty());
+}
