@@ -9,47 +9,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use weir_tests::agent::AgentProcess;
+use weir_tests::agent::{AgentProcess, MINIMAL_CONFIG, get_once};
 use weir_tests::pins::PinRoot;
 use weir_tests::support::{require_root, sim_client, sim_server};
 use weir_tests::{PodProcess, SimNode, SimPod, wait};
 
-const CONFIG: &str = r#"
-admin:
-  address: "{admin}"
-# Every client here speaks first: a loaded machine must not make one opaque.
-protocol_detection_timeout: 5s
-listeners:
-  - name: unused
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - match: { prefix: "/" }
-            direct_response: { status: 200, body: "weir" }
-clusters: []
-"#;
-
 fn pods_file(entries: &[String]) -> String {
     format!("pods:\n{}", entries.concat())
-}
-
-/// One request from `pod`, on a new connection: the body, or the error.
-fn get(pod: &SimPod, target: SocketAddr) -> String {
-    let mut cmd = Command::new(sim_client());
-    cmd.args(["http", &target.to_string(), "server", "/", "1"]);
-    match pod
-        .spawn(cmd)
-        .and_then(|p| p.wait_output(Duration::from_secs(15)))
-    {
-        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .trim_start_matches("1 200 ")
-            .to_owned(),
-        Ok(out) => format!("error: {}", String::from_utf8_lossy(&out.stderr).trim()),
-        Err(e) => format!("error: {e}"),
-    }
 }
 
 /// No iptables or nftables rule anywhere the test can see: the host and every pod.
@@ -168,12 +134,12 @@ fn agent_intercepts_survives_sigkill_resumes_and_unenrolls() -> Result<()> {
         ]),
         server.pods_file_entry(&[("weir.dev/enroll", "true")]),
     ]);
-    let mut agent = AgentProcess::start(&node, CONFIG, &enrolled, pins.path())?;
+    let mut agent = AgentProcess::start(&node, MINIMAL_CONFIG, &enrolled, pins.path())?;
     agent.wait_ready(&node, Duration::from_secs(20))?;
 
     // Through weir: the app sees the proxy's 127.0.0.6, not the client.
     assert_eq!(
-        get(&client, http),
+        get_once(&client, http),
         "server from 127.0.0.6",
         "agent log:\n{}",
         agent.log()
@@ -245,23 +211,26 @@ fn agent_intercepts_survives_sigkill_resumes_and_unenrolls() -> Result<()> {
     agent.restart(&node, pins.path())?;
     agent.wait_ready(&node, Duration::from_secs(20))?;
     assert_eq!(
-        get(&client, http),
+        get_once(&client, http),
         "server from 127.0.0.6",
         "agent log:\n{}",
         agent.log()
     );
-    assert_eq!(get(&locked, http), "server from 127.0.0.6");
+    assert_eq!(get_once(&locked, http), "server from 127.0.0.6");
     assert_no_firewall_rules(&[&client, &locked, &server]);
 
     // A clean stop (SIGTERM) leaves the pods the same way: direct, or refused
     // when fail-closed, from the moment the agent is gone.
     agent.terminate(Duration::from_secs(10))?;
-    assert_eq!(get(&client, http), format!("server from {}", client.ip4));
-    let refused = get(&locked, http);
+    assert_eq!(
+        get_once(&client, http),
+        format!("server from {}", client.ip4)
+    );
+    let refused = get_once(&locked, http);
     assert!(refused.contains("Operation not permitted"), "{refused}");
     agent.restart(&node, pins.path())?;
     agent.wait_ready(&node, Duration::from_secs(20))?;
-    assert_eq!(get(&client, http), "server from 127.0.0.6");
+    assert_eq!(get_once(&client, http), "server from 127.0.0.6");
 
     // Removing the pods from the file un-enrolls them: pins gone, direct traffic.
     agent.write_pods("pods: []\n")?;
@@ -277,8 +246,14 @@ fn agent_intercepts_survives_sigkill_resumes_and_unenrolls() -> Result<()> {
         pins.pinned_files(),
         agent.log()
     );
-    assert_eq!(get(&client, http), format!("server from {}", client.ip4));
-    assert_eq!(get(&locked, http), format!("server from {}", locked.ip4));
+    assert_eq!(
+        get_once(&client, http),
+        format!("server from {}", client.ip4)
+    );
+    assert_eq!(
+        get_once(&locked, http),
+        format!("server from {}", locked.ip4)
+    );
     agent.terminate(Duration::from_secs(10))?;
     Ok(())
 }

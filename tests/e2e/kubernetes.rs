@@ -16,6 +16,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
+use weir_tests::agent::weighted_service_config;
 use weir_tests::kube::{ADMIN, Cluster};
 use weir_tests::pins::PinRoot;
 use weir_tests::support::{require_root, sim_client};
@@ -27,33 +28,7 @@ const SERVICE: &str = "198.51.100.20:80";
 /// The routing config, as the ConfigMap's `config.yaml`: the DaemonSet's
 /// admin address, and the service split between v1 and v2 by `weights`.
 fn config(v1: &SimPod, v2: &SimPod, weights: (u32, u32)) -> String {
-    format!(
-        r#"admin:
-  address: {ADMIN}
-protocol_detection_timeout: 5s
-listeners:
-  - name: backend
-    address: {SERVICE}
-    bind_to_port: false
-    virtual_hosts:
-      - name: backend
-        domains: ["*"]
-        routes:
-          - match: {{ prefix: "/" }}
-            route:
-              weighted_clusters:
-                - {{ name: backend_v1, weight: {} }}
-                - {{ name: backend_v2, weight: {} }}
-clusters:
-  - name: backend_v1
-    connect_timeout: 0.25s
-    endpoints: [{{ address: "{}", port: 8080 }}]
-  - name: backend_v2
-    connect_timeout: 0.25s
-    endpoints: [{{ address: "{}", port: 8080 }}]
-"#,
-        weights.0, weights.1, v1.ip4, v2.ip4
-    )
+    weighted_service_config(SERVICE, v1, v2, weights).replace("\"{admin}\"", ADMIN)
 }
 
 /// `count` requests from `pod` on one connection: `(status body, count)` lines.

@@ -11,26 +11,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use weir::privilege::{Capability, ENROLMENT, REQUIRED, workers_need_bpf};
-use weir_tests::agent::{AgentOptions, AgentProcess, weir_bin};
+use weir_tests::SimNode;
+use weir_tests::agent::{AgentOptions, AgentProcess, MINIMAL_CONFIG, get_once, weir_bin};
 use weir_tests::pins::PinRoot;
-use weir_tests::support::{require_root, sim_client, sim_server};
-use weir_tests::{SimNode, SimPod};
-
-const CONFIG: &str = r#"
-admin:
-  address: "{admin}"
-protocol_detection_timeout: 5s
-listeners:
-  - name: unused
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - match: { prefix: "/" }
-            direct_response: { status: 200, body: "weir" }
-clusters: []
-"#;
+use weir_tests::support::{require_root, sim_server};
 
 /// `cap_bpf` -> `bpf`, as setpriv names it.
 fn setpriv_name(cap: Capability) -> String {
@@ -51,18 +35,6 @@ fn thread_caps(status: &str) -> HashMap<String, u64> {
             key.starts_with("Cap").then(|| (key.to_owned(), value))
         })
         .collect()
-}
-
-fn get(pod: &SimPod, target: SocketAddr) -> String {
-    let mut cmd = Command::new(sim_client());
-    cmd.args(["http", &target.to_string(), "server", "/", "1"]);
-    match pod
-        .spawn(cmd)
-        .and_then(|p| p.wait_output(Duration::from_secs(15)))
-    {
-        Ok(out) => String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-        Err(e) => format!("error: {e}"),
-    }
 }
 
 #[test]
@@ -88,14 +60,15 @@ fn the_agent_runs_with_only_what_it_declares_and_drops_the_rest() -> Result<()> 
         ),
         ..AgentOptions::default()
     };
-    let agent = AgentProcess::start_with_options(&node, CONFIG, &pods, pins.path(), options)?;
+    let agent =
+        AgentProcess::start_with_options(&node, MINIMAL_CONFIG, &pods, pins.path(), options)?;
     agent.wait_ready(&node, Duration::from_secs(20))?;
 
     // Intercepted both ways with nothing more than the declared set.
     let http = SocketAddr::new(server.ip4.into(), 8080);
     assert_eq!(
-        get(&client, http),
-        "1 200 server from 127.0.0.6",
+        get_once(&client, http),
+        "server from 127.0.0.6",
         "agent log:\n{}",
         agent.log()
     );
@@ -160,7 +133,7 @@ fn without_a_declared_capability_the_agent_refuses_to_start_and_names_it() -> Re
     let dir = tempdir()?;
     let config = dir.join("config.yaml");
     let pods = dir.join("pods.yaml");
-    std::fs::write(&config, CONFIG.replace("{admin}", "127.0.0.1:0"))?;
+    std::fs::write(&config, MINIMAL_CONFIG.replace("{admin}", "127.0.0.1:0"))?;
     std::fs::write(&pods, "pods: []\n")?;
     for missing in REQUIRED {
         let keep: String = REQUIRED

@@ -12,42 +12,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use aya::maps::MapInfo;
 use aya::programs::links::{FdLink, PinnedLink};
-use weir_tests::agent::{AgentProcess, weir_bin};
+use weir_tests::agent::{AgentProcess, MINIMAL_CONFIG, get_once, weir_bin};
 use weir_tests::pins::PinRoot;
-use weir_tests::support::{require_root, sim_client, sim_server};
-use weir_tests::{SimNode, SimPod, wait};
-
-const CONFIG: &str = r#"
-admin:
-  address: "{admin}"
-protocol_detection_timeout: 5s
-listeners:
-  - name: unused
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - match: { prefix: "/" }
-            direct_response: { status: 200, body: "weir" }
-clusters: []
-"#;
-
-fn get(pod: &SimPod, target: SocketAddr) -> String {
-    let mut cmd = Command::new(sim_client());
-    cmd.args(["http", &target.to_string(), "server", "/", "1"]);
-    match pod
-        .spawn(cmd)
-        .and_then(|p| p.wait_output(Duration::from_secs(15)))
-    {
-        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .trim_start_matches("1 200 ")
-            .to_owned(),
-        Ok(out) => format!("error: {}", String::from_utf8_lossy(&out.stderr).trim()),
-        Err(e) => format!("error: {e}"),
-    }
-}
+use weir_tests::support::{require_root, sim_server};
+use weir_tests::{SimNode, wait};
 
 /// The kernel IDs of what is pinned under `root`: links and the programs
 /// they hold, and maps. The descriptors opened to read them are closed again.
@@ -129,10 +97,10 @@ fn uninstall_after_the_agent_leaves_nothing_in_the_kernel() -> Result<()> {
         ]),
         server.pods_file_entry(&[("weir.dev/enroll", "true")]),
     );
-    let mut agent = AgentProcess::start(&node, CONFIG, &pods, pins.path())?;
+    let mut agent = AgentProcess::start(&node, MINIMAL_CONFIG, &pods, pins.path())?;
     agent.wait_ready(&node, Duration::from_secs(20))?;
     assert_eq!(
-        get(&client, http),
+        get_once(&client, http),
         "server from 127.0.0.6",
         "{}",
         agent.log()
@@ -142,7 +110,7 @@ fn uninstall_after_the_agent_leaves_nothing_in_the_kernel() -> Result<()> {
     agent.terminate(Duration::from_secs(10))?;
     let files = pins.pinned_files();
     assert!(!files.is_empty(), "SIGTERM removed the pins");
-    let refused = get(&locked, http);
+    let refused = get_once(&locked, http);
     assert!(refused.contains("Operation not permitted"), "{refused}");
     let ours = pinned_ids(&files)?;
     assert!(!ours.links.is_empty() && !ours.maps.is_empty(), "{ours:?}");
@@ -180,8 +148,14 @@ fn uninstall_after_the_agent_leaves_nothing_in_the_kernel() -> Result<()> {
         now.maps.intersection(&ours.maps).collect::<Vec<_>>()
     );
     // Un-enrolled: every pod, the fail-closed one too, goes direct.
-    assert_eq!(get(&locked, http), format!("server from {}", locked.ip4));
-    assert_eq!(get(&client, http), format!("server from {}", client.ip4));
+    assert_eq!(
+        get_once(&locked, http),
+        format!("server from {}", locked.ip4)
+    );
+    assert_eq!(
+        get_once(&client, http),
+        format!("server from {}", client.ip4)
+    );
 
     // Again: nothing to do, and still fine.
     let again = uninstall(pins.path())?;

@@ -398,6 +398,16 @@ fn dechunk(mut body: &str) -> String {
 /// serves) and splits `/` 80/20 between two backends on :8080. `{admin}` is
 /// left for [`AgentProcess`] to fill in.
 pub fn split_service_config(service: &str, v1: &SimPod, v2: &SimPod) -> String {
+    weighted_service_config(service, v1, v2, (80, 20))
+}
+
+/// [`split_service_config`] with other weights for v1 and v2.
+pub fn weighted_service_config(
+    service: &str,
+    v1: &SimPod,
+    v2: &SimPod,
+    weights: (u32, u32),
+) -> String {
     format!(
         r#"admin:
   address: "{{admin}}"
@@ -415,8 +425,8 @@ listeners:
           - match: {{ prefix: "/" }}
             route:
               weighted_clusters:
-                - {{ name: backend_v1, weight: 80 }}
-                - {{ name: backend_v2, weight: 20 }}
+                - {{ name: backend_v1, weight: {} }}
+                - {{ name: backend_v2, weight: {} }}
 clusters:
   - name: backend_v1
     connect_timeout: 0.25s
@@ -425,8 +435,45 @@ clusters:
     connect_timeout: 0.25s
     endpoints: [{{ address: "{}", port: 8080 }}]
 "#,
-        v1.ip4, v2.ip4
+        weights.0, weights.1, v1.ip4, v2.ip4
     )
+}
+
+/// An agent config with one listener that answers itself: enough for tests
+/// of the agent's life rather than its routing (`{admin}` as in [`AgentProcess::start`]).
+pub const MINIMAL_CONFIG: &str = r#"
+admin:
+  address: "{admin}"
+# Every client here speaks first: a loaded machine must not make one opaque.
+protocol_detection_timeout: 5s
+listeners:
+  - name: unused
+    address: 127.0.0.1:0
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - match: { prefix: "/" }
+            direct_response: { status: 200, body: "weir" }
+clusters: []
+"#;
+
+/// One GET from `pod` to `target` on a new connection: the body (`server
+/// from <source>` for sim-server), or `error: ...`.
+pub fn get_once(pod: &SimPod, target: SocketAddr) -> String {
+    let mut cmd = Command::new(crate::support::sim_client());
+    cmd.args(["http", &target.to_string(), "server", "/", "1"]);
+    match pod
+        .spawn(cmd)
+        .and_then(|p| p.wait_output(Duration::from_secs(15)))
+    {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .trim_start_matches("1 200 ")
+            .to_owned(),
+        Ok(out) => format!("error: {}", String::from_utf8_lossy(&out.stderr).trim()),
+        Err(e) => format!("error: {e}"),
+    }
 }
 
 /// The value of the first sample of `name` in a Prometheus exposition whose
