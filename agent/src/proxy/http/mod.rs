@@ -8,6 +8,7 @@ pub mod detect;
 pub mod discard;
 pub mod forward;
 pub mod grpc;
+pub mod internal;
 pub mod io;
 pub mod local;
 pub mod request_id;

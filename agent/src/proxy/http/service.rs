@@ -16,7 +16,8 @@ use hyper::body::Incoming;
 use super::detect::Proto;
 use super::io::ConnShared;
 use super::{
-    ListenerContext, ListenerState, admission, discard, forward, grpc, local, request_id, upgrade,
+    ListenerContext, ListenerState, admission, discard, forward, grpc, internal, local, request_id,
+    upgrade,
 };
 use crate::proxy::body::RespBody;
 use crate::proxy::route::action::Action;
@@ -41,6 +42,7 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         let refused = admission::check(&mut req).err();
+        internal::strip(req.headers_mut());
         let hook = self.hook.clone();
         if let Some(h) = &hook
             && refused.is_none()

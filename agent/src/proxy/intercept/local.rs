@@ -134,7 +134,7 @@ impl LocalInbound {
     /// is kept with the request (a request that comes back unsent and goes
     /// again has no header left) and returned.
     pub fn take_source<B>(&self, req: &mut Request<B>) -> Option<HeaderValue> {
-        if let Some(v) = req.headers_mut().remove(&X_WEIR_SOURCE) {
+        if let Some(v) = crate::proxy::http::internal::strip(req.headers_mut()) {
             req.extensions_mut().insert(Source(v));
         }
         req.extensions().get::<Source>().map(|s| s.0.clone())
