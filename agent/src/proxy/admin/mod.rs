@@ -72,6 +72,12 @@ pub async fn start_endpoints(
     rt: &Arc<Runtime>,
 ) -> Result<(), AdminError> {
     if let Some(addr) = admin {
+        if !addr.ip().is_loopback() {
+            log::warn!(
+                "admin on {addr}: not loopback, so /config_dump and /clusters are open to \
+                 the network; bind it to 127.0.0.1 and scrape stats.address instead"
+            );
+        }
         let bound = start(addr, rt.clone()).await?;
         log::info!("admin listening on {bound}");
         super::announce(format_args!("weir: admin listening on {bound}"));
