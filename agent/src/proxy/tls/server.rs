@@ -76,6 +76,12 @@ impl TlsServer {
         Ok(s)
     }
 
+    /// Load and parse every file of `cfg` as [`TlsServer::new`] does, with
+    /// nothing started: `weir check-config`.
+    pub fn check(cfg: &DownstreamTlsConfig, codec: Codec, path: &str) -> Result<(), TlsError> {
+        build(cfg, codec, path).map(drop)
+    }
+
     /// Handshake on `io` within [`HANDSHAKE_TIMEOUT`]; a failure is counted
     /// and logged once with its reason.
     pub async fn accept<IO>(&self, io: IO, peer: SocketAddr) -> Option<(TlsStream<IO>, Negotiated)>
