@@ -309,3 +309,40 @@ async fn header_hygiene() {
         "no lower-case method reached a backend"
     );
 }
+
+/// Issue 10, item 1, the rest of it: even a forward proxy cluster that goes
+/// wherever the client says (a `*` virtual host, as Envoy's would) is never
+/// pointed back at weir's own admin or stats listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_forward_proxy_never_reaches_the_admin() {
+    let app = Backend::named("app").await;
+    let mut p = Proxy::start(
+        r#"listeners:
+  - name: main
+    address: 127.0.0.1:0
+    virtual_hosts:
+      - {name: any, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: egress}}]}
+clusters:
+  - name: egress
+    type: DYNAMIC_FORWARD_PROXY
+    dns_lookup_family: V4_ONLY
+"#,
+    )
+    .await;
+    let l = p.listener("main").await;
+    let port = p.admin.port();
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("127.0.0.9:{port}"),
+    ] {
+        let head = format!("GET /config_dump HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        let r = exchange(l, head.as_bytes()).await.expect("an answer");
+        assert_eq!(r.status, 403, "{host}: {r:?}");
+        assert!(!r.body.contains("listeners"), "{host}: the admin answered");
+    }
+    // Everything else still goes where the client says.
+    let head = format!("GET /x HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n", app.port());
+    let r = exchange(l, head.as_bytes()).await.expect("an answer");
+    assert_eq!((r.status, r.body.as_str()), (200, "app"));
+}

@@ -47,6 +47,9 @@ enum TryError {
     Dns(DnsCacheError),
     /// Reading the request body from downstream failed: the client's fault.
     Downstream,
+    /// DYNAMIC_FORWARD_PROXY: the request's host is weir's own admin or
+    /// stats listener.
+    OwnListener,
 }
 
 /// How long a forward proxy cluster waits for a host's resolution (c-ares' default).
@@ -319,6 +322,13 @@ pub async fn forward(
                 r.headers_mut()
                     .insert(CONNECTION, HeaderValue::from_static("close"));
                 return r;
+            }
+            Ok(Err(TryError::OwnListener)) => {
+                log::debug!(
+                    "cluster {}: destination is weir's own admin or stats",
+                    cluster.name
+                );
+                return local::reply(StatusCode::FORBIDDEN, local::OWN_LISTENER);
             }
             Ok(Err(TryError::NoHealthy)) => {
                 m.none_healthy.inc();
@@ -603,10 +613,15 @@ async fn begin_try(cluster: &Arc<Cluster>, authority: Option<&str>) -> Result<Tr
     let ep = match (&cluster.dns_cache, authority) {
         (None, _) => cluster.pick().ok_or(TryError::NoHealthy)?,
         (Some(cache), Some(authority)) => {
-            match tokio::time::timeout(DNS_TIMEOUT, cache.endpoint(cluster, authority)).await {
-                Ok(r) => r.map_err(TryError::Dns)?,
-                Err(_) => return Err(TryError::Dns(DnsCacheError::Resolution)),
+            let ep =
+                match tokio::time::timeout(DNS_TIMEOUT, cache.endpoint(cluster, authority)).await {
+                    Ok(r) => r.map_err(TryError::Dns)?,
+                    Err(_) => return Err(TryError::Dns(DnsCacheError::Resolution)),
+                };
+            if crate::proxy::admin::own::is_own(ep.addr) {
+                return Err(TryError::OwnListener);
             }
+            ep
         }
         (Some(_), None) => return Err(TryError::Dns(DnsCacheError::Resolution)),
     };
