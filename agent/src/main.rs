@@ -166,6 +166,12 @@ fn uninstall(pin_root: &std::path::Path, wait: bool) -> anyhow::Result<()> {
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     match weir::config::load_file(file) {
         Ok(config) => {
+            // The files `weir proxy` would load (certificates, keys, CAs).
+            let metrics = weir::proxy::metrics::Metrics::new()?;
+            if let Err(err) = weir::proxy::build::check(&config, &metrics) {
+                eprintln!("{}: {err}", file.display());
+                std::process::exit(1);
+            }
             println!("{}: ok: {}", file.display(), config.summary());
             Ok(())
         }

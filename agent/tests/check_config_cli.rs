@@ -66,3 +66,41 @@ fn config_schema_prints_the_committed_schema() {
     .expect("read config/schema.json");
     assert_eq!(String::from_utf8_lossy(&out.stdout), committed);
 }
+
+/// check-config loads what `weir proxy` loads: a certificate file full of
+/// garbage fails it, naming the file (issue 10, item 7).
+#[test]
+fn garbage_certificate_fails_check_config_with_the_file_named() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, "this is not a certificate\n").expect("write cert");
+    std::fs::write(&key, "nor is this a key\n").expect("write key");
+    let file = dir.path().join("tls.yaml");
+    let yaml = format!(
+        "listeners:
+  - name: l
+    address: 127.0.0.1:8443
+    tls:
+      certificates:
+        - {{cert_chain_file: {}, private_key_file: {}}}
+    virtual_hosts:
+      - {{name: vh, domains: [\"*\"], routes: []}}
+",
+        cert.display(),
+        key.display()
+    );
+    std::fs::write(&file, yaml).expect("write config");
+    let out = weir(&["check-config", file.to_str().expect("utf-8 path")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        stderr.contains(&cert.display().to_string()),
+        "the error names the file: {stderr}"
+    );
+}

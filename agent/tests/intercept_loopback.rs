@@ -207,7 +207,12 @@ clusters:
         )
         .await;
         assert_eq!(r.status, 200);
-        assert_eq!(r.headers["x-echo-x-weir-source"], "shop/web-1");
+        // a token only this process can read, naming the enrolled pod
+        let token = &r.headers["x-echo-x-weir-source"];
+        assert_eq!(
+            weir::proxy::intercept::source::pod_of(token),
+            Some(pod("shop", "web-1"))
+        );
         *counts.entry(r.body).or_default() += 1;
     }
     let n2 = counts.get("v2").copied().unwrap_or(0);

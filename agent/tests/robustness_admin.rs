@@ -121,3 +121,53 @@ async fn admin_and_stats_close_a_slow_request_head() {
         "closed too early: {waited:?}"
     );
 }
+
+/// CPU time (user + system) the process has used, in clock ticks.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) start at ")".
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// With its file descriptors used up, the admin's accept loop backs off
+/// instead of spinning on EMFILE (issue 10, item 6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_accept_backs_off_when_out_of_file_descriptors() {
+    let p = Proxy::start(&config(false)).await;
+    let pid = p.pid();
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as u64;
+    let limit = libc::rlimit {
+        rlim_cur: open + 4,
+        rlim_max: open + 4,
+    };
+    // SAFETY: prlimit on a child this test started, with a valid rlimit.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &limit, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    // More connections than descriptors left: the rest wait in the backlog,
+    // and every accept of them fails with EMFILE.
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        held.push(TcpStream::connect(p.admin).await.unwrap());
+    }
+    eventually(
+        "the admin runs out of descriptors",
+        Duration::from_secs(10),
+        || async { p.stderr().contains("Too many open files") },
+    )
+    .await;
+    let before = cpu_ticks(pid);
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let used = (cpu_ticks(pid) - before) as f64 / 100.0;
+    let share = used / started.elapsed().as_secs_f64();
+    assert!(
+        share < 0.25,
+        "the process used {:.0}% of a CPU while out of descriptors",
+        share * 100.0
+    );
+    drop(held);
+}

@@ -249,12 +249,11 @@ async fn certificate_reload() {
     );
     let mut p = Proxy::start(&cfg).await;
     let l = p.listener("https").await;
-    let cc = tls::client_config(Some(&ca.pem_file), None, &[], tls::default_versions());
+    // A fresh client each time: a resumed session (tickets) shows the
+    // certificate of the session, not the one being served now.
     let served = || async {
-        tls::get(l, "proxy.test", cc.clone(), "/")
-            .await
-            .unwrap()
-            .peer_cert
+        let cc = tls::client_config(Some(&ca.pem_file), None, &[], tls::default_versions());
+        tls::get(l, "proxy.test", cc, "/").await.unwrap().peer_cert
     };
     assert_eq!(served().await, first.der);
     // Same file names, new certificate and key.

@@ -15,3 +15,24 @@ pub(super) fn deserialize<'de, D: Deserializer<'de>>(
         ))
     })
 }
+
+/// Where the admin listener binds when the config names only a port, or
+/// nothing: loopback, since it serves the whole config (Istio's 15000).
+pub const ADMIN_DEFAULT: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 15000);
+
+/// `deserialize_with` for the admin address: `ip:port`, or a port alone
+/// (`15000`, `":15000"`), which binds loopback.
+pub(super) fn deserialize_admin<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    if let Ok(port) = text.strip_prefix(':').unwrap_or(&text).parse::<u16>() {
+        return Ok(SocketAddr::new(ADMIN_DEFAULT.ip(), port));
+    }
+    text.parse().map_err(|_| {
+        de::Error::custom(format!(
+            "invalid address {text:?}: expected ip:port or a port alone (loopback), e.g. 127.0.0.1:15000 or 15000"
+        ))
+    })
+}

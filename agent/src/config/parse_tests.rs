@@ -485,3 +485,23 @@ fn load_file_names_the_file() {
         ),
     }
 }
+
+#[test]
+fn admin_binds_loopback_unless_told_otherwise() {
+    const REST: &str = "listeners: [{name: l, address: 127.0.0.1:0, virtual_hosts: [{name: v, domains: [\"*\"], routes: []}]}]\n";
+    let admin = |doc: &str| parse(&format!("{doc}{REST}")).admin.unwrap().address;
+    assert_eq!(admin("admin: {}\n"), addr("127.0.0.1:15000"));
+    assert_eq!(
+        admin("admin: {address: \"15001\"}\n"),
+        addr("127.0.0.1:15001")
+    );
+    assert_eq!(admin("admin: {address: \":0\"}\n"), addr("127.0.0.1:0"));
+    assert_eq!(
+        admin("admin: {address: \"0.0.0.0:15000\"}\n"),
+        addr("0.0.0.0:15000")
+    );
+    assert!(
+        error(&format!("admin: {{address: \"host:1\"}}\n{REST}"))
+            .contains("expected ip:port or a port alone"),
+    );
+}

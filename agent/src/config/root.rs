@@ -19,7 +19,7 @@ pub struct ProxyConfig {
     /// Read-only metrics listener (`/stats/prometheus`, `/ready`), for
     /// scraping from the network while the admin stays on loopback; absent: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stats: Option<AdminConfig>,
+    pub stats: Option<StatsConfig>,
     #[serde(default)]
     pub listeners: Vec<ListenerConfig>,
     #[serde(default)]
@@ -54,10 +54,27 @@ pub enum OutboundTrafficPolicy {
     RegistryOnly,
 }
 
-/// The admin or the stats listener.
+/// The admin listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
+    /// `ip:port`, or a port alone (`15000`) to bind loopback; absent:
+    /// `127.0.0.1:15000`. Port 0 lets the kernel pick.
+    #[serde(
+        default = "default_admin_address",
+        deserialize_with = "super::addr::deserialize_admin"
+    )]
+    pub address: SocketAddr,
+}
+
+fn default_admin_address() -> SocketAddr {
+    super::addr::ADMIN_DEFAULT
+}
+
+/// The stats listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatsConfig {
     /// `ip:port`; port 0 lets the kernel pick.
     #[serde(deserialize_with = "super::addr::deserialize")]
     pub address: SocketAddr,

@@ -72,6 +72,25 @@ pub fn clusters(
     Ok(out)
 }
 
+/// What building `cfg` would refuse beyond the config's own validation:
+/// certificate, key and CA files that do not load or parse. Nothing is
+/// bound, resolved or started (`weir check-config`).
+pub fn check(cfg: &config::ProxyConfig, metrics: &Metrics) -> Result<(), BuildError> {
+    for (i, c) in cfg.clusters.iter().enumerate() {
+        if let Some(t) = &c.tls {
+            upstream_tls(c, t, &format!("clusters[{i}]"), metrics)?;
+        }
+    }
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        if let Some(t) = &l.tls {
+            let path = format!("listeners[{i}] ({}).tls", l.name);
+            super::tls::server::TlsServer::check(t, l.codec, &path)
+                .map_err(|e| BuildError::Tls(e.to_string()))?;
+        }
+    }
+    Ok(())
+}
+
 /// The cluster's TLS client; SNI defaults to the first STRICT_DNS name.
 fn upstream_tls(
     c: &config::ClusterConfig,

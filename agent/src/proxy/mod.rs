@@ -24,6 +24,7 @@ pub mod runtime;
 pub mod split;
 pub mod tls;
 pub mod upstream;
+mod write_through;
 
 use std::path::Path;
 use std::sync::Arc;

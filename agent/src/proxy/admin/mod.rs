@@ -5,6 +5,7 @@
 //! `/stats/prometheus` and `/ready`, for scraping from the network while the
 //! admin stays on loopback.
 
+pub mod own;
 mod serve;
 
 use std::fmt::Write as _;
@@ -51,7 +52,7 @@ async fn bind(
         Endpoints::Admin => "admin",
         Endpoints::Stats => "stats",
     };
-    serve::bind(addr, name, move |req| {
+    let bound = serve::bind(addr, name, move |req| {
         let rt = rt.clone();
         async move {
             match kind {
@@ -61,7 +62,9 @@ async fn bind(
         }
     })
     .await
-    .map_err(|e| AdminError::Bind(name, addr, e))
+    .map_err(|e| AdminError::Bind(name, addr, e))?;
+    own::register(bound);
+    Ok(bound)
 }
 
 /// Start the admin and stats listeners the config asks for, logging and
@@ -72,6 +75,12 @@ pub async fn start_endpoints(
     rt: &Arc<Runtime>,
 ) -> Result<(), AdminError> {
     if let Some(addr) = admin {
+        if !addr.ip().is_loopback() {
+            log::warn!(
+                "admin on {addr}: not loopback, so /config_dump and /clusters are open to \
+                 the network; bind it to 127.0.0.1 and scrape stats.address instead"
+            );
+        }
         let bound = start(addr, rt.clone()).await?;
         log::info!("admin listening on {bound}");
         super::announce(format_args!("weir: admin listening on {bound}"));

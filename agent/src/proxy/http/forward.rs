@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 
 use super::local::{self, ResetReason};
 use super::upgrade;
-use crate::proxy::body::{BodyDeadline, ReqBody, RespBody};
+use crate::proxy::body::{BodyDeadline, DownstreamFault, ReqBody, RespBody};
 use crate::proxy::cluster::Cluster;
 use crate::proxy::cluster::breaker::{Limit, Permit};
 use crate::proxy::cluster::endpoint::{ActiveRequest, Endpoint};
@@ -45,6 +45,11 @@ enum TryError {
     Reset,
     /// DYNAMIC_FORWARD_PROXY: the request's host has no endpoint.
     Dns(DnsCacheError),
+    /// Reading the request body from downstream failed: the client's fault.
+    Downstream,
+    /// DYNAMIC_FORWARD_PROXY: the request's host is weir's own admin or
+    /// stats listener.
+    OwnListener,
 }
 
 /// How long a forward proxy cluster waits for a host's resolution (c-ares' default).
@@ -73,10 +78,12 @@ fn millis_header(ms: u64) -> HeaderValue {
 }
 
 /// Hop-by-hop headers are not forwarded, except `te: trailers` (gRPC) and,
-/// on an upgrade, `connection` and `upgrade`.
+/// on an upgrade, `connection` and `upgrade`. Headers the `Connection`
+/// header names are hop-by-hop too (RFC 9110 §7.6.1).
 fn strip_hop_by_hop(h: &mut HeaderMap, upgrading: bool) {
     h.remove(&KEEP_ALIVE);
     h.remove(&PROXY_CONNECTION);
+    strip_connection_options(h, upgrading);
     if !upgrading {
         h.remove(CONNECTION);
         h.remove(UPGRADE);
@@ -85,6 +92,31 @@ fn strip_hop_by_hop(h: &mut HeaderMap, upgrading: bool) {
         && te != "trailers"
     {
         h.remove(&TE);
+    }
+}
+
+/// Remove the headers `Connection` names (`close`, `keep-alive` and, on
+/// an upgrade, `upgrade` are options, not header names to drop here).
+fn strip_connection_options(h: &mut HeaderMap, upgrading: bool) {
+    let mut named: Vec<http::HeaderName> = Vec::new();
+    for value in h.get_all(CONNECTION) {
+        let Ok(text) = value.to_str() else {
+            continue;
+        };
+        for token in text.split(',').map(str::trim) {
+            if token.eq_ignore_ascii_case("close")
+                || token.eq_ignore_ascii_case("keep-alive")
+                || (upgrading && token.eq_ignore_ascii_case("upgrade"))
+            {
+                continue;
+            }
+            if let Ok(name) = http::HeaderName::from_bytes(token.as_bytes()) {
+                named.push(name);
+            }
+        }
+    }
+    for name in named {
+        h.remove(name);
     }
 }
 
@@ -197,6 +229,7 @@ pub async fn forward(
             .or_else(|| parts.uri.authority().map(|a| a.as_str()))
             .map(str::to_owned)
     });
+    let fault = DownstreamFault::default();
     let mut parts = Some(parts);
     let mut tries = 0u32;
     let mut latest_reason = ResetReason::RemoteConnectionFailure;
@@ -218,6 +251,7 @@ pub async fn forward(
             (None, Some(inner)) => ReqBody::Stream {
                 inner,
                 tx_bytes: m.tx_bytes.clone(),
+                fault: fault.clone(),
             },
             (None, None) => ReqBody::Buffered(None),
         };
@@ -236,9 +270,10 @@ pub async fn forward(
                 let ep = guard.active.endpoint();
                 let r = match try_deadline {
                     Some(td) => {
-                        tokio::time::timeout_at(td.into(), exchange(&cluster, ep, req)).await
+                        let ex = exchange(&cluster, ep, req, &fault);
+                        tokio::time::timeout_at(td.into(), ex).await
                     }
-                    None => Ok(exchange(&cluster, ep, req).await),
+                    None => Ok(exchange(&cluster, ep, req, &fault).await),
                 };
                 if r.is_err() {
                     // timed out: a gateway failure of this endpoint
@@ -275,6 +310,25 @@ pub async fn forward(
                 // response is the answer (Envoy on a retry overflow).
                 held = Some((resp, conn, try_started));
                 Failure::Status(status)
+            }
+            // Not the upstream's failure: no upstream stat, no outlier
+            // record, no retry (Envoy answers 400 and closes).
+            Ok(Err(TryError::Downstream)) => {
+                log::debug!(
+                    "cluster {}: request body from downstream failed",
+                    cluster.name
+                );
+                let mut r = local::reply(StatusCode::BAD_REQUEST, "Bad Request");
+                r.headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+                return r;
+            }
+            Ok(Err(TryError::OwnListener)) => {
+                log::debug!(
+                    "cluster {}: destination is weir's own admin or stats",
+                    cluster.name
+                );
+                return local::reply(StatusCode::FORBIDDEN, local::OWN_LISTENER);
             }
             Ok(Err(TryError::NoHealthy)) => {
                 m.none_healthy.inc();
@@ -559,10 +613,15 @@ async fn begin_try(cluster: &Arc<Cluster>, authority: Option<&str>) -> Result<Tr
     let ep = match (&cluster.dns_cache, authority) {
         (None, _) => cluster.pick().ok_or(TryError::NoHealthy)?,
         (Some(cache), Some(authority)) => {
-            match tokio::time::timeout(DNS_TIMEOUT, cache.endpoint(cluster, authority)).await {
-                Ok(r) => r.map_err(TryError::Dns)?,
-                Err(_) => return Err(TryError::Dns(DnsCacheError::Resolution)),
+            let ep =
+                match tokio::time::timeout(DNS_TIMEOUT, cache.endpoint(cluster, authority)).await {
+                    Ok(r) => r.map_err(TryError::Dns)?,
+                    Err(_) => return Err(TryError::Dns(DnsCacheError::Resolution)),
+                };
+            if crate::proxy::admin::own::is_own(ep.addr) {
+                return Err(TryError::OwnListener);
             }
+            ep
         }
         (Some(_), None) => return Err(TryError::Dns(DnsCacheError::Resolution)),
     };
@@ -578,6 +637,7 @@ async fn exchange(
     cluster: &Arc<Cluster>,
     ep: &Arc<Endpoint>,
     mut req: Request<ReqBody>,
+    fault: &DownstreamFault,
 ) -> Result<(Response<Incoming>, Pooled), TryError> {
     let transport = &cluster.params.transport;
     if transport.http2 {
@@ -612,6 +672,7 @@ async fn exchange(
                     req = r;
                     continue;
                 }
+                _ if fault.is_set() => return Err(TryError::Downstream),
                 _ => {
                     log::debug!("cluster {}: {} reset: {}", cluster.name, ep.addr, e.error());
                     cluster.record(ep, Outcome::LocalFailure);

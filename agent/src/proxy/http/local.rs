@@ -14,6 +14,8 @@ pub const REQUEST_TIMEOUT: &str = "request timeout";
 /// Envoy's dynamic forward proxy filter replies.
 pub const DNS_RESOLUTION_FAILURE: &str = "DNS resolution failure";
 pub const DNS_CACHE_OVERFLOW: &str = "DNS cache overflow";
+/// A forward proxy request for weir's own admin or stats listener.
+pub const OWN_LISTENER: &str = "destination is this proxy's admin or stats listener";
 
 /// Why an upstream exchange failed before a response head: Envoy's reset
 /// reasons, as its 503 bodies name them.

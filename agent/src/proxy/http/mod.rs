@@ -2,9 +2,13 @@
 //! AsyncRead + AsyncWrite stream and a per-listener context, so TLS or
 //! eBPF-intercepted sockets can feed it as well as plain TCP.
 
+pub mod admission;
+pub mod authority;
 pub mod detect;
+pub mod discard;
 pub mod forward;
 pub mod grpc;
+pub mod internal;
 pub mod io;
 pub mod local;
 pub mod request_id;

@@ -10,11 +10,15 @@ use std::time::Duration;
 
 use http::header::{HOST, LOCATION, SERVER};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
+use http_body::Body as _;
 use hyper::body::Incoming;
 
 use super::detect::Proto;
 use super::io::ConnShared;
-use super::{ListenerContext, ListenerState, forward, grpc, local, request_id, upgrade};
+use super::{
+    ListenerContext, ListenerState, admission, discard, forward, grpc, internal, local, request_id,
+    upgrade,
+};
 use crate::proxy::body::RespBody;
 use crate::proxy::route::action::Action;
 
@@ -37,30 +41,50 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
     type Future = Pin<Box<dyn Future<Output = Result<Response<RespBody>, Infallible>> + Send>>;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        let refused = admission::check(&mut req).err();
+        internal::strip(req.headers_mut());
         let hook = self.hook.clone();
-        if let Some(h) = &hook {
+        if let Some(h) = &hook
+            && refused.is_none()
+        {
             h.on_request(req.headers_mut());
         }
         let ctx = self.ctx.clone();
         let shared = self.shared.clone();
         let timeout = self.request_timeout;
         let (proto, https) = (self.proto, self.https);
+        let has_body = !req.body().is_end_stream();
         ctx.metrics.rq_protocol[proto.index()].inc();
         Box::pin(async move {
             shared.in_flight.fetch_add(1, Ordering::Relaxed);
             // the head is complete: the header-read clock stops
             shared.head_started_ms.store(0, Ordering::Relaxed);
-            let handling = handle(&ctx, req, https, hook.as_deref());
-            let mut resp = match timeout {
-                Some(t) => match tokio::time::timeout(t, handling).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        ctx.metrics.rq_timeout.inc();
-                        local::reply(StatusCode::REQUEST_TIMEOUT, local::REQUEST_TIMEOUT)
+            let (mut resp, unread) = match refused {
+                Some(r) => {
+                    log::debug!("listener {}: refused: {r}", ctx.name);
+                    (r.reply(), None)
+                }
+                None => {
+                    let handling = handle(&ctx, req, https, hook.as_deref());
+                    match timeout {
+                        Some(t) => match tokio::time::timeout(t, handling).await {
+                            Ok(r) => r,
+                            Err(_) => {
+                                ctx.metrics.rq_timeout.inc();
+                                let r = local::reply(
+                                    StatusCode::REQUEST_TIMEOUT,
+                                    local::REQUEST_TIMEOUT,
+                                );
+                                (r, None)
+                            }
+                        },
+                        None => handling.await,
                     }
-                },
-                None => handling.await,
+                }
             };
+            if has_body && proto == Proto::Http1 && matches!(resp.body(), RespBody::Local(_)) {
+                discard::settle(&mut resp, unread).await;
+            }
             shared.in_flight.fetch_sub(1, Ordering::Relaxed);
             shared.touch();
             let server = ctx.state.load().settings.server.clone();
@@ -79,27 +103,34 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
 
 /// Route and serve one request. A request no virtual host takes goes to
 /// the listener `unmatched` names, when it names one (Istio's `allow_any` /
-/// `block_all` virtual hosts), else gets Envoy's 404.
+/// `block_all` virtual hosts), else gets Envoy's 404. With the response
+/// comes the request body when nothing read it (a local reply).
 pub async fn handle(
     ctx: &ListenerContext,
     req: Request<Incoming>,
     https: bool,
     unmatched: Option<&dyn super::RequestHook>,
-) -> Response<RespBody> {
+) -> (Response<RespBody>, Option<Incoming>) {
     let req = match route_request(&ctx.state.load_full(), req, https).await {
-        Routed::Served(resp) => return resp,
+        Routed::Served(resp, unread) => return (resp, unread),
         Routed::NoVirtualHost(req) => req,
     };
-    if let Some(other) = unmatched.and_then(|h| h.unmatched_host())
-        && let Routed::Served(resp) = route_request(&other.state.load_full(), req, https).await
-    {
-        return resp;
-    }
-    local::reply(StatusCode::NOT_FOUND, "")
+    let req = match unmatched.and_then(|h| h.unmatched_host()) {
+        Some(other) => match route_request(&other.state.load_full(), req, https).await {
+            Routed::Served(resp, unread) => return (resp, unread),
+            Routed::NoVirtualHost(req) => req,
+        },
+        None => req,
+    };
+    (
+        local::reply(StatusCode::NOT_FOUND, ""),
+        Some(req.into_body()),
+    )
 }
 
 enum Routed {
-    Served(Response<RespBody>),
+    /// The response, and the request body if nothing read it.
+    Served(Response<RespBody>, Option<Incoming>),
     /// No virtual host takes the request; handed back untouched.
     NoVirtualHost(Request<Incoming>),
 }
@@ -119,17 +150,24 @@ async fn route_request(state: &ListenerState, req: Request<Incoming>, https: boo
     let (mut parts, body) = req.into_parts();
     let upgrade = match upgrade::requested(&mut parts, &state.settings.upgrade_types) {
         Ok(u) => u,
-        Err(upgrade::Refused::NotAllowed) => return Routed::Served(local::upgrade_refused()),
+        Err(upgrade::Refused::NotAllowed) => {
+            return Routed::Served(local::upgrade_refused(), Some(body));
+        }
     };
     let Some((route, matched)) = vhost.find_route(&parts) else {
-        return Routed::Served(local::reply(StatusCode::NOT_FOUND, ""));
+        return Routed::Served(local::reply(StatusCode::NOT_FOUND, ""), Some(body));
     };
+    let mut unread = None;
     let mut resp = match &route.action {
         // Envoy sends direct responses as local replies (checked against 1.40).
-        Action::Direct { status, body } => local::reply(*status, body.clone()),
+        Action::Direct { status, body: text } => {
+            unread = Some(body);
+            local::reply(*status, text.clone())
+        }
         Action::Redirect(rd) => {
             let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
             let loc = rd.location(authority(&parts.uri, &parts.headers), pq, matched);
+            unread = Some(body);
             let mut r = Response::new(RespBody::empty());
             *r.status_mut() = rd.status;
             if let Ok(v) = HeaderValue::from_str(&loc) {
@@ -150,5 +188,5 @@ async fn route_request(state: &ListenerState, req: Request<Incoming>, https: boo
         }
     };
     route.response_headers.apply(resp.headers_mut());
-    Routed::Served(resp)
+    Routed::Served(resp, unread)
 }

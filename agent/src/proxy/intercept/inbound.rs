@@ -29,7 +29,7 @@ use crate::proxy::addr::ClientAddr;
 use crate::proxy::body::RespBody;
 use crate::proxy::drain::DrainWatch;
 use crate::proxy::http::local::{self, ResetReason};
-use crate::proxy::http::upgrade;
+use crate::proxy::http::{internal, upgrade};
 use crate::proxy::metrics::Metrics;
 
 /// The request head must arrive within this (the engine's listener default).
@@ -168,13 +168,14 @@ impl Accounting {
         {
             return h.clone();
         }
-        let Some((ns, name)) = v.to_str().ok().and_then(|s| s.split_once('/')) else {
+        // Only a token this process made names a pod (bounded, unforgeable).
+        let Some(src) = super::source::pod_of(&v) else {
             return self.connection.clone();
         };
         let h = Arc::new(self.metrics.intercept.identity(&Labels {
             direction: Direction::Inbound,
-            source_namespace: ns,
-            source_pod: name,
+            source_namespace: &src.namespace,
+            source_pod: &src.name,
             destination: &self.destination,
             destination_namespace: &self.pod.namespace,
             destination_pod: &self.pod.name,
@@ -296,7 +297,7 @@ impl hyper::service::Service<Request<Incoming>> for InboundService {
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         let conn = self.0.clone();
         // Never reaches the application, whoever sent it.
-        let source = req.headers_mut().remove(&X_WEIR_SOURCE);
+        let source = internal::strip(req.headers_mut());
         Box::pin(async move {
             let handles = conn.accounting.handles_for(source);
             let (mut parts, body) = req.into_parts();

@@ -134,7 +134,7 @@ impl LocalInbound {
     /// is kept with the request (a request that comes back unsent and goes
     /// again has no header left) and returned.
     pub fn take_source<B>(&self, req: &mut Request<B>) -> Option<HeaderValue> {
-        if let Some(v) = req.headers_mut().remove(&X_WEIR_SOURCE) {
+        if let Some(v) = crate::proxy::http::internal::strip(req.headers_mut()) {
             req.extensions_mut().insert(Source(v));
         }
         req.extensions().get::<Source>().map(|s| s.0.clone())
@@ -214,13 +214,19 @@ mod tests {
     fn the_source_header_is_taken_off_and_kept_with_the_request() {
         let p = pod("b", InboundPorts::All);
         let (inbound, _open) = LocalInbound::open(&p, "192.0.2.221:80".parse().unwrap());
+        // The token the outbound side sets for pod ns/a.
+        let token = super::super::source::token(&PodIdentity {
+            namespace: "ns".into(),
+            name: "a".into(),
+        })
+        .unwrap();
         let mut req = Request::builder()
-            .header(&X_WEIR_SOURCE, "ns/a")
+            .header(&X_WEIR_SOURCE, token.clone())
             .body(())
             .unwrap();
         let source = inbound.take_source(&mut req);
         assert!(req.headers().get(&X_WEIR_SOURCE).is_none());
-        assert_eq!(source.as_ref().unwrap(), "ns/a");
+        assert_eq!(source.as_ref().unwrap(), token);
         // Sent again (it came back unsent): the kept source, no header.
         assert_eq!(inbound.take_source(&mut req), source);
         let mut resp = Response::builder()

@@ -4,7 +4,7 @@
 //! (route by original destination: `table`) or `inbound` (to the pod's
 //! application through an [`AppConnector`]) -> `passthrough` (L4 splice,
 //! implicit HTTP passthrough, black hole). `peers` and the `x-weir-source`
-//! header carry the source pod's identity from the outbound side to the
+//! header (a `source` token, not a name) carry the source pod's identity from the outbound side to the
 //! inbound side; `local` delivers to pods on this node in one pass;
 //! `metrics` counts everything with that identity.
 //! Design: `docs/architecture.md` ("Identity"); metrics: `docs/metrics.md`.
@@ -18,6 +18,7 @@ pub mod outbound;
 pub mod passthrough;
 pub mod peers;
 pub mod sni;
+pub mod source;
 pub mod table;
 
 use std::future::Future;

@@ -17,9 +17,10 @@ use crate::config::OutboundTrafficPolicy;
 use crate::proxy::addr::{ClientAddr, ConnMeta, OrigDstAddr};
 use crate::proxy::http::{self, ListenerContext, RequestHook};
 
-/// Request header naming the source pod (`namespace/name`) on requests weir
+/// Request header naming the source pod (a `source` token) on requests weir
 /// forwards for an enrolled pod; trusted by the inbound side only from
-/// weir's own sockets (`peers`), and always removed before the application.
+/// weir's own sockets (`peers`) and only if this process made the token,
+/// and always removed before the application.
 pub static X_WEIR_SOURCE: HeaderName = HeaderName::from_static("x-weir-source");
 
 pub(super) async fn serve(
@@ -74,11 +75,7 @@ pub(super) async fn serve(
             match (ctx, meta) {
                 (Ok(ctx), Some(meta)) => {
                     let hook = OutboundHook {
-                        source: HeaderValue::try_from(format!(
-                            "{}/{}",
-                            source.namespace, source.name
-                        ))
-                        .ok(),
+                        source: super::source::token(&source),
                         handles: handles.clone(),
                         unmatched,
                         fallback: OnceLock::new(),

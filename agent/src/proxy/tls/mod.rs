@@ -1,11 +1,13 @@
 //! TLS with rustls (ring provider): termination on listeners (`server`),
 //! origination to clusters (`client`), PEM files (`pem`), and the
 //! classification of handshake failures for metrics and logs (`failure`),
-//! and SNI matching shared with interception (`server_names`).
+//! SNI matching shared with interception (`server_names`), and the refusal
+//! of client-initiated renegotiation (`renegotiation`).
 
 pub mod client;
 pub mod failure;
 pub mod pem;
+pub mod renegotiation;
 pub mod server;
 pub mod server_names;
 

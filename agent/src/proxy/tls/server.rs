@@ -1,21 +1,26 @@
 //! TLS termination for a listener: certificates chosen by SNI, ALPN,
 //! minimum version, optional client certificate verification, and a
 //! watcher that re-reads the files when they change (a bad file keeps the
-//! certificates in use).
+//! certificates in use). The server's cipher suite order wins over the
+//! client's; session tickets (TLS 1.2 and 1.3) come from one ticketer per
+//! listener that outlives certificate reloads, so resumption does too.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::server::{ClientHello, ProducesTickets, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::AbortHandle;
 use tokio_rustls::server::TlsStream;
 
+use super::failure::LogLimit;
+use super::renegotiation::RecordGuard;
 use super::server_names::ServerNames;
 use super::{HANDSHAKE_TIMEOUT, TlsError, failure, pem, provider, versions};
 use crate::config::{AlpnProtocol, Codec, DownstreamTlsConfig};
@@ -40,6 +45,9 @@ pub struct TlsServer {
     listener: Arc<str>,
     pub metrics: TlsMetrics,
     watcher: std::sync::Mutex<Option<AbortHandle>>,
+    /// Kept across certificate reloads so tickets issued before still resume.
+    ticketer: Arc<dyn ProducesTickets>,
+    failures_logged: LogLimit,
 }
 
 impl std::fmt::Debug for TlsServer {
@@ -60,7 +68,11 @@ impl TlsServer {
         listener: &str,
         metrics: TlsMetrics,
     ) -> Result<Arc<Self>, TlsError> {
-        let config = build(cfg, codec, path)?;
+        let ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| TlsError::Invalid {
+            field: path.to_owned(),
+            reason: format!("session ticket keys: {e}"),
+        })?;
+        let config = build(cfg, codec, path, Some(&ticketer))?;
         let s = Arc::new(Self {
             config: ArcSwap::from_pointee(config),
             source: cfg.clone(),
@@ -68,6 +80,8 @@ impl TlsServer {
             listener: listener.into(),
             metrics,
             watcher: std::sync::Mutex::new(None),
+            ticketer,
+            failures_logged: LogLimit::default(),
         });
         let h = tokio::spawn(watch(Arc::downgrade(&s), path.to_owned()));
         if let Ok(mut slot) = s.watcher.lock() {
@@ -76,16 +90,29 @@ impl TlsServer {
         Ok(s)
     }
 
+    /// Load and parse every file of `cfg` as [`TlsServer::new`] does, with
+    /// nothing started: `weir check-config`.
+    pub fn check(cfg: &DownstreamTlsConfig, codec: Codec, path: &str) -> Result<(), TlsError> {
+        build(cfg, codec, path, None).map(drop)
+    }
+
     /// Handshake on `io` within [`HANDSHAKE_TIMEOUT`]; a failure is counted
-    /// and logged once with its reason.
-    pub async fn accept<IO>(&self, io: IO, peer: SocketAddr) -> Option<(TlsStream<IO>, Negotiated)>
+    /// and logged with its reason, at most once per [`LogLimit::PERIOD`].
+    /// The stream refuses renegotiation afterwards (`renegotiation`).
+    pub async fn accept<IO>(
+        &self,
+        io: IO,
+        peer: SocketAddr,
+    ) -> Option<(TlsStream<RecordGuard<IO>>, Negotiated)>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
         let acceptor = tokio_rustls::TlsAcceptor::from(self.config.load_full());
+        let (io, established) = RecordGuard::new(io);
         let (reason, err) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await
         {
             Ok(Ok(s)) => {
+                established.store(true, Ordering::Relaxed);
                 self.metrics.handshakes.inc();
                 let n = match s.get_ref().1.alpn_protocol() {
                     Some(b"h2") => Negotiated::H2,
@@ -98,11 +125,20 @@ impl TlsServer {
             Err(_) => (HandshakeFailure::Timeout, "timed out".to_owned()),
         };
         self.metrics.failure(reason);
-        log::warn!(
-            "listener {}: TLS handshake from {peer} failed ({}): {err}",
-            self.listener,
-            reason.as_str()
-        );
+        if let Some(skipped) = self.failures_logged.admit() {
+            log::warn!(
+                "listener {}: TLS handshake from {peer} failed ({}): {err}{}",
+                self.listener,
+                reason.as_str(),
+                if skipped > 0 {
+                    format!(
+                        " ({skipped} more failures not logged; see weir_tls_downstream_handshake_failures_total)"
+                    )
+                } else {
+                    String::new()
+                }
+            );
+        }
         None
     }
 
@@ -141,7 +177,7 @@ async fn watch(server: Weak<TlsServer>, path: String) {
             continue;
         }
         last = now;
-        match build(&s.source, s.codec, &path) {
+        match build(&s.source, s.codec, &path, Some(&s.ticketer)) {
             Ok(cfg) => {
                 s.config.store(Arc::new(cfg));
                 s.metrics.reload_ok.inc();
@@ -158,8 +194,14 @@ async fn watch(server: Weak<TlsServer>, path: String) {
     }
 }
 
-/// A rustls server config from the listener's TLS settings.
-fn build(cfg: &DownstreamTlsConfig, codec: Codec, path: &str) -> Result<ServerConfig, TlsError> {
+/// A rustls server config from the listener's TLS settings, issuing
+/// session tickets with `ticketer` when given.
+fn build(
+    cfg: &DownstreamTlsConfig,
+    codec: Codec,
+    path: &str,
+    ticketer: Option<&Arc<dyn ProducesTickets>>,
+) -> Result<ServerConfig, TlsError> {
     let provider = provider();
     let invalid = |field: String, e: &dyn std::fmt::Display| TlsError::Invalid {
         field,
@@ -184,6 +226,12 @@ fn build(cfg: &DownstreamTlsConfig, codec: Codec, path: &str) -> Result<ServerCo
     };
     let resolver = SniResolver::load(cfg, path, &provider)?;
     let mut sc = builder.with_cert_resolver(Arc::new(resolver));
+    // The suite order is the provider's (AEAD, forward secret, strongest
+    // first); a client preferring a weaker one does not get it.
+    sc.ignore_client_order = true;
+    if let Some(t) = ticketer {
+        sc.ticketer = t.clone();
+    }
     sc.alpn_protocols = cfg
         .alpn
         .iter()

@@ -1,0 +1,95 @@
+//! The per-request source identity weir hands from its outbound side to
+//! its inbound side (pooled HTTP connections are shared by pods, so the
+//! source travels with each request). The header carries no name: it is
+//! `<secret>.<n>`, where the secret is drawn at random when the process
+//! starts and `n` indexes the pods whose outbound requests weir forwarded.
+//! So a value is only believed if weir itself made it in this process, it
+//! always names a pod enrolled on this node, it tells nothing to a
+//! destination outside the mesh, and the number of identities it can name
+//! is bounded by [`MAX_SOURCES`].
+//!
+//! One table per process, like `peers` and `local`: the outbound and
+//! inbound sides of one process share it.
+
+use std::collections::HashMap;
+use std::sync::{LazyLock, RwLock};
+
+use http::HeaderValue;
+
+use super::PodIdentity;
+
+/// Distinct source pods given a token over the process's life; a pod
+/// beyond it sends no token and is counted as `unknown` inbound.
+pub const MAX_SOURCES: usize = 65_536;
+
+struct Table {
+    secret: String,
+    ids: HashMap<PodIdentity, HeaderValue>,
+    pods: Vec<PodIdentity>,
+}
+
+static TABLE: LazyLock<RwLock<Table>> = LazyLock::new(|| {
+    RwLock::new(Table {
+        secret: uuid::Uuid::new_v4().simple().to_string(),
+        ids: HashMap::new(),
+        pods: Vec::new(),
+    })
+});
+
+/// The header value that names `pod` (an enrolled pod on this node).
+pub fn token(pod: &PodIdentity) -> Option<HeaderValue> {
+    if let Ok(t) = TABLE.read()
+        && let Some(v) = t.ids.get(pod)
+    {
+        return Some(v.clone());
+    }
+    let mut t = TABLE.write().ok()?;
+    if let Some(v) = t.ids.get(pod) {
+        return Some(v.clone());
+    }
+    if t.pods.len() >= MAX_SOURCES {
+        return None;
+    }
+    let v = HeaderValue::try_from(format!("{}.{}", t.secret, t.pods.len())).ok()?;
+    t.pods.push(pod.clone());
+    t.ids.insert(pod.clone(), v.clone());
+    Some(v)
+}
+
+/// The pod a token names, if this process made it.
+pub fn pod_of(value: &HeaderValue) -> Option<PodIdentity> {
+    let (secret, n) = value.to_str().ok()?.split_once('.')?;
+    let n: usize = n.parse().ok()?;
+    let t = TABLE.read().ok()?;
+    if secret != t.secret {
+        return None;
+    }
+    t.pods.get(n).cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str) -> PodIdentity {
+        PodIdentity {
+            namespace: "ns".into(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn tokens_round_trip_and_forgeries_fail() {
+        let a = token(&pod("source-test-a")).unwrap();
+        assert_eq!(token(&pod("source-test-a")), Some(a.clone()));
+        assert_eq!(pod_of(&a), Some(pod("source-test-a")));
+        let (_, n) = a.to_str().unwrap().split_once('.').unwrap();
+        for forged in [
+            "ns/source-test-a".to_owned(),
+            format!("00000000000000000000000000000000.{n}"),
+            "x".to_owned(),
+        ] {
+            assert_eq!(pod_of(&HeaderValue::try_from(forged).unwrap()), None);
+        }
+    }
+}
