@@ -1,7 +1,7 @@
 //! Admin listener: `/ready`, `/stats/prometheus` (weir's names), `/stats`
 //! (Envoy's names: text, `?format=json|prometheus`, `?filter=<regex>`,
 //! `?usedonly`), `/config_dump`, `/clusters` (text, or `?format=json`),
-//! `/listeners`.
+//! `/listeners`, `/datapath` (what the eBPF data path detected and loaded).
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -94,6 +94,14 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<Full<Bytes>> {
             let json = req.uri().query().is_some_and(|q| q.contains("format=json"));
             clusters(rt, json).await
         }
+        "/datapath" => match rt.datapath_status.get() {
+            Some(json) => text(StatusCode::OK, JSON, json.clone()),
+            None => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                PLAIN,
+                "no data path loaded\n",
+            ),
+        },
         _ => text(StatusCode::NOT_FOUND, PLAIN, "not found\n"),
     }
 }

@@ -67,6 +67,7 @@ async fn serve(options: &RunOptions) -> Result<(), RunError> {
         pin_root: Some(options.pin_root.clone()),
         sk_msg: options.sk_msg,
     })?;
+    let _ = runtime.datapath_status.set(datapath.status().to_json());
     let mut enroller = Enroller::new(datapath, intercept::for_runtime(&runtime), cgroup2_root()?);
     let mut pods = watch_pods_file(&options.pods, PODS_POLL)?;
     let initial = Arc::clone(&pods.pods.borrow_and_update());
