@@ -4,6 +4,7 @@
 mod bench;
 mod ebpf;
 mod install;
+mod kernels;
 mod run;
 
 use std::path::{Path, PathBuf};
@@ -40,6 +41,9 @@ enum Task {
         #[command(subcommand)]
         target: bench::Target,
     },
+    /// Run the data-path e2e tests on Debian's 5.10, 6.1 and 6.12 kernels
+    /// (or those named) under QEMU, with each cgroup layout (needs root).
+    Kernels(kernels::KernelsArgs),
 }
 
 fn main() -> Result<()> {
@@ -70,6 +74,7 @@ fn main() -> Result<()> {
             ]))
         }
         Task::Bench { target } => bench::run(&root, target),
+        Task::Kernels(args) => kernels::run(&root, &args),
     }
 }
 
