@@ -11,9 +11,9 @@ use aya_ebpf::{
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
-use weir_common::{AF_INET, AF_INET6, POD_FLAG_FAIL_CLOSED, PodSettings, SockAddr};
+use weir_common::{AF_INET, AF_INET6, POD_FLAG_FAIL_CLOSED, PendingConnect, PodSettings, SockAddr};
 
-use crate::maps::{PENDING_ORIG_DST, PODS};
+use crate::maps::{PENDING_CONNECT, PODS};
 
 /// Let the `connect()` proceed (to the original or the rewritten address).
 const ALLOW: i32 = 1;
@@ -26,7 +26,7 @@ const LOOPBACK_V4: u32 = 0x7f00_0001;
 pub fn weir_connect4(ctx: SockAddrContext) -> i32 {
     // SAFETY: the kernel hands every cgroup/connect4 program a valid bpf_sock_addr.
     let sa = unsafe { &mut *ctx.sock_addr };
-    let Some(pod) = enrolled_tcp(&ctx, sa) else {
+    let Some((netns, pod)) = enrolled_tcp(&ctx, sa) else {
         return ALLOW;
     };
     let dst_ip = sa.user_ip4;
@@ -42,7 +42,7 @@ pub fn weir_connect4(ctx: SockAddrContext) -> i32 {
         port,
         family: AF_INET,
     };
-    if remember(&ctx, &orig) {
+    if remember(&ctx, netns, orig) {
         sa.user_ip4 = LOOPBACK_V4.to_be();
         sa.user_port = port_to_ctx(pod.egress_port_v4);
     }
@@ -53,7 +53,7 @@ pub fn weir_connect4(ctx: SockAddrContext) -> i32 {
 pub fn weir_connect6(ctx: SockAddrContext) -> i32 {
     // SAFETY: the kernel hands every cgroup/connect6 program a valid bpf_sock_addr.
     let sa = unsafe { &mut *ctx.sock_addr };
-    let Some(pod) = enrolled_tcp(&ctx, sa) else {
+    let Some((netns, pod)) = enrolled_tcp(&ctx, sa) else {
         return ALLOW;
     };
     let dst = sa.user_ip6;
@@ -75,7 +75,7 @@ pub fn weir_connect6(ctx: SockAddrContext) -> i32 {
             port,
             family: AF_INET,
         };
-        if remember(&ctx, &orig) {
+        if remember(&ctx, netns, orig) {
             sa.user_ip6[3] = LOOPBACK_V4.to_be();
             sa.user_port = port_to_ctx(pod.egress_port_v4);
         }
@@ -92,7 +92,7 @@ pub fn weir_connect6(ctx: SockAddrContext) -> i32 {
         port,
         family: AF_INET6,
     };
-    if remember(&ctx, &orig) {
+    if remember(&ctx, netns, orig) {
         // Written word by word: the verifier only allows 4-byte stores here.
         sa.user_ip6[0] = 0;
         sa.user_ip6[1] = 0;
@@ -103,15 +103,17 @@ pub fn weir_connect6(ctx: SockAddrContext) -> i32 {
     ALLOW
 }
 
-/// The pod's settings when this is a TCP connect from an enrolled pod's namespace.
-fn enrolled_tcp(ctx: &SockAddrContext, sa: &bpf_sock_addr) -> Option<PodSettings> {
+/// The namespace cookie and the pod's settings when this is a TCP connect from
+/// an enrolled pod's namespace.
+fn enrolled_tcp(ctx: &SockAddrContext, sa: &bpf_sock_addr) -> Option<(u64, PodSettings)> {
     if sa.protocol != IPPROTO_TCP {
         return None;
     }
     // SAFETY: bpf_get_netns_cookie accepts a cgroup/connect context.
     let netns = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
     // SAFETY: the value is copied out at once; only the agent writes this map.
-    unsafe { PODS.get(&netns).copied() }
+    let pod = unsafe { PODS.get(&netns).copied() }?;
+    Some((netns, pod))
 }
 
 /// Whether the pod asked for connections to `port` to go direct.
@@ -177,13 +179,20 @@ fn lookup_listener(ctx: &SockAddrContext, tuple: &mut bpf_sock_tuple, tuple_size
     true
 }
 
-/// Records the original destination by socket cookie; false if it could not be
-/// recorded, in which case the connection is left alone rather than redirected
-/// to a proxy that could not tell where it was going.
-fn remember(ctx: &SockAddrContext, orig: &SockAddr) -> bool {
+/// Records the original destination and the namespace by socket cookie; false
+/// if they could not be recorded, in which case the connection is left alone
+/// rather than redirected to a proxy that could not tell where it was going.
+/// The namespace is recorded here because sockops, which re-keys the entry,
+/// cannot read it before Linux 5.15.
+fn remember(ctx: &SockAddrContext, netns_cookie: u64, orig: SockAddr) -> bool {
     // SAFETY: bpf_get_socket_cookie accepts a cgroup/connect context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    PENDING_ORIG_DST.insert(&cookie, orig, 0).is_ok()
+    let pending = PendingConnect {
+        netns_cookie,
+        orig,
+        _pad: 0,
+    };
+    PENDING_CONNECT.insert(&cookie, &pending, 0).is_ok()
 }
 
 /// `user_port` carries the port in network byte order in its low 16 bits.

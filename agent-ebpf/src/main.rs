@@ -6,6 +6,7 @@
 
 mod connect;
 mod maps;
+mod netns;
 mod sk_lookup;
 mod sk_msg;
 mod sockops;

@@ -6,18 +6,19 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, SockHash},
 };
 use weir_common::{
-    ConnKey, InboundKey, InboundSettings, MAX_PODS, MAX_TRACKED_CONNECTIONS, PodSettings, SockAddr,
-    SockKey,
+    ConnKey, InboundKey, InboundSettings, MAX_PODS, MAX_TRACKED_CONNECTIONS, PendingConnect,
+    PodSettings, SockAddr, SockKey,
 };
 
 /// Enrolled pods by network namespace cookie. Written only by the agent.
 #[map(name = "WEIR_PODS")]
 pub static PODS: HashMap<u64, PodSettings> = HashMap::with_max_entries(MAX_PODS, 0);
 
-/// Original destination by socket cookie, between `connect()` and establishment.
-/// LRU: a connect that never completes is evicted instead of leaking.
-#[map(name = "WEIR_PENDING_ORIG_DST")]
-pub static PENDING_ORIG_DST: LruHashMap<u64, SockAddr> =
+/// Original destination and namespace by socket cookie, between `connect()`
+/// and establishment. LRU: a connect that never completes is evicted instead
+/// of leaking.
+#[map(name = "WEIR_PENDING_CONNECT")]
+pub static PENDING_CONNECT: LruHashMap<u64, PendingConnect> =
     LruHashMap::with_max_entries(MAX_TRACKED_CONNECTIONS, 0);
 
 /// Original destination by the client end of an established redirected connection.
@@ -39,6 +40,12 @@ pub static INBOUND_LISTENERS: SockHash<InboundKey> = SockHash::with_max_entries(
 /// removes a socket when it closes, so this never holds a dead connection.
 #[map(name = "WEIR_SOCKS")]
 pub static SOCKS: SockHash<SockKey> = SockHash::with_max_entries(2 * MAX_TRACKED_CONNECTIONS, 0);
+
+/// Network namespace cookie by socket cookie, for the agent's own sockets,
+/// on kernels without `SO_NETNS_COOKIE` (see netns.rs). LRU: nothing removes
+/// entries but the agent's look-ups.
+#[map(name = "WEIR_NETNS_BY_SOCKET")]
+pub static NETNS_BY_SOCKET: LruHashMap<u64, u64> = LruHashMap::with_max_entries(1024, 0);
 
 /// Node-wide switches, `SETTING_*` bits in slot 0. Written only by the agent.
 #[map(name = "WEIR_SETTINGS")]

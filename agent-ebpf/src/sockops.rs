@@ -1,10 +1,19 @@
 //! `sockops`: once a redirected connection is established, re-key its original
 //! destination from the socket cookie (known at `connect()`) to the client's
-//! address (what the proxy sees when it accepts), scoped by network namespace.
-//! With sk_msg acceleration on, it also puts both ends of each app-to-proxy
-//! connection into `WEIR_SOCKS`: the application's end here (attached to the
-//! pod's cgroup), the proxy's end on PASSIVE_ESTABLISHED (attached to the
-//! agent's own cgroup, which the proxy's accepted sockets belong to).
+//! address (what the proxy sees when it accepts), scoped by the network
+//! namespace the connect hook recorded.
+//!
+//! Two variants, the agent loads the one the kernel can run:
+//! - `weir_sockops` only re-keys. It calls no helper Linux 5.10 lacks in
+//!   sock_ops programs, so the pod's identity stays exact there too: the
+//!   namespace cookie comes from the connect hook, which can read it.
+//! - `weir_sockops_accel` also feeds sk_msg acceleration: it puts both ends of
+//!   each app-to-proxy connection into `WEIR_SOCKS`, the application's end here
+//!   (attached to the pod's cgroup), the proxy's end on PASSIVE_ESTABLISHED
+//!   (attached to the agent's own cgroup, which the proxy's accepted sockets
+//!   belong to). The proxy's end has no connect record, so this variant reads
+//!   the namespace with `bpf_get_netns_cookie`, which sock_ops programs get
+//!   from Linux 5.15.
 
 use aya_ebpf::{
     EbpfContext,
@@ -15,19 +24,34 @@ use aya_ebpf::{
 };
 use weir_common::{AF_INET, AF_INET6, ConnKey, SETTING_SK_MSG, SockAddr, SockKey};
 
-use crate::maps::{ORIG_DST, PENDING_ORIG_DST, PODS, SOCKS, setting};
+use crate::maps::{ORIG_DST, PENDING_CONNECT, PODS, SOCKS, setting};
 
 #[sock_ops]
 pub fn weir_sockops(ctx: SockOpsContext) -> u32 {
+    if ctx.op() == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB {
+        let _ = on_active_established(&ctx);
+    }
+    1
+}
+
+#[sock_ops]
+pub fn weir_sockops_accel(ctx: SockOpsContext) -> u32 {
     match ctx.op() {
         BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => {
-            if on_active_established(&ctx).is_some() && setting(SETTING_SK_MSG) {
-                accelerate(&ctx);
+            if let Some(netns_cookie) = on_active_established(&ctx)
+                && setting(SETTING_SK_MSG)
+            {
+                accelerate(&ctx, netns_cookie);
             }
         }
         BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => {
-            if setting(SETTING_SK_MSG) && accepted_by_egress_listener(&ctx) {
-                accelerate(&ctx);
+            if setting(SETTING_SK_MSG) {
+                // SAFETY: bpf_get_netns_cookie accepts a sock_ops context (5.15+,
+                // which is why only this variant calls it).
+                let netns_cookie = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
+                if accepted_by_egress_listener(&ctx, netns_cookie) {
+                    accelerate(&ctx, netns_cookie);
+                }
             }
         }
         _ => {}
@@ -36,29 +60,29 @@ pub fn weir_sockops(ctx: SockOpsContext) -> u32 {
 }
 
 /// Moves a redirected connection's original destination to its client-address
-/// key; `Some` when the connection was one weir redirected.
-fn on_active_established(ctx: &SockOpsContext) -> Option<()> {
+/// key; the connection's namespace cookie when it was one weir redirected.
+#[inline(always)]
+fn on_active_established(ctx: &SockOpsContext) -> Option<u64> {
     // SAFETY: bpf_get_socket_cookie accepts a sock_ops context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     // SAFETY: copied out at once; the entry is removed below by this socket only.
-    let orig = unsafe { PENDING_ORIG_DST.get(&cookie).copied() }?;
+    let pending = unsafe { PENDING_CONNECT.get(&cookie).copied() }?;
     let client = normalized(local_addr(ctx)?);
     let key = ConnKey {
-        netns_cookie: netns_cookie(ctx),
+        netns_cookie: pending.netns_cookie,
         client,
         _pad: 0,
     };
-    let _ = ORIG_DST.insert(&key, &orig, 0);
-    let _ = PENDING_ORIG_DST.remove(&cookie);
-    Some(())
+    let _ = ORIG_DST.insert(&key, &pending.orig, 0);
+    let _ = PENDING_CONNECT.remove(&cookie);
+    Some(pending.netns_cookie)
 }
 
 /// Whether this accepted socket is the proxy's end of a connection to an
 /// enrolled pod's egress listener.
-fn accepted_by_egress_listener(ctx: &SockOpsContext) -> bool {
-    let netns = netns_cookie(ctx);
+fn accepted_by_egress_listener(ctx: &SockOpsContext, netns_cookie: u64) -> bool {
     // SAFETY: copied out at once; only the agent writes this map.
-    let Some(pod) = (unsafe { PODS.get(&netns).copied() }) else {
+    let Some(pod) = (unsafe { PODS.get(&netns_cookie).copied() }) else {
         return false;
     };
     let Some(local) = local_addr(ctx) else {
@@ -72,12 +96,12 @@ fn accepted_by_egress_listener(ctx: &SockOpsContext) -> bool {
 }
 
 /// Adds this socket to `WEIR_SOCKS` under the key sk_msg computes for it.
-fn accelerate(ctx: &SockOpsContext) {
+fn accelerate(ctx: &SockOpsContext, netns_cookie: u64) {
     let (Some(local), Some(remote)) = (local_addr(ctx), remote_addr(ctx)) else {
         return;
     };
     let mut key = SockKey {
-        netns_cookie: netns_cookie(ctx),
+        netns_cookie,
         local,
         remote,
     };
@@ -85,11 +109,6 @@ fn accelerate(ctx: &SockOpsContext) {
     let ops = unsafe { &mut *ctx.ops };
     // Best effort: a socket left out just takes the normal path.
     let _ = SOCKS.update(&mut key, ops, BPF_ANY as u64);
-}
-
-fn netns_cookie(ctx: &SockOpsContext) -> u64 {
-    // SAFETY: bpf_get_netns_cookie accepts a sock_ops context.
-    unsafe { bpf_get_netns_cookie(ctx.as_ptr()) }
 }
 
 /// The socket's own address, in its own family.

@@ -8,10 +8,15 @@
 
 /// Per-pod settings, keyed by the pod's network namespace cookie.
 pub const MAP_PODS: &str = "WEIR_PODS";
-/// Original destination of a redirected `connect()`, keyed by the socket cookie.
-/// Short-lived: the sockops program moves the entry to [`MAP_ORIG_DST`] once the
-/// connection is established.
-pub const MAP_PENDING_ORIG_DST: &str = "WEIR_PENDING_ORIG_DST";
+/// Original destination of a redirected `connect()` and the namespace it was
+/// made in ([`PendingConnect`]), keyed by the socket cookie. Short-lived: the
+/// sockops program moves the entry to [`MAP_ORIG_DST`] once the connection is
+/// established.
+pub const MAP_PENDING_CONNECT: &str = "WEIR_PENDING_CONNECT";
+/// Maps an earlier agent pinned that this one no longer uses; removed from
+/// the pin directory at start. `WEIR_PENDING_ORIG_DST` held a bare
+/// [`SockAddr`] before [`PendingConnect`] carried the namespace too.
+pub const OBSOLETE_MAPS: [&str; 1] = ["WEIR_PENDING_ORIG_DST"];
 /// Original destination of a redirected connection, keyed by the client end of the
 /// connection as the proxy sees it when it accepts ([`ConnKey`]).
 pub const MAP_ORIG_DST: &str = "WEIR_ORIG_DST";
@@ -28,6 +33,10 @@ pub const MAP_INBOUND_LISTENERS: &str = "WEIR_INBOUND_LISTENERS";
 /// Sockets of both ends of app-to-proxy loopback connections (a SOCKHASH keyed
 /// by [`SockKey`]), for sk_msg to splice data between them.
 pub const MAP_SOCKS: &str = "WEIR_SOCKS";
+/// Network namespace cookie by socket cookie of the agent's own sockets
+/// (`u64` -> `u64`), filled by [`PROG_NETNS_NAME4`] / [`PROG_NETNS_NAME6`]
+/// on kernels without `SO_NETNS_COOKIE`.
+pub const MAP_NETNS_BY_SOCKET: &str = "WEIR_NETNS_BY_SOCKET";
 /// Node-wide switches (an array of one `u32` of `SETTING_*` bits).
 pub const MAP_SETTINGS: &str = "WEIR_SETTINGS";
 /// `WEIR_SETTINGS[0]`: splice app-to-proxy data with sk_msg.
@@ -36,9 +45,18 @@ pub const SETTING_SK_MSG: u32 = 1 << 0;
 /// Program names as they appear in the object file.
 pub const PROG_CONNECT4: &str = "weir_connect4";
 pub const PROG_CONNECT6: &str = "weir_connect6";
+/// The sockops hook (and the name its pinned links go by, whichever variant
+/// runs): re-keys original destinations. Needs only helpers Linux 5.10 offers.
 pub const PROG_SOCKOPS: &str = "weir_sockops";
+/// The sockops variant that also feeds sk_msg acceleration: it needs
+/// `bpf_get_netns_cookie` in sock_ops programs (Linux 5.15).
+pub const PROG_SOCKOPS_ACCEL: &str = "weir_sockops_accel";
 pub const PROG_SK_LOOKUP: &str = "weir_sk_lookup";
 pub const PROG_SK_MSG: &str = "weir_sk_msg";
+/// `getsockname` hooks that tell the agent its sockets' namespace cookies on
+/// kernels without `SO_NETNS_COOKIE` (before 5.14).
+pub const PROG_NETNS_NAME4: &str = "weir_netns_name4";
+pub const PROG_NETNS_NAME6: &str = "weir_netns_name6";
 
 /// Capacity of the pod table: pods on one node.
 pub const MAX_PODS: u32 = 4096;
@@ -84,6 +102,17 @@ pub struct PodSettings {
     pub flags: u32,
     /// Destination ports never redirected; host byte order, 0 = unused slot.
     pub exclude_outbound_ports: [u16; MAX_EXCLUDED_OUTBOUND_PORTS],
+}
+
+/// A redirected `connect()` between the connect hook and establishment. The
+/// connect hook records the namespace because it can read its cookie on every
+/// supported kernel; sock_ops programs can only from Linux 5.15.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingConnect {
+    pub netns_cookie: u64,
+    pub orig: SockAddr,
+    pub _pad: u32,
 }
 
 /// One end of a TCP connection, as that end sees it, in its namespace.
@@ -147,6 +176,8 @@ mod user {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SockAddr {}
     // SAFETY: as above.
+    unsafe impl aya::Pod for super::PendingConnect {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::ConnKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::InboundKey {}
@@ -174,6 +205,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<SockKey>(), 48);
         assert_eq!(core::mem::size_of::<SockAddr>(), 20);
         assert_eq!(core::mem::size_of::<ConnKey>(), 32);
+        assert_eq!(core::mem::size_of::<PendingConnect>(), 32);
         assert_eq!(core::mem::align_of::<ConnKey>(), 8);
     }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Result;
-use weir::datapath::{Datapath, EgressAttachment, OrigDst, PodRegistration};
+use weir::datapath::{Datapath, DatapathOptions, EgressAttachment, OrigDst, PodRegistration};
 use weir::inpod::{EgressListeners, InboundListeners};
 use weir::node::cgroup::{CgroupDriver, QosClass};
 use weir_common::{INBOUND_FLAG_ALL_PORTS, InboundSettings};
@@ -395,11 +395,20 @@ fn run_suite_once() -> Result<Footprint> {
             .collect(),
         ..Footprint::default()
     };
+    let programs = &env.datapath.status().programs;
     assert_eq!(
         footprint.program_ids.len(),
-        5,
-        "connect4, connect6, sockops, sk_lookup and sk_msg are loaded"
+        programs.len(),
+        "every program the data path reports is loaded: {programs:?}"
     );
+    for name in [
+        "weir_connect4",
+        "weir_connect6",
+        "weir_sockops",
+        "weir_sk_lookup",
+    ] {
+        assert!(programs.contains(&name), "{name} is loaded: {programs:?}");
+    }
     assert_eq!(
         footprint.link_ids.len(),
         4,
@@ -461,6 +470,54 @@ fn running_the_suite_twice_leaves_nothing_behind() -> Result<()> {
     for _ in 0..2 {
         let footprint = run_suite_once()?;
         assert_nothing_left(&footprint);
+    }
+    Ok(())
+}
+
+/// The data path says what it found and loaded: the kernel, the cgroup
+/// layout, the sockops variant, and sk_msg acceleration on exactly when the
+/// kernel offers what it needs. `cargo xtask kernels` shows the summary line.
+#[test]
+fn datapath_states_what_it_detected() -> Result<()> {
+    require_root();
+    let datapath = Datapath::load_with(&DatapathOptions {
+        pin_root: None,
+        sk_msg: true,
+    })?;
+    let status = datapath.status();
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")?;
+    assert_eq!(status.kernel.release, release.trim());
+    let accel = status
+        .features
+        .iter()
+        .find(|f| f.name == "sk_msg acceleration")
+        .expect("the sk_msg feature is reported");
+    assert_eq!(
+        accel.on,
+        status.kernel.offers_sk_msg_acceleration(),
+        "acceleration is on exactly when the kernel offers it: {accel:?}"
+    );
+    let sockops = if accel.on {
+        weir_common::PROG_SOCKOPS_ACCEL
+    } else {
+        weir_common::PROG_SOCKOPS
+    };
+    assert!(status.programs.contains(&sockops), "{:?}", status.programs);
+    assert_eq!(
+        datapath.program_ids().len(),
+        status.programs.len(),
+        "every program reported is loaded: {:?}",
+        status.programs
+    );
+    assert_ne!(status.cgroup.layout, "legacy", "the tests need cgroup v2");
+    println!("weir-datapath: {}", status.summary());
+    for f in &status.features {
+        println!(
+            "weir-datapath-feature: {} {} ({})",
+            f.name,
+            if f.on { "on" } else { "off" },
+            f.why
+        );
     }
     Ok(())
 }

@@ -5,6 +5,7 @@ mod bench;
 mod ebpf;
 mod image;
 mod install;
+mod kernels;
 mod kube;
 mod run;
 
@@ -51,6 +52,9 @@ enum Task {
         #[command(subcommand)]
         target: bench::Target,
     },
+    /// Run the data-path e2e tests on Debian's 5.10, 6.1 and 6.12 kernels
+    /// (or those named) under QEMU, with each cgroup layout (needs root).
+    Kernels(kernels::KernelsArgs),
 }
 
 fn main() -> Result<()> {
@@ -117,6 +121,7 @@ fn main() -> Result<()> {
             run(&mut demo)
         }
         Task::Bench { target } => bench::run(&root, target),
+        Task::Kernels(args) => kernels::run(&root, &args),
     }
 }
 

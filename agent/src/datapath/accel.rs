@@ -9,11 +9,11 @@ use std::fs::File;
 use std::path::PathBuf;
 
 use aya::maps::{Array, MapData, SockHash};
-use aya::programs::links::{CgroupAttachMode, FdLink};
+use aya::programs::links::FdLink;
 use aya::programs::{SkMsg, SockOps};
-use weir_common::{MAP_SETTINGS, MAP_SOCKS, PROG_SK_MSG, PROG_SOCKOPS, SETTING_SK_MSG, SockKey};
+use weir_common::{MAP_SETTINGS, MAP_SOCKS, PROG_SK_MSG, SETTING_SK_MSG, SockKey};
 
-use super::{DatapathError, program, take_map};
+use super::{DatapathError, cgroup_fd_link, program, take_map};
 
 /// What keeps the acceleration running; dropping it stops adding the proxy's
 /// sockets (the pods' sockets enter the map only while the setting is on).
@@ -23,10 +23,12 @@ pub(super) struct Acceleration {
 }
 
 /// Writes the node-wide switch (pinned maps keep the previous agent's value,
-/// so it is always written) and, when on, wires sk_msg up.
+/// so it is always written) and, when on, wires sk_msg up with `sockops`, the
+/// variant that feeds `WEIR_SOCKS`.
 pub(super) fn configure(
     ebpf: &mut aya::Ebpf,
     enabled: bool,
+    sockops: &'static str,
 ) -> Result<Option<Acceleration>, DatapathError> {
     let mut settings: Array<MapData, u32> = take_map(ebpf, MAP_SETTINGS)?;
     settings
@@ -44,22 +46,9 @@ pub(super) fn configure(
         .attach(socks.fd())
         .map_err(|e| DatapathError::program(PROG_SK_MSG, e))?;
 
-    let dir = own_cgroup()?;
-    let cgroup = File::open(&dir).map_err(|source| DatapathError::Cgroup {
-        path: dir.clone(),
-        source,
-    })?;
-    let sockops: &mut SockOps = program(ebpf, PROG_SOCKOPS)?;
-    let id = sockops
-        .attach(&cgroup, CgroupAttachMode::Single)
-        .map_err(|e| DatapathError::program(PROG_SOCKOPS, e))?;
-    let link = sockops
-        .take_link(id)
-        .map_err(|e| DatapathError::program(PROG_SOCKOPS, e))?;
-    let link = FdLink::try_from(link).map_err(|source| DatapathError::Link {
-        name: PROG_SOCKOPS,
-        source,
-    })?;
+    let (dir, cgroup) = open_own_cgroup()?;
+    let prog: &mut SockOps = program(ebpf, sockops)?;
+    let link = cgroup_fd_link!(prog, &cgroup, sockops)?;
     log::info!(
         "sk_msg acceleration on (agent sockets in cgroup {})",
         dir.display()
@@ -68,6 +57,16 @@ pub(super) fn configure(
         _socks: socks,
         _agent_sockops: link,
     }))
+}
+
+/// The agent's own cgroup v2 directory, opened.
+pub(super) fn open_own_cgroup() -> Result<(PathBuf, File), DatapathError> {
+    let dir = own_cgroup()?;
+    let cgroup = File::open(&dir).map_err(|source| DatapathError::Cgroup {
+        path: dir.clone(),
+        source,
+    })?;
+    Ok((dir, cgroup))
 }
 
 /// The agent's own cgroup v2 directory, from `/proc/self/cgroup`.

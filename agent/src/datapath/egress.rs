@@ -3,12 +3,11 @@
 use std::fs::File;
 use std::path::Path;
 
-use aya::programs::links::{CgroupAttachMode, FdLink};
 use aya::programs::{CgroupSockAddr, SockOps};
 use weir_common::{PROG_CONNECT4, PROG_CONNECT6, PROG_SOCKOPS};
 
 use super::pin::AttachedLink;
-use super::{Datapath, DatapathError};
+use super::{Datapath, DatapathError, cgroup_fd_link};
 
 /// One pod's egress hooks. Unpinned, dropping it detaches them; pinned, they
 /// stay attached after the agent is gone, until [`EgressAttachment::remove`].
@@ -34,29 +33,14 @@ impl Datapath {
         let mut attachment = EgressAttachment {
             links: Vec::with_capacity(3),
         };
-        // bpf_link attachments always coexist with other programs on the cgroup
-        // (the kernel rejects BPF_F_ALLOW_MULTI on links), hence `Single`.
         for name in [PROG_CONNECT4, PROG_CONNECT6] {
             let link = self.attach_link(pod_uid, name, |prog: &mut CgroupSockAddr| {
-                let id = prog
-                    .attach(&cgroup, CgroupAttachMode::Single)
-                    .map_err(|e| DatapathError::program(name, e))?;
-                let link = prog
-                    .take_link(id)
-                    .map_err(|e| DatapathError::program(name, e))?;
-                FdLink::try_from(link).map_err(|source| DatapathError::Link { name, source })
+                cgroup_fd_link!(prog, &cgroup, name)
             })?;
             attachment.links.push(link);
         }
-        let name = PROG_SOCKOPS;
-        let link = self.attach_link(pod_uid, name, |prog: &mut SockOps| {
-            let id = prog
-                .attach(&cgroup, CgroupAttachMode::Single)
-                .map_err(|e| DatapathError::program(name, e))?;
-            let link = prog
-                .take_link(id)
-                .map_err(|e| DatapathError::program(name, e))?;
-            FdLink::try_from(link).map_err(|source| DatapathError::Link { name, source })
+        let link = self.attach_link(pod_uid, PROG_SOCKOPS, |prog: &mut SockOps| {
+            cgroup_fd_link!(prog, &cgroup, PROG_SOCKOPS)
         })?;
         attachment.links.push(link);
         Ok(attachment)

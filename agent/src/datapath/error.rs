@@ -37,10 +37,24 @@ pub enum DatapathError {
         #[source]
         source: std::io::Error,
     },
-    #[error("finding the agent's own cgroup (for sk_msg acceleration): {0}")]
+    #[error(
+        "finding the agent's own cgroup (for sk_msg acceleration or the namespace-cookie hooks): {0}"
+    )]
     OwnCgroup(String),
     #[error("{0} is not on a bpffs; mount one there (mount -t bpf bpf /sys/fs/bpf)")]
     NotBpffs(PathBuf),
+    #[error("kernel {release} is below weir's floor (docs/kernels.md): it lacks {missing}")]
+    KernelTooOld { release: String, missing: String },
+    #[error("probing the kernel for {what}: {source}")]
+    Probe {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error(
+        "this kernel charges BPF maps to RLIMIT_MEMLOCK (before Linux 5.11) and raising it failed (grant CAP_SYS_RESOURCE): {0}"
+    )]
+    Memlock(#[source] std::io::Error),
     #[error("eBPF link for {name}: {source}")]
     Link {
         name: &'static str,
@@ -50,6 +64,13 @@ pub enum DatapathError {
 }
 
 impl DatapathError {
+    pub(crate) fn probe(what: &'static str, source: aya::programs::ProgramError) -> Self {
+        Self::Probe {
+            what,
+            source: Box::new(source),
+        }
+    }
+
     pub(crate) fn program(name: &'static str, source: aya::programs::ProgramError) -> Self {
         Self::Program {
             name,

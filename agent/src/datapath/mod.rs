@@ -7,11 +7,14 @@ mod accel;
 mod egress;
 mod error;
 mod ingress;
+mod netns;
 mod orig_dst;
 mod pin;
 mod pod;
+mod probe;
 mod probe_map;
 mod prune;
+mod status;
 mod sys;
 mod uninstall;
 
@@ -24,7 +27,7 @@ use aya::programs::links::FdLink;
 use aya::programs::{CgroupSockAddr, SkLookup, SkMsg, SockOps};
 use aya::{Ebpf, EbpfLoader};
 use weir_common::{
-    ConnKey, MAP_INBOUND_LISTENERS, MAP_INBOUND_PODS, MAP_ORIG_DST, MAP_PENDING_ORIG_DST, MAP_PODS,
+    ConnKey, MAP_INBOUND_LISTENERS, MAP_INBOUND_PODS, MAP_ORIG_DST, MAP_PENDING_CONNECT, MAP_PODS,
     MAP_SETTINGS, MAP_SOCKS, PROG_CONNECT4, PROG_CONNECT6, PROG_SK_LOOKUP, PROG_SK_MSG,
     PROG_SOCKOPS, PodSettings, SockAddr,
 };
@@ -36,8 +39,10 @@ pub use orig_dst::{OrigDst, OrigDstTable};
 use pin::AttachedLink;
 pub use pin::DEFAULT_PIN_ROOT;
 pub use pod::PodRegistration;
+pub use probe::{KernelSupport, Probed};
 pub use probe_map::ProbeMap;
 pub use prune::Pruned;
+pub use status::{CgroupLayout, DatapathStatus, Feature};
 pub use uninstall::{Uninstalled, uninstall};
 
 /// The object `cargo xtask build-ebpf` produced, embedded by build.rs (empty when
@@ -47,7 +52,7 @@ static EMBEDDED_OBJECT: &[u8] =
 
 const ALL_MAPS: [&str; 7] = [
     MAP_PODS,
-    MAP_PENDING_ORIG_DST,
+    MAP_PENDING_CONNECT,
     MAP_ORIG_DST,
     MAP_INBOUND_PODS,
     MAP_INBOUND_LISTENERS,
@@ -64,7 +69,8 @@ pub struct DatapathOptions {
     /// everything goes away with the handles (tests, the demo).
     pub pin_root: Option<PathBuf>,
     /// Splice data between applications and the proxy's egress listener with
-    /// sockops + sk_msg instead of the loopback TCP stack.
+    /// sockops + sk_msg instead of the loopback TCP stack, when the kernel can
+    /// (see [`Datapath::status`]).
     pub sk_msg: bool,
 }
 
@@ -75,7 +81,12 @@ pub struct Datapath {
     pods: Arc<Mutex<PodsMap>>,
     inbound: Arc<Mutex<ingress::InboundMaps>>,
     orig_dst: Arc<OrigDstTable>,
+    /// The sockops variant loaded (see agent-ebpf/src/sockops.rs).
+    sockops: &'static str,
+    status: DatapathStatus,
     _acceleration: Option<accel::Acceleration>,
+    /// Only on kernels without SO_NETNS_COOKIE (see netns.rs).
+    _netns_hooks: Option<Arc<netns::NetnsHooks>>,
 }
 
 impl Datapath {
@@ -94,6 +105,9 @@ impl Datapath {
         if object.is_empty() {
             return Err(DatapathError::NotBuilt);
         }
+        let support = KernelSupport::probe()?;
+        let plan = status::plan(&support, options.sk_msg)?;
+        let memlock = status::raise_memlock_if_charged(&support)?;
         let pins = options
             .pin_root
             .as_deref()
@@ -117,19 +131,25 @@ impl Datapath {
             let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
             prog.load().map_err(|e| DatapathError::program(name, e))?;
         }
-        let sockops: &mut SockOps = program(&mut ebpf, PROG_SOCKOPS)?;
+        let sockops: &mut SockOps = program(&mut ebpf, plan.sockops)?;
         sockops
             .load()
-            .map_err(|e| DatapathError::program(PROG_SOCKOPS, e))?;
+            .map_err(|e| DatapathError::program(plan.sockops, e))?;
         let sk_lookup: &mut SkLookup = program(&mut ebpf, PROG_SK_LOOKUP)?;
         sk_lookup
             .load()
             .map_err(|e| DatapathError::program(PROG_SK_LOOKUP, e))?;
-        let sk_msg: &mut SkMsg = program(&mut ebpf, PROG_SK_MSG)?;
-        sk_msg
-            .load()
-            .map_err(|e| DatapathError::program(PROG_SK_MSG, e))?;
-        let acceleration = accel::configure(&mut ebpf, options.sk_msg)?;
+        // Only with acceleration: the program needs what 5.10 lacks.
+        if plan.sk_msg.on {
+            let sk_msg: &mut SkMsg = program(&mut ebpf, PROG_SK_MSG)?;
+            sk_msg
+                .load()
+                .map_err(|e| DatapathError::program(PROG_SK_MSG, e))?;
+        }
+        let acceleration = accel::configure(&mut ebpf, plan.sk_msg.on, plan.sockops)?;
+        let netns_hooks = (!support.has(probe::SO_NETNS_COOKIE))
+            .then(|| netns::attach(&mut ebpf))
+            .transpose()?;
 
         let pods: PodsMap = take_map(&mut ebpf, MAP_PODS)?;
         let orig_dst = orig_dst_map(&mut ebpf)?;
@@ -143,8 +163,18 @@ impl Datapath {
             pods: Arc::new(Mutex::new(pods)),
             inbound: Arc::new(Mutex::new(inbound)),
             orig_dst: Arc::new(OrigDstTable::new(orig_dst)),
+            sockops: plan.sockops,
+            status: DatapathStatus::new(support, &plan, memlock),
             _acceleration: acceleration,
+            _netns_hooks: netns_hooks,
         })
+        .inspect(|datapath| datapath.status.log())
+    }
+
+    /// What the kernel offers, the cgroup layout, the variants loaded and
+    /// each feature on or off with the reason.
+    pub fn status(&self) -> &DatapathStatus {
+        &self.status
     }
 
     /// Whether pod state outlives this process (see [`DatapathOptions`]).
@@ -179,12 +209,13 @@ impl Datapath {
         ids
     }
 
-    /// Attaches program `name` for pod `pod_uid` with `attach`, or adopts the
-    /// link pinned for it (see `pin.rs`).
+    /// Attaches the program loaded for hook `name` (its variant, see
+    /// [`Self::variant`]) for pod `pod_uid` with `attach`, or adopts the link
+    /// pinned for the hook (see `pin.rs`), whichever variant an earlier agent ran.
     fn attach_link<P>(
         &mut self,
         pod_uid: &str,
-        name: &'static str,
+        hook: &'static str,
         attach: impl FnOnce(&mut P) -> Result<FdLink, DatapathError>,
     ) -> Result<AttachedLink, DatapathError>
     where
@@ -194,7 +225,8 @@ impl Datapath {
         let pin = self
             .pins
             .as_ref()
-            .map(|layout| layout.pod_dir(pod_uid).join(name));
+            .map(|layout| layout.pod_dir(pod_uid).join(hook));
+        let name = self.variant(hook);
         let fd = self
             .ebpf
             .program(name)
@@ -205,7 +237,36 @@ impl Datapath {
         let prog: &mut P = program(&mut self.ebpf, name)?;
         AttachedLink::attach_or_adopt(pin, fd.as_fd(), || attach(prog))
     }
+
+    /// The program loaded for `hook`.
+    fn variant(&self, hook: &'static str) -> &'static str {
+        if hook == PROG_SOCKOPS {
+            self.sockops
+        } else {
+            hook
+        }
+    }
 }
+
+/// Attaches cgroup program `$prog` (named `$name`) to `$cgroup` as a bpf
+/// link and takes the link out of aya's bookkeeping as an [`FdLink`]. A
+/// macro: aya's cgroup program types share no trait for `attach`.
+/// bpf_link attachments always coexist with other programs on the cgroup
+/// (the kernel rejects BPF_F_ALLOW_MULTI on links), hence `Single`.
+macro_rules! cgroup_fd_link {
+    ($prog:expr, $cgroup:expr, $name:expr) => {{
+        let name = $name;
+        let prog = $prog;
+        prog.attach($cgroup, aya::programs::links::CgroupAttachMode::Single)
+            .and_then(|id| prog.take_link(id))
+            .map_err(|e| DatapathError::program(name, e))
+            .and_then(|link| {
+                aya::programs::links::FdLink::try_from(link)
+                    .map_err(|source| DatapathError::Link { name, source })
+            })
+    }};
+}
+use cgroup_fd_link;
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, DatapathError>
 where

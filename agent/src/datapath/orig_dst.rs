@@ -11,6 +11,9 @@ use weir_common::{AF_INET, AF_INET6, ConnKey, SockAddr};
 use super::sys;
 use crate::socket::netns_cookie;
 
+/// The kernel's internal "operation not supported" (not `EOPNOTSUPP`).
+const ENOTSUPP: i32 = 524;
+
 /// The address an application asked to connect to before weir redirected it.
 /// A type of its own so it is never mixed up with the peer or local address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -54,7 +57,9 @@ impl OrigDstTable {
             self.lookup_then_delete(&key, &mut orig)
         } else {
             match self.elem(sys::BPF_MAP_LOOKUP_AND_DELETE_ELEM, &key, Some(&mut orig)) {
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                // 5.10 answers ENOTSUPP (524, kernel-internal, not in libc),
+                // older kernels EINVAL.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | ENOTSUPP)) => {
                     log::info!(
                         "kernel without lookup-and-delete on hash maps: two calls per connection"
                     );

@@ -11,7 +11,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use aya::programs::links::{FdLink, PinnedLink};
-use weir_common::MAP_LAYOUT_VERSION;
+use weir_common::{MAP_LAYOUT_VERSION, OBSOLETE_MAPS};
 
 use super::{DatapathError, sys};
 
@@ -45,6 +45,16 @@ impl PinLayout {
                 path: dir.clone(),
                 source,
             })?;
+        }
+        // The pinned links an earlier agent left run this agent's programs
+        // once adopted, so nothing reads the maps they replaced: free them.
+        for name in OBSOLETE_MAPS {
+            let path = layout.map_path(name);
+            match std::fs::remove_file(&path) {
+                Ok(()) => log::info!("removed obsolete pinned map {}", path.display()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => return Err(DatapathError::Pin { path, source }),
+            }
         }
         Ok(layout)
     }

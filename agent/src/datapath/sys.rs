@@ -7,6 +7,7 @@ pub(super) const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 pub(super) const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 pub(super) const BPF_OBJ_GET: libc::c_long = 7;
 pub(super) const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
+pub(super) const BPF_LINK_CREATE: libc::c_long = 28;
 pub(super) const BPF_LINK_UPDATE: libc::c_long = 29;
 
 /// `bpf(cmd, attr, sizeof attr)`; the kernel zero-extends the attribute

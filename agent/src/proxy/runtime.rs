@@ -57,6 +57,9 @@ pub struct Runtime {
     detection_timeout_ms: AtomicU64,
     started: AtomicBool,
     draining: AtomicBool,
+    /// What the data path detected and loaded, as JSON, for `GET /datapath`;
+    /// set once the data path is up (the proxy does not know its types).
+    pub datapath_status: std::sync::OnceLock<String>,
 }
 
 /// Until a config is installed.
@@ -72,6 +75,7 @@ impl Runtime {
             detection_timeout_ms: AtomicU64::new(DEFAULT_DETECTION_TIMEOUT_MS),
             started: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            datapath_status: std::sync::OnceLock::new(),
         }
     }
 

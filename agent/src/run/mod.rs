@@ -123,6 +123,7 @@ async fn serve(options: &RunOptions) -> Result<(), RunError> {
         sk_msg: options.sk_msg,
     })?;
     privilege::drop_after_load()?;
+    let _ = runtime.datapath_status.set(datapath.status().to_json());
     let mut enroller = Enroller::new(datapath, intercept::for_runtime(&runtime), cgroup2_root()?);
     let mut pods = tokio::select! {
         started = options.pods.start() => started?,

@@ -1,9 +1,9 @@
 //! Admin listener: `/ready`, `/stats/prometheus` (weir's names), `/stats`
 //! (Envoy's names: text, `?format=json|prometheus`, `?filter=<regex>`,
 //! `?usedonly`), `/config_dump`, `/clusters` (text, or `?format=json`),
-//! `/listeners`. The stats listener (`stats.address`) serves only
-//! `/stats/prometheus` and `/ready`, for scraping from the network while the
-//! admin stays on loopback.
+//! `/listeners`, `/datapath` (what the eBPF data path detected and loaded).
+//! The stats listener (`stats.address`) serves only `/stats/prometheus` and
+//! `/ready`, for scraping from the network while the admin stays on loopback.
 
 pub mod own;
 mod serve;
@@ -146,6 +146,14 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<Full<Bytes>> {
             let json = req.uri().query().is_some_and(|q| q.contains("format=json"));
             clusters(rt, json).await
         }
+        "/datapath" => match rt.datapath_status.get() {
+            Some(json) => text(StatusCode::OK, JSON, json.clone()),
+            None => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                PLAIN,
+                "no data path loaded\n",
+            ),
+        },
         _ => text(StatusCode::NOT_FOUND, PLAIN, "not found\n"),
     }
 }
