@@ -90,7 +90,7 @@ fn executable(cargo_stderr: &str, name: &str) -> Option<PathBuf> {
 
 /// The guest's command: every test binary in turn, each bounded in time, with
 /// a marker line after each; then the data path's own account of the kernel.
-pub fn script(tests: &[TestBinary]) -> String {
+pub fn script(tests: &[TestBinary], weir: &Path) -> String {
     let mut s = String::from("echo \"weir-kernels: kernel $(uname -r)\"\n");
     for var in ["RUSTUP_HOME", "CARGO_HOME"] {
         if let Some(value) = std::env::var_os(var) {
@@ -98,9 +98,14 @@ pub fn script(tests: &[TestBinary]) -> String {
         }
     }
     if let Some(cargo) = std::env::var_os("CARGO") {
-        // The tests build the weir binary with cargo (a no-op when fresh).
         s += &format!("export CARGO={}\n", quote(&cargo.to_string_lossy()));
     }
+    // The binary built on the host: no cargo run in the guest (see the tests
+    // crate's `weir_bin`).
+    s += &format!(
+        "export WEIR_TEST_PREBUILT_WEIR={}\n",
+        quote(&weir.to_string_lossy())
+    );
     for t in tests {
         let bin = quote(&t.path.to_string_lossy());
         s += &format!(
