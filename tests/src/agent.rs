@@ -16,10 +16,24 @@ use crate::{PodProcess, SimNode, SimPod, wait};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
+/// `cargo xtask kernels` names the binary it built on the host: in a guest
+/// under emulation, cargo's freshness check is slow and can see the shared
+/// tree as stale, and a rebuild there takes many minutes.
+pub const PREBUILT_WEIR_ENV: &str = "WEIR_TEST_PREBUILT_WEIR";
+
 /// The `weir` binary of this checkout, built first (once per test process):
 /// the tests crate does not depend on the binary, so without this a test could
-/// run a stale one.
+/// run a stale one. `$WEIR_TEST_PREBUILT_WEIR` names one built already.
 pub fn weir_bin() -> Result<PathBuf> {
+    if let Some(bin) = std::env::var_os(PREBUILT_WEIR_ENV) {
+        let bin = PathBuf::from(bin);
+        anyhow::ensure!(
+            bin.is_file(),
+            "{PREBUILT_WEIR_ENV}={} is not a file",
+            bin.display()
+        );
+        return Ok(bin);
+    }
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BUILT
         .get_or_init(|| build_weir().map_err(|e| format!("{e:#}")))

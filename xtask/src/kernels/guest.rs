@@ -48,7 +48,16 @@ pub fn build_tests(root: &Path) -> Result<Vec<TestBinary>> {
     // Last, and exactly as the tests' own `weir_bin()` builds it: `cargo test
     // --workspace` leaves a binary built with other features, and the guest,
     // finding it stale, would rebuild it under emulation.
-    crate::run::run(crate::cargo(root).args([
+    // Its environment too: build scripts (ring's) track variables such as
+    // CARGO_MANIFEST_DIR, which `cargo xtask` sets and the guest does not.
+    let mut weir = crate::cargo(root);
+    weir.env_clear();
+    for var in ["PATH", "HOME", "RUSTUP_HOME", "CARGO_HOME"] {
+        if let Some(value) = std::env::var_os(var) {
+            weir.env(var, value);
+        }
+    }
+    crate::run::run(weir.args([
         "build",
         "--quiet",
         "--package",
@@ -81,12 +90,22 @@ fn executable(cargo_stderr: &str, name: &str) -> Option<PathBuf> {
 
 /// The guest's command: every test binary in turn, each bounded in time, with
 /// a marker line after each; then the data path's own account of the kernel.
-pub fn script(tests: &[TestBinary]) -> String {
+pub fn script(tests: &[TestBinary], weir: &Path) -> String {
     let mut s = String::from("echo \"weir-kernels: kernel $(uname -r)\"\n");
+    for var in ["RUSTUP_HOME", "CARGO_HOME"] {
+        if let Some(value) = std::env::var_os(var) {
+            s += &format!("export {var}={}\n", quote(&value.to_string_lossy()));
+        }
+    }
     if let Some(cargo) = std::env::var_os("CARGO") {
-        // The tests build the weir binary with cargo (a no-op when fresh).
         s += &format!("export CARGO={}\n", quote(&cargo.to_string_lossy()));
     }
+    // The binary built on the host: no cargo run in the guest (see the tests
+    // crate's `weir_bin`).
+    s += &format!(
+        "export WEIR_TEST_PREBUILT_WEIR={}\n",
+        quote(&weir.to_string_lossy())
+    );
     for t in tests {
         let bin = quote(&t.path.to_string_lossy());
         s += &format!(

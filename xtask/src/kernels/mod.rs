@@ -73,8 +73,11 @@ pub fn run(root: &Path, args: &KernelsArgs) -> Result<()> {
     // A file, not `sh -c`: vm.sh quotes arguments with bash's %q, which the
     // guest's /bin/sh cannot read back when they span lines.
     let guest_script = logs.join("guest.sh");
-    std::fs::write(&guest_script, guest::script(&tests))
-        .with_context(|| format!("writing {}", guest_script.display()))?;
+    std::fs::write(
+        &guest_script,
+        guest::script(&tests, &root.join("target/debug/weir")),
+    )
+    .with_context(|| format!("writing {}", guest_script.display()))?;
     let mut rows = Vec::new();
     for kernel in &kernels {
         for layout in &args.layouts {
