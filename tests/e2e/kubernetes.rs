@@ -9,27 +9,18 @@
 //! un-enrol them.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use kube::Api;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
-use weir_tests::agent::{AgentOptions, AgentProcess, KubernetesSource};
-use weir_tests::kube::{ApiServer, ConfigMapVolume, NodeForward};
-use weir_tests::pins::PinRoot;
-use weir_tests::support::{require_root, sim_client, sim_server};
-use weir_tests::{PodProcess, SimNode, SimPod, wait};
+use weir_tests::kube::{ADMIN, Cluster};
+use weir_tests::support::{require_root, sim_client};
+use weir_tests::{SimNode, SimPod, wait};
 
 /// The address the client pods call; weir claims it, nothing listens there.
 const SERVICE: &str = "198.51.100.20:80";
-const ADMIN: &str = "127.0.0.1:15000";
-const NAMESPACE: &str = "default";
 
 /// The routing config, as the ConfigMap's `config.yaml`: the DaemonSet's
 /// admin address, and the service split between v1 and v2 by `weights`.
@@ -63,13 +54,6 @@ clusters:
     )
 }
 
-fn daemonset_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ is in the workspace")
-        .join("daemonset")
-}
-
 /// `count` requests from `pod` on one connection: `(status body, count)` lines.
 fn requests(pod: &SimPod, target: &str, count: u32) -> Result<BTreeMap<String, u32>> {
     let mut cmd = Command::new(sim_client());
@@ -95,199 +79,21 @@ fn one(pod: &SimPod, target: &str) -> String {
     }
 }
 
-/// What the kubelet and the scheduler would do for one pod: the API object
-/// on this node, its sandbox (netns + cgroup named after the API's UID), and
-/// the status the kubelet reports.
-struct KubePod {
-    sim: SimPod,
-    processes: Vec<PodProcess>,
-}
-
-struct Cluster {
-    rt: tokio::runtime::Runtime,
-    server: ApiServer,
-    node_name: String,
-}
-
-impl Cluster {
-    fn pods(&self) -> Api<Pod> {
-        Api::namespaced(self.server.client(), NAMESPACE)
-    }
-
-    /// The agent's config, as an operator edits it: the ConfigMap's `config.yaml`.
-    fn set_config(&self, text: String) -> Result<()> {
-        let configmaps: Api<ConfigMap> = Api::namespaced(self.server.client(), "weir-system");
-        let patch = json!({"data": {"config.yaml": text}});
-        self.rt.block_on(configmaps.patch(
-            "weir-config",
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        ))?;
-        Ok(())
-    }
-
-    /// Creates the API object and the sandbox (no process in it yet); the
-    /// status is reported by [`Cluster::report_running`].
-    fn create_pod(&self, node: &SimNode, name: &str, enroll: bool) -> Result<KubePod> {
-        let annotations = if enroll {
-            json!({"weir.dev/enroll": "true"})
-        } else {
-            json!({})
-        };
-        let pod: Pod = serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": NAMESPACE, "annotations": annotations},
-            "spec": {
-                "nodeName": self.node_name,
-                "containers": [{"name": "app", "image": "sim-server"}],
-            },
-        }))?;
-        let created = self
-            .rt
-            .block_on(self.pods().create(&PostParams::default(), &pod))?;
-        let uid = created.metadata.uid.context("the API gives a uid")?;
-        Ok(KubePod {
-            sim: node.add_pod_with_uid(name, &uid)?,
-            processes: Vec::new(),
-        })
-    }
-
-    fn report_running(&self, pod: &KubePod) -> Result<()> {
-        let status = json!({"status": {
-            "phase": "Running",
-            "qosClass": "BestEffort",
-            "podIP": pod.sim.ip4.to_string(),
-            "podIPs": [{"ip": pod.sim.ip4.to_string()}, {"ip": pod.sim.ip6.to_string()}],
-        }});
-        self.rt.block_on(self.pods().patch_status(
-            &pod.sim.name,
-            &PatchParams::default(),
-            &Patch::Merge(&status),
-        ))?;
-        Ok(())
-    }
-
-    fn start(&self, node: &SimNode, name: &str, enroll: bool, app: bool) -> Result<KubePod> {
-        let mut pod = self.create_pod(node, name, enroll)?;
-        pod.processes.push(pod.sim.start_pause()?);
-        if app {
-            pod.processes.push(pod.sim.start_server(
-                &sim_server(),
-                &["http", name.trim_start_matches("backend-"), "0.0.0.0:8080"],
-                8080,
-            )?);
-        }
-        self.report_running(&pod)?;
-        Ok(pod)
-    }
-}
-
 #[test]
 fn weir_deployed_as_the_daemonset_follows_the_api() -> Result<()> {
     require_root();
-    let rt = tokio::runtime::Runtime::new()?;
-    let server = rt.block_on(ApiServer::start())?;
     let node = SimNode::new()?;
-    let mut cluster = Cluster {
-        node_name: format!("node-{}", node.id()),
-        rt,
-        server,
-    };
-    let dir = daemonset_dir();
-    cluster
-        .server
-        .kubectl(&["apply", "-k", &dir.to_string_lossy()])?;
+    let mut cluster = Cluster::start(&node)?;
 
-    let client = cluster.start(&node, "client", true, false)?;
-    let plain = cluster.start(&node, "plain", false, false)?;
-    let v1 = cluster.start(&node, "backend-v1", true, true)?;
-    let v2 = cluster.start(&node, "backend-v2", true, true)?;
+    let client = cluster.start_pod(&node, "client", true, false)?;
+    let plain = cluster.start_pod(&node, "plain", false, false)?;
+    let v1 = cluster.start_pod(&node, "backend-v1", true, true)?;
+    let v2 = cluster.start_pod(&node, "backend-v2", true, true)?;
 
-    // The ConfigMap volume: the test's routing in the ConfigMap, synced to a
-    // directory by the kubelet stand-in.
-    let configmaps: Api<ConfigMap> = Api::namespaced(cluster.server.client(), "weir-system");
-    cluster.set_config(config(&v1.sim, &v2.sim, (80, 20)))?;
-    let pins = PinRoot::new();
-    let etc = std::env::temp_dir().join(format!("weir-k8s-{}-etc", std::process::id()));
-    let _cleanup = RemoveDir(etc.clone());
-    let volume = ConfigMapVolume::new(&etc)?;
-    let config_file = volume.path("config.yaml");
-    let _following = {
-        let _entered = cluster.rt.enter();
-        volume.follow(configmaps.clone(), "weir-config")
-    };
-    anyhow::ensure!(
-        wait::until(Duration::from_secs(10), || config_file.exists()),
-        "the ConfigMap volume was not written"
-    );
-
-    // The agent as the DaemonSet's container runs: its args (config path
-    // mapped to the volume), its capabilities, its service account.
-    let daemonset = cluster.rt.block_on(
-        Api::<DaemonSet>::namespaced(cluster.server.client(), "weir-system").get("weir"),
-    )?;
-    let container = daemonset
-        .spec
-        .and_then(|s| s.template.spec)
-        .and_then(|s| s.containers.into_iter().next())
-        .context("the DaemonSet has a container")?;
-    let run_args: Vec<String> = container
-        .args
-        .unwrap_or_default()
-        .into_iter()
-        .map(|a| {
-            if a == "/etc/weir/config.yaml" {
-                config_file.to_string_lossy().into_owned()
-            } else {
-                a
-            }
-        })
-        .collect();
-    assert!(
-        run_args.contains(&"--kubernetes".to_owned()),
-        "{run_args:?}"
-    );
-    let capabilities: Vec<String> = container
-        .security_context
-        .and_then(|s| s.capabilities)
-        .and_then(|c| c.add)
-        .unwrap_or_default()
-        .iter()
-        .map(|c| c.to_lowercase())
-        .collect();
-    let kubeconfig = cluster.rt.block_on(
-        cluster
-            .server
-            .service_account_kubeconfig("weir-system", "weir"),
-    )?;
-    // The node reaches the API server over its own network.
-    let api_addr: SocketAddr = cluster
-        .server
-        .url()
-        .trim_start_matches("https://")
-        .parse()?;
-    let forward = {
-        let _entered = cluster.rt.enter();
-        NodeForward::start(node.router(), api_addr)?
-    };
-    let kubeconfig = forward.rewrite_kubeconfig(&kubeconfig, &cluster.server.url())?;
-    let options = AgentOptions {
-        capabilities: Some(capabilities),
-        kubernetes: Some(KubernetesSource {
-            kubeconfig,
-            node_name: cluster.node_name.clone(),
-        }),
-        // The node's cgroup tree, where the DaemonSet mounts the host's.
-        env: vec![(
-            "WEIR_CGROUP2_ROOT".to_owned(),
-            node.cgroup_root().to_string_lossy().into_owned(),
-        )],
-        run_args: Some(run_args),
-        admin: Some(ADMIN.parse()?),
-        ..AgentOptions::default()
-    };
-    let mut agent =
-        AgentProcess::start_with_options(&node, "", "pods: []\n", pins.path(), options)?;
-    agent.wait_ready(&node, Duration::from_secs(60))?;
+    // The agent as the DaemonSet's container runs, with the test's routing
+    // in the ConfigMap, synced to a directory by the kubelet stand-in.
+    let mut deployed = cluster.run_agent(&node, config(&v1.sim, &v2.sim, (80, 20)))?;
+    let agent = &mut deployed.agent;
 
     // Routed and split, seen from the enrolled client pod.
     let tally = requests(&client.sim, SERVICE, 200).context(agent.log())?;
@@ -333,7 +139,7 @@ fn weir_deployed_as_the_daemonset_follows_the_api() -> Result<()> {
     // Back: a pod created now, whose sandbox has no process yet, is enrolled
     // once its first process appears.
     let mut late = cluster.create_pod(&node, "late", true)?;
-    cluster.report_running(&late)?;
+    cluster.report_running(&late.sim)?;
     let waiting = wait::until(Duration::from_secs(90), || {
         agent.log().contains("pod default/late: not enrolled")
     });
@@ -402,13 +208,4 @@ fn weir_deployed_as_the_daemonset_follows_the_api() -> Result<()> {
 
     agent.terminate(Duration::from_secs(10))?;
     Ok(())
-}
-
-/// Removes a directory when dropped.
-struct RemoveDir(PathBuf);
-
-impl Drop for RemoveDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

@@ -2,11 +2,13 @@
 //! 127.0.0.1, RBAC on, a static admin token, service-account tokens through the
 //! TokenRequest API. There is no kubelet, scheduler or controller manager: tests
 //! create Pods with `spec.nodeName` themselves and play the kubelet
-//! ([`ConfigMapVolume`] for ConfigMap volumes).
+//! ([`ConfigMapVolume`] for ConfigMap volumes, [`Cluster`] for pods and the
+//! agent as the DaemonSet runs it).
 //!
 //! `cargo xtask kube-apiserver` builds and caches the server binary (`cargo
 //! xtask test` does it first and passes its path in `WEIR_KUBE_APISERVER`).
 
+mod cluster;
 mod configmap_volume;
 mod forward;
 mod kubeconfig;
@@ -20,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use kube::Client;
 
+pub use cluster::{ADMIN, Cluster, DaemonSetAgent, KubePod, NAMESPACE, report_running};
 pub use configmap_volume::ConfigMapVolume;
 pub use forward::NodeForward;
 pub use kubeconfig::client as client_from_kubeconfig;
