@@ -468,7 +468,7 @@ fn report(steady: &Arrival, burst: &Arrival, gone: &Unenrolment, stages: &[Stage
             "- WARNING: after un-enrolment, {} pod(s) of {} were not refused at the service address within 5 s: {}",
             gone.pods - gone.refused,
             gone.pods,
-            gone.not_refused.join("; ")
+            first_of(&gone.not_refused, 3)
         );
     }
     let _ = write!(
@@ -478,6 +478,15 @@ fn report(steady: &Arrival, burst: &Arrival, gone: &Unenrolment, stages: &[Stage
         list(&burst.latencies_us)
     );
     t
+}
+
+/// The first `n` entries, and how many more there are.
+fn first_of(entries: &[String], n: usize) -> String {
+    let mut text = entries[..entries.len().min(n)].join("; ");
+    if entries.len() > n {
+        let _ = write!(text, "; and {} more", entries.len() - n);
+    }
+    text
 }
 
 fn list(us: &[i64]) -> String {

@@ -26,6 +26,10 @@ pub struct EnrollArgs {
     /// holds 248 pods).
     #[arg(long, default_value_t = FULL_RUN_PODS, value_parser = clap::value_parser!(u32).range(1..=120))]
     pub pods: u32,
+    /// Cargo profile of weir and the benchmark: `release` (what a node runs)
+    /// or `debug` (unoptimized: slower, so its figures bound release's from above).
+    #[arg(long, default_value = "release", value_parser = ["release", "debug"])]
+    pub profile: String,
     /// Write docs/benchmarks.md even for a shortened run (a full run always does).
     #[arg(long, conflicts_with = "no_docs")]
     pub write_docs: bool,
@@ -41,23 +45,26 @@ pub fn run_enroll(root: &Path, args: &EnrollArgs) -> Result<()> {
     }
     crate::ensure_runtime_prerequisites(root)?;
     let apiserver = crate::kube::ensure_kube_apiserver()?;
+    let release = args.profile == "release";
     println!(
-        "xtask: building the benchmark (cargo build --release -p weir-agent --bin weir -p weir-tests)"
+        "xtask: building the benchmark (cargo build{} -p weir-agent --bin weir -p weir-tests)",
+        if release { " --release" } else { "" }
     );
-    run(crate::cargo(root).args([
-        "build",
-        "--release",
-        "-p",
-        "weir-agent",
-        "--bin",
-        "weir",
-        "-p",
-        "weir-tests",
-        "--bin",
-        "weir-bench-enroll",
-        "--bin",
-        "sim-client",
-    ]))?;
+    run(crate::cargo(root)
+        .arg("build")
+        .args(release.then_some("--release"))
+        .args([
+            "-p",
+            "weir-agent",
+            "--bin",
+            "weir",
+            "-p",
+            "weir-tests",
+            "--bin",
+            "weir-bench-enroll",
+            "--bin",
+            "sim-client",
+        ]))?;
     let dir = root.join("target/bench/enroll");
     std::fs::create_dir_all(&dir)?;
     let out = dir.join("report.md");
@@ -66,7 +73,11 @@ pub fn run_enroll(root: &Path, args: &EnrollArgs) -> Result<()> {
     }
 
     let load_before = docs::load_average();
-    run(Command::new(root.join("target/release/weir-bench-enroll"))
+    let bin = root
+        .join("target")
+        .join(&args.profile)
+        .join("weir-bench-enroll");
+    run(Command::new(bin)
         .arg(format!("--pods={}", args.pods))
         .arg(format!("--in-flight={IN_FLIGHT}"))
         .arg("--out")
@@ -106,7 +117,7 @@ cargo xtask {command}
 ```
 
 Machine: {machine}; load average (1, 5, 15 min) {load_before} before the run and
-{load_after} after it (the cores are shared with other work). weir {weir}, release build.
+{load_after} after it (the cores are shared with other work). weir {weir}, {profile} build{unoptimized}.
 
 Setup: a real kube-apiserver {version} with etcd on loopback, `kubectl apply -k daemonset/`
 done, and `weir run` started as the DaemonSet's container runs it (its args, its
@@ -140,6 +151,12 @@ and one probe gap at most.
         load_before = load_avg[0],
         load_after = load_avg[1],
         weir = docs::git_describe(root),
+        profile = args.profile,
+        unoptimized = if args.profile == "debug" {
+            " (unoptimized: the agent's own work is slower than in a release build)"
+        } else {
+            ""
+        },
         pods = args.pods,
         total = args.pods * 2,
         in_flight = IN_FLIGHT,
