@@ -9,7 +9,6 @@
 //! un-enrol them.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -18,7 +17,6 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 use weir_tests::agent::weighted_service_config;
 use weir_tests::kube::{ADMIN, Cluster};
-use weir_tests::pins::PinRoot;
 use weir_tests::support::{require_root, sim_client};
 use weir_tests::{SimNode, SimPod, wait};
 
@@ -61,17 +59,16 @@ fn weir_deployed_as_the_daemonset_follows_the_api() -> Result<()> {
     require_root();
     let node = SimNode::new()?;
     let mut cluster = Cluster::start(&node)?;
+
     let client = cluster.start_pod(&node, "client", true, false)?;
     let plain = cluster.start_pod(&node, "plain", false, false)?;
     let v1 = cluster.start_pod(&node, "backend-v1", true, true)?;
     let v2 = cluster.start_pod(&node, "backend-v2", true, true)?;
-    cluster.set_config(&config(&v1.sim, &v2.sim, (80, 20)))?;
-    let pins = PinRoot::new();
-    let etc = std::env::temp_dir().join(format!("weir-k8s-{}-etc", std::process::id()));
-    let _cleanup = RemoveDir(etc.clone());
-    let mut deployed = cluster.start_agent(&node, &pins, &etc)?;
+
+    // The agent as the DaemonSet's container runs, with the test's routing
+    // in the ConfigMap, synced to a directory by the kubelet stand-in.
+    let mut deployed = cluster.run_agent(&node, config(&v1.sim, &v2.sim, (80, 20)))?;
     let agent = &mut deployed.agent;
-    agent.wait_ready(&node, Duration::from_secs(60))?;
 
     // Routed and split, seen from the enrolled client pod.
     let tally = requests(&client.sim, SERVICE, 200).context(agent.log())?;
@@ -117,7 +114,7 @@ fn weir_deployed_as_the_daemonset_follows_the_api() -> Result<()> {
     // Back: a pod created now, whose sandbox has no process yet, is enrolled
     // once its first process appears.
     let mut late = cluster.create_pod(&node, "late", true)?;
-    cluster.report_running(&late)?;
+    cluster.report_running(&late.sim)?;
     let waiting = wait::until(Duration::from_secs(90), || {
         agent.log().contains("pod default/late: not enrolled")
     });
@@ -138,7 +135,7 @@ fn weir_deployed_as_the_daemonset_follows_the_api() -> Result<()> {
     );
 
     // A ConfigMap update reaches the agent through the volume.
-    cluster.set_config(&config(&v1.sim, &v2.sim, (0, 100)))?;
+    cluster.set_config(config(&v1.sim, &v2.sim, (0, 100)))?;
     let switched = wait::until(Duration::from_secs(20), || {
         requests(&client.sim, SERVICE, 10)
             .is_ok_and(|t| t.get("200 v2 from 127.0.0.6") == Some(&10))
@@ -186,13 +183,4 @@ fn weir_deployed_as_the_daemonset_follows_the_api() -> Result<()> {
 
     agent.terminate(Duration::from_secs(10))?;
     Ok(())
-}
-
-/// Removes a directory when dropped.
-struct RemoveDir(PathBuf);
-
-impl Drop for RemoveDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

@@ -11,6 +11,15 @@
 //!                                    `err MS ERROR` per request (MS since start)
 //!        sim-client echo ADDR BYTES  send BYTES pseudo-random bytes, read them
 //!                                    back, print `identical` or what differed
+//!        sim-client until-ok ADDR HOST PATH GAP_MS TIMEOUT_MS
+//!                                    a GET on a new connection every GAP_MS until
+//!                                    one answers 200; prints `ok EPOCH_US ATTEMPTS`
+//!                                    (wall-clock time of that answer); fails after
+//!                                    TIMEOUT_MS
+//!        sim-client until-refused ADDR GAP_MS TIMEOUT_MS
+//!                                    connects every GAP_MS until one is refused;
+//!                                    prints `refused EPOCH_US ATTEMPTS`; fails
+//!                                    after TIMEOUT_MS
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -30,6 +39,12 @@ fn main() {
         [_, "echo", addr, bytes] => return exit_with(echo_check(addr, bytes)),
         [_, "loop", addr, host, path, gap, duration] => {
             return exit_with(request_loop(addr, host, path, gap, duration));
+        }
+        [_, "until-ok", addr, host, path, gap, timeout] => {
+            return exit_with(until(addr, gap, timeout, Until::Ok { host, path }));
+        }
+        [_, "until-refused", addr, gap, timeout] => {
+            return exit_with(until(addr, gap, timeout, Until::Refused));
         }
         _ => {}
     }
@@ -213,6 +228,98 @@ fn request_loop(
         std::thread::sleep(gap);
     }
     Ok(String::new())
+}
+
+/// What [`until`] waits for.
+enum Until<'a> {
+    /// A `200` to `GET path` with `host`.
+    Ok { host: &'a str, path: &'a str },
+    /// A refused connection.
+    Refused,
+}
+
+/// Tries on a new connection every `gap` until `what` happens or `timeout`
+/// passes; the wall-clock time (epoch µs) when it happened lets a caller in
+/// another process compare it with its own events.
+fn until(addr: &str, gap: &str, timeout: &str, what: Until<'_>) -> Result<String, String> {
+    use std::time::{Instant, SystemTime, UNIX_EPOCH};
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|e| format!("bad address {addr}: {e}"))?;
+    let gap = Duration::from_millis(gap.parse().map_err(|e| format!("bad gap {gap}: {e}"))?);
+    let timeout = Duration::from_millis(
+        timeout
+            .parse()
+            .map_err(|e| format!("bad timeout {timeout}: {e}"))?,
+    );
+    let start = Instant::now();
+    let mut last = String::from("no attempt");
+    let mut attempt = 0u64;
+    // Bounded by time and, through the gap, by count.
+    loop {
+        attempt += 1;
+        let done = match &what {
+            Until::Ok { host, path } => match get_status(addr, host, path) {
+                Ok(200) => true,
+                Ok(status) => {
+                    last = format!("status {status}");
+                    false
+                }
+                Err(e) => {
+                    last = e.to_string();
+                    false
+                }
+            },
+            Until::Refused => match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => true,
+                Err(e) => {
+                    last = e.to_string();
+                    false
+                }
+                Ok(_) => {
+                    last = "connected".to_owned();
+                    false
+                }
+            },
+        };
+        if done {
+            let at = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_err(|e| e.to_string())?;
+            let word = match what {
+                Until::Ok { .. } => "ok",
+                Until::Refused => "refused",
+            };
+            return Ok(format!("{word} {} {attempt}\n", at.as_micros()));
+        }
+        if start.elapsed() >= timeout {
+            return Err(format!(
+                "{addr}: not done within {timeout:?} ({attempt} attempts; last: {last})"
+            ));
+        }
+        std::thread::sleep(gap);
+    }
+}
+
+/// How long one attempt of [`until`] waits for a connection: on a node a
+/// refused or redirected connect completes at once, so this only bounds a lost SYN.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// One `GET` on a new connection (`connection: close`); the response's status.
+fn get_status(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<u16> {
+    let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"
+    )?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let text = String::from_utf8_lossy(&response);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no status line in {} bytes", response.len())))
 }
 
 /// The same `size` pseudo-random bytes every time (xorshift), without a dependency.

@@ -146,15 +146,11 @@ fn kubernetes_demo() -> Result<()> {
     );
 
     let config = split_service_config(SERVICE, &v1.sim, &v2.sim).replace("\"{admin}\"", ADMIN);
-    cluster.set_config(&config)?;
     println!(
         "ConfigMap weir-system/weir-config: {SERVICE} split 80/20 between backend-v1 and backend-v2"
     );
-    let pins = PinRoot::new();
-    let etc = std::env::temp_dir().join(format!("weir-demo-{}-etc", std::process::id()));
-    let mut deployed = cluster.start_agent(&node, &pins, &etc)?;
-    let agent = &mut deployed.agent;
-    agent.wait_ready(&node, Duration::from_secs(60))?;
+    let deployed = cluster.run_agent(&node, config)?;
+    let agent = &deployed.agent;
     println!(
         "weir run --kubernetes is serving the node as the DaemonSet runs it (its args, capabilities and service account)\n"
     );
@@ -196,9 +192,7 @@ fn kubernetes_demo() -> Result<()> {
     }) {
         println!("  {line}");
     }
-    agent.terminate(Duration::from_secs(10))?;
     drop(deployed);
-    let _ = std::fs::remove_dir_all(&etc);
     println!(
         "\ncleaning up: agent, API server, pods, namespaces, cgroups and pins are removed on exit"
     );

@@ -1,7 +1,8 @@
-//! A one-node cluster for tests and the demo: the real API server with
-//! `daemonset/` applied, this process playing the scheduler and the kubelet
-//! (pods' sandboxes on a [`SimNode`], their status, the ConfigMap volume), and
-//! the agent run as the DaemonSet's container runs it.
+//! A one-node cluster for the Kubernetes end-to-end test and the enrolment
+//! benchmark: a real API server with `daemonset/` applied, the simulated node
+//! as the only node, this process as its kubelet (API objects on the node, a
+//! sandbox per pod named after the API's UID, the status the kubelet
+//! reports), and the agent run as the DaemonSet's container runs it.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,59 +15,64 @@ use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
 
+use super::configmap_volume::Following;
 use super::{ApiServer, ConfigMapVolume, NodeForward};
 use crate::agent::{AgentOptions, AgentProcess, KubernetesSource};
 use crate::pins::PinRoot;
 use crate::support::sim_server;
 use crate::{PodProcess, SimNode, SimPod, wait};
 
-/// Where the DaemonSet's admin listener is (its probes' port).
-pub const ADMIN: &str = "127.0.0.1:15000";
-/// The namespace test pods live in.
+/// The namespace the pods are created in.
 pub const NAMESPACE: &str = "default";
+/// The agent's admin address, as the DaemonSet's config names it (in the
+/// node's namespace).
+pub const ADMIN: &str = "127.0.0.1:15000";
+const CONFIG_PATH_IN_IMAGE: &str = "/etc/weir/config.yaml";
 
-/// A pod the cluster scheduled on the node, with its sandbox.
+/// What the kubelet and the scheduler would do for one pod: the API object
+/// on this node, its sandbox (netns + cgroup named after the API's UID), and
+/// the processes in it.
 pub struct KubePod {
     pub sim: SimPod,
     pub processes: Vec<PodProcess>,
 }
 
+/// The API server (with `kubectl apply -k daemonset/` done) and the name of
+/// the one node.
 pub struct Cluster {
     pub rt: tokio::runtime::Runtime,
     pub server: ApiServer,
     pub node_name: String,
 }
 
-/// The workspace's `daemonset/` kustomization.
-pub fn daemonset_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ is in the workspace")
-        .join("daemonset")
-}
-
 impl Cluster {
-    /// The API server started and `kubectl apply -k daemonset/` done.
+    /// Starts the API server and applies the DaemonSet's kustomize base.
     pub fn start(node: &SimNode) -> Result<Cluster> {
         let rt = tokio::runtime::Runtime::new()?;
         let server = rt.block_on(ApiServer::start())?;
-        server.kubectl(&["apply", "-k", &daemonset_dir().to_string_lossy()])?;
-        Ok(Cluster {
+        let cluster = Cluster {
+            node_name: format!("node-{}", node.id()),
             rt,
             server,
-            node_name: format!("node-{}", node.id()),
-        })
+        };
+        cluster
+            .server
+            .kubectl(&["apply", "-k", &daemonset_dir().to_string_lossy()])?;
+        Ok(cluster)
     }
 
     pub fn pods(&self) -> Api<Pod> {
         Api::namespaced(self.server.client(), NAMESPACE)
     }
 
+    fn configmaps(&self) -> Api<ConfigMap> {
+        Api::namespaced(self.server.client(), "weir-system")
+    }
+
     /// The agent's config, as an operator edits it: the ConfigMap's `config.yaml`.
-    pub fn set_config(&self, text: &str) -> Result<()> {
-        let configmaps: Api<ConfigMap> = Api::namespaced(self.server.client(), "weir-system");
+    pub fn set_config(&self, text: String) -> Result<()> {
         let patch = json!({"data": {"config.yaml": text}});
-        self.rt.block_on(configmaps.patch(
+        self.rt.block_on(self.configmaps().patch(
             "weir-config",
             &PatchParams::default(),
             &Patch::Merge(&patch),
@@ -75,7 +81,7 @@ impl Cluster {
     }
 
     /// Creates the API object and the sandbox (no process in it yet); the
-    /// status comes with [`Cluster::report_running`].
+    /// status is reported by [`Cluster::report_running`].
     pub fn create_pod(&self, node: &SimNode, name: &str, enroll: bool) -> Result<KubePod> {
         let annotations = if enroll {
             json!({"weir.dev/enroll": "true"})
@@ -99,24 +105,14 @@ impl Cluster {
         })
     }
 
-    /// What the kubelet reports once the sandbox runs.
-    pub fn report_running(&self, pod: &KubePod) -> Result<()> {
-        let status = json!({"status": {
-            "phase": "Running",
-            "qosClass": "BestEffort",
-            "podIP": pod.sim.ip4.to_string(),
-            "podIPs": [{"ip": pod.sim.ip4.to_string()}, {"ip": pod.sim.ip6.to_string()}],
-        }});
-        self.rt.block_on(self.pods().patch_status(
-            &pod.sim.name,
-            &PatchParams::default(),
-            &Patch::Merge(&status),
-        ))?;
-        Ok(())
+    /// Reports the pod running with its addresses, as the kubelet does;
+    /// returns once the API server has acknowledged the patch.
+    pub fn report_running(&self, pod: &SimPod) -> Result<()> {
+        self.rt.block_on(report_running(&self.pods(), pod))
     }
 
-    /// A running pod; with `app`, an HTTP server on 8080 answering with the
-    /// pod's name less `backend-`.
+    /// A pod made and reported running: its pause process, and when `app`,
+    /// `sim-server http <name without backend-> 0.0.0.0:8080`.
     pub fn start_pod(
         &self,
         node: &SimNode,
@@ -127,38 +123,38 @@ impl Cluster {
         let mut pod = self.create_pod(node, name, enroll)?;
         pod.processes.push(pod.sim.start_pause()?);
         if app {
-            let version = name.trim_start_matches("backend-");
             pod.processes.push(pod.sim.start_server(
                 &sim_server(),
-                &["http", version, "0.0.0.0:8080"],
+                &["http", name.trim_start_matches("backend-"), "0.0.0.0:8080"],
                 8080,
             )?);
         }
-        self.report_running(&pod)?;
+        self.report_running(&pod.sim)?;
         Ok(pod)
     }
 
-    /// `weir run` as the DaemonSet's container runs it: its args (the config
-    /// path mapped to a ConfigMap volume this kubelet keeps in step with the
-    /// API), its capabilities, its service account's token, the node's cgroup
-    /// tree for the host's; the API reached over the node's own network.
-    pub fn start_agent(
-        &self,
-        node: &SimNode,
-        pins: &PinRoot,
-        etc: &Path,
-    ) -> Result<DaemonSetAgent> {
-        let volume = ConfigMapVolume::new(etc)?;
+    /// Runs `weir` on `node` as the DaemonSet's container does: its args
+    /// (the config path mapped to a ConfigMap volume this process keeps in
+    /// sync, holding `config` once started), its capabilities, its service
+    /// account's token, the API reached over the node's own network; and
+    /// waits until it is ready.
+    pub fn run_agent(&self, node: &SimNode, config: String) -> Result<DaemonSetAgent> {
+        self.set_config(config)?;
+        let pins = PinRoot::new();
+        let etc =
+            std::env::temp_dir().join(format!("weir-k8s-{}-{}-etc", std::process::id(), node.id()));
+        let volume_dir = RemoveDir(etc.clone());
+        let volume = ConfigMapVolume::new(&etc)?;
         let config_file = volume.path("config.yaml");
-        let configmaps: Api<ConfigMap> = Api::namespaced(self.server.client(), "weir-system");
         let following = {
             let _entered = self.rt.enter();
-            volume.follow(configmaps, "weir-config")
+            volume.follow(self.configmaps(), "weir-config")
         };
         anyhow::ensure!(
             wait::until(Duration::from_secs(10), || config_file.exists()),
             "the ConfigMap volume was not written"
         );
+
         let daemonset = self.rt.block_on(
             Api::<DaemonSet>::namespaced(self.server.client(), "weir-system").get("weir"),
         )?;
@@ -172,7 +168,7 @@ impl Cluster {
             .unwrap_or_default()
             .into_iter()
             .map(|a| {
-                if a == "/etc/weir/config.yaml" {
+                if a == CONFIG_PATH_IN_IMAGE {
                     config_file.to_string_lossy().into_owned()
                 } else {
                     a
@@ -180,8 +176,8 @@ impl Cluster {
             })
             .collect();
         anyhow::ensure!(
-            run_args.iter().any(|a| a == "--kubernetes"),
-            "the DaemonSet does not run weir with --kubernetes: {run_args:?}"
+            run_args.contains(&"--kubernetes".to_owned()),
+            "the DaemonSet's args lack --kubernetes: {run_args:?}"
         );
         let capabilities: Vec<String> = container
             .security_context
@@ -195,10 +191,11 @@ impl Cluster {
             self.server
                 .service_account_kubeconfig("weir-system", "weir"),
         )?;
-        let api: SocketAddr = self.server.url().trim_start_matches("https://").parse()?;
+        // The node reaches the API server over its own network.
+        let api_addr: SocketAddr = self.server.url().trim_start_matches("https://").parse()?;
         let forward = {
             let _entered = self.rt.enter();
-            NodeForward::start(node.router(), api)?
+            NodeForward::start(node.router(), api_addr)?
         };
         let kubeconfig = forward.rewrite_kubeconfig(&kubeconfig, &self.server.url())?;
         let options = AgentOptions {
@@ -207,6 +204,7 @@ impl Cluster {
                 kubeconfig,
                 node_name: self.node_name.clone(),
             }),
+            // The node's cgroup tree, where the DaemonSet mounts the host's.
             env: vec![(
                 "WEIR_CGROUP2_ROOT".to_owned(),
                 node.cgroup_root().to_string_lossy().into_owned(),
@@ -216,18 +214,55 @@ impl Cluster {
             ..AgentOptions::default()
         };
         let agent = AgentProcess::start_with_options(node, "", "pods: []\n", pins.path(), options)?;
+        agent.wait_ready(node, Duration::from_secs(60))?;
         Ok(DaemonSetAgent {
             agent,
             _following: following,
             _forward: forward,
+            _volume_dir: volume_dir,
+            _pins: pins,
         })
     }
 }
 
-/// The agent and what keeps its world running: the ConfigMap volume's sync
-/// and the node's route to the API server.
+/// [`Cluster::report_running`] for callers already in the runtime (many
+/// patches at once).
+pub async fn report_running(pods: &Api<Pod>, pod: &SimPod) -> Result<()> {
+    let status = json!({"status": {
+        "phase": "Running",
+        "qosClass": "BestEffort",
+        "podIP": pod.ip4.to_string(),
+        "podIPs": [{"ip": pod.ip4.to_string()}, {"ip": pod.ip6.to_string()}],
+    }});
+    pods.patch_status(&pod.name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .with_context(|| format!("reporting pod {} running", pod.name))?;
+    Ok(())
+}
+
+/// The agent of [`Cluster::run_agent`] and what it runs on.
 pub struct DaemonSetAgent {
+    // Dropped in this order: the agent first, while its API path, config
+    // and pins are still there.
     pub agent: AgentProcess,
-    _following: super::configmap_volume::Following,
+    _following: Following,
     _forward: NodeForward,
+    _volume_dir: RemoveDir,
+    _pins: PinRoot,
+}
+
+fn daemonset_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the workspace")
+        .join("daemonset")
+}
+
+/// Removes a directory when dropped.
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

@@ -2,7 +2,8 @@
 //! 127.0.0.1, RBAC on, a static admin token, service-account tokens through the
 //! TokenRequest API. There is no kubelet, scheduler or controller manager: tests
 //! create Pods with `spec.nodeName` themselves and play the kubelet
-//! ([`ConfigMapVolume`] for ConfigMap volumes).
+//! ([`ConfigMapVolume`] for ConfigMap volumes, [`Cluster`] for pods and the
+//! agent as the DaemonSet runs it).
 //!
 //! `cargo xtask kube-apiserver` builds and caches the server binary (`cargo
 //! xtask test` does it first and passes its path in `WEIR_KUBE_APISERVER`).
@@ -21,8 +22,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use kube::Client;
 
-pub use cluster::{ADMIN, Cluster, DaemonSetAgent, KubePod, NAMESPACE, daemonset_dir};
-pub use configmap_volume::{ConfigMapVolume, Following};
+pub use cluster::{ADMIN, Cluster, DaemonSetAgent, KubePod, NAMESPACE, report_running};
+pub use configmap_volume::ConfigMapVolume;
 pub use forward::NodeForward;
 pub use kubeconfig::client as client_from_kubeconfig;
 use pki::Pki;

@@ -271,7 +271,7 @@ under the TLS/h2 table.
     )
 }
 
-fn machine_facts() -> String {
+pub(super) fn machine_facts() -> String {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let model = std::fs::read_to_string("/proc/cpuinfo")
@@ -303,7 +303,7 @@ pub fn load_average() -> String {
 
 /// The commit weir was built from; `-dirty` only when weir's own sources
 /// (not, say, the docs this benchmark writes) have uncommitted changes.
-fn git_describe(root: &Path) -> String {
+pub(super) fn git_describe(root: &Path) -> String {
     let git = |args: &[&str]| {
         crate::run::command_output(Command::new("git").current_dir(root).args(args))
             .map(|s| s.trim().to_owned())

@@ -11,11 +11,15 @@
 //! `bench intercept` measures what interception adds to a pod's requests:
 //! direct, through weir by eBPF, and through the same weir behind an iptables
 //! REDIRECT, on a simulated node ([`intercept`]).
+//!
+//! `bench enroll` measures how soon a pod the Kubernetes API reports running
+//! is enrolled and served, with a real API server ([`enroll`]).
 
 mod cert;
 mod configs;
 mod counters;
 mod docs;
+mod enroll;
 mod h2load;
 mod intercept;
 mod parity;
@@ -44,6 +48,8 @@ pub enum Target {
     Proxy(ProxyArgs),
     /// Interception: direct vs weir by eBPF vs weir behind iptables REDIRECT (as root).
     Intercept(intercept::InterceptArgs),
+    /// Enrolment latency from the Kubernetes API event, 100 pods (as root: real API server).
+    Enroll(enroll::EnrollArgs),
 }
 
 #[derive(Args, Debug, Clone, PartialEq)]
@@ -106,6 +112,7 @@ pub fn run(root: &Path, target: Target) -> Result<()> {
     match target {
         Target::Proxy(args) => proxy(root, &args),
         Target::Intercept(args) => intercept::run_intercept(root, &args),
+        Target::Enroll(args) => enroll::run_enroll(root, &args),
     }
 }
 
