@@ -150,6 +150,7 @@ fn check_agent_container(container: &Container, config: &AgentConfig) -> Result<
     for (kind, probe) in [
         ("readiness", &container.readiness_probe),
         ("liveness", &container.liveness_probe),
+        ("startup", &container.startup_probe),
     ] {
         let get = probe
             .as_ref()

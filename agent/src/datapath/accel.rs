@@ -6,7 +6,7 @@
 //! sk_msg program, attached to the map, moves data between the two.
 
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use aya::maps::{Array, MapData, SockHash};
 use aya::programs::links::FdLink;
@@ -69,10 +69,22 @@ pub(super) fn open_own_cgroup() -> Result<(PathBuf, File), DatapathError> {
     Ok((dir, cgroup))
 }
 
-/// The agent's own cgroup v2 directory, from `/proc/self/cgroup`.
+/// The agent's own cgroup v2 directory, from `/proc/self/cgroup`, or, in a
+/// cgroup namespace of its own (a container's, where that file says `0::/`
+/// and joining it to the host's tree would name the node's root cgroup), the
+/// directory of the host's tree whose `cgroup.procs` lists the agent.
 fn own_cgroup() -> Result<PathBuf, DatapathError> {
     let root =
         crate::node::cgroup::cgroup2_root().map_err(|e| DatapathError::OwnCgroup(e.to_string()))?;
+    if in_private_cgroup_namespace() {
+        return find_cgroup_of(&root, std::process::id()).ok_or_else(|| {
+            DatapathError::OwnCgroup(format!(
+                "in a cgroup namespace of its own, and no cgroup under {} lists process {}",
+                root.display(),
+                std::process::id()
+            ))
+        });
+    }
     let text = std::fs::read_to_string("/proc/self/cgroup")
         .map_err(|e| DatapathError::OwnCgroup(e.to_string()))?;
     let relative = text
@@ -82,4 +94,45 @@ fn own_cgroup() -> Result<PathBuf, DatapathError> {
             DatapathError::OwnCgroup("no cgroup v2 entry in /proc/self/cgroup".into())
         })?;
     Ok(root.join(relative.trim_start_matches('/')))
+}
+
+/// Whether this process's cgroup namespace differs from the node's (pid 1's,
+/// visible with the host's pid namespace, as the DaemonSet runs the agent).
+fn in_private_cgroup_namespace() -> bool {
+    match (
+        std::fs::read_link("/proc/self/ns/cgroup"),
+        std::fs::read_link("/proc/1/ns/cgroup"),
+    ) {
+        (Ok(own), Ok(node)) => own != node,
+        _ => false,
+    }
+}
+
+/// The cgroup under `root` whose `cgroup.procs` lists `pid`, breadth first,
+/// bounded (a node's tree holds a few thousand directories).
+fn find_cgroup_of(root: &Path, pid: u32) -> Option<PathBuf> {
+    const MAX_DIRS: usize = 100_000;
+    let wanted = pid.to_string();
+    let mut queue = std::collections::VecDeque::from([root.to_path_buf()]);
+    let mut seen = 0;
+    while let Some(dir) = queue.pop_front() {
+        seen += 1;
+        if seen > MAX_DIRS {
+            return None;
+        }
+        let listed = std::fs::read_to_string(dir.join("cgroup.procs"))
+            .is_ok_and(|procs| procs.lines().any(|line| line.trim() == wanted));
+        if listed && dir != root {
+            return Some(dir);
+        }
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            queue.extend(
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path()),
+            );
+        }
+    }
+    None
 }

@@ -23,8 +23,8 @@ pub struct Uninstalled {
 
 /// Removes every weir pin under `pin_root` (every layout version) and the
 /// directory itself. A missing `pin_root` is not an error: nothing to do.
-/// Refuses a directory that is not on a bpffs or holds something that is not
-/// weir's layout (`v<N>/{maps,pods}`), so a wrong path deletes nothing.
+/// Refuses a directory that is not on a bpffs or holds anything at its top
+/// level but weir's layout directories (`v<N>`), so a wrong path deletes nothing.
 pub fn uninstall(pin_root: &Path) -> Result<Uninstalled, DatapathError> {
     if !pin_root.exists() {
         return Ok(Uninstalled::default());

@@ -32,8 +32,11 @@ use crate::proxy::{ProxyError, admin, metrics::Metrics, reload, runtime::Runtime
 /// How long in-flight requests get to finish on SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How soon a pod that could not be enrolled is tried again (a pod whose
-/// sandbox the kubelet is still making appears within a few of these).
-const RETRY_FAILED: Duration = Duration::from_millis(200);
+/// sandbox the kubelet is still making appears within a few of these), and
+/// the longest wait the back-off reaches while failures persist (a bad
+/// annotation does not heal by itself; the next change of the pods does).
+const RETRY_FIRST: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -133,6 +136,7 @@ async fn serve(options: &RunOptions) -> Result<(), RunError> {
     let mut reporter = report::Reporter::default();
     let mut desired = Arc::clone(&pods.pods.borrow_and_update());
     let mut retry = reporter.report(&enroller.reconcile(&desired));
+    let mut retry_after = RETRY_FIRST;
     match enroller.prune() {
         Ok(pruned) if pruned != Default::default() => {
             log::info!("pruned state of pods gone while no agent ran: {pruned:?}")
@@ -159,9 +163,11 @@ async fn serve(options: &RunOptions) -> Result<(), RunError> {
                 }
                 desired = Arc::clone(&pods.pods.borrow_and_update());
                 retry = reporter.report(&enroller.reconcile(&desired));
+                retry_after = RETRY_FIRST;
             }
-            () = tokio::time::sleep(RETRY_FAILED), if retry => {
+            () = tokio::time::sleep(retry_after), if retry => {
                 retry = reporter.report(&enroller.reconcile(&desired));
+                retry_after = (retry_after * 2).min(RETRY_MAX);
             }
             _ = term.recv() => { log::info!("SIGTERM: stopping"); break; }
             _ = interrupt.recv() => { log::info!("SIGINT: stopping"); break; }

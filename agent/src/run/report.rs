@@ -36,7 +36,7 @@ impl Reporter {
         }
         for pod in self.failing.keys() {
             if !still.contains_key(pod) && !done.enrolled.contains(pod) {
-                log::info!("pod {pod}: no longer asks to be enrolled");
+                log::info!("pod {pod}: its earlier problem is gone");
             }
         }
         self.failing = still;

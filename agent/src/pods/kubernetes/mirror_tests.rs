@@ -88,3 +88,18 @@ fn pods_come_and_go_with_their_ip_and_their_deletion() {
     m.apply(Ok(watcher::Event::Delete(pod("a", Some("192.0.2.1")))));
     assert!(names(&m).is_empty());
 }
+
+#[test]
+fn reasons_of_pods_gone_during_an_outage_are_forgotten_at_the_relist() {
+    let mut m = mirror();
+    m.apply(Ok(watcher::Event::InitDone));
+    m.apply(Ok(watcher::Event::Apply(pod("a", None))));
+    assert!(m.waiting.contains_key("uid-a"));
+    // "a" was deleted while the watch was down: the relist does not show it.
+    m.apply(Err(error()));
+    m.apply(Ok(watcher::Event::Init));
+    m.apply(Ok(watcher::Event::InitApply(pod("b", None))));
+    m.apply(Ok(watcher::Event::InitDone));
+    assert!(!m.waiting.contains_key("uid-a"), "{:?}", m.waiting);
+    assert!(m.waiting.contains_key("uid-b"));
+}

@@ -119,8 +119,9 @@ struct Mirror {
     events: Events,
     /// Enrollable pods by UID.
     pods: BTreeMap<String, PodSpec>,
-    /// A relist in progress: swapped into `pods` when complete.
-    relist: Option<BTreeMap<String, PodSpec>>,
+    /// A relist in progress: swapped into `pods` when complete, with the
+    /// UIDs it showed (so reasons of pods gone meanwhile are forgotten).
+    relist: Option<(BTreeMap<String, PodSpec>, std::collections::HashSet<String>)>,
     /// Why each pod that asks to be enrolled is not handed over yet, by UID,
     /// so each reason is logged once.
     waiting: BTreeMap<String, NotEnrollable>,
@@ -197,21 +198,25 @@ impl Mirror {
         }
         match event {
             watcher::Event::Init => {
-                self.relist = Some(BTreeMap::new());
+                self.relist = Some(Default::default());
                 Applied::Nothing
             }
             watcher::Event::InitApply(pod) => {
-                if let Some((uid, spec)) = self.convert(&pod)
-                    && let Some(relist) = self.relist.as_mut()
-                {
-                    relist.insert(uid, spec);
+                let converted = self.convert(&pod);
+                if let Some((listed, seen)) = self.relist.as_mut() {
+                    seen.extend(pod.metadata.uid.clone());
+                    if let Some((uid, spec)) = converted {
+                        listed.insert(uid, spec);
+                    }
                 }
                 Applied::Nothing
             }
             watcher::Event::InitDone => {
-                self.pods = self.relist.take().unwrap_or_default();
+                let (listed, seen) = self.relist.take().unwrap_or_default();
+                self.pods = listed;
                 let pods = &self.pods;
-                self.waiting.retain(|uid, _| !pods.contains_key(uid));
+                self.waiting
+                    .retain(|uid, _| seen.contains(uid) && !pods.contains_key(uid));
                 Applied::Listed
             }
             watcher::Event::Apply(pod) => {
