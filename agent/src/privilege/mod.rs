@@ -55,6 +55,11 @@ pub const REQUIRED: &[Requirement] = &[
     },
 ];
 
+/// Used while the data path loads when the agent holds it, never required:
+/// kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK, which the loader
+/// raises where the container's limit is too low (docs/kernels.md).
+pub const OPTIONAL_AT_LOAD: &[Capability] = &[Capability::CAP_SYS_RESOURCE];
+
 /// What the main thread keeps once the data path is loaded: enrolling a new pod
 /// attaches programs to its cgroup and network namespace and binds listeners in it.
 pub const ENROLMENT: &[Capability] = &[
@@ -110,7 +115,16 @@ pub fn check_and_raise() -> Result<(), PrivilegeError> {
     caps::clear(None, caps::CapSet::Ambient).map_err(syscall("clearing the ambient set"))?;
     caps::clear(None, caps::CapSet::Inheritable)
         .map_err(syscall("clearing the inheritable set"))?;
-    let wanted: HashSet<Capability> = REQUIRED.iter().map(|r| r.capability).collect();
+    let wanted: HashSet<Capability> = REQUIRED
+        .iter()
+        .map(|r| r.capability)
+        .chain(
+            OPTIONAL_AT_LOAD
+                .iter()
+                .copied()
+                .filter(|cap| permitted.contains(cap)),
+        )
+        .collect();
     confine_to(
         &wanted,
         "limiting the main thread to the required capabilities",

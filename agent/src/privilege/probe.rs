@@ -8,11 +8,19 @@ use super::{PrivilegeError, confine_worker};
 /// thread holding no capability. Refused with EPERM: the kernel checks
 /// `CAP_BPF` on every bpf(2) call, so workers, which look up each intercepted
 /// connection's original destination, keep it.
+///
+/// When the probe map cannot be made, workers keep `CAP_BPF`: that happens on
+/// the kernels that need it (before 5.11 a map is charged to the user's
+/// RLIMIT_MEMLOCK, which the loader raises only later), and without it the
+/// proxy could not look up where intercepted connections were going.
 pub fn workers_need_bpf() -> Result<bool, PrivilegeError> {
-    let map = ProbeMap::create().map_err(|e| PrivilegeError::Syscall {
-        action: "creating a probe BPF map",
-        message: e.to_string(),
-    })?;
+    let map = match ProbeMap::create() {
+        Ok(map) => map,
+        Err(e) => {
+            log::info!("probe BPF map not created ({e}); proxy workers keep CAP_BPF");
+            return Ok(true);
+        }
+    };
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
