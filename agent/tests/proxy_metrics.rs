@@ -137,10 +137,131 @@ async fn metrics_count_with_envoy_meanings() {
     assert!(v(r#"weir_http_downstream_sent_bytes_total{listener="main"}"#) > 100.0);
     assert!(v(r#"weir_http_downstream_connections_total{listener="main"}"#) >= 1.0);
     assert!(v(r#"weir_http_downstream_connections_active{listener="main"}"#) >= 1.0);
+    assert_eq!(
+        v(r#"weir_http_downstream_no_route_total{listener="main"}"#),
+        1.0
+    );
+    assert_eq!(
+        v(r#"weir_http_downstream_request_duration_seconds_count{listener="main"}"#),
+        6.0
+    );
+    assert_eq!(
+        v(r#"weir_cluster_upstream_requests_by_code_total{cluster="a",response_code="200"}"#),
+        4.0
+    );
+    assert_eq!(
+        v(r#"weir_cluster_upstream_requests_by_code_total{cluster="dead",response_code="503"}"#),
+        1.0
+    );
+    // Tries on a connection: the dead cluster's connect failed, so none.
+    assert_eq!(
+        v(r#"weir_cluster_upstream_requests_sent_total{cluster="a"}"#),
+        4.0
+    );
+    assert_eq!(
+        v(r#"weir_cluster_upstream_requests_sent_total{cluster="dead"}"#),
+        0.0
+    );
+    // Envoy's families lead the page, weir's follow; nothing else.
+    let first_weir = m.find("weir_").expect("weir families");
     for line in m.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
-        assert!(line.starts_with("weir_"), "{line}");
+        assert!(
+            line.starts_with("weir_") || line.starts_with("envoy_"),
+            "{line}"
+        );
     }
+    assert!(
+        !m[first_weir..].contains("\nenvoy_"),
+        "envoy_ families come first"
+    );
     assert!(m.contains("# TYPE weir_cluster_upstream_request_duration_seconds histogram"));
+}
+
+/// The scrape page carries Envoy's Prometheus names, as seed 000's
+/// Prometheus queries them, and the stats Envoy 1.40 adds beyond the
+/// classes: per-code, tries, membership, no_route, the duration
+/// histograms in milliseconds; a dotted cluster name is cut at its first
+/// dot as Envoy's tag extraction cuts it (checked against Envoy 1.40).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrape_page_speaks_envoys_prometheus_names() {
+    let a = Backend::named("a").await;
+    let cfg = format!(
+        r#"listeners:
+  - name: egress_http
+    address: 127.0.0.1:0
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - {{match: {{prefix: /a}}, route: {{cluster: "outbound|80||httpbin.org"}}}}
+clusters:
+{}"#,
+        static_cluster("outbound|80||httpbin.org", &[a.port()], "")
+    );
+    let mut p = Proxy::start(&cfg).await;
+    let l = p.listener("egress_http").await;
+    let c = client();
+    for path in ["/a", "/a", "/nothing"] {
+        send(&c, req("GET", &format!("http://{l}{path}"), &[], "")).await;
+    }
+    let m = p.metrics().await;
+    let v = |s: &str| metric_value(&m, s);
+    let cluster = r#"envoy_cluster_name="outbound|80||httpbin""#;
+    for (series, want) in [
+        (
+            r#"envoy_http_downstream_rq_xx{envoy_response_code_class="2",envoy_http_conn_manager_prefix="egress_http"}"#.to_owned(),
+            2.0,
+        ),
+        (
+            r#"envoy_http_no_route{envoy_http_conn_manager_prefix="egress_http"}"#.to_owned(),
+            1.0,
+        ),
+        (
+            r#"envoy_http_downstream_rq_completed{envoy_http_conn_manager_prefix="egress_http"}"#.to_owned(),
+            3.0,
+        ),
+        (format!(r#"envoy_cluster_org_upstream_rq_xx{{envoy_response_code_class="2",{cluster}}}"#), 2.0),
+        (format!(r#"envoy_cluster_org_upstream_rq{{envoy_response_code="200",{cluster}}}"#), 2.0),
+        (format!(r#"envoy_cluster_org_upstream_rq_total{{{cluster}}}"#), 2.0),
+        (format!(r#"envoy_cluster_org_upstream_rq_completed{{{cluster}}}"#), 2.0),
+        (format!(r#"envoy_cluster_org_membership_total{{{cluster}}}"#), 1.0),
+        (format!(r#"envoy_cluster_org_membership_healthy{{{cluster}}}"#), 1.0),
+        (format!(r#"envoy_cluster_org_upstream_rq_time_count{{{cluster}}}"#), 2.0),
+        (format!(r#"envoy_cluster_org_upstream_rq_time_bucket{{{cluster},le="3600000"}}"#), 2.0),
+        (
+            r#"envoy_http_downstream_rq_time_count{envoy_http_conn_manager_prefix="egress_http"}"#.to_owned(),
+            3.0,
+        ),
+    ] {
+        assert_eq!(v(&series), want, "{series} in:\n{m}");
+    }
+    assert!(
+        m.contains("# TYPE envoy_cluster_org_membership_total gauge\n"),
+        "{m}"
+    );
+    assert!(
+        m.contains("# TYPE envoy_cluster_org_upstream_rq_time histogram\n"),
+        "{m}"
+    );
+    // The text form keeps the whole name, as Envoy's /stats does.
+    let (_, text) = p.admin_get("/stats?usedonly").await;
+    for line in [
+        "cluster.outbound|80||httpbin.org.upstream_rq_200: 2",
+        "cluster.outbound|80||httpbin.org.membership_total: 1",
+        "http.egress_http.no_route: 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+    }
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("cluster.outbound|80||httpbin.org.upstream_rq_time: P0(nan,")),
+        "{text}"
+    );
+    let (_, json) = p.admin_get("/stats?format=json&filter=rq_time%24").await;
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let computed = &json["stats"][0]["histograms"]["computed_quantiles"];
+    assert_eq!(computed.as_array().map(Vec::len), Some(2), "{json}");
+    promtool_check(&m, Lint::ParseOnly);
 }
 
 /// `/stats` answers with the stat names an Envoy with the same config uses
@@ -218,7 +339,12 @@ async fn promtool_accepts_the_exposition() {
     let (p, _a, l) = setup().await;
     get(&format!("http://{l}/a")).await;
     get(&format!("http://{l}/dead")).await;
-    promtool_check(&p.metrics().await, Lint::Full);
+    let page = p.metrics().await;
+    // Envoy's names fail promtool's style lints (no help text, counters
+    // without `_total`) exactly as Envoy's own page does; weir's pass them.
+    promtool_check(&page, Lint::ParseOnly);
+    let weir = &page[page.find("# HELP weir_").expect("weir families")..];
+    promtool_check(weir, Lint::Full);
 }
 
 enum Lint {
@@ -340,4 +466,9 @@ async fn prometheus_scrapes_and_queries() {
     .await;
     let last = last.lock().unwrap().clone();
     assert!(last.contains(r#""job":"weir""#), "{last}");
+    // Seed 000's query, as written for Envoy, answers from the same scrape.
+    let query = "envoy_http_downstream_rq_xx%7Benvoy_http_conn_manager_prefix%3D%22main%22%2Cenvoy_response_code_class%3D%222%22%7D";
+    let (status, body) = get(&format!("http://{addr}/api/v1/query?query={query}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#","7"]"#), "{body}");
 }

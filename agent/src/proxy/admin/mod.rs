@@ -1,6 +1,6 @@
-//! Admin listener: `/ready`, `/stats/prometheus` (weir's names), `/stats`
-//! (Envoy's names: text, `?format=json|prometheus`, `?filter=<regex>`,
-//! `?usedonly`), `/config_dump`, `/clusters` (text, or `?format=json`),
+//! Admin listener: `/ready`, `/stats/prometheus` (Envoy's names, then
+//! weir's), `/stats` (Envoy's names: text, `?format=json|prometheus`,
+//! `?filter=<regex>`, `?usedonly`), `/config_dump`, `/clusters` (text, or `?format=json`),
 //! `/listeners`, `/datapath` (what the eBPF data path detected and loaded).
 //! The stats listener (`stats.address`) serves only `/stats/prometheus` and
 //! `/ready`, for scraping from the network while the admin stays on loopback.
@@ -111,9 +111,50 @@ async fn handle_stats(rt: &Runtime, req: Request<Incoming>) -> Response<Full<Byt
     }
     match req.uri().path() {
         "/ready" => ready(rt).await,
-        "/stats/prometheus" => text(StatusCode::OK, PROMETHEUS, rt.metrics.encode()),
+        "/stats/prometheus" => scrape(rt).await,
         _ => text(StatusCode::NOT_FOUND, PLAIN, "not found\n"),
     }
+}
+
+/// The scrape page: Envoy's families first (what Prometheus setups
+/// written for Envoy query), then weir's own. The two never share a name
+/// (`envoy_*`, `weir_*`); the page grows with listeners, clusters and the
+/// bounded label values of docs/metrics.md, never with traffic.
+async fn scrape(rt: &Runtime) -> Response<Full<Bytes>> {
+    let families = rt.metrics.gather();
+    let mut page =
+        envoy::prometheus(&envoy::stats(&families, &envoy_inputs(rt).await)).into_bytes();
+    page.extend_from_slice(&rt.metrics.encode_families(&families));
+    text(StatusCode::OK, PROMETHEUS, page)
+}
+
+/// What Envoy's names need beyond the metrics: DNS cache names, listener
+/// addresses, and endpoint counts now.
+async fn envoy_inputs(rt: &Runtime) -> envoy::Inputs {
+    let mut inputs = envoy::Inputs::default();
+    if let Some(cfg) = rt.effective.load().as_deref() {
+        for c in &cfg.clusters {
+            if c.discovery_type == DiscoveryType::DynamicForwardProxy {
+                let cache = c.dns_cache.name.as_ref().unwrap_or(&c.name);
+                inputs.dns_caches.insert(c.name.clone(), cache.clone());
+            }
+        }
+        for l in &cfg.listeners {
+            inputs.listener_addresses.insert(l.name.clone(), l.address);
+        }
+    }
+    let now = now_ms();
+    for c in rt.clusters().await {
+        let endpoints = c.endpoints.load();
+        let healthy = endpoints
+            .iter()
+            .filter(|e| !e.outlier.is_ejected(now))
+            .count();
+        inputs
+            .membership
+            .push((c.name.to_string(), endpoints.len() as u64, healthy as u64));
+    }
+    inputs
 }
 
 fn text(status: StatusCode, ctype: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -128,8 +169,8 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<Full<Bytes>> {
     const JSON: &str = "application/json";
     match req.uri().path() {
         "/ready" => ready(rt).await,
-        "/stats/prometheus" => text(StatusCode::OK, PROMETHEUS, rt.metrics.encode()),
-        "/stats" => envoy_stats(rt, req.uri().query().unwrap_or("")),
+        "/stats/prometheus" => scrape(rt).await,
+        "/stats" => envoy_stats(rt, req.uri().query().unwrap_or("")).await,
         "/config_dump" => {
             let cfg = rt.effective.load();
             let body = serde_json::to_vec_pretty(&cfg.as_deref()).unwrap_or_default();
@@ -159,7 +200,7 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<Full<Bytes>> {
 }
 
 /// Envoy's `/stats`, with its query parameters.
-fn envoy_stats(rt: &Runtime, query: &str) -> Response<Full<Bytes>> {
+async fn envoy_stats(rt: &Runtime, query: &str) -> Response<Full<Bytes>> {
     let mut format = "text".to_owned();
     let mut filter = None;
     let mut used_only = false;
@@ -181,25 +222,10 @@ fn envoy_stats(rt: &Runtime, query: &str) -> Response<Full<Bytes>> {
             _ => {}
         }
     }
-    let dns_caches = rt
-        .effective
-        .load()
-        .as_deref()
-        .map(|cfg| {
-            cfg.clusters
-                .iter()
-                .filter(|c| c.discovery_type == DiscoveryType::DynamicForwardProxy)
-                .map(|c| {
-                    let cache = c.dns_cache.name.as_ref().unwrap_or(&c.name);
-                    (c.name.clone(), cache.clone())
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut stats = envoy::stats(&rt.metrics.gather(), &dns_caches);
+    let mut stats = envoy::stats(&rt.metrics.gather(), &envoy_inputs(rt).await);
     // Envoy's "used" is "ever written"; weir's counters say so by being non-zero.
     stats.retain(|s| {
-        filter.as_ref().is_none_or(|re| re.is_match(&s.name)) && (!used_only || s.value > 0)
+        filter.as_ref().is_none_or(|re| re.is_match(&s.name)) && (!used_only || s.used())
     });
     match format.as_str() {
         "text" => text(StatusCode::OK, PLAIN, envoy::text(&stats)),

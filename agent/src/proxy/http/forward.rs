@@ -648,6 +648,8 @@ async fn exchange(
     // A pooled connection may have been closed by the peer meanwhile; such
     // a failure is not the endpoint's fault and the request was not sent, so
     // it goes again on another connection.
+    // Envoy's upstream_rq_total: a try counts once it is bound to a connection.
+    let mut counted = false;
     loop {
         let (mut conn, reused) = if transport.http2 {
             (shared_h2(cluster, ep).await?, false)
@@ -665,6 +667,10 @@ async fn exchange(
             return Err(TryError::Reset);
         }
         conn.mark_used();
+        if !counted {
+            counted = true;
+            cluster.metrics.rq_sent.inc();
+        }
         match conn.tx.send(req).await {
             Ok(resp) => return Ok((resp, conn)),
             Err(mut e) => match e.take_message() {

@@ -55,6 +55,7 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         let (proto, https) = (self.proto, self.https);
         let has_body = !req.body().is_end_stream();
         ctx.metrics.rq_protocol[proto.index()].inc();
+        let started = std::time::Instant::now();
         Box::pin(async move {
             shared.in_flight.fetch_add(1, Ordering::Relaxed);
             // the head is complete: the header-read clock stops
@@ -90,6 +91,9 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
             let server = ctx.state.load().settings.server.clone();
             resp.headers_mut().insert(SERVER, server);
             ctx.metrics.response(resp.status().as_u16());
+            ctx.metrics
+                .rq_duration
+                .observe(started.elapsed().as_secs_f64());
             if let Some(h) = &hook {
                 h.on_response(resp.status().as_u16());
             }
@@ -113,24 +117,31 @@ pub async fn handle(
 ) -> (Response<RespBody>, Option<Incoming>) {
     let req = match route_request(&ctx.state.load_full(), req, https).await {
         Routed::Served(resp, unread) => return (resp, unread),
+        Routed::NoRoute(body) => return no_route(ctx, body),
         Routed::NoVirtualHost(req) => req,
     };
     let req = match unmatched.and_then(|h| h.unmatched_host()) {
         Some(other) => match route_request(&other.state.load_full(), req, https).await {
             Routed::Served(resp, unread) => return (resp, unread),
+            Routed::NoRoute(body) => return no_route(ctx, body),
             Routed::NoVirtualHost(req) => req,
         },
         None => req,
     };
-    (
-        local::reply(StatusCode::NOT_FOUND, ""),
-        Some(req.into_body()),
-    )
+    no_route(ctx, req.into_body())
+}
+
+/// Envoy's 404 for a request no virtual host or route takes (`no_route`).
+fn no_route(ctx: &ListenerContext, body: Incoming) -> (Response<RespBody>, Option<Incoming>) {
+    ctx.metrics.no_route.inc();
+    (local::reply(StatusCode::NOT_FOUND, ""), Some(body))
 }
 
 enum Routed {
     /// The response, and the request body if nothing read it.
     Served(Response<RespBody>, Option<Incoming>),
+    /// A virtual host, but none of its routes, takes the request.
+    NoRoute(Incoming),
     /// No virtual host takes the request; handed back untouched.
     NoVirtualHost(Request<Incoming>),
 }
@@ -155,7 +166,7 @@ async fn route_request(state: &ListenerState, req: Request<Incoming>, https: boo
         }
     };
     let Some((route, matched)) = vhost.find_route(&parts) else {
-        return Routed::Served(local::reply(StatusCode::NOT_FOUND, ""), Some(body));
+        return Routed::NoRoute(body);
     };
     let mut unread = None;
     let mut resp = match &route.action {

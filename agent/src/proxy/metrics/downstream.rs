@@ -1,8 +1,10 @@
 //! Downstream (per listener) families: Envoy's `http.<prefix>.downstream_*`.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
+use prometheus::{
+    Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry,
+};
 
-use super::{CLASSES, MetricsError, class_index, counter, gauge};
+use super::{CLASSES, MetricsError, class_index, counter, duration_histogram, gauge};
 
 pub(super) struct Families {
     cx_total: IntCounterVec,
@@ -13,12 +15,26 @@ pub(super) struct Families {
     rq_timeout: IntCounterVec,
     rq_protocol: IntCounterVec,
     grpc: IntCounterVec,
+    no_route: IntCounterVec,
+    rq_duration: HistogramVec,
 }
 
 impl Families {
     pub(super) fn new(r: &Registry) -> Result<Self, MetricsError> {
         let l = &["listener"];
         Ok(Self {
+            rq_duration: duration_histogram(
+                r,
+                "weir_http_downstream_request_duration_seconds",
+                "From the request head read to the response head sent, local replies included (downstream_rq_time).",
+                l,
+            )?,
+            no_route: counter(
+                r,
+                "weir_http_downstream_no_route_total",
+                "Requests answered 404 because no virtual host or route matched (no_route).",
+                l,
+            )?,
             cx_total: counter(
                 r,
                 "weir_http_downstream_connections_total",
@@ -78,6 +94,8 @@ impl Families {
             rx_bytes: self.rx_bytes.with_label_values(&[name]),
             tx_bytes: self.tx_bytes.with_label_values(&[name]),
             rq_timeout: self.rq_timeout.with_label_values(&[name]),
+            no_route: self.no_route.with_label_values(&[name]),
+            rq_duration: self.rq_duration.with_label_values(&[name]),
             rq_protocol: PROTOCOLS.map(|p| self.rq_protocol.with_label_values(&[name, p])),
             grpc: GrpcMetrics {
                 by_status: self.grpc.clone(),
@@ -96,6 +114,8 @@ pub struct ListenerMetrics {
     pub rx_bytes: IntCounter,
     pub tx_bytes: IntCounter,
     pub rq_timeout: IntCounter,
+    pub no_route: IntCounter,
+    pub rq_duration: Histogram,
     /// By [`PROTOCOLS`] index.
     pub rq_protocol: [IntCounter; 2],
     pub grpc: GrpcMetrics,

@@ -12,7 +12,10 @@ pub mod envoy;
 pub mod tls;
 mod upstream;
 
-use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
 
 pub use self::dns::DnsMetrics;
 pub use self::downstream::{GrpcMetrics, ListenerMetrics, PROTOCOLS};
@@ -69,6 +72,21 @@ pub(crate) fn gauge(
     Ok(g)
 }
 
+/// A duration histogram family with Envoy's bucket bounds, registered.
+pub(crate) fn duration_histogram(
+    reg: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<HistogramVec, MetricsError> {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(DURATION_BUCKETS_SECONDS.to_vec()),
+        labels,
+    )?;
+    reg.register(Box::new(h.clone()))?;
+    Ok(h)
+}
+
 impl Metrics {
     pub fn new() -> Result<Self, MetricsError> {
         let registry = Registry::new();
@@ -90,9 +108,14 @@ impl Metrics {
 
     /// Prometheus text exposition of every family.
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_families(&self.gather())
+    }
+
+    /// Prometheus text exposition of `families`, gathered once by the caller.
+    pub fn encode_families(&self, families: &[prometheus::proto::MetricFamily]) -> Vec<u8> {
         let mut buf = Vec::with_capacity(16 * 1024);
         // Encoding into a Vec cannot fail for well-formed families.
-        let _ = TextEncoder::new().encode(&self.gather(), &mut buf);
+        let _ = TextEncoder::new().encode(families, &mut buf);
         buf
     }
 

@@ -1,16 +1,18 @@
 //! Upstream (per cluster) families: Envoy's `cluster.<name>.*`.
 
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Registry,
+    Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry,
 };
 
-use super::{
-    CLASSES, DURATION_BUCKETS_SECONDS, DnsMetrics, MetricsError, class_index, counter, gauge,
-};
+use super::{CLASSES, DnsMetrics, MetricsError, class_index, counter, duration_histogram, gauge};
 
 pub(super) struct Families {
     rq: IntCounterVec,
+    rq_code: IntCounterVec,
+    rq_sent: IntCounterVec,
     retry_rq: IntCounterVec,
     rq_duration: HistogramVec,
     cx_total: IntCounterVec,
@@ -33,15 +35,6 @@ pub(super) struct Families {
 impl Families {
     pub(super) fn new(r: &Registry) -> Result<Self, MetricsError> {
         let c = &["cluster"];
-        let rq_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "weir_cluster_upstream_request_duration_seconds",
-                "Per try, from sending the request to the upstream response head (upstream_rq_time).",
-            )
-            .buckets(DURATION_BUCKETS_SECONDS.to_vec()),
-            c,
-        )?;
-        r.register(Box::new(rq_duration.clone()))?;
         Ok(Self {
             rq: counter(
                 r,
@@ -49,13 +42,30 @@ impl Families {
                 "Answers requests ended with, by class, local 503/504 included; retried tries are not here (upstream_rq_xx).",
                 &["cluster", "response_code_class"],
             )?,
+            rq_code: counter(
+                r,
+                "weir_cluster_upstream_requests_by_code_total",
+                "Answers requests ended with, by status code 100..599, as weir_cluster_upstream_requests_total (upstream_rq_<code>).",
+                &["cluster", "response_code"],
+            )?,
+            rq_sent: counter(
+                r,
+                "weir_cluster_upstream_requests_sent_total",
+                "Tries sent on an upstream connection, retries included (upstream_rq_total).",
+                c,
+            )?,
             retry_rq: counter(
                 r,
                 "weir_cluster_retry_upstream_requests_total",
                 "Upstream responses that were retried, by class (retry.upstream_rq_xx).",
                 &["cluster", "response_code_class"],
             )?,
-            rq_duration,
+            rq_duration: duration_histogram(
+                r,
+                "weir_cluster_upstream_request_duration_seconds",
+                "Per try, from sending the request to the upstream response head (upstream_rq_time).",
+                c,
+            )?,
             cx_total: counter(
                 r,
                 "weir_cluster_upstream_connections_total",
@@ -154,6 +164,12 @@ impl Families {
         let ov = |b: &str| self.overflow.with_label_values(&[name, b]);
         ClusterMetrics {
             rq: CLASSES.map(|c| self.rq.with_label_values(&[name, c])),
+            rq_code: Arc::new(ByCode {
+                family: self.rq_code.clone(),
+                cluster: name.into(),
+                seen: ArcSwap::default(),
+            }),
+            rq_sent: one(&self.rq_sent),
             retry_rq: CLASSES.map(|c| self.retry_rq.with_label_values(&[name, c])),
             rq_duration: self.rq_duration.with_label_values(&[name]),
             cx_total: one(&self.cx_total),
@@ -183,6 +199,8 @@ impl Families {
 #[derive(Clone)]
 pub struct ClusterMetrics {
     pub rq: [IntCounter; 5],
+    rq_code: Arc<ByCode>,
+    pub rq_sent: IntCounter,
     pub retry_rq: [IntCounter; 5],
     pub rq_duration: Histogram,
     pub cx_total: IntCounter,
@@ -210,10 +228,82 @@ impl ClusterMetrics {
     /// The answer a request ended with.
     pub fn response(&self, status: u16) {
         self.rq[class_index(status)].inc();
+        self.rq_code.inc(status);
     }
 
     /// An upstream response weir retried.
     pub fn retried_response(&self, status: u16) {
         self.retry_rq[class_index(status)].inc();
+    }
+}
+
+/// Per-code counters of one cluster. The request path must not take the
+/// family's lock for every answer, so the handles of the codes seen so far
+/// sit in a copy-on-write list: reads are lock-free, a new code (rare, at
+/// most 500 ever, see [`CODES`]) copies it.
+struct ByCode {
+    family: IntCounterVec,
+    cluster: Arc<str>,
+    seen: ArcSwap<Vec<(u16, IntCounter)>>,
+}
+
+/// Status codes with a series of their own: 100..=599 (500 at most per
+/// cluster); hyper accepts codes up to 999, which no per-code series gets.
+const CODES: std::ops::RangeInclusive<u16> = 100..=599;
+
+impl ByCode {
+    fn inc(&self, status: u16) {
+        if !CODES.contains(&status) {
+            return;
+        }
+        if let Some((_, c)) = self.seen.load().iter().find(|(s, _)| *s == status) {
+            c.inc();
+            return;
+        }
+        let code = status.to_string();
+        let counter = self.family.with_label_values(&[&*self.cluster, &code]);
+        counter.inc();
+        self.seen.rcu(|seen| {
+            let mut next = Vec::with_capacity(seen.len() + 1);
+            next.extend(seen.iter().cloned());
+            if !next.iter().any(|(s, _)| *s == status) {
+                next.push((status, counter.clone()));
+            }
+            next
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Metrics;
+
+    #[test]
+    fn per_code_counts_and_bound() {
+        let m = Metrics::new().unwrap();
+        let c = m.cluster("c");
+        for status in [200, 200, 503, 999, 42] {
+            c.response(status);
+        }
+        let text = String::from_utf8(m.encode()).unwrap();
+        let code = |v: &str| {
+            format!(
+                "weir_cluster_upstream_requests_by_code_total{{cluster=\"c\",response_code=\"{v}\"}}"
+            )
+        };
+        assert!(text.contains(&format!("{} 2\n", code("200"))), "{text}");
+        assert!(text.contains(&format!("{} 1\n", code("503"))), "{text}");
+        assert!(
+            !text.contains(&code("999")),
+            "codes outside 100..599 get no series"
+        );
+        assert!(!text.contains(&code("42")));
+        // A clone shares the handles it resolved.
+        c.clone().response(503);
+        assert!(
+            String::from_utf8(m.encode())
+                .unwrap()
+                .contains(&format!("{} 2\n", code("503")))
+        );
     }
 }
