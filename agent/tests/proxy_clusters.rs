@@ -537,9 +537,9 @@ async fn dynamic_forward_proxy_goes_to_the_request_host() {
         .admin_get("/stats?format=prometheus&filter=dns_cache")
         .await;
     for line in [
-        "envoy_dns_cache_proxy_dns_cache_dns_query_attempt 1",
-        "envoy_dns_cache_proxy_dns_cache_dns_query_success 1",
-        "envoy_dns_cache_proxy_dns_cache_host_added 1",
+        "envoy_dns_cache_proxy_dns_cache_dns_query_attempt{} 1",
+        "envoy_dns_cache_proxy_dns_cache_dns_query_success{} 1",
+        "envoy_dns_cache_proxy_dns_cache_host_added{} 1",
     ] {
         assert!(envoy.lines().any(|l| l == line), "{line} in:\n{envoy}");
     }

@@ -36,3 +36,29 @@ pub(super) fn deserialize_admin<'de, D: Deserializer<'de>>(
         ))
     })
 }
+
+/// A DNS server: `ip:port`, or an IP alone (port 53).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+#[serde(into = "String")]
+#[schemars(with = "String")]
+pub struct ResolverAddress(pub SocketAddr);
+
+impl From<ResolverAddress> for String {
+    fn from(a: ResolverAddress) -> String {
+        a.0.to_string()
+    }
+}
+
+impl<'de> Deserialize<'de> for ResolverAddress {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if let Ok(ip) = text.parse::<std::net::IpAddr>() {
+            return Ok(Self(SocketAddr::new(ip, 53)));
+        }
+        text.parse().map(Self).map_err(|_| {
+            de::Error::custom(format!(
+                "invalid DNS server {text:?}: expected an IP or ip:port, e.g. 10.96.0.10, 127.0.0.1:5353 or [::1]:5353"
+            ))
+        })
+    }
+}

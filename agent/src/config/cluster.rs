@@ -24,6 +24,14 @@ pub struct ClusterConfig {
     pub dns_refresh_rate: ConfigDuration,
     #[serde(default)]
     pub dns_lookup_family: DnsLookupFamily,
+    /// DNS servers for this cluster (`ip` or `ip:port`), replacing the
+    /// top-level `dns.resolvers` (Envoy's cluster `dns_resolvers`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_resolvers: Vec<super::addr::ResolverAddress>,
+    /// Resolve again when the records' TTL runs out instead of every
+    /// `dns_refresh_rate` (Envoy's `respect_dns_ttl`).
+    #[serde(default)]
+    pub respect_dns_ttl: bool,
     /// At least one (STATIC, STRICT_DNS); none for DYNAMIC_FORWARD_PROXY.
     #[serde(default)]
     pub endpoints: Vec<EndpointConfig>,

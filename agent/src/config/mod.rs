@@ -33,7 +33,7 @@ pub use matcher::{
     HeaderMatcherConfig, PathMatch, QueryParameterMatcherConfig, RouteMatchConfig, ValueMatch,
 };
 pub use parse::{load_file, parse_str};
-pub use root::{AdminConfig, OutboundTrafficPolicy, ProxyConfig, StatsConfig};
+pub use root::{AdminConfig, DnsConfig, OutboundTrafficPolicy, ProxyConfig, StatsConfig};
 pub use route::{
     ClusterTarget, DirectResponseConfig, ForwardActionConfig, HeaderValueOptionConfig,
     RedirectConfig, RetryBackOffConfig, RetryOn, RetryPolicyConfig, RouteAction, RouteConfig,

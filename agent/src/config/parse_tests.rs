@@ -129,6 +129,8 @@ fn defaults_live_beside_the_types() {
             lb_policy: LbPolicy::RoundRobin,
             dns_refresh_rate: ConfigDuration::from_secs(5),
             dns_lookup_family: DnsLookupFamily::Auto,
+            dns_resolvers: Vec::new(),
+            respect_dns_ttl: false,
             endpoints: vec![EndpointConfig {
                 address: "127.0.0.1".into(),
                 port: 9000
@@ -351,7 +353,7 @@ fn unknown_fields_name_the_path_and_line() {
         error(&yaml),
         "t.yaml: clusters[0].endpionts (line 19): unknown field `endpionts`, expected one of \
          `name`, `type`, `connect_timeout`, `lb_policy`, `dns_refresh_rate`, `dns_lookup_family`, \
-         `endpoints`, `dns_cache`, `circuit_breakers`, `outlier_detection`, `upstream_http`, `tls`, `http2`"
+         `dns_resolvers`, `respect_dns_ttl`, `endpoints`, `dns_cache`, `circuit_breakers`, `outlier_detection`, `upstream_http`, `tls`, `http2`"
     );
     let yaml = MINIMAL.replace("{prefix: /}", "{prefix: /, regex: x}");
     assert_eq!(
@@ -503,5 +505,25 @@ fn admin_binds_loopback_unless_told_otherwise() {
     assert!(
         error(&format!("admin: {{address: \"host:1\"}}\n{REST}"))
             .contains("expected ip:port or a port alone"),
+    );
+}
+
+#[test]
+fn dns_resolvers_take_an_ip_or_ip_port() {
+    let yaml = format!(
+        "{MINIMAL}dns:\n  resolvers: [\"10.96.0.10\", \"127.0.0.1:5353\", \"[::1]:5353\"]\n"
+    );
+    let servers: Vec<String> = parse(&yaml)
+        .dns
+        .resolvers
+        .iter()
+        .map(|a| a.0.to_string())
+        .collect();
+    assert_eq!(servers, ["10.96.0.10:53", "127.0.0.1:5353", "[::1]:5353"]);
+    let bad = format!("{MINIMAL}dns:\n  resolvers: [\"kube-dns\"]\n");
+    let err = error(&bad);
+    assert!(
+        err.contains("dns.resolvers[0]") && err.contains("invalid DNS server \"kube-dns\""),
+        "{err}"
     );
 }

@@ -34,6 +34,55 @@ pub struct ProxyConfig {
     /// without limit.
     #[serde(default = "default_protocol_detection_timeout")]
     pub protocol_detection_timeout: ConfigDuration,
+    /// How STRICT_DNS clusters and forward-proxy caches resolve names
+    /// (Envoy's bootstrap `typed_dns_resolver_config`, c-ares).
+    #[serde(default)]
+    pub dns: DnsConfig,
+}
+
+/// Name resolution for every cluster; a cluster's `dns_resolvers` replace
+/// `resolvers` for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DnsConfig {
+    /// DNS servers (`ip` or `ip:port`), asked over UDP, then TCP when a
+    /// reply is truncated or UDP fails; empty: those of `/etc/resolv.conf`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resolvers: Vec<super::addr::ResolverAddress>,
+    /// How long one query waits for an answer.
+    #[serde(default = "default_dns_timeout")]
+    pub timeout: ConfigDuration,
+    /// Tries per server before a name fails.
+    #[serde(default = "default_dns_attempts")]
+    pub attempts: u8,
+    /// Appended to names with fewer than `ndots` dots; absent: those of
+    /// `/etc/resolv.conf` (a pod's `<ns>.svc.cluster.local` ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search_domains: Option<Vec<String>>,
+    /// Absent: `/etc/resolv.conf`'s `options ndots:` (1 when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ndots: Option<u8>,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            resolvers: Vec::new(),
+            timeout: default_dns_timeout(),
+            attempts: default_dns_attempts(),
+            search_domains: None,
+            ndots: None,
+        }
+    }
+}
+
+/// c-ares' defaults, as Envoy runs it.
+fn default_dns_timeout() -> ConfigDuration {
+    ConfigDuration::from_secs(5)
+}
+
+fn default_dns_attempts() -> u8 {
+    2
 }
 
 /// Istio's former default: a server-first protocol's greeting waits at most

@@ -12,6 +12,7 @@ use http::{HeaderName, HeaderValue, Method, StatusCode};
 use super::balance::Policy;
 use super::cluster::forward_proxy::DnsCacheParams;
 use super::cluster::outlier::OutlierPolicy;
+use super::cluster::resolver::{Resolver, ResolverSettings};
 use super::cluster::{Cluster, ClusterParams, Discovery, Family};
 use super::http::{ConnSettings, ListenerState};
 use super::metrics::Metrics;
@@ -65,7 +66,7 @@ pub fn clusters(
             out.insert(c.name.clone(), (c.clone(), existing.clone()));
             continue;
         }
-        let params = cluster_params(c, &format!("clusters[{i}]"), metrics)?;
+        let params = cluster_params(c, &cfg.dns, &format!("clusters[{i}]"), metrics)?;
         let cl = Cluster::new(params, metrics.cluster(&c.name));
         out.insert(c.name.clone(), (c.clone(), cl));
     }
@@ -124,8 +125,37 @@ fn family(f: config::DnsLookupFamily) -> Family {
     }
 }
 
+/// The resolver of a STRICT_DNS or DYNAMIC_FORWARD_PROXY cluster: the
+/// top-level `dns` settings, with the cluster's own servers when it names any.
+fn resolver(
+    dns: &config::DnsConfig,
+    c: &config::ClusterConfig,
+    path: &str,
+) -> Result<Arc<Resolver>, BuildError> {
+    let servers = if c.dns_resolvers.is_empty() {
+        &dns.resolvers
+    } else {
+        &c.dns_resolvers
+    };
+    let settings = ResolverSettings {
+        servers: servers.iter().map(|a| a.0).collect(),
+        timeout: *dns.timeout,
+        attempts: usize::from(dns.attempts),
+        search: dns.search_domains.clone(),
+        ndots: dns.ndots.map(usize::from),
+        family: family(c.dns_lookup_family),
+    };
+    Resolver::new(&settings)
+        .map(Arc::new)
+        .map_err(|e| BuildError::Invalid {
+            path: format!("{path} (DNS)"),
+            reason: e.to_string(),
+        })
+}
+
 fn cluster_params(
     c: &config::ClusterConfig,
+    dns: &config::DnsConfig,
     path: &str,
     metrics: &Metrics,
 ) -> Result<ClusterParams, BuildError> {
@@ -149,14 +179,18 @@ fn cluster_params(
                 .map(|e| (e.address.clone(), e.port))
                 .collect(),
             refresh: *c.dns_refresh_rate,
-            family: family(c.dns_lookup_family),
+            respect_ttl: c.respect_dns_ttl,
+            resolver: resolver(dns, c, path)?,
         },
-        DiscoveryType::DynamicForwardProxy => Discovery::DynamicForwardProxy(DnsCacheParams {
-            refresh: *c.dns_refresh_rate,
-            family: family(c.dns_lookup_family),
-            max_hosts: c.dns_cache.max_hosts as usize,
-            host_ttl: *c.dns_cache.host_ttl,
-        }),
+        DiscoveryType::DynamicForwardProxy => Discovery::DynamicForwardProxy(
+            DnsCacheParams {
+                refresh: *c.dns_refresh_rate,
+                respect_ttl: c.respect_dns_ttl,
+                max_hosts: c.dns_cache.max_hosts as usize,
+                host_ttl: *c.dns_cache.host_ttl,
+            },
+            resolver(dns, c, path)?,
+        ),
     };
     let cb = &c.circuit_breakers;
     Ok(ClusterParams {

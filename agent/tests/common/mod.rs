@@ -279,6 +279,24 @@ impl Backend {
         Fut: Future<Output = Response<Body>> + Send + 'static,
     {
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(tcp, handler)
+    }
+
+    /// [`Backend::named`] on `addr`; `None` when the address is taken.
+    pub async fn named_at(name: &str, addr: SocketAddr) -> Option<Backend> {
+        let tcp = TcpListener::bind(addr).await.ok()?;
+        let name = name.to_string();
+        Some(Self::serve(tcp, move |req| {
+            let name = name.clone();
+            async move { echo(&name, &req) }
+        }))
+    }
+
+    fn serve<F, Fut>(tcp: TcpListener, handler: F) -> Backend
+    where
+        F: Fn(Request<Bytes>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Response<Body>> + Send + 'static,
+    {
         let addr = tcp.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(AtomicUsize::new(0));

@@ -99,6 +99,37 @@ impl<'c> Checker<'c> {
         for (i, cluster) in config.clusters.iter().enumerate() {
             self.cluster(&clusters.index(i), cluster);
         }
+        self.dns(&root.key("dns"), &config.dns);
+    }
+
+    fn dns(&mut self, path: &DocPath, dns: &crate::config::DnsConfig) {
+        if dns.timeout.is_zero() {
+            self.report(path.key("timeout"), "timeout must be > 0");
+        }
+        if dns.attempts == 0 {
+            self.report(path.key("attempts"), "attempts must be at least 1");
+        }
+        // resolv.conf caps ndots at 15.
+        if dns.ndots.is_some_and(|n| n > 15) {
+            self.report(path.key("ndots"), "ndots must be at most 15");
+        }
+        for (i, domain) in dns.search_domains.iter().flatten().enumerate() {
+            let valid = !domain.is_empty()
+                && domain.len() <= 253
+                && domain.trim_end_matches('.').split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                });
+            if !valid {
+                self.report(
+                    path.key("search_domains").index(i),
+                    format!("{domain:?} is not a domain name"),
+                );
+            }
+        }
     }
 
     /// Names must be non-empty and unique in the list at `list`.

@@ -704,3 +704,22 @@ fn dynamic_forward_proxy_rules() {
     assert!(e.contains("clusters[0].dns_cache.max_hosts"), "{e}");
     assert!(e.contains("clusters[0].dns_cache.host_ttl"), "{e}");
 }
+
+#[test]
+fn dns_settings() {
+    let yaml = format!(
+        "{}dns:\n  timeout: 0s\n  attempts: 0\n  ndots: 16\n  search_domains: [ok.example, \"bad domain\", \"\"]\n",
+        with_routes("          - match: {prefix: /}\n            route: {cluster: c1}\n")
+    );
+    let err = error(&yaml);
+    for part in [
+        "dns.timeout (line 16): timeout must be > 0",
+        "dns.attempts (line 17): attempts must be at least 1",
+        "dns.ndots (line 18): ndots must be at most 15",
+        "dns.search_domains[1] (line 19): \"bad domain\" is not a domain name",
+        "dns.search_domains[2] (line 19): \"\" is not a domain name",
+    ] {
+        assert!(err.contains(part), "{part} in:\n{err}");
+    }
+    assert!(!err.contains("search_domains[0]"), "{err}");
+}

@@ -1,40 +1,64 @@
 //! STRICT_DNS discovery: every address of every name is an endpoint;
-//! names are re-resolved every `dns_refresh_rate`. Endpoints whose address
-//! survives a refresh keep their pool and outlier state.
+//! names are re-resolved every `dns_refresh_rate`, or when their records
+//! expire with `respect_dns_ttl`. Endpoints whose address survives a
+//! refresh keep their pool and outlier state.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use super::{Cluster, Family, new_endpoint};
+use super::resolver::Resolver;
+use super::{Cluster, new_endpoint};
+
+/// When names are resolved again.
+#[derive(Debug, Clone, Copy)]
+pub struct Refresh {
+    pub every: Duration,
+    pub respect_ttl: bool,
+}
+
+/// The shortest wait between two resolutions, whatever a TTL says.
+const MIN_REFRESH: Duration = Duration::from_millis(100);
 
 /// The resolution loop; ends when the cluster is dropped.
 pub async fn run(
     cluster: Weak<Cluster>,
     targets: Vec<(String, u16)>,
-    refresh: Duration,
-    family: Family,
+    refresh: Refresh,
+    resolver: Arc<Resolver>,
 ) {
-    let refresh = refresh.max(Duration::from_millis(100));
     loop {
-        {
+        let wait = {
             let Some(c) = cluster.upgrade() else { return };
-            resolve_once(&c, &targets, family).await;
+            let ttl = resolve_once(&c, &targets, &resolver).await;
             c.mark_initialized();
-        }
-        tokio::time::sleep(refresh).await;
+            match ttl {
+                // Envoy: a TTL of 0 leaves the refresh rate in force.
+                Some(ttl) if refresh.respect_ttl && !ttl.is_zero() => ttl,
+                _ => refresh.every,
+            }
+        };
+        tokio::time::sleep(wait.max(MIN_REFRESH)).await;
     }
 }
 
-async fn resolve_once(c: &Arc<Cluster>, targets: &[(String, u16)], family: Family) {
+/// Resolve every name; on success install the endpoints and return the
+/// shortest TTL among the answers.
+async fn resolve_once(
+    c: &Arc<Cluster>,
+    targets: &[(String, u16)],
+    resolver: &Resolver,
+) -> Option<Duration> {
     let mut addrs: Vec<SocketAddr> = Vec::new();
+    let mut ttl = Duration::MAX;
     for (name, port) in targets {
         c.metrics.dns.attempt.inc();
-        match tokio::net::lookup_host((name.as_str(), *port)).await {
-            Ok(it) => {
+        match resolver.lookup(name).await {
+            Ok(found) => {
                 c.metrics.dns.success.inc();
-                addrs.extend(it.filter(|a| family.admits(a)));
+                ttl = ttl.min(found.ttl);
+                addrs.extend(found.addrs.iter().map(|ip| SocketAddr::new(*ip, *port)));
             }
             Err(e) => {
                 c.metrics.dns.failure.inc();
@@ -42,7 +66,7 @@ async fn resolve_once(c: &Arc<Cluster>, targets: &[(String, u16)], family: Famil
                     "cluster {}: resolving {name}: {e}; keeping previous endpoints",
                     c.name
                 );
-                return;
+                return None;
             }
         }
     }
@@ -51,7 +75,7 @@ async fn resolve_once(c: &Arc<Cluster>, targets: &[(String, u16)], family: Famil
     let old = c.endpoints.load();
     let same = old.len() == addrs.len() && old.iter().zip(&addrs).all(|(e, a)| e.addr == *a);
     if same {
-        return;
+        return Some(ttl);
     }
     let mut by_addr: HashMap<SocketAddr, _> = old.iter().map(|e| (e.addr, e.clone())).collect();
     let mut added = 0u64;
@@ -68,4 +92,5 @@ async fn resolve_once(c: &Arc<Cluster>, targets: &[(String, u16)], family: Famil
     c.metrics.dns.hosts_removed.inc_by(by_addr.len() as u64);
     log::info!("cluster {}: endpoints now {:?}", c.name, addrs);
     c.endpoints.store(Arc::new(next));
+    Some(ttl)
 }

@@ -2,7 +2,8 @@
 //! request goes to its own Host (`host[:port]`, port 80 by default), resolved
 //! through a cache (Envoy's dynamic forward proxy cluster, filter and DNS
 //! cache): a host is resolved on first use and again when its entry is older
-//! than `dns_refresh_rate`; a failed refresh keeps the last address; hosts
+//! than `dns_refresh_rate` (with `respect_dns_ttl`: than its records' TTL);
+//! a failed refresh keeps the last address; hosts
 //! unused for `host_ttl` leave the cache; at most `max_hosts` are cached.
 
 use std::collections::HashMap;
@@ -10,7 +11,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{Cluster, Family, new_endpoint};
+use super::resolver::Resolver;
+use super::{Cluster, new_endpoint};
 use crate::proxy::cluster::endpoint::Endpoint;
 
 /// Port of a Host without one (cleartext HTTP).
@@ -19,7 +21,8 @@ pub const DEFAULT_PORT: u16 = 80;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DnsCacheParams {
     pub refresh: Duration,
-    pub family: Family,
+    /// Refresh a host when its records expire (Envoy's `respect_dns_ttl`).
+    pub respect_ttl: bool,
     pub max_hosts: usize,
     pub host_ttl: Duration,
 }
@@ -36,18 +39,22 @@ pub enum DnsCacheError {
 struct Host {
     endpoint: Arc<Endpoint>,
     resolved: Instant,
+    /// How long the address holds before it is resolved again.
+    fresh_for: Duration,
     used: Instant,
 }
 
 pub struct DnsCache {
     params: DnsCacheParams,
+    resolver: Arc<Resolver>,
     hosts: Mutex<HashMap<String, Host>>,
 }
 
 impl DnsCache {
-    pub fn new(params: DnsCacheParams) -> Self {
+    pub fn new(params: DnsCacheParams, resolver: Arc<Resolver>) -> Self {
         Self {
             params,
+            resolver,
             hosts: Mutex::new(HashMap::new()),
         }
     }
@@ -63,12 +70,17 @@ impl DnsCache {
         let now = Instant::now();
         if let Ok(mut hosts) = self.hosts.lock()
             && let Some(h) = hosts.get_mut(&key)
-            && now.duration_since(h.resolved) < self.params.refresh
+            && now.duration_since(h.resolved) < h.fresh_for
         {
             h.used = now;
             return Ok(Arc::clone(&h.endpoint));
         }
         let resolved = self.resolve(cluster, &host, port).await;
+        let fresh_for = match resolved {
+            Some((_, ttl)) if self.params.respect_ttl && !ttl.is_zero() => ttl,
+            _ => self.params.refresh,
+        };
+        let resolved = resolved.map(|(addr, _)| addr);
         let mut hosts = self.hosts.lock().map_err(|_| DnsCacheError::Resolution)?;
         let ttl = self.params.host_ttl;
         let before = hosts.len();
@@ -85,12 +97,14 @@ impl DnsCache {
                     h.endpoint = Arc::new(new_endpoint(addr, &cluster.params, &cluster.freed));
                 }
                 h.resolved = now;
+                h.fresh_for = fresh_for;
                 h.used = now;
                 Arc::clone(&h.endpoint)
             }
             // A failed refresh keeps the last address.
             (Some(h), None) => {
                 h.resolved = now;
+                h.fresh_for = fresh_for;
                 h.used = now;
                 Arc::clone(&h.endpoint)
             }
@@ -105,6 +119,7 @@ impl DnsCache {
                     Host {
                         endpoint: Arc::clone(&endpoint),
                         resolved: now,
+                        fresh_for,
                         used: now,
                     },
                 );
@@ -118,23 +133,25 @@ impl DnsCache {
         Ok(endpoint)
     }
 
-    /// The first address of `host` in the cluster's family; IP literals need no DNS.
-    async fn resolve(&self, cluster: &Cluster, host: &str, port: u16) -> Option<SocketAddr> {
-        let wanted = |a: &SocketAddr| self.params.family.admits(a);
-        if let Ok(ip) = host.parse::<IpAddr>() {
-            return Some(SocketAddr::new(ip, port)).filter(wanted);
+    /// The first address of `host` in the cluster's family and its TTL;
+    /// IP literals need no DNS.
+    async fn resolve(
+        &self,
+        cluster: &Cluster,
+        host: &str,
+        port: u16,
+    ) -> Option<(SocketAddr, Duration)> {
+        if host.parse::<IpAddr>().is_ok() {
+            // A literal is no query: only the family is checked.
+            let found = self.resolver.lookup(host).await.ok()?;
+            return Some((SocketAddr::new(found.addrs[0], port), found.ttl));
         }
         let dns = &cluster.metrics.dns;
         dns.attempt.inc();
-        match tokio::net::lookup_host((host, port)).await {
-            Ok(addrs) => {
-                let first = addrs.into_iter().find(wanted);
-                if first.is_some() {
-                    dns.success.inc();
-                } else {
-                    dns.failure.inc();
-                }
-                first
+        match self.resolver.lookup(host).await {
+            Ok(found) => {
+                dns.success.inc();
+                Some((SocketAddr::new(found.addrs[0], port), found.ttl))
             }
             Err(e) => {
                 dns.failure.inc();

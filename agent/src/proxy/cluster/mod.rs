@@ -8,6 +8,7 @@ pub mod dns;
 pub mod endpoint;
 pub mod forward_proxy;
 pub mod outlier;
+pub mod resolver;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use self::breaker::Breaker;
 use self::endpoint::Endpoint;
 use self::forward_proxy::{DnsCache, DnsCacheParams};
 use self::outlier::{Outcome, OutlierPolicy};
+use self::resolver::Resolver;
 use super::balance::{Balancer, Policy};
 use super::metrics::ClusterMetrics;
 use super::upstream::connect::Transport;
@@ -54,9 +56,11 @@ pub enum Discovery {
     StrictDns {
         targets: Vec<(String, u16)>,
         refresh: Duration,
-        family: Family,
+        /// Resolve again when the records expire (Envoy's `respect_dns_ttl`).
+        respect_ttl: bool,
+        resolver: Arc<Resolver>,
     },
-    DynamicForwardProxy(DnsCacheParams),
+    DynamicForwardProxy(DnsCacheParams, Arc<Resolver>),
 }
 
 /// Everything a cluster needs, already resolved from config.
@@ -104,10 +108,12 @@ impl Cluster {
                 .iter()
                 .map(|a| Arc::new(new_endpoint(*a, &params, &freed)))
                 .collect(),
-            Discovery::StrictDns { .. } | Discovery::DynamicForwardProxy(_) => Vec::new(),
+            Discovery::StrictDns { .. } | Discovery::DynamicForwardProxy(..) => Vec::new(),
         };
         let dns_cache = match &params.discovery {
-            Discovery::DynamicForwardProxy(p) => Some(DnsCache::new(*p)),
+            Discovery::DynamicForwardProxy(p, resolver) => {
+                Some(DnsCache::new(*p, Arc::clone(resolver)))
+            }
             _ => None,
         };
         let c = Arc::new(Self {
@@ -129,14 +135,18 @@ impl Cluster {
         if let Discovery::StrictDns {
             targets,
             refresh,
-            family,
+            respect_ttl,
+            resolver,
         } = &c.params.discovery
         {
             let h = tokio::spawn(dns::run(
                 Arc::downgrade(&c),
                 targets.clone(),
-                *refresh,
-                *family,
+                dns::Refresh {
+                    every: *refresh,
+                    respect_ttl: *respect_ttl,
+                },
+                Arc::clone(resolver),
             ));
             if let Ok(mut slot) = c.dns_task.lock() {
                 *slot = Some(h.abort_handle());
@@ -294,12 +304,25 @@ mod tests {
 
     #[tokio::test]
     async fn no_endpoints_no_pick() {
-        let (c, _m) = cluster(Discovery::DynamicForwardProxy(DnsCacheParams {
-            refresh: Duration::from_secs(5),
+        // Its own (unreachable) server: nothing read from the host.
+        let resolver = Resolver::new(&resolver::ResolverSettings {
+            servers: vec!["127.0.0.1:9".parse().unwrap()],
+            timeout: Duration::from_secs(1),
+            attempts: 1,
+            search: Some(Vec::new()),
+            ndots: None,
             family: Family::Auto,
-            max_hosts: 1,
-            host_ttl: Duration::from_secs(60),
-        }));
+        })
+        .unwrap();
+        let (c, _m) = cluster(Discovery::DynamicForwardProxy(
+            DnsCacheParams {
+                refresh: Duration::from_secs(5),
+                respect_ttl: false,
+                max_hosts: 1,
+                host_ttl: Duration::from_secs(60),
+            },
+            Arc::new(resolver),
+        ));
         assert!(c.pick().is_none());
     }
 }
