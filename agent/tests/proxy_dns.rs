@@ -81,11 +81,7 @@ impl DnsServer {
 }
 
 /// The reply to one query (RFC 1035 section 4.1), or `None` for garbage.
-fn answer(
-    query: &[u8],
-    records: &Records,
-    queries: &Mutex<Vec<String>>,
-) -> Option<Vec<u8>> {
+fn answer(query: &[u8], records: &Records, queries: &Mutex<Vec<String>>) -> Option<Vec<u8>> {
     let mut pos = 12;
     let mut name = String::new();
     loop {
@@ -144,17 +140,7 @@ const A: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 const B: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
 
 fn routed(cluster: &str) -> String {
-    format!(
-        r#"listeners:
-  - name: main
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - {{match: {{prefix: /}}, route: {{cluster: {cluster}}}}}
-"#
-    )
+    one_route(&format!("{{cluster: {cluster}}}"), "")
 }
 
 fn stat(text: &str, name: &str) -> u64 {

@@ -104,6 +104,7 @@ fn defaults_live_beside_the_types() {
         forward.retry_policy,
         Some(RetryPolicyConfig {
             retry_on: vec![RetryOn::FiveXx],
+            retriable_status_codes: Vec::new(),
             num_retries: 1,
             per_try_timeout: None,
             retry_back_off: RetryBackOffConfig {
@@ -366,8 +367,8 @@ fn unknown_fields_name_the_path_and_line() {
     assert_eq!(
         error(&yaml),
         "t.yaml: listeners[0].virtual_hosts[0].routes[2].route.retry_policy.retries (line 15): \
-         unknown field `retries`, expected one of `retry_on`, `num_retries`, `per_try_timeout`, \
-         `retry_back_off`"
+         unknown field `retries`, expected one of `retry_on`, `retriable_status_codes`, \
+         `num_retries`, `per_try_timeout`, `retry_back_off`"
     );
 }
 
@@ -447,7 +448,7 @@ fn durations_addresses_and_enums_are_checked_while_reading() {
     let yaml = MINIMAL.replace("[5xx]", "[5xx, timeout]");
     assert_eq!(
         error(&yaml),
-        "t.yaml: listeners[0].virtual_hosts[0].routes[2].route.retry_policy.retry_on[1] (line 15): unknown variant `timeout`, expected one of `5xx`, `gateway-error`, `connect-failure`, `reset`, `retriable-4xx`"
+        "t.yaml: listeners[0].virtual_hosts[0].routes[2].route.retry_policy.retry_on[1] (line 15): unknown variant `timeout`, expected one of `5xx`, `gateway-error`, `connect-failure`, `reset`, `retriable-4xx`, `retriable-status-codes`, `refused-stream`, `cancelled`, `deadline-exceeded`, `resource-exhausted`, `internal`, `unavailable`"
     );
     let yaml = MINIMAL.replace("port: 9000", "port: -1");
     assert_eq!(
@@ -526,4 +527,36 @@ fn dns_resolvers_take_an_ip_or_ip_port() {
         err.contains("dns.resolvers[0]") && err.contains("invalid DNS server \"kube-dns\""),
         "{err}"
     );
+}
+
+#[test]
+fn retry_on_as_envoy_writes_it() {
+    // Istio's default route retry policy, as a comma-separated string.
+    let yaml = MINIMAL.replace(
+        "route: {cluster: c}",
+        "route: {cluster: c, retry_policy: {retry_on: \"connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes\", retriable_status_codes: [503], num_retries: 2}}",
+    );
+    assert_ne!(yaml, MINIMAL, "the route was found");
+    let config = parse(&yaml);
+    let RouteAction::Route(forward) = &config.listeners[0].virtual_hosts[0].routes[0].action else {
+        panic!("not a route");
+    };
+    let policy = forward.retry_policy.as_ref().unwrap();
+    assert_eq!(
+        policy.retry_on,
+        [
+            RetryOn::ConnectFailure,
+            RetryOn::RefusedStream,
+            RetryOn::Unavailable,
+            RetryOn::Cancelled,
+            RetryOn::RetriableStatusCodes
+        ]
+    );
+    assert_eq!(policy.retriable_status_codes, [503]);
+    let bad = MINIMAL.replace(
+        "route: {cluster: c}",
+        "route: {cluster: c, retry_policy: {retry_on: \"5xx,503\"}}",
+    );
+    let err = error(&bad);
+    assert!(err.contains("retry_on") && err.contains("503"), "{err}");
 }

@@ -83,8 +83,16 @@ pub struct WeightedClusterConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryPolicyConfig {
-    /// Conditions that trigger a retry; at least one.
+    /// Conditions that trigger a retry; at least one. A list, or Envoy's
+    /// comma-separated string (`"connect-failure,refused-stream,503"` is not
+    /// a condition: codes go in `retriable_status_codes`).
+    #[serde(deserialize_with = "retry_on_list")]
+    #[schemars(with = "Vec<RetryOn>")]
     pub retry_on: Vec<RetryOn>,
+    /// With `retriable-status-codes`: the upstream status codes retried
+    /// (Envoy's `retriable_status_codes`; Istio's default: 503).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retriable_status_codes: Vec<u16>,
     /// Default 1.
     #[serde(default = "defaults::num_retries")]
     pub num_retries: u32,
@@ -112,6 +120,58 @@ pub enum RetryOn {
     /// 409.
     #[serde(rename = "retriable-4xx")]
     Retriable4xx,
+    /// A status code listed in `retriable_status_codes`.
+    #[serde(rename = "retriable-status-codes")]
+    RetriableStatusCodes,
+    /// An HTTP/2 upstream refused the stream (REFUSED_STREAM): it never
+    /// saw the request.
+    #[serde(rename = "refused-stream")]
+    RefusedStream,
+    /// gRPC status in the response headers (a trailers-only response):
+    /// 1 CANCELLED.
+    #[serde(rename = "cancelled")]
+    Cancelled,
+    /// gRPC 4 DEADLINE_EXCEEDED.
+    #[serde(rename = "deadline-exceeded")]
+    DeadlineExceeded,
+    /// gRPC 8 RESOURCE_EXHAUSTED.
+    #[serde(rename = "resource-exhausted")]
+    ResourceExhausted,
+    /// gRPC 13 INTERNAL.
+    #[serde(rename = "internal")]
+    Internal,
+    /// gRPC 14 UNAVAILABLE.
+    #[serde(rename = "unavailable")]
+    Unavailable,
+}
+
+/// `retry_on` as a YAML list, or as Envoy writes it: one comma-separated
+/// string. A list is read element by element, so an error names its index.
+fn retry_on_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<RetryOn>, D::Error> {
+    use serde::de::{Error, IntoDeserializer, SeqAccess, Visitor};
+    struct Conditions;
+    impl<'de> Visitor<'de> for Conditions {
+        type Value = Vec<RetryOn>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list of retry conditions, or one comma-separated string")
+        }
+        fn visit_str<E: Error>(self, text: &str) -> Result<Self::Value, E> {
+            text.split(',')
+                .map(|item| {
+                    RetryOn::deserialize(item.trim().into_deserializer())
+                        .map_err(|e: serde::de::value::Error| E::custom(e))
+                })
+                .collect()
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(item) = seq.next_element::<RetryOn>()? {
+                out.push(item);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(Conditions)
 }
 
 /// Exponential back-off between retries, with jitter.

@@ -459,15 +459,23 @@ fn forward(
         None => None,
     };
     let retry = f.retry_policy.as_ref().map(|rp| RetryPolicy {
-        on: rp.retry_on.iter().fold(0u8, |acc, r| {
+        on: rp.retry_on.iter().fold(0u16, |acc, r| {
             acc | match r {
                 config::RetryOn::FiveXx => retry::ON_5XX,
                 config::RetryOn::GatewayError => retry::ON_GATEWAY_ERROR,
                 config::RetryOn::ConnectFailure => retry::ON_CONNECT_FAILURE,
                 config::RetryOn::Reset => retry::ON_RESET,
                 config::RetryOn::Retriable4xx => retry::ON_RETRIABLE_4XX,
+                config::RetryOn::RetriableStatusCodes => retry::ON_RETRIABLE_STATUS_CODES,
+                config::RetryOn::RefusedStream => retry::ON_REFUSED_STREAM,
+                config::RetryOn::Cancelled => retry::ON_CANCELLED,
+                config::RetryOn::DeadlineExceeded => retry::ON_DEADLINE_EXCEEDED,
+                config::RetryOn::ResourceExhausted => retry::ON_RESOURCE_EXHAUSTED,
+                config::RetryOn::Internal => retry::ON_INTERNAL,
+                config::RetryOn::Unavailable => retry::ON_UNAVAILABLE,
             }
         }),
+        status_codes: rp.retriable_status_codes.clone(),
         num_retries: rp.num_retries,
         per_try_timeout: rp.per_try_timeout.and_then(|d| d.non_zero()),
         base_interval: *rp.retry_back_off.base_interval,

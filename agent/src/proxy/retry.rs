@@ -14,15 +14,33 @@ use std::time::Duration;
 /// Largest request body buffered so the request stays retriable.
 pub const MAX_RETRY_BODY_BYTES: u64 = 64 * 1024;
 
-pub const ON_5XX: u8 = 1;
-pub const ON_GATEWAY_ERROR: u8 = 2;
-pub const ON_CONNECT_FAILURE: u8 = 4;
-pub const ON_RESET: u8 = 8;
-pub const ON_RETRIABLE_4XX: u8 = 16;
+pub const ON_5XX: u16 = 1;
+pub const ON_GATEWAY_ERROR: u16 = 1 << 1;
+pub const ON_CONNECT_FAILURE: u16 = 1 << 2;
+pub const ON_RESET: u16 = 1 << 3;
+pub const ON_RETRIABLE_4XX: u16 = 1 << 4;
+pub const ON_RETRIABLE_STATUS_CODES: u16 = 1 << 5;
+pub const ON_REFUSED_STREAM: u16 = 1 << 6;
+pub const ON_CANCELLED: u16 = 1 << 7;
+pub const ON_DEADLINE_EXCEEDED: u16 = 1 << 8;
+pub const ON_RESOURCE_EXHAUSTED: u16 = 1 << 9;
+pub const ON_INTERNAL: u16 = 1 << 10;
+pub const ON_UNAVAILABLE: u16 = 1 << 11;
+
+/// gRPC status codes the gRPC conditions name, with their bits.
+const GRPC_CONDITIONS: [(u8, u16); 5] = [
+    (1, ON_CANCELLED),
+    (4, ON_DEADLINE_EXCEEDED),
+    (8, ON_RESOURCE_EXHAUSTED),
+    (13, ON_INTERNAL),
+    (14, ON_UNAVAILABLE),
+];
 
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
-    pub on: u8,
+    pub on: u16,
+    /// `retriable-status-codes`: the codes retried.
+    pub status_codes: Vec<u16>,
     pub num_retries: u32,
     pub per_try_timeout: Option<Duration>,
     pub base_interval: Duration,
@@ -33,8 +51,12 @@ pub struct RetryPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
     Status(u16),
+    /// `grpc-status` in the response headers (a trailers-only response).
+    Grpc(u8),
     ConnectFailure,
     Reset,
+    /// An HTTP/2 upstream refused the stream before it saw the request.
+    RefusedStream,
     PerTryTimeout,
 }
 
@@ -46,6 +68,13 @@ impl RetryPolicy {
                 (on(ON_5XX) && s >= 500)
                     || (on(ON_GATEWAY_ERROR) && matches!(s, 502..=504))
                     || (on(ON_RETRIABLE_4XX) && s == 409)
+                    || (on(ON_RETRIABLE_STATUS_CODES) && self.status_codes.contains(&s))
+            }
+            Failure::Grpc(code) => GRPC_CONDITIONS
+                .iter()
+                .any(|(c, bit)| *c == code && on(*bit)),
+            Failure::RefusedStream => {
+                on(ON_REFUSED_STREAM) || on(ON_5XX) || on(ON_GATEWAY_ERROR) || on(ON_RESET)
             }
             // Envoy retries a failed connect under `reset` too (checked against 1.40).
             Failure::ConnectFailure => {
@@ -74,9 +103,10 @@ impl RetryPolicy {
 mod tests {
     use super::*;
 
-    fn p(on: u8) -> RetryPolicy {
+    fn p(on: u16) -> RetryPolicy {
         RetryPolicy {
             on,
+            status_codes: vec![503],
             num_retries: 2,
             per_try_timeout: None,
             base_interval: Duration::from_millis(25),

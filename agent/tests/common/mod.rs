@@ -462,3 +462,12 @@ pub fn static_cluster(name: &str, ports: &[u16], extra: &str) -> String {
         eps.join(", ")
     )
 }
+
+/// A config with one listener, `main` on 127.0.0.1:0, whose one route
+/// (prefix `/`, any host) is `route` (`{cluster: up}`, ...), then `rest`
+/// (`clusters:` and what else the test needs).
+pub fn one_route(route: &str, rest: &str) -> String {
+    format!(
+        "listeners:\n  - name: main\n    address: 127.0.0.1:0\n    virtual_hosts:\n      - name: all\n        domains: [\"*\"]\n        routes:\n          - match: {{prefix: /}}\n            route: {route}\n{rest}"
+    )
+}

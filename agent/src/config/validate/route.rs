@@ -167,6 +167,14 @@ impl Checker<'_> {
                 "retry_on must list at least one condition",
             );
         }
+        for (i, code) in policy.retriable_status_codes.iter().enumerate() {
+            if !(100..=599).contains(code) {
+                self.report(
+                    path.key("retriable_status_codes").index(i),
+                    format!("invalid status code {code}: expected 100..=599"),
+                );
+            }
+        }
         let back_off = &policy.retry_back_off;
         let bo_path = path.key("retry_back_off");
         if back_off.base_interval.is_zero() {

@@ -42,7 +42,11 @@ enum TryError {
     Overflow,
     /// Why the connection failed (the 503 body names it).
     Connect(ResetReason),
-    Reset,
+    /// Closed or reset before the response head; `refused`: an HTTP/2
+    /// REFUSED_STREAM (the upstream never saw the request).
+    Reset {
+        refused: bool,
+    },
     /// DYNAMIC_FORWARD_PROXY: the request's host has no endpoint.
     Dns(DnsCacheError),
     /// Reading the request body from downstream failed: the client's fault.
@@ -300,8 +304,12 @@ pub async fn forward(
                     drop(conn);
                     return switching_protocols(resp);
                 }
-                let retriable =
-                    !last && retry.is_some_and(|r| r.should_retry(Failure::Status(status)));
+                let retriable = !last
+                    && retry.is_some_and(|r| {
+                        r.should_retry(Failure::Status(status))
+                            || grpc_status(resp.headers())
+                                .is_some_and(|g| r.should_retry(Failure::Grpc(g)))
+                    });
                 if !retriable {
                     m.response(status);
                     return downstream_response(resp, conn, &cluster, try_started, deadline);
@@ -358,13 +366,18 @@ pub async fn forward(
                 latest_reason = reason;
                 Failure::ConnectFailure
             }
-            Ok(Err(TryError::Reset)) => {
+            Ok(Err(TryError::Reset { refused })) => {
                 m.rq_reset.inc();
-                if last || !retry.is_some_and(|r| r.should_retry(Failure::Reset)) {
+                let (failure, reason) = if refused {
+                    (Failure::RefusedStream, ResetReason::RefusedStream)
+                } else {
+                    (Failure::Reset, ResetReason::ConnectionTermination)
+                };
+                if last || !retry.is_some_and(|r| r.should_retry(failure)) {
                     m.response(503);
-                    return local::upstream_reset(ResetReason::ConnectionTermination, tries > 1);
+                    return local::upstream_reset(reason, tries > 1);
                 }
-                Failure::Reset
+                failure
             }
             Err(_elapsed) => {
                 let overall = deadline.is_some_and(|d| Instant::now() >= d);
@@ -436,10 +449,32 @@ fn failure_reply(f: Failure, reason: ResetReason, retried: bool) -> Response<Res
         ),
         Failure::ConnectFailure => local::upstream_reset(reason, retried),
         Failure::Reset => local::upstream_reset(ResetReason::ConnectionTermination, retried),
+        Failure::RefusedStream => local::upstream_reset(ResetReason::RefusedStream, retried),
+        // A gRPC answer is held and returned as it came; never reached.
+        Failure::Grpc(_) => local::reply(StatusCode::OK, ""),
         Failure::PerTryTimeout => {
             local::reply(StatusCode::GATEWAY_TIMEOUT, local::UPSTREAM_TIMEOUT)
         }
     }
+}
+
+/// An HTTP/2 stream reset with REFUSED_STREAM somewhere in the error's causes.
+fn refused_stream(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(err) = cause {
+        if let Some(h2) = err.downcast_ref::<h2::Error>()
+            && h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+        {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
+}
+
+/// `grpc-status` of a trailers-only gRPC response (in the headers).
+fn grpc_status(headers: &http::HeaderMap) -> Option<u8> {
+    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
 }
 
 fn clone_head(p: &Parts) -> Parts {
@@ -664,7 +699,7 @@ async fn exchange(
                 continue;
             }
             cluster.record(ep, Outcome::LocalFailure);
-            return Err(TryError::Reset);
+            return Err(TryError::Reset { refused: false });
         }
         conn.mark_used();
         if !counted {
@@ -681,8 +716,12 @@ async fn exchange(
                 _ if fault.is_set() => return Err(TryError::Downstream),
                 _ => {
                     log::debug!("cluster {}: {} reset: {}", cluster.name, ep.addr, e.error());
-                    cluster.record(ep, Outcome::LocalFailure);
-                    return Err(TryError::Reset);
+                    let refused = refused_stream(e.error());
+                    // A refused stream was never processed: no mark on the endpoint.
+                    if !refused {
+                        cluster.record(ep, Outcome::LocalFailure);
+                    }
+                    return Err(TryError::Reset { refused });
                 }
             },
         }

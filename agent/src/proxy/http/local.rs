@@ -28,6 +28,8 @@ pub enum ResetReason {
     TlsHandshakeFailed,
     /// The connection closed before the response head.
     ConnectionTermination,
+    /// An HTTP/2 upstream refused the stream.
+    RefusedStream,
 }
 
 impl ResetReason {
@@ -42,6 +44,7 @@ impl ResetReason {
                 "remote connection failure, transport failure reason: TLS error: handshake failed"
             }
             Self::ConnectionTermination => "connection termination",
+            Self::RefusedStream => "remote refused stream reset",
         }
     }
 }

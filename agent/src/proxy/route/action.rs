@@ -102,6 +102,7 @@ mod tests {
         let ms = Duration::from_millis;
         let retry = |per_try: Option<Duration>| RetryPolicy {
             on: 0,
+            status_codes: Vec::new(),
             num_retries: 1,
             per_try_timeout: per_try,
             base_interval: ms(25),
