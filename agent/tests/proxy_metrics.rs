@@ -162,14 +162,18 @@ async fn metrics_count_with_envoy_meanings() {
         v(r#"weir_cluster_upstream_requests_sent_total{cluster="dead"}"#),
         0.0
     );
-    // Envoy's families lead the page, weir's follow; nothing else.
+    // Envoy's families lead the page, weir's and the process's follow;
+    // nothing else.
     let first_weir = m.find("weir_").expect("weir families");
     for line in m.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
         assert!(
-            line.starts_with("weir_") || line.starts_with("envoy_"),
+            ["weir_", "envoy_", "process_"]
+                .iter()
+                .any(|p| line.starts_with(p)),
             "{line}"
         );
     }
+    assert!(v("process_resident_memory_bytes") > 0.0, "{m}");
     assert!(
         !m[first_weir..].contains("\nenvoy_"),
         "envoy_ families come first"

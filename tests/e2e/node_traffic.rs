@@ -222,6 +222,8 @@ fn scenario(sk_msg: bool) -> Result<()> {
     );
     assert_eq!(tls, Some(1.0), "TLS connection counted by SNI:\n{metrics}");
     let _ = std::fs::remove_dir_all(&certs);
+    // The Grafana dashboard in daemonset/ charts only what this page has.
+    weir_tests::dashboard::check(&metrics)?;
 
     // Opaque TCP with a half-close: 1 MiB of pseudo-random bytes echoed back
     // byte-identical. Not yet with sk_msg: the echo's reply never reaches the

@@ -7,6 +7,7 @@
 
 pub mod agent;
 mod cmd;
+pub mod dashboard;
 pub mod exchange;
 pub mod kube;
 mod node;

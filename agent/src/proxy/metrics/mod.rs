@@ -90,17 +90,28 @@ pub(crate) fn duration_histogram(
 impl Metrics {
     pub fn new() -> Result<Self, MetricsError> {
         let registry = Registry::new();
+        // The process's CPU seconds, RSS and descriptors (`process_*`), as
+        // every Prometheus client exports them: what a node scrape charts.
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        let reloads = counter(
+            &registry,
+            "weir_config_reloads_total",
+            "Config reloads by outcome (lds/cds update_success, update_rejected).",
+            &["outcome"],
+        )?;
+        // Both series exist from the start (at 0), so a dashboard or alert
+        // on them has a series before the first reload.
+        for outcome in ["success", "failure"] {
+            reloads.with_label_values(&[outcome]);
+        }
         Ok(Self {
             downstream: downstream::Families::new(&registry)?,
             upstream: upstream::Families::new(&registry)?,
             dns: dns::Families::new(&registry)?,
             tls: tls::Families::new(&registry)?,
-            reloads: counter(
-                &registry,
-                "weir_config_reloads_total",
-                "Config reloads by outcome (lds/cds update_success, update_rejected).",
-                &["outcome"],
-            )?,
+            reloads,
             intercept: super::intercept::metrics::InterceptMetrics::new(&registry)?,
             registry,
         })
