@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use super::{InboundConn, Intercept, OutboundConn, PodContext};
-use crate::datapath::{OrigDst, OrigDstTable};
+use crate::datapath::OrigDstTable;
 
 pub(super) fn spawn_outbound(
     listener: std::net::TcpListener,
@@ -24,7 +24,7 @@ pub(super) fn spawn_outbound(
                 continue;
             };
             match orig_dst.take_in(netns_cookie, peer) {
-                Ok(Some(OrigDst(orig_dst))) => {
+                Ok(Some(orig_dst)) => {
                     let _ = stream.set_nodelay(true);
                     intercept.outbound(OutboundConn {
                         stream,

@@ -5,6 +5,10 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+/// How long draining connections (a removed listener's, or every one at
+/// shutdown) may finish their requests before they are closed.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(30);
+
 /// Held by whoever may start a drain.
 pub struct DrainSignal {
     tx: watch::Sender<bool>,
@@ -25,7 +29,8 @@ pub fn channel(grace: Duration) -> (DrainSignal, DrainWatch) {
 
 impl DrainSignal {
     pub fn drain(&self) {
-        let _ = self.tx.send(true);
+        // Stored even with no watcher yet: a later `watch()` sees it.
+        self.tx.send_replace(true);
     }
 
     pub fn watch(&self) -> DrainWatch {

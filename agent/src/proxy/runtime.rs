@@ -12,15 +12,13 @@ use arc_swap::ArcSwap;
 use tokio::sync::Mutex;
 
 use super::build::{self, BuildError, ClusterMap};
-use super::drain::{self, DrainSignal};
+use super::drain::{self, DRAIN_GRACE, DrainSignal, DrainWatch};
 use super::http::ListenerContext;
-use super::intercept::table::{OutboundTable, VirtualListener};
 use super::listener::{Listener, ListenerError};
 use super::metrics::Metrics;
+use super::upstream::connector::{Connector, Tcp};
+use super::virtual_listener::{VirtualListener, VirtualListeners};
 use crate::config::ProxyConfig;
-
-/// How long a removed listener's connections may finish their requests.
-pub const DRAIN_GRACE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -51,12 +49,17 @@ pub struct Runtime {
     state: Mutex<State>,
     /// Effective config, for `/config_dump` without taking the lock.
     pub effective: ArcSwap<Option<Arc<ProxyConfig>>>,
-    /// Intercepted outbound dispatch by original destination (`proxy::intercept`).
-    pub outbound: ArcSwap<OutboundTable>,
+    /// `bind_to_port: false` listeners by the original destination they claim.
+    pub virtual_listeners: ArcSwap<VirtualListeners>,
+    /// How clusters open their upstream connections.
+    connector: Arc<dyn Connector>,
     /// `protocol_detection_timeout` in ms; 0: no limit.
     detection_timeout_ms: AtomicU64,
     started: AtomicBool,
     draining: AtomicBool,
+    /// Drains connections handed to the engine from outside its listeners
+    /// (interception), with the rest in [`Runtime::drain_all`].
+    handed_over: DrainSignal,
     /// What the data path detected and loaded, as JSON, for `GET /datapath`;
     /// set once the data path is up (the proxy does not know its types).
     pub datapath_status: std::sync::OnceLock<String>,
@@ -66,15 +69,23 @@ pub struct Runtime {
 const DEFAULT_DETECTION_TIMEOUT_MS: u64 = 100;
 
 impl Runtime {
+    /// Clusters connect over plain TCP.
     pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self::with_connector(metrics, Arc::new(Tcp))
+    }
+
+    /// Clusters open their upstream connections through `connector`.
+    pub fn with_connector(metrics: Arc<Metrics>, connector: Arc<dyn Connector>) -> Self {
         Self {
             metrics,
+            connector,
             state: Mutex::new(State::default()),
             effective: ArcSwap::from_pointee(None),
-            outbound: ArcSwap::from_pointee(OutboundTable::default()),
+            virtual_listeners: ArcSwap::from_pointee(VirtualListeners::default()),
             detection_timeout_ms: AtomicU64::new(DEFAULT_DETECTION_TIMEOUT_MS),
             started: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            handed_over: drain::channel(DRAIN_GRACE).0,
             datapath_status: std::sync::OnceLock::new(),
         }
     }
@@ -83,7 +94,7 @@ impl Runtime {
     /// keeps serving.
     pub async fn apply(&self, cfg: ProxyConfig) -> Result<(), ApplyError> {
         let mut st = self.state.lock().await;
-        let clusters = build::clusters(&cfg, &st.clusters, &self.metrics)?;
+        let clusters = build::clusters(&cfg, &st.clusters, &self.metrics, &self.connector)?;
         let mut states = Vec::new();
         for (i, l) in cfg.listeners.iter().enumerate() {
             let path = format!("listeners[{i}] ({})", l.name);
@@ -103,11 +114,7 @@ impl Runtime {
                 continue;
             }
             let s = std::mem::replace(s, empty_state());
-            let ctx = Arc::new(ListenerContext {
-                name: l.name.as_str().into(),
-                metrics: self.metrics.listener(&l.name),
-                state: ArcSwap::from_pointee(s),
-            });
+            let ctx = Arc::new(ListenerContext::new(&l.name, s, &self.metrics));
             let (signal, watch) = drain::channel(DRAIN_GRACE);
             let lis = Listener::bind(l.address, ctx.clone(), watch).await?;
             let bound = lis.local_addr().unwrap_or(l.address);
@@ -123,11 +130,7 @@ impl Runtime {
                         ctx.state.store(Arc::new(s));
                         ctx
                     }
-                    None => Arc::new(ListenerContext {
-                        name: l.name.as_str().into(),
-                        metrics: self.metrics.listener(&l.name),
-                        state: ArcSwap::from_pointee(s),
-                    }),
+                    None => Arc::new(ListenerContext::new(&l.name, s, &self.metrics)),
                 };
                 let vl = VirtualListener {
                     name: ctx.name.clone(),
@@ -150,7 +153,7 @@ impl Runtime {
             }
             log::info!("listener {name}: listening on {bound}");
             // Machine-readable line for tests and benchmarks.
-            super::announce(format_args!("weir: listener {name} listening on {bound}"));
+            super::listener::announce(format_args!("weir: listener {name} listening on {bound}"));
             tokio::spawn(lis.run());
             st.listeners.insert(
                 name,
@@ -179,7 +182,7 @@ impl Runtime {
             }
         }
         st.virtual_listeners = virtuals;
-        self.outbound.store(Arc::new(OutboundTable::new(
+        self.virtual_listeners.store(Arc::new(VirtualListeners::new(
             claims,
             cfg.outbound_traffic_policy,
         )));
@@ -243,9 +246,16 @@ impl Runtime {
         }
     }
 
+    /// The drain handle of a connection handed to the engine from outside
+    /// its listeners.
+    pub fn drain_watch(&self) -> DrainWatch {
+        self.handed_over.watch()
+    }
+
     /// Stop accepting everywhere and let connections finish.
     pub async fn drain_all(&self) {
         self.draining.store(true, Ordering::Release);
+        self.handed_over.drain();
         let st = self.state.lock().await;
         for r in st.listeners.values() {
             r.drain.drain();

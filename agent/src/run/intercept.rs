@@ -1,5 +1,5 @@
 //! The seam between enrollment and the proxy: every intercepted connection is
-//! served by the proxy's `Interceptor`, which detects its protocol and routes,
+//! served by the `Interceptor`, which detects its protocol and routes,
 //! passes through or forwards it to the pod's application.
 
 use std::net::{IpAddr, SocketAddr};
@@ -7,21 +7,17 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::enroll::{InboundConn, Intercept, LocalPodGuard, OutboundConn, PodContext};
+use crate::intercept::{AppConnector, Interceptor, LocalPod, PodIdentity};
 use crate::pods::InboundPorts;
-use crate::proxy::intercept::local::{self, LocalPod};
-use crate::proxy::intercept::{AppConnector, Interceptor, PodIdentity};
-use crate::proxy::runtime::Runtime;
 
-pub(super) fn for_runtime(runtime: &Arc<Runtime>) -> Arc<dyn Intercept> {
+pub(super) fn for_interceptor(interceptor: &Interceptor) -> Arc<dyn Intercept> {
     Arc::new(ProxyIntercept {
-        interceptor: Interceptor::new(Arc::clone(runtime)),
-        runtime: Arc::clone(runtime),
+        interceptor: interceptor.clone(),
     })
 }
 
 struct ProxyIntercept {
     interceptor: Interceptor,
-    runtime: Arc<Runtime>,
 }
 
 fn identity(pod: &PodContext) -> PodIdentity {
@@ -59,13 +55,12 @@ impl Intercept for ProxyIntercept {
         ips: &[IpAddr],
         ports: &InboundPorts,
     ) -> Option<LocalPodGuard> {
-        let guard = local::register(
+        let guard = self.interceptor.register_local(
             ips,
             LocalPod {
                 identity: identity(pod),
                 ports: ports.clone(),
                 app: Arc::new(PodApp(Arc::clone(pod))),
-                metrics: self.runtime.metrics.clone(),
             },
         );
         Some(Box::new(guard))

@@ -2,7 +2,7 @@
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 
-use super::{CLASSES, MetricsError, class_index, counter, gauge};
+use super::family::{CLASSES, MetricsError, class_index, counter, gauge};
 
 pub(super) struct Families {
     cx_total: IntCounterVec,

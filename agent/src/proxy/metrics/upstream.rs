@@ -5,9 +5,8 @@ use prometheus::{
     Registry,
 };
 
-use super::{
-    CLASSES, DURATION_BUCKETS_SECONDS, DnsMetrics, MetricsError, class_index, counter, gauge,
-};
+use super::dns::DnsMetrics;
+use super::family::{CLASSES, DURATION_BUCKETS_SECONDS, MetricsError, class_index, counter, gauge};
 
 pub(super) struct Families {
     rq: IntCounterVec,

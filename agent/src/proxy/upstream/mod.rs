@@ -1,6 +1,8 @@
-//! Upstream connections: pooling and connecting (plain or TLS, HTTP/1.1 or HTTP/2).
+//! Upstream connections: pooling and connecting (through the cluster's
+//! connector, plain or TLS, HTTP/1.1 or HTTP/2).
 
 pub mod connect;
+pub mod connector;
 pub mod pool;
 pub mod sender;
 

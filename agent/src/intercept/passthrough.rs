@@ -4,17 +4,21 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::InterceptError;
-use crate::proxy::build::{self, ClusterMap};
+use crate::proxy::build;
 use crate::proxy::http::ListenerContext;
 use crate::proxy::metrics::Metrics;
+use crate::proxy::route::action::{Action, Forward};
+use crate::proxy::split::Split;
+use crate::proxy::upstream::connector::Connector;
 
 /// Connect timeout to an original destination (Istio's default `connectTimeout`).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -51,102 +55,74 @@ where
         .map_err(InterceptError::Splice)
 }
 
-/// Route tables for unmatched HTTP destinations, built on demand.
+/// Route tables for unmatched HTTP destinations, built on demand from
+/// engine types (no config text).
 pub struct HttpPassthrough {
     metrics: Arc<Metrics>,
+    /// The passthrough cluster connects as every cluster does (`connector`).
+    connector: Arc<dyn Connector>,
     by_dst: Mutex<HashMap<SocketAddr, Arc<ListenerContext>>>,
-    blackhole: Mutex<Option<Arc<ListenerContext>>>,
+    blackhole: OnceLock<Arc<ListenerContext>>,
 }
 
 impl HttpPassthrough {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    pub fn new(metrics: Arc<Metrics>, connector: Arc<dyn Connector>) -> Self {
         Self {
             metrics,
+            connector,
             by_dst: Mutex::new(HashMap::new()),
-            blackhole: Mutex::new(None),
+            blackhole: OnceLock::new(),
         }
     }
 
     /// A route table whose one catch-all route forwards to `dst` (an
     /// ORIGINAL_DST-style cluster of one endpoint, no route timeout), so
     /// passthrough requests are counted, pooled and kept alive like routed ones.
-    pub fn route_to(&self, dst: SocketAddr) -> Result<Arc<ListenerContext>, InterceptError> {
+    pub fn route_to(&self, dst: SocketAddr) -> Arc<ListenerContext> {
         if let Some(c) = self.by_dst.lock().ok().and_then(|m| m.get(&dst).cloned()) {
-            return Ok(c);
+            return c;
         }
-        let yaml = format!(
-            "listeners:
-  - name: {PASSTHROUGH_LISTENER}
-    address: \"{dst}\"
-    bind_to_port: false
-    virtual_hosts:
-      - name: allow_any
-        domains: [\"*\"]
-        routes:
-          - match: {{prefix: /}}
-            route: {{cluster: {PASSTHROUGH_CLUSTER}, timeout: 0s}}
-clusters:
-  - name: {PASSTHROUGH_CLUSTER}
-    connect_timeout: {}s
-    endpoints: [{{address: \"{}\", port: {}}}]
-",
-            CONNECT_TIMEOUT.as_secs(),
-            dst.ip(),
-            dst.port()
+        let cluster = build::static_cluster(
+            PASSTHROUGH_CLUSTER,
+            vec![dst],
+            CONNECT_TIMEOUT,
+            &self.metrics,
+            &self.connector,
         );
-        let ctx = self
-            .build(&yaml)
-            .map_err(|e| InterceptError::Build(dst, e))?;
+        let forward = Forward {
+            split: Split::Single(cluster),
+            timeout: None,
+            prefix_rewrite: None,
+            host_rewrite: None,
+            retry: None,
+            expected_timeout: None,
+        };
+        let ctx = Arc::new(build::catch_all_listener(
+            PASSTHROUGH_LISTENER,
+            "allow_any",
+            Action::Forward(Box::new(forward)),
+            &self.metrics,
+        ));
         if let Ok(mut m) = self.by_dst.lock() {
             if m.len() >= MAX_PASSTHROUGH_ROUTES {
                 m.clear();
             }
             m.insert(dst, ctx.clone());
         }
-        Ok(ctx)
+        ctx
     }
 
     /// `REGISTRY_ONLY`: every request gets 502 (Istio's BlackHoleCluster route).
-    pub fn blackhole(&self) -> Result<Arc<ListenerContext>, InterceptError> {
-        let mut slot = self
-            .blackhole
-            .lock()
-            .map_err(|_| InterceptError::Build(([0, 0, 0, 0], 0).into(), "poisoned".into()))?;
-        if let Some(c) = &*slot {
-            return Ok(c.clone());
-        }
-        let yaml = format!(
-            "listeners:
-  - name: {BLACKHOLE_LISTENER}
-    address: 0.0.0.0:1
-    bind_to_port: false
-    virtual_hosts:
-      - name: block_all
-        domains: [\"*\"]
-        routes:
-          - match: {{prefix: /}}
-            direct_response: {{status: 502}}
-"
-        );
-        let ctx = self
-            .build(&yaml)
-            .map_err(|e| InterceptError::Build(([0, 0, 0, 0], 1).into(), e))?;
-        *slot = Some(ctx.clone());
-        Ok(ctx)
-    }
-
-    fn build(&self, yaml: &str) -> Result<Arc<ListenerContext>, String> {
-        let cfg = crate::config::parse_str(yaml, "implicit passthrough route")
-            .map_err(|e| e.to_string())?;
-        let clusters =
-            build::clusters(&cfg, &ClusterMap::new(), &self.metrics).map_err(|e| e.to_string())?;
-        let l = &cfg.listeners[0];
-        let state = build::listener_state(l, "passthrough", &clusters, &self.metrics)
-            .map_err(|e| e.to_string())?;
-        Ok(Arc::new(ListenerContext {
-            name: l.name.as_str().into(),
-            metrics: self.metrics.listener(&l.name),
-            state: ArcSwap::from_pointee(state),
-        }))
+    pub fn blackhole(&self) -> Arc<ListenerContext> {
+        let ctx = self.blackhole.get_or_init(|| {
+            let action = Action::Direct {
+                status: StatusCode::BAD_GATEWAY,
+                body: Bytes::new(),
+            };
+            let l =
+                build::catch_all_listener(BLACKHOLE_LISTENER, "block_all", action, &self.metrics);
+            Arc::new(l)
+        });
+        Arc::clone(ctx)
     }
 }
