@@ -57,10 +57,6 @@ impl<S, M: Meter> Io<S, M> {
             meter,
         }
     }
-
-    pub fn meter(&self) -> &M {
-        &self.meter
-    }
 }
 
 impl<S: AsyncRead + Unpin, M: Meter> AsyncRead for Io<S, M> {

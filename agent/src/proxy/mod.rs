@@ -7,24 +7,24 @@
 //! stops it. `tls` terminates (listeners) and originates (clusters) TLS.
 
 pub mod admin;
-pub mod balance;
-pub mod body;
+pub(crate) mod balance;
+pub(crate) mod body;
 pub mod build;
-pub mod cluster;
-pub mod drain;
-pub mod http;
-pub mod io;
-pub mod listener;
+pub(crate) mod cluster;
+pub(crate) mod drain;
+pub(crate) mod http;
+pub(crate) mod io;
+pub(crate) mod listener;
 pub mod metrics;
-pub mod reload;
-pub mod retry;
-pub mod route;
+pub(crate) mod reload;
+pub(crate) mod retry;
+pub(crate) mod route;
 pub mod runtime;
 mod serving;
-pub mod split;
-pub mod tls;
-pub mod upstream;
-pub mod virtual_listener;
+pub(crate) mod split;
+pub(crate) mod tls;
+pub(crate) mod upstream;
+pub(crate) mod virtual_listener;
 mod write_through;
 
 use std::path::Path;

@@ -57,7 +57,7 @@ pub struct RetryPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
     Status(u16),
-    ConnectFailure,
+    Connect,
     Reset,
     PerTryTimeout,
 }
@@ -72,7 +72,7 @@ impl RetryPolicy {
                     || (on(ON_RETRIABLE_4XX) && s == 409)
             }
             // Envoy retries a failed connect under `reset` too (checked against 1.40).
-            Failure::ConnectFailure => {
+            Failure::Connect => {
                 on(ON_5XX) || on(ON_GATEWAY_ERROR) || on(ON_CONNECT_FAILURE) || on(ON_RESET)
             }
             Failure::Reset | Failure::PerTryTimeout => {
@@ -367,9 +367,9 @@ impl Stage<'_> {
                 },
             ),
             Tried::Failed(TryError::Connect(reason)) => {
-                if self.retries(Failure::ConnectFailure) {
+                if self.retries(Failure::Connect) {
                     self.latest_reason = reason;
-                    return ControlFlow::Continue(Failure::ConnectFailure);
+                    return ControlFlow::Continue(Failure::Connect);
                 }
                 m.response(503);
                 local::upstream_reset(reason, retried)
@@ -473,7 +473,7 @@ fn failure_reply(f: Failure, reason: ResetReason, retried: bool) -> Response<Res
             StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_GATEWAY),
             "",
         ),
-        Failure::ConnectFailure => local::upstream_reset(reason, retried),
+        Failure::Connect => local::upstream_reset(reason, retried),
         Failure::Reset => local::upstream_reset(ResetReason::ConnectionTermination, retried),
         Failure::PerTryTimeout => {
             local::reply(StatusCode::GATEWAY_TIMEOUT, local::UPSTREAM_TIMEOUT)
@@ -500,9 +500,9 @@ mod tests {
         assert!(p(ON_5XX).should_retry(Failure::Status(500)));
         assert!(!p(ON_GATEWAY_ERROR).should_retry(Failure::Status(500)));
         assert!(p(ON_GATEWAY_ERROR).should_retry(Failure::Status(503)));
-        assert!(p(ON_CONNECT_FAILURE).should_retry(Failure::ConnectFailure));
-        assert!(p(ON_RESET).should_retry(Failure::ConnectFailure));
-        assert!(!p(ON_RETRIABLE_4XX).should_retry(Failure::ConnectFailure));
+        assert!(p(ON_CONNECT_FAILURE).should_retry(Failure::Connect));
+        assert!(p(ON_RESET).should_retry(Failure::Connect));
+        assert!(!p(ON_RETRIABLE_4XX).should_retry(Failure::Connect));
         assert!(!p(ON_CONNECT_FAILURE).should_retry(Failure::Reset));
         assert!(p(ON_RESET).should_retry(Failure::Reset));
         assert!(p(ON_RETRIABLE_4XX).should_retry(Failure::Status(409)));

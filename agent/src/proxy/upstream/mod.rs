@@ -18,6 +18,4 @@ pub enum UpstreamError {
     Handshake(SocketAddr, #[source] hyper::Error),
     #[error(transparent)]
     Tls(#[from] crate::proxy::tls::client::HandshakeError),
-    #[error("cluster max_connections reached")]
-    Overflow,
 }
