@@ -35,6 +35,7 @@ pub use self::same_node::{LocalGuard, LocalPod};
 use crate::addr::{ClientAddr, OrigDst};
 use crate::proxy::metrics::{Metrics, MetricsError};
 use crate::proxy::runtime::Runtime;
+use crate::proxy::upstream::connector::ConnectError;
 
 /// An enrolled pod.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -55,10 +56,8 @@ pub trait AppConnector: Send + Sync + 'static {
 
 #[derive(Debug, thiserror::Error)]
 pub enum InterceptError {
-    #[error("connect to original destination {0}: {1}")]
-    Connect(SocketAddr, #[source] std::io::Error),
-    #[error("connect to original destination {0}: timed out")]
-    ConnectTimeout(SocketAddr),
+    #[error("original destination: {0}")]
+    Connect(#[from] ConnectError),
     #[error("connect to the application at {0}: {1}")]
     App(SocketAddr, #[source] std::io::Error),
     #[error("splicing: {0}")]

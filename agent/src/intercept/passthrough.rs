@@ -18,7 +18,7 @@ use crate::proxy::http::ListenerContext;
 use crate::proxy::metrics::Metrics;
 use crate::proxy::route::action::{Action, Forward};
 use crate::proxy::split::Split;
-use crate::proxy::upstream::connector::Connector;
+use crate::proxy::upstream::connector::{Connector, within};
 
 /// Connect timeout to an original destination (Istio's default `connectTimeout`).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,14 +32,7 @@ pub const BLACKHOLE_LISTENER: &str = "BlackHoleListener";
 
 /// Connect to an original destination within [`CONNECT_TIMEOUT`].
 pub async fn connect(dst: SocketAddr) -> Result<TcpStream, InterceptError> {
-    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(dst)).await {
-        Ok(Ok(s)) => {
-            let _ = s.set_nodelay(true);
-            Ok(s)
-        }
-        Ok(Err(e)) => Err(InterceptError::Connect(dst, e)),
-        Err(_) => Err(InterceptError::ConnectTimeout(dst)),
-    }
+    Ok(within(CONNECT_TIMEOUT, dst, TcpStream::connect(dst)).await?)
 }
 
 /// Copy both ways until both sides have closed; a half-close (FIN) on one

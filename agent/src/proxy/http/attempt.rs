@@ -23,6 +23,7 @@ use crate::proxy::cluster::outlier::Outcome;
 use crate::proxy::metrics::{GaugeGuard, HandshakeFailure};
 use crate::proxy::upstream::UpstreamError;
 use crate::proxy::upstream::connect::{Slot, connect};
+use crate::proxy::upstream::connector::ConnectError;
 use crate::proxy::upstream::pool::Pooled;
 use crate::proxy::upstream::sender::Sender;
 
@@ -188,7 +189,7 @@ async fn open(
                     ResetReason::TlsVerifyFailed
                 }
                 UpstreamError::Tls(_) => ResetReason::TlsHandshakeFailed,
-                UpstreamError::ConnectTimeout(_) => ResetReason::ConnectionTimeout,
+                UpstreamError::Connect(ConnectError::TimedOut(_)) => ResetReason::ConnectionTimeout,
                 _ => ResetReason::RemoteConnectionFailure,
             }))
         }

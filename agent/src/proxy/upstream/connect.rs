@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
 
 use super::UpstreamError;
-use super::connector::{Connected, Connection, Connector, Target, Tcp};
+use super::connector::{ConnectError, Connected, Connection, Connector, Target, Tcp, within};
 use super::sender::Sender;
 use crate::proxy::cluster::breaker::Permit;
 use crate::proxy::io::Io;
@@ -70,18 +70,13 @@ pub async fn connect(
         cleartext_http1: transport.tls.is_none() && !transport.http2,
     };
     let connecting = transport.connector.connect(target);
-    let Connected { connection, guard } = match tokio::time::timeout(timeout, connecting).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => {
+    let Connected { connection, guard } =
+        within(timeout, addr, connecting).await.inspect_err(|e| {
             metrics.connect_fail.inc();
-            return Err(UpstreamError::Connect(addr, e));
-        }
-        Err(_) => {
-            metrics.connect_fail.inc();
-            metrics.connect_timeout.inc();
-            return Err(UpstreamError::ConnectTimeout(addr));
-        }
-    };
+            if matches!(e, ConnectError::TimedOut(_)) {
+                metrics.connect_timeout.inc();
+            }
+        })?;
     let task = Task {
         addr,
         slot,
@@ -89,12 +84,8 @@ pub async fn connect(
         guard,
     };
     match (connection, &transport.tls) {
-        (Connection::Tcp(stream), None) => {
-            let _ = stream.set_nodelay(true);
-            task.handshake(stream, transport.http2).await
-        }
+        (Connection::Tcp(stream), None) => task.handshake(stream, transport.http2).await,
         (Connection::Tcp(stream), Some(tls)) => {
-            let _ = stream.set_nodelay(true);
             let s = tls.connect(stream, addr).await.inspect_err(|_| {
                 metrics.connect_fail.inc();
             })?;
@@ -107,13 +98,10 @@ pub async fn connect(
                 exchange,
             },
             _,
-        ) => {
-            let _ = stream.set_nodelay(true);
-            match task.handshake(Io::new(stream, counters), false).await? {
-                Sender::H1(tx) => Ok(Sender::Served(tx, exchange)),
-                other => Ok(other),
-            }
-        }
+        ) => match task.handshake(Io::new(stream, counters), false).await? {
+            Sender::H1(tx) => Ok(Sender::Served(tx, exchange)),
+            other => Ok(other),
+        },
     }
 }
 

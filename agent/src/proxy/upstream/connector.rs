@@ -9,6 +9,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
@@ -56,6 +57,51 @@ impl Connected {
 }
 
 pub type Connecting<'a> = Pin<Box<dyn Future<Output = std::io::Result<Connected>> + Send + 'a>>;
+
+/// A connection attempt that did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect to {0}: {1}")]
+    Failed(SocketAddr, #[source] std::io::Error),
+    #[error("connect to {0}: timed out")]
+    TimedOut(SocketAddr),
+}
+
+/// The one connect-within-a-timeout: `connecting` (to `addr`) bounded by
+/// `timeout`, Nagle off on the stream it gives.
+pub async fn within<T: AsNodelay>(
+    timeout: Duration,
+    addr: SocketAddr,
+    connecting: impl Future<Output = std::io::Result<T>>,
+) -> Result<T, ConnectError> {
+    match tokio::time::timeout(timeout, connecting).await {
+        Ok(Ok(c)) => {
+            c.no_nagle();
+            Ok(c)
+        }
+        Ok(Err(e)) => Err(ConnectError::Failed(addr, e)),
+        Err(_) => Err(ConnectError::TimedOut(addr)),
+    }
+}
+
+/// A new connection whose TCP socket can have Nagle turned off.
+pub trait AsNodelay {
+    fn no_nagle(&self);
+}
+
+impl AsNodelay for TcpStream {
+    fn no_nagle(&self) {
+        let _ = TcpStream::set_nodelay(self, true);
+    }
+}
+
+impl AsNodelay for Connected {
+    fn no_nagle(&self) {
+        match &self.connection {
+            Connection::Tcp(s) | Connection::Served { stream: s, .. } => s.no_nagle(),
+        }
+    }
+}
 
 /// Opens upstream connections; the engine bounds the attempt by the
 /// cluster's `connect_timeout` and counts its failures.

@@ -10,10 +10,8 @@ use std::net::SocketAddr;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    #[error("connect to {0}: {1}")]
-    Connect(SocketAddr, #[source] std::io::Error),
-    #[error("connect to {0}: timed out")]
-    ConnectTimeout(SocketAddr),
+    #[error(transparent)]
+    Connect(#[from] connector::ConnectError),
     #[error("HTTP/1.1 handshake with {0}: {1}")]
     Handshake(SocketAddr, #[source] hyper::Error),
     #[error(transparent)]
