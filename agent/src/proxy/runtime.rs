@@ -13,7 +13,7 @@ use tokio::sync::Mutex;
 
 use super::build::{self, BuildError, ClusterMap};
 use super::drain::{self, DRAIN_GRACE, DrainSignal, DrainWatch};
-use super::http::ListenerContext;
+use super::http::{ListenerContext, ListenerState};
 use super::listener::{Listener, ListenerError};
 use super::metrics::Metrics;
 use super::upstream::connector::{Connector, Tcp};
@@ -101,87 +101,11 @@ impl Runtime {
             states.push(build::listener_state(l, &path, &clusters, &self.metrics)?);
         }
         // Bind new (or moved) listeners before changing anything.
-        let mut fresh = Vec::new();
-        for (l, s) in cfg.listeners.iter().zip(&mut states) {
-            if !l.bind_to_port {
-                continue;
-            }
-            let keep = st
-                .listeners
-                .get(&l.name)
-                .is_some_and(|r| r.configured == l.address);
-            if keep {
-                continue;
-            }
-            let s = std::mem::replace(s, empty_state());
-            let ctx = Arc::new(ListenerContext::new(&l.name, s, &self.metrics));
-            let (signal, watch) = drain::channel(DRAIN_GRACE);
-            let lis = Listener::bind(l.address, ctx.clone(), watch).await?;
-            let bound = lis.local_addr().unwrap_or(l.address);
-            fresh.push((l.name.clone(), l.address, bound, ctx, signal, lis));
-        }
+        let fresh = self.bind_fresh(&st, &cfg, &mut states).await?;
         // Commit: swap route tables of kept listeners, start fresh ones, drain removed ones.
-        let mut virtuals = HashMap::new();
-        let mut claims = Vec::new();
-        for (l, s) in cfg.listeners.iter().zip(states) {
-            if !l.bind_to_port {
-                let ctx = match st.virtual_listeners.remove(&l.name) {
-                    Some(ctx) => {
-                        ctx.state.store(Arc::new(s));
-                        ctx
-                    }
-                    None => Arc::new(ListenerContext::new(&l.name, s, &self.metrics)),
-                };
-                let vl = VirtualListener {
-                    name: ctx.name.clone(),
-                    ctx: ctx.clone(),
-                    server_names: l.server_names.iter().map(String::as_str).collect(),
-                };
-                claims.push((l.address, Arc::new(vl)));
-                virtuals.insert(l.name.clone(), ctx);
-                continue;
-            }
-            if let Some(r) = st.listeners.get(&l.name)
-                && r.configured == l.address
-            {
-                r.ctx.state.store(Arc::new(s));
-            }
-        }
-        for (name, configured, bound, ctx, drain, lis) in fresh {
-            if let Some(old) = st.listeners.remove(&name) {
-                old.drain.drain();
-            }
-            log::info!("listener {name}: listening on {bound}");
-            // Machine-readable line for tests and benchmarks.
-            super::listener::announce(format_args!("weir: listener {name} listening on {bound}"));
-            tokio::spawn(lis.run());
-            st.listeners.insert(
-                name,
-                RunningListener {
-                    configured,
-                    bound,
-                    ctx,
-                    drain,
-                },
-            );
-        }
-        let names: Vec<String> = st
-            .listeners
-            .keys()
-            .filter(|n| {
-                !cfg.listeners
-                    .iter()
-                    .any(|l| l.bind_to_port && &&l.name == n)
-            })
-            .cloned()
-            .collect();
-        for n in names {
-            if let Some(old) = st.listeners.remove(&n) {
-                log::info!("listener {n}: removed, draining");
-                old.drain.drain();
-            }
-        }
-        st.virtual_listeners = virtuals;
+        let claims = self.swap_states(&mut st, &cfg, states);
+        start(&mut st, fresh);
+        drain_removed(&mut st, &cfg);
         self.virtual_listeners.store(Arc::new(VirtualListeners::new(
             claims,
             cfg.outbound_traffic_policy,
@@ -196,6 +120,80 @@ impl Runtime {
         self.effective.store(Arc::new(Some(cfg)));
         self.started.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// Bind the listeners that are new or moved (their state is taken out
+    /// of `states`); nothing starts yet.
+    async fn bind_fresh(
+        &self,
+        st: &State,
+        cfg: &ProxyConfig,
+        states: &mut [ListenerState],
+    ) -> Result<Vec<Fresh>, ApplyError> {
+        let mut fresh = Vec::new();
+        for (l, s) in cfg.listeners.iter().zip(states) {
+            let kept = st
+                .listeners
+                .get(&l.name)
+                .is_some_and(|r| r.configured == l.address);
+            if !l.bind_to_port || kept {
+                continue;
+            }
+            let s = std::mem::replace(s, empty_state());
+            let ctx = Arc::new(ListenerContext::new(&l.name, s, &self.metrics));
+            let (drain, watch) = drain::channel(DRAIN_GRACE);
+            let listener = Listener::bind(l.address, ctx.clone(), watch).await?;
+            let bound = listener.local_addr().unwrap_or(l.address);
+            fresh.push(Fresh {
+                name: l.name.clone(),
+                running: RunningListener {
+                    configured: l.address,
+                    bound,
+                    ctx,
+                    drain,
+                },
+                listener,
+            });
+        }
+        Ok(fresh)
+    }
+
+    /// Give kept listeners and virtual listeners their new state; returns
+    /// the virtual listeners by the address they claim.
+    fn swap_states(
+        &self,
+        st: &mut State,
+        cfg: &ProxyConfig,
+        states: Vec<ListenerState>,
+    ) -> Vec<(SocketAddr, Arc<VirtualListener>)> {
+        let mut virtuals = HashMap::new();
+        let mut claims = Vec::new();
+        for (l, s) in cfg.listeners.iter().zip(states) {
+            if l.bind_to_port {
+                if let Some(r) = st.listeners.get(&l.name)
+                    && r.configured == l.address
+                {
+                    r.ctx.state.store(Arc::new(s));
+                }
+                continue;
+            }
+            let ctx = match st.virtual_listeners.remove(&l.name) {
+                Some(ctx) => {
+                    ctx.state.store(Arc::new(s));
+                    ctx
+                }
+                None => Arc::new(ListenerContext::new(&l.name, s, &self.metrics)),
+            };
+            let vl = VirtualListener {
+                name: ctx.name.clone(),
+                ctx: ctx.clone(),
+                server_names: l.server_names.iter().map(String::as_str).collect(),
+            };
+            claims.push((l.address, Arc::new(vl)));
+            virtuals.insert(l.name.clone(), ctx);
+        }
+        st.virtual_listeners = virtuals;
+        claims
     }
 
     /// Ready once a config is installed and every cluster finished its first
@@ -263,8 +261,50 @@ impl Runtime {
     }
 }
 
-fn empty_state() -> super::http::ListenerState {
-    super::http::ListenerState {
+/// A listener bound by `apply`, not started yet.
+struct Fresh {
+    name: String,
+    running: RunningListener,
+    listener: Listener,
+}
+
+/// Start the fresh listeners, draining any older one of the same name.
+fn start(st: &mut State, fresh: Vec<Fresh>) {
+    for f in fresh {
+        if let Some(old) = st.listeners.remove(&f.name) {
+            old.drain.drain();
+        }
+        let (name, bound) = (f.name, f.running.bound);
+        log::info!("listener {name}: listening on {bound}");
+        // Machine-readable line for tests and benchmarks.
+        super::listener::announce(format_args!("weir: listener {name} listening on {bound}"));
+        tokio::spawn(f.listener.run());
+        st.listeners.insert(name, f.running);
+    }
+}
+
+/// Drain the running listeners `cfg` no longer has.
+fn drain_removed(st: &mut State, cfg: &ProxyConfig) {
+    let gone: Vec<String> = st
+        .listeners
+        .keys()
+        .filter(|n| {
+            !cfg.listeners
+                .iter()
+                .any(|l| l.bind_to_port && &&l.name == n)
+        })
+        .cloned()
+        .collect();
+    for n in gone {
+        if let Some(old) = st.listeners.remove(&n) {
+            log::info!("listener {n}: removed, draining");
+            old.drain.drain();
+        }
+    }
+}
+
+fn empty_state() -> ListenerState {
+    ListenerState {
         routes: Default::default(),
         settings: super::http::ConnSettings {
             idle_timeout: None,
