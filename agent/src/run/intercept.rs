@@ -1,6 +1,8 @@
-//! The seam between enrollment and the proxy: every intercepted connection is
-//! served by the `Interceptor`, which detects its protocol and routes,
-//! passes through or forwards it to the pod's application.
+//! The seam between enrollment and interception, which do not import each
+//! other: enrollment hands connections to an `enroll::Intercept` (the role),
+//! interception's `Interceptor` serves them (detects the protocol, routes,
+//! passes through or forwards to the pod's application); [`Seam`] is the one
+//! joining them.
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -11,14 +13,11 @@ use crate::intercept::{AppConnector, Interceptor, LocalPod, PodIdentity};
 use crate::pods::InboundPorts;
 
 pub(super) fn for_interceptor(interceptor: &Interceptor) -> Arc<dyn Intercept> {
-    Arc::new(ProxyIntercept {
-        interceptor: interceptor.clone(),
-    })
+    Arc::new(Seam(interceptor.clone()))
 }
 
-struct ProxyIntercept {
-    interceptor: Interceptor,
-}
+/// `enroll::Intercept` served by an `Interceptor`.
+struct Seam(Interceptor);
 
 fn identity(pod: &PodContext) -> PodIdentity {
     PodIdentity {
@@ -27,9 +26,9 @@ fn identity(pod: &PodContext) -> PodIdentity {
     }
 }
 
-impl Intercept for ProxyIntercept {
+impl Intercept for Seam {
     fn outbound(&self, conn: OutboundConn) {
-        let interceptor = self.interceptor.clone();
+        let interceptor = self.0.clone();
         tokio::spawn(async move {
             let source = identity(&conn.pod);
             interceptor
@@ -39,7 +38,7 @@ impl Intercept for ProxyIntercept {
     }
 
     fn inbound(&self, conn: InboundConn) {
-        let interceptor = self.interceptor.clone();
+        let interceptor = self.0.clone();
         tokio::spawn(async move {
             let pod = identity(&conn.pod);
             let app: Arc<dyn AppConnector> = Arc::new(PodApp(Arc::clone(&conn.pod)));
@@ -55,7 +54,7 @@ impl Intercept for ProxyIntercept {
         ips: &[IpAddr],
         ports: &InboundPorts,
     ) -> Option<LocalPodGuard> {
-        let guard = self.interceptor.register_local(
+        let guard = self.0.register_local(
             ips,
             LocalPod {
                 identity: identity(pod),
