@@ -225,7 +225,7 @@ impl InterceptMetrics {
         if admit(&self.dst_seen, &dst, MAX_PASSTHROUGH_DESTINATIONS) {
             dst
         } else {
-            "PassthroughCluster".to_string()
+            super::passthrough::PASSTHROUGH_CLUSTER.to_string()
         }
     }
 }
