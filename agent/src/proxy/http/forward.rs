@@ -1,6 +1,6 @@
 //! Forward a routed request to its cluster: rewrite its head, pick the
 //! cluster of the route's split, and hand the request to the retry stage
-//! (`proxy::retry`), which runs its tries (`attempt`).
+//! (`proxy::retry::stage`), which runs its tries (`attempt`).
 
 use std::time::Instant;
 
@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use super::hop::{X_ENVOY_EXPECTED_RQ_TIMEOUT_MS, strip_hop_by_hop};
 use super::{local, upgrade};
 use crate::proxy::body::response::RespBody;
-use crate::proxy::retry::{self, Deadlines, Outgoing};
+use crate::proxy::retry::stage::{self, Deadlines, Outgoing};
 use crate::proxy::route::action::Forward;
 
 /// Rewrite the request head for the upstream: origin-form URI, prefix
@@ -100,5 +100,5 @@ pub async fn forward(
         overall: fwd.timeout.map(|t| Instant::now() + t),
         per_try: policy.and_then(|r| r.per_try_timeout),
     };
-    retry::run(&cluster, policy, outgoing, deadlines, upgrade, authority).await
+    stage::run(&cluster, policy, outgoing, deadlines, upgrade, authority).await
 }
