@@ -47,3 +47,21 @@ impl DrainWatch {
         let _ = self.rx.wait_for(|d| *d).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_watch_taken_after_the_drain_sees_it() {
+        // No watcher while draining starts (the runtime's hand-over signal
+        // before any intercepted connection): the drain must still stick.
+        let (signal, first) = channel(DRAIN_GRACE);
+        drop(first);
+        signal.drain();
+        let mut late = signal.watch();
+        tokio::time::timeout(Duration::from_secs(5), late.signaled())
+            .await
+            .expect("a watch made after the drain is signaled at once");
+    }
+}
