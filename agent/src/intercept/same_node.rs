@@ -229,6 +229,17 @@ mod tests {
     }
 
     #[test]
+    fn each_registry_is_its_own() {
+        // Two interceptors (two tests, two agents) registering the same
+        // address do not meet: nothing is process-global.
+        let ips: Vec<IpAddr> = vec!["192.0.2.201".parse().unwrap()];
+        let (one, two) = (LocalPods::default(), LocalPods::default());
+        let _guard = one.register(&ips, pod("a", InboundPorts::All));
+        assert_eq!(name_at(&one, "192.0.2.201:80").as_deref(), Some("a"));
+        assert_eq!(name_at(&two, "192.0.2.201:80"), None);
+    }
+
+    #[test]
     fn a_replaced_registration_outlives_the_old_guard() {
         let ips: Vec<IpAddr> = vec!["192.0.2.211".parse().unwrap()];
         let pods = LocalPods::default();
