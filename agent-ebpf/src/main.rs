@@ -1,6 +1,7 @@
-//! weir's eBPF programs. One file per hook; every entry point is a thin wrapper
-//! over a `try_*` function and lets traffic through when anything goes wrong
-//! (fail-open), so a bug here can never black-hole a pod.
+//! weir's eBPF programs. One file per hook; every entry point lets traffic
+//! through when anything goes wrong (each failed lookup or check returns
+//! `ALLOW` / passes on at once: fail-open), so a bug here can never
+//! black-hole a pod; only a pod that asked to be fail-closed is refused.
 #![no_std]
 #![no_main]
 

@@ -2,10 +2,12 @@
 //!
 //! The module tree follows the life of a connection; see `docs/architecture.md`.
 
+pub mod addr;
 pub mod config;
 pub mod datapath;
 pub mod enroll;
 pub mod inpod;
+pub mod intercept;
 pub mod netns;
 pub mod node;
 pub mod pods;

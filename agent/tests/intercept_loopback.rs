@@ -17,12 +17,12 @@ use std::time::Duration;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use weir::proxy::intercept::{AppConnector, Interceptor, PodIdentity};
+use weir::addr::OrigDst;
+use weir::intercept::{AppConnector, Interceptor, PodIdentity};
 use weir::proxy::metrics::Metrics;
-use weir::proxy::runtime::Runtime;
 
 struct Harness {
-    rt: Arc<Runtime>,
+    rt: Arc<weir::proxy::runtime::Runtime>,
     ic: Interceptor,
     admin: SocketAddr,
 }
@@ -41,12 +41,12 @@ fn patient(yaml: &str) -> String {
 impl Harness {
     async fn new(yaml: &str) -> Harness {
         let cfg = weir::config::parse_str(&patient(yaml), "test.yaml").expect("config");
-        let rt = Arc::new(Runtime::new(Arc::new(Metrics::new().unwrap())));
+        let ic = Interceptor::new(Arc::new(Metrics::new().unwrap())).unwrap();
+        let rt = ic.runtime().clone();
         rt.apply(cfg).await.expect("apply");
         let admin = weir::proxy::admin::start("127.0.0.1:0".parse().unwrap(), rt.clone())
             .await
             .unwrap();
-        let ic = Interceptor::new(rt.clone());
         Harness { rt, ic, admin }
     }
 
@@ -63,7 +63,7 @@ impl Harness {
         tokio::spawn(async move {
             while let Ok((s, _)) = tcp.accept().await {
                 let (ic, pod) = (ic.clone(), pod.clone());
-                tokio::spawn(async move { ic.serve_outbound(s, orig_dst, pod).await });
+                tokio::spawn(async move { ic.serve_outbound(s, OrigDst(orig_dst), pod).await });
             }
         });
         addr
@@ -209,10 +209,7 @@ clusters:
         assert_eq!(r.status, 200);
         // a token only this process can read, naming the enrolled pod
         let token = &r.headers["x-echo-x-weir-source"];
-        assert_eq!(
-            weir::proxy::intercept::source::pod_of(token),
-            Some(pod("shop", "web-1"))
-        );
+        assert_eq!(h.ic.source_of(token), Some(pod("shop", "web-1")));
         *counts.entry(r.body).or_default() += 1;
     }
     let n2 = counts.get("v2").copied().unwrap_or(0);

@@ -12,9 +12,9 @@ use std::sync::Arc;
 
 use common::*;
 use tokio::net::{TcpListener, TcpStream};
-use weir::proxy::intercept::{AppConnector, Interceptor, PodIdentity};
+use weir::addr::OrigDst;
+use weir::intercept::{AppConnector, Interceptor, PodIdentity};
 use weir::proxy::metrics::Metrics;
-use weir::proxy::runtime::Runtime;
 
 /// The pod's application, reached at `target`.
 struct App(SocketAddr);
@@ -57,7 +57,7 @@ async fn outbound(ic: &Interceptor, orig_dst: SocketAddr, pod: PodIdentity) -> S
     tokio::spawn(async move {
         while let Ok((s, _)) = tcp.accept().await {
             let (ic, pod) = (ic.clone(), pod.clone());
-            tokio::spawn(async move { ic.serve_outbound(s, orig_dst, pod).await });
+            tokio::spawn(async move { ic.serve_outbound(s, OrigDst(orig_dst), pod).await });
         }
     });
     addr
@@ -67,8 +67,8 @@ async fn outbound(ic: &Interceptor, orig_dst: SocketAddr, pod: PodIdentity) -> S
 async fn forged_identity_headers_are_stripped_and_counted_unknown() {
     let backend = Backend::named("reviews-app").await;
     let pod_b: SocketAddr = "10.9.0.7:9080".parse().unwrap();
-    let rt = Arc::new(Runtime::new(Arc::new(Metrics::new().unwrap())));
-    let ic = Interceptor::new(rt.clone());
+    let ic = Interceptor::new(Arc::new(Metrics::new().unwrap())).unwrap();
+    let rt = ic.runtime().clone();
     let b_inbound = inbound(
         &ic,
         pod_b,

@@ -61,11 +61,22 @@ impl ListenerConfig {
     pub fn effective_upgrade_types(&self) -> Vec<String> {
         match &self.upgrade_types {
             Some(types) => types.clone(),
-            None if self.bind_to_port => Vec::new(),
-            None => vec!["websocket".to_owned()],
+            None => default_upgrade_types(self.bind_to_port),
         }
     }
 }
+
+/// The upgrade types of a listener that sets none (see `upgrade_types`).
+pub fn default_upgrade_types(bind_to_port: bool) -> Vec<String> {
+    if bind_to_port {
+        Vec::new()
+    } else {
+        vec!["websocket".to_owned()]
+    }
+}
+
+/// The `server` response header of a listener that sets none.
+pub const DEFAULT_SERVER_NAME: &str = "envoy";
 
 /// Downstream timeouts; `0s` disables one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -136,7 +147,7 @@ pub mod defaults {
         true
     }
     pub fn server_name() -> String {
-        "envoy".to_owned()
+        super::DEFAULT_SERVER_NAME.to_owned()
     }
     pub fn idle() -> ConfigDuration {
         ConfigDuration::from_secs(3600)

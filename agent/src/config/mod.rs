@@ -27,7 +27,8 @@ pub use cluster::{
 pub use duration::{ConfigDuration, format_duration, parse_duration};
 pub use error::{ConfigError, DocPath, Issue, Segment};
 pub use listener::{
-    ListenerConfig, ListenerLimitsConfig, ListenerTimeoutsConfig, VirtualHostConfig,
+    DEFAULT_SERVER_NAME, ListenerConfig, ListenerLimitsConfig, ListenerTimeoutsConfig,
+    VirtualHostConfig, default_upgrade_types,
 };
 pub use matcher::{
     HeaderMatcherConfig, PathMatch, QueryParameterMatcherConfig, RouteMatchConfig, ValueMatch,

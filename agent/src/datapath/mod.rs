@@ -32,10 +32,11 @@ use weir_common::{
     PROG_SOCKOPS, PodSettings, SockAddr,
 };
 
+pub use crate::addr::OrigDst;
 pub use egress::EgressAttachment;
 pub use error::DatapathError;
 pub use ingress::IngressAttachment;
-pub use orig_dst::{OrigDst, OrigDstTable};
+pub use orig_dst::OrigDstTable;
 use pin::AttachedLink;
 pub use pin::DEFAULT_PIN_ROOT;
 pub use pod::PodRegistration;

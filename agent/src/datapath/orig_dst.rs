@@ -9,15 +9,11 @@ use aya::maps::MapData;
 use weir_common::{AF_INET, AF_INET6, ConnKey, SockAddr};
 
 use super::sys;
+use crate::addr::OrigDst;
 use crate::socket::netns_cookie;
 
 /// The kernel's internal "operation not supported" (not `EOPNOTSUPP`).
 const ENOTSUPP: i32 = 524;
-
-/// The address an application asked to connect to before weir redirected it.
-/// A type of its own so it is never mixed up with the peer or local address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct OrigDst(pub SocketAddr);
 
 /// The kernel table of original destinations (an LRU hash), keyed by client
 /// address and netns.

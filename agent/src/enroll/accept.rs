@@ -1,14 +1,15 @@
 //! Accept loops of a pod's in-pod listeners, handing each connection to the
 //! proxy with what the data path knows about it.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use super::{InboundConn, Intercept, OutboundConn, PodContext};
-use crate::datapath::{OrigDst, OrigDstTable};
+use crate::datapath::OrigDstTable;
 
 pub(super) fn spawn_outbound(
     listener: std::net::TcpListener,
@@ -17,35 +18,26 @@ pub(super) fn spawn_outbound(
     intercept: Arc<dyn Intercept>,
     pod: Arc<PodContext>,
 ) -> std::io::Result<JoinHandle<()>> {
-    let listener = into_tokio(listener)?;
-    Ok(tokio::spawn(async move {
-        loop {
-            let Some((stream, peer)) = accept(&listener, &pod).await else {
-                continue;
-            };
-            match orig_dst.take_in(netns_cookie, peer) {
-                Ok(Some(OrigDst(orig_dst))) => {
-                    let _ = stream.set_nodelay(true);
-                    intercept.outbound(OutboundConn {
-                        stream,
-                        orig_dst,
-                        pod: Arc::clone(&pod),
-                    });
-                }
-                // Something in the pod connected to the listener's own port.
-                Ok(None) => log::debug!(
-                    "pod {}/{}: egress connection from {peer} was not redirected; closed",
-                    pod.namespace,
-                    pod.name
-                ),
-                Err(e) => log::warn!(
-                    "pod {}/{}: original destination of {peer}: {e}",
-                    pod.namespace,
-                    pod.name
-                ),
-            }
+    spawn_loop(listener, pod, move |stream, peer, pod| {
+        match orig_dst.take_in(netns_cookie, peer) {
+            Ok(Some(orig_dst)) => intercept.outbound(OutboundConn {
+                stream,
+                orig_dst,
+                pod: Arc::clone(pod),
+            }),
+            // Something in the pod connected to the listener's own port.
+            Ok(None) => log::debug!(
+                "pod {}/{}: egress connection from {peer} was not redirected; closed",
+                pod.namespace,
+                pod.name
+            ),
+            Err(e) => log::warn!(
+                "pod {}/{}: original destination of {peer}: {e}",
+                pod.namespace,
+                pod.name
+            ),
         }
-    }))
+    })
 }
 
 pub(super) fn spawn_inbound(
@@ -53,38 +45,43 @@ pub(super) fn spawn_inbound(
     intercept: Arc<dyn Intercept>,
     pod: Arc<PodContext>,
 ) -> std::io::Result<JoinHandle<()>> {
+    spawn_loop(listener, pod, move |stream, peer, pod| {
+        // sk_lookup hands over the connection as addressed: the local
+        // address is where the client was connecting.
+        match stream.local_addr() {
+            Ok(dst) => intercept.inbound(InboundConn {
+                stream,
+                dst,
+                peer,
+                pod: Arc::clone(pod),
+            }),
+            Err(e) => log::warn!(
+                "pod {}/{}: inbound connection from {peer}: {e}",
+                pod.namespace,
+                pod.name
+            ),
+        }
+    })
+}
+
+/// Accept on `listener` for good, handing each connection (Nagle off) to `hand`.
+fn spawn_loop(
+    listener: std::net::TcpListener,
+    pod: Arc<PodContext>,
+    hand: impl Fn(TcpStream, SocketAddr, &Arc<PodContext>) + Send + 'static,
+) -> std::io::Result<JoinHandle<()>> {
     let listener = into_tokio(listener)?;
     Ok(tokio::spawn(async move {
         loop {
-            let Some((stream, peer)) = accept(&listener, &pod).await else {
-                continue;
-            };
-            // sk_lookup hands over the connection as addressed: the local
-            // address is where the client was connecting.
-            match stream.local_addr() {
-                Ok(dst) => {
-                    let _ = stream.set_nodelay(true);
-                    intercept.inbound(InboundConn {
-                        stream,
-                        dst,
-                        peer,
-                        pod: Arc::clone(&pod),
-                    });
-                }
-                Err(e) => log::warn!(
-                    "pod {}/{}: inbound connection from {peer}: {e}",
-                    pod.namespace,
-                    pod.name
-                ),
+            if let Some((stream, peer)) = accept(&listener, &pod).await {
+                let _ = stream.set_nodelay(true);
+                hand(stream, peer, &pod);
             }
         }
     }))
 }
 
-async fn accept(
-    listener: &TcpListener,
-    pod: &PodContext,
-) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+async fn accept(listener: &TcpListener, pod: &PodContext) -> Option<(TcpStream, SocketAddr)> {
     match listener.accept().await {
         Ok(accepted) => Some(accepted),
         Err(e) => {

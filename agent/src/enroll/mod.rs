@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpStream;
 
+use crate::addr::OrigDst;
 use crate::datapath::{Datapath, DatapathError, OrigDstTable, Pruned};
 use crate::inpod::PodSocketFactory;
 use crate::pods::{InboundPorts, PodSpec};
@@ -49,7 +50,7 @@ impl PodContext {
 pub struct OutboundConn {
     pub stream: TcpStream,
     /// Where the application was connecting.
-    pub orig_dst: SocketAddr,
+    pub orig_dst: OrigDst,
     pub pod: Arc<PodContext>,
 }
 

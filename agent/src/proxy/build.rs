@@ -14,7 +14,7 @@ use super::cluster::forward_proxy::DnsCacheParams;
 use super::cluster::outlier::OutlierPolicy;
 use super::cluster::resolver::{Resolver, ResolverSettings};
 use super::cluster::{Cluster, ClusterParams, Discovery, Family};
-use super::http::{ConnSettings, ListenerState};
+use super::http::{ConnSettings, ListenerContext, ListenerState};
 use super::metrics::Metrics;
 use super::retry::{self, RetryPolicy};
 use super::route::action::{Action, Forward, Redirect};
@@ -22,6 +22,8 @@ use super::route::headers::HeaderOps;
 use super::route::matcher::{self, HeaderMatcher, PathMatch, QueryMatcher, RouteMatch, ValueMatch};
 use super::route::{Route, RouteTable, VirtualHost};
 use super::split::Split;
+use super::upstream::connect::Transport;
+use super::upstream::connector::Connector;
 use crate::config;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,11 +54,13 @@ pub enum BuildError {
 /// A cluster plus the config it was built from (to keep it across reloads).
 pub type ClusterMap = HashMap<String, (config::ClusterConfig, Arc<Cluster>)>;
 
-/// Build all clusters, reusing those from `old` whose config is unchanged.
+/// Build all clusters, reusing those from `old` whose config is unchanged;
+/// new ones open their connections through `connector`.
 pub fn clusters(
     cfg: &config::ProxyConfig,
     old: &ClusterMap,
     metrics: &Metrics,
+    connector: &Arc<dyn Connector>,
 ) -> Result<ClusterMap, BuildError> {
     let mut out = ClusterMap::new();
     for (i, c) in cfg.clusters.iter().enumerate() {
@@ -66,7 +70,7 @@ pub fn clusters(
             out.insert(c.name.clone(), (c.clone(), existing.clone()));
             continue;
         }
-        let params = cluster_params(c, &cfg.dns, &format!("clusters[{i}]"), metrics)?;
+        let params = cluster_params(c, &cfg.dns, &format!("clusters[{i}]"), metrics, connector)?;
         let cl = Cluster::new(params, metrics.cluster(&c.name));
         out.insert(c.name.clone(), (c.clone(), cl));
     }
@@ -158,8 +162,9 @@ fn cluster_params(
     dns: &config::DnsConfig,
     path: &str,
     metrics: &Metrics,
+    connector: &Arc<dyn Connector>,
 ) -> Result<ClusterParams, BuildError> {
-    use config::{DiscoveryType, LbPolicy};
+    use config::DiscoveryType;
     let discovery = match c.discovery_type {
         DiscoveryType::Static => {
             let mut addrs = Vec::new();
@@ -192,22 +197,12 @@ fn cluster_params(
             resolver(dns, c, path)?,
         ),
     };
-    let cb = &c.circuit_breakers;
     Ok(ClusterParams {
         name: c.name.clone(),
         discovery,
         connect_timeout: *c.connect_timeout,
-        policy: match c.lb_policy {
-            LbPolicy::RoundRobin => Policy::RoundRobin,
-            LbPolicy::LeastRequest => Policy::LeastRequest,
-            LbPolicy::Random => Policy::Random,
-        },
-        limits: [
-            cb.max_connections,
-            cb.max_pending_requests,
-            cb.max_requests,
-            cb.max_retries,
-        ],
+        policy: policy(c.lb_policy),
+        limits: limits(&c.circuit_breakers),
         outlier: c.outlier_detection.as_ref().map(|o| OutlierPolicy {
             consecutive_5xx: o.consecutive_5xx,
             consecutive_gateway_failure: o.consecutive_gateway_failure,
@@ -216,14 +211,126 @@ fn cluster_params(
         }),
         idle_timeout: *c.upstream_http.idle_timeout,
         max_requests_per_connection: c.upstream_http.max_requests_per_connection,
-        transport: super::upstream::connect::Transport {
+        transport: Transport {
             tls: match &c.tls {
                 Some(t) => Some(Arc::new(upstream_tls(c, t, path, metrics)?)),
                 None => None,
             },
             http2: c.http2,
+            connector: Arc::clone(connector),
         },
     })
+}
+
+fn policy(p: config::LbPolicy) -> Policy {
+    match p {
+        config::LbPolicy::RoundRobin => Policy::RoundRobin,
+        config::LbPolicy::LeastRequest => Policy::LeastRequest,
+        config::LbPolicy::Random => Policy::Random,
+    }
+}
+
+fn limits(cb: &config::CircuitBreakersConfig) -> [u32; 4] {
+    [
+        cb.max_connections,
+        cb.max_pending_requests,
+        cb.max_requests,
+        cb.max_retries,
+    ]
+}
+
+/// A cluster of fixed `endpoints` with every other setting at its config
+/// default (round robin, default circuit breakers and keep-alive, no
+/// outlier detection, cleartext HTTP/1.1).
+pub fn static_cluster(
+    name: &str,
+    endpoints: Vec<SocketAddr>,
+    connect_timeout: std::time::Duration,
+    metrics: &Metrics,
+    connector: &Arc<dyn Connector>,
+) -> Arc<Cluster> {
+    let http = config::UpstreamHttpConfig::default();
+    let params = ClusterParams {
+        name: name.to_owned(),
+        discovery: Discovery::Static(endpoints),
+        connect_timeout,
+        policy: policy(config::LbPolicy::default()),
+        limits: limits(&config::CircuitBreakersConfig::default()),
+        outlier: None,
+        idle_timeout: *http.idle_timeout,
+        max_requests_per_connection: http.max_requests_per_connection,
+        transport: Transport {
+            tls: None,
+            http2: false,
+            connector: Arc::clone(connector),
+        },
+    };
+    Cluster::new(params, metrics.cluster(name))
+}
+
+/// A listener (not bound) whose one virtual host, `vhost`, takes every
+/// authority and whose one route (`prefix: /`) does `action`; connection
+/// settings are those of a `bind_to_port: false` listener that sets none.
+pub fn catch_all_listener(
+    name: &str,
+    vhost: &str,
+    action: Action,
+    metrics: &Metrics,
+) -> ListenerContext {
+    let route = Route {
+        name: None,
+        matcher: RouteMatch {
+            path: PathMatch::Prefix("/".to_owned()),
+            case_sensitive: true,
+            headers: Vec::new(),
+            methods: None,
+            query: Vec::new(),
+        },
+        action,
+        request_headers: HeaderOps::default(),
+        response_headers: HeaderOps::default(),
+    };
+    let vh = VirtualHost {
+        name: vhost.to_owned(),
+        routes: vec![route],
+        request_headers: HeaderOps::default(),
+    };
+    let state = ListenerState {
+        routes: RouteTable::new(vec![(vh, vec!["*".to_owned()])]),
+        settings: conn_settings(
+            &config::ListenerTimeoutsConfig::default(),
+            &config::ListenerLimitsConfig::default(),
+            config::Codec::default(),
+            config::DEFAULT_SERVER_NAME,
+            &config::default_upgrade_types(false),
+        ),
+        tls: None,
+    };
+    ListenerContext::new(name, state, metrics)
+}
+
+fn conn_settings(
+    timeouts: &config::ListenerTimeoutsConfig,
+    limits: &config::ListenerLimitsConfig,
+    codec: config::Codec,
+    server_name: &str,
+    upgrade_types: &[String],
+) -> ConnSettings {
+    let kb = limits.max_request_headers_kb.max(1) as usize;
+    ConnSettings {
+        idle_timeout: timeouts.idle.non_zero(),
+        header_read_timeout: timeouts.request_headers.non_zero(),
+        request_timeout: timeouts.request.non_zero(),
+        max_header_bytes: kb * 1024,
+        max_headers: limits.max_headers_count.max(1) as usize,
+        codec,
+        server: http::HeaderValue::from_str(server_name)
+            .unwrap_or_else(|_| http::HeaderValue::from_static(config::DEFAULT_SERVER_NAME)),
+        upgrade_types: upgrade_types
+            .iter()
+            .map(|t| t.to_ascii_lowercase())
+            .collect(),
+    }
 }
 
 /// Route table and connection settings of one listener.
@@ -251,24 +358,15 @@ pub fn listener_state(
         };
         vhosts.push((v, vh.domains.clone()));
     }
-    let kb = l.limits.max_request_headers_kb.max(1) as usize;
     Ok(ListenerState {
         routes: RouteTable::new(vhosts),
-        settings: ConnSettings {
-            idle_timeout: l.timeouts.idle.non_zero(),
-            header_read_timeout: l.timeouts.request_headers.non_zero(),
-            request_timeout: l.timeouts.request.non_zero(),
-            max_header_bytes: kb * 1024,
-            max_headers: l.limits.max_headers_count.max(1) as usize,
-            codec: l.codec,
-            server: http::HeaderValue::from_str(&l.server_name)
-                .unwrap_or_else(|_| http::HeaderValue::from_static("envoy")),
-            upgrade_types: l
-                .effective_upgrade_types()
-                .iter()
-                .map(|t| t.to_ascii_lowercase())
-                .collect(),
-        },
+        settings: conn_settings(
+            &l.timeouts,
+            &l.limits,
+            l.codec,
+            &l.server_name,
+            &l.effective_upgrade_types(),
+        ),
         tls: match &l.tls {
             Some(t) => Some(
                 super::tls::server::TlsServer::new(

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use super::addr::{ClientAddr, ConnMeta};
 use super::drain::DrainWatch;
-use super::http::detect::Proto;
-use super::http::{self, ListenerContext};
+use super::http::sniff::Proto;
+use super::http::{self, Downstream, ListenerContext};
 use super::tls::server::{Negotiated, TlsServer};
+use crate::addr::ClientAddr;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ListenerError {
@@ -22,6 +22,15 @@ pub enum ListenerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+}
+
+/// Print a machine-readable line on stdout (bound addresses, for tests and
+/// benchmarks); a closed stdout is ignored rather than fatal.
+pub fn announce(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }
 
 pub struct Listener {
@@ -65,16 +74,20 @@ impl Listener {
             match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let meta = ConnMeta {
-                        client: ClientAddr(peer),
-                        orig_dst: None,
-                    };
+                    let client = ClientAddr(peer);
                     match ctx.state.load().tls.clone() {
                         None => {
-                            tokio::spawn(http::serve(stream, meta, ctx.clone(), drain.clone()));
+                            let conn = Downstream::new(client, ctx.clone(), drain.clone());
+                            tokio::spawn(http::serve(stream, conn));
                         }
                         Some(tls) => {
-                            tokio::spawn(serve_tls(tls, stream, meta, ctx.clone(), drain.clone()));
+                            tokio::spawn(serve_tls(
+                                tls,
+                                stream,
+                                client,
+                                ctx.clone(),
+                                drain.clone(),
+                            ));
                         }
                     }
                 }
@@ -94,11 +107,11 @@ impl Listener {
 async fn serve_tls(
     tls: Arc<TlsServer>,
     stream: tokio::net::TcpStream,
-    meta: ConnMeta,
+    client: ClientAddr,
     ctx: Arc<ListenerContext>,
     drain: DrainWatch,
 ) {
-    let Some((stream, alpn)) = tls.accept(stream, meta.client.0).await else {
+    let Some((stream, alpn)) = tls.accept(stream, client.0).await else {
         return;
     };
     drop(tls);
@@ -107,5 +120,10 @@ async fn serve_tls(
         Negotiated::Http1 => Some(Proto::Http1),
         Negotiated::None => None,
     };
-    http::serve_with(stream, meta, ctx, drain, None, proto, true).await;
+    let conn = Downstream {
+        proto,
+        https: true,
+        ..Downstream::new(client, ctx, drain)
+    };
+    http::serve(stream, conn).await;
 }

@@ -12,15 +12,13 @@ use arc_swap::ArcSwap;
 use tokio::sync::Mutex;
 
 use super::build::{self, BuildError, ClusterMap};
-use super::drain::{self, DrainSignal};
-use super::http::ListenerContext;
-use super::intercept::table::{OutboundTable, VirtualListener};
+use super::drain::{self, DRAIN_GRACE, DrainSignal, DrainWatch};
+use super::http::{ListenerContext, ListenerState};
 use super::listener::{Listener, ListenerError};
 use super::metrics::Metrics;
+use super::upstream::connector::{Connector, Tcp};
+use super::virtual_listener::{VirtualListener, VirtualListeners};
 use crate::config::ProxyConfig;
-
-/// How long a removed listener's connections may finish their requests.
-pub const DRAIN_GRACE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -51,12 +49,17 @@ pub struct Runtime {
     state: Mutex<State>,
     /// Effective config, for `/config_dump` without taking the lock.
     pub effective: ArcSwap<Option<Arc<ProxyConfig>>>,
-    /// Intercepted outbound dispatch by original destination (`proxy::intercept`).
-    pub outbound: ArcSwap<OutboundTable>,
+    /// `bind_to_port: false` listeners by the original destination they claim.
+    pub virtual_listeners: ArcSwap<VirtualListeners>,
+    /// How clusters open their upstream connections.
+    connector: Arc<dyn Connector>,
     /// `protocol_detection_timeout` in ms; 0: no limit.
     detection_timeout_ms: AtomicU64,
     started: AtomicBool,
     draining: AtomicBool,
+    /// Drains connections handed to the engine from outside its listeners
+    /// (interception), with the rest in [`Runtime::drain_all`].
+    handed_over: DrainSignal,
     /// What the data path detected and loaded, as JSON, for `GET /datapath`;
     /// set once the data path is up (the proxy does not know its types).
     pub datapath_status: std::sync::OnceLock<String>,
@@ -66,15 +69,23 @@ pub struct Runtime {
 const DEFAULT_DETECTION_TIMEOUT_MS: u64 = 100;
 
 impl Runtime {
+    /// Clusters connect over plain TCP.
     pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self::with_connector(metrics, Arc::new(Tcp))
+    }
+
+    /// Clusters open their upstream connections through `connector`.
+    pub fn with_connector(metrics: Arc<Metrics>, connector: Arc<dyn Connector>) -> Self {
         Self {
             metrics,
+            connector,
             state: Mutex::new(State::default()),
             effective: ArcSwap::from_pointee(None),
-            outbound: ArcSwap::from_pointee(OutboundTable::default()),
+            virtual_listeners: ArcSwap::from_pointee(VirtualListeners::default()),
             detection_timeout_ms: AtomicU64::new(DEFAULT_DETECTION_TIMEOUT_MS),
             started: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            handed_over: drain::channel(DRAIN_GRACE).0,
             datapath_status: std::sync::OnceLock::new(),
         }
     }
@@ -83,103 +94,19 @@ impl Runtime {
     /// keeps serving.
     pub async fn apply(&self, cfg: ProxyConfig) -> Result<(), ApplyError> {
         let mut st = self.state.lock().await;
-        let clusters = build::clusters(&cfg, &st.clusters, &self.metrics)?;
+        let clusters = build::clusters(&cfg, &st.clusters, &self.metrics, &self.connector)?;
         let mut states = Vec::new();
         for (i, l) in cfg.listeners.iter().enumerate() {
             let path = format!("listeners[{i}] ({})", l.name);
             states.push(build::listener_state(l, &path, &clusters, &self.metrics)?);
         }
         // Bind new (or moved) listeners before changing anything.
-        let mut fresh = Vec::new();
-        for (l, s) in cfg.listeners.iter().zip(&mut states) {
-            if !l.bind_to_port {
-                continue;
-            }
-            let keep = st
-                .listeners
-                .get(&l.name)
-                .is_some_and(|r| r.configured == l.address);
-            if keep {
-                continue;
-            }
-            let s = std::mem::replace(s, empty_state());
-            let ctx = Arc::new(ListenerContext {
-                name: l.name.as_str().into(),
-                metrics: self.metrics.listener(&l.name),
-                state: ArcSwap::from_pointee(s),
-            });
-            let (signal, watch) = drain::channel(DRAIN_GRACE);
-            let lis = Listener::bind(l.address, ctx.clone(), watch).await?;
-            let bound = lis.local_addr().unwrap_or(l.address);
-            fresh.push((l.name.clone(), l.address, bound, ctx, signal, lis));
-        }
+        let fresh = self.bind_fresh(&st, &cfg, &mut states).await?;
         // Commit: swap route tables of kept listeners, start fresh ones, drain removed ones.
-        let mut virtuals = HashMap::new();
-        let mut claims = Vec::new();
-        for (l, s) in cfg.listeners.iter().zip(states) {
-            if !l.bind_to_port {
-                let ctx = match st.virtual_listeners.remove(&l.name) {
-                    Some(ctx) => {
-                        ctx.state.store(Arc::new(s));
-                        ctx
-                    }
-                    None => Arc::new(ListenerContext {
-                        name: l.name.as_str().into(),
-                        metrics: self.metrics.listener(&l.name),
-                        state: ArcSwap::from_pointee(s),
-                    }),
-                };
-                let vl = VirtualListener {
-                    name: ctx.name.clone(),
-                    ctx: ctx.clone(),
-                    server_names: l.server_names.iter().map(String::as_str).collect(),
-                };
-                claims.push((l.address, Arc::new(vl)));
-                virtuals.insert(l.name.clone(), ctx);
-                continue;
-            }
-            if let Some(r) = st.listeners.get(&l.name)
-                && r.configured == l.address
-            {
-                r.ctx.state.store(Arc::new(s));
-            }
-        }
-        for (name, configured, bound, ctx, drain, lis) in fresh {
-            if let Some(old) = st.listeners.remove(&name) {
-                old.drain.drain();
-            }
-            log::info!("listener {name}: listening on {bound}");
-            // Machine-readable line for tests and benchmarks.
-            super::announce(format_args!("weir: listener {name} listening on {bound}"));
-            tokio::spawn(lis.run());
-            st.listeners.insert(
-                name,
-                RunningListener {
-                    configured,
-                    bound,
-                    ctx,
-                    drain,
-                },
-            );
-        }
-        let names: Vec<String> = st
-            .listeners
-            .keys()
-            .filter(|n| {
-                !cfg.listeners
-                    .iter()
-                    .any(|l| l.bind_to_port && &&l.name == n)
-            })
-            .cloned()
-            .collect();
-        for n in names {
-            if let Some(old) = st.listeners.remove(&n) {
-                log::info!("listener {n}: removed, draining");
-                old.drain.drain();
-            }
-        }
-        st.virtual_listeners = virtuals;
-        self.outbound.store(Arc::new(OutboundTable::new(
+        let claims = self.swap_states(&mut st, &cfg, states);
+        start(&mut st, fresh);
+        drain_removed(&mut st, &cfg);
+        self.virtual_listeners.store(Arc::new(VirtualListeners::new(
             claims,
             cfg.outbound_traffic_policy,
         )));
@@ -193,6 +120,80 @@ impl Runtime {
         self.effective.store(Arc::new(Some(cfg)));
         self.started.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// Bind the listeners that are new or moved (their state is taken out
+    /// of `states`); nothing starts yet.
+    async fn bind_fresh(
+        &self,
+        st: &State,
+        cfg: &ProxyConfig,
+        states: &mut [ListenerState],
+    ) -> Result<Vec<Fresh>, ApplyError> {
+        let mut fresh = Vec::new();
+        for (l, s) in cfg.listeners.iter().zip(states) {
+            let kept = st
+                .listeners
+                .get(&l.name)
+                .is_some_and(|r| r.configured == l.address);
+            if !l.bind_to_port || kept {
+                continue;
+            }
+            let s = std::mem::replace(s, empty_state());
+            let ctx = Arc::new(ListenerContext::new(&l.name, s, &self.metrics));
+            let (drain, watch) = drain::channel(DRAIN_GRACE);
+            let listener = Listener::bind(l.address, ctx.clone(), watch).await?;
+            let bound = listener.local_addr().unwrap_or(l.address);
+            fresh.push(Fresh {
+                name: l.name.clone(),
+                running: RunningListener {
+                    configured: l.address,
+                    bound,
+                    ctx,
+                    drain,
+                },
+                listener,
+            });
+        }
+        Ok(fresh)
+    }
+
+    /// Give kept listeners and virtual listeners their new state; returns
+    /// the virtual listeners by the address they claim.
+    fn swap_states(
+        &self,
+        st: &mut State,
+        cfg: &ProxyConfig,
+        states: Vec<ListenerState>,
+    ) -> Vec<(SocketAddr, Arc<VirtualListener>)> {
+        let mut virtuals = HashMap::new();
+        let mut claims = Vec::new();
+        for (l, s) in cfg.listeners.iter().zip(states) {
+            if l.bind_to_port {
+                if let Some(r) = st.listeners.get(&l.name)
+                    && r.configured == l.address
+                {
+                    r.ctx.state.store(Arc::new(s));
+                }
+                continue;
+            }
+            let ctx = match st.virtual_listeners.remove(&l.name) {
+                Some(ctx) => {
+                    ctx.state.store(Arc::new(s));
+                    ctx
+                }
+                None => Arc::new(ListenerContext::new(&l.name, s, &self.metrics)),
+            };
+            let vl = VirtualListener {
+                name: ctx.name.clone(),
+                ctx: ctx.clone(),
+                server_names: l.server_names.iter().map(String::as_str).collect(),
+            };
+            claims.push((l.address, Arc::new(vl)));
+            virtuals.insert(l.name.clone(), ctx);
+        }
+        st.virtual_listeners = virtuals;
+        claims
     }
 
     /// Ready once a config is installed and every cluster finished its first
@@ -243,9 +244,16 @@ impl Runtime {
         }
     }
 
+    /// The drain handle of a connection handed to the engine from outside
+    /// its listeners.
+    pub fn drain_watch(&self) -> DrainWatch {
+        self.handed_over.watch()
+    }
+
     /// Stop accepting everywhere and let connections finish.
     pub async fn drain_all(&self) {
         self.draining.store(true, Ordering::Release);
+        self.handed_over.drain();
         let st = self.state.lock().await;
         for r in st.listeners.values() {
             r.drain.drain();
@@ -253,8 +261,50 @@ impl Runtime {
     }
 }
 
-fn empty_state() -> super::http::ListenerState {
-    super::http::ListenerState {
+/// A listener bound by `apply`, not started yet.
+struct Fresh {
+    name: String,
+    running: RunningListener,
+    listener: Listener,
+}
+
+/// Start the fresh listeners, draining any older one of the same name.
+fn start(st: &mut State, fresh: Vec<Fresh>) {
+    for f in fresh {
+        if let Some(old) = st.listeners.remove(&f.name) {
+            old.drain.drain();
+        }
+        let (name, bound) = (f.name, f.running.bound);
+        log::info!("listener {name}: listening on {bound}");
+        // Machine-readable line for tests and benchmarks.
+        super::listener::announce(format_args!("weir: listener {name} listening on {bound}"));
+        tokio::spawn(f.listener.run());
+        st.listeners.insert(name, f.running);
+    }
+}
+
+/// Drain the running listeners `cfg` no longer has.
+fn drain_removed(st: &mut State, cfg: &ProxyConfig) {
+    let gone: Vec<String> = st
+        .listeners
+        .keys()
+        .filter(|n| {
+            !cfg.listeners
+                .iter()
+                .any(|l| l.bind_to_port && &&l.name == n)
+        })
+        .cloned()
+        .collect();
+    for n in gone {
+        if let Some(old) = st.listeners.remove(&n) {
+            log::info!("listener {n}: removed, draining");
+            old.drain.drain();
+        }
+    }
+}
+
+fn empty_state() -> ListenerState {
+    ListenerState {
         routes: Default::default(),
         settings: super::http::ConnSettings {
             idle_timeout: None,

@@ -1,28 +1,23 @@
-//! The seam between enrollment and the proxy: every intercepted connection is
-//! served by the proxy's `Interceptor`, which detects its protocol and routes,
-//! passes through or forwards it to the pod's application.
+//! The seam between enrollment and interception, which do not import each
+//! other: enrollment hands connections to an `enroll::Intercept` (the role),
+//! interception's `Interceptor` serves them (detects the protocol, routes,
+//! passes through or forwards to the pod's application); [`Seam`] is the one
+//! joining them.
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::enroll::{InboundConn, Intercept, LocalPodGuard, OutboundConn, PodContext};
+use crate::intercept::{AppConnector, Interceptor, LocalPod, PodIdentity};
 use crate::pods::InboundPorts;
-use crate::proxy::intercept::local::{self, LocalPod};
-use crate::proxy::intercept::{AppConnector, Interceptor, PodIdentity};
-use crate::proxy::runtime::Runtime;
 
-pub(super) fn for_runtime(runtime: &Arc<Runtime>) -> Arc<dyn Intercept> {
-    Arc::new(ProxyIntercept {
-        interceptor: Interceptor::new(Arc::clone(runtime)),
-        runtime: Arc::clone(runtime),
-    })
+pub(super) fn for_interceptor(interceptor: &Interceptor) -> Arc<dyn Intercept> {
+    Arc::new(Seam(interceptor.clone()))
 }
 
-struct ProxyIntercept {
-    interceptor: Interceptor,
-    runtime: Arc<Runtime>,
-}
+/// `enroll::Intercept` served by an `Interceptor`.
+struct Seam(Interceptor);
 
 fn identity(pod: &PodContext) -> PodIdentity {
     PodIdentity {
@@ -31,9 +26,9 @@ fn identity(pod: &PodContext) -> PodIdentity {
     }
 }
 
-impl Intercept for ProxyIntercept {
+impl Intercept for Seam {
     fn outbound(&self, conn: OutboundConn) {
-        let interceptor = self.interceptor.clone();
+        let interceptor = self.0.clone();
         tokio::spawn(async move {
             let source = identity(&conn.pod);
             interceptor
@@ -43,7 +38,7 @@ impl Intercept for ProxyIntercept {
     }
 
     fn inbound(&self, conn: InboundConn) {
-        let interceptor = self.interceptor.clone();
+        let interceptor = self.0.clone();
         tokio::spawn(async move {
             let pod = identity(&conn.pod);
             let app: Arc<dyn AppConnector> = Arc::new(PodApp(Arc::clone(&conn.pod)));
@@ -59,13 +54,12 @@ impl Intercept for ProxyIntercept {
         ips: &[IpAddr],
         ports: &InboundPorts,
     ) -> Option<LocalPodGuard> {
-        let guard = local::register(
+        let guard = self.0.register_local(
             ips,
             LocalPod {
                 identity: identity(pod),
                 ports: ports.clone(),
                 app: Arc::new(PodApp(Arc::clone(pod))),
-                metrics: self.runtime.metrics.clone(),
             },
         );
         Some(Box::new(guard))

@@ -20,17 +20,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::signal::unix::{SignalKind, signal};
-
 use crate::datapath::{Datapath, DatapathError, DatapathOptions};
 use crate::enroll::Enroller;
+use crate::intercept::Interceptor;
 use crate::node::cgroup::{CgroupError, cgroup2_root};
 use crate::pods::{KubernetesError, PodsFileError};
 use crate::privilege::{self, PrivilegeError};
-use crate::proxy::{ProxyError, admin, metrics::Metrics, reload, runtime::Runtime};
+use crate::proxy::{ProxyError, Serving, metrics::Metrics};
 
-/// How long in-flight requests get to finish on SIGTERM.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How soon a pod that could not be enrolled is tried again (a pod whose
 /// sandbox the kubelet is still making appears within a few of these), and
 /// the longest wait the back-off reaches while failures persist (a bad
@@ -108,18 +105,10 @@ fn agent_runtime(
 }
 
 async fn serve(options: &RunOptions) -> Result<(), RunError> {
-    // Before anything can announce readiness: see `ConfigWatch`.
-    let mut term = signal(SignalKind::terminate()).map_err(ProxyError::Signal)?;
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(ProxyError::Signal)?;
-    let config_watch = reload::ConfigWatch::start(&options.config);
-    let config = crate::config::load_file(&options.config).map_err(ProxyError::from)?;
-    let admin_addr = config.admin.map(|a| a.address);
-    let stats_addr = config.stats.map(|a| a.address);
-    let runtime = Arc::new(Runtime::new(Arc::new(
-        Metrics::new().map_err(ProxyError::from)?,
-    )));
-    runtime.apply(config).await.map_err(ProxyError::from)?;
-    let config_watch = tokio::spawn(config_watch.run(Arc::clone(&runtime)));
+    let metrics = Arc::new(Metrics::new().map_err(ProxyError::from)?);
+    let interceptor = Interceptor::new(metrics).map_err(ProxyError::from)?;
+    let runtime = Arc::clone(interceptor.runtime());
+    let mut serving = Serving::start(&options.config, Arc::clone(&runtime)).await?;
 
     let datapath = Datapath::load_with(&DatapathOptions {
         pin_root: Some(options.pin_root.clone()),
@@ -127,11 +116,14 @@ async fn serve(options: &RunOptions) -> Result<(), RunError> {
     })?;
     privilege::drop_after_load()?;
     let _ = runtime.datapath_status.set(datapath.status().to_json());
-    let mut enroller = Enroller::new(datapath, intercept::for_runtime(&runtime), cgroup2_root()?);
+    let intercept = intercept::for_interceptor(&interceptor);
+    let mut enroller = Enroller::new(datapath, intercept, cgroup2_root()?);
     let mut pods = tokio::select! {
         started = options.pods.start() => started?,
-        _ = term.recv() => { log::info!("SIGTERM before the first list of pods: stopping"); return Ok(()); }
-        _ = interrupt.recv() => { log::info!("SIGINT before the first list of pods: stopping"); return Ok(()); }
+        signal = serving.stop_signal() => {
+            log::info!("{signal} before the first list of pods: stopping");
+            return Ok(());
+        }
     };
     let mut reporter = report::Reporter::default();
     let mut desired = Arc::clone(&pods.pods.borrow_and_update());
@@ -146,9 +138,7 @@ async fn serve(options: &RunOptions) -> Result<(), RunError> {
     }
     // The admin listener (and so `/ready`) comes up once the pods that were
     // there at start are enrolled.
-    admin::start_endpoints(admin_addr, stats_addr, &runtime)
-        .await
-        .map_err(ProxyError::from)?;
+    serving.open_admin().await?;
     log::info!(
         "weir agent running: {} pod(s) enrolled",
         enroller.enrolled().len()
@@ -169,18 +159,12 @@ async fn serve(options: &RunOptions) -> Result<(), RunError> {
                 retry = reporter.report(&enroller.reconcile(&desired));
                 retry_after = (retry_after * 2).min(RETRY_MAX);
             }
-            _ = term.recv() => { log::info!("SIGTERM: stopping"); break; }
-            _ = interrupt.recv() => { log::info!("SIGINT: stopping"); break; }
+            signal = serving.stop_signal() => { log::info!("{signal}: stopping"); break; }
         }
     }
     // Listeners close with the enroller; pinned state stays for the next agent.
     drop(enroller);
     pods.task.abort();
-    config_watch.abort();
-    runtime.drain_all().await;
-    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
-    while runtime.active_connections().await > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    serving.shutdown().await;
     Ok(())
 }

@@ -83,12 +83,12 @@ pub async fn start_endpoints(
         }
         let bound = start(addr, rt.clone()).await?;
         log::info!("admin listening on {bound}");
-        super::announce(format_args!("weir: admin listening on {bound}"));
+        super::listener::announce(format_args!("weir: admin listening on {bound}"));
     }
     if let Some(addr) = stats {
         let bound = bind(Endpoints::Stats, addr, rt.clone()).await?;
         log::info!("stats listening on {bound}");
-        super::announce(format_args!("weir: stats listening on {bound}"));
+        super::listener::announce(format_args!("weir: stats listening on {bound}"));
     }
     Ok(())
 }

@@ -23,6 +23,7 @@ use self::breaker::Breaker;
 use self::endpoint::Endpoint;
 use self::forward_proxy::{DnsCache, DnsCacheParams};
 use self::outlier::{Outcome, OutlierPolicy};
+pub use self::resolver::Family;
 use self::resolver::Resolver;
 use super::balance::{Balancer, Policy};
 use super::metrics::ClusterMetrics;
@@ -31,24 +32,6 @@ use super::upstream::pool::Pool;
 
 /// Envoy's default `healthy_panic_threshold` (percent of endpoints healthy).
 pub const HEALTHY_PANIC_THRESHOLD_PERCENT: usize = 50;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    Auto,
-    V4Only,
-    V6Only,
-}
-
-impl Family {
-    /// Whether a resolved address is of this family (`dns_lookup_family`).
-    pub fn admits(self, addr: &SocketAddr) -> bool {
-        match self {
-            Self::Auto => true,
-            Self::V4Only => addr.is_ipv4(),
-            Self::V6Only => addr.is_ipv6(),
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub enum Discovery {

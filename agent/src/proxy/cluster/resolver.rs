@@ -18,7 +18,24 @@ use hickory_resolver::config::{LookupIpStrategy, NameServerConfig, ResolverConfi
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::Name;
 
-use super::Family;
+/// Address families a cluster takes from resolution (`dns_lookup_family`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Auto,
+    V4Only,
+    V6Only,
+}
+
+impl Family {
+    /// Whether a resolved address is of this family.
+    pub fn admits(self, addr: &SocketAddr) -> bool {
+        match self {
+            Self::Auto => true,
+            Self::V4Only => addr.is_ipv4(),
+            Self::V6Only => addr.is_ipv6(),
+        }
+    }
+}
 
 /// What the config says about resolution, merged (top-level `dns`, then the
 /// cluster's own `dns_resolvers`).

@@ -11,7 +11,7 @@ use http::{HeaderValue, Request, Response, StatusCode};
 
 use super::authority::{self, Invalid};
 use super::local;
-use crate::proxy::body::RespBody;
+use crate::proxy::body::response::RespBody;
 
 /// Why a request head was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -13,7 +13,7 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::proxy::body::RespBody;
+use crate::proxy::body::response::RespBody;
 
 /// The most body bytes read and dropped to keep a connection.
 pub const MAX_DISCARD_BYTES: u64 = 1024 * 1024;

@@ -10,7 +10,7 @@ use http::Response;
 use http::header::CONTENT_TYPE;
 use http_body::{Body, Frame, SizeHint};
 
-use crate::proxy::body::{BodyError, RespBody};
+use crate::proxy::body::response::{BodyError, RespBody};
 use crate::proxy::metrics::GrpcMetrics;
 
 static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");

@@ -4,7 +4,7 @@ use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_TYPE, HeaderValue};
 use http::{Response, StatusCode};
 
-use crate::proxy::body::RespBody;
+use crate::proxy::body::response::RespBody;
 
 pub const NO_HEALTHY_UPSTREAM: &str = "no healthy upstream";
 pub const UPSTREAM_TIMEOUT: &str = "upstream request timeout";

@@ -2,17 +2,19 @@
 //! AsyncRead + AsyncWrite stream and a per-listener context, so TLS or
 //! eBPF-intercepted sockets can feed it as well as plain TCP.
 
+pub mod activity;
 pub mod admission;
+pub(crate) mod attempt;
 pub mod authority;
-pub mod detect;
 pub mod discard;
 pub mod forward;
 pub mod grpc;
+mod hop;
 pub mod internal;
-pub mod io;
 pub mod local;
 pub mod request_id;
 pub mod service;
+pub mod sniff;
 pub mod upgrade;
 pub mod watchdog;
 
@@ -22,18 +24,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use bytes::BytesMut;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use self::detect::{Prefixed, Proto};
-use self::io::{ConnShared, MeteredIo};
+use self::activity::{Activity, ConnShared};
 use self::service::ConnService;
+use self::sniff::Proto;
 use self::watchdog::Verdict;
-use super::addr::ConnMeta;
 use super::drain::DrainWatch;
+use super::io::Io;
 use super::metrics::{GaugeGuard, ListenerMetrics};
 use super::route::RouteTable;
 use super::tls::server::TlsServer;
+use crate::addr::ClientAddr;
 use crate::config::Codec;
 
 /// Connection-level settings of a listener (`None` = disabled).
@@ -66,6 +70,16 @@ pub struct ListenerContext {
     pub state: ArcSwap<ListenerState>,
 }
 
+impl ListenerContext {
+    pub fn new(name: &str, state: ListenerState, metrics: &super::metrics::Metrics) -> Self {
+        Self {
+            name: name.into(),
+            metrics: metrics.listener(name),
+            state: ArcSwap::from_pointee(state),
+        }
+    }
+}
+
 /// Per-connection additions to request handling, set by callers that know
 /// more about a connection than its listener (interception: the source pod).
 pub trait RequestHook: Send + Sync + 'static {
@@ -84,55 +98,74 @@ pub trait RequestHook: Send + Sync + 'static {
 /// allocation per request, so it is only set when it differs.
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
+/// A downstream connection as [`serve`] takes it: its peer, its listener,
+/// its drain handle, and what the caller knows beyond those.
+pub struct Downstream {
+    pub client: ClientAddr,
+    pub ctx: Arc<ListenerContext>,
+    pub drain: DrainWatch,
+    /// Per-connection additions to request handling (interception: the source pod).
+    pub hook: Option<Arc<dyn RequestHook>>,
+    /// The protocol when already decided (by TLS ALPN); else the listener's codec decides.
+    pub proto: Option<Proto>,
+    /// TLS-terminated (`x-forwarded-proto: https`).
+    pub https: bool,
+}
+
+impl Downstream {
+    /// A cleartext connection with nothing known beyond its listener.
+    pub fn new(client: ClientAddr, ctx: Arc<ListenerContext>, drain: DrainWatch) -> Self {
+        Self {
+            client,
+            ctx,
+            drain,
+            hook: None,
+            proto: None,
+            https: false,
+        }
+    }
+}
+
 /// Serve HTTP on `io` until the peer closes, a timeout fires, or a drain
 /// finishes (graceful first, forced after the drain grace period). The
-/// protocol follows the listener's codec (`auto`: sniffed, see `detect`).
-pub async fn serve<S>(io: S, meta: ConnMeta, ctx: Arc<ListenerContext>, drain: DrainWatch)
+/// protocol follows the listener's codec (`auto`: sniffed, see `sniff`).
+pub async fn serve<S>(io: S, conn: Downstream)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    serve_with(io, meta, ctx, drain, None, None, false).await
-}
-
-/// [`serve`] with a per-connection [`RequestHook`], the protocol already
-/// decided (`Some`: by TLS ALPN) and whether the connection is TLS
-/// (`x-forwarded-proto: https`).
-pub async fn serve_with<S>(
-    io: S,
-    meta: ConnMeta,
-    ctx: Arc<ListenerContext>,
-    mut drain: DrainWatch,
-    hook: Option<Arc<dyn RequestHook>>,
-    proto: Option<Proto>,
-    https: bool,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+    let Downstream {
+        client,
+        ctx,
+        mut drain,
+        hook,
+        proto,
+        https,
+    } = conn;
     let settings = ctx.state.load().settings.clone();
     ctx.metrics.cx_total.inc();
     let _active = GaugeGuard::new(&ctx.metrics.cx_active);
     let shared = Arc::new(ConnShared::default());
-    let mut io = Prefixed::new(MeteredIo::new(
-        io,
+    let activity = Activity::new(
         shared.clone(),
         ctx.metrics.rx_bytes.clone(),
         ctx.metrics.tx_bytes.clone(),
-    ));
-    let proto = match (proto, settings.codec) {
-        (Some(p), _) => p,
-        (None, Codec::Http1) => Proto::Http1,
-        (None, Codec::Http2) => Proto::Http2,
+    );
+    let mut io = Io::new(io, activity);
+    let (proto, sniffed) = match (proto, settings.codec) {
+        (Some(p), _) => (p, BytesMut::new()),
+        (None, Codec::Http1) => (Proto::Http1, BytesMut::new()),
+        (None, Codec::Http2) => (Proto::Http2, BytesMut::new()),
         (None, Codec::Auto) => {
             let wait = settings.idle_timeout.unwrap_or(Duration::MAX);
             let sniffed = tokio::select! {
-                r = tokio::time::timeout(wait, io.sniff()) => r,
+                r = tokio::time::timeout(wait, sniff::sniff(&mut io)) => r,
                 _ = drain.signaled() => return,
             };
             match sniffed {
-                Ok(Ok(Some(p))) => p,
-                Ok(Ok(None)) => return,
+                Ok(Ok((Some(p), prefix))) => (p, prefix),
+                Ok(Ok((None, _))) => return,
                 Ok(Err(e)) => {
-                    log::debug!("listener {}: {:?}: {e}", ctx.name, meta.client);
+                    log::debug!("listener {}: {:?}: {e}", ctx.name, client);
                     return;
                 }
                 Err(_) => return,
@@ -147,7 +180,8 @@ pub async fn serve_with<S>(
         proto,
         https,
     };
-    let io = TokioIo::new(io);
+    // The bytes sniffed (already counted) go to the codec first.
+    let io = TokioIo::new(Io::with_prefix(io, sniffed, ()));
     match proto {
         Proto::Http1 => {
             // Header-read and idle timeouts are ours (`watchdog`), not
@@ -174,7 +208,7 @@ pub async fn serve_with<S>(
                 &settings,
                 header_timeout,
                 &ctx,
-                &meta,
+                &client,
                 drain,
             )
             .await;
@@ -193,7 +227,7 @@ pub async fn serve_with<S>(
                 &settings,
                 None,
                 &ctx,
-                &meta,
+                &client,
                 drain,
             )
             .await;
@@ -210,7 +244,7 @@ async fn drive<C>(
     settings: &ConnSettings,
     header_timeout: Option<Duration>,
     ctx: &ListenerContext,
-    meta: &ConnMeta,
+    client: &ClientAddr,
     mut drain: DrainWatch,
 ) where
     C: Future<Output = Result<(), hyper::Error>>,
@@ -244,7 +278,7 @@ async fn drive<C>(
                         // hyper answered 400/414/431 for a malformed or oversized head
                         ctx.metrics.response(if e.is_parse_too_large() { 431 } else { 400 });
                     }
-                    log::debug!("listener {}: connection from {:?} closed: {e}", ctx.name, meta.client);
+                    log::debug!("listener {}: connection from {:?} closed: {e}", ctx.name, client);
                 }
                 return;
             }

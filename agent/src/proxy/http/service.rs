@@ -13,13 +13,13 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
 use http_body::Body as _;
 use hyper::body::Incoming;
 
-use super::detect::Proto;
-use super::io::ConnShared;
+use super::activity::ConnShared;
+use super::sniff::Proto;
 use super::{
     ListenerContext, ListenerState, admission, discard, forward, grpc, internal, local, request_id,
     upgrade,
 };
-use crate::proxy::body::RespBody;
+use crate::proxy::body::response::RespBody;
 use crate::proxy::route::action::Action;
 
 static X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");

@@ -9,7 +9,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::io::ConnShared;
+use super::activity::ConnShared;
 use crate::proxy::cluster::outlier::now_ms;
 
 #[derive(Debug, PartialEq, Eq)]

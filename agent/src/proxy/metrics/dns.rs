@@ -2,7 +2,7 @@
 
 use prometheus::{IntCounter, IntCounterVec, Registry};
 
-use super::{MetricsError, counter};
+use super::family::{MetricsError, counter};
 
 pub(super) struct Families {
     attempt: IntCounterVec,

@@ -4,7 +4,7 @@ use prometheus::{
     Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry,
 };
 
-use super::{CLASSES, MetricsError, class_index, counter, duration_histogram, gauge};
+use super::family::{CLASSES, MetricsError, class_index, counter, duration_histogram, gauge};
 
 pub(super) struct Families {
     cx_total: IntCounterVec,

@@ -1,7 +1,8 @@
 //! Proxy metrics, Envoy meanings with Prometheus names (see `docs/metrics.md`).
 //!
 //! Each subsystem registers its families in the shared registry
-//! (`downstream`, `upstream`, `dns`, config reloads here). The request path
+//! (`downstream`, `upstream`, `dns`, config reloads here; interception
+//! its own, through [`Metrics::registry`]). The request path
 //! never calls `with_label_values`: each listener and cluster resolves its
 //! handles once into [`ListenerMetrics`] / [`ClusterMetrics`] when the
 //! runtime state is built.
@@ -9,34 +10,17 @@
 mod dns;
 mod downstream;
 pub mod envoy;
+mod family;
 pub mod tls;
 mod upstream;
 
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
-};
+use prometheus::{Encoder, IntCounterVec, Registry, TextEncoder};
 
 pub use self::dns::DnsMetrics;
 pub use self::downstream::{GrpcMetrics, ListenerMetrics, PROTOCOLS};
+pub use self::family::{CLASSES, GaugeGuard, MetricsError, class_index, counter};
 pub use self::tls::{HandshakeFailure, TlsMetrics};
 pub use self::upstream::ClusterMetrics;
-
-/// Upper bounds (seconds) of the request duration histograms: Envoy's
-/// default histogram buckets (0.5 ms .. 1 h), converted from ms to seconds.
-pub const DURATION_BUCKETS_SECONDS: &[f64] = &[
-    0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-    300.0, 600.0, 1800.0, 3600.0,
-];
-
-/// HTTP status classes, the `response_code_class` label values.
-const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-
-#[derive(Debug, thiserror::Error)]
-pub enum MetricsError {
-    #[error("registering metric family: {0}")]
-    Register(#[from] prometheus::Error),
-}
 
 /// Every metric family of the proxy, by subsystem, in one registry.
 pub struct Metrics {
@@ -46,45 +30,6 @@ pub struct Metrics {
     dns: dns::Families,
     tls: tls::Families,
     reloads: IntCounterVec,
-    /// Interception families (`weir_intercept_*`).
-    pub intercept: super::intercept::metrics::InterceptMetrics,
-}
-
-pub(crate) fn counter(
-    reg: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> Result<IntCounterVec, MetricsError> {
-    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-    reg.register(Box::new(c.clone()))?;
-    Ok(c)
-}
-
-pub(crate) fn gauge(
-    reg: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> Result<IntGaugeVec, MetricsError> {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
-    reg.register(Box::new(g.clone()))?;
-    Ok(g)
-}
-
-/// A duration histogram family with Envoy's bucket bounds, registered.
-pub(crate) fn duration_histogram(
-    reg: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> Result<HistogramVec, MetricsError> {
-    let h = HistogramVec::new(
-        HistogramOpts::new(name, help).buckets(DURATION_BUCKETS_SECONDS.to_vec()),
-        labels,
-    )?;
-    reg.register(Box::new(h.clone()))?;
-    Ok(h)
 }
 
 impl Metrics {
@@ -112,9 +57,14 @@ impl Metrics {
             dns: dns::Families::new(&registry)?,
             tls: tls::Families::new(&registry)?,
             reloads,
-            intercept: super::intercept::metrics::InterceptMetrics::new(&registry)?,
             registry,
         })
+    }
+
+    /// The shared registry, for subsystems outside the engine (interception)
+    /// to register their own families in, so one scrape shows them all.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// Prometheus text exposition of every family.
@@ -155,27 +105,6 @@ impl Metrics {
         self.reloads
             .with_label_values(&[if ok { "success" } else { "failure" }])
             .inc();
-    }
-}
-
-/// Index into a per-class counter array for a status code.
-pub fn class_index(status: u16) -> usize {
-    (usize::from(status / 100)).clamp(1, 5) - 1
-}
-
-/// RAII guard: increments a gauge now, decrements it on drop.
-pub struct GaugeGuard(IntGauge);
-
-impl GaugeGuard {
-    pub fn new(g: &IntGauge) -> Self {
-        g.inc();
-        Self(g.clone())
-    }
-}
-
-impl Drop for GaugeGuard {
-    fn drop(&mut self) {
-        self.0.dec();
     }
 }
 

@@ -3,7 +3,7 @@
 
 use prometheus::{IntCounter, IntCounterVec, Registry};
 
-use super::{MetricsError, counter};
+use super::family::{MetricsError, counter};
 
 /// Why a handshake failed: the `reason` label values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,8 +105,10 @@ impl Families {
             handshakes: self.ds_ok.with_label_values(&[name]),
             failures: HandshakeFailure::ALL
                 .map(|f| self.ds_fail.with_label_values(&[name, f.as_str()])),
-            reload_ok: self.reloads.with_label_values(&[name, "success"]),
-            reload_fail: self.reloads.with_label_values(&[name, "failure"]),
+            reloads: Some(CertReloads {
+                ok: self.reloads.with_label_values(&[name, "success"]),
+                failed: self.reloads.with_label_values(&[name, "failure"]),
+            }),
         }
     }
 
@@ -115,8 +117,7 @@ impl Families {
             handshakes: self.us_ok.with_label_values(&[name]),
             failures: HandshakeFailure::ALL
                 .map(|f| self.us_fail.with_label_values(&[name, f.as_str()])),
-            reload_ok: IntCounter::new("unused", "unused").expect("static opts"),
-            reload_fail: IntCounter::new("unused", "unused").expect("static opts"),
+            reloads: None,
         }
     }
 }
@@ -126,8 +127,15 @@ impl Families {
 pub struct TlsMetrics {
     pub handshakes: IntCounter,
     failures: [IntCounter; 9],
-    pub reload_ok: IntCounter,
-    pub reload_fail: IntCounter,
+    /// Listeners only: they reload their certificate files.
+    pub reloads: Option<CertReloads>,
+}
+
+/// Certificate reloads of one listener, by outcome.
+#[derive(Clone)]
+pub struct CertReloads {
+    pub ok: IntCounter,
+    pub failed: IntCounter,
 }
 
 impl TlsMetrics {

@@ -7,7 +7,8 @@ use prometheus::{
     Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry,
 };
 
-use super::{CLASSES, DnsMetrics, MetricsError, class_index, counter, duration_histogram, gauge};
+use super::dns::DnsMetrics;
+use super::family::{CLASSES, MetricsError, class_index, counter, duration_histogram, gauge};
 
 pub(super) struct Families {
     rq: IntCounterVec,

@@ -180,11 +180,15 @@ async fn watch(server: Weak<TlsServer>, path: String) {
         match build(&s.source, s.codec, &path, Some(&s.ticketer)) {
             Ok(cfg) => {
                 s.config.store(Arc::new(cfg));
-                s.metrics.reload_ok.inc();
+                if let Some(r) = &s.metrics.reloads {
+                    r.ok.inc();
+                }
                 log::info!("listener {}: TLS certificates reloaded", s.listener);
             }
             Err(e) => {
-                s.metrics.reload_fail.inc();
+                if let Some(r) = &s.metrics.reloads {
+                    r.failed.inc();
+                }
                 log::error!(
                     "listener {}: TLS certificate reload failed, keeping the old certificates: {e}",
                     s.listener

@@ -1,180 +1,155 @@
-//! Open a new upstream connection under the cluster's limits: TCP, then
-//! TLS when the cluster originates it, then HTTP/1.1 or HTTP/2.
+//! Open a new upstream connection under the cluster's limits: through the
+//! cluster's [`Connector`] (TCP by default), then TLS when the cluster
+//! originates it, then HTTP/1.1 or HTTP/2.
 
+use std::any::Any;
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use super::UpstreamError;
+use super::connector::{ConnectError, Connected, Connection, Connector, Target, Tcp, within};
 use super::sender::Sender;
 use crate::proxy::cluster::breaker::Permit;
-use crate::proxy::intercept::io::InterceptedIo;
-use crate::proxy::intercept::local::{self, LocalInbound, LocalPod};
-use crate::proxy::intercept::metrics::ConnCount;
-use crate::proxy::intercept::peers;
+use crate::proxy::io::Io;
 use crate::proxy::metrics::{ClusterMetrics, GaugeGuard};
 use crate::proxy::tls::client::TlsClient;
 
-/// How a cluster's connections are made (beyond TCP).
-#[derive(Debug, Clone, Default)]
+/// How a cluster's connections are made.
+#[derive(Clone)]
 pub struct Transport {
     pub tls: Option<Arc<TlsClient>>,
     pub http2: bool,
+    pub connector: Arc<dyn Connector>,
+}
+
+impl Default for Transport {
+    fn default() -> Self {
+        Self {
+            tls: None,
+            http2: false,
+            connector: Arc::new(Tcp),
+        }
+    }
+}
+
+impl fmt::Debug for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transport")
+            .field("tls", &self.tls.is_some())
+            .field("http2", &self.http2)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The limits and signals one new connection lives under.
+pub struct Slot {
+    /// `max_connections`, held until the connection ends.
+    pub permit: Permit,
+    /// Notified when it ends.
+    pub freed: Arc<Notify>,
 }
 
 /// Connect to `addr` within `timeout`, handshake TLS (if configured) and
-/// HTTP, and spawn the connection task; the task holds `permit`
-/// (max_connections) until it ends, then notifies `freed`.
+/// HTTP, and spawn the connection task, which holds the `slot` until the
+/// connection ends.
 pub async fn connect(
     addr: SocketAddr,
     timeout: Duration,
-    permit: Permit,
-    freed: Arc<Notify>,
+    slot: Slot,
     metrics: &ClusterMetrics,
     transport: &Transport,
 ) -> Result<Sender, UpstreamError> {
-    if transport.tls.is_none()
-        && !transport.http2
-        && let Some(pod) = local::lookup(addr)
-    {
-        return same_node(&pod, addr, timeout, permit, freed, metrics).await;
-    }
-    let stream = within(timeout, addr, metrics, TcpStream::connect(addr)).await?;
-    // Inbound interception recognises this socket as weir's own (`intercept::peers`).
-    let peer = Guard {
-        _peer: stream.local_addr().ok().map(|a| peers::register(a, None)),
-        ..Guard::default()
+    let target = Target {
+        addr,
+        cleartext_http1: transport.tls.is_none() && !transport.http2,
     };
-    match &transport.tls {
-        None => handshake(stream, addr, transport.http2, permit, freed, metrics, peer).await,
-        Some(tls) => {
+    let connecting = transport.connector.connect(target);
+    let Connected { connection, guard } =
+        within(timeout, addr, connecting).await.inspect_err(|e| {
+            metrics.connect_fail.inc();
+            if matches!(e, ConnectError::TimedOut(_)) {
+                metrics.connect_timeout.inc();
+            }
+        })?;
+    let task = Task {
+        addr,
+        slot,
+        metrics,
+        guard,
+    };
+    match (connection, &transport.tls) {
+        (Connection::Tcp(stream), None) => task.handshake(stream, transport.http2).await,
+        (Connection::Tcp(stream), Some(tls)) => {
             let s = tls.connect(stream, addr).await.inspect_err(|_| {
                 metrics.connect_fail.inc();
             })?;
-            handshake(s, addr, transport.http2, permit, freed, metrics, peer).await
+            task.handshake(s, transport.http2).await
         }
-    }
-}
-
-/// `addr` is an intercepted port of a pod enrolled on this node: connect to
-/// its application from inside the pod and serve as its inbound side too.
-async fn same_node(
-    pod: &LocalPod,
-    addr: SocketAddr,
-    timeout: Duration,
-    permit: Permit,
-    freed: Arc<Notify>,
-    metrics: &ClusterMetrics,
-) -> Result<Sender, UpstreamError> {
-    let stream = within(timeout, addr, metrics, pod.app.connect_app(addr)).await?;
-    let (inbound, open) = LocalInbound::open(pod, addr);
-    // Counted as the inbound side counts its client: what it reads from the
-    // client is what goes to the application, what it writes is the answer.
-    let io = InterceptedIo::new(
-        stream,
-        BytesMut::new(),
-        inbound.from_app.clone(),
-        inbound.to_app.clone(),
-    );
-    match handshake(
-        io,
-        addr,
-        false,
-        permit,
-        freed,
-        metrics,
-        Guard {
-            _inbound: Some(open),
-            ..Guard::default()
+        (
+            Connection::Served {
+                stream,
+                counters,
+                exchange,
+            },
+            _,
+        ) => match task.handshake(Io::new(stream, counters), false).await? {
+            Sender::H1(tx) => Ok(Sender::Served(tx, exchange)),
+            other => Ok(other),
         },
-    )
-    .await?
+    }
+}
+
+/// What the connection task holds until the connection ends.
+struct Task<'a> {
+    addr: SocketAddr,
+    slot: Slot,
+    metrics: &'a ClusterMetrics,
+    guard: Option<Box<dyn Any + Send>>,
+}
+
+impl Task<'_> {
+    async fn handshake<IO>(self, io: IO, http2: bool) -> Result<Sender, UpstreamError>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        Sender::H1(tx) => Ok(Sender::SameNode(tx, inbound)),
-        other => Ok(other),
+        let addr = self.addr;
+        let io = TokioIo::new(io);
+        let (tx, conn): (Sender, std::pin::Pin<Box<dyn Future<Output = _> + Send>>) = if http2 {
+            let (tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                .handshake(io)
+                .await
+                .map_err(|e| UpstreamError::Handshake(addr, e))?;
+            (Sender::H2(tx), Box::pin(conn))
+        } else {
+            let (tx, conn) = hyper::client::conn::http1::Builder::new()
+                .handshake(io)
+                .await
+                .map_err(|e| UpstreamError::Handshake(addr, e))?;
+            // An upgraded (101) connection is handed to the tunnel
+            // (`http::upgrade`); the request that asked for it is never pooled.
+            (Sender::H1(tx), Box::pin(conn.with_upgrades()))
+        };
+        self.metrics.cx_total.inc();
+        let active = GaugeGuard::new(&self.metrics.cx_active);
+        let Slot { permit, freed } = self.slot;
+        let guard = self.guard;
+        tokio::spawn(async move {
+            let _active = active;
+            let _guard = guard;
+            let r: Result<(), hyper::Error> = conn.await;
+            if let Err(e) = r {
+                log::debug!("upstream connection to {addr} ended: {e}");
+            }
+            // The connection slot is free: wake one request waiting for it.
+            drop(permit);
+            freed.notify_one();
+        });
+        Ok(tx)
     }
-}
-
-/// A connect to `addr` within `timeout`, its failure counted
-/// (`upstream_cx_connect_fail`, `upstream_cx_connect_timeout`); no Nagle.
-async fn within(
-    timeout: Duration,
-    addr: SocketAddr,
-    metrics: &ClusterMetrics,
-    connecting: impl Future<Output = std::io::Result<TcpStream>>,
-) -> Result<TcpStream, UpstreamError> {
-    match tokio::time::timeout(timeout, connecting).await {
-        Ok(Ok(s)) => {
-            let _ = s.set_nodelay(true);
-            Ok(s)
-        }
-        Ok(Err(e)) => {
-            metrics.connect_fail.inc();
-            Err(UpstreamError::Connect(addr, e))
-        }
-        Err(_) => {
-            metrics.connect_fail.inc();
-            metrics.connect_timeout.inc();
-            Err(UpstreamError::ConnectTimeout(addr))
-        }
-    }
-}
-
-/// What lives as long as the upstream connection.
-#[derive(Default)]
-struct Guard {
-    /// weir's own socket, known to the inbound side (`intercept::peers`).
-    _peer: Option<peers::PeerGuard>,
-    /// A same-node connection, counted open on the inbound side.
-    _inbound: Option<ConnCount>,
-}
-
-async fn handshake<IO>(
-    io: IO,
-    addr: SocketAddr,
-    http2: bool,
-    permit: Permit,
-    freed: Arc<Notify>,
-    metrics: &ClusterMetrics,
-    guard: Guard,
-) -> Result<Sender, UpstreamError>
-where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let io = TokioIo::new(io);
-    let (tx, conn): (Sender, std::pin::Pin<Box<dyn Future<Output = _> + Send>>) = if http2 {
-        let (tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-            .handshake(io)
-            .await
-            .map_err(|e| UpstreamError::Handshake(addr, e))?;
-        (Sender::H2(tx), Box::pin(conn))
-    } else {
-        let (tx, conn) = hyper::client::conn::http1::Builder::new()
-            .handshake(io)
-            .await
-            .map_err(|e| UpstreamError::Handshake(addr, e))?;
-        // An upgraded (101) connection is handed to the tunnel
-        // (`http::upgrade`); the request that asked for it is never pooled.
-        (Sender::H1(tx), Box::pin(conn.with_upgrades()))
-    };
-    metrics.cx_total.inc();
-    let active = GaugeGuard::new(&metrics.cx_active);
-    tokio::spawn(async move {
-        let _active = active;
-        let _guard = guard;
-        let r: Result<(), hyper::Error> = conn.await;
-        if let Err(e) = r {
-            log::debug!("upstream connection to {addr} ended: {e}");
-        }
-        // The connection slot is free: wake one request waiting for it.
-        drop(permit);
-        freed.notify_one();
-    });
-    Ok(tx)
 }

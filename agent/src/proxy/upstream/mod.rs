@@ -1,6 +1,8 @@
-//! Upstream connections: pooling and connecting (plain or TLS, HTTP/1.1 or HTTP/2).
+//! Upstream connections: pooling and connecting (through the cluster's
+//! connector, plain or TLS, HTTP/1.1 or HTTP/2).
 
 pub mod connect;
+pub mod connector;
 pub mod pool;
 pub mod sender;
 
@@ -8,14 +10,10 @@ use std::net::SocketAddr;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    #[error("connect to {0}: {1}")]
-    Connect(SocketAddr, #[source] std::io::Error),
-    #[error("connect to {0}: timed out")]
-    ConnectTimeout(SocketAddr),
+    #[error(transparent)]
+    Connect(#[from] connector::ConnectError),
     #[error("HTTP/1.1 handshake with {0}: {1}")]
     Handshake(SocketAddr, #[source] hyper::Error),
     #[error(transparent)]
     Tls(#[from] crate::proxy::tls::client::HandshakeError),
-    #[error("cluster max_connections reached")]
-    Overflow,
 }

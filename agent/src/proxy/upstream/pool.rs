@@ -26,7 +26,7 @@ pub struct Pool {
     /// HTTP/2 clusters: the multiplexed connection, shared by all requests;
     /// the lock is held while a new one is being opened.
     pub h2: tokio::sync::Mutex<
-        Option<hyper::client::conn::http2::SendRequest<crate::proxy::body::ReqBody>>,
+        Option<hyper::client::conn::http2::SendRequest<crate::proxy::body::request::ReqBody>>,
     >,
 }
 

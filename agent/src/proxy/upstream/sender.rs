@@ -1,7 +1,7 @@
 //! A request sender on an upstream connection: HTTP/1.1 (one request at a
 //! time, pooled), HTTP/2 (one multiplexed connection per endpoint), or
-//! HTTP/1.1 straight to the application of a pod on this node, doing the
-//! inbound side's per-request work (`intercept::local`).
+//! HTTP/1.1 on a connection its connector serves itself, with that
+//! connector's per-request work ([`Exchange`]).
 
 use std::sync::Arc;
 
@@ -9,19 +9,19 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{TrySendError, http1, http2};
 
-use crate::proxy::body::ReqBody;
-use crate::proxy::intercept::local::LocalInbound;
+use super::connector::Exchange;
+use crate::proxy::body::request::ReqBody;
 
 pub enum Sender {
     H1(http1::SendRequest<ReqBody>),
     H2(http2::SendRequest<ReqBody>),
-    SameNode(http1::SendRequest<ReqBody>, Arc<LocalInbound>),
+    Served(http1::SendRequest<ReqBody>, Arc<dyn Exchange>),
 }
 
 impl Sender {
     pub fn is_closed(&self) -> bool {
         match self {
-            Self::H1(s) | Self::SameNode(s, _) => s.is_closed(),
+            Self::H1(s) | Self::Served(s, _) => s.is_closed(),
             Self::H2(s) => s.is_closed(),
         }
     }
@@ -32,7 +32,7 @@ impl Sender {
 
     pub async fn ready(&mut self) -> Result<(), hyper::Error> {
         match self {
-            Self::H1(s) | Self::SameNode(s, _) => s.ready().await,
+            Self::H1(s) | Self::Served(s, _) => s.ready().await,
             Self::H2(s) => s.ready().await,
         }
     }
@@ -46,12 +46,12 @@ impl Sender {
         match self {
             Self::H1(s) => s.try_send_request(req).await,
             Self::H2(s) => s.try_send_request(req).await,
-            Self::SameNode(s, inbound) => {
+            Self::Served(s, exchange) => {
                 let mut req = req;
-                let source = inbound.take_source(&mut req);
+                let tag = exchange.sending(&mut req);
                 let mut result = s.try_send_request(req).await;
                 if let Ok(resp) = &mut result {
-                    inbound.answered(source, resp);
+                    exchange.answered(tag, resp);
                 }
                 result
             }

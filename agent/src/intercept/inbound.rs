@@ -15,22 +15,20 @@ use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::detect::{self, Detected, Direction};
-use super::io::InterceptedIo;
-use super::metrics::{IdentityHandles, Labels, UNKNOWN};
+use super::identity::{IdentityHandles, Labels, UNKNOWN};
 use super::outbound::X_WEIR_SOURCE;
-use super::peers::{self, Peer};
-use super::{AppConnector, Inner, InterceptError, PodIdentity, passthrough};
-use crate::proxy::addr::ClientAddr;
-use crate::proxy::body::RespBody;
+use super::peers::Peer;
+use super::{AppConnector, Inner, InterceptError, PodIdentity, Shared, passthrough};
+use crate::addr::ClientAddr;
+use crate::proxy::body::response::RespBody;
 use crate::proxy::drain::DrainWatch;
 use crate::proxy::http::local::{self, ResetReason};
 use crate::proxy::http::{internal, upgrade};
-use crate::proxy::metrics::Metrics;
+use crate::proxy::io::Io;
 
 /// The request head must arrive within this (the engine's listener default).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,14 +41,13 @@ pub(super) async fn serve(
     pod: PodIdentity,
     app: Arc<dyn AppConnector>,
 ) {
-    let metrics = inner.runtime.metrics.clone();
-    let m = &metrics.intercept;
+    let m = &inner.shared.metrics;
     let mut first = BytesMut::new();
     let detected = detect::detect(&mut stream, &mut first, inner.runtime.detection_timeout()).await;
     m.detected(Direction::Inbound, &detected);
     // Looked up after detection: by then the client's socket (if weir's) is
     // registered, as weir registers it before sending anything on it.
-    let peer = peers::lookup(client.0);
+    let peer = inner.shared.peers.lookup(client.0);
     let (src_ns, src_pod) = match &peer {
         Peer::Pod(p) => (p.namespace.clone(), p.name.clone()),
         _ => (UNKNOWN.into(), UNKNOWN.into()),
@@ -66,12 +63,7 @@ pub(super) async fn serve(
     };
     let handles = Arc::new(m.identity(&labels));
     let _open = handles.connection();
-    let mut io = InterceptedIo::new(
-        stream,
-        first,
-        handles.received.clone(),
-        handles.sent.clone(),
-    );
+    let mut io = Io::with_prefix(stream, first, handles.counters());
     let result = match detected {
         Detected::Http1 => {
             let conn = Arc::new(AppConn {
@@ -79,15 +71,14 @@ pub(super) async fn serve(
                 dst,
                 tx: tokio::sync::Mutex::new(None),
                 accounting: Accounting::new(
-                    metrics.clone(),
+                    Arc::clone(&inner.shared),
                     pod,
                     destination,
                     peer == Peer::Weir,
                     handles,
                 ),
-                body_bytes: IntCounter::new("inbound_body_bytes", "unregistered").ok(),
             });
-            serve_http(io, conn, inner.drain.clone()).await;
+            serve_http(io, conn, inner.runtime.drain_watch()).await;
             Ok(())
         }
         Detected::Tls { sni } => {
@@ -122,16 +113,15 @@ struct AppConn {
     /// The kept-alive application connection (HTTP/1: one request at a time).
     tx: tokio::sync::Mutex<Option<SendRequest<Incoming>>>,
     accounting: Accounting,
-    body_bytes: Option<IntCounter>,
 }
 
 /// Counts the requests of one inbound connection with their source pod.
-pub(crate) struct Accounting {
+pub(super) struct Accounting {
     /// The peer is weir's own socket: `x-weir-source` is believed.
     trusted: bool,
     /// Handles of the connection's identity (source from `peers`, or unknown).
     connection: Arc<IdentityHandles>,
-    metrics: Arc<Metrics>,
+    shared: Arc<Shared>,
     destination: String,
     pod: PodIdentity,
     /// The last `x-weir-source` seen and its handles (a pooled weir
@@ -140,8 +130,8 @@ pub(crate) struct Accounting {
 }
 
 impl Accounting {
-    pub(crate) fn new(
-        metrics: Arc<Metrics>,
+    pub(super) fn new(
+        shared: Arc<Shared>,
         pod: PodIdentity,
         destination: String,
         trusted: bool,
@@ -150,7 +140,7 @@ impl Accounting {
         Self {
             trusted,
             connection,
-            metrics,
+            shared,
             destination,
             pod,
             last_source: Mutex::new(None),
@@ -158,7 +148,7 @@ impl Accounting {
     }
 
     /// The handles to count a request with: the trusted header's source, else the connection's.
-    pub(crate) fn handles_for(&self, source: Option<HeaderValue>) -> Arc<IdentityHandles> {
+    pub(super) fn handles_for(&self, source: Option<HeaderValue>) -> Arc<IdentityHandles> {
         let Some(v) = source.filter(|_| self.trusted) else {
             return self.connection.clone();
         };
@@ -169,10 +159,10 @@ impl Accounting {
             return h.clone();
         }
         // Only a token this process made names a pod (bounded, unforgeable).
-        let Some(src) = super::source::pod_of(&v) else {
+        let Some(src) = self.shared.sources.pod_of(&v) else {
             return self.connection.clone();
         };
-        let h = Arc::new(self.metrics.intercept.identity(&Labels {
+        let h = Arc::new(self.shared.metrics.identity(&Labels {
             direction: Direction::Inbound,
             source_namespace: &src.namespace,
             source_pod: &src.name,
@@ -254,14 +244,12 @@ impl AppConn {
     /// The application's response, its body streamed on.
     fn downstream_response(&self, resp: Response<Incoming>) -> Response<RespBody> {
         let (parts, inner) = resp.into_parts();
-        let body = match &self.body_bytes {
-            Some(c) => RespBody::Upstream {
-                inner,
-                conn: None,
-                rx_bytes: c.clone(),
-                deadline: None,
-            },
-            None => RespBody::empty(),
+        // Its bytes are counted by the connection's identity (`sent`).
+        let body = RespBody::Upstream {
+            inner,
+            conn: None,
+            rx_bytes: None,
+            deadline: None,
         };
         Response::from_parts(parts, body)
     }

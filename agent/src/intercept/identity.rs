@@ -11,7 +11,8 @@ use std::sync::Mutex;
 use prometheus::{IntCounter, IntCounterVec, Registry};
 
 use super::detect::{Detected, Direction};
-use crate::proxy::metrics::{MetricsError, class_index, counter};
+use crate::proxy::io::ByteCounters;
+use crate::proxy::metrics::{CLASSES, MetricsError, class_index, counter};
 
 /// Value of a label that is not known (Istio's convention).
 pub const UNKNOWN: &str = "unknown";
@@ -21,8 +22,6 @@ pub const MAX_SNI_VALUES: usize = 256;
 /// as `destination` values; later ones are counted as `PassthroughCluster`.
 pub const MAX_PASSTHROUGH_DESTINATIONS: usize = 1024;
 
-/// Istio's `response_code_class` values.
-const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 const ID: [&str; 6] = [
     "direction",
     "source_namespace",
@@ -65,7 +64,7 @@ pub struct InterceptMetrics {
     tls: IntCounterVec,
     /// [direction][protocol]
     detected: [[IntCounter; 3]; 2],
-    /// Upstream connections delivered to a pod on this node without a second pass (`local`).
+    /// Upstream connections delivered to a pod on this node without a second pass (`same_node`).
     pub same_node: IntCounter,
     sni_seen: Mutex<HashSet<String>>,
     dst_seen: Mutex<HashSet<String>>,
@@ -83,6 +82,14 @@ pub struct IdentityHandles {
 impl IdentityHandles {
     pub fn response(&self, status: u16) {
         self.requests[class_index(status)].inc();
+    }
+
+    /// The byte counters of a stream to or from the intercepted client.
+    pub fn counters(&self) -> ByteCounters {
+        ByteCounters {
+            read: self.received.clone(),
+            written: self.sent.clone(),
+        }
     }
 
     /// Count a connection opened now and closed when the guard drops.
@@ -218,7 +225,7 @@ impl InterceptMetrics {
         if admit(&self.dst_seen, &dst, MAX_PASSTHROUGH_DESTINATIONS) {
             dst
         } else {
-            "PassthroughCluster".to_string()
+            super::passthrough::PASSTHROUGH_CLUSTER.to_string()
         }
     }
 }

@@ -11,60 +11,74 @@
 //! TCP hop less. Cleartext HTTP/1 upstreams only: TLS origination and HTTP/2
 //! go the long way, where the inbound side detects and splices them.
 //!
-//! One registry per process, like `peers`: enrollment registers a pod and
-//! holds the guard while it is enrolled.
+//! The interceptor owns the registry ([`LocalPods`]); enrollment registers
+//! a pod and holds the guard while it is enrolled.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, LazyLock, RwLock};
+use std::sync::{Arc, RwLock};
 
 use http::{HeaderValue, Request, Response};
+use hyper::body::Incoming;
 use prometheus::IntCounter;
 
 use super::detect::{Detected, Direction};
+use super::identity::{ConnCount, Labels, UNKNOWN};
 use super::inbound::Accounting;
-use super::metrics::{ConnCount, Labels, UNKNOWN};
 use super::outbound::X_WEIR_SOURCE;
-use super::{AppConnector, PodIdentity};
+use super::{AppConnector, PodIdentity, Shared};
 pub use crate::pods::InboundPorts;
-use crate::proxy::metrics::Metrics;
+use crate::proxy::body::request::ReqBody;
+use crate::proxy::upstream::connector::Exchange;
 
 /// A pod enrolled on this node, as same-node delivery needs it.
 pub struct LocalPod {
     pub identity: PodIdentity,
     pub ports: InboundPorts,
     pub app: Arc<dyn AppConnector>,
-    pub metrics: Arc<Metrics>,
 }
 
-type Registry = HashMap<IpAddr, Arc<LocalPod>>;
+type Registry = Arc<RwLock<HashMap<IpAddr, Arc<LocalPod>>>>;
 
-static REGISTRY: LazyLock<RwLock<Registry>> = LazyLock::new(|| RwLock::new(HashMap::new()));
+/// The pods enrolled on this node, by address.
+#[derive(Default)]
+pub(super) struct LocalPods(Registry);
 
 /// Withdraws the registration when dropped (unless a newer one replaced it).
 pub struct LocalGuard {
+    registry: Registry,
     ips: Vec<IpAddr>,
     pod: Arc<LocalPod>,
 }
 
-/// Record that `pod` is enrolled at `ips`. Registering again (changed
-/// annotations) replaces the entry; the older guard then removes nothing.
-pub fn register(ips: &[IpAddr], pod: LocalPod) -> LocalGuard {
-    let pod = Arc::new(pod);
-    if let Ok(mut r) = REGISTRY.write() {
-        for ip in ips {
-            r.insert(ip.to_canonical(), Arc::clone(&pod));
+impl LocalPods {
+    /// Record that `pod` is enrolled at `ips`. Registering again (changed
+    /// annotations) replaces the entry; the older guard then removes nothing.
+    pub(super) fn register(&self, ips: &[IpAddr], pod: LocalPod) -> LocalGuard {
+        let pod = Arc::new(pod);
+        if let Ok(mut r) = self.0.write() {
+            for ip in ips {
+                r.insert(ip.to_canonical(), Arc::clone(&pod));
+            }
+        }
+        LocalGuard {
+            registry: Arc::clone(&self.0),
+            ips: ips.to_vec(),
+            pod,
         }
     }
-    LocalGuard {
-        ips: ips.to_vec(),
-        pod,
+
+    /// The enrolled pod whose intercepted port `addr` is, if any.
+    pub(super) fn lookup(&self, addr: SocketAddr) -> Option<Arc<LocalPod>> {
+        let r = self.0.read().ok()?;
+        let pod = r.get(&addr.ip().to_canonical())?;
+        pod.ports.covers(addr.port()).then(|| Arc::clone(pod))
     }
 }
 
 impl Drop for LocalGuard {
     fn drop(&mut self) {
-        if let Ok(mut r) = REGISTRY.write() {
+        if let Ok(mut r) = self.registry.write() {
             for ip in &self.ips {
                 let ip = ip.to_canonical();
                 if r.get(&ip).is_some_and(|p| Arc::ptr_eq(p, &self.pod)) {
@@ -75,15 +89,8 @@ impl Drop for LocalGuard {
     }
 }
 
-/// The enrolled pod whose intercepted port `addr` is, if any.
-pub fn lookup(addr: SocketAddr) -> Option<Arc<LocalPod>> {
-    let r = REGISTRY.read().ok()?;
-    let pod = r.get(&addr.ip().to_canonical())?;
-    pod.ports.covers(addr.port()).then(|| Arc::clone(pod))
-}
-
 /// The inbound side of one same-node upstream connection.
-pub struct LocalInbound {
+pub(super) struct LocalInbound {
     accounting: Accounting,
     /// Bytes from weir to the application (the inbound client's `received`).
     pub to_app: IntCounter,
@@ -99,8 +106,12 @@ struct Source(HeaderValue);
 impl LocalInbound {
     /// Counts the connection as the inbound side would (detected HTTP/1,
     /// opened now, closed when the returned guard drops).
-    pub fn open(pod: &LocalPod, addr: SocketAddr) -> (Arc<Self>, ConnCount) {
-        let m = &pod.metrics.intercept;
+    pub(super) fn open(
+        shared: &Arc<Shared>,
+        pod: &LocalPod,
+        addr: SocketAddr,
+    ) -> (Arc<Self>, ConnCount) {
+        let m = &shared.metrics;
         m.detected(Direction::Inbound, &Detected::Http1);
         m.same_node.inc();
         let destination = addr.to_string();
@@ -116,7 +127,7 @@ impl LocalInbound {
         let open = handles.connection();
         let (to_app, from_app) = (handles.received.clone(), handles.sent.clone());
         let accounting = Accounting::new(
-            Arc::clone(&pod.metrics),
+            Arc::clone(shared),
             pod.identity.clone(),
             destination,
             true,
@@ -133,7 +144,7 @@ impl LocalInbound {
     /// Before sending: the source header never reaches the application. It
     /// is kept with the request (a request that comes back unsent and goes
     /// again has no header left) and returned.
-    pub fn take_source<B>(&self, req: &mut Request<B>) -> Option<HeaderValue> {
+    fn take_source<B>(&self, req: &mut Request<B>) -> Option<HeaderValue> {
         if let Some(v) = crate::proxy::http::internal::strip(req.headers_mut()) {
             req.extensions_mut().insert(Source(v));
         }
@@ -141,10 +152,20 @@ impl LocalInbound {
     }
 
     /// After the application answered: count the request with its source.
-    pub fn answered<R>(&self, req_source: Option<HeaderValue>, resp: &mut Response<R>) {
+    fn answered<R>(&self, req_source: Option<HeaderValue>, resp: &mut Response<R>) {
         let handles = self.accounting.handles_for(req_source);
         handles.response(resp.status().as_u16());
         resp.headers_mut().remove(&X_WEIR_SOURCE);
+    }
+}
+
+impl Exchange for LocalInbound {
+    fn sending(&self, req: &mut Request<ReqBody>) -> Option<HeaderValue> {
+        self.take_source(req)
+    }
+
+    fn answered(&self, tag: Option<HeaderValue>, resp: &mut Response<Incoming>) {
+        LocalInbound::answered(self, tag, resp);
     }
 }
 
@@ -175,12 +196,12 @@ mod tests {
             },
             ports,
             app: Arc::new(NoApp),
-            metrics: Arc::new(Metrics::new().unwrap()),
         }
     }
 
-    fn name_at(addr: &str) -> Option<String> {
-        lookup(addr.parse().unwrap()).map(|p| p.identity.name.to_string())
+    fn name_at(pods: &LocalPods, addr: &str) -> Option<String> {
+        pods.lookup(addr.parse().unwrap())
+            .map(|p| p.identity.name.to_string())
     }
 
     #[test]
@@ -189,37 +210,60 @@ mod tests {
             "192.0.2.201".parse().unwrap(),
             "2001:db8::201".parse().unwrap(),
         ];
-        let guard = register(&ips, pod("a", InboundPorts::Listed(vec![8080])));
-        assert_eq!(name_at("192.0.2.201:8080").as_deref(), Some("a"));
-        assert_eq!(name_at("[2001:db8::201]:8080").as_deref(), Some("a"));
-        assert_eq!(name_at("[::ffff:192.0.2.201]:8080").as_deref(), Some("a"));
-        assert_eq!(name_at("192.0.2.201:9090"), None, "port not intercepted");
-        assert_eq!(name_at("192.0.2.202:8080"), None);
+        let pods = LocalPods::default();
+        let guard = pods.register(&ips, pod("a", InboundPorts::Listed(vec![8080])));
+        assert_eq!(name_at(&pods, "192.0.2.201:8080").as_deref(), Some("a"));
+        assert_eq!(name_at(&pods, "[2001:db8::201]:8080").as_deref(), Some("a"));
+        assert_eq!(
+            name_at(&pods, "[::ffff:192.0.2.201]:8080").as_deref(),
+            Some("a")
+        );
+        assert_eq!(
+            name_at(&pods, "192.0.2.201:9090"),
+            None,
+            "port not intercepted"
+        );
+        assert_eq!(name_at(&pods, "192.0.2.202:8080"), None);
         drop(guard);
-        assert_eq!(name_at("192.0.2.201:8080"), None);
+        assert_eq!(name_at(&pods, "192.0.2.201:8080"), None);
+    }
+
+    #[test]
+    fn each_registry_is_its_own() {
+        // Two interceptors (two tests, two agents) registering the same
+        // address do not meet: nothing is process-global.
+        let ips: Vec<IpAddr> = vec!["192.0.2.201".parse().unwrap()];
+        let (one, two) = (LocalPods::default(), LocalPods::default());
+        let _guard = one.register(&ips, pod("a", InboundPorts::All));
+        assert_eq!(name_at(&one, "192.0.2.201:80").as_deref(), Some("a"));
+        assert_eq!(name_at(&two, "192.0.2.201:80"), None);
     }
 
     #[test]
     fn a_replaced_registration_outlives_the_old_guard() {
         let ips: Vec<IpAddr> = vec!["192.0.2.211".parse().unwrap()];
-        let old = register(&ips, pod("old", InboundPorts::Listed(vec![80])));
-        let new = register(&ips, pod("new", InboundPorts::All));
+        let pods = LocalPods::default();
+        let old = pods.register(&ips, pod("old", InboundPorts::Listed(vec![80])));
+        let new = pods.register(&ips, pod("new", InboundPorts::All));
         drop(old);
-        assert_eq!(name_at("192.0.2.211:9999").as_deref(), Some("new"));
+        assert_eq!(name_at(&pods, "192.0.2.211:9999").as_deref(), Some("new"));
         drop(new);
-        assert_eq!(name_at("192.0.2.211:9999"), None);
+        assert_eq!(name_at(&pods, "192.0.2.211:9999"), None);
     }
 
     #[test]
     fn the_source_header_is_taken_off_and_kept_with_the_request() {
+        let (shared, metrics) = Shared::for_tests();
         let p = pod("b", InboundPorts::All);
-        let (inbound, _open) = LocalInbound::open(&p, "192.0.2.221:80".parse().unwrap());
+        let (inbound, _open) = LocalInbound::open(&shared, &p, "192.0.2.221:80".parse().unwrap());
         // The token the outbound side sets for pod ns/a.
-        let token = super::super::source::token(&PodIdentity {
-            namespace: "ns".into(),
-            name: "a".into(),
-        })
-        .unwrap();
+        let token = shared
+            .sources
+            .token(&PodIdentity {
+                namespace: "ns".into(),
+                name: "a".into(),
+            })
+            .unwrap();
         let mut req = Request::builder()
             .header(&X_WEIR_SOURCE, token.clone())
             .body(())
@@ -236,7 +280,7 @@ mod tests {
             .unwrap();
         inbound.answered(source, &mut resp);
         assert!(resp.headers().get(&X_WEIR_SOURCE).is_none());
-        let text = String::from_utf8(p.metrics.encode()).unwrap();
+        let text = String::from_utf8(metrics.encode()).unwrap();
         let counted = text.lines().any(|l| {
             l.starts_with("weir_intercept_requests_total{")
                 && [

@@ -10,12 +10,13 @@ use bytes::BytesMut;
 use tokio::net::TcpStream;
 
 use super::detect::{self, Detected, Direction};
-use super::io::InterceptedIo;
-use super::metrics::{IdentityHandles, Labels, UNKNOWN};
-use super::{Inner, InterceptError, PodIdentity, passthrough, peers};
+use super::identity::{IdentityHandles, Labels, UNKNOWN};
+use super::{Inner, InterceptError, PodIdentity, passthrough};
+use crate::addr::{ClientAddr, OrigDst};
 use crate::config::OutboundTrafficPolicy;
-use crate::proxy::addr::{ClientAddr, ConnMeta, OrigDstAddr};
-use crate::proxy::http::{self, ListenerContext, RequestHook};
+use crate::proxy::http::{self, Downstream, ListenerContext, RequestHook};
+use crate::proxy::io::{ByteCounters, Io};
+use crate::proxy::virtual_listener::{VirtualListener, VirtualListeners};
 
 /// Request header naming the source pod (a `source` token) on requests weir
 /// forwards for an enrolled pod; trusted by the inbound side only from
@@ -26,20 +27,17 @@ pub static X_WEIR_SOURCE: HeaderName = HeaderName::from_static("x-weir-source");
 pub(super) async fn serve(
     inner: &Arc<Inner>,
     mut stream: TcpStream,
-    orig: OrigDstAddr,
+    orig: OrigDst,
     source: PodIdentity,
 ) {
-    let m = &inner.runtime.metrics.intercept;
+    let m = &inner.shared.metrics;
     // One snapshot per connection: a reload applies to the next connection.
-    let table = inner.runtime.outbound.load_full();
-    let meta = stream.peer_addr().ok().map(|p| ConnMeta {
-        client: ClientAddr(p),
-        orig_dst: Some(orig),
-    });
+    let table = inner.runtime.virtual_listeners.load_full();
+    let client = stream.peer_addr().ok().map(ClientAddr);
     let mut first = BytesMut::new();
     let detected = detect::detect(&mut stream, &mut first, inner.runtime.detection_timeout()).await;
     m.detected(Direction::Outbound, &detected);
-    let matched = table.claim(orig.0, &detected).cloned();
+    let matched = claim(&table, orig.0, &detected).cloned();
     let destination = match &matched {
         Some(l) => l.name.to_string(),
         None => m.passthrough_destination(orig.0.to_string()),
@@ -54,12 +52,7 @@ pub(super) async fn serve(
     };
     let handles = Arc::new(m.identity(&labels));
     let _open = handles.connection();
-    let io = InterceptedIo::new(
-        stream,
-        first,
-        handles.received.clone(),
-        handles.sent.clone(),
-    );
+    let io = Io::with_prefix(stream, first, handles.counters());
     let allowed = matched.is_some() || table.policy == OutboundTrafficPolicy::AllowAny;
     let result = match detected {
         Detected::Http1 => {
@@ -69,37 +62,39 @@ pub(super) async fn serve(
                 policy: table.policy,
             };
             let ctx = match matched {
-                Some(l) => Ok(l.ctx.clone()),
+                Some(l) => l.ctx.clone(),
                 None => unmatched.context(),
             };
-            match (ctx, meta) {
-                (Ok(ctx), Some(meta)) => {
+            match client {
+                Some(client) => {
                     let hook = OutboundHook {
-                        source: super::source::token(&source),
+                        source: inner.shared.sources.token(&source),
                         handles: handles.clone(),
                         unmatched,
                         fallback: OnceLock::new(),
                     };
                     let hook: Arc<dyn RequestHook> = Arc::new(hook);
-                    let drain = inner.drain.clone();
-                    http::serve_with(io, meta, ctx, drain, Some(hook), None, false).await;
+                    let conn = Downstream {
+                        hook: Some(hook),
+                        ..Downstream::new(client, ctx, inner.runtime.drain_watch())
+                    };
+                    http::serve(io, conn).await;
                     Ok(())
                 }
-                (Err(e), _) => Err(e),
                 // the client is gone already
-                (_, None) => Ok(()),
+                None => Ok(()),
             }
         }
         Detected::Tls { sni } => {
             m.tls(&labels, sni.as_deref());
             if allowed {
-                tcp(io, orig, &source).await
+                tcp(inner, io, orig, &source).await
             } else {
                 m.denied(&labels);
                 Ok(())
             }
         }
-        Detected::Opaque if allowed => tcp(io, orig, &source).await,
+        Detected::Opaque if allowed => tcp(inner, io, orig, &source).await,
         Detected::Opaque => {
             m.denied(&labels);
             Ok(())
@@ -122,7 +117,7 @@ struct OutboundHook {
     source: Option<HeaderValue>,
     handles: Arc<IdentityHandles>,
     unmatched: Unmatched,
-    fallback: OnceLock<Option<Arc<ListenerContext>>>,
+    fallback: OnceLock<Arc<ListenerContext>>,
 }
 
 /// Istio's catch-all virtual host of outbound HTTP listeners: a Host no
@@ -131,12 +126,12 @@ struct OutboundHook {
 /// (`block_all`). Built only when such a request comes.
 struct Unmatched {
     inner: Arc<Inner>,
-    orig: OrigDstAddr,
+    orig: OrigDst,
     policy: OutboundTrafficPolicy,
 }
 
 impl Unmatched {
-    fn context(&self) -> Result<Arc<ListenerContext>, InterceptError> {
+    fn context(&self) -> Arc<ListenerContext> {
         let passthrough = &self.inner.passthrough;
         match self.policy {
             OutboundTrafficPolicy::AllowAny => passthrough.route_to(self.orig.0),
@@ -164,28 +159,74 @@ impl RequestHook for OutboundHook {
 
     fn unmatched_host(&self) -> Option<Arc<ListenerContext>> {
         // Once per connection: later requests skip the shared route cache.
-        self.fallback
-            .get_or_init(|| {
-                self.unmatched
-                    .context()
-                    .inspect_err(|e| log::warn!("outbound to {}: {e}", self.unmatched.orig.0))
-                    .ok()
-            })
-            .clone()
+        Some(
+            self.fallback
+                .get_or_init(|| self.unmatched.context())
+                .clone(),
+        )
     }
 }
 
 /// Splice to the original destination; the upstream socket is registered
 /// with the source pod for the inbound side (`peers`).
 async fn tcp(
-    mut io: InterceptedIo<TcpStream>,
-    orig: OrigDstAddr,
+    inner: &Inner,
+    mut io: Io<TcpStream, ByteCounters>,
+    orig: OrigDst,
     source: &PodIdentity,
 ) -> Result<(), InterceptError> {
     let mut up = passthrough::connect(orig.0).await?;
     let _peer = up
         .local_addr()
         .ok()
-        .map(|a| peers::register(a, Some(source.clone())));
+        .map(|a| inner.shared.peers.register(a, Some(source.clone())));
     passthrough::splice(&mut io, &mut up).await.map(drop)
+}
+
+/// The virtual listener that takes a connection to `orig_dst` detected as
+/// `detected`.
+fn claim<'a>(
+    table: &'a VirtualListeners,
+    orig_dst: std::net::SocketAddr,
+    detected: &Detected,
+) -> Option<&'a Arc<VirtualListener>> {
+    table.lookup(orig_dst).filter(|l| match detected {
+        Detected::Tls { sni } => l.claims_tls(sni.as_deref()),
+        Detected::Http1 | Detected::Opaque => l.claims_plain(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::metrics::Metrics;
+    use crate::proxy::virtual_listener::tests::virtual_listener;
+
+    #[test]
+    fn server_names_claim_tls_by_sni_and_leave_opaque_tcp() {
+        let m = Metrics::new().unwrap();
+        let tls = |sni: Option<&str>| Detected::Tls {
+            sni: sni.map(str::to_owned),
+        };
+        let dst: std::net::SocketAddr = "10.0.0.1:443".parse().unwrap();
+        let only = |l: VirtualListener| {
+            VirtualListeners::new([(dst, Arc::new(l))], OutboundTrafficPolicy::AllowAny)
+        };
+        let claims = |t: &VirtualListeners, d: &Detected| claim(t, dst, d).is_some();
+        let any = only(virtual_listener("any", &m, &[]));
+        assert!(claims(&any, &tls(None)) && claims(&any, &Detected::Opaque));
+        let named = only(virtual_listener(
+            "named",
+            &m,
+            &["httpbin.org", "*.example.com"],
+        ));
+        assert!(claims(&named, &tls(Some("httpbin.org"))));
+        assert!(claims(&named, &tls(Some("API.example.com"))));
+        assert!(!claims(&named, &tls(Some("example.com"))));
+        assert!(!claims(&named, &tls(Some("evil.org"))));
+        assert!(!claims(&named, &tls(None)));
+        assert!(!claims(&named, &Detected::Opaque));
+        assert!(!claims(&named, &Detected::Http1), "plain text is not TLS");
+        assert!(claims(&any, &Detected::Http1));
+    }
 }

@@ -1,9 +1,8 @@
-//! Body types: what goes upstream ([`ReqBody`]) and what goes downstream ([`RespBody`]).
+//! What goes downstream: a local reply, an upstream response body (which
+//! returns its connection to the pool when complete), or a gRPC one.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -11,82 +10,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use prometheus::IntCounter;
 
-use super::upstream::pool::Pooled;
-
-/// A request body sent upstream: streamed from downstream, or buffered
-/// (so the request can be retried).
-pub enum ReqBody {
-    Stream {
-        inner: Incoming,
-        tx_bytes: IntCounter,
-        /// Set when reading from downstream failed (malformed chunked
-        /// encoding, client gone mid-body): the upstream exchange then
-        /// fails through no fault of the upstream's.
-        fault: DownstreamFault,
-    },
-    Buffered(Option<Bytes>),
-}
-
-impl Body for ReqBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            Self::Stream {
-                inner,
-                tx_bytes,
-                fault,
-            } => {
-                let r = Pin::new(inner).poll_frame(cx);
-                match &r {
-                    Poll::Ready(Some(Ok(f))) => {
-                        if let Some(d) = f.data_ref() {
-                            tx_bytes.inc_by(d.len() as u64);
-                        }
-                    }
-                    Poll::Ready(Some(Err(_))) => fault.set(),
-                    _ => {}
-                }
-                r
-            }
-            Self::Buffered(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Self::Stream { inner, .. } => inner.is_end_stream(),
-            Self::Buffered(b) => b.is_none(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            Self::Stream { inner, .. } => inner.size_hint(),
-            Self::Buffered(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-        }
-    }
-}
-
-/// Whether a streamed request body failed on the downstream side; shared
-/// between the body (which sets it) and the request's forwarding (which
-/// reads it to tell a client's fault from an upstream's).
-#[derive(Clone, Default)]
-pub struct DownstreamFault(Arc<AtomicBool>);
-
-impl DownstreamFault {
-    fn set(&self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-
-    pub fn is_set(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-}
+use crate::proxy::upstream::pool::Pooled;
 
 /// Why a response body stopped short.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -110,7 +34,8 @@ pub enum RespBody {
     Upstream {
         inner: Incoming,
         conn: Option<Pooled>,
-        rx_bytes: IntCounter,
+        /// The cluster's `upstream_cx_rx_bytes_total` (none: counted elsewhere).
+        rx_bytes: Option<IntCounter>,
         /// Envoy's route timeout covers the response body too.
         deadline: Option<BodyDeadline>,
     },
@@ -156,8 +81,10 @@ impl Body for RespBody {
                 let r = Pin::new(&mut *inner).poll_frame(cx);
                 match &r {
                     Poll::Ready(Some(Ok(f))) => {
-                        if let Some(d) = f.data_ref() {
-                            rx_bytes.inc_by(d.len() as u64);
+                        if let Some(d) = f.data_ref()
+                            && let Some(c) = rx_bytes
+                        {
+                            c.inc_by(d.len() as u64);
                         }
                         if inner.is_end_stream()
                             && let Some(c) = conn.take()

@@ -1,4 +1,6 @@
-//! Retry policy (Envoy `retry_on` semantics) and jittered exponential back-off.
+//! The retry stage: the policy (Envoy `retry_on` semantics) and jittered
+//! exponential back-off here, the loop that runs a request's tries
+//! (`http::attempt`) within the route's deadlines in [`stage`].
 //!
 //! # When a request is retried
 //!
@@ -8,6 +10,8 @@
 //! chunked body are streamed to the upstream and never retried, because bytes
 //! already sent on cannot be taken back. Retries also stop when the route
 //! timeout has no time left or the cluster's `max_retries` breaker is full.
+
+pub mod stage;
 
 use std::time::Duration;
 
@@ -53,7 +57,7 @@ pub enum Failure {
     Status(u16),
     /// `grpc-status` in the response headers (a trailers-only response).
     Grpc(u8),
-    ConnectFailure,
+    Connect,
     Reset,
     /// An HTTP/2 upstream refused the stream before it saw the request.
     RefusedStream,
@@ -77,7 +81,7 @@ impl RetryPolicy {
                 on(ON_REFUSED_STREAM) || on(ON_5XX) || on(ON_GATEWAY_ERROR) || on(ON_RESET)
             }
             // Envoy retries a failed connect under `reset` too (checked against 1.40).
-            Failure::ConnectFailure => {
+            Failure::Connect => {
                 on(ON_5XX) || on(ON_GATEWAY_ERROR) || on(ON_CONNECT_FAILURE) || on(ON_RESET)
             }
             Failure::Reset | Failure::PerTryTimeout => {
@@ -119,9 +123,9 @@ mod tests {
         assert!(p(ON_5XX).should_retry(Failure::Status(500)));
         assert!(!p(ON_GATEWAY_ERROR).should_retry(Failure::Status(500)));
         assert!(p(ON_GATEWAY_ERROR).should_retry(Failure::Status(503)));
-        assert!(p(ON_CONNECT_FAILURE).should_retry(Failure::ConnectFailure));
-        assert!(p(ON_RESET).should_retry(Failure::ConnectFailure));
-        assert!(!p(ON_RETRIABLE_4XX).should_retry(Failure::ConnectFailure));
+        assert!(p(ON_CONNECT_FAILURE).should_retry(Failure::Connect));
+        assert!(p(ON_RESET).should_retry(Failure::Connect));
+        assert!(!p(ON_RETRIABLE_4XX).should_retry(Failure::Connect));
         assert!(!p(ON_CONNECT_FAILURE).should_retry(Failure::Reset));
         assert!(p(ON_RESET).should_retry(Failure::Reset));
         assert!(p(ON_RETRIABLE_4XX).should_retry(Failure::Status(409)));

@@ -53,17 +53,6 @@ impl Direction {
     }
 }
 
-impl Detected {
-    /// The `protocol` label.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Self::Http1 => "http1",
-            Self::Tls { .. } => "tls",
-            Self::Opaque => "opaque",
-        }
-    }
-}
-
 /// Read from `s` into `buf` until the protocol is known, `MAX_DETECT_BYTES`
 /// are read, the peer stops sending (EOF or error) or `timeout` passes.
 pub async fn detect<S: AsyncRead + Unpin>(

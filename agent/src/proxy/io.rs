@@ -1,6 +1,9 @@
-//! The downstream side of an intercepted connection: the bytes read during
-//! detection are replayed first (nothing is lost), then the socket; bytes
-//! both ways are counted into the identity-labelled counters.
+//! The one stream wrapper: bytes already read (during protocol detection)
+//! are replayed first, then the inner stream; every byte read or written
+//! is reported to a [`Meter`]. What a meter does is the layer on top:
+//! counting into Prometheus counters ([`ByteCounters`]), recording a
+//! connection's activity for its idle timer (`http::io`), or nothing (a
+//! bare replay, `()`).
 
 use std::io;
 use std::pin::Pin;
@@ -10,29 +13,53 @@ use bytes::{Buf, BytesMut};
 use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-pub struct InterceptedIo<S> {
-    prefix: BytesMut,
-    inner: S,
-    /// Bytes read from the client (Istio `tcp_received_bytes`).
-    received: IntCounter,
-    /// Bytes written to the client (Istio `tcp_sent_bytes`).
-    sent: IntCounter,
+/// Told about the bytes that move through an [`Io`].
+pub trait Meter: Unpin {
+    fn read(&self, _n: usize) {}
+    fn wrote(&self, _n: usize) {}
 }
 
-impl<S> InterceptedIo<S> {
-    /// `prefix`: bytes already read from `inner` during detection; they are
-    /// counted here, once, as they are replayed.
-    pub fn new(inner: S, prefix: BytesMut, received: IntCounter, sent: IntCounter) -> Self {
+impl Meter for () {}
+
+/// Bytes read from and written to a stream, counted.
+#[derive(Clone)]
+pub struct ByteCounters {
+    pub read: IntCounter,
+    pub written: IntCounter,
+}
+
+impl Meter for ByteCounters {
+    fn read(&self, n: usize) {
+        self.read.inc_by(n as u64);
+    }
+
+    fn wrote(&self, n: usize) {
+        self.written.inc_by(n as u64);
+    }
+}
+
+pub struct Io<S, M> {
+    inner: S,
+    /// Read from `inner` before this wrapper existed; replayed (and metered) first.
+    prefix: BytesMut,
+    meter: M,
+}
+
+impl<S, M: Meter> Io<S, M> {
+    pub fn new(inner: S, meter: M) -> Self {
+        Self::with_prefix(inner, BytesMut::new(), meter)
+    }
+
+    pub fn with_prefix(inner: S, prefix: BytesMut, meter: M) -> Self {
         Self {
-            prefix,
             inner,
-            received,
-            sent,
+            prefix,
+            meter,
         }
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for InterceptedIo<S> {
+impl<S: AsyncRead + Unpin, M: Meter> AsyncRead for Io<S, M> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -43,20 +70,20 @@ impl<S: AsyncRead + Unpin> AsyncRead for InterceptedIo<S> {
             let n = this.prefix.len().min(buf.remaining());
             buf.put_slice(&this.prefix[..n]);
             this.prefix.advance(n);
-            this.received.inc_by(n as u64);
+            this.meter.read(n);
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         let n = buf.filled().len() - before;
         if n > 0 {
-            this.received.inc_by(n as u64);
+            this.meter.read(n);
         }
         r
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for InterceptedIo<S> {
+impl<S: AsyncWrite + Unpin, M: Meter> AsyncWrite for Io<S, M> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -65,7 +92,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for InterceptedIo<S> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = r {
-            this.sent.inc_by(n as u64);
+            this.meter.wrote(n);
         }
         r
     }
@@ -78,7 +105,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for InterceptedIo<S> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = r {
-            this.sent.inc_by(n as u64);
+            this.meter.wrote(n);
         }
         r
     }
@@ -104,11 +131,11 @@ mod tests {
     #[tokio::test]
     async fn replays_prefix_then_stream_and_counts() {
         let (a, mut b) = tokio::io::duplex(64);
-        let (rx, tx) = (
-            IntCounter::new("r", "r").unwrap(),
-            IntCounter::new("t", "t").unwrap(),
-        );
-        let mut io = InterceptedIo::new(a, BytesMut::from(&b"GET "[..]), rx.clone(), tx.clone());
+        let counters = ByteCounters {
+            read: IntCounter::new("r", "r").unwrap(),
+            written: IntCounter::new("t", "t").unwrap(),
+        };
+        let mut io = Io::with_prefix(a, BytesMut::from(&b"GET "[..]), counters.clone());
         b.write_all(b"/ HTTP/1.1").await.unwrap();
         drop(b.shutdown().await);
         let mut all = Vec::new();
@@ -121,8 +148,8 @@ mod tests {
             all.extend_from_slice(&chunk[..n]);
         }
         assert_eq!(all, b"GET / HTTP/1.1");
-        assert_eq!(rx.get(), 14);
+        assert_eq!(counters.read.get(), 14);
         io.write_all(b"ok").await.unwrap();
-        assert_eq!(tx.get(), 2);
+        assert_eq!(counters.written.get(), 2);
     }
 }

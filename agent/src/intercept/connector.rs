@@ -1,0 +1,70 @@
+//! Interception's connection hook into the engine: every upstream
+//! connection a cluster opens comes through here. A cleartext HTTP/1
+//! connection to an intercepted port of a pod on this node goes straight to
+//! its application, served as its inbound side would (`same_node`); any other
+//! is plain TCP whose local address is remembered as weir's own socket, so
+//! the inbound side knows it (`peers`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+
+use super::Shared;
+use super::same_node::{LocalInbound, LocalPod};
+use crate::proxy::io::ByteCounters;
+use crate::proxy::upstream::connector::{Connected, Connecting, Connection, Connector, Target};
+
+pub(super) struct InterceptConnector(Arc<Shared>);
+
+impl InterceptConnector {
+    pub(super) fn new(shared: Arc<Shared>) -> Self {
+        Self(shared)
+    }
+
+    async fn same_node(&self, pod: &LocalPod, addr: SocketAddr) -> std::io::Result<Connected> {
+        let stream = pod.app.connect_app(addr).await?;
+        let (inbound, open) = LocalInbound::open(&self.0, pod, addr);
+        // Counted as the inbound side counts its client: what weir writes
+        // here is what that client would have sent (`received`), what it
+        // reads is the answer (`sent`).
+        let counters = ByteCounters {
+            read: inbound.from_app.clone(),
+            written: inbound.to_app.clone(),
+        };
+        Ok(Connected {
+            connection: Connection::Served {
+                stream,
+                counters,
+                exchange: inbound,
+            },
+            guard: Some(Box::new(open)),
+        })
+    }
+
+    async fn tcp(&self, addr: SocketAddr) -> std::io::Result<Connected> {
+        let stream = TcpStream::connect(addr).await?;
+        // Pooled connections are shared by pods: no source (`peers::Peer::Weir`).
+        let peer = stream
+            .local_addr()
+            .ok()
+            .map(|a| self.0.peers.register(a, None));
+        Ok(Connected {
+            connection: Connection::Tcp(stream),
+            guard: peer.map(|p| Box::new(p) as _),
+        })
+    }
+}
+
+impl Connector for InterceptConnector {
+    fn connect(&self, target: Target) -> Connecting<'_> {
+        Box::pin(async move {
+            if target.cleartext_http1
+                && let Some(pod) = self.0.same_node.lookup(target.addr)
+            {
+                return self.same_node(&pod, target.addr).await;
+            }
+            self.tcp(target.addr).await
+        })
+    }
+}

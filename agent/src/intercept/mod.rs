@@ -1,0 +1,164 @@
+//! Interception: what weir does with a connection the eBPF data path
+//! redirected to it, on top of the L7 engine (`proxy`), which never refers
+//! back to it. Modules follow the life of an intercepted connection:
+//! `detect` (first bytes: HTTP/1, TLS + `sni`, or opaque) -> `outbound`
+//! (route by original destination to the engine's virtual listeners) or
+//! `inbound` (to the pod's application through an [`AppConnector`]) ->
+//! `passthrough` (L4 splice, implicit HTTP passthrough, black hole).
+//! `peers` and the `x-weir-source` header (a `source` token, not a name)
+//! carry the source pod's identity from the outbound side to the inbound
+//! side; `same_node` delivers to pods on this node in one pass, through
+//! the engine's connection hook (`connector`); `identity` counts everything
+//! with that identity (Istio's standard metrics). The state all of them share ([`Shared`]) belongs to one
+//! [`Interceptor`]: nothing is process-global.
+//! Design: `docs/architecture.md` ("Identity"); metrics: `docs/metrics.md`.
+
+mod connector;
+pub(crate) mod detect;
+mod identity;
+mod inbound;
+mod outbound;
+mod passthrough;
+mod peers;
+mod same_node;
+pub(crate) mod sni;
+mod source;
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+
+pub use self::same_node::{LocalGuard, LocalPod};
+use crate::addr::{ClientAddr, OrigDst};
+use crate::proxy::metrics::{Metrics, MetricsError};
+use crate::proxy::runtime::Runtime;
+use crate::proxy::upstream::connector::ConnectError;
+
+/// An enrolled pod.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PodIdentity {
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
+}
+
+/// Connects to an enrolled pod's application (implemented by the
+/// enrollment code: from the proxy's reserved source inside the pod).
+pub trait AppConnector: Send + Sync + 'static {
+    /// Connect to the pod's application at `addr` (from the proxy's reserved source inside the pod).
+    fn connect_app(
+        &self,
+        addr: SocketAddr,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<TcpStream>> + Send + '_>>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InterceptError {
+    #[error("original destination: {0}")]
+    Connect(#[from] ConnectError),
+    #[error("connect to the application at {0}: {1}")]
+    App(SocketAddr, #[source] std::io::Error),
+    #[error("splicing: {0}")]
+    Splice(#[source] std::io::Error),
+}
+
+/// What one interceptor's outbound side, inbound side and upstream
+/// connector share: who weir's own sockets are, which pods are on this
+/// node, the source tokens, and the metrics.
+struct Shared {
+    metrics: identity::InterceptMetrics,
+    peers: peers::Peers,
+    same_node: same_node::LocalPods,
+    sources: source::Sources,
+}
+
+impl Shared {
+    /// Fresh state; the metric families are registered in `registry`.
+    fn new(registry: &prometheus::Registry) -> Result<Self, MetricsError> {
+        Ok(Self {
+            metrics: identity::InterceptMetrics::new(registry)?,
+            peers: peers::Peers::default(),
+            same_node: same_node::LocalPods::default(),
+            sources: source::Sources::default(),
+        })
+    }
+
+    /// Fresh state whose families are in the returned `Metrics`.
+    #[cfg(test)]
+    fn for_tests() -> (Arc<Self>, Metrics) {
+        let m = Metrics::new().unwrap();
+        (Arc::new(Self::new(m.registry()).unwrap()), m)
+    }
+}
+
+/// Serves intercepted connections with the runtime's current config
+/// (read per connection, so reloads apply to new connections). Its HTTP
+/// connections drain with the runtime (`Runtime::drain_all`); spliced TCP
+/// connections run until either side closes.
+#[derive(Clone)]
+pub struct Interceptor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    runtime: Arc<Runtime>,
+    shared: Arc<Shared>,
+    passthrough: passthrough::HttpPassthrough,
+}
+
+impl Interceptor {
+    /// An interceptor and the engine it serves through: the runtime's
+    /// clusters connect through interception's connector (same-node
+    /// delivery, weir's own sockets known to the inbound side), and its
+    /// metric families join `metrics`' registry.
+    pub fn new(metrics: Arc<Metrics>) -> Result<Self, MetricsError> {
+        let shared = Arc::new(Shared::new(metrics.registry())?);
+        let connector = Arc::new(connector::InterceptConnector::new(Arc::clone(&shared)));
+        let runtime = Arc::new(Runtime::with_connector(metrics, connector.clone()));
+        let passthrough = passthrough::HttpPassthrough::new(runtime.metrics.clone(), connector);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                runtime,
+                shared,
+                passthrough,
+            }),
+        })
+    }
+
+    /// The engine intercepted connections are served by.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.inner.runtime
+    }
+
+    /// An enrolled pod's application connected to `orig_dst`; serve it.
+    pub async fn serve_outbound(&self, stream: TcpStream, orig_dst: OrigDst, source: PodIdentity) {
+        outbound::serve(&self.inner, stream, orig_dst, source).await;
+    }
+
+    /// A connection to enrolled pod `pod` at `dst` (its own address:port) from `peer`; serve it.
+    pub async fn serve_inbound(
+        &self,
+        stream: TcpStream,
+        dst: SocketAddr,
+        peer: SocketAddr,
+        pod: PodIdentity,
+        app: Arc<dyn AppConnector>,
+    ) {
+        let inner = &self.inner;
+        inbound::serve(inner, stream, dst, ClientAddr(peer), pod, app).await;
+    }
+
+    /// Record that `pod` is enrolled at `ips`, for same-node delivery,
+    /// until the returned guard drops. Registering again (changed
+    /// annotations) replaces the entry; the older guard then removes nothing.
+    pub fn register_local(&self, ips: &[IpAddr], pod: LocalPod) -> LocalGuard {
+        self.inner.shared.same_node.register(ips, pod)
+    }
+
+    /// The pod an `x-weir-source` value names, if this interceptor made it.
+    pub fn source_of(&self, value: &http::HeaderValue) -> Option<PodIdentity> {
+        self.inner.shared.sources.pod_of(value)
+    }
+}
