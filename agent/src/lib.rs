@@ -2,9 +2,13 @@
 //!
 //! The module tree follows the life of a connection; see `docs/architecture.md`.
 
+pub mod accept_errors;
 pub mod config;
 pub mod datapath;
 pub mod enroll;
+/// Stable entry points for the fuzz targets in `fuzz/`; not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod inpod;
 pub mod netns;
 pub mod node;

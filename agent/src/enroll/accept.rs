@@ -2,12 +2,12 @@
 //! proxy with what the data path knows about it.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use super::{InboundConn, Intercept, OutboundConn, PodContext};
+use crate::accept_errors::AcceptErrors;
 use crate::datapath::{OrigDst, OrigDstTable};
 
 pub(super) fn spawn_outbound(
@@ -19,8 +19,9 @@ pub(super) fn spawn_outbound(
 ) -> std::io::Result<JoinHandle<()>> {
     let listener = into_tokio(listener)?;
     Ok(tokio::spawn(async move {
+        let mut errors = AcceptErrors::new(format!("pod {}/{}", pod.namespace, pod.name));
         loop {
-            let Some((stream, peer)) = accept(&listener, &pod).await else {
+            let Some((stream, peer)) = accept(&listener, &mut errors).await else {
                 continue;
             };
             match orig_dst.take_in(netns_cookie, peer) {
@@ -55,8 +56,9 @@ pub(super) fn spawn_inbound(
 ) -> std::io::Result<JoinHandle<()>> {
     let listener = into_tokio(listener)?;
     Ok(tokio::spawn(async move {
+        let mut errors = AcceptErrors::new(format!("pod {}/{}", pod.namespace, pod.name));
         loop {
-            let Some((stream, peer)) = accept(&listener, &pod).await else {
+            let Some((stream, peer)) = accept(&listener, &mut errors).await else {
                 continue;
             };
             // sk_lookup hands over the connection as addressed: the local
@@ -83,14 +85,15 @@ pub(super) fn spawn_inbound(
 
 async fn accept(
     listener: &TcpListener,
-    pod: &PodContext,
+    errors: &mut AcceptErrors,
 ) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
     match listener.accept().await {
-        Ok(accepted) => Some(accepted),
+        Ok(accepted) => {
+            errors.accepted();
+            Some(accepted)
+        }
         Err(e) => {
-            // Typically EMFILE: back off instead of spinning.
-            log::warn!("pod {}/{}: accept: {e}", pod.namespace, pod.name);
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            errors.failed(&e).await;
             None
         }
     }

@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 
@@ -57,6 +56,7 @@ impl Listener {
             ctx,
             mut drain,
         } = self;
+        let mut errors = crate::accept_errors::AcceptErrors::new(format!("listener {}", ctx.name));
         loop {
             let accepted = tokio::select! {
                 r = tcp.accept() => r,
@@ -64,6 +64,7 @@ impl Listener {
             };
             match accepted {
                 Ok((stream, peer)) => {
+                    errors.accepted();
                     let _ = stream.set_nodelay(true);
                     let meta = ConnMeta {
                         client: ClientAddr(peer),
@@ -78,11 +79,7 @@ impl Listener {
                         }
                     }
                 }
-                Err(e) => {
-                    // Typically EMFILE: back off briefly instead of spinning.
-                    log::warn!("listener {}: accept: {e}", ctx.name);
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
+                Err(e) => errors.failed(&e).await,
             }
         }
         log::info!("listener {}: stopped accepting", ctx.name);

@@ -97,7 +97,7 @@ fn strip_hop_by_hop(h: &mut HeaderMap, upgrading: bool) {
 
 /// Remove the headers `Connection` names (`close`, `keep-alive` and, on
 /// an upgrade, `upgrade` are options, not header names to drop here).
-fn strip_connection_options(h: &mut HeaderMap, upgrading: bool) {
+pub(crate) fn strip_connection_options(h: &mut HeaderMap, upgrading: bool) {
     let mut named: Vec<http::HeaderName> = Vec::new();
     for value in h.get_all(CONNECTION) {
         let Ok(text) = value.to_str() else {
