@@ -19,6 +19,8 @@ pub struct AcceptErrors {
     limit: LogLimit,
     /// Failures since the last success.
     streak: u64,
+    /// Every failure, where the listener has metrics.
+    counter: Option<prometheus::IntCounter>,
 }
 
 impl AcceptErrors {
@@ -28,7 +30,14 @@ impl AcceptErrors {
             what: what.into(),
             limit: LogLimit::default(),
             streak: 0,
+            counter: None,
         }
+    }
+
+    /// Count every failure in `counter` too.
+    pub fn counted(mut self, counter: prometheus::IntCounter) -> Self {
+        self.counter = Some(counter);
+        self
     }
 
     /// Record a failed accept, log it if due, then back off.
@@ -54,6 +63,9 @@ impl AcceptErrors {
     /// Counts the failure; true when a line was logged for it.
     fn note(&mut self, e: &std::io::Error) -> bool {
         self.streak += 1;
+        if let Some(c) = &self.counter {
+            c.inc();
+        }
         let Some(skipped) = self.limit.admit() else {
             return false;
         };

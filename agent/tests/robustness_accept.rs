@@ -90,6 +90,10 @@ async fn accept_errors_are_logged_at_a_bounded_rate_and_service_resumes() {
         }
     })
     .await;
+    let failed = p
+        .metric(r#"weir_http_downstream_accept_errors_total{listener="main"}"#)
+        .await;
+    assert!(failed >= 2.0, "accept errors counted: {failed}");
     eventually(
         "the recovery is logged",
         Duration::from_secs(10),

@@ -56,7 +56,8 @@ impl Listener {
             ctx,
             mut drain,
         } = self;
-        let mut errors = crate::accept_errors::AcceptErrors::new(format!("listener {}", ctx.name));
+        let mut errors = crate::accept_errors::AcceptErrors::new(format!("listener {}", ctx.name))
+            .counted(ctx.metrics.accept_errors.clone());
         loop {
             let accepted = tokio::select! {
                 r = tcp.accept() => r,
