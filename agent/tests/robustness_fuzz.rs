@@ -93,6 +93,14 @@ fn sni_with_a_trailing_dot_names_the_host_without_it() {
     weir::fuzzing::tls_server_name(&hello);
 }
 
+/// Found by http1_request: `Connection: host` made the hop-by-hop strip
+/// remove Host, so an HTTP/1.1 request went upstream without one.
+#[test]
+fn connection_naming_host_keeps_the_host() {
+    weir::fuzzing::http1_request(&input("http1_request", "connection-names-host"));
+    weir::fuzzing::http1_request(&input("http1_request", "connection-names-host-min"));
+}
+
 /// Found by http1_request: `Upgrade: h2c` with `Connection: Upgrade,
 /// x-secret` dropped the Connection header before the hop-by-hop strip
 /// read it, so `x-secret` reached the upstream.
