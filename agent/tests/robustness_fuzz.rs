@@ -101,6 +101,14 @@ fn connection_naming_host_keeps_the_host() {
     weir::fuzzing::http1_request(&input("http1_request", "connection-names-host-min"));
 }
 
+/// Found by http1_request: an absolute-form target with an empty path and a
+/// query (`http://a?q=0`) went upstream in absolute form (`?q=0` is no
+/// origin-form target); it goes as `/?q=0`.
+#[test]
+fn absolute_target_with_empty_path_goes_upstream_in_origin_form() {
+    weir::fuzzing::http1_request(&input("http1_request", "absolute-empty-path-query"));
+}
+
 /// Found by http1_request: `Upgrade: h2c` with `Connection: Upgrade,
 /// x-secret` dropped the Connection header before the hop-by-hop strip
 /// read it, so `x-secret` reached the upstream.
