@@ -6,6 +6,9 @@ pub mod addr;
 pub mod config;
 pub mod datapath;
 pub mod enroll;
+/// Stable entry points for the fuzz targets in `fuzz/`; not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod inpod;
 pub mod intercept;
 pub mod netns;

@@ -77,7 +77,7 @@ async fn client_renegotiation_is_refused_at_once() {
     tls::require_tool("openssl");
     let s = setup().await;
     let mut child = Command::new("openssl")
-        .args(["s_client", "-tls1_2", "-connect", &s.l.to_string()])
+        .args(["s_client", "-tls1_2", "-msg", "-connect", &s.l.to_string()])
         .args(["-servername", "proxy.test", "-CAfile"])
         .arg(&s.ca.pem_file)
         .stdin(Stdio::piped())
@@ -96,15 +96,17 @@ async fn client_renegotiation_is_refused_at_once() {
     let mut stdin = child.stdin.take().unwrap();
     let mut child = Kill(child);
     // Wait for the handshake's summary before asking to renegotiate.
-    let lines = BufReader::new(stdout).lines();
+    let mut lines = BufReader::new(stdout).lines();
     let mut seen = false;
-    for line in lines.map_while(Result::ok) {
+    for line in lines.by_ref().map_while(Result::ok) {
         if line.contains("Verify return code") {
             seen = true;
             break;
         }
     }
     assert!(seen, "s_client finished no handshake");
+    // What the client reads from here on (`-msg`: every record's type).
+    let after = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
     // "R" asks s_client to renegotiate; stdin stays open so only the
     // server's answer can end it.
     stdin.write_all(b"R\n").unwrap();
@@ -120,6 +122,16 @@ async fn client_renegotiation_is_refused_at_once() {
     }
     assert!(exited, "the renegotiating client still waits after 8 s");
     drop(stdin);
+    // weir says why before closing, as nginx does: rustls' no_renegotiation
+    // warning (then close_notify, which s_client, giving up on the warning
+    // with its own handshake_failure, may exit before reading), not a bare FIN.
+    let after = after.join().unwrap();
+    assert!(
+        after.iter().any(|l| l.starts_with("<<< ")
+            && l.ends_with("Alert [length 0002], warning no_renegotiation")),
+        "no no_renegotiation alert from weir:\n{}",
+        after.join("\n")
+    );
 }
 
 /// The server picks its own strongest suite, not the client's first.

@@ -31,23 +31,7 @@ pub fn build_ebpf(root: &Path) -> Result<PathBuf> {
         ])
         .args(["-Z", "build-std=core", "--target-dir"])
         .arg(&target_dir);
-    // The outer (stable) cargo exports its toolchain to children; the nightly
-    // build must not inherit it.
-    for var in [
-        "RUSTUP_TOOLCHAIN",
-        "RUSTC",
-        "RUSTDOC",
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "CARGO",
-        "CARGO_MANIFEST_DIR",
-    ] {
-        cargo.env_remove(var);
-    }
+    crate::run::drop_toolchain_env(&mut cargo);
     if let Some(linker_dir) =
         install::bpf_linker_path().and_then(|p| p.parent().map(Path::to_path_buf))
     {

@@ -108,13 +108,7 @@ pub fn ensure_bpf_linker() -> Result<()> {
         "PATH=/usr/lib/llvm-{LLVM_MAJOR}/bin:$PATH cargo install bpf-linker --version {BPF_LINKER_VERSION} --no-default-features --features llvm-{LLVM_MAJOR}"
     );
     println!("xtask: installing bpf-linker {BPF_LINKER_VERSION} (a few minutes): {fix}");
-    let mut install = Command::new("cargo");
-    if let Some(root) = tools_root() {
-        install.arg("install").arg("--root").arg(root);
-    } else {
-        install.arg("install");
-    }
-    run(install
+    run(cargo_install()
         .args(["bpf-linker", "--version", BPF_LINKER_VERSION])
         .args([
             "--no-default-features",
@@ -146,20 +140,64 @@ fn tools_root() -> Option<PathBuf> {
 
 /// Where `cargo install` puts bpf-linker, or the one on PATH.
 pub fn bpf_linker_path() -> Option<PathBuf> {
+    installed_tool("bpf-linker")
+}
+
+/// Where `cargo install` puts `name` (the tools root when set, else
+/// `$CARGO_HOME/bin`), or the one on PATH.
+fn installed_tool(name: &str) -> Option<PathBuf> {
     if let Some(root) = tools_root() {
-        let installed = root.join("bin/bpf-linker");
+        let installed = root.join("bin").join(name);
         return installed.exists().then_some(installed);
     }
     let cargo_home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))?;
-    let installed = cargo_home.join("bin/bpf-linker");
+    let installed = cargo_home.join("bin").join(name);
     if installed.exists() {
         return Some(installed);
     }
     std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join("bpf-linker"))
+        .map(|dir| dir.join(name))
         .find(|p| p.exists())
+}
+
+/// `cargo install` into the tools root when one is set.
+fn cargo_install() -> Command {
+    let mut install = Command::new("cargo");
+    install.arg("install");
+    if let Some(root) = tools_root() {
+        install.arg("--root").arg(root);
+    }
+    install
+}
+
+/// cargo-fuzz at the pinned version (libFuzzer targets in fuzz/).
+pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// `cargo-fuzz`, installed if missing or another version; returns its path.
+pub fn ensure_cargo_fuzz() -> Result<PathBuf> {
+    let version = |path: &Path| {
+        command_output(Command::new(path).arg("--version"))
+            .ok()
+            .and_then(|out| out.split_whitespace().nth(1).map(str::to_owned))
+    };
+    if let Some(path) = installed_tool("cargo-fuzz") {
+        match version(&path) {
+            Some(v) if v == CARGO_FUZZ_VERSION => return Ok(path),
+            v => println!("xtask: cargo-fuzz {v:?} found, {CARGO_FUZZ_VERSION} wanted"),
+        }
+    }
+    let fix = format!("cargo install cargo-fuzz --version {CARGO_FUZZ_VERSION} --locked");
+    println!("xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION} (about a minute): {fix}");
+    run(cargo_install().args(["cargo-fuzz", "--version", CARGO_FUZZ_VERSION, "--locked"]))
+        .with_context(|| format!("could not install cargo-fuzz; to fix: {fix}"))?;
+    match installed_tool("cargo-fuzz") {
+        Some(path) if version(&path).as_deref() == Some(CARGO_FUZZ_VERSION) => Ok(path),
+        _ => bail!(
+            "cargo-fuzz was installed but not found at {CARGO_FUZZ_VERSION}; is ~/.cargo/bin on PATH?"
+        ),
+    }
 }
 
 /// PATH with `dir` in front, so tools of that directory win.

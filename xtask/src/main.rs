@@ -3,6 +3,7 @@
 
 mod bench;
 mod ebpf;
+mod fuzz;
 mod image;
 mod install;
 mod kernels;
@@ -55,6 +56,9 @@ enum Task {
     /// Run the data-path e2e tests on Debian's 5.10, 6.1 and 6.12 kernels
     /// (or those named) under QEMU, with each cgroup layout (needs root).
     Kernels(kernels::KernelsArgs),
+    /// Build the fuzz targets of fuzz/ (installs cargo-fuzz if missing) and
+    /// run each on its seed corpus for a bounded time; fails on a crash.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> Result<()> {
@@ -122,6 +126,7 @@ fn main() -> Result<()> {
         }
         Task::Bench { target } => bench::run(&root, target),
         Task::Kernels(args) => kernels::run(&root, &args),
+        Task::Fuzz(args) => fuzz::run_fuzz(&root, &args),
     }
 }
 

@@ -40,3 +40,23 @@ fn describe(cmd: &Command) -> String {
     }
     shown
 }
+
+/// A nightly cargo child must not inherit the outer (stable) cargo's
+/// toolchain, which cargo exports to the commands it runs.
+pub fn drop_toolchain_env(cmd: &mut Command) {
+    for var in [
+        "RUSTUP_TOOLCHAIN",
+        "RUSTC",
+        "RUSTDOC",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO",
+        "CARGO_MANIFEST_DIR",
+    ] {
+        cmd.env_remove(var);
+    }
+}

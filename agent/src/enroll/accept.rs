@@ -3,13 +3,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use super::{InboundConn, Intercept, OutboundConn, PodContext};
 use crate::datapath::OrigDstTable;
+use crate::proxy::accept_errors::AcceptErrors;
 
 pub(super) fn spawn_outbound(
     listener: std::net::TcpListener,
@@ -72,8 +72,9 @@ fn spawn_loop(
 ) -> std::io::Result<JoinHandle<()>> {
     let listener = into_tokio(listener)?;
     Ok(tokio::spawn(async move {
+        let mut errors = AcceptErrors::new(format!("pod {}/{}", pod.namespace, pod.name));
         loop {
-            if let Some((stream, peer)) = accept(&listener, &pod).await {
+            if let Some((stream, peer)) = accept(&listener, &mut errors).await {
                 let _ = stream.set_nodelay(true);
                 hand(stream, peer, &pod);
             }
@@ -81,13 +82,19 @@ fn spawn_loop(
     }))
 }
 
-async fn accept(listener: &TcpListener, pod: &PodContext) -> Option<(TcpStream, SocketAddr)> {
+/// One accept; a failure (typically EMFILE) backs off and is logged at a
+/// bounded rate (`AcceptErrors`).
+async fn accept(
+    listener: &TcpListener,
+    errors: &mut AcceptErrors,
+) -> Option<(TcpStream, SocketAddr)> {
     match listener.accept().await {
-        Ok(accepted) => Some(accepted),
+        Ok(accepted) => {
+            errors.accepted();
+            Some(accepted)
+        }
         Err(e) => {
-            // Typically EMFILE: back off instead of spinning.
-            log::warn!("pod {}/{}: accept: {e}", pod.namespace, pod.name);
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            errors.failed(&e).await;
             None
         }
     }

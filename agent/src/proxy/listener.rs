@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 
@@ -66,6 +65,9 @@ impl Listener {
             ctx,
             mut drain,
         } = self;
+        let mut errors =
+            crate::proxy::accept_errors::AcceptErrors::new(format!("listener {}", ctx.name))
+                .counted(ctx.metrics.accept_errors.clone());
         loop {
             let accepted = tokio::select! {
                 r = tcp.accept() => r,
@@ -73,6 +75,7 @@ impl Listener {
             };
             match accepted {
                 Ok((stream, peer)) => {
+                    errors.accepted();
                     let _ = stream.set_nodelay(true);
                     let client = ClientAddr(peer);
                     match ctx.state.load().tls.clone() {
@@ -91,11 +94,7 @@ impl Listener {
                         }
                     }
                 }
-                Err(e) => {
-                    // Typically EMFILE: back off briefly instead of spinning.
-                    log::warn!("listener {}: accept: {e}", ctx.name);
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
+                Err(e) => errors.failed(&e).await,
             }
         }
         log::info!("listener {}: stopped accepting", ctx.name);

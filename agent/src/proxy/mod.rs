@@ -6,6 +6,7 @@
 //! `reload` swaps it, `admin` and `metrics` expose it, `serving` starts and
 //! stops it. `tls` terminates (listeners) and originates (clusters) TLS.
 
+pub(crate) mod accept_errors;
 pub mod admin;
 pub(crate) mod balance;
 pub(crate) mod body;

@@ -25,10 +25,6 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once; more wait in the kernel's accept queue.
 pub const MAX_CONNECTIONS: usize = 64;
 
-/// How long the loop pauses after a failed accept (EMFILE, ENFILE, ENOBUFS)
-/// so that a full fd table does not turn into a busy loop.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-
 /// Bind `addr`, then serve every connection with `handle` on a spawned task.
 pub async fn bind<H, F>(
     addr: SocketAddr,
@@ -51,16 +47,19 @@ where
     F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut errors = crate::proxy::accept_errors::AcceptErrors::new(what);
     loop {
         // Take the slot before accepting, so excess peers queue in the kernel.
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
         let stream = match tcp.accept().await {
-            Ok((stream, _)) => stream,
+            Ok((stream, _)) => {
+                errors.accepted();
+                stream
+            }
             Err(e) => {
-                log::warn!("{what}: accept: {e}");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                errors.failed(&e).await;
                 continue;
             }
         };

@@ -39,7 +39,14 @@ pub fn prepare_head(parts: &mut Parts, fwd: &Forward, matched: usize, upgrading:
         }
     } else if parts.uri.scheme().is_some() {
         let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        if let Ok(u) = pq.parse::<Uri>() {
+        // `http://a?q` has the empty path: its origin form is `/?q`
+        // (fuzzing found it forwarded in absolute form).
+        let origin = if pq.starts_with('/') {
+            pq.parse::<Uri>()
+        } else {
+            format!("/{pq}").parse::<Uri>()
+        };
+        if let Ok(u) = origin {
             parts.uri = u;
         }
     }

@@ -55,7 +55,9 @@ pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap, upgrading: bool) {
 
 /// Remove the headers `Connection` names (`close`, `keep-alive` and, on
 /// an upgrade, `upgrade` are options, not header names to drop here).
-fn strip_connection_options(h: &mut HeaderMap, upgrading: bool) {
+/// `Host` stays whatever it says: it is the request's one authority, which
+/// HTTP/1.1 requires (fuzzing found `Connection: host` forwarding none).
+pub(crate) fn strip_connection_options(h: &mut HeaderMap, upgrading: bool) {
     let mut named: Vec<http::HeaderName> = Vec::new();
     for value in h.get_all(CONNECTION) {
         let Ok(text) = value.to_str() else {
@@ -64,6 +66,7 @@ fn strip_connection_options(h: &mut HeaderMap, upgrading: bool) {
         for token in text.split(',').map(str::trim) {
             if token.eq_ignore_ascii_case("close")
                 || token.eq_ignore_ascii_case("keep-alive")
+                || token.eq_ignore_ascii_case("host")
                 || (upgrading && token.eq_ignore_ascii_case("upgrade"))
             {
                 continue;

@@ -70,6 +70,9 @@ fn drop_h2c(headers: &mut HeaderMap) {
         .get(UPGRADE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"h2c"));
     if h2c {
+        // What `Connection` names goes with it (fuzzing found
+        // `Connection: Upgrade, x-secret` forwarding `x-secret`).
+        super::hop::strip_connection_options(headers, false);
         headers.remove(UPGRADE);
         headers.remove(&HTTP2_SETTINGS);
         headers.remove(CONNECTION);
@@ -158,6 +161,20 @@ mod tests {
             ("connection", "Upgrade, HTTP2-Settings"),
             ("upgrade", "h2c"),
             ("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+            ("accept", "*/*"),
+        ]);
+        assert!(requested(&mut h2c, &[] as &[&str]).unwrap().is_none());
+        let names: Vec<_> = h2c.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["accept"]);
+    }
+
+    #[test]
+    fn an_h2c_offer_takes_the_headers_its_connection_names_along() {
+        let mut h2c = parts(&[
+            ("connection", "Upgrade, HTTP2-Settings, x-secret"),
+            ("upgrade", "h2c"),
+            ("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+            ("x-secret", "1"),
             ("accept", "*/*"),
         ]);
         assert!(requested(&mut h2c, &[] as &[&str]).unwrap().is_none());

@@ -13,6 +13,7 @@ pub(super) struct Families {
     rx_bytes: IntCounterVec,
     tx_bytes: IntCounterVec,
     rq_timeout: IntCounterVec,
+    accept_errors: IntCounterVec,
     rq_protocol: IntCounterVec,
     grpc: IntCounterVec,
     no_route: IntCounterVec,
@@ -71,6 +72,12 @@ impl Families {
                 "Requests ended by the request or header-read timeout (downstream_rq_timeout).",
                 l,
             )?,
+            accept_errors: counter(
+                r,
+                "weir_http_downstream_accept_errors_total",
+                "Failed accepts on the listener's socket (EMFILE, ENFILE, ENOBUFS); each pauses accepting 50 ms.",
+                l,
+            )?,
             rq_protocol: counter(
                 r,
                 "weir_http_downstream_requests_by_protocol_total",
@@ -96,6 +103,7 @@ impl Families {
             rq_timeout: self.rq_timeout.with_label_values(&[name]),
             no_route: self.no_route.with_label_values(&[name]),
             rq_duration: self.rq_duration.with_label_values(&[name]),
+            accept_errors: self.accept_errors.with_label_values(&[name]),
             rq_protocol: PROTOCOLS.map(|p| self.rq_protocol.with_label_values(&[name, p])),
             grpc: GrpcMetrics {
                 by_status: self.grpc.clone(),
@@ -116,6 +124,7 @@ pub struct ListenerMetrics {
     pub rq_timeout: IntCounter,
     pub no_route: IntCounter,
     pub rq_duration: Histogram,
+    pub accept_errors: IntCounter,
     /// By [`PROTOCOLS`] index.
     pub rq_protocol: [IntCounter; 2],
     pub grpc: GrpcMetrics,

@@ -20,7 +20,7 @@ use tokio::task::AbortHandle;
 use tokio_rustls::server::TlsStream;
 
 use super::failure::LogLimit;
-use super::renegotiation::RecordGuard;
+use super::renegotiation::{AlertThenClose, RecordGuard};
 use super::server_names::ServerNames;
 use super::{HANDSHAKE_TIMEOUT, TlsError, failure, pem, provider, versions};
 use crate::config::{AlpnProtocol, Codec, DownstreamTlsConfig};
@@ -103,7 +103,7 @@ impl TlsServer {
         &self,
         io: IO,
         peer: SocketAddr,
-    ) -> Option<(TlsStream<RecordGuard<IO>>, Negotiated)>
+    ) -> Option<(AlertThenClose<TlsStream<RecordGuard<IO>>>, Negotiated)>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
@@ -119,7 +119,7 @@ impl TlsServer {
                     Some(_) => Negotiated::Http1,
                     None => Negotiated::None,
                 };
-                return Some((s, n));
+                return Some((AlertThenClose::new(s), n));
             }
             Ok(Err(e)) => (failure::classify(&e), e.to_string()),
             Err(_) => (HandshakeFailure::Timeout, "timed out".to_owned()),
