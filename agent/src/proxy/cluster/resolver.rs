@@ -11,6 +11,7 @@
 //! resolver does; the record TTL is handed back for `respect_dns_ttl`.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hickory_resolver::TokioResolver;
@@ -95,14 +96,14 @@ impl std::fmt::Debug for Resolver {
 
 impl Resolver {
     pub fn new(settings: &ResolverSettings) -> Result<Self, ResolverError> {
-        let (system, mut opts) = match hickory_resolver::system_conf::read_system_conf() {
+        let (system, mut opts) = match system_conf(Path::new(RESOLV_CONF)) {
             Ok(found) => found,
             // Name servers of its own need nothing from the system.
             Err(_) if !settings.servers.is_empty() => (
                 ResolverConfig::from_parts(None, Vec::new(), Vec::new()),
                 ResolverOpts::default(),
             ),
-            Err(e) => return Err(ResolverError::SystemConfig(e.to_string())),
+            Err(e) => return Err(e),
         };
         let (domain, system_search, system_servers) = system.into_parts();
         let servers = if settings.servers.is_empty() {
@@ -179,6 +180,27 @@ impl Resolver {
     }
 }
 
+const RESOLV_CONF: &str = "/etc/resolv.conf";
+
+/// The node's settings as libc reads them: `path`, or when there is no
+/// such file libc's defaults (the name server on 127.0.0.1, no search
+/// domain, ndots 1): a static binary in a minimal image has none.
+fn system_conf(path: &Path) -> Result<(ResolverConfig, ResolverOpts), ResolverError> {
+    match std::fs::read(path) {
+        Ok(data) => hickory_resolver::system_conf::parse_resolv_conf(data)
+            .map_err(|e| ResolverError::SystemConfig(e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((
+            ResolverConfig::from_parts(
+                None,
+                Vec::new(),
+                vec![NameServerConfig::udp_and_tcp(IpAddr::from([127, 0, 0, 1]))],
+            ),
+            ResolverOpts::default(),
+        )),
+        Err(e) => Err(ResolverError::SystemConfig(e.to_string())),
+    }
+}
+
 /// A name server at `addr`: UDP, and TCP on the same port.
 fn name_server(addr: SocketAddr) -> NameServerConfig {
     let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
@@ -186,4 +208,35 @@ fn name_server(addr: SocketAddr) -> NameServerConfig {
         c.port = addr.port();
     }
     ns
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_resolv_conf_means_libc_defaults() {
+        let (config, opts) = system_conf(Path::new("/nonexistent/weir/resolv.conf")).unwrap();
+        let servers: Vec<IpAddr> = config.name_servers().iter().map(|n| n.ip).collect();
+        assert_eq!(servers, [IpAddr::from([127, 0, 0, 1])]);
+        assert!(config.search().is_empty());
+        assert_eq!(opts.ndots, 1);
+    }
+
+    #[test]
+    fn resolv_conf_is_read_as_a_pod_reads_it() {
+        let dir = std::env::temp_dir().join(format!("weir-resolv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("resolv.conf");
+        std::fs::write(
+            &path,
+            "nameserver 192.0.2.53\nsearch ns1.svc.cluster.local svc.cluster.local\noptions ndots:5\n",
+        )
+        .unwrap();
+        let (config, opts) = system_conf(&path).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(config.name_servers()[0].ip, IpAddr::from([192, 0, 2, 53]));
+        assert_eq!(config.search().len(), 2);
+        assert_eq!(opts.ndots, 5);
+    }
 }
