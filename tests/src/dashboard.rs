@@ -144,7 +144,11 @@ fn regex_lite(pattern: &str) -> regex::Regex {
 
 /// `promtool check rules` on every expression as a recording rule.
 fn promtool_parses(exprs: &[(String, String)]) -> Result<()> {
-    let dir = std::env::temp_dir().join(format!("weir-dashboard-{}", std::process::id()));
+    // One directory per call: the tests of one binary run in parallel, and
+    // a shared one was removed under another test's promtool.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("weir-dashboard-{}-{call}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let rules = dir.join("rules.yaml");
     let mut text = String::from("groups:\n  - name: weir-dashboard\n    rules:\n");
