@@ -52,6 +52,12 @@ enum Command {
         /// loopback TCP stack.
         #[arg(long, value_enum, default_value_t = Switch::Off)]
         sk_msg: Switch,
+        /// On SIGTERM: how long connections may finish (HTTP/1 closes after
+        /// its next response, HTTP/2 gets a GOAWAY, opaque TCP runs on) and
+        /// how long a successor agent has to take the pods over. Fit it in
+        /// the pod's terminationGracePeriodSeconds.
+        #[arg(long, default_value = "25s", value_parser = weir::config::parse_duration)]
+        drain_time: std::time::Duration,
     },
     /// Remove everything weir left in the kernel: detach every program, remove
     /// every pin (run after the agent is gone, e.g. the DaemonSet deleted).
@@ -72,6 +78,9 @@ enum Command {
         /// Tokio worker threads; 1 runs everything on one thread.
         #[arg(long)]
         workers: Option<usize>,
+        /// On SIGTERM/SIGINT: how long open connections may finish.
+        #[arg(long, default_value = "5s", value_parser = weir::config::parse_duration)]
+        drain_time: std::time::Duration,
     },
 }
 
@@ -102,7 +111,11 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Proxy { config, workers } => Ok(weir::proxy::run(&config, workers)?),
+        Command::Proxy {
+            config,
+            workers,
+            drain_time,
+        } => Ok(weir::proxy::run(&config, workers, drain_time)?),
         Command::Run {
             config,
             pods,
@@ -112,12 +125,14 @@ fn main() -> anyhow::Result<()> {
             pin_root,
             workers,
             sk_msg,
+            drain_time,
         } => Ok(weir::run::run(&weir::run::RunOptions {
             config,
             pods: pod_source(pods, kubernetes, node_name, kubeconfig)?,
             pin_root,
             workers,
             sk_msg: sk_msg == Switch::On,
+            drain_time,
         })?),
     }
 }

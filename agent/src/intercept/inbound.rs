@@ -275,7 +275,10 @@ impl AppConn {
 }
 
 #[derive(Clone)]
-struct InboundService(Arc<AppConn>);
+struct InboundService {
+    conn: Arc<AppConn>,
+    drain: DrainWatch,
+}
 
 impl hyper::service::Service<Request<Incoming>> for InboundService {
     type Response = Response<RespBody>;
@@ -283,7 +286,8 @@ impl hyper::service::Service<Request<Incoming>> for InboundService {
     type Future = Pin<Box<dyn Future<Output = Result<Response<RespBody>, Infallible>> + Send>>;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
-        let conn = self.0.clone();
+        let conn = self.conn.clone();
+        let drain = self.drain.clone();
         // Never reaches the application, whoever sent it.
         let source = internal::strip(req.headers_mut());
         Box::pin(async move {
@@ -298,6 +302,7 @@ impl hyper::service::Service<Request<Incoming>> for InboundService {
             };
             handles.response(resp.status().as_u16());
             resp.headers_mut().remove(&X_WEIR_SOURCE);
+            drain.close_after(&mut resp);
             Ok(resp)
         })
     }
@@ -311,17 +316,25 @@ where
     b.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
     let c = b
-        .serve_connection(TokioIo::new(io), InboundService(conn))
+        .serve_connection(
+            TokioIo::new(io),
+            InboundService {
+                conn,
+                drain: drain.clone(),
+            },
+        )
         .with_upgrades();
     tokio::pin!(c);
-    tokio::select! {
+    // Draining: the next response says `connection: close` (`InboundService`);
+    // what is still open when the grace runs out is closed.
+    let grace = tokio::select! {
         r = c.as_mut() => {
             if let Err(e) = r {
                 log::debug!("inbound connection closed: {e}");
             }
             return;
         }
-        _ = drain.signaled() => c.as_mut().graceful_shutdown(),
-    }
-    let _ = tokio::time::timeout(drain.grace, c).await;
+        grace = drain.signaled() => grace,
+    };
+    let _ = tokio::time::timeout(grace, c).await;
 }

@@ -134,7 +134,21 @@ impl Interceptor {
 
     /// An enrolled pod's application connected to `orig_dst`; serve it.
     pub async fn serve_outbound(&self, stream: TcpStream, orig_dst: OrigDst, source: PodIdentity) {
-        outbound::serve(&self.inner, stream, orig_dst, source).await;
+        self.within_drain(outbound::serve(&self.inner, stream, orig_dst, source))
+            .await;
+    }
+
+    /// Runs one intercepted connection, counted as open for a shutdown to
+    /// wait on, and closed when a drain's grace runs out: HTTP finishes
+    /// sooner on its own (`connection: close`, GOAWAY), spliced TLS and TCP
+    /// have no such signal and run until then.
+    async fn within_drain(&self, serve: impl Future<Output = ()>) {
+        let _open = self.inner.runtime.hand_over();
+        let mut drain = self.inner.runtime.drain_watch();
+        tokio::select! {
+            () = serve => {}
+            () = drain.expired() => log::debug!("intercepted connection closed: the drain time ran out"),
+        }
     }
 
     /// A connection to enrolled pod `pod` at `dst` (its own address:port) from `peer`; serve it.
@@ -147,7 +161,15 @@ impl Interceptor {
         app: Arc<dyn AppConnector>,
     ) {
         let inner = &self.inner;
-        inbound::serve(inner, stream, dst, ClientAddr(peer), pod, app).await;
+        self.within_drain(inbound::serve(
+            inner,
+            stream,
+            dst,
+            ClientAddr(peer),
+            pod,
+            app,
+        ))
+        .await;
     }
 
     /// Record that `pod` is enrolled at `ips`, for same-node delivery,

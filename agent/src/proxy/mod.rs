@@ -30,9 +30,10 @@ mod write_through;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use self::runtime::Runtime;
-pub use self::serving::{ProxyError, Serving};
+pub use self::serving::{ProxyError, SHUTDOWN_GRACE, Serving};
 
 /// Build the tokio runtime: `Some(1)` is a current-thread runtime (one
 /// thread does all the work), `Some(n)` n worker threads, `None` one per CPU.
@@ -49,17 +50,18 @@ pub fn tokio_runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, 
     b.enable_all().build().map_err(ProxyError::Runtime)
 }
 
-/// `weir proxy`: serve `config` until SIGTERM/SIGINT.
-pub fn run(config: &Path, workers: Option<usize>) -> Result<(), ProxyError> {
-    tokio_runtime(workers)?.block_on(serve(config))
+/// `weir proxy`: serve `config` until SIGTERM/SIGINT, then drain for up to
+/// `drain_time`.
+pub fn run(config: &Path, workers: Option<usize>, drain_time: Duration) -> Result<(), ProxyError> {
+    tokio_runtime(workers)?.block_on(serve(config, drain_time))
 }
 
-async fn serve(path: &Path) -> Result<(), ProxyError> {
+async fn serve(path: &Path, drain_time: Duration) -> Result<(), ProxyError> {
     let rt = Arc::new(Runtime::new(Arc::new(metrics::Metrics::new()?)));
     let mut serving = Serving::start(path, rt).await?;
     serving.open_admin().await?;
     let signal = serving.stop_signal().await;
     log::info!("{signal}: draining");
-    serving.shutdown().await;
+    serving.shutdown(drain_time).await;
     Ok(())
 }

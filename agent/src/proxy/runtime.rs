@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -60,6 +60,8 @@ pub struct Runtime {
     /// Drains connections handed to the engine from outside its listeners
     /// (interception), with the rest in [`Runtime::drain_all`].
     handed_over: DrainSignal,
+    /// Open connections handed over (see [`Runtime::hand_over`]).
+    handed_over_open: Arc<AtomicI64>,
     /// What the data path detected and loaded, as JSON, for `GET /datapath`;
     /// set once the data path is up (the proxy does not know its types).
     pub datapath_status: std::sync::OnceLock<String>,
@@ -86,6 +88,7 @@ impl Runtime {
             started: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             handed_over: drain::channel(DRAIN_GRACE).0,
+            handed_over_open: Arc::new(AtomicI64::new(0)),
             datapath_status: std::sync::OnceLock::new(),
         }
     }
@@ -226,13 +229,16 @@ impl Runtime {
         v
     }
 
-    /// Open downstream connections over all current listeners.
+    /// Open downstream connections over all current listeners, and those
+    /// handed over from outside them.
     pub async fn active_connections(&self) -> i64 {
         let st = self.state.lock().await;
-        st.listeners
+        let listeners: i64 = st
+            .listeners
             .values()
             .map(|r| r.ctx.metrics.cx_active.get())
-            .sum()
+            .sum();
+        listeners + self.handed_over_open.load(Ordering::Acquire)
     }
 
     /// How long protocol detection waits for an intercepted client's first
@@ -250,14 +256,32 @@ impl Runtime {
         self.handed_over.watch()
     }
 
-    /// Stop accepting everywhere and let connections finish.
-    pub async fn drain_all(&self) {
+    /// A connection handed to the engine from outside its listeners
+    /// (interception): counted among the open connections a shutdown waits
+    /// for until the returned guard drops.
+    pub fn hand_over(&self) -> HandedOver {
+        self.handed_over_open.fetch_add(1, Ordering::AcqRel);
+        HandedOver(Arc::clone(&self.handed_over_open))
+    }
+
+    /// Stop accepting everywhere and let connections finish; what is still
+    /// open after `grace` is closed.
+    pub async fn drain_all(&self, grace: Duration) {
         self.draining.store(true, Ordering::Release);
-        self.handed_over.drain();
+        self.handed_over.drain_within(grace);
         let st = self.state.lock().await;
         for r in st.listeners.values() {
-            r.drain.drain();
+            r.drain.drain_within(grace);
         }
+    }
+}
+
+/// One open handed-over connection (see [`Runtime::hand_over`]).
+pub struct HandedOver(Arc<AtomicI64>);
+
+impl Drop for HandedOver {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

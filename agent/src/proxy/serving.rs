@@ -31,7 +31,9 @@ pub enum ProxyError {
     Signal(#[source] std::io::Error),
 }
 
-/// How long SIGTERM/SIGINT waits for open connections to finish.
+/// `weir proxy`'s default for how long SIGTERM/SIGINT lets open
+/// connections finish (`--drain-time`); `weir run` has its own, sized to the
+/// DaemonSet's grace period.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// A runtime serving its config file until stopped.
@@ -83,13 +85,20 @@ impl Serving {
         }
     }
 
-    /// Stop watching the config, drain every connection and let in-flight
-    /// requests finish within [`SHUTDOWN_GRACE`] (idle keep-alive
-    /// connections close at once).
-    pub async fn shutdown(self) {
+    /// Stop watching the config, drain every connection (listeners'
+    /// and handed-over ones) and let them finish within `drain_time`:
+    /// HTTP/1 connections close after their next response, HTTP/2 get a
+    /// GOAWAY, spliced TCP runs on; what is open after `drain_time` is closed.
+    pub async fn shutdown(self, drain_time: Duration) {
         self.watcher.abort();
-        self.runtime.drain_all().await;
-        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        self.runtime.drain_all(drain_time).await;
+        let open = self.runtime.active_connections().await;
+        if open > 0 {
+            log::info!("draining {open} connection(s) for up to {drain_time:?}");
+        }
+        // A connection's own drain deadline closes it at `drain_time`; the
+        // margin lets those closes happen before the process goes.
+        let deadline = tokio::time::Instant::now() + drain_time + Duration::from_millis(100);
         while self.runtime.active_connections().await > 0 && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(50)).await;

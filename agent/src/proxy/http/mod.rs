@@ -179,6 +179,7 @@ where
         hook,
         proto,
         https,
+        drain: drain.clone(),
     };
     // The bytes sniffed (already counted) go to the codec first.
     let io = TokioIo::new(Io::with_prefix(io, sniffed, ()));
@@ -201,9 +202,12 @@ where
             let conn = b.serve_connection(io, svc).with_upgrades();
             tokio::pin!(conn);
             let header_timeout = settings.header_read_timeout;
+            // Draining closes after the next response (`ConnService`), not
+            // while idle: a request on its way would be lost.
             drive(
                 conn,
                 |c| c.graceful_shutdown(),
+                OnDrain::CloseAfterNextResponse,
                 &shared,
                 &settings,
                 header_timeout,
@@ -223,6 +227,7 @@ where
             drive(
                 conn,
                 |c| c.graceful_shutdown(),
+                OnDrain::Shutdown,
                 &shared,
                 &settings,
                 None,
@@ -235,11 +240,22 @@ where
     }
 }
 
+/// What a connection does when draining starts; either way it is closed
+/// when the drain's grace runs out.
+#[derive(Clone, Copy, PartialEq)]
+enum OnDrain {
+    /// Graceful shutdown now (HTTP/2: GOAWAY, streams in flight finish).
+    Shutdown,
+    /// HTTP/1: the next response says `connection: close` and ends it.
+    CloseAfterNextResponse,
+}
+
 /// Run a connection future to its end under the watchdog and the drain.
 #[expect(clippy::too_many_arguments, reason = "one call site per codec")]
 async fn drive<C>(
     mut conn: Pin<&mut C>,
     shutdown: impl Fn(Pin<&mut C>),
+    on_drain: OnDrain,
     shared: &ConnShared,
     settings: &ConnSettings,
     header_timeout: Option<Duration>,
@@ -282,10 +298,12 @@ async fn drive<C>(
                 }
                 return;
             }
-            _ = drain.signaled(), if !draining => {
-                shutdown(conn.as_mut());
+            grace = drain.signaled(), if !draining => {
+                if on_drain == OnDrain::Shutdown {
+                    shutdown(conn.as_mut());
+                }
                 draining = true;
-                force_at = Some(tokio::time::Instant::now() + drain.grace);
+                force_at = Some(tokio::time::Instant::now() + grace);
             }
             _ = sleep_until_opt(recheck), if !draining => {}
             _ = sleep_until_opt(force_at) => return,

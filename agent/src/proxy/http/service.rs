@@ -20,6 +20,7 @@ use super::{
     upgrade,
 };
 use crate::proxy::body::response::RespBody;
+use crate::proxy::drain::DrainWatch;
 use crate::proxy::route::action::Action;
 
 static X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
@@ -33,6 +34,8 @@ pub struct ConnService {
     pub proto: Proto,
     /// The connection is TLS: `x-forwarded-proto: https`.
     pub https: bool,
+    /// HTTP/1 responses say `connection: close` once draining.
+    pub drain: DrainWatch,
 }
 
 impl hyper::service::Service<Request<Incoming>> for ConnService {
@@ -53,6 +56,7 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         let shared = self.shared.clone();
         let timeout = self.request_timeout;
         let (proto, https) = (self.proto, self.https);
+        let drain = self.drain.clone();
         let has_body = !req.body().is_end_stream();
         ctx.metrics.rq_protocol[proto.index()].inc();
         let started = std::time::Instant::now();
@@ -97,8 +101,9 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
             if let Some(h) = &hook {
                 h.on_response(resp.status().as_u16());
             }
-            if proto == Proto::Http2 {
-                resp = grpc::observe(resp, &ctx.metrics.grpc);
+            match proto {
+                Proto::Http1 => drain.close_after(&mut resp),
+                Proto::Http2 => resp = grpc::observe(resp, &ctx.metrics.grpc),
             }
             Ok(resp)
         })
