@@ -4,7 +4,6 @@
 //! their destinations directly. A plain SIGTERM, by contrast, keeps the pins.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -14,7 +13,8 @@ use aya::maps::MapInfo;
 use aya::programs::links::{FdLink, PinnedLink};
 use weir_tests::agent::{AgentProcess, MINIMAL_CONFIG, get_once, weir_bin};
 use weir_tests::pins::PinRoot;
-use weir_tests::support::{require_root, sim_server};
+use weir_tests::scenario::ThreePods;
+use weir_tests::support::require_root;
 use weir_tests::{SimNode, wait};
 
 /// The kernel IDs of what is pinned under `root`: links and the programs
@@ -78,29 +78,13 @@ fn uninstall_after_the_agent_leaves_nothing_in_the_kernel() -> Result<()> {
     require_root();
     let pins = PinRoot::new();
     let node = SimNode::new()?;
-    let client = node.add_pod("client")?;
-    let locked = node.add_pod("locked")?;
-    let server = node.add_pod("server")?;
-    let _pauses = [
-        client.start_pause()?,
-        locked.start_pause()?,
-        server.start_pause()?,
-    ];
-    let _http = server.start_server(&sim_server(), &["http", "server", "0.0.0.0:8080"], 8080)?;
-    let http = SocketAddr::new(server.ip4.into(), 8080);
-    let pods = format!(
-        "pods:\n{}{}{}",
-        client.pods_file_entry(&[("weir.dev/enroll", "true")]),
-        locked.pods_file_entry(&[
-            ("weir.dev/enroll", "true"),
-            ("weir.dev/fail-mode", "closed")
-        ]),
-        server.pods_file_entry(&[("weir.dev/enroll", "true")]),
-    );
+    let three = ThreePods::start(&node)?;
+    let (client, locked, http) = (&three.client, &three.locked, three.http);
+    let pods = three.pods_file();
     let mut agent = AgentProcess::start(&node, MINIMAL_CONFIG, &pods, pins.path())?;
     agent.wait_ready(&node, Duration::from_secs(20))?;
     assert_eq!(
-        get_once(&client, http),
+        get_once(client, http),
         "server from 127.0.0.6",
         "{}",
         agent.log()
@@ -110,7 +94,7 @@ fn uninstall_after_the_agent_leaves_nothing_in_the_kernel() -> Result<()> {
     agent.terminate(Duration::from_secs(10))?;
     let files = pins.pinned_files();
     assert!(!files.is_empty(), "SIGTERM removed the pins");
-    let refused = get_once(&locked, http);
+    let refused = get_once(locked, http);
     assert!(refused.contains("Operation not permitted"), "{refused}");
     let ours = pinned_ids(&files)?;
     assert!(!ours.links.is_empty() && !ours.maps.is_empty(), "{ours:?}");
@@ -149,11 +133,11 @@ fn uninstall_after_the_agent_leaves_nothing_in_the_kernel() -> Result<()> {
     );
     // Un-enrolled: every pod, the fail-closed one too, goes direct.
     assert_eq!(
-        get_once(&locked, http),
+        get_once(locked, http),
         format!("server from {}", locked.ip4)
     );
     assert_eq!(
-        get_once(&client, http),
+        get_once(client, http),
         format!("server from {}", client.ip4)
     );
 

@@ -13,6 +13,7 @@ pub mod kube;
 mod node;
 pub mod pins;
 mod pod;
+pub mod scenario;
 pub mod service;
 pub mod support;
 pub mod wait;

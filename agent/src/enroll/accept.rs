@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::{InboundConn, Intercept, OutboundConn, PodContext};
@@ -17,8 +18,9 @@ pub(super) fn spawn_outbound(
     orig_dst: Arc<OrigDstTable>,
     intercept: Arc<dyn Intercept>,
     pod: Arc<PodContext>,
+    stop: watch::Receiver<bool>,
 ) -> std::io::Result<JoinHandle<()>> {
-    spawn_loop(listener, pod, move |stream, peer, pod| {
+    spawn_loop(listener, pod, stop, move |stream, peer, pod| {
         match orig_dst.take_in(netns_cookie, peer) {
             Ok(Some(orig_dst)) => intercept.outbound(OutboundConn {
                 stream,
@@ -44,8 +46,9 @@ pub(super) fn spawn_inbound(
     listener: std::net::TcpListener,
     intercept: Arc<dyn Intercept>,
     pod: Arc<PodContext>,
+    stop: watch::Receiver<bool>,
 ) -> std::io::Result<JoinHandle<()>> {
-    spawn_loop(listener, pod, move |stream, peer, pod| {
+    spawn_loop(listener, pod, stop, move |stream, peer, pod| {
         // sk_lookup hands over the connection as addressed: the local
         // address is where the client was connecting.
         match stream.local_addr() {
@@ -64,20 +67,33 @@ pub(super) fn spawn_inbound(
     })
 }
 
-/// Accept on `listener` for good, handing each connection (Nagle off) to `hand`.
+/// Accept on `listener`, handing each connection (Nagle off) to `hand`,
+/// until `stop` says so; then take what is already queued, and end.
 fn spawn_loop(
     listener: std::net::TcpListener,
     pod: Arc<PodContext>,
+    mut stop: watch::Receiver<bool>,
     hand: impl Fn(TcpStream, SocketAddr, &Arc<PodContext>) + Send + 'static,
 ) -> std::io::Result<JoinHandle<()>> {
     let listener = into_tokio(listener)?;
     Ok(tokio::spawn(async move {
         let mut errors = AcceptErrors::new(format!("pod {}/{}", pod.namespace, pod.name));
         loop {
-            if let Some((stream, peer)) = accept(&listener, &mut errors).await {
+            let accepted = tokio::select! {
+                accepted = accept(&listener, &mut errors) => accepted,
+                _ = stop.wait_for(|stop| *stop) => break,
+            };
+            if let Some((stream, peer)) = accepted {
                 let _ = stream.set_nodelay(true);
                 hand(stream, peer, &pod);
             }
+        }
+        // A zero timeout still polls once: whatever the queue holds now.
+        while let Ok(Ok((stream, peer))) =
+            tokio::time::timeout(std::time::Duration::ZERO, listener.accept()).await
+        {
+            let _ = stream.set_nodelay(true);
+            hand(stream, peer, &pod);
         }
     }))
 }

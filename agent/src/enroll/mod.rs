@@ -99,6 +99,8 @@ pub struct Enroller {
 #[derive(Debug, Default)]
 pub struct Reconciled {
     pub enrolled: Vec<String>,
+    /// Uids of the pods enrolled (listeners of this agent's now in the maps).
+    pub enrolled_uids: Vec<String>,
     pub updated: Vec<String>,
     pub unenrolled: Vec<String>,
     /// Pods that should be enrolled but could not be, with why.
@@ -162,6 +164,7 @@ impl Enroller {
                     ) {
                         Ok(pod) => {
                             self.pods.insert(spec.uid.clone(), pod);
+                            result.enrolled_uids.push(spec.uid.clone());
                             Ok(&mut result.enrolled)
                         }
                         Err(e) => Err(e),
@@ -199,6 +202,23 @@ impl Enroller {
             .flat_map(|p| p.ips().iter().copied())
             .collect();
         self.datapath.prune(&uids, &cookies, &addrs)
+    }
+
+    /// Another agent took the pod `uid` over: forget it without touching
+    /// its pinned state. The returned future stops its listeners once
+    /// their queues are empty; `None` if the pod is not enrolled here.
+    pub fn release(&mut self, uid: &str) -> Option<impl Future<Output = ()> + Send + 'static> {
+        let pod = self.pods.remove(uid)?;
+        Some(pod.release())
+    }
+
+    /// How many pods are enrolled.
+    pub fn len(&self) -> usize {
+        self.pods.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pods.is_empty()
     }
 
     /// Labels (`namespace/name`) of the enrolled pods.

@@ -4,7 +4,9 @@ use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use weir_common::{
     INBOUND_FLAG_ALL_PORTS, INBOUND_FLAG_FAIL_CLOSED, InboundSettings, POD_FLAG_FAIL_CLOSED,
@@ -58,25 +60,48 @@ pub struct EnrolledPod {
 struct AcceptTasks {
     tasks: Vec<JoinHandle<()>>,
     listeners: Vec<std::net::TcpListener>,
+    /// Tells the loops to take what is queued and end (a hand-over).
+    stop: watch::Sender<bool>,
 }
+
+/// After a successor's listeners replaced ours in the maps, a `connect()`
+/// that read our port just before can still be completing its handshake
+/// (microseconds on the node); accepting on a while longer takes it.
+const HANDOVER_LINGER: Duration = Duration::from_millis(100);
 
 impl AcceptTasks {
     fn with_capacity(n: usize) -> Self {
         Self {
             tasks: Vec::with_capacity(n),
             listeners: Vec::with_capacity(n),
+            stop: watch::channel(false).0,
         }
     }
 
-    /// Keeps a duplicate of `listener` and hands the original to `spawn`.
+    /// Keeps a duplicate of `listener` and hands the original to `spawn`,
+    /// with the loop's stop signal.
     fn start(
         &mut self,
         listener: std::net::TcpListener,
-        spawn: impl FnOnce(std::net::TcpListener) -> std::io::Result<JoinHandle<()>>,
+        spawn: impl FnOnce(
+            std::net::TcpListener,
+            watch::Receiver<bool>,
+        ) -> std::io::Result<JoinHandle<()>>,
     ) -> std::io::Result<()> {
         self.listeners.push(listener.try_clone()?);
-        self.tasks.push(spawn(listener)?);
+        self.tasks.push(spawn(listener, self.stop.subscribe())?);
         Ok(())
+    }
+
+    /// The pod is served by another agent now: accept on for
+    /// [`HANDOVER_LINGER`], take every connection still queued, then close
+    /// (no queued connection is reset).
+    async fn finish(mut self) {
+        tokio::time::sleep(HANDOVER_LINGER).await;
+        self.stop.send_replace(true);
+        for task in std::mem::take(&mut self.tasks) {
+            let _ = task.await;
+        }
     }
 }
 
@@ -149,21 +174,22 @@ impl EnrolledPod {
         let mut accept_tasks = AcceptTasks::with_capacity(4);
         for listener in [egress_listeners.v4, egress_listeners.v6] {
             accept_tasks
-                .start(listener, |listener| {
+                .start(listener, |listener, stop| {
                     accept::spawn_outbound(
                         listener,
                         netns_cookie,
                         Arc::clone(orig_dst),
                         Arc::clone(intercept),
                         Arc::clone(&pod),
+                        stop,
                     )
                 })
                 .map_err(EnrollError::Listener)?;
         }
         for listener in [inbound_listeners.v4, inbound_listeners.v6] {
             accept_tasks
-                .start(listener, |listener| {
-                    accept::spawn_inbound(listener, Arc::clone(intercept), Arc::clone(&pod))
+                .start(listener, |listener, stop| {
+                    accept::spawn_inbound(listener, Arc::clone(intercept), Arc::clone(&pod), stop)
                 })
                 .map_err(EnrollError::Listener)?;
         }
@@ -223,6 +249,16 @@ impl EnrolledPod {
         log::debug!("pod {}: annotations changed, applied", self.label);
         self.policy = policy;
         Ok(())
+    }
+
+    /// Another agent serves the pod now (its listeners are in the maps):
+    /// stop listening once what is queued is accepted, and leave the
+    /// entries, links and pins, which are the other agent's now.
+    /// Connections already accepted run on.
+    pub(super) async fn release(self) {
+        drop(self.local);
+        self.accept_tasks.finish().await;
+        log::debug!("pod {}: handed over", self.label);
     }
 
     /// Removes everything the pod had: entries, links, pins, listeners. The

@@ -10,6 +10,7 @@
 //! future `block_on` drives), which keeps only what enrolment needs once the
 //! data path is loaded; the proxy's worker threads hold nothing.
 
+mod handoff;
 mod intercept;
 mod report;
 mod source;
@@ -20,6 +21,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::task::JoinSet;
+
+use self::handoff::{Event, Handoff};
 use crate::datapath::{Datapath, DatapathError, DatapathOptions};
 use crate::enroll::Enroller;
 use crate::intercept::Interceptor;
@@ -43,6 +47,9 @@ pub struct RunOptions {
     pub workers: Option<usize>,
     /// sk_msg acceleration of the app-to-proxy hop.
     pub sk_msg: bool,
+    /// On SIGTERM: the hand-over to a successor and the connections'
+    /// drain, together, within this.
+    pub drain_time: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +123,9 @@ async fn serve(options: &RunOptions) -> Result<(), RunError> {
     })?;
     privilege::drop_after_load()?;
     let _ = runtime.datapath_status.set(datapath.status().to_json());
+    // Before enrolling: an agent still serving the node learns of each pod
+    // this one takes over.
+    let mut handoff = Handoff::start(&options.pin_root);
     let intercept = intercept::for_interceptor(&interceptor);
     let mut enroller = Enroller::new(datapath, intercept, cgroup2_root()?);
     let mut pods = tokio::select! {
@@ -127,7 +137,7 @@ async fn serve(options: &RunOptions) -> Result<(), RunError> {
     };
     let mut reporter = report::Reporter::default();
     let mut desired = Arc::clone(&pods.pods.borrow_and_update());
-    let mut retry = reporter.report(&enroller.reconcile(&desired));
+    let mut retry = reconcile(&mut enroller, &desired, &mut reporter, &mut handoff);
     let mut retry_after = RETRY_FIRST;
     match enroller.prune() {
         Ok(pruned) if pruned != Default::default() => {
@@ -144,6 +154,10 @@ async fn serve(options: &RunOptions) -> Result<(), RunError> {
         enroller.enrolled().len()
     );
 
+    // While a successor takes the pods over, this agent enrolls nothing:
+    // the successor is the one following the pod source.
+    let mut successor = false;
+    let mut releases = JoinSet::new();
     loop {
         tokio::select! {
             changed = pods.pods.changed() => {
@@ -152,19 +166,100 @@ async fn serve(options: &RunOptions) -> Result<(), RunError> {
                     break;
                 }
                 desired = Arc::clone(&pods.pods.borrow_and_update());
-                retry = reporter.report(&enroller.reconcile(&desired));
-                retry_after = RETRY_FIRST;
+                if !successor {
+                    retry = reconcile(&mut enroller, &desired, &mut reporter, &mut handoff);
+                    retry_after = RETRY_FIRST;
+                }
             }
-            () = tokio::time::sleep(retry_after), if retry => {
-                retry = reporter.report(&enroller.reconcile(&desired));
+            () = tokio::time::sleep(retry_after), if retry && !successor => {
+                retry = reconcile(&mut enroller, &desired, &mut reporter, &mut handoff);
                 retry_after = (retry_after * 2).min(RETRY_MAX);
             }
+            event = handoff.next() => match event {
+                Event::SuccessorArrived => {
+                    log::info!("a new agent is starting on this node: handing the pods over");
+                    successor = true;
+                }
+                Event::Taken(uid) => release(&mut enroller, &uid, &mut releases),
+                Event::SuccessorGone => {
+                    // Pods it took and no longer serves are enrolled again.
+                    log::warn!("the new agent went away: serving the node again");
+                    successor = false;
+                    retry = reconcile(&mut enroller, &desired, &mut reporter, &mut handoff);
+                }
+            },
             signal = serving.stop_signal() => { log::info!("{signal}: stopping"); break; }
         }
     }
-    // Listeners close with the enroller; pinned state stays for the next agent.
+    let deadline = tokio::time::Instant::now() + options.drain_time;
+    if successor {
+        hand_over_rest(&mut enroller, &mut handoff, &mut releases, deadline).await;
+    }
+    // Listeners of pods nobody took close with the enroller: those pods go
+    // direct or are refused; pinned state stays for the next agent.
     drop(enroller);
+    // Listeners being handed over finish taking their queues.
+    while releases.join_next().await.is_some() {}
     pods.task.abort();
-    serving.shutdown().await;
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    serving.shutdown(left.max(MIN_DRAIN)).await;
     Ok(())
+}
+
+/// Connections get at least this to finish, however long the hand-over took.
+const MIN_DRAIN: Duration = Duration::from_secs(1);
+
+fn reconcile(
+    enroller: &mut Enroller,
+    desired: &[crate::pods::PodSpec],
+    reporter: &mut report::Reporter,
+    handoff: &mut Handoff,
+) -> bool {
+    let done = enroller.reconcile(desired);
+    for uid in &done.enrolled_uids {
+        handoff.took(uid);
+    }
+    reporter.report(&done)
+}
+
+fn release(enroller: &mut Enroller, uid: &str, releases: &mut JoinSet<()>) {
+    if let Some(finish) = enroller.release(uid) {
+        releases.spawn(finish);
+    }
+}
+
+/// SIGTERM with a successor starting: wait until it has taken every pod
+/// (or went away, or `deadline`), so no pod is left without a listener.
+async fn hand_over_rest(
+    enroller: &mut Enroller,
+    handoff: &mut Handoff,
+    releases: &mut JoinSet<()>,
+    deadline: tokio::time::Instant,
+) {
+    if !enroller.is_empty() {
+        log::info!(
+            "waiting for the new agent to take {} pod(s) over",
+            enroller.len()
+        );
+    }
+    while !enroller.is_empty() {
+        tokio::select! {
+            event = handoff.next() => match event {
+                Event::Taken(uid) => release(enroller, &uid, releases),
+                Event::SuccessorGone => {
+                    log::warn!("the new agent went away before taking every pod over");
+                    return;
+                }
+                Event::SuccessorArrived => {}
+            },
+            () = tokio::time::sleep_until(deadline) => {
+                log::warn!(
+                    "the new agent did not take {} pod(s) over within the drain time",
+                    enroller.len()
+                );
+                return;
+            }
+        }
+    }
+    log::info!("every pod is served by the new agent");
 }

@@ -9,6 +9,13 @@
 //!                                    one GET per new connection every GAP_MS for
 //!                                    DURATION_MS; prints `ok MS BODY` or
 //!                                    `err MS ERROR` per request (MS since start)
+//!        sim-client keepalive ADDR HOST PATH GAP_MS DURATION_MS
+//!                                    a GET every GAP_MS for DURATION_MS on one
+//!                                    keep-alive connection, a new one only
+//!                                    after `connection: close` (RFC 9112 9.6)
+//!                                    or an error; prints as `loop`
+//!          (`loop` and `keepalive` also end once the file named by
+//!          SIM_CLIENT_STOP_FILE exists)
 //!        sim-client echo ADDR BYTES  send BYTES pseudo-random bytes, read them
 //!                                    back, print `identical` or what differed
 //!        sim-client until-ok ADDR HOST PATH GAP_MS TIMEOUT_MS
@@ -39,6 +46,9 @@ fn main() {
         [_, "echo", addr, bytes] => return exit_with(echo_check(addr, bytes)),
         [_, "loop", addr, host, path, gap, duration] => {
             return exit_with(request_loop(addr, host, path, gap, duration));
+        }
+        [_, "keepalive", addr, host, path, gap, duration] => {
+            return exit_with(keepalive_loop(addr, host, path, gap, duration));
         }
         [_, "until-ok", addr, host, path, gap, timeout] => {
             return exit_with(until(addr, gap, timeout, Until::Ok { host, path }));
@@ -88,9 +98,50 @@ fn exit_with(result: Result<String, String>) {
     }
 }
 
+/// One HTTP/1.1 response with a content-length body: (status, body
+/// trimmed, whether the server closes after it).
+fn read_response(
+    reader: &mut std::io::BufReader<TcpStream>,
+) -> Result<(String, String, bool), String> {
+    use std::io::BufRead;
+    let mut status_line = String::new();
+    reader
+        .read_line(&mut status_line)
+        .map_err(|e| format!("reading status: {e}"))?;
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("none")
+        .to_owned();
+    let (mut length, mut close) = (0usize, false);
+    loop {
+        let mut line = String::new();
+        reader
+            .read_line(&mut line)
+            .map_err(|e| format!("reading headers: {e}"))?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+            if k.eq_ignore_ascii_case("connection") && v.trim().eq_ignore_ascii_case("close") {
+                close = true;
+            }
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader
+        .read_exact(&mut body)
+        .map_err(|e| format!("reading body: {e}"))?;
+    let body = String::from_utf8_lossy(&body).trim().to_owned();
+    Ok((status, body, close))
+}
+
 fn http_loop(addr: &str, host: &str, path: &str, count: &str) -> Result<String, String> {
     use std::collections::BTreeMap;
-    use std::io::BufRead;
     let addr: SocketAddr = addr
         .parse()
         .map_err(|e| format!("bad address {addr}: {e}"))?;
@@ -114,45 +165,8 @@ fn http_loop(addr: &str, host: &str, path: &str, count: &str) -> Result<String, 
                 .write_all(request.as_bytes())
                 .map_err(|e| e.to_string())?;
         }
-        let mut status_line = String::new();
-        reader
-            .read_line(&mut status_line)
-            .map_err(|e| format!("reading status: {e}"))?;
-        let status = status_line
-            .split_whitespace()
-            .nth(1)
-            .unwrap_or("none")
-            .to_owned();
-        let mut length = 0usize;
-        let mut close = false;
-        loop {
-            let mut line = String::new();
-            reader
-                .read_line(&mut line)
-                .map_err(|e| format!("reading headers: {e}"))?;
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-                if k.eq_ignore_ascii_case("connection") && v.trim().eq_ignore_ascii_case("close") {
-                    close = true;
-                }
-            }
-        }
-        let mut body = vec![0u8; length];
-        reader
-            .read_exact(&mut body)
-            .map_err(|e| format!("reading body: {e}"))?;
-        *tally
-            .entry(format!(
-                "{status} {}",
-                String::from_utf8_lossy(&body).trim()
-            ))
-            .or_default() += 1;
+        let (status, body, close) = read_response(&mut reader)?;
+        *tally.entry(format!("{status} {body}")).or_default() += 1;
         if close {
             (stream, reader) = connect().map_err(|e| format!("{addr}: {e}"))?;
         }
@@ -217,11 +231,83 @@ fn request_loop(
     let start = std::time::Instant::now();
     let mut stdout = std::io::stdout();
     // Bounded by time and, through the gap, by count.
-    while start.elapsed() < duration {
+    while start.elapsed() < duration && !stop_requested() {
         let at = start.elapsed().as_millis();
         let line = match http_loop(addr, host, path, "1") {
             Ok(tally) => format!("ok {at} {}", tally.trim().trim_start_matches("1 200 ")),
             Err(e) => format!("err {at} {e}"),
+        };
+        let _ = writeln!(stdout, "{line}");
+        let _ = stdout.flush();
+        std::thread::sleep(gap);
+    }
+    Ok(String::new())
+}
+
+/// The test asked the loop to end (the file SIM_CLIENT_STOP_FILE names exists).
+fn stop_requested() -> bool {
+    std::env::var_os("SIM_CLIENT_STOP_FILE").is_some_and(|f| std::path::Path::new(&f).exists())
+}
+
+/// One connection's GETs, `connection: close` honoured.
+fn keepalive_loop(
+    addr: &str,
+    host: &str,
+    path: &str,
+    gap: &str,
+    duration: &str,
+) -> Result<String, String> {
+    use std::io::{BufReader, Write as _};
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|e| format!("bad address {addr}: {e}"))?;
+    let gap = Duration::from_millis(gap.parse().map_err(|e| format!("bad gap {gap}: {e}"))?);
+    let duration = Duration::from_millis(
+        duration
+            .parse()
+            .map_err(|e| format!("bad duration {duration}: {e}"))?,
+    );
+    let connect = || -> std::io::Result<(TcpStream, BufReader<TcpStream>)> {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let reader = BufReader::new(stream.try_clone()?);
+        Ok((stream, reader))
+    };
+    // One exchange on `conn`: (body, whether the server closes after it).
+    let exchange =
+        |conn: &mut (TcpStream, BufReader<TcpStream>)| -> Result<(String, bool), String> {
+            write!(conn.0, "GET {path} HTTP/1.1\r\nhost: {host}\r\n\r\n")
+                .map_err(|e| format!("sending: {e}"))?;
+            let (status, body, close) = read_response(&mut conn.1)?;
+            if status != "200" {
+                return Err(format!("status {status}"));
+            }
+            Ok((body, close))
+        };
+    let start = std::time::Instant::now();
+    let mut stdout = std::io::stdout();
+    let mut conn = None;
+    // Bounded by time and, through the gap, by count.
+    while start.elapsed() < duration && !stop_requested() {
+        let at = start.elapsed().as_millis();
+        let result = match conn.as_mut() {
+            Some(c) => Ok(c),
+            None => connect()
+                .map(|c| conn.insert(c))
+                .map_err(|e| format!("connecting: {e}")),
+        }
+        .and_then(&exchange);
+        let line = match result {
+            Ok((body, close)) => {
+                if close {
+                    conn = None;
+                }
+                format!("ok {at} {body}")
+            }
+            Err(e) => {
+                conn = None;
+                format!("err {at} {e}")
+            }
         };
         let _ = writeln!(stdout, "{line}");
         let _ = stdout.flush();

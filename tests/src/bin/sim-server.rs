@@ -1,7 +1,8 @@
 //! A pod's application in tests.
 //!
 //! usage: sim-server http NAME ADDR   (HTTP/1.1, keep-alive; answers `NAME` and
-//!                                      echoes request details in headers)
+//!                                      echoes request details in headers;
+//!                                      `GET /delay/MS` answers after MS ms)
 //!        sim-server echo ADDR        (TCP echo until the peer closes)
 //!
 //! Prints `listening ADDR` once bound, so a test can wait for it.
@@ -94,6 +95,15 @@ fn http(stream: TcpStream, name: &str) -> std::io::Result<()> {
         }
         let mut body = vec![0u8; content_length];
         reader.read_exact(&mut body)?;
+        if let Some(ms) = request_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|path| path.strip_prefix("/delay/"))
+            .and_then(|ms| ms.parse::<u64>().ok())
+        {
+            // A slow application, bounded: a test's request in flight.
+            std::thread::sleep(std::time::Duration::from_millis(ms.min(30_000)));
+        }
         // The source tells a test whether the request came through weir
         // (127.0.0.6) or straight from the client.
         let reply = format!("{name} from {}\n", peer.ip().to_canonical());

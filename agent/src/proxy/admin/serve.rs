@@ -35,10 +35,26 @@ where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
-    let tcp = TcpListener::bind(addr).await?;
+    let tcp = listen_shared(addr)?;
     let bound = tcp.local_addr()?;
     tokio::spawn(accept_loop(tcp, what, handle));
     Ok(bound)
+}
+
+/// Bound with SO_REUSEPORT: during a rolling update two agents run on the
+/// node's network at once (the DaemonSet's `maxSurge`), both on the
+/// configured admin port; the kernel spreads connections over the two
+/// until the old one closes its socket. Only processes of the same user
+/// can join a port this way.
+fn listen_shared(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 async fn accept_loop<H, F>(tcp: TcpListener, what: &'static str, handle: H)

@@ -1,0 +1,299 @@
+//! Hand-over between two agents on one node, so that a rolling update
+//! leaves no instant at which an enrolled pod's `connect()` finds no
+//! listener (docs/architecture.md, "Restarts and upgrades").
+//!
+//! The agent holding the node answers on an abstract Unix socket named
+//! after its pin root (abstract names live in the network namespace: the
+//! node's, as the DaemonSet runs with hostNetwork; no file to clean up
+//! after a crash). An agent that starts while another holds the name is its
+//! successor: it connects, enrolls the pods with its own listeners (each
+//! pinned map entry replaced atomically) and reports each pod it took with
+//! a line `took <uid>`. The holder then stops listening for that pod,
+//! after accepting what was already queued, and stops enrolling altogether;
+//! on SIGTERM it waits (within its drain time) until every pod is taken.
+//! When the holder exits, the successor takes the name over.
+
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr as UnixAddr, UnixListener, UnixStream};
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::sync::mpsc;
+use tokio::task::{JoinHandle, JoinSet};
+
+/// What the holder learns from its successor.
+#[derive(Debug, PartialEq)]
+pub enum Event {
+    /// A successor connected: it is about to take the pods over.
+    SuccessorArrived,
+    /// The successor serves the pod with this uid now.
+    Taken(String),
+    /// The successor went away (it crashed, or it was stopped first).
+    SuccessorGone,
+}
+
+/// A `took` line longer than this is not one weir wrote; the successor's
+/// connection is dropped rather than buffering without bound.
+const MAX_LINE: usize = 512;
+
+/// How long a successor keeps trying to take the name over once its
+/// predecessor's connection closed (the predecessor's listening socket
+/// closes as its process exits).
+const TAKE_NAME_WITHIN: Duration = Duration::from_secs(5);
+
+pub struct Handoff {
+    /// Set while this agent is a successor: where `took` lines go.
+    predecessor: Option<UnixStream>,
+    /// The name's listening socket when this agent held it from the start,
+    /// shut down on drop so no one connects to a holder that is going.
+    held: Option<OwnedFd>,
+    events: mpsc::UnboundedReceiver<Event>,
+    task: JoinHandle<()>,
+}
+
+impl Handoff {
+    /// Holds the name for `pin_root`, or, when another agent holds it,
+    /// becomes its successor. Never fails the agent: without a hand-over
+    /// socket it runs as before, and says why.
+    pub fn start(pin_root: &Path) -> Self {
+        let name = socket_name(pin_root);
+        let (tx, events) = mpsc::unbounded_channel();
+        let mut held = None;
+        let (predecessor, task) = match bind(&name) {
+            Ok(listener) => {
+                held = listener.as_fd().try_clone_to_owned().ok();
+                (None, tokio::spawn(hold(listener, tx)))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => match connect(&name) {
+                Ok(stream) => {
+                    log::info!("another agent serves this node: taking its pods over");
+                    let watch = stream.try_clone().ok();
+                    let task = tokio::spawn(succeed(name, watch, tx));
+                    (Some(stream), task)
+                }
+                Err(e) => {
+                    log::warn!("hand-over socket held but not answering ({e}); starting alone");
+                    (None, tokio::spawn(async {}))
+                }
+            },
+            Err(e) => {
+                log::warn!("hand-over socket: {e}; restarts will not hand pods over");
+                (None, tokio::spawn(async {}))
+            }
+        };
+        Self {
+            predecessor,
+            held,
+            events,
+            task,
+        }
+    }
+
+    /// Whether an older agent was running when this one started.
+    #[cfg(test)]
+    fn is_successor(&self) -> bool {
+        self.predecessor.is_some()
+    }
+
+    /// Tells the predecessor, if any, that this agent serves the pod `uid`
+    /// now (its listeners are in the maps).
+    pub fn took(&mut self, uid: &str) {
+        let Some(stream) = &mut self.predecessor else {
+            return;
+        };
+        if let Err(e) = writeln!(stream, "took {uid}") {
+            // The predecessor has gone; nothing is left to hand over.
+            log::debug!("hand-over: predecessor gone ({e})");
+            self.predecessor = None;
+        }
+    }
+
+    /// The next event from a successor (pends while there is none).
+    pub async fn next(&mut self) -> Event {
+        match self.events.recv().await {
+            Some(event) => event,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+impl Drop for Handoff {
+    fn drop(&mut self) {
+        if let Some(fd) = &self.held {
+            // Refuses new connections now; the aborted task closes it later.
+            let _ = nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        }
+        self.task.abort();
+    }
+}
+
+/// Abstract names are at most 107 bytes; a long pin root is shortened to
+/// its hash, which is as unique for this purpose.
+fn socket_name(pin_root: &Path) -> Vec<u8> {
+    let root = pin_root.to_string_lossy();
+    let name = format!("weir-agent:{root}");
+    if name.len() <= 100 {
+        return name.into_bytes();
+    }
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    root.hash(&mut h);
+    format!("weir-agent:#{:016x}", h.finish()).into_bytes()
+}
+
+fn bind(name: &[u8]) -> std::io::Result<tokio::net::UnixListener> {
+    let listener = UnixListener::bind_addr(&UnixAddr::from_abstract_name(name)?)?;
+    listener.set_nonblocking(true)?;
+    tokio::net::UnixListener::from_std(listener)
+}
+
+fn connect(name: &[u8]) -> std::io::Result<UnixStream> {
+    let stream = UnixStream::connect_addr(&UnixAddr::from_abstract_name(name)?)?;
+    // A `took` line must never stall enrolment on a predecessor that stopped reading.
+    stream.set_nonblocking(true)?;
+    Ok(stream)
+}
+
+/// The holder: each successor's lines become events. The readers belong
+/// to this task, so stopping it closes every successor's connection, as
+/// the holder's exit would.
+async fn hold(listener: tokio::net::UnixListener, tx: mpsc::UnboundedSender<Event>) {
+    let mut readers = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            Some(_) = readers.join_next(), if !readers.is_empty() => continue,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                log::warn!("hand-over socket: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if tx.send(Event::SuccessorArrived).is_err() {
+            return;
+        }
+        readers.spawn(read_successor(stream, tx.clone()));
+    }
+}
+
+async fn read_successor(stream: tokio::net::UnixStream, tx: mpsc::UnboundedSender<Event>) {
+    let mut lines = BufReader::new(stream);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let read = (&mut lines)
+            .take(MAX_LINE as u64)
+            .read_line(&mut line)
+            .await;
+        match read {
+            Ok(n) if n > 0 && line.ends_with('\n') => {
+                if let Some(uid) = line.trim_end().strip_prefix("took ") {
+                    let _ = tx.send(Event::Taken(uid.to_owned()));
+                }
+            }
+            _ => break,
+        }
+    }
+    let _ = tx.send(Event::SuccessorGone);
+}
+
+/// The successor: once the predecessor's connection closes (it exited),
+/// take the name, and hold it for the next agent.
+async fn succeed(name: Vec<u8>, watch: Option<UnixStream>, tx: mpsc::UnboundedSender<Event>) {
+    if let Some(watch) = watch.and_then(|w| tokio::net::UnixStream::from_std(w).ok()) {
+        let mut watch = watch;
+        let mut sink = [0u8; 64];
+        // The predecessor never writes; EOF or an error means it is gone.
+        while let Ok(n) = watch.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    }
+    let deadline = tokio::time::Instant::now() + TAKE_NAME_WITHIN;
+    loop {
+        match bind(&name) {
+            Ok(listener) => {
+                log::info!("the previous agent has exited: this agent holds the node now");
+                return hold(listener, tx).await;
+            }
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                log::warn!(
+                    "hand-over socket still held ({e}); the next restart will not hand over"
+                );
+                return;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unique_root(tag: &str) -> std::path::PathBuf {
+        std::path::PathBuf::from(format!("/test/{tag}/{}", std::process::id()))
+    }
+
+    #[test]
+    fn long_pin_roots_get_a_short_name() {
+        let long = std::path::PathBuf::from(format!("/{}", "x".repeat(300)));
+        assert!(socket_name(&long).len() <= 107);
+        assert_ne!(
+            socket_name(&long),
+            socket_name(Path::new("/sys/fs/bpf/weir"))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_successor_reports_pods_and_takes_the_name_when_the_holder_goes() {
+        let root = unique_root("handoff");
+        let mut holder = Handoff::start(&root);
+        assert!(!holder.is_successor());
+        let mut successor = Handoff::start(&root);
+        assert!(successor.is_successor());
+        assert_eq!(holder.next().await, Event::SuccessorArrived);
+        successor.took("uid-1");
+        successor.took("uid-2");
+        assert_eq!(holder.next().await, Event::Taken("uid-1".into()));
+        assert_eq!(holder.next().await, Event::Taken("uid-2".into()));
+
+        // The holder exits: the successor holds the name for the next one.
+        drop(holder);
+        let mut third = None;
+        for _ in 0..250 {
+            let h = Handoff::start(&root);
+            if h.is_successor() {
+                third = Some(h);
+                break;
+            }
+            // Still the old holder's name, or nobody's yet: try again.
+            drop(h);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut third = third.expect("the successor took the name over");
+        assert_eq!(successor.next().await, Event::SuccessorArrived);
+        third.took("uid-1");
+        assert_eq!(successor.next().await, Event::Taken("uid-1".into()));
+        drop(third);
+        assert_eq!(successor.next().await, Event::SuccessorGone);
+    }
+
+    #[tokio::test]
+    async fn an_overlong_line_drops_the_successor() {
+        let root = unique_root("overlong");
+        let mut holder = Handoff::start(&root);
+        let mut raw = connect(&socket_name(&root)).unwrap();
+        raw.set_nonblocking(false).unwrap();
+        assert_eq!(holder.next().await, Event::SuccessorArrived);
+        raw.write_all(&vec![b'a'; MAX_LINE * 2]).unwrap();
+        assert_eq!(holder.next().await, Event::SuccessorGone);
+    }
+}

@@ -1,0 +1,147 @@
+//! A rolling update on the simulated node, as a DaemonSet with `maxSurge: 1`
+//! does it: a second `weir run` with the same arguments starts while the first
+//! serves, takes every pod over, and the first, sent SIGTERM, drains and exits
+//! 0. Throughout, a keep-alive client, a client opening a connection per
+//! request, a fail-closed pod and a slow request in flight at the signal lose
+//! nothing, and no request bypasses weir (the application sees weir's
+//! 127.0.0.6, never the client). Three hand-overs in a row leave the pinned
+//! state as one agent left it.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, ensure};
+use weir_tests::agent::{AgentProcess, MINIMAL_CONFIG, get_once};
+use weir_tests::pins::PinRoot;
+use weir_tests::scenario::ThreePods;
+use weir_tests::support::{require_root, sim_client};
+use weir_tests::{PodProcess, SimNode, SimPod};
+
+/// Requests every this many ms, per loop.
+const GAP_MS: &str = "20";
+/// The loops' own bound; the test stops them much sooner (stop file).
+const LOOP_LIMIT_MS: &str = "60000";
+/// The application's answer to the slow request: longer than a successor
+/// takes to start here, so the request is in flight at the signal.
+const SLOW_MS: u64 = 6000;
+const VIA_WEIR: &str = "server from 127.0.0.6";
+
+/// `mode` is `loop` (a connection per request) or `keepalive`.
+fn start_loop(pod: &SimPod, mode: &str, target: SocketAddr, stop: &Path) -> Result<PodProcess> {
+    let mut cmd = Command::new(sim_client());
+    cmd.args([
+        mode,
+        &target.to_string(),
+        "server",
+        "/",
+        GAP_MS,
+        LOOP_LIMIT_MS,
+    ])
+    .env("SIM_CLIENT_STOP_FILE", stop);
+    pod.spawn(cmd)
+}
+
+/// Every line of a loop's output: all answered, all through weir.
+fn check_loop(name: &str, process: PodProcess) -> Result<usize> {
+    let out = process.wait_output(Duration::from_secs(20))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    ensure!(lines.len() >= 20, "{name}: too few requests: {text}");
+    let bad: Vec<&&str> = lines
+        .iter()
+        .filter(|l| !(l.starts_with("ok ") && l.ends_with(VIA_WEIR)))
+        .collect();
+    ensure!(
+        bad.is_empty(),
+        "{name}: {} of {} requests failed or bypassed weir: {bad:?}",
+        bad.len(),
+        lines.len()
+    );
+    Ok(lines.len())
+}
+
+#[test]
+fn a_rolling_update_loses_no_request_and_none_bypasses_weir() -> Result<()> {
+    require_root();
+    let pins = PinRoot::new();
+    let node = SimNode::new()?;
+    let pods = ThreePods::start(&node)?;
+    let (client, locked, http) = (&pods.client, &pods.locked, pods.http);
+    let enrolled = pods.pods_file();
+    let mut serving = AgentProcess::start(&node, MINIMAL_CONFIG, &enrolled, pins.path())?;
+    serving.wait_ready(&node, Duration::from_secs(20))?;
+    assert_eq!(get_once(client, http), VIA_WEIR, "{}", serving.log());
+    let pinned_by_one_agent = pins.pinned_files();
+
+    for round in 1..=3 {
+        let stop = serving.dir.join(format!("stop-loops-{round}"));
+        let keepalive = start_loop(client, "keepalive", http, &stop)?;
+        let fresh = start_loop(client, "loop", http, &stop)?;
+        let closed = start_loop(locked, "loop", http, &stop)?;
+        serving.wait_outbound_answers(&node, "client", 10.0, Duration::from_secs(10))?;
+        serving.wait_outbound_answers(&node, "locked", 5.0, Duration::from_secs(10))?;
+        let mut slow_cmd = Command::new(sim_client());
+        slow_cmd.args([
+            "http",
+            &http.to_string(),
+            "server",
+            &format!("/delay/{SLOW_MS}"),
+            "1",
+        ]);
+        let slow_sent = Instant::now();
+        let slow = client.spawn(slow_cmd)?;
+
+        // The successor: same arguments (its own admin port, as the
+        // harness gives each agent; on a node both share it, SO_REUSEPORT).
+        let successor = AgentProcess::start(&node, MINIMAL_CONFIG, &enrolled, pins.path())?;
+        successor.wait_ready(&node, Duration::from_secs(20))?;
+        let signalled = slow_sent.elapsed();
+        ensure!(
+            signalled < Duration::from_millis(SLOW_MS),
+            "round {round}: the successor took {signalled:?} to start, longer than the slow \
+             request lasts; it would not be in flight at the signal"
+        );
+        serving.terminate(Duration::from_secs(30))?;
+        let answered = client.spawn({
+            // Some requests after the old agent is gone, then stop the loops.
+            let mut c = Command::new(sim_client());
+            c.args(["http", &http.to_string(), "server", "/", "20"]);
+            c
+        })?;
+        let after = String::from_utf8_lossy(&answered.wait_output(Duration::from_secs(20))?.stdout)
+            .into_owned();
+        assert_eq!(after.trim(), format!("20 200 {VIA_WEIR}"), "round {round}");
+        successor.wait_outbound_answers(&node, "locked", 5.0, Duration::from_secs(10))?;
+        std::fs::write(&stop, "")?;
+
+        let slow_out = slow.wait_output(Duration::from_secs(20))?;
+        assert_eq!(
+            String::from_utf8_lossy(&slow_out.stdout).trim(),
+            format!("1 200 {VIA_WEIR}"),
+            "round {round}: the request in flight at SIGTERM: {}\nold agent:\n{}",
+            String::from_utf8_lossy(&slow_out.stderr),
+            serving.log()
+        );
+        for (name, process) in [("keep-alive", keepalive), ("new connection", fresh)] {
+            check_loop(&format!("round {round}, client, {name}"), process)?;
+        }
+        check_loop(&format!("round {round}, fail-closed pod"), closed)?;
+        assert!(
+            serving
+                .log()
+                .contains("every pod is served by the new agent"),
+            "round {round}: {}",
+            serving.log()
+        );
+        assert_eq!(
+            pins.pinned_files(),
+            pinned_by_one_agent,
+            "round {round}: pins changed"
+        );
+        serving = successor;
+    }
+    serving.terminate(Duration::from_secs(30))?;
+    Ok(())
+}
