@@ -342,7 +342,9 @@ impl AgentProcess {
         };
         let pid = nix::unistd::Pid::from_raw(process.pid() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
-        let out = process.wait_output(timeout)?;
+        let out = process
+            .wait_output(timeout)
+            .with_context(|| format!("weir on SIGTERM; log:\n{}", self.log()))?;
         anyhow::ensure!(
             out.status.success(),
             "weir exited with {} on SIGTERM; log:\n{}",

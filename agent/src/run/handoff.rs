@@ -14,7 +14,6 @@
 //! When the holder exits, the successor takes the name over.
 
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr as UnixAddr, UnixListener, UnixStream};
 use std::path::Path;
@@ -47,9 +46,6 @@ const TAKE_NAME_WITHIN: Duration = Duration::from_secs(5);
 pub struct Handoff {
     /// Set while this agent is a successor: where `took` lines go.
     predecessor: Option<UnixStream>,
-    /// The name's listening socket when this agent held it from the start,
-    /// shut down on drop so no one connects to a holder that is going.
-    held: Option<OwnedFd>,
     events: mpsc::UnboundedReceiver<Event>,
     task: JoinHandle<()>,
 }
@@ -61,12 +57,8 @@ impl Handoff {
     pub fn start(pin_root: &Path) -> Self {
         let name = socket_name(pin_root);
         let (tx, events) = mpsc::unbounded_channel();
-        let mut held = None;
         let (predecessor, task) = match bind(&name) {
-            Ok(listener) => {
-                held = listener.as_fd().try_clone_to_owned().ok();
-                (None, tokio::spawn(hold(listener, tx)))
-            }
+            Ok(listener) => (None, tokio::spawn(hold(listener, tx))),
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => match connect(&name) {
                 Ok(stream) => {
                     log::info!("another agent serves this node: taking its pods over");
@@ -86,7 +78,6 @@ impl Handoff {
         };
         Self {
             predecessor,
-            held,
             events,
             task,
         }
@@ -111,6 +102,14 @@ impl Handoff {
         }
     }
 
+    /// Stops holding the name and waits until its socket is closed, as the
+    /// holder's exit would (dropping only asks the task to stop).
+    #[cfg(test)]
+    async fn stop(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+
     /// The next event from a successor (pends while there is none).
     pub async fn next(&mut self) -> Event {
         match self.events.recv().await {
@@ -122,10 +121,6 @@ impl Handoff {
 
 impl Drop for Handoff {
     fn drop(&mut self) {
-        if let Some(fd) = &self.held {
-            // Refuses new connections now; the aborted task closes it later.
-            let _ = nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
-        }
         self.task.abort();
     }
 }
@@ -266,7 +261,7 @@ mod tests {
         assert_eq!(holder.next().await, Event::Taken("uid-2".into()));
 
         // The holder exits: the successor holds the name for the next one.
-        drop(holder);
+        holder.stop().await;
         let mut third = None;
         for _ in 0..250 {
             let h = Handoff::start(&root);
