@@ -13,6 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
+use weir_common::MAP_LAYOUT_VERSION;
 use weir_tests::agent::{AgentProcess, MINIMAL_CONFIG, get_once};
 use weir_tests::pins::PinRoot;
 use weir_tests::scenario::ThreePods;
@@ -65,83 +66,135 @@ fn check_loop(name: &str, process: PodProcess) -> Result<usize> {
 #[test]
 fn a_rolling_update_loses_no_request_and_none_bypasses_weir() -> Result<()> {
     require_root();
-    let pins = PinRoot::new();
-    let node = SimNode::new()?;
-    let pods = ThreePods::start(&node)?;
-    let (client, locked, http) = (&pods.client, &pods.locked, pods.http);
-    let enrolled = pods.pods_file();
-    let mut serving = AgentProcess::start(&node, MINIMAL_CONFIG, &enrolled, pins.path())?;
-    serving.wait_ready(&node, Duration::from_secs(20))?;
-    assert_eq!(get_once(client, http), VIA_WEIR, "{}", serving.log());
+    let (node, pods, pins, mut serving) = one_agent_serving()?;
     let pinned_by_one_agent = pins.pinned_files();
-
     for round in 1..=3 {
-        let stop = serving.dir.join(format!("stop-loops-{round}"));
-        let keepalive = start_loop(client, "keepalive", http, &stop)?;
-        let fresh = start_loop(client, "loop", http, &stop)?;
-        let closed = start_loop(locked, "loop", http, &stop)?;
-        serving.wait_outbound_answers(&node, "client", 10.0, Duration::from_secs(10))?;
-        serving.wait_outbound_answers(&node, "locked", 5.0, Duration::from_secs(10))?;
-        let mut slow_cmd = Command::new(sim_client());
-        slow_cmd.args([
-            "http",
-            &http.to_string(),
-            "server",
-            &format!("/delay/{SLOW_MS}"),
-            "1",
-        ]);
-        let slow_sent = Instant::now();
-        let slow = client.spawn(slow_cmd)?;
-
-        // The successor: same arguments (its own admin port, as the
-        // harness gives each agent; on a node both share it, SO_REUSEPORT).
-        let successor = AgentProcess::start(&node, MINIMAL_CONFIG, &enrolled, pins.path())?;
-        successor.wait_ready(&node, Duration::from_secs(20))?;
-        let signalled = slow_sent.elapsed();
-        ensure!(
-            signalled < Duration::from_millis(SLOW_MS),
-            "round {round}: the successor took {signalled:?} to start, longer than the slow \
-             request lasts; it would not be in flight at the signal"
-        );
-        serving.terminate(Duration::from_secs(30))?;
-        let answered = client.spawn({
-            // Some requests after the old agent is gone, then stop the loops.
-            let mut c = Command::new(sim_client());
-            c.args(["http", &http.to_string(), "server", "/", "20"]);
-            c
-        })?;
-        let after = String::from_utf8_lossy(&answered.wait_output(Duration::from_secs(20))?.stdout)
-            .into_owned();
-        assert_eq!(after.trim(), format!("20 200 {VIA_WEIR}"), "round {round}");
-        successor.wait_outbound_answers(&node, "locked", 5.0, Duration::from_secs(10))?;
-        std::fs::write(&stop, "")?;
-
-        let slow_out = slow.wait_output(Duration::from_secs(20))?;
-        assert_eq!(
-            String::from_utf8_lossy(&slow_out.stdout).trim(),
-            format!("1 200 {VIA_WEIR}"),
-            "round {round}: the request in flight at SIGTERM: {}\nold agent:\n{}",
-            String::from_utf8_lossy(&slow_out.stderr),
-            serving.log()
-        );
-        for (name, process) in [("keep-alive", keepalive), ("new connection", fresh)] {
-            check_loop(&format!("round {round}, client, {name}"), process)?;
-        }
-        check_loop(&format!("round {round}, fail-closed pod"), closed)?;
-        assert!(
-            serving
-                .log()
-                .contains("every pod is served by the new agent"),
-            "round {round}: {}",
-            serving.log()
-        );
+        serving = hand_over(&node, &pods, &pins, serving, &format!("round {round}"))?;
         assert_eq!(
             pins.pinned_files(),
             pinned_by_one_agent,
             "round {round}: pins changed"
         );
-        serving = successor;
     }
     serving.terminate(Duration::from_secs(30))?;
     Ok(())
+}
+
+/// An agent built with another map layout stands in for an older release:
+/// its pins are moved to another `v<N>` directory (bpffs renames), which is
+/// all a new agent sees of another layout. The new agent must take the
+/// pods over as from its own kind, detach the old layout's hooks (the old
+/// connect hook would refuse a fail-closed pod for good once no listener of
+/// its own is left), and remove the old layout's pins.
+#[test]
+fn an_agent_of_another_map_layout_hands_over_without_a_gap_and_leaves_nothing() -> Result<()> {
+    require_root();
+    let (node, pods, pins, serving) = one_agent_serving()?;
+    let pinned_by_one_agent = pins.pinned_files();
+    let ours = pins.path().join(format!("v{MAP_LAYOUT_VERSION}"));
+    let other = pins.path().join(format!("v{}", MAP_LAYOUT_VERSION + 1));
+    std::fs::rename(&ours, &other)?;
+
+    let serving = hand_over(&node, &pods, &pins, serving, "across layouts")?;
+    assert!(
+        !other.exists(),
+        "the other layout's pins are left: {:?}\n{}",
+        pins.pinned_files(),
+        serving.log()
+    );
+    assert_eq!(pins.pinned_files(), pinned_by_one_agent);
+    // Alone now: the fail-closed pod is still served (no hook of the old
+    // layout refuses it), then refused once this agent is gone too.
+    assert_eq!(get_once(&pods.locked, pods.http), VIA_WEIR);
+    let mut serving = serving;
+    serving.terminate(Duration::from_secs(30))?;
+    let refused = get_once(&pods.locked, pods.http);
+    assert!(refused.contains("Operation not permitted"), "{refused}");
+    Ok(())
+}
+
+/// A node with [`ThreePods`], all enrolled, served by one agent.
+fn one_agent_serving() -> Result<(SimNode, ThreePods, PinRoot, AgentProcess)> {
+    let pins = PinRoot::new();
+    let node = SimNode::new()?;
+    let pods = ThreePods::start(&node)?;
+    let serving = AgentProcess::start(&node, MINIMAL_CONFIG, &pods.pods_file(), pins.path())?;
+    serving.wait_ready(&node, Duration::from_secs(20))?;
+    let answer = get_once(&pods.client, pods.http);
+    ensure!(answer == VIA_WEIR, "{answer}\n{}", serving.log());
+    Ok((node, pods, pins, serving))
+}
+
+/// One rolling update: a successor with the same arguments starts beside
+/// `serving`, which then gets SIGTERM, under a keep-alive client, a client
+/// opening a connection per request, a fail-closed pod and a slow request in
+/// flight at the signal. Returns the successor, serving alone.
+fn hand_over(
+    node: &SimNode,
+    pods: &ThreePods,
+    pins: &PinRoot,
+    mut serving: AgentProcess,
+    round: &str,
+) -> Result<AgentProcess> {
+    let (client, locked, http) = (&pods.client, &pods.locked, pods.http);
+    let stop = serving.dir.join("stop-loops");
+    let keepalive = start_loop(client, "keepalive", http, &stop)?;
+    let fresh = start_loop(client, "loop", http, &stop)?;
+    let closed = start_loop(locked, "loop", http, &stop)?;
+    serving.wait_outbound_answers(node, "client", 10.0, Duration::from_secs(10))?;
+    serving.wait_outbound_answers(node, "locked", 5.0, Duration::from_secs(10))?;
+    let mut slow_cmd = Command::new(sim_client());
+    slow_cmd.args([
+        "http",
+        &http.to_string(),
+        "server",
+        &format!("/delay/{SLOW_MS}"),
+        "1",
+    ]);
+    let slow_sent = Instant::now();
+    let slow = client.spawn(slow_cmd)?;
+
+    // The successor: same arguments (its own admin port, as the harness
+    // gives each agent; on a node both share it, SO_REUSEPORT).
+    let successor = AgentProcess::start(node, MINIMAL_CONFIG, &pods.pods_file(), pins.path())?;
+    successor.wait_ready(node, Duration::from_secs(20))?;
+    let signalled = slow_sent.elapsed();
+    ensure!(
+        signalled < Duration::from_millis(SLOW_MS),
+        "{round}: the successor took {signalled:?} to start, longer than the slow request \
+         lasts; it would not be in flight at the signal"
+    );
+    serving.terminate(Duration::from_secs(30))?;
+    // Some requests after the old agent is gone, then stop the loops.
+    let mut after = Command::new(sim_client());
+    after.args(["http", &http.to_string(), "server", "/", "20"]);
+    let after = client.spawn(after)?.wait_output(Duration::from_secs(20))?;
+    assert_eq!(
+        String::from_utf8_lossy(&after.stdout).trim(),
+        format!("20 200 {VIA_WEIR}"),
+        "{round}"
+    );
+    successor.wait_outbound_answers(node, "locked", 5.0, Duration::from_secs(10))?;
+    std::fs::write(&stop, "")?;
+
+    let slow_out = slow.wait_output(Duration::from_secs(20))?;
+    assert_eq!(
+        String::from_utf8_lossy(&slow_out.stdout).trim(),
+        format!("1 200 {VIA_WEIR}"),
+        "{round}: the request in flight at SIGTERM: {}\nold agent:\n{}",
+        String::from_utf8_lossy(&slow_out.stderr),
+        serving.log()
+    );
+    for (name, process) in [("keep-alive", keepalive), ("new connection", fresh)] {
+        check_loop(&format!("{round}, client, {name}"), process)?;
+    }
+    check_loop(&format!("{round}, fail-closed pod"), closed)?;
+    assert!(
+        serving
+            .log()
+            .contains("every pod is served by the new agent"),
+        "{round}: {}",
+        serving.log()
+    );
+    Ok(successor)
 }

@@ -59,6 +59,23 @@ impl PinLayout {
         Ok(layout)
     }
 
+    /// The other `v<N>` layout directories beside this one: what agents
+    /// built with another map layout pinned (an upgrade or a downgrade).
+    pub(super) fn other_layouts(&self) -> Vec<PathBuf> {
+        let Some(root) = self.base.parent() else {
+            return Vec::new();
+        };
+        let Ok(entries) = std::fs::read_dir(root) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|e| is_layout_dir_name(&e.file_name().to_string_lossy()))
+            .map(|e| e.path())
+            .filter(|p| *p != self.base)
+            .collect()
+    }
+
     pub(super) fn map_path(&self, map: &str) -> PathBuf {
         self.maps_dir().join(map)
     }
@@ -179,6 +196,12 @@ fn update_pinned_link_program(path: &Path, program: BorrowedFd<'_>) -> io::Resul
 
 /// Removes a pod's pin directory and every link pinned in it (a pod that
 /// disappeared while the agent was down).
+/// `v<N>`: a layout directory.
+pub(super) fn is_layout_dir_name(name: &str) -> bool {
+    name.strip_prefix('v')
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 pub(super) fn remove_pod_pins(dir: &Path) -> io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         std::fs::remove_file(entry?.path())?;

@@ -6,17 +6,47 @@ use std::net::IpAddr;
 
 use super::ingress::inbound_key;
 use super::pin::remove_pod_pins;
+use super::uninstall::remove_tree;
 use super::{Datapath, DatapathError};
 
 /// What [`Datapath::prune`] removed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Pruned {
     pub pod_pins: Vec<String>,
+    /// Layout directories of agents built with another map layout, removed
+    /// once none of their pods is left (see [`Datapath::retire_other_layouts`]).
+    pub other_layouts: Vec<String>,
     pub pod_entries: usize,
     pub inbound_entries: usize,
 }
 
 impl Datapath {
+    /// The pod `uid` is attached with this agent's layout: detach what an
+    /// agent of another map layout left for it (its pinned links, which run
+    /// that agent's programs against that layout's maps). Call once the
+    /// pod's own links are attached, so no connection goes unhooked. A
+    /// fail-closed pod's old connect hook would otherwise refuse every
+    /// connection for good once no listener of its layout is left. An old
+    /// agent still running keeps those links attached through its own
+    /// handles until it lets the pod go.
+    pub fn retire_other_layouts(&self, uid: &str) -> Result<usize, DatapathError> {
+        let Some(layout) = &self.pins else {
+            return Ok(0);
+        };
+        let mut retired = 0;
+        for other in layout.other_layouts() {
+            let dir = other.join("pods").join(uid);
+            if dir.is_dir() {
+                remove_pod_pins(&dir).map_err(|source| DatapathError::Pin {
+                    path: dir.clone(),
+                    source,
+                })?;
+                retired += 1;
+            }
+        }
+        Ok(retired)
+    }
+
     /// Removes every pinned pod and map entry not belonging to the live pods:
     /// `uids` (pin directories), `netns_cookies` (`WEIR_PODS`) and `addrs`
     /// (`WEIR_INBOUND_PODS`). Call after enrolling the live pods at startup.
@@ -41,6 +71,29 @@ impl Datapath {
                         source,
                     })?;
                     pruned.pod_pins.push(uid);
+                }
+            }
+            for other in layout.other_layouts() {
+                // Enrolled pods were retired from it as they were enrolled;
+                // what is left belongs to pods gone meanwhile.
+                let pods = other.join("pods");
+                if let Ok(entries) = std::fs::read_dir(&pods) {
+                    for entry in entries.flatten() {
+                        let uid = entry.file_name().to_string_lossy().into_owned();
+                        if !uids.contains(&uid) && remove_pod_pins(&entry.path()).is_ok() {
+                            pruned.pod_pins.push(uid);
+                        }
+                    }
+                }
+                let empty = std::fs::read_dir(&pods).map_or(true, |mut e| e.next().is_none());
+                if empty {
+                    // Its maps go with it; the kernel frees them once no
+                    // program of an agent still running uses them.
+                    remove_tree(&other).map_err(|source| DatapathError::Pin {
+                        path: other.clone(),
+                        source,
+                    })?;
+                    pruned.other_layouts.push(other.display().to_string());
                 }
             }
         }

@@ -57,9 +57,7 @@ fn layout_versions(root: &Path) -> io::Result<Vec<PathBuf>> {
         let entry = entry?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        let is_layout = name
-            .strip_prefix('v')
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        let is_layout = super::pin::is_layout_dir_name(&name);
         if !is_layout || !entry.file_type()?.is_dir() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -75,7 +73,7 @@ fn layout_versions(root: &Path) -> io::Result<Vec<PathBuf>> {
 }
 
 /// Removes a directory tree of pins, deepest first; returns the files removed.
-fn remove_tree(dir: &Path) -> io::Result<usize> {
+pub(super) fn remove_tree(dir: &Path) -> io::Result<usize> {
     let mut removed = 0;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;

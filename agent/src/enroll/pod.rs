@@ -171,6 +171,16 @@ impl EnrolledPod {
             &inbound_listeners.v4,
             &inbound_listeners.v6,
         )?;
+        // Hooked with this agent's layout now: hooks an agent of another
+        // layout pinned for the pod go (after, so none is ever missing).
+        let retired = datapath.retire_other_layouts(&spec.uid)?;
+        if retired > 0 {
+            log::info!(
+                "pod {}/{}: detached the hooks of another map layout",
+                spec.namespace,
+                spec.name
+            );
+        }
         let mut accept_tasks = AcceptTasks::with_capacity(4);
         for listener in [egress_listeners.v4, egress_listeners.v6] {
             accept_tasks
@@ -257,6 +267,13 @@ impl EnrolledPod {
     /// Connections already accepted run on.
     pub(super) async fn release(self) {
         drop(self.local);
+        // Link handles before listeners: a successor of another map layout
+        // unpinned ours, and these handles are then all that keeps our
+        // programs attached; once they find no listener of ours they would
+        // send the pod direct, or refuse it when fail-closed.
+        drop(self.egress);
+        drop(self.ingress);
+        drop(self.registration);
         self.accept_tasks.finish().await;
         log::debug!("pod {}: handed over", self.label);
     }
