@@ -43,7 +43,7 @@ async fn manifests_validate_on_a_real_server_and_grant_only_what_weir_needs() ->
         "-f",
         &format!("{base}/namespace.yaml"),
     ])?;
-    let base_file = base_for_v1_20(&server, &base)?;
+    let base_file = server.rendered_for_this_server(Path::new(&base))?;
     let base_file = base_file.to_string_lossy().into_owned();
     server.kubectl(&[
         "apply",
@@ -65,7 +65,6 @@ async fn manifests_validate_on_a_real_server_and_grant_only_what_weir_needs() ->
         "the dry run created the DaemonSet"
     );
     server.kubectl(&["apply", "-f", &base_file, "--server-side"])?;
-    let _ = std::fs::remove_file(&base_file);
     server.kubectl(&["apply", "-k", &uninstall, "--server-side"])?;
 
     let config = agent_config(&server.client()).await?;
@@ -79,26 +78,6 @@ async fn manifests_validate_on_a_real_server_and_grant_only_what_weir_needs() ->
     check_uninstall(pod_spec(&cleaner)?)?;
 
     service_account_reads_pods_only(&server).await
-}
-
-/// The base rendered by kustomize, its rolling update checked and then
-/// rewritten for this test's API server: v1.20, older than DaemonSet
-/// `maxSurge` (alpha in 1.21), which refuses the field and a
-/// `maxUnavailable` of 0. Everything else is applied as shipped.
-fn base_for_v1_20(server: &ApiServer, base: &str) -> Result<PathBuf> {
-    let rendered = server.kubectl(&["kustomize", base])?;
-    let surge = "    rollingUpdate:\n      maxSurge: 1\n      maxUnavailable: 0\n";
-    ensure!(
-        rendered.contains(surge),
-        "the DaemonSet must roll out surge-first (the new agent takes the pods over before \
-         the old one stops):\n{rendered}"
-    );
-    let file = std::env::temp_dir().join(format!("weir-base-{}.yaml", std::process::id()));
-    std::fs::write(
-        &file,
-        rendered.replace(surge, "    rollingUpdate:\n      maxUnavailable: 1\n"),
-    )?;
-    Ok(file)
 }
 
 /// The ConfigMap's config as the API holds it, written to a file that the

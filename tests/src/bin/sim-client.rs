@@ -276,7 +276,11 @@ fn keepalive_loop(
     // One exchange on `conn`: (body, whether the server closes after it).
     let exchange =
         |conn: &mut (TcpStream, BufReader<TcpStream>)| -> Result<(String, bool), String> {
-            write!(conn.0, "GET {path} HTTP/1.1\r\nhost: {host}\r\n\r\n")
+            // One write: several small ones would wait on Nagle and the
+            // peer's delayed ACK (40 ms a request).
+            let request = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\n\r\n");
+            conn.0
+                .write_all(request.as_bytes())
                 .map_err(|e| format!("sending: {e}"))?;
             let (status, body, close) = read_response(&mut conn.1)?;
             if status != "200" {

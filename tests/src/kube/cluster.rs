@@ -55,9 +55,10 @@ impl Cluster {
             rt,
             server,
         };
+        let base = cluster.server.rendered_for_this_server(&daemonset_dir())?;
         cluster
             .server
-            .kubectl(&["apply", "-k", &daemonset_dir().to_string_lossy()])?;
+            .kubectl(&["apply", "-f", &base.to_string_lossy()])?;
         Ok(cluster)
     }
 

@@ -39,6 +39,8 @@ const ADMIN_USER: &str = "weir-test-admin";
 pub const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
 /// etcd + kube-apiserver, both killed and their files removed on drop.
+static RENDERED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 pub struct ApiServer {
     // Dropped in this order: the server before its storage, both before their files.
     apiserver: Option<Process>,
@@ -171,6 +173,30 @@ impl ApiServer {
             );
         }
         Ok(String::from_utf8(out.stdout)?)
+    }
+
+    /// The kustomize directory `dir` rendered into one file this server
+    /// takes. It is v1.20, older than DaemonSet `maxSurge` (alpha in 1.21),
+    /// and refuses the field and a `maxUnavailable` of 0: the base's
+    /// surge-first rolling update (checked here) becomes one node at a
+    /// time; everything else is applied as shipped.
+    pub fn rendered_for_this_server(&self, dir: &Path) -> Result<PathBuf> {
+        let rendered = self.kubectl(&["kustomize", &dir.to_string_lossy()])?;
+        let surge = "    rollingUpdate:\n      maxSurge: 1\n      maxUnavailable: 0\n";
+        anyhow::ensure!(
+            rendered.contains(surge),
+            "the DaemonSet must roll out surge-first (the new agent takes the pods over \
+             before the old one stops):\n{rendered}"
+        );
+        let file = self.dir.path().join(format!(
+            "rendered-{}.yaml",
+            RENDERED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::write(
+            &file,
+            rendered.replace(surge, "    rollingUpdate:\n      maxUnavailable: 1\n"),
+        )?;
+        Ok(file)
     }
 
     /// Stops kube-apiserver alone (etcd and every object stay), as an API outage.

@@ -46,31 +46,8 @@ pub fn run_enroll(root: &Path, args: &EnrollArgs) -> Result<()> {
     crate::ensure_runtime_prerequisites(root)?;
     let apiserver = crate::kube::ensure_kube_apiserver()?;
     let release = args.profile == "release";
-    println!(
-        "xtask: building the benchmark (cargo build{} -p weir-agent --bin weir -p weir-tests)",
-        if release { " --release" } else { "" }
-    );
-    run(crate::cargo(root)
-        .arg("build")
-        .args(release.then_some("--release"))
-        .args([
-            "-p",
-            "weir-agent",
-            "--bin",
-            "weir",
-            "-p",
-            "weir-tests",
-            "--bin",
-            "weir-bench-enroll",
-            "--bin",
-            "sim-client",
-        ]))?;
-    let dir = root.join("target/bench/enroll");
-    std::fs::create_dir_all(&dir)?;
-    let out = dir.join("report.md");
-    if out.exists() {
-        std::fs::remove_file(&out)?;
-    }
+    super::build_with_weir(root, release, &["weir-bench-enroll", "sim-client"])?;
+    let out = super::fresh_report(root, "enroll")?;
 
     let load_before = docs::load_average();
     let bin = root

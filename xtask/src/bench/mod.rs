@@ -14,6 +14,9 @@
 //!
 //! `bench enroll` measures how soon a pod the Kubernetes API reports running
 //! is enrolled and served, with a real API server ([`enroll`]).
+//!
+//! `bench restart` measures what an agent restart costs the pods, a rolling
+//! update beside a crash ([`restart`]).
 
 mod cert;
 mod configs;
@@ -25,6 +28,7 @@ mod intercept;
 mod parity;
 mod peers;
 mod report;
+mod restart;
 mod tools;
 
 use std::fmt::Write as _;
@@ -50,6 +54,8 @@ pub enum Target {
     Intercept(intercept::InterceptArgs),
     /// Enrolment latency from the Kubernetes API event, 100 pods (as root: real API server).
     Enroll(enroll::EnrollArgs),
+    /// What an agent restart costs the pods: rolling update vs crash (as root).
+    Restart(restart::RestartArgs),
 }
 
 #[derive(Args, Debug, Clone, PartialEq)]
@@ -113,6 +119,7 @@ pub fn run(root: &Path, target: Target) -> Result<()> {
         Target::Proxy(args) => proxy(root, &args),
         Target::Intercept(args) => intercept::run_intercept(root, &args),
         Target::Enroll(args) => enroll::run_enroll(root, &args),
+        Target::Restart(args) => restart::run_restart(root, &args),
     }
 }
 
@@ -442,6 +449,40 @@ fn print_sample(s: &Sample, rounds: u32) {
         s.cpu_us_per_request(),
         s.other_cores,
     );
+}
+
+/// `cargo build` of weir and of the tests crate's `bins` (a benchmark and
+/// the helpers it runs in pods), `release` or debug.
+fn build_with_weir(root: &Path, release: bool, bins: &[&str]) -> Result<()> {
+    println!(
+        "xtask: building the benchmark (cargo build{} -p weir-agent --bin weir -p weir-tests --bin {})",
+        if release { " --release" } else { "" },
+        bins.join(" --bin ")
+    );
+    let mut cmd = crate::cargo(root);
+    cmd.arg("build").args(release.then_some("--release")).args([
+        "-p",
+        "weir-agent",
+        "--bin",
+        "weir",
+        "-p",
+        "weir-tests",
+    ]);
+    for bin in bins {
+        cmd.args(["--bin", bin]);
+    }
+    crate::run::run(&mut cmd)
+}
+
+/// `target/bench/<name>/report.md`, any earlier one removed.
+fn fresh_report(root: &Path, name: &str) -> Result<std::path::PathBuf> {
+    let dir = root.join("target/bench").join(name);
+    std::fs::create_dir_all(&dir)?;
+    let out = dir.join("report.md");
+    if out.exists() {
+        std::fs::remove_file(&out)?;
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -1,0 +1,285 @@
+//! `cargo xtask bench restart`: what an agent restart costs the pods, on a
+//! simulated node, side by side for a rolling update (a successor started
+//! beside the agent, then SIGTERM, as the DaemonSet does it) and a crash
+//! (SIGKILL, then a new agent). During each restart: a client on one
+//! keep-alive connection, a client opening a connection per request, a
+//! fail-closed pod, each every 10 ms, and a 500 ms request in flight at the
+//! event. Counted per client: requests sent, failed, and answered without
+//! weir (the application saw the client's address, not weir's 127.0.0.6).
+//!
+//! usage: weir-bench-restart [--runs N] [--out FILE]
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use weir_tests::agent::{AgentProcess, MINIMAL_CONFIG};
+use weir_tests::pins::PinRoot;
+use weir_tests::scenario::ThreePods;
+use weir_tests::support::sim_client;
+use weir_tests::{PodProcess, SimNode, SimPod};
+
+const VIA_WEIR: &str = "server from 127.0.0.6";
+const GAP_MS: &str = "10";
+const SLOW_MS: u64 = 500;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Restart {
+    RollingUpdate,
+    Crash,
+}
+
+impl Restart {
+    fn name(self) -> &'static str {
+        match self {
+            Restart::RollingUpdate => "rolling update (successor, then SIGTERM)",
+            Restart::Crash => "crash (SIGKILL, then a new agent)",
+        }
+    }
+}
+
+#[derive(Default, Clone, Copy)]
+struct Tally {
+    sent: usize,
+    failed: usize,
+    direct: usize,
+}
+
+impl Tally {
+    fn add(&mut self, other: Tally) {
+        self.sent += other.sent;
+        self.failed += other.failed;
+        self.direct += other.direct;
+    }
+}
+
+struct Run {
+    keepalive: Tally,
+    fresh: Tally,
+    fail_closed: Tally,
+    slow: Tally,
+    /// Crash: from the new agent's start to the fail-closed pod's first
+    /// request served (its listeners back). Rolling update: SIGTERM to exit.
+    ms: f64,
+}
+
+fn main() -> Result<()> {
+    let mut runs = 3u32;
+    let mut out = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--runs" => runs = args.next().context("--runs N")?.parse()?,
+            "--out" => out = Some(args.next().context("--out FILE")?),
+            other => {
+                bail!("unknown argument {other}; usage: weir-bench-restart [--runs N] [--out FILE]")
+            }
+        }
+    }
+    let mut report = String::new();
+    let mut rows = Vec::new();
+    for kind in [Restart::RollingUpdate, Restart::Crash] {
+        let mut done = Vec::new();
+        for run in 1..=runs {
+            let r = run_once(kind).with_context(|| format!("{}, run {run}", kind.name()))?;
+            eprintln!(
+                "{}, run {run}: keep-alive {}/{}/{}, per request {}/{}/{}, fail-closed {}/{}/{} (sent/failed/direct)",
+                kind.name(),
+                r.keepalive.sent,
+                r.keepalive.failed,
+                r.keepalive.direct,
+                r.fresh.sent,
+                r.fresh.failed,
+                r.fresh.direct,
+                r.fail_closed.sent,
+                r.fail_closed.failed,
+                r.fail_closed.direct,
+            );
+            done.push(r);
+        }
+        rows.push((kind, done));
+    }
+    report.push_str(&table(&rows, runs));
+    print!("{report}");
+    if let Some(out) = out {
+        std::fs::write(&out, &report).with_context(|| format!("writing {out}"))?;
+    }
+    Ok(())
+}
+
+fn table(rows: &[(Restart, Vec<Run>)], runs: u32) -> String {
+    let mut t = format!(
+        "{runs} run(s) of each; requests every {GAP_MS} ms per client; sums over the runs.\n\n\
+         | restart | client | sent | failed | bypassed weir |\n| --- | --- | ---: | ---: | ---: |\n"
+    );
+    for (kind, done) in rows {
+        let sum = |f: fn(&Run) -> Tally| {
+            let mut s = Tally::default();
+            done.iter().for_each(|r| s.add(f(r)));
+            s
+        };
+        for (client, tally) in [
+            ("keep-alive connection", sum(|r| r.keepalive)),
+            ("connection per request", sum(|r| r.fresh)),
+            ("fail-closed pod", sum(|r| r.fail_closed)),
+            ("500 ms request in flight", sum(|r| r.slow)),
+        ] {
+            t.push_str(&format!(
+                "| {} | {client} | {} | {} | {} |\n",
+                kind.name(),
+                tally.sent,
+                tally.failed,
+                tally.direct
+            ));
+        }
+    }
+    t.push('\n');
+    for (kind, done) in rows {
+        let mut ms: Vec<f64> = done.iter().map(|r| r.ms).collect();
+        ms.sort_by(f64::total_cmp);
+        let what = match kind {
+            Restart::RollingUpdate => "SIGTERM to the old agent's exit",
+            Restart::Crash => {
+                "new agent's start to its listeners serving (the fail-closed pod's first request answered)"
+            }
+        };
+        t.push_str(&format!(
+            "- {}: {what}: median {:.0} ms, max {:.0} ms\n",
+            kind.name(),
+            ms[ms.len() / 2],
+            ms[ms.len() - 1]
+        ));
+    }
+    t
+}
+
+fn run_once(kind: Restart) -> Result<Run> {
+    let pins = PinRoot::new();
+    let node = SimNode::new()?;
+    let pods = ThreePods::start(&node)?;
+    let (client, locked, http) = (&pods.client, &pods.locked, pods.http);
+    let mut serving = AgentProcess::start(&node, MINIMAL_CONFIG, &pods.pods_file(), pins.path())?;
+    serving.wait_ready(&node, Duration::from_secs(20))?;
+    let stop = serving.dir.join("stop-loops");
+    let keepalive = start_loop(client, "keepalive", http, &stop)?;
+    let fresh = start_loop(client, "loop", http, &stop)?;
+    let closed = start_loop(locked, "loop", http, &stop)?;
+    serving.wait_outbound_answers(&node, "client", 20.0, Duration::from_secs(10))?;
+    serving.wait_outbound_answers(&node, "locked", 10.0, Duration::from_secs(10))?;
+    let mut slow = Command::new(sim_client());
+    slow.args([
+        "http",
+        &http.to_string(),
+        "server",
+        &format!("/delay/{SLOW_MS}"),
+        "1",
+    ]);
+    let slow = client.spawn(slow)?;
+    // The slow request reaches the application (a few ms) before the event.
+    std::thread::sleep(Duration::from_millis(100));
+
+    // The first agent's directory (the stop file's) lives as long as the run.
+    let mut _first = None;
+    let ms = match kind {
+        Restart::RollingUpdate => {
+            let successor =
+                AgentProcess::start(&node, MINIMAL_CONFIG, &pods.pods_file(), pins.path())?;
+            successor.wait_ready(&node, Duration::from_secs(20))?;
+            let signalled = Instant::now();
+            serving.terminate(Duration::from_secs(30))?;
+            let ms = signalled.elapsed().as_secs_f64() * 1e3;
+            _first = Some(std::mem::replace(&mut serving, successor));
+            ms
+        }
+        Restart::Crash => {
+            serving.kill();
+            let started = epoch_us()?;
+            serving.restart(&node, pins.path())?;
+            let mut probe = Command::new(sim_client());
+            probe.args(["until-ok", &http.to_string(), "server", "/", "1", "10000"]);
+            let out = locked.spawn(probe)?.wait_output(Duration::from_secs(15))?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            let at: u128 = text
+                .split_whitespace()
+                .nth(1)
+                .and_then(|t| t.parse().ok())
+                .with_context(|| format!("probe said {text:?}"))?;
+            serving.wait_ready(&node, Duration::from_secs(20))?;
+            (at.saturating_sub(started)) as f64 / 1e3
+        }
+    };
+    // A second of traffic with the new agent alone, then stop.
+    std::thread::sleep(Duration::from_secs(1));
+    std::fs::write(&stop, "")?;
+    let run = Run {
+        keepalive: tally(keepalive)?,
+        fresh: tally(fresh)?,
+        fail_closed: tally(closed)?,
+        slow: tally_http(slow)?,
+        ms,
+    };
+    serving.terminate(Duration::from_secs(30))?;
+    Ok(run)
+}
+
+fn epoch_us() -> Result<u128> {
+    Ok(SystemTime::now().duration_since(UNIX_EPOCH)?.as_micros())
+}
+
+fn start_loop(
+    pod: &SimPod,
+    mode: &str,
+    target: SocketAddr,
+    stop: &std::path::Path,
+) -> Result<PodProcess> {
+    let mut cmd = Command::new(sim_client());
+    cmd.args([mode, &target.to_string(), "server", "/", GAP_MS, "60000"])
+        .env("SIM_CLIENT_STOP_FILE", stop);
+    pod.spawn(cmd)
+}
+
+/// A loop's `ok MS BODY` / `err MS ERROR` lines.
+fn tally(process: PodProcess) -> Result<Tally> {
+    let out = process.wait_output(Duration::from_secs(20))?;
+    let mut t = Tally::default();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        t.sent += 1;
+        classify(&mut t, line);
+    }
+    Ok(t)
+}
+
+/// `sim-client http … 1`: `1 200 BODY`, or an error.
+fn tally_http(process: PodProcess) -> Result<Tally> {
+    let out = process.wait_output(Duration::from_secs(20))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut t = Tally {
+        sent: 1,
+        ..Tally::default()
+    };
+    if out.status.success() {
+        classify(&mut t, text.trim());
+    } else {
+        t.failed += 1;
+    }
+    Ok(t)
+}
+
+/// A 200 from the application through weir counts as served; from the
+/// application straight from the client (`server from <client address>`)
+/// as bypassed; anything else (an error, another status) as failed. `line`
+/// is a loop's `ok MS BODY` (a 200's body; other statuses keep theirs in
+/// front) or `sim-client http`'s `1 200 BODY`.
+fn classify(t: &mut Tally, line: &str) {
+    let body = line.strip_prefix("1 200 ").or_else(|| {
+        line.strip_prefix("ok ")
+            .and_then(|l| l.split_once(' '))
+            .map(|(_, b)| b)
+    });
+    match body {
+        Some(VIA_WEIR) => {}
+        Some(b) if b.starts_with("server from ") => t.direct += 1,
+        _ => t.failed += 1,
+    }
+}
