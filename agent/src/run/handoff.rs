@@ -11,7 +11,8 @@
 //! a line `took <uid>`. The holder then stops listening for that pod,
 //! after accepting what was already queued, and stops enrolling altogether;
 //! on SIGTERM it waits (within its drain time) until every pod is taken.
-//! When the holder exits, the successor takes the name over.
+//! When the holder exits, the successor takes the name over. Only a peer
+//! holding CAP_BPF and CAP_NET_ADMIN is heard ([`peer_may_hand_over`]).
 
 use std::io::Write;
 use std::os::linux::net::SocketAddrExt;
@@ -170,11 +171,49 @@ async fn hold(listener: tokio::net::UnixListener, tx: mpsc::UnboundedSender<Even
                 continue;
             }
         };
+        if let Err(why) = peer_may_hand_over(&stream) {
+            log::warn!("hand-over socket: refused a peer: {why}");
+            continue;
+        }
         if tx.send(Event::SuccessorArrived).is_err() {
             return;
         }
         readers.spawn(read_successor(stream, tx.clone()));
     }
+}
+
+/// Capability bits (linux/capability.h).
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_BPF: u32 = 39;
+
+/// Any process in the node's network namespace (a hostNetwork pod too) can
+/// reach an abstract socket, and `took` lines make the holder close pods'
+/// listeners. Only a peer holding CAP_BPF and CAP_NET_ADMIN (what `weir run`
+/// keeps for enrolment) is heard: such a process can already rewrite weir's
+/// maps and detach its programs, so believing it gives nothing away.
+fn peer_may_hand_over(stream: &tokio::net::UnixStream) -> Result<(), String> {
+    let cred = stream
+        .peer_cred()
+        .map_err(|e| format!("SO_PEERCRED: {e}"))?;
+    let pid = cred.pid().ok_or("the peer's pid is unknown")?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+    let caps = effective_caps(&status).ok_or(format!("/proc/{pid}/status has no CapEff"))?;
+    let needed = (1u64 << CAP_BPF) | (1u64 << CAP_NET_ADMIN);
+    if caps & needed == needed {
+        Ok(())
+    } else {
+        Err(format!(
+            "pid {pid} (uid {}) lacks CAP_BPF or CAP_NET_ADMIN",
+            cred.uid()
+        ))
+    }
+}
+
+/// The `CapEff:` mask of a `/proc/<pid>/status`.
+fn effective_caps(status: &str) -> Option<u64> {
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
 }
 
 async fn read_successor(stream: tokio::net::UnixStream, tx: mpsc::UnboundedSender<Event>) {
@@ -279,6 +318,43 @@ mod tests {
         assert_eq!(successor.next().await, Event::Taken("uid-1".into()));
         drop(third);
         assert_eq!(successor.next().await, Event::SuccessorGone);
+    }
+
+    #[test]
+    fn effective_capabilities_are_read_from_the_status_file() {
+        let status = "Name:\tweir\nCapInh:\t0000000000000000\nCapEff:\t000000c000201000\n";
+        let caps = effective_caps(status).unwrap();
+        assert_ne!(caps & (1 << CAP_BPF), 0);
+        assert_ne!(caps & (1 << CAP_NET_ADMIN), 0);
+        assert_eq!(effective_caps("Name:\tweir\n"), None);
+    }
+
+    #[tokio::test]
+    async fn a_peer_without_the_agents_capabilities_is_not_heard() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root to start a peer as another user");
+            return;
+        }
+        let root = unique_root("unprivileged");
+        let mut holder = Handoff::start(&root);
+        let name = String::from_utf8(socket_name(&root)).unwrap();
+        // nobody, no capabilities: connects and claims a pod.
+        let script = format!(
+            "import socket; s = socket.socket(socket.AF_UNIX); \
+             s.connect(b'\\0' + {name:?}.encode()); s.sendall(b'took victim\\n'); s.close()"
+        );
+        let status = tokio::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .args(["/usr/bin/python3", "-c", &script])
+            .status()
+            .await
+            .expect("setpriv and /usr/bin/python3 (util-linux, Debian's python3)");
+        assert!(status.success(), "{status}");
+        let mut successor = Handoff::start(&root);
+        successor.took("real");
+        assert_eq!(holder.next().await, Event::SuccessorArrived);
+        assert_eq!(holder.next().await, Event::Taken("real".into()));
     }
 
     #[tokio::test]
