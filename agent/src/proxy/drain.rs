@@ -79,8 +79,10 @@ impl DrainWatch {
     /// than being closed while idle, where a request the client is already
     /// sending would be lost. The client opens its next connection to
     /// whoever listens then (the successor, or the destination itself).
+    /// A `101 Switching Protocols` keeps its `connection: upgrade`: the
+    /// connection becomes the upgraded protocol's, which ends on its own.
     pub fn close_after<B>(&self, resp: &mut http::Response<B>) {
-        if self.is_draining() {
+        if self.is_draining() && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
             resp.headers_mut().insert(
                 http::header::CONNECTION,
                 http::HeaderValue::from_static("close"),
@@ -111,6 +113,24 @@ mod tests {
             .await
             .expect("a watch made after the drain is signaled at once");
         assert_eq!(grace, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn draining_closes_after_a_response_but_not_an_upgrade() {
+        let (signal, watch) = channel(DRAIN_GRACE);
+        let mut plain = http::Response::new(());
+        watch.close_after(&mut plain);
+        assert!(plain.headers().get(http::header::CONNECTION).is_none());
+        signal.drain();
+        watch.close_after(&mut plain);
+        assert_eq!(plain.headers()[http::header::CONNECTION], "close");
+        let mut upgrade = http::Response::builder()
+            .status(http::StatusCode::SWITCHING_PROTOCOLS)
+            .header(http::header::CONNECTION, "upgrade")
+            .body(())
+            .unwrap();
+        watch.close_after(&mut upgrade);
+        assert_eq!(upgrade.headers()[http::header::CONNECTION], "upgrade");
     }
 
     #[tokio::test]
