@@ -13,7 +13,7 @@ use aya_ebpf::{
 };
 use weir_common::{AF_INET, AF_INET6, POD_FLAG_FAIL_CLOSED, PendingConnect, PodSettings, SockAddr};
 
-use crate::maps::{PENDING_CONNECT, PODS};
+use crate::maps::{BYPASS_COUNTS, BYPASSED_CONNECTS, PENDING_CONNECT, PODS};
 
 /// Let the `connect()` proceed (to the original or the rewritten address).
 const ALLOW: i32 = 1;
@@ -34,14 +34,14 @@ pub fn weir_connect4(ctx: SockAddrContext) -> i32 {
     if is_loopback_v4(dst_ip) || is_excluded(&pod, port) {
         return ALLOW;
     }
-    if !listening_v4(&ctx, pod.egress_port_v4) {
-        return unserved(&pod);
-    }
     let orig = SockAddr {
         addr: [dst_ip, 0, 0, 0],
         port,
         family: AF_INET,
     };
+    if !listening_v4(&ctx, pod.egress_port_v4) {
+        return unserved(&ctx, netns, &pod, orig);
+    }
     if remember(&ctx, netns, orig) {
         sa.user_ip4 = LOOPBACK_V4.to_be();
         sa.user_port = port_to_ctx(pod.egress_port_v4);
@@ -67,14 +67,14 @@ pub fn weir_connect6(ctx: SockAddrContext) -> i32 {
         if is_loopback_v4(dst[3]) {
             return ALLOW;
         }
-        if !listening_v4(&ctx, pod.egress_port_v4) {
-            return unserved(&pod);
-        }
         let orig = SockAddr {
             addr: [dst[3], 0, 0, 0],
             port,
             family: AF_INET,
         };
+        if !listening_v4(&ctx, pod.egress_port_v4) {
+            return unserved(&ctx, netns, &pod, orig);
+        }
         if remember(&ctx, netns, orig) {
             sa.user_ip6[3] = LOOPBACK_V4.to_be();
             sa.user_port = port_to_ctx(pod.egress_port_v4);
@@ -84,14 +84,14 @@ pub fn weir_connect6(ctx: SockAddrContext) -> i32 {
     if is_loopback_v6(&dst) {
         return ALLOW;
     }
-    if !listening_v6(&ctx, pod.egress_port_v6) {
-        return unserved(&pod);
-    }
     let orig = SockAddr {
         addr: dst,
         port,
         family: AF_INET6,
     };
+    if !listening_v6(&ctx, pod.egress_port_v6) {
+        return unserved(&ctx, netns, &pod, orig);
+    }
     if remember(&ctx, netns, orig) {
         // Written word by word: the verifier only allows 4-byte stores here.
         sa.user_ip6[0] = 0;
@@ -130,12 +130,28 @@ fn is_excluded(pod: &PodSettings, port: u16) -> bool {
 
 /// The verdict for a pod whose proxy is not serving it (agent stopped,
 /// crashed, restarting): pass untouched unless the pod asked to fail closed.
-fn unserved(pod: &PodSettings) -> i32 {
+/// A connection that passes is outside the mesh for its whole life: it is
+/// counted and recorded for the next agent, which reports it and may reset it.
+fn unserved(ctx: &SockAddrContext, netns_cookie: u64, pod: &PodSettings, orig: SockAddr) -> i32 {
     if pod.flags & POD_FLAG_FAIL_CLOSED != 0 {
-        REFUSE
-    } else {
-        ALLOW
+        return REFUSE;
     }
+    match BYPASS_COUNTS.get_ptr_mut(&netns_cookie) {
+        // SAFETY: this CPU's slot of the entry; no other CPU writes it.
+        Some(count) => unsafe { *count += 1 },
+        None => {
+            let _ = BYPASS_COUNTS.insert(&netns_cookie, &1, 0);
+        }
+    }
+    // SAFETY: bpf_get_socket_cookie accepts a cgroup/connect context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let direct = PendingConnect {
+        netns_cookie,
+        orig,
+        _pad: 0,
+    };
+    let _ = BYPASSED_CONNECTS.insert(&cookie, &direct, 0);
+    ALLOW
 }
 
 /// Whether the proxy's egress listener exists in the socket's namespace. The

@@ -3,10 +3,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, SockHash},
+    maps::{Array, HashMap, LruHashMap, PerCpuHashMap, SockHash},
 };
 use weir_common::{
-    ConnKey, InboundKey, InboundSettings, MAX_PODS, MAX_TRACKED_CONNECTIONS, PendingConnect,
+    ConnKey, InboundKey, InboundSettings, MAX_BYPASSED_CONNECTIONS, MAX_PODS, MAX_TRACKED_CONNECTIONS,
+    PendingConnect,
     PodSettings, SockAddr, SockKey,
 };
 
@@ -46,6 +47,18 @@ pub static SOCKS: SockHash<SockKey> = SockHash::with_max_entries(2 * MAX_TRACKED
 /// entries but the agent's look-ups.
 #[map(name = "WEIR_NETNS_BY_SOCKET")]
 pub static NETNS_BY_SOCKET: LruHashMap<u64, u64> = LruHashMap::with_max_entries(1024, 0);
+
+/// Connections let through to their original destination because no proxy
+/// served the pod (fail-open), by socket cookie, for the next agent. LRU: with
+/// no agent running, nothing else would ever remove an entry.
+#[map(name = "WEIR_BYPASSED_CONNECTS")]
+pub static BYPASSED_CONNECTS: LruHashMap<u64, PendingConnect> =
+    LruHashMap::with_max_entries(MAX_BYPASSED_CONNECTIONS, 0);
+
+/// How many connections each pod's namespace let through that way. Per CPU,
+/// so counting needs no atomic instruction (5.10's BPF has no fetch-add).
+#[map(name = "WEIR_BYPASS_COUNTS")]
+pub static BYPASS_COUNTS: PerCpuHashMap<u64, u64> = PerCpuHashMap::with_max_entries(MAX_PODS, 0);
 
 /// Node-wide switches, `SETTING_*` bits in slot 0. Written only by the agent.
 #[map(name = "WEIR_SETTINGS")]

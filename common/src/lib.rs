@@ -37,6 +37,14 @@ pub const MAP_SOCKS: &str = "WEIR_SOCKS";
 /// (`u64` -> `u64`), filled by [`PROG_NETNS_NAME4`] / [`PROG_NETNS_NAME6`]
 /// on kernels without `SO_NETNS_COOKIE`.
 pub const MAP_NETNS_BY_SOCKET: &str = "WEIR_NETNS_BY_SOCKET";
+/// Connections enrolled pods made directly, outside the mesh, because no
+/// proxy served them (fail-open while no agent ran): the namespace and
+/// original destination ([`PendingConnect`]) by socket cookie, so the next
+/// agent can find those still open. LRU, [`MAX_BYPASSED_CONNECTIONS`].
+pub const MAP_BYPASSED_CONNECTS: &str = "WEIR_BYPASSED_CONNECTS";
+/// How many connections each pod made that way (a per-CPU hash, namespace
+/// cookie -> `u64`): the count survives the LRU's evictions.
+pub const MAP_BYPASS_COUNTS: &str = "WEIR_BYPASS_COUNTS";
 /// Node-wide switches (an array of one `u32` of `SETTING_*` bits).
 pub const MAP_SETTINGS: &str = "WEIR_SETTINGS";
 /// `WEIR_SETTINGS[0]`: splice app-to-proxy data with sk_msg.
@@ -62,6 +70,9 @@ pub const PROG_NETNS_NAME6: &str = "weir_netns_name6";
 pub const MAX_PODS: u32 = 4096;
 /// Capacity of the original-destination tables (LRU, so they never grow past this).
 pub const MAX_TRACKED_CONNECTIONS: u32 = 65_536;
+/// Capacity of [`MAP_BYPASSED_CONNECTS`]: direct connections remembered per
+/// node while no agent runs (LRU: the oldest are forgotten, still counted).
+pub const MAX_BYPASSED_CONNECTIONS: u32 = 16_384;
 
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
@@ -104,9 +115,11 @@ pub struct PodSettings {
     pub exclude_outbound_ports: [u16; MAX_EXCLUDED_OUTBOUND_PORTS],
 }
 
-/// A redirected `connect()` between the connect hook and establishment. The
-/// connect hook records the namespace because it can read its cookie on every
-/// supported kernel; sock_ops programs can only from Linux 5.15.
+/// A `connect()` as the connect hook saw it: redirected, between the hook and
+/// establishment ([`MAP_PENDING_CONNECT`]), or let through because no proxy
+/// served the pod ([`MAP_BYPASSED_CONNECTS`]). The connect hook records the
+/// namespace because it can read its cookie on every supported kernel;
+/// sock_ops programs can only from Linux 5.15.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PendingConnect {

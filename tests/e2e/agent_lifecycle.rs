@@ -121,9 +121,8 @@ fn agent_intercepts_survives_sigkill_resumes_and_unenrolls() -> Result<()> {
         .iter()
         .map(|p| p.start_pause())
         .collect::<Result<_>>()?;
-    let _http = server.start_server(&sim_server(), &["http", "server", "0.0.0.0:8080"], 8080)?;
+    let (_app, http) = server.start_http_app()?;
     let _echo = server.start_server(&sim_server(), &["echo", "0.0.0.0:9000"], 9000)?;
-    let http: SocketAddr = SocketAddr::new(server.ip4.into(), 8080);
     let echo: SocketAddr = SocketAddr::new(server.ip4.into(), 9000);
 
     let enrolled = pods_file(&[

@@ -5,7 +5,6 @@
 //! naming it.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
@@ -14,7 +13,7 @@ use weir::privilege::{Capability, ENROLMENT, REQUIRED, workers_need_bpf};
 use weir_tests::SimNode;
 use weir_tests::agent::{AgentOptions, AgentProcess, MINIMAL_CONFIG, get_once, weir_bin};
 use weir_tests::pins::PinRoot;
-use weir_tests::support::{require_root, sim_server};
+use weir_tests::support::require_root;
 
 /// `cap_bpf` -> `bpf`, as setpriv names it.
 fn setpriv_name(cap: Capability) -> String {
@@ -45,7 +44,7 @@ fn the_agent_runs_with_only_what_it_declares_and_drops_the_rest() -> Result<()> 
     let client = node.add_pod("client")?;
     let server = node.add_pod("server")?;
     let _pauses = [client.start_pause()?, server.start_pause()?];
-    let _http = server.start_server(&sim_server(), &["http", "server", "0.0.0.0:8080"], 8080)?;
+    let (_app, http) = server.start_http_app()?;
     let pods = format!(
         "pods:\n{}{}",
         client.pods_file_entry(&[("weir.dev/enroll", "true")]),
@@ -65,7 +64,6 @@ fn the_agent_runs_with_only_what_it_declares_and_drops_the_rest() -> Result<()> 
     agent.wait_ready(&node, Duration::from_secs(20))?;
 
     // Intercepted both ways with nothing more than the declared set.
-    let http = SocketAddr::new(server.ip4.into(), 8080);
     assert_eq!(
         get_once(&client, http),
         "server from 127.0.0.6",

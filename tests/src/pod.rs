@@ -186,6 +186,18 @@ impl SimPod {
         Ok(process)
     }
 
+    /// The tests' HTTP application on port 8080, answering
+    /// `server from <peer>` (so a request weir delivered, from 127.0.0.6, is
+    /// told from one that came direct); with its address on the pod's IPv4.
+    pub fn start_http_app(&self) -> Result<(PodProcess, std::net::SocketAddr)> {
+        let process = self.start_server(
+            &crate::support::sim_server(),
+            &["http", "server", "0.0.0.0:8080"],
+            8080,
+        )?;
+        Ok((process, std::net::SocketAddr::new(self.ip4.into(), 8080)))
+    }
+
     /// This pod as an entry of a weir pods file (`docs/pods.md`), in namespace
     /// `default`, located by its cgroup, with `annotations`.
     pub fn pods_file_entry(&self, annotations: &[(&str, &str)]) -> String {

@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 
 use anyhow::Result;
 
-use crate::support::sim_server;
 use crate::{PodProcess, SimNode, SimPod};
 
 pub struct ThreePods {
@@ -31,12 +30,8 @@ impl ThreePods {
             locked.start_pause()?,
             server.start_pause()?,
         ];
-        processes.push(server.start_server(
-            &sim_server(),
-            &["http", "server", "0.0.0.0:8080"],
-            8080,
-        )?);
-        let http = SocketAddr::new(server.ip4.into(), 8080);
+        let (app, http) = server.start_http_app()?;
+        processes.push(app);
         Ok(Self {
             _processes: processes,
             client,

@@ -4,6 +4,7 @@
 //! explicit `remove` when the data path is pinned and must outlive the agent.
 
 mod accel;
+mod bypass;
 mod egress;
 mod error;
 mod ingress;
@@ -27,12 +28,13 @@ use aya::programs::links::FdLink;
 use aya::programs::{CgroupSockAddr, SkLookup, SkMsg, SockOps};
 use aya::{Ebpf, EbpfLoader};
 use weir_common::{
-    ConnKey, MAP_INBOUND_LISTENERS, MAP_INBOUND_PODS, MAP_ORIG_DST, MAP_PENDING_CONNECT, MAP_PODS,
-    MAP_SETTINGS, MAP_SOCKS, PROG_CONNECT4, PROG_CONNECT6, PROG_SK_LOOKUP, PROG_SK_MSG,
-    PROG_SOCKOPS, PodSettings, SockAddr,
+    ConnKey, MAP_BYPASS_COUNTS, MAP_BYPASSED_CONNECTS, MAP_INBOUND_LISTENERS, MAP_INBOUND_PODS,
+    MAP_ORIG_DST, MAP_PENDING_CONNECT, MAP_PODS, MAP_SETTINGS, MAP_SOCKS, PROG_CONNECT4,
+    PROG_CONNECT6, PROG_SK_LOOKUP, PROG_SK_MSG, PROG_SOCKOPS, PodSettings, SockAddr,
 };
 
 pub use crate::addr::OrigDst;
+pub use bypass::Bypassed;
 pub use egress::EgressAttachment;
 pub use error::DatapathError;
 pub use ingress::IngressAttachment;
@@ -51,7 +53,7 @@ pub use uninstall::{Uninstalled, uninstall};
 static EMBEDDED_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/weir-ebpf.o"));
 
-const ALL_MAPS: [&str; 7] = [
+const ALL_MAPS: [&str; 9] = [
     MAP_PODS,
     MAP_PENDING_CONNECT,
     MAP_ORIG_DST,
@@ -59,6 +61,8 @@ const ALL_MAPS: [&str; 7] = [
     MAP_INBOUND_LISTENERS,
     MAP_SOCKS,
     MAP_SETTINGS,
+    MAP_BYPASSED_CONNECTS,
+    MAP_BYPASS_COUNTS,
 ];
 
 type PodsMap = HashMap<MapData, u64, PodSettings>;
@@ -81,6 +85,7 @@ pub struct Datapath {
     pins: Option<pin::PinLayout>,
     pods: Arc<Mutex<PodsMap>>,
     inbound: Arc<Mutex<ingress::InboundMaps>>,
+    bypass: Mutex<bypass::BypassMaps>,
     orig_dst: Arc<OrigDstTable>,
     /// The sockops variant loaded (see agent-ebpf/src/sockops.rs).
     sockops: &'static str,
@@ -158,11 +163,13 @@ impl Datapath {
             pods: take_map(&mut ebpf, MAP_INBOUND_PODS)?,
             listeners: take_map(&mut ebpf, MAP_INBOUND_LISTENERS)?,
         };
+        let bypass = bypass::take_maps(&mut ebpf)?;
         Ok(Self {
             ebpf,
             pins,
             pods: Arc::new(Mutex::new(pods)),
             inbound: Arc::new(Mutex::new(inbound)),
+            bypass: Mutex::new(bypass),
             orig_dst: Arc::new(OrigDstTable::new(orig_dst)),
             sockops: plan.sockops,
             status: DatapathStatus::new(support, &plan, memlock),

@@ -122,7 +122,7 @@ fn to_sock_addr(addr: SocketAddr) -> SockAddr {
     }
 }
 
-fn from_sock_addr(sa: &SockAddr) -> Option<SocketAddr> {
+pub(super) fn from_sock_addr(sa: &SockAddr) -> Option<SocketAddr> {
     let ip = match sa.family {
         AF_INET => IpAddr::V4(Ipv4Addr::from(sa.addr[0].to_ne_bytes())),
         AF_INET6 => {

@@ -18,6 +18,8 @@ pub struct Pruned {
     pub other_layouts: Vec<String>,
     pub pod_entries: usize,
     pub inbound_entries: usize,
+    /// Pods gone while no agent ran whose direct connections were counted.
+    pub bypass_records: usize,
 }
 
 impl Datapath {
@@ -113,6 +115,7 @@ impl Datapath {
                 }
             }
         }
+        pruned.bypass_records = self.prune_bypassed(netns_cookies);
         let live: HashSet<_> = addrs.iter().map(|a| inbound_key(*a)).collect();
         let mut inbound = self
             .inbound

@@ -4,6 +4,7 @@
 //! intercepted connections through [`Intercept`].
 
 mod accept;
+mod bypass;
 mod pod;
 
 use std::collections::{HashMap, HashSet};
@@ -81,6 +82,16 @@ pub trait Intercept: Send + Sync + 'static {
     ) -> Option<LocalPodGuard> {
         None
     }
+
+    /// Whether outbound traffic no listener claims may pass (`ALLOW_ANY`):
+    /// decides what happens to a pod's bypassed connections by default.
+    fn allows_any_destination(&self) -> bool {
+        true
+    }
+
+    /// `pod` made `connections` directly, outside the mesh, while no agent
+    /// served it; `reset` of them were reset now that one does.
+    fn bypassed(&self, _pod: &PodContext, _connections: u64, _reset: u64) {}
 }
 
 /// Whatever an [`Intercept`] keeps for a pod enrolled on this node.
@@ -176,6 +187,7 @@ impl Enroller {
                 Err(e) => result.failed.push((label, e.to_string())),
             }
         }
+        self.settle_bypassed(&result.enrolled_uids);
         let gone: Vec<String> = self
             .pods
             .keys()

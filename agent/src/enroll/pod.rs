@@ -18,6 +18,7 @@ use crate::datapath::{
     Datapath, DatapathError, EgressAttachment, IngressAttachment, OrigDstTable, PodRegistration,
 };
 use crate::inpod::{InPodError, PodListeners, PodSocketFactory};
+use crate::netns::NetNs;
 use crate::pods::{FailMode, InboundPorts, PodLocation, PodPolicy, PodSpec, ResolveError, resolve};
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +51,9 @@ pub struct EnrolledPod {
     ingress: IngressAttachment,
     accept_tasks: AcceptTasks,
     pod: Arc<PodContext>,
+    /// Held for work in the pod's namespace after enrolment (resetting
+    /// connections that bypassed the proxy).
+    netns: NetNs,
     /// Same-node delivery to this pod, while enrolled.
     local: Option<LocalPodGuard>,
 }
@@ -218,6 +222,7 @@ impl EnrolledPod {
             ingress,
             accept_tasks,
             pod,
+            netns: resolved.netns,
             local,
         })
     }
@@ -236,6 +241,14 @@ impl EnrolledPod {
 
     pub fn netns_cookie(&self) -> u64 {
         self.netns_cookie
+    }
+
+    pub(super) fn netns(&self) -> &NetNs {
+        &self.netns
+    }
+
+    pub(super) fn context(&self) -> &PodContext {
+        &self.pod
     }
 
     /// Whether `spec` still describes the pod where it was enrolled (same

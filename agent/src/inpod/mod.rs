@@ -3,8 +3,10 @@
 //! every pod on the node without a sidecar.
 
 mod factory;
+mod reset;
 
 pub use factory::PodSocketFactory;
+pub use reset::{ResetOutcome, reset_connections};
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
@@ -33,6 +35,8 @@ pub enum InPodError {
     },
     #[error("starting the socket factory in {netns}: {source}")]
     Factory { netns: String, source: io::Error },
+    #[error("resetting connections through sock_diag in {netns}: {source}")]
+    SockDiag { netns: String, source: io::Error },
     #[error("reading the network namespace cookie of a socket in {netns}: {source}")]
     Cookie { netns: String, source: io::Error },
 }

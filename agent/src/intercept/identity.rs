@@ -31,6 +31,9 @@ const ID: [&str; 6] = [
     "destination_pod",
 ];
 
+/// The pod whose connections went around the proxy.
+const BYPASS: [&str; 2] = ["source_namespace", "source_pod"];
+
 /// Who talks to whom: the identity labels of one connection.
 pub struct Labels<'a> {
     pub direction: Direction,
@@ -62,6 +65,8 @@ pub struct InterceptMetrics {
     received: IntCounterVec,
     denied: IntCounterVec,
     tls: IntCounterVec,
+    bypassed: IntCounterVec,
+    bypassed_reset: IntCounterVec,
     /// [direction][protocol]
     detected: [[IntCounter; 3]; 2],
     /// Upstream connections delivered to a pod on this node without a second pass (`same_node`).
@@ -173,9 +178,29 @@ impl InterceptMetrics {
                 "Intercepted TLS connections passed through, by ClientHello SNI (tls_inspector).",
                 &id_sni,
             )?,
+            bypassed: counter(
+                r,
+                "weir_intercept_bypassed_connections_total",
+                "Connections a fail-open pod made directly, outside the mesh, while no agent served it; counted once an agent serves the pod again.",
+                &BYPASS,
+            )?,
+            bypassed_reset: counter(
+                r,
+                "weir_intercept_bypassed_connections_reset_total",
+                "Of the bypassed connections, those still open that weir reset once back (weir.dev/bypassed-connections).",
+                &BYPASS,
+            )?,
             sni_seen: Mutex::new(HashSet::new()),
             dst_seen: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// `connections` made by pod `namespace/name` while no agent served it,
+    /// `reset` of which were reset. One series per enrolled pod, at most.
+    pub fn bypassed(&self, namespace: &str, name: &str, connections: u64, reset: u64) {
+        let labels = [namespace, name];
+        self.bypassed.with_label_values(&labels).inc_by(connections);
+        self.bypassed_reset.with_label_values(&labels).inc_by(reset);
     }
 
     pub fn detected(&self, direction: Direction, d: &Detected) {

@@ -179,6 +179,22 @@ impl Interceptor {
         self.inner.shared.same_node.register(ips, pod)
     }
 
+    /// Whether the current config lets outbound traffic no listener claims
+    /// through (`outbound_traffic_policy: ALLOW_ANY`).
+    pub fn allows_any_destination(&self) -> bool {
+        self.inner.runtime.virtual_listeners.load().policy
+            == crate::config::OutboundTrafficPolicy::AllowAny
+    }
+
+    /// Pod `pod` made `connections` directly while no agent served it;
+    /// `reset` of them were reset (see `enroll::bypass`).
+    pub fn count_bypassed(&self, pod: &PodIdentity, connections: u64, reset: u64) {
+        self.inner
+            .shared
+            .metrics
+            .bypassed(&pod.namespace, &pod.name, connections, reset);
+    }
+
     /// The pod an `x-weir-source` value names, if this interceptor made it.
     pub fn source_of(&self, value: &http::HeaderValue) -> Option<PodIdentity> {
         self.inner.shared.sources.pod_of(value)

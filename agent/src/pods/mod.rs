@@ -20,9 +20,9 @@ pub use kubernetes::{
     KubernetesError, KubernetesOptions, KubernetesPods, NotEnrollable, pod_spec, watch_node_pods,
 };
 pub use policy::{
-    ANNOTATION_ENROLL, ANNOTATION_EXCLUDE_OUTBOUND_PORTS, ANNOTATION_FAIL_MODE,
-    ANNOTATION_INBOUND_PORTS, FailMode, InboundPorts, MAX_EXCLUDED_OUTBOUND_PORTS,
-    MAX_INBOUND_PORTS, PodPolicy, PolicyError,
+    ANNOTATION_BYPASSED_CONNECTIONS, ANNOTATION_ENROLL, ANNOTATION_EXCLUDE_OUTBOUND_PORTS,
+    ANNOTATION_FAIL_MODE, ANNOTATION_INBOUND_PORTS, BypassedConnections, FailMode, InboundPorts,
+    MAX_EXCLUDED_OUTBOUND_PORTS, MAX_INBOUND_PORTS, PodPolicy, PolicyError,
 };
 pub use resolve::{ResolveError, ResolvedPod, resolve};
 pub use spec::{PodLocation, PodSpec};

@@ -14,6 +14,10 @@ pub const ANNOTATION_EXCLUDE_OUTBOUND_PORTS: &str = "weir.dev/exclude-outbound-p
 pub const ANNOTATION_INBOUND_PORTS: &str = "weir.dev/inbound-ports";
 /// `"open"` (default) or `"closed"`: what the pod's connections do while the proxy is not serving it.
 pub const ANNOTATION_FAIL_MODE: &str = "weir.dev/fail-mode";
+/// `"reset"` or `"keep"`: what an agent does, once back, with the connections
+/// a fail-open pod made directly while no agent served it. Absent: reset
+/// under `outbound_traffic_policy: REGISTRY_ONLY`, keep under `ALLOW_ANY`.
+pub const ANNOTATION_BYPASSED_CONNECTIONS: &str = "weir.dev/bypassed-connections";
 
 /// Inbound port slots per pod in the eBPF maps.
 pub const MAX_INBOUND_PORTS: usize = weir_common::MAX_INBOUND_PORTS;
@@ -28,6 +32,21 @@ pub struct PodPolicy {
     pub exclude_outbound_ports: Vec<u16>,
     pub inbound_ports: InboundPorts,
     pub fail_mode: FailMode,
+    pub bypassed: BypassedConnections,
+}
+
+/// What happens to connections a fail-open pod made directly, outside the
+/// mesh, while no agent served it (they are counted either way).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BypassedConnections {
+    /// Reset under `REGISTRY_ONLY` (they may reach what the mesh forbids),
+    /// keep under `ALLOW_ANY` (they reach what the mesh would have allowed).
+    #[default]
+    ByTrafficPolicy,
+    /// Reset those still open: the application reconnects, through weir.
+    Reset,
+    /// Leave them open until they end.
+    Keep,
 }
 
 /// Which inbound connections go through the proxy.
@@ -66,6 +85,7 @@ impl PodPolicy {
             exclude_outbound_ports: Vec::new(),
             inbound_ports: InboundPorts::All,
             fail_mode: FailMode::Open,
+            bypassed: BypassedConnections::ByTrafficPolicy,
         }
     }
 }
@@ -122,6 +142,7 @@ impl PodSpec {
             exclude_outbound_ports,
             inbound_ports,
             fail_mode: reader.fail_mode()?,
+            bypassed: reader.bypassed()?,
         })
     }
 }
@@ -165,6 +186,19 @@ impl Reader<'_> {
                 ANNOTATION_FAIL_MODE,
                 other,
                 "expected \"open\" or \"closed\"".to_owned(),
+            )),
+        }
+    }
+
+    fn bypassed(&self) -> Result<BypassedConnections, PolicyError> {
+        match self.get(ANNOTATION_BYPASSED_CONNECTIONS) {
+            None => Ok(BypassedConnections::ByTrafficPolicy),
+            Some("reset") => Ok(BypassedConnections::Reset),
+            Some("keep") => Ok(BypassedConnections::Keep),
+            Some(other) => Err(self.invalid(
+                ANNOTATION_BYPASSED_CONNECTIONS,
+                other,
+                "expected \"reset\" or \"keep\"".to_owned(),
             )),
         }
     }

@@ -66,6 +66,7 @@ fn enrolled_defaults() {
             exclude_outbound_ports: vec![],
             inbound_ports: InboundPorts::All,
             fail_mode: FailMode::Open,
+            bypassed: BypassedConnections::ByTrafficPolicy,
         })
     );
 }
@@ -76,6 +77,7 @@ fn every_annotation_read() {
         (ANNOTATION_EXCLUDE_OUTBOUND_PORTS, "5432,6379"),
         (ANNOTATION_INBOUND_PORTS, " 8080, 9090 "),
         (ANNOTATION_FAIL_MODE, "closed"),
+        (ANNOTATION_BYPASSED_CONNECTIONS, "keep"),
     ]);
     assert_eq!(
         spec.policy(),
@@ -84,10 +86,13 @@ fn every_annotation_read() {
             exclude_outbound_ports: vec![5432, 6379],
             inbound_ports: InboundPorts::Listed(vec![8080, 9090]),
             fail_mode: FailMode::Closed,
+            bypassed: BypassedConnections::Keep,
         })
     );
     let open = enrolled(&[(ANNOTATION_FAIL_MODE, "open")]);
     assert_eq!(open.policy().unwrap().fail_mode, FailMode::Open);
+    let reset = enrolled(&[(ANNOTATION_BYPASSED_CONNECTIONS, "reset")]);
+    assert_eq!(reset.policy().unwrap().bypassed, BypassedConnections::Reset);
 }
 
 #[test]
@@ -117,6 +122,14 @@ fn bad_fail_mode() {
     assert_eq!(
         error(&enrolled(&[(ANNOTATION_FAIL_MODE, "shut")])),
         "pod default/web: annotation weir.dev/fail-mode: invalid value \"shut\": expected \"open\" or \"closed\""
+    );
+}
+
+#[test]
+fn bad_bypassed_connections() {
+    assert_eq!(
+        error(&enrolled(&[(ANNOTATION_BYPASSED_CONNECTIONS, "drop")])),
+        "pod default/web: annotation weir.dev/bypassed-connections: invalid value \"drop\": expected \"reset\" or \"keep\""
     );
 }
 

@@ -64,6 +64,14 @@ impl Intercept for Seam {
         );
         Some(Box::new(guard))
     }
+
+    fn allows_any_destination(&self) -> bool {
+        self.0.allows_any_destination()
+    }
+
+    fn bypassed(&self, pod: &PodContext, connections: u64, reset: u64) {
+        self.0.count_bypassed(&identity(pod), connections, reset);
+    }
 }
 
 /// Reaches the pod's application from inside its namespace, from 127.0.0.6.

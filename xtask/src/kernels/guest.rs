@@ -7,12 +7,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 /// The tests crate's data-path e2e tests.
-pub const E2E_TESTS: [&str; 6] = [
+pub const E2E_TESTS: [&str; 8] = [
     "egress_redirect",
     "ingress_steering",
     "pinned_datapath",
     "enrollment",
     "agent_lifecycle",
+    "agent_handover",
+    "agent_crash_bypass",
     "node_traffic",
 ];
 

@@ -189,6 +189,19 @@ mod tests {
         assert!(check_kernel_arg("/nonexistent/linux-image.deb").is_err());
         assert!(check_kernel_arg("bullseye; rm -rf /").is_err());
         assert!(check_kernel_arg("").is_err());
-        assert_eq!(E2E_TESTS.len(), 6);
+    }
+
+    #[test]
+    fn every_guest_test_is_a_test_target() {
+        let manifest = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/Cargo.toml"),
+        )
+        .unwrap();
+        for test in E2E_TESTS {
+            assert!(
+                manifest.contains(&format!("name = \"{test}\"")),
+                "{test} is not a [[test]] of tests/Cargo.toml"
+            );
+        }
     }
 }

@@ -110,7 +110,7 @@ pub fn render(rows: &[Row]) -> String {
 mod tests {
     use super::*;
 
-    fn markers(rcs: [i32; 6]) -> String {
+    fn markers(rcs: [i32; E2E_TESTS.len()]) -> String {
         E2E_TESTS
             .iter()
             .zip(rcs)
@@ -120,9 +120,11 @@ mod tests {
 
     #[test]
     fn results_are_summed_over_binaries() {
+        let mut rcs = [0; E2E_TESTS.len()];
+        rcs[1] = 101;
         let log = format!(
             "test result: ok. 4 passed; 0 failed; 0 ignored\ntest result: FAILED. 2 passed; 1 failed; 0 ignored\n{}",
-            markers([0, 101, 0, 0, 0, 0])
+            markers(rcs)
         );
         let outcome = Outcome::from_guest(&log, Some(101));
         assert_eq!((outcome.passed, outcome.failed), (6, 1));
@@ -131,16 +133,18 @@ mod tests {
 
     #[test]
     fn a_clean_run_passes_and_a_short_one_does_not() {
-        let clean = format!("test result: ok. 3 passed; 0 failed\n{}", markers([0; 6]));
+        let clean = format!(
+            "test result: ok. 3 passed; 0 failed\n{}",
+            markers([0; E2E_TESTS.len()])
+        );
         assert!(Outcome::from_guest(&clean, Some(0)).is_pass());
         let short =
             "test result: ok. 3 passed; 0 failed\nweir-kernels: test egress_redirect rc=0 secs=1\n";
         let outcome = Outcome::from_guest(short, Some(124));
         assert_eq!(outcome.problem.as_deref(), Some("guest timed out"));
-        let crashed = format!(
-            "test result: ok. 3 passed; 0 failed\n{}",
-            markers([0, 0, 0, 0, 0, 134])
-        );
+        let mut rcs = [0; E2E_TESTS.len()];
+        rcs[E2E_TESTS.len() - 1] = 134;
+        let crashed = format!("test result: ok. 3 passed; 0 failed\n{}", markers(rcs));
         assert!(!Outcome::from_guest(&crashed, Some(134)).is_pass());
     }
 }
