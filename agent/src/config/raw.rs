@@ -140,91 +140,80 @@ fn split_value_match(v: ValueMatch) -> (Option<String>, Option<String>, Option<b
     }
 }
 
-/// YAML form of a header matcher.
-#[derive(Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-#[schemars(rename = "HeaderMatcherConfig")]
-#[schemars(extend("oneOf" = [{"required": ["exact"]}, {"required": ["safe_regex"]}, {"required": ["present"]}]))]
-pub(super) struct RawHeaderMatcher {
-    /// Header name (case-insensitive).
-    name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    exact: Option<String>,
-    /// The regex matches the whole value.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    safe_regex: Option<String>,
-    /// true: the header is present; false: it is absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    present: Option<bool>,
+/// The YAML form of a matcher on one named value (a header, a query
+/// parameter): `name`, exactly one of `exact`, `safe_regex` and `present`,
+/// then the kind's own fields. A macro because serde cannot `flatten` the
+/// shared fields into a `deny_unknown_fields` struct, and the schema keeps
+/// each kind's own name and wording.
+macro_rules! raw_value_matcher {
+    (
+        $(#[$doc:meta])*
+        $raw:ident => $typed:ident as $schema:literal,
+        name: $name_doc:literal,
+        present: $present_doc:literal,
+        $( $(#[$extra_meta:meta])* $extra:ident: $extra_ty:ty, )*
+    ) => {
+        $(#[$doc])*
+        #[derive(Serialize, Deserialize, JsonSchema)]
+        #[serde(deny_unknown_fields)]
+        #[schemars(rename = $schema)]
+        #[schemars(extend("oneOf" = [{"required": ["exact"]}, {"required": ["safe_regex"]}, {"required": ["present"]}]))]
+        pub(super) struct $raw {
+            #[doc = $name_doc]
+            name: String,
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            exact: Option<String>,
+            /// The regex matches the whole value.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            safe_regex: Option<String>,
+            #[doc = $present_doc]
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            present: Option<bool>,
+            $( $(#[$extra_meta])* $extra: $extra_ty, )*
+        }
+
+        impl TryFrom<$raw> for $typed {
+            type Error = String;
+
+            fn try_from(raw: $raw) -> Result<Self, String> {
+                Ok(Self {
+                    value_match: value_match(raw.exact, raw.safe_regex, raw.present)?,
+                    name: raw.name,
+                    $( $extra: raw.$extra, )*
+                })
+            }
+        }
+
+        impl From<$typed> for $raw {
+            fn from(m: $typed) -> Self {
+                let (exact, safe_regex, present) = split_value_match(m.value_match);
+                Self {
+                    name: m.name,
+                    exact,
+                    safe_regex,
+                    present,
+                    $( $extra: m.$extra, )*
+                }
+            }
+        }
+    };
+}
+
+raw_value_matcher! {
+    /// YAML form of a header matcher.
+    RawHeaderMatcher => HeaderMatcherConfig as "HeaderMatcherConfig",
+    name: " Header name (case-insensitive).",
+    present: " true: the header is present; false: it is absent.",
     /// Negates the result.
     #[serde(default, skip_serializing_if = "is_false")]
     invert_match: bool,
 }
 
-impl TryFrom<RawHeaderMatcher> for HeaderMatcherConfig {
-    type Error = String;
-
-    fn try_from(raw: RawHeaderMatcher) -> Result<Self, String> {
-        Ok(Self {
-            value_match: value_match(raw.exact, raw.safe_regex, raw.present)?,
-            name: raw.name,
-            invert_match: raw.invert_match,
-        })
-    }
-}
-
-impl From<HeaderMatcherConfig> for RawHeaderMatcher {
-    fn from(m: HeaderMatcherConfig) -> Self {
-        let (exact, safe_regex, present) = split_value_match(m.value_match);
-        Self {
-            name: m.name,
-            exact,
-            safe_regex,
-            present,
-            invert_match: m.invert_match,
-        }
-    }
-}
-
-/// YAML form of a query parameter matcher.
-#[derive(Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-#[schemars(rename = "QueryParameterMatcherConfig")]
-#[schemars(extend("oneOf" = [{"required": ["exact"]}, {"required": ["safe_regex"]}, {"required": ["present"]}]))]
-pub(super) struct RawQueryParameterMatcher {
-    /// Parameter name (case-sensitive).
-    name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    exact: Option<String>,
-    /// The regex matches the whole value.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    safe_regex: Option<String>,
-    /// true: the parameter is present; false: it is absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    present: Option<bool>,
-}
-
-impl TryFrom<RawQueryParameterMatcher> for QueryParameterMatcherConfig {
-    type Error = String;
-
-    fn try_from(raw: RawQueryParameterMatcher) -> Result<Self, String> {
-        Ok(Self {
-            value_match: value_match(raw.exact, raw.safe_regex, raw.present)?,
-            name: raw.name,
-        })
-    }
-}
-
-impl From<QueryParameterMatcherConfig> for RawQueryParameterMatcher {
-    fn from(m: QueryParameterMatcherConfig) -> Self {
-        let (exact, safe_regex, present) = split_value_match(m.value_match);
-        Self {
-            name: m.name,
-            exact,
-            safe_regex,
-            present,
-        }
-    }
+raw_value_matcher! {
+    /// YAML form of a query parameter matcher.
+    RawQueryParameterMatcher => QueryParameterMatcherConfig as "QueryParameterMatcherConfig",
+    name: " Parameter name (case-sensitive).",
+    present: " true: the parameter is present; false: it is absent.",
 }
 
 /// YAML form of a route entry.
