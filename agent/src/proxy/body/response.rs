@@ -103,7 +103,11 @@ impl Body for RespBody {
                 }
                 r.map(|o| o.map(|f| f.map_err(BodyError::from)))
             }
-            Self::Grpc(g) => Pin::new(&mut **g).poll_frame(cx),
+            Self::Grpc(g) => {
+                let r = Pin::new(&mut g.inner).poll_frame(cx);
+                g.saw(&r);
+                r
+            }
         }
     }
 
@@ -111,7 +115,7 @@ impl Body for RespBody {
         match self {
             Self::Local(b) => b.is_none(),
             Self::Upstream { inner, .. } => inner.is_end_stream(),
-            Self::Grpc(g) => g.is_end_stream(),
+            Self::Grpc(g) => g.inner.is_end_stream(),
         }
     }
 
@@ -119,7 +123,7 @@ impl Body for RespBody {
         match self {
             Self::Local(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Self::Upstream { inner, .. } => inner.size_hint(),
-            Self::Grpc(g) => g.size_hint(),
+            Self::Grpc(g) => g.inner.size_hint(),
         }
     }
 }

@@ -2,13 +2,12 @@
 //! application/grpc*` is counted by its `grpc-status`, from the headers
 //! (trailers-only responses) or else from the trailers as they pass.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::Poll;
 
 use bytes::Bytes;
 use http::Response;
 use http::header::CONTENT_TYPE;
-use http_body::{Body, Frame, SizeHint};
+use http_body::Frame;
 
 use crate::proxy::body::response::{BodyError, RespBody};
 use crate::proxy::metrics::GrpcMetrics;
@@ -37,45 +36,30 @@ pub fn observe(resp: Response<RespBody>, metrics: &GrpcMetrics) -> Response<Resp
 }
 
 /// A gRPC response body that counts the `grpc-status` of its trailers
-/// (or `unknown` when the stream ends without one).
+/// (or `unknown` when the stream ends without one). Polled by
+/// [`RespBody`]'s one `Body` impl, which hands each frame to [`GrpcBody::saw`].
 pub struct GrpcBody {
-    inner: RespBody,
+    pub(crate) inner: RespBody,
     metrics: Option<GrpcMetrics>,
 }
 
-impl Body for GrpcBody {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let this = self.get_mut();
-        let r = Pin::new(&mut this.inner).poll_frame(cx);
-        match &r {
+impl GrpcBody {
+    /// Count the status once: from trailers, or `unknown` at an end without them.
+    pub(crate) fn saw(&mut self, polled: &Poll<Option<Result<Frame<Bytes>, BodyError>>>) {
+        match polled {
             Poll::Ready(Some(Ok(f))) => {
                 if let Some(t) = f.trailers_ref()
-                    && let Some(m) = this.metrics.take()
+                    && let Some(m) = self.metrics.take()
                 {
                     m.status(t.get(&GRPC_STATUS).map_or(b"", |v| v.as_bytes()));
                 }
             }
             Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
-                if let Some(m) = this.metrics.take() {
+                if let Some(m) = self.metrics.take() {
                     m.status(b"");
                 }
             }
             Poll::Pending => {}
         }
-        r
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
