@@ -245,27 +245,45 @@ const RULES: &[(&str, Scope, Stat)] = &[
         Scope::Cluster,
         Stat::Fixed("outlier_detection.ejections_enforced_total"),
     ),
+];
+
+/// The TLS families, the same two on each side: (handshakes, handshake
+/// failures, the side's scope).
+const TLS_RULES: &[(&str, &str, Scope)] = &[
     (
         "weir_tls_downstream_handshakes_total",
-        Scope::Listener,
-        Stat::Fixed("ssl.handshake"),
-    ),
-    (
         "weir_tls_downstream_handshake_failures_total",
         Scope::Listener,
-        Stat::ByValue("reason", TLS_FAILURES),
     ),
     (
         "weir_tls_upstream_handshakes_total",
-        Scope::Cluster,
-        Stat::Fixed("ssl.handshake"),
-    ),
-    (
         "weir_tls_upstream_handshake_failures_total",
         Scope::Cluster,
-        Stat::ByValue("reason", TLS_FAILURES),
     ),
 ];
+
+static HANDSHAKES: Stat = Stat::Fixed("ssl.handshake");
+static HANDSHAKE_FAILURES: Stat = Stat::ByValue("reason", TLS_FAILURES);
+
+/// The rules for the weir family `name`: its rows in [`RULES`] and [`TLS_RULES`].
+fn rules_for(name: &str) -> impl Iterator<Item = (Scope, &'static Stat)> + '_ {
+    let tls = TLS_RULES
+        .iter()
+        .filter_map(move |(handshakes, failures, scope)| {
+            if *handshakes == name {
+                Some((*scope, &HANDSHAKES))
+            } else if *failures == name {
+                Some((*scope, &HANDSHAKE_FAILURES))
+            } else {
+                None
+            }
+        });
+    RULES
+        .iter()
+        .filter(move |(weir, ..)| *weir == name)
+        .map(|(_, scope, stat)| (*scope, stat))
+        .chain(tls)
+}
 
 /// Duration histograms (seconds in weir, milliseconds in Envoy).
 const HISTOGRAM_RULES: &[(&str, Scope, &str)] = &[
@@ -381,7 +399,7 @@ pub fn stats(families: &[MetricFamily], inputs: &Inputs) -> Vec<EnvoyStat> {
         dns_stats(family, &inputs.dns_caches, &mut put);
         histogram_stats(family, &mut put);
         let gauge = family.get_field_type() == MetricType::GAUGE;
-        for (_, scope, stat) in RULES.iter().filter(|(weir, ..)| *weir == family.name()) {
+        for (scope, stat) in rules_for(family.name()) {
             for metric in family.get_metric() {
                 let label = |name: &str| {
                     metric
@@ -428,7 +446,7 @@ pub fn stats(families: &[MetricFamily], inputs: &Inputs) -> Vec<EnvoyStat> {
                 } else {
                     Value::Counter(metric.get_counter().get_value().max(0.0) as u64)
                 };
-                put(scoped(*scope, &owner, &suffix, tag, value));
+                put(scoped(scope, &owner, &suffix, tag, value));
             }
         }
     }
