@@ -151,26 +151,14 @@ where
         ctx.metrics.tx_bytes.clone(),
     );
     let mut io = Io::new(io, activity);
-    let (proto, sniffed) = match (proto, settings.codec) {
-        (Some(p), _) => (p, BytesMut::new()),
-        (None, Codec::Http1) => (Proto::Http1, BytesMut::new()),
-        (None, Codec::Http2) => (Proto::Http2, BytesMut::new()),
-        (None, Codec::Auto) => {
-            let wait = settings.idle_timeout.unwrap_or(Duration::MAX);
-            let sniffed = tokio::select! {
-                r = tokio::time::timeout(wait, sniff::sniff(&mut io)) => r,
-                _ = drain.signaled() => return,
-            };
-            match sniffed {
-                Ok(Ok((Some(p), prefix))) => (p, prefix),
-                Ok(Ok((None, _))) => return,
-                Ok(Err(e)) => {
-                    log::debug!("listener {}: {:?}: {e}", ctx.name, client);
-                    return;
-                }
-                Err(_) => return,
-            }
-        }
+    let served = Served {
+        shared: &shared,
+        settings: &settings,
+        ctx: &ctx,
+        client: &client,
+    };
+    let Some((proto, sniffed)) = decide_proto(&mut io, proto, &served, &mut drain).await else {
+        return;
     };
     let svc = ConnService {
         ctx: ctx.clone(),
@@ -184,60 +172,109 @@ where
     // The bytes sniffed (already counted) go to the codec first.
     let io = TokioIo::new(Io::with_prefix(io, sniffed, ()));
     match proto {
-        Proto::Http1 => {
-            // Header-read and idle timeouts are ours (`watchdog`), not
-            // hyper's timer, which would allocate a timer per request and
-            // also close idle keep-alive connections.
-            let mut b = hyper::server::conn::http1::Builder::new();
-            b.header_read_timeout(None)
-                .max_header_size(settings.max_header_bytes);
-            if settings.max_header_bytes + 8192 > 400 * 1024 {
-                b.max_buf_size(settings.max_header_bytes + 8192);
+        Proto::Http1 => serve_http1(io, svc, &served, drain).await,
+        Proto::Http2 => serve_http2(io, svc, &served, drain).await,
+    }
+}
+
+/// A served connection as its codec and [`drive`] see it.
+struct Served<'a> {
+    shared: &'a ConnShared,
+    settings: &'a ConnSettings,
+    ctx: &'a ListenerContext,
+    client: &'a ClientAddr,
+}
+
+/// The connection's protocol and the bytes read to learn it: as decided
+/// (ALPN), the listener's codec, or sniffed under `auto`. `None`: the
+/// connection ends (closed, idle, undecidable, or draining meanwhile).
+async fn decide_proto<S>(
+    io: &mut S,
+    decided: Option<Proto>,
+    served: &Served<'_>,
+    drain: &mut DrainWatch,
+) -> Option<(Proto, BytesMut)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match (decided, served.settings.codec) {
+        (Some(p), _) => Some((p, BytesMut::new())),
+        (None, Codec::Http1) => Some((Proto::Http1, BytesMut::new())),
+        (None, Codec::Http2) => Some((Proto::Http2, BytesMut::new())),
+        (None, Codec::Auto) => {
+            let wait = served.settings.idle_timeout.unwrap_or(Duration::MAX);
+            let sniffed = tokio::select! {
+                r = tokio::time::timeout(wait, sniff::sniff(io)) => r,
+                _ = drain.signaled() => return None,
+            };
+            match sniffed {
+                Ok(Ok((Some(p), prefix))) => Some((p, prefix)),
+                Ok(Ok((None, _))) | Err(_) => None,
+                Ok(Err(e)) => {
+                    log::debug!("listener {}: {:?}: {e}", served.ctx.name, served.client);
+                    None
+                }
             }
-            if settings.max_headers != HYPER_DEFAULT_MAX_HEADERS {
-                b.max_headers(settings.max_headers);
-            }
-            // Upgrades hand the connection over (`upgrade`); without one
-            // this is the plain connection.
-            let conn = b.serve_connection(io, svc).with_upgrades();
-            tokio::pin!(conn);
-            let header_timeout = settings.header_read_timeout;
-            // Draining closes after the next response (`ConnService`), not
-            // while idle: a request on its way would be lost.
-            drive(
-                conn,
-                |c| c.graceful_shutdown(),
-                OnDrain::CloseAfterNextResponse,
-                &shared,
-                &settings,
-                header_timeout,
-                &ctx,
-                &client,
-                drain,
-            )
-            .await;
-        }
-        Proto::Http2 => {
-            let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-            b.max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
-            let conn = b.serve_connection(io, svc);
-            tokio::pin!(conn);
-            // HTTP/2 control frames arrive between requests, so the
-            // header-read clock does not apply; the idle timeout does.
-            drive(
-                conn,
-                |c| c.graceful_shutdown(),
-                OnDrain::Shutdown,
-                &shared,
-                &settings,
-                None,
-                &ctx,
-                &client,
-                drain,
-            )
-            .await;
         }
     }
+}
+
+async fn serve_http1<I>(io: I, svc: ConnService, served: &Served<'_>, drain: DrainWatch)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let settings = served.settings;
+    // Header-read and idle timeouts are ours (`watchdog`), not hyper's
+    // timer, which would allocate a timer per request and also close idle
+    // keep-alive connections.
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.header_read_timeout(None)
+        .max_header_size(settings.max_header_bytes);
+    if settings.max_header_bytes + 8192 > 400 * 1024 {
+        b.max_buf_size(settings.max_header_bytes + 8192);
+    }
+    if settings.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+        b.max_headers(settings.max_headers);
+    }
+    // Upgrades hand the connection over (`upgrade`); without one this is
+    // the plain connection.
+    let conn = b.serve_connection(io, svc).with_upgrades();
+    tokio::pin!(conn);
+    // Draining closes after the next response (`ConnService`), not while
+    // idle: a request on its way would be lost.
+    let header_timeout = settings.header_read_timeout;
+    let on_drain = OnDrain::CloseAfterNextResponse;
+    drive(
+        conn,
+        |c| c.graceful_shutdown(),
+        on_drain,
+        header_timeout,
+        served,
+        drain,
+    )
+    .await;
+}
+
+async fn serve_http2<I>(io: I, svc: ConnService, served: &Served<'_>, drain: DrainWatch)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    let max_header_list = u32::try_from(served.settings.max_header_bytes).unwrap_or(u32::MAX);
+    b.max_header_list_size(max_header_list);
+    let conn = b.serve_connection(io, svc);
+    tokio::pin!(conn);
+    // HTTP/2 control frames arrive between requests, so the header-read
+    // clock does not apply; the idle timeout does.
+    drive(
+        conn,
+        |c| c.graceful_shutdown(),
+        OnDrain::Shutdown,
+        None,
+        served,
+        drain,
+    )
+    .await;
 }
 
 /// What a connection does when draining starts; either way it is closed
@@ -251,20 +288,22 @@ enum OnDrain {
 }
 
 /// Run a connection future to its end under the watchdog and the drain.
-#[expect(clippy::too_many_arguments, reason = "one call site per codec")]
 async fn drive<C>(
     mut conn: Pin<&mut C>,
     shutdown: impl Fn(Pin<&mut C>),
     on_drain: OnDrain,
-    shared: &ConnShared,
-    settings: &ConnSettings,
     header_timeout: Option<Duration>,
-    ctx: &ListenerContext,
-    client: &ClientAddr,
+    served: &Served<'_>,
     mut drain: DrainWatch,
 ) where
     C: Future<Output = Result<(), hyper::Error>>,
 {
+    let Served {
+        shared,
+        settings,
+        ctx,
+        client,
+    } = *served;
     let mut draining = false;
     let mut force_at: Option<tokio::time::Instant> = None;
     loop {
