@@ -240,39 +240,100 @@ impl Stage<'_> {
         tried: Tried,
         started: Instant,
     ) -> ControlFlow<Response<RespBody>, Failure> {
+        match tried {
+            Tried::Response(resp, conn) => self.judge_response(resp, conn, started),
+            Tried::Failed(e) => self.judge_failure(e),
+            Tried::TimedOut => self.judge_timeout(),
+        }
+    }
+
+    /// A response head: the tunnel (101 to an upgrade), held for a retry,
+    /// or the answer.
+    fn judge_response(
+        &mut self,
+        mut resp: Response<Incoming>,
+        conn: Pooled,
+        started: Instant,
+    ) -> ControlFlow<Response<RespBody>, Failure> {
         let m = &self.cluster.metrics;
-        let retried = self.tries > 1;
-        let answer = match tried {
-            Tried::Response(mut resp, conn) => {
-                let status = resp.status().as_u16();
-                if status == 101
-                    && let Some(u) = self.upgrade.take()
-                {
-                    m.response(status);
-                    upgrade::tunnel(u.downstream, &mut resp, &u.protocol);
-                    // The connection now belongs to the tunnel: never pooled.
-                    drop(conn);
-                    return ControlFlow::Break(attempt::switching_protocols(resp));
-                }
-                let grpc = grpc_status(resp.headers());
-                if self.retries(Failure::Status(status))
-                    || grpc.is_some_and(|g| self.retries(Failure::Grpc(g)))
-                {
-                    self.held = Some((resp, conn, started));
-                    return ControlFlow::Continue(Failure::Status(status));
-                }
-                m.response(status);
-                attempt::downstream_response(
-                    resp,
-                    conn,
-                    self.cluster,
-                    started,
-                    self.deadlines.overall,
-                )
+        let status = resp.status().as_u16();
+        if status == 101
+            && let Some(u) = self.upgrade.take()
+        {
+            m.response(status);
+            upgrade::tunnel(u.downstream, &mut resp, &u.protocol);
+            // The connection now belongs to the tunnel: never pooled.
+            drop(conn);
+            return ControlFlow::Break(attempt::switching_protocols(resp));
+        }
+        let grpc = grpc_status(resp.headers());
+        if self.retries(Failure::Status(status))
+            || grpc.is_some_and(|g| self.retries(Failure::Grpc(g)))
+        {
+            self.held = Some((resp, conn, started));
+            return ControlFlow::Continue(Failure::Status(status));
+        }
+        m.response(status);
+        let overall = self.deadlines.overall;
+        ControlFlow::Break(attempt::downstream_response(
+            resp,
+            conn,
+            self.cluster,
+            started,
+            overall,
+        ))
+    }
+
+    /// The connection closed or reset before the response head.
+    fn judge_reset(&mut self, refused: bool) -> ControlFlow<Response<RespBody>, Failure> {
+        let m = &self.cluster.metrics;
+        m.rq_reset.inc();
+        let (failure, reason) = if refused {
+            (Failure::RefusedStream, ResetReason::RefusedStream)
+        } else {
+            (Failure::Reset, ResetReason::ConnectionTermination)
+        };
+        if self.retries(failure) {
+            return ControlFlow::Continue(failure);
+        }
+        m.response(503);
+        ControlFlow::Break(local::upstream_reset(reason, self.tries > 1))
+    }
+
+    /// The route deadline (the answer) or the try's own (maybe retried).
+    fn judge_timeout(&mut self) -> ControlFlow<Response<RespBody>, Failure> {
+        let m = &self.cluster.metrics;
+        if self.deadlines.overall_passed() {
+            m.rq_timeout.inc();
+        } else {
+            m.rq_per_try_timeout.inc();
+            if self.retries(Failure::PerTryTimeout) {
+                return ControlFlow::Continue(Failure::PerTryTimeout);
             }
+        }
+        m.response(504);
+        ControlFlow::Break(local::reply(
+            StatusCode::GATEWAY_TIMEOUT,
+            local::UPSTREAM_TIMEOUT,
+        ))
+    }
+
+    /// A try that ended without a response head.
+    fn judge_failure(&mut self, e: TryError) -> ControlFlow<Response<RespBody>, Failure> {
+        let m = &self.cluster.metrics;
+        let answer = match e {
+            TryError::Connect(reason) => {
+                if self.retries(Failure::Connect) {
+                    self.latest_reason = reason;
+                    return ControlFlow::Continue(Failure::Connect);
+                }
+                m.response(503);
+                local::upstream_reset(reason, self.tries > 1)
+            }
+            TryError::Reset { refused } => return self.judge_reset(refused),
             // Not the upstream's failure: no upstream stat, no outlier
             // record, no retry (Envoy answers 400 and closes).
-            Tried::Failed(TryError::Downstream) => {
+            TryError::Downstream => {
                 log::debug!(
                     "cluster {}: request body from downstream failed",
                     self.cluster.name
@@ -282,65 +343,31 @@ impl Stage<'_> {
                     .insert(CONNECTION, HeaderValue::from_static("close"));
                 r
             }
-            Tried::Failed(TryError::OwnListener) => {
+            TryError::OwnListener => {
                 log::debug!(
                     "cluster {}: destination is weir's own admin or stats",
                     self.cluster.name
                 );
                 local::reply(StatusCode::FORBIDDEN, local::OWN_LISTENER)
             }
-            Tried::Failed(TryError::NoHealthy) => {
+            TryError::NoHealthy => {
                 m.none_healthy.inc();
                 m.response(503);
                 local::reply(StatusCode::SERVICE_UNAVAILABLE, local::NO_HEALTHY_UPSTREAM)
             }
-            Tried::Failed(TryError::Overflow) => {
+            TryError::Overflow => {
                 m.response(503);
                 local::overloaded()
             }
             // Envoy answers these from its forward proxy filter, before the
             // router: not an upstream request.
-            Tried::Failed(TryError::Dns(e)) => local::reply(
+            TryError::Dns(e) => local::reply(
                 StatusCode::SERVICE_UNAVAILABLE,
                 match e {
                     DnsCacheError::Resolution => local::DNS_RESOLUTION_FAILURE,
                     DnsCacheError::Overflow => local::DNS_CACHE_OVERFLOW,
                 },
             ),
-            Tried::Failed(TryError::Connect(reason)) => {
-                if self.retries(Failure::Connect) {
-                    self.latest_reason = reason;
-                    return ControlFlow::Continue(Failure::Connect);
-                }
-                m.response(503);
-                local::upstream_reset(reason, retried)
-            }
-            Tried::Failed(TryError::Reset { refused }) => {
-                m.rq_reset.inc();
-                let (failure, reason) = if refused {
-                    (Failure::RefusedStream, ResetReason::RefusedStream)
-                } else {
-                    (Failure::Reset, ResetReason::ConnectionTermination)
-                };
-                if self.retries(failure) {
-                    return ControlFlow::Continue(failure);
-                }
-                m.response(503);
-                local::upstream_reset(reason, retried)
-            }
-            Tried::TimedOut if self.deadlines.overall_passed() => {
-                m.rq_timeout.inc();
-                m.response(504);
-                local::reply(StatusCode::GATEWAY_TIMEOUT, local::UPSTREAM_TIMEOUT)
-            }
-            Tried::TimedOut => {
-                m.rq_per_try_timeout.inc();
-                if self.retries(Failure::PerTryTimeout) {
-                    return ControlFlow::Continue(Failure::PerTryTimeout);
-                }
-                m.response(504);
-                local::reply(StatusCode::GATEWAY_TIMEOUT, local::UPSTREAM_TIMEOUT)
-            }
         };
         ControlFlow::Break(answer)
     }
