@@ -65,49 +65,64 @@ pub(super) async fn serve(
                 Some(l) => l.ctx.clone(),
                 None => unmatched.context(),
             };
-            match client {
-                Some(client) => {
-                    let hook = OutboundHook {
-                        source: inner.shared.sources.token(&source),
-                        handles: handles.clone(),
-                        unmatched,
-                        fallback: OnceLock::new(),
-                    };
-                    let hook: Arc<dyn RequestHook> = Arc::new(hook);
-                    let conn = Downstream {
-                        hook: Some(hook),
-                        ..Downstream::new(client, ctx, inner.runtime.drain_watch())
-                    };
-                    http::serve(io, conn).await;
-                    Ok(())
-                }
-                // the client is gone already
-                None => Ok(()),
+            // No peer address: the client is gone already.
+            if let Some(client) = client {
+                http(io, client, ctx, unmatched, &source, handles).await;
             }
+            Ok(())
         }
         Detected::Tls { sni } => {
             m.tls(&labels, sni.as_deref());
-            if allowed {
-                tcp(inner, io, orig, &source).await
-            } else {
-                m.denied(&labels);
-                Ok(())
-            }
+            tcp_if(allowed, inner, io, orig, &source, &labels).await
         }
-        Detected::Opaque if allowed => tcp(inner, io, orig, &source).await,
-        Detected::Opaque => {
-            m.denied(&labels);
-            Ok(())
-        }
+        Detected::Opaque => tcp_if(allowed, inner, io, orig, &source, &labels).await,
     };
     if let Err(e) = result {
-        log::debug!(
-            "outbound {}/{} -> {}: {e}",
-            source.namespace,
-            source.name,
-            orig.0
-        );
+        let (ns, pod) = (&source.namespace, &source.name);
+        log::debug!("outbound {ns}/{pod} -> {}: {e}", orig.0);
     }
+}
+
+/// HTTP/1 through the engine on `ctx` (the claiming listener, else the
+/// outbound traffic policy's); hosts it does not serve go to `unmatched`.
+async fn http(
+    io: Io<TcpStream, ByteCounters>,
+    client: ClientAddr,
+    ctx: Arc<ListenerContext>,
+    unmatched: Unmatched,
+    source: &PodIdentity,
+    handles: Arc<IdentityHandles>,
+) {
+    let drain = unmatched.inner.runtime.drain_watch();
+    let hook = OutboundHook {
+        source: unmatched.inner.shared.sources.token(source),
+        handles,
+        unmatched,
+        fallback: OnceLock::new(),
+    };
+    let hook: Arc<dyn RequestHook> = Arc::new(hook);
+    let conn = Downstream {
+        hook: Some(hook),
+        ..Downstream::new(client, ctx, drain)
+    };
+    http::serve(io, conn).await;
+}
+
+/// TLS or opaque TCP: spliced when `allowed` (claimed, or `ALLOW_ANY`),
+/// else counted as denied and closed.
+async fn tcp_if(
+    allowed: bool,
+    inner: &Inner,
+    io: Io<TcpStream, ByteCounters>,
+    orig: OrigDst,
+    source: &PodIdentity,
+    labels: &Labels<'_>,
+) -> Result<(), InterceptError> {
+    if !allowed {
+        inner.shared.metrics.denied(labels);
+        return Ok(());
+    }
+    tcp(inner, io, orig, source).await
 }
 
 /// Counts each request with the connection's identity, names the source
