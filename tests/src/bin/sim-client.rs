@@ -140,6 +140,17 @@ fn read_response(
     Ok((status, body, close))
 }
 
+/// A connection for several requests: its writing half and a buffered
+/// reader of its responses.
+fn connect_keepalive(
+    addr: SocketAddr,
+) -> std::io::Result<(TcpStream, std::io::BufReader<TcpStream>)> {
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let reader = std::io::BufReader::new(stream.try_clone()?);
+    Ok((stream, reader))
+}
+
 fn http_loop(addr: &str, host: &str, path: &str, count: &str) -> Result<String, String> {
     use std::collections::BTreeMap;
     let addr: SocketAddr = addr
@@ -148,19 +159,13 @@ fn http_loop(addr: &str, host: &str, path: &str, count: &str) -> Result<String, 
     let count: usize = count
         .parse()
         .map_err(|e| format!("bad count {count}: {e}"))?;
-    let connect = || -> std::io::Result<(TcpStream, std::io::BufReader<TcpStream>)> {
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let reader = std::io::BufReader::new(stream.try_clone()?);
-        Ok((stream, reader))
-    };
-    let (mut stream, mut reader) = connect().map_err(|e| format!("{addr}: {e}"))?;
+    let (mut stream, mut reader) = connect_keepalive(addr).map_err(|e| format!("{addr}: {e}"))?;
     let mut tally: BTreeMap<String, usize> = BTreeMap::new();
     for _ in 0..count {
         let request = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\n\r\n");
         if stream.write_all(request.as_bytes()).is_err() {
             // The proxy may close a keep-alive connection between requests.
-            (stream, reader) = connect().map_err(|e| format!("{addr}: {e}"))?;
+            (stream, reader) = connect_keepalive(addr).map_err(|e| format!("{addr}: {e}"))?;
             stream
                 .write_all(request.as_bytes())
                 .map_err(|e| e.to_string())?;
@@ -168,7 +173,7 @@ fn http_loop(addr: &str, host: &str, path: &str, count: &str) -> Result<String, 
         let (status, body, close) = read_response(&mut reader)?;
         *tally.entry(format!("{status} {body}")).or_default() += 1;
         if close {
-            (stream, reader) = connect().map_err(|e| format!("{addr}: {e}"))?;
+            (stream, reader) = connect_keepalive(addr).map_err(|e| format!("{addr}: {e}"))?;
         }
     }
     Ok(tally.iter().map(|(k, n)| format!("{n} {k}\n")).collect())
@@ -267,12 +272,6 @@ fn keepalive_loop(
             .parse()
             .map_err(|e| format!("bad duration {duration}: {e}"))?,
     );
-    let connect = || -> std::io::Result<(TcpStream, BufReader<TcpStream>)> {
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let reader = BufReader::new(stream.try_clone()?);
-        Ok((stream, reader))
-    };
     // One exchange on `conn`: (body, whether the server closes after it).
     let exchange =
         |conn: &mut (TcpStream, BufReader<TcpStream>)| -> Result<(String, bool), String> {
@@ -296,7 +295,7 @@ fn keepalive_loop(
         let at = start.elapsed().as_millis();
         let result = match conn.as_mut() {
             Some(c) => Ok(c),
-            None => connect()
+            None => connect_keepalive(addr)
                 .map(|c| conn.insert(c))
                 .map_err(|e| format!("connecting: {e}")),
         }
