@@ -7,8 +7,6 @@
 //! 127.0.0.6, never the client). Three hand-overs in a row leave the pinned
 //! state as one agent left it.
 
-use std::net::SocketAddr;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -16,43 +14,23 @@ use anyhow::{Result, ensure};
 use weir_common::MAP_LAYOUT_VERSION;
 use weir_tests::agent::{AgentProcess, MINIMAL_CONFIG, get_once};
 use weir_tests::pins::PinRoot;
-use weir_tests::scenario::ThreePods;
+use weir_tests::scenario::{Answer, ThreePods, VIA_WEIR, answer, loop_lines, start_loop};
 use weir_tests::support::{require_root, sim_client};
-use weir_tests::{PodProcess, SimNode, SimPod};
+use weir_tests::{PodProcess, SimNode};
 
 /// Requests every this many ms, per loop.
 const GAP_MS: &str = "20";
-/// The loops' own bound; the test stops them much sooner (stop file).
-const LOOP_LIMIT_MS: &str = "60000";
 /// The application's answer to the slow request: longer than a successor
 /// takes to start here, so the request is in flight at the signal.
 const SLOW_MS: u64 = 6000;
-const VIA_WEIR: &str = "server from 127.0.0.6";
-
-/// `mode` is `loop` (a connection per request) or `keepalive`.
-fn start_loop(pod: &SimPod, mode: &str, target: SocketAddr, stop: &Path) -> Result<PodProcess> {
-    let mut cmd = Command::new(sim_client());
-    cmd.args([
-        mode,
-        &target.to_string(),
-        "server",
-        "/",
-        GAP_MS,
-        LOOP_LIMIT_MS,
-    ])
-    .env("SIM_CLIENT_STOP_FILE", stop);
-    pod.spawn(cmd)
-}
 
 /// Every line of a loop's output: all answered, all through weir.
 fn check_loop(name: &str, process: PodProcess) -> Result<usize> {
-    let out = process.wait_output(Duration::from_secs(20))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<&str> = text.lines().collect();
-    ensure!(lines.len() >= 20, "{name}: too few requests: {text}");
-    let bad: Vec<&&str> = lines
+    let lines = loop_lines(process)?;
+    ensure!(lines.len() >= 20, "{name}: too few requests: {lines:?}");
+    let bad: Vec<&String> = lines
         .iter()
-        .filter(|l| !(l.starts_with("ok ") && l.ends_with(VIA_WEIR)))
+        .filter(|l| answer(l) != Answer::ViaWeir)
         .collect();
     ensure!(
         bad.is_empty(),
@@ -138,9 +116,9 @@ fn hand_over(
 ) -> Result<AgentProcess> {
     let (client, locked, http) = (&pods.client, &pods.locked, pods.http);
     let stop = serving.dir.join("stop-loops");
-    let keepalive = start_loop(client, "keepalive", http, &stop)?;
-    let fresh = start_loop(client, "loop", http, &stop)?;
-    let closed = start_loop(locked, "loop", http, &stop)?;
+    let keepalive = start_loop(client, "keepalive", http, GAP_MS, &stop)?;
+    let fresh = start_loop(client, "loop", http, GAP_MS, &stop)?;
+    let closed = start_loop(locked, "loop", http, GAP_MS, &stop)?;
     serving.wait_outbound_answers(node, "client", 10.0, Duration::from_secs(10))?;
     serving.wait_outbound_answers(node, "locked", 5.0, Duration::from_secs(10))?;
     let mut slow_cmd = Command::new(sim_client());

@@ -9,18 +9,16 @@
 //!
 //! usage: weir-bench-restart [--runs N] [--out FILE]
 
-use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use weir_tests::agent::{AgentProcess, MINIMAL_CONFIG};
 use weir_tests::pins::PinRoot;
-use weir_tests::scenario::ThreePods;
+use weir_tests::scenario::{Answer, ThreePods, answer, loop_lines, start_loop};
 use weir_tests::support::sim_client;
-use weir_tests::{PodProcess, SimNode, SimPod};
+use weir_tests::{PodProcess, SimNode};
 
-const VIA_WEIR: &str = "server from 127.0.0.6";
 const GAP_MS: &str = "10";
 const SLOW_MS: u64 = 500;
 
@@ -162,9 +160,9 @@ fn run_once(kind: Restart) -> Result<Run> {
     let mut serving = AgentProcess::start(&node, MINIMAL_CONFIG, &pods.pods_file(), pins.path())?;
     serving.wait_ready(&node, Duration::from_secs(20))?;
     let stop = serving.dir.join("stop-loops");
-    let keepalive = start_loop(client, "keepalive", http, &stop)?;
-    let fresh = start_loop(client, "loop", http, &stop)?;
-    let closed = start_loop(locked, "loop", http, &stop)?;
+    let keepalive = start_loop(client, "keepalive", http, GAP_MS, &stop)?;
+    let fresh = start_loop(client, "loop", http, GAP_MS, &stop)?;
+    let closed = start_loop(locked, "loop", http, GAP_MS, &stop)?;
     serving.wait_outbound_answers(&node, "client", 20.0, Duration::from_secs(10))?;
     serving.wait_outbound_answers(&node, "locked", 10.0, Duration::from_secs(10))?;
     let mut slow = Command::new(sim_client());
@@ -227,25 +225,12 @@ fn epoch_us() -> Result<u128> {
     Ok(SystemTime::now().duration_since(UNIX_EPOCH)?.as_micros())
 }
 
-fn start_loop(
-    pod: &SimPod,
-    mode: &str,
-    target: SocketAddr,
-    stop: &std::path::Path,
-) -> Result<PodProcess> {
-    let mut cmd = Command::new(sim_client());
-    cmd.args([mode, &target.to_string(), "server", "/", GAP_MS, "60000"])
-        .env("SIM_CLIENT_STOP_FILE", stop);
-    pod.spawn(cmd)
-}
-
 /// A loop's `ok MS BODY` / `err MS ERROR` lines.
 fn tally(process: PodProcess) -> Result<Tally> {
-    let out = process.wait_output(Duration::from_secs(20))?;
     let mut t = Tally::default();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
+    for line in loop_lines(process)? {
         t.sent += 1;
-        classify(&mut t, line);
+        classify(&mut t, &line);
     }
     Ok(t)
 }
@@ -266,20 +251,11 @@ fn tally_http(process: PodProcess) -> Result<Tally> {
     Ok(t)
 }
 
-/// A 200 from the application through weir counts as served; from the
-/// application straight from the client (`server from <client address>`)
-/// as bypassed; anything else (an error, another status) as failed. `line`
-/// is a loop's `ok MS BODY` (a 200's body; other statuses keep theirs in
-/// front) or `sim-client http`'s `1 200 BODY`.
+/// Served through weir, bypassed, or failed ([`answer`]).
 fn classify(t: &mut Tally, line: &str) {
-    let body = line.strip_prefix("1 200 ").or_else(|| {
-        line.strip_prefix("ok ")
-            .and_then(|l| l.split_once(' '))
-            .map(|(_, b)| b)
-    });
-    match body {
-        Some(VIA_WEIR) => {}
-        Some(b) if b.starts_with("server from ") => t.direct += 1,
-        _ => t.failed += 1,
+    match answer(line) {
+        Answer::ViaWeir => {}
+        Answer::Bypassed => t.direct += 1,
+        Answer::Failed => t.failed += 1,
     }
 }
