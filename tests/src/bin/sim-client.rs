@@ -140,6 +140,16 @@ fn read_response(
     Ok((status, body, close))
 }
 
+/// A command's argument `value`, named `what` when it does not parse.
+fn arg<T: std::str::FromStr>(what: &str, value: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    value
+        .parse()
+        .map_err(|e| format!("bad {what} {value}: {e}"))
+}
+
 /// A connection for several requests: its writing half and a buffered
 /// reader of its responses.
 fn connect_keepalive(
@@ -153,12 +163,8 @@ fn connect_keepalive(
 
 fn http_loop(addr: &str, host: &str, path: &str, count: &str) -> Result<String, String> {
     use std::collections::BTreeMap;
-    let addr: SocketAddr = addr
-        .parse()
-        .map_err(|e| format!("bad address {addr}: {e}"))?;
-    let count: usize = count
-        .parse()
-        .map_err(|e| format!("bad count {count}: {e}"))?;
+    let addr: SocketAddr = arg("address", addr)?;
+    let count: usize = arg("count", count)?;
     let (mut stream, mut reader) = connect_keepalive(addr).map_err(|e| format!("{addr}: {e}"))?;
     let mut tally: BTreeMap<String, usize> = BTreeMap::new();
     for _ in 0..count {
@@ -180,12 +186,8 @@ fn http_loop(addr: &str, host: &str, path: &str, count: &str) -> Result<String, 
 }
 
 fn echo_check(addr: &str, bytes: &str) -> Result<String, String> {
-    let addr: SocketAddr = addr
-        .parse()
-        .map_err(|e| format!("bad address {addr}: {e}"))?;
-    let size: usize = bytes
-        .parse()
-        .map_err(|e| format!("bad size {bytes}: {e}"))?;
+    let addr: SocketAddr = arg("address", addr)?;
+    let size: usize = arg("size", bytes)?;
     // xorshift: reproducible bytes without a dependency.
     let data = pseudo_random(size);
     let mut stream =
@@ -227,12 +229,8 @@ fn request_loop(
     duration: &str,
 ) -> Result<String, String> {
     use std::io::Write as _;
-    let gap = Duration::from_millis(gap.parse().map_err(|e| format!("bad gap {gap}: {e}"))?);
-    let duration = Duration::from_millis(
-        duration
-            .parse()
-            .map_err(|e| format!("bad duration {duration}: {e}"))?,
-    );
+    let gap = Duration::from_millis(arg("gap", gap)?);
+    let duration = Duration::from_millis(arg("duration", duration)?);
     let start = std::time::Instant::now();
     let mut stdout = std::io::stdout();
     // Bounded by time and, through the gap, by count.
@@ -263,15 +261,9 @@ fn keepalive_loop(
     duration: &str,
 ) -> Result<String, String> {
     use std::io::{BufReader, Write as _};
-    let addr: SocketAddr = addr
-        .parse()
-        .map_err(|e| format!("bad address {addr}: {e}"))?;
-    let gap = Duration::from_millis(gap.parse().map_err(|e| format!("bad gap {gap}: {e}"))?);
-    let duration = Duration::from_millis(
-        duration
-            .parse()
-            .map_err(|e| format!("bad duration {duration}: {e}"))?,
-    );
+    let addr: SocketAddr = arg("address", addr)?;
+    let gap = Duration::from_millis(arg("gap", gap)?);
+    let duration = Duration::from_millis(arg("duration", duration)?);
     // One exchange on `conn`: (body, whether the server closes after it).
     let exchange =
         |conn: &mut (TcpStream, BufReader<TcpStream>)| -> Result<(String, bool), String> {
@@ -332,15 +324,9 @@ enum Until<'a> {
 /// another process compare it with its own events.
 fn until(addr: &str, gap: &str, timeout: &str, what: Until<'_>) -> Result<String, String> {
     use std::time::{Instant, SystemTime, UNIX_EPOCH};
-    let addr: SocketAddr = addr
-        .parse()
-        .map_err(|e| format!("bad address {addr}: {e}"))?;
-    let gap = Duration::from_millis(gap.parse().map_err(|e| format!("bad gap {gap}: {e}"))?);
-    let timeout = Duration::from_millis(
-        timeout
-            .parse()
-            .map_err(|e| format!("bad timeout {timeout}: {e}"))?,
-    );
+    let addr: SocketAddr = arg("address", addr)?;
+    let gap = Duration::from_millis(arg("gap", gap)?);
+    let timeout = Duration::from_millis(arg("timeout", timeout)?);
     let start = Instant::now();
     let mut last = String::from("no attempt");
     let mut attempt = 0u64;
