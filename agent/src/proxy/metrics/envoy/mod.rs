@@ -13,7 +13,7 @@ mod render;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
-use prometheus::proto::{MetricFamily, MetricType};
+use prometheus::proto::{Metric, MetricFamily, MetricType};
 
 pub use self::render::{json, prometheus, text};
 
@@ -401,14 +401,7 @@ pub fn stats(families: &[MetricFamily], inputs: &Inputs) -> Vec<EnvoyStat> {
         let gauge = family.get_field_type() == MetricType::GAUGE;
         for (scope, stat) in rules_for(family.name()) {
             for metric in family.get_metric() {
-                let label = |name: &str| {
-                    metric
-                        .get_label()
-                        .iter()
-                        .find(|l| l.name() == name)
-                        .map(|l| l.value())
-                };
-                let Some(owner) = label(scope.label()) else {
+                let Some(owner) = label(metric, scope.label()) else {
                     continue;
                 };
                 let owner = match scope {
@@ -420,14 +413,14 @@ pub fn stats(families: &[MetricFamily], inputs: &Inputs) -> Vec<EnvoyStat> {
                 };
                 let (suffix, tag) = match stat {
                     Stat::Fixed(s) => ((*s).to_owned(), None),
-                    Stat::ByClass(prefix) => match label("response_code_class") {
+                    Stat::ByClass(prefix) => match label(metric, "response_code_class") {
                         Some(c) => (
                             format!("{prefix}{c}"),
                             Some(("envoy_response_code_class", c[..1].to_owned())),
                         ),
                         None => continue,
                     },
-                    Stat::ByCode(prefix) => match label("response_code") {
+                    Stat::ByCode(prefix) => match label(metric, "response_code") {
                         Some(c) => (
                             format!("{prefix}{c}"),
                             Some(("envoy_response_code", c.to_owned())),
@@ -435,7 +428,7 @@ pub fn stats(families: &[MetricFamily], inputs: &Inputs) -> Vec<EnvoyStat> {
                         None => continue,
                     },
                     Stat::ByValue(name, map) => {
-                        match map.iter().find(|(v, _)| Some(*v) == label(name)) {
+                        match map.iter().find(|(v, _)| Some(*v) == label(metric, name)) {
                             Some((_, s)) => ((*s).to_owned(), None),
                             None => continue,
                         }
@@ -492,6 +485,15 @@ fn listener_address(addr: SocketAddr) -> String {
     addr.to_string().replace(':', "_")
 }
 
+/// The value of `metric`'s label `name`.
+fn label<'m>(metric: &'m Metric, name: &str) -> Option<&'m str> {
+    metric
+        .get_label()
+        .iter()
+        .find(|l| l.name() == name)
+        .map(|l| l.value())
+}
+
 fn histogram_stats(family: &MetricFamily, put: &mut impl FnMut(EnvoyStat)) {
     let Some((_, scope, suffix)) = HISTOGRAM_RULES
         .iter()
@@ -500,12 +502,7 @@ fn histogram_stats(family: &MetricFamily, put: &mut impl FnMut(EnvoyStat)) {
         return;
     };
     for metric in family.get_metric() {
-        let Some(owner) = metric
-            .get_label()
-            .iter()
-            .find(|l| l.name() == scope.label())
-            .map(|l| l.value())
-        else {
+        let Some(owner) = label(metric, scope.label()) else {
             continue;
         };
         let h = metric.get_histogram();
@@ -539,12 +536,7 @@ fn dns_stats(
         return;
     };
     for metric in family.get_metric() {
-        let Some(cluster) = metric
-            .get_label()
-            .iter()
-            .find(|l| l.name() == "cluster")
-            .map(|l| l.value())
-        else {
+        let Some(cluster) = label(metric, "cluster") else {
             continue;
         };
         let value = Value::Counter(metric.get_counter().get_value().max(0.0) as u64);
