@@ -23,6 +23,11 @@ const GAP_MS: &str = "20";
 /// The application's answer to the slow request: longer than a successor
 /// takes to start here, so the request is in flight at the signal.
 const SLOW_MS: u64 = 6000;
+/// ... or this many times as long as the first agent took to start, where
+/// that is longer (a successor under QEMU took 9 s where the first agent
+/// took 2), up to [`SLOW_MAX`], which the agent's 25 s drain time covers.
+const SLOW_PER_START: u32 = 8;
+const SLOW_MAX: Duration = Duration::from_secs(20);
 
 /// Every line of a loop's output: all answered, all through weir.
 fn check_loop(name: &str, process: PodProcess) -> Result<usize> {
@@ -44,10 +49,17 @@ fn check_loop(name: &str, process: PodProcess) -> Result<usize> {
 #[test]
 fn a_rolling_update_loses_no_request_and_none_bypasses_weir() -> Result<()> {
     require_root();
-    let (node, pods, pins, mut serving) = one_agent_serving()?;
+    let (node, pods, pins, mut serving, slow) = one_agent_serving()?;
     let pinned_by_one_agent = pins.pinned_files();
     for round in 1..=3 {
-        serving = hand_over(&node, &pods, &pins, serving, &format!("round {round}"))?;
+        serving = hand_over(
+            &node,
+            &pods,
+            &pins,
+            serving,
+            slow,
+            &format!("round {round}"),
+        )?;
         assert_eq!(
             pins.pinned_files(),
             pinned_by_one_agent,
@@ -67,13 +79,13 @@ fn a_rolling_update_loses_no_request_and_none_bypasses_weir() -> Result<()> {
 #[test]
 fn an_agent_of_another_map_layout_hands_over_without_a_gap_and_leaves_nothing() -> Result<()> {
     require_root();
-    let (node, pods, pins, serving) = one_agent_serving()?;
+    let (node, pods, pins, serving, slow) = one_agent_serving()?;
     let pinned_by_one_agent = pins.pinned_files();
     let ours = pins.path().join(format!("v{MAP_LAYOUT_VERSION}"));
     let other = pins.path().join(format!("v{}", MAP_LAYOUT_VERSION + 1));
     std::fs::rename(&ours, &other)?;
 
-    let serving = hand_over(&node, &pods, &pins, serving, "across layouts")?;
+    let serving = hand_over(&node, &pods, &pins, serving, slow, "across layouts")?;
     assert!(
         !other.exists(),
         "the other layout's pins are left: {:?}\n{}",
@@ -91,16 +103,22 @@ fn an_agent_of_another_map_layout_hands_over_without_a_gap_and_leaves_nothing() 
     Ok(())
 }
 
-/// A node with [`ThreePods`], all enrolled, served by one agent.
-fn one_agent_serving() -> Result<(SimNode, ThreePods, PinRoot, AgentProcess)> {
+/// A node with [`ThreePods`], all enrolled, served by one agent. The slow
+/// request must outlast a successor's start, which takes as long as this
+/// agent's did: [`SLOW_MS`], or longer on a slow machine.
+fn one_agent_serving() -> Result<(SimNode, ThreePods, PinRoot, AgentProcess, Duration)> {
     let pins = PinRoot::new();
     let node = SimNode::new()?;
     let pods = ThreePods::start(&node)?;
+    let started = Instant::now();
     let serving = AgentProcess::start(&node, MINIMAL_CONFIG, &pods.pods_file(), pins.path())?;
     serving.wait_ready(&node, Duration::from_secs(20))?;
+    let slow = Duration::from_millis(SLOW_MS)
+        .max(started.elapsed() * SLOW_PER_START)
+        .min(SLOW_MAX);
     let answer = get_once(&pods.client, pods.http);
     ensure!(answer == VIA_WEIR, "{answer}\n{}", serving.log());
-    Ok((node, pods, pins, serving))
+    Ok((node, pods, pins, serving, slow))
 }
 
 /// One rolling update: a successor with the same arguments starts beside
@@ -112,6 +130,7 @@ fn hand_over(
     pods: &ThreePods,
     pins: &PinRoot,
     mut serving: AgentProcess,
+    slow: Duration,
     round: &str,
 ) -> Result<AgentProcess> {
     let (client, locked, http) = (&pods.client, &pods.locked, pods.http);
@@ -126,11 +145,11 @@ fn hand_over(
         "http",
         &http.to_string(),
         "server",
-        &format!("/delay/{SLOW_MS}"),
+        &format!("/delay/{}", slow.as_millis()),
         "1",
     ]);
     let slow_sent = Instant::now();
-    let slow = client.spawn(slow_cmd)?;
+    let slow_request = client.spawn(slow_cmd)?;
 
     // The successor: same arguments (its own admin port, as the harness
     // gives each agent; on a node both share it, SO_REUSEPORT).
@@ -138,7 +157,7 @@ fn hand_over(
     successor.wait_ready(node, Duration::from_secs(20))?;
     let signalled = slow_sent.elapsed();
     ensure!(
-        signalled < Duration::from_millis(SLOW_MS),
+        signalled < slow,
         "{round}: the successor took {signalled:?} to start, longer than the slow request \
          lasts; it would not be in flight at the signal"
     );
@@ -155,7 +174,7 @@ fn hand_over(
     successor.wait_outbound_answers(node, "locked", 5.0, Duration::from_secs(10))?;
     std::fs::write(&stop, "")?;
 
-    let slow_out = slow.wait_output(Duration::from_secs(20))?;
+    let slow_out = slow_request.wait_output(slow + Duration::from_secs(20))?;
     assert_eq!(
         String::from_utf8_lossy(&slow_out.stdout).trim(),
         format!("1 200 {VIA_WEIR}"),

@@ -59,7 +59,7 @@ fn settle(pod: &EnrolledPod, bypassed: &Bypassed, allows_any: bool) -> usize {
         return 0;
     }
     let cookies: HashSet<u64> = bypassed.sockets.keys().copied().collect();
-    match reset_connections(pod.netns(), &cookies) {
+    match reset_connections(pod.netns(), cookies) {
         Ok(ResetOutcome {
             reset,
             not_supported,

@@ -8,6 +8,10 @@
 use std::collections::HashSet;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use nix::sched::{CloneFlags, setns};
 
 use super::InPodError;
 use crate::netns::NetNs;
@@ -41,40 +45,60 @@ pub struct ResetOutcome {
     pub not_supported: usize,
 }
 
+/// How long enrolment waits for a reset. Listing a namespace's sockets may
+/// load the kernel's inet_diag module first (modprobe); enrolment never
+/// waits on that for long.
+const RESET_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Destroys the TCP sockets in `netns` whose cookies are in `cookies`; those
-/// not found had closed already. Runs on a thread inside the namespace, which
-/// must hold CAP_NET_ADMIN (the enrolling thread does).
-pub fn reset_connections(
-    netns: &NetNs,
-    cookies: &HashSet<u64>,
-) -> Result<ResetOutcome, InPodError> {
+/// not found had closed already. Runs on a thread of its own inside the
+/// namespace, which inherits CAP_NET_ADMIN from the calling (enrolling)
+/// thread; gives up waiting after [`RESET_TIMEOUT`].
+pub fn reset_connections(netns: &NetNs, cookies: HashSet<u64>) -> Result<ResetOutcome, InPodError> {
     let name = netns.path().display().to_string();
     let failed = |source| InPodError::SockDiag {
         netns: name.clone(),
         source,
     };
-    let work = || -> io::Result<ResetOutcome> {
-        let diag = open_sock_diag()?;
-        let mut outcome = ResetOutcome::default();
-        for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
-            for sockid in open_sockets(&diag, family)? {
-                if !cookies.contains(&cookie_of(&sockid)) {
-                    continue;
-                }
-                match destroy(&diag, family, &sockid) {
-                    Ok(()) => outcome.reset += 1,
-                    // Closed between the listing and now.
-                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-                    Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
-                        outcome.not_supported += 1
-                    }
-                    Err(e) => return Err(e),
-                }
+    let file = netns.file().try_clone().map_err(failed)?;
+    let (done, outcome) = mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("weir-reset".into())
+        .spawn(move || {
+            let result = setns(&file, CloneFlags::CLONE_NEWNET)
+                .map_err(io::Error::from)
+                .and_then(|()| reset_here(&cookies));
+            let _ = done.send(result);
+        })
+        .map_err(failed)?;
+    match outcome.recv_timeout(RESET_TIMEOUT) {
+        Ok(result) => result.map_err(failed),
+        Err(_) => Err(failed(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no answer from sock_diag within {RESET_TIMEOUT:?}"),
+        ))),
+    }
+}
+
+/// [`reset_connections`] on the calling thread, in its namespace.
+fn reset_here(cookies: &HashSet<u64>) -> io::Result<ResetOutcome> {
+    let diag = open_sock_diag()?;
+    let mut outcome = ResetOutcome::default();
+    for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
+        for sockid in open_sockets(&diag, family)? {
+            if !cookies.contains(&cookie_of(&sockid)) {
+                continue;
+            }
+            match destroy(&diag, family, &sockid) {
+                Ok(()) => outcome.reset += 1,
+                // Closed between the listing and now.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => outcome.not_supported += 1,
+                Err(e) => return Err(e),
             }
         }
-        Ok(outcome)
-    };
-    netns.run(work)?.map_err(failed)
+    }
+    Ok(outcome)
 }
 
 fn open_sock_diag() -> io::Result<OwnedFd> {

@@ -117,9 +117,6 @@ if [ ! -f "$KDIR/vmlinuz" ]; then
   depmod -b "$KDIR.tmp/root" "$KVER"
   cp "$KDIR.tmp/root/boot/vmlinuz-$KVER" "$KDIR.tmp/vmlinuz"
   echo "$KVER" > "$KDIR.tmp/kver"
-  # modules for 9p over virtio and overlayfs, in load order (builtins are skipped)
-  modprobe -d "$KDIR.tmp/root" -S "$KVER" --show-depends -a 9pnet_virtio 9p virtio_pci overlay \
-    | awk '$1=="insmod"{print $2}' | awk '!seen[$0]++' | sed "s|^$KDIR.tmp/||" > "$KDIR.tmp/mods.list"
   rm -rf "$KDIR"; mv "$KDIR.tmp" "$KDIR"
 fi
 KVER=$(cat "$KDIR/kver")
@@ -131,6 +128,13 @@ if [ ! -f "$INITRD" ]; then
   rm -f "$KDIR"/initrd-*.img
   ir=$(mktemp -d); mkdir -p "$ir/bin" "$ir/mods" "$ir/dev" "$ir/proc" "$ir/sys"
   cp "$BUSYBOX" "$ir/bin/busybox"
+  # modules for 9p over virtio and overlayfs, and the socket diagnostics a
+  # node's modprobe would load on demand (weir resets sockets through them;
+  # the guest has no modprobe for its kernel), in load order (builtins are
+  # skipped)
+  modprobe -d "$KDIR/root" -S "$KVER" --show-depends -a 9pnet_virtio 9p virtio_pci overlay \
+    inet_diag tcp_diag \
+    | awk '$1=="insmod"{print $2}' | awk '!seen[$0]++' | sed "s|^$KDIR/||" > "$KDIR/mods.list"
   # busybox insmod wants plain .ko files
   while read -r m; do
     m=$KDIR/$m
