@@ -47,14 +47,20 @@ impl ThreePods {
 
     /// A pods file enrolling all three, `locked` fail-closed.
     pub fn pods_file(&self) -> String {
+        self.pods_file_with(&[])
+    }
+
+    /// [`Self::pods_file`] with `client` also annotated `client_extra`.
+    pub fn pods_file_with(&self, client_extra: &[(&str, &str)]) -> String {
+        let enroll = ("weir.dev/enroll", "true");
+        let mut client = vec![enroll];
+        client.extend_from_slice(client_extra);
         format!(
             "pods:\n{}{}{}",
-            self.client.pods_file_entry(&[("weir.dev/enroll", "true")]),
-            self.locked.pods_file_entry(&[
-                ("weir.dev/enroll", "true"),
-                ("weir.dev/fail-mode", "closed"),
-            ]),
-            self.server.pods_file_entry(&[("weir.dev/enroll", "true")]),
+            self.client.pods_file_entry(&client),
+            self.locked
+                .pods_file_entry(&[enroll, ("weir.dev/fail-mode", "closed")]),
+            self.server.pods_file_entry(&[enroll]),
         )
     }
 }

@@ -1,7 +1,8 @@
 //! `cargo xtask bench restart`: what an agent restart costs the pods, on a
 //! simulated node, side by side for a rolling update (a successor started
 //! beside the agent, then SIGTERM, as the DaemonSet does it) and a crash
-//! (SIGKILL, then a new agent). During each restart: a client on one
+//! (SIGKILL, then a new agent), the crash again with the client pod
+//! annotated `weir.dev/bypassed-connections: reset`. During each restart: a client on one
 //! keep-alive connection, a client opening a connection per request, a
 //! fail-closed pod, each every 10 ms, and a 500 ms request in flight at the
 //! event. Counted per client: requests sent, failed, and answered without
@@ -13,7 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use weir_tests::agent::{AgentProcess, MINIMAL_CONFIG};
+use weir_tests::agent::{AgentProcess, MINIMAL_CONFIG, metric_sample};
 use weir_tests::pins::PinRoot;
 use weir_tests::scenario::{Answer, ThreePods, answer, loop_lines, start_loop};
 use weir_tests::support::sim_client;
@@ -26,6 +27,8 @@ const SLOW_MS: u64 = 500;
 enum Restart {
     RollingUpdate,
     Crash,
+    /// A crash, the client pod asking for its bypassed connections reset.
+    CrashResetting,
 }
 
 impl Restart {
@@ -33,6 +36,7 @@ impl Restart {
         match self {
             Restart::RollingUpdate => "rolling update (successor, then SIGTERM)",
             Restart::Crash => "crash (SIGKILL, then a new agent)",
+            Restart::CrashResetting => "crash, client pod with bypassed-connections: reset",
         }
     }
 }
@@ -60,6 +64,9 @@ struct Run {
     /// Crash: from the new agent's start to the fail-closed pod's first
     /// request served (its listeners back). Rolling update: SIGTERM to exit.
     ms: f64,
+    /// The client pod's connections the new agent counted as bypassed, and
+    /// how many of them it reset (its metrics).
+    bypassed: (f64, f64),
 }
 
 fn main() -> Result<()> {
@@ -77,7 +84,11 @@ fn main() -> Result<()> {
     }
     let mut report = String::new();
     let mut rows = Vec::new();
-    for kind in [Restart::RollingUpdate, Restart::Crash] {
+    for kind in [
+        Restart::RollingUpdate,
+        Restart::Crash,
+        Restart::CrashResetting,
+    ] {
         let mut done = Vec::new();
         for run in 1..=runs {
             let r = run_once(kind).with_context(|| format!("{}, run {run}", kind.name()))?;
@@ -138,7 +149,7 @@ fn table(rows: &[(Restart, Vec<Run>)], runs: u32) -> String {
         ms.sort_by(f64::total_cmp);
         let what = match kind {
             Restart::RollingUpdate => "SIGTERM to the old agent's exit",
-            Restart::Crash => {
+            Restart::Crash | Restart::CrashResetting => {
                 "new agent's start to its listeners serving (the fail-closed pod's first request answered)"
             }
         };
@@ -148,6 +159,16 @@ fn table(rows: &[(Restart, Vec<Run>)], runs: u32) -> String {
             ms[ms.len() / 2],
             ms[ms.len() - 1]
         ));
+        if *kind != Restart::RollingUpdate {
+            let (counted, reset) = done.iter().fold((0.0, 0.0), |(c, r), run| {
+                (c + run.bypassed.0, r + run.bypassed.1)
+            });
+            t.push_str(&format!(
+                "- {}: the client pod's connections the new agent counted as bypassed \
+                 (`weir_intercept_bypassed_connections_total`): {counted:.0}, of which it reset {reset:.0}\n",
+                kind.name()
+            ));
+        }
     }
     t
 }
@@ -157,7 +178,13 @@ fn run_once(kind: Restart) -> Result<Run> {
     let node = SimNode::new()?;
     let pods = ThreePods::start(&node)?;
     let (client, locked, http) = (&pods.client, &pods.locked, pods.http);
-    let mut serving = AgentProcess::start(&node, MINIMAL_CONFIG, &pods.pods_file(), pins.path())?;
+    let pods_file = match kind {
+        Restart::CrashResetting => {
+            pods.pods_file_with(&[("weir.dev/bypassed-connections", "reset")])
+        }
+        Restart::RollingUpdate | Restart::Crash => pods.pods_file(),
+    };
+    let mut serving = AgentProcess::start(&node, MINIMAL_CONFIG, &pods_file, pins.path())?;
     serving.wait_ready(&node, Duration::from_secs(20))?;
     let stop = serving.dir.join("stop-loops");
     let keepalive = start_loop(client, "keepalive", http, GAP_MS, &stop)?;
@@ -179,10 +206,10 @@ fn run_once(kind: Restart) -> Result<Run> {
 
     // The first agent's directory (the stop file's) lives as long as the run.
     let mut _first = None;
+    let mut bypassed = (0.0, 0.0);
     let ms = match kind {
         Restart::RollingUpdate => {
-            let successor =
-                AgentProcess::start(&node, MINIMAL_CONFIG, &pods.pods_file(), pins.path())?;
+            let successor = AgentProcess::start(&node, MINIMAL_CONFIG, &pods_file, pins.path())?;
             successor.wait_ready(&node, Duration::from_secs(20))?;
             let signalled = Instant::now();
             serving.terminate(Duration::from_secs(30))?;
@@ -190,7 +217,7 @@ fn run_once(kind: Restart) -> Result<Run> {
             _first = Some(std::mem::replace(&mut serving, successor));
             ms
         }
-        Restart::Crash => {
+        Restart::Crash | Restart::CrashResetting => {
             serving.kill();
             let started = epoch_us()?;
             serving.restart(&node, pins.path())?;
@@ -204,6 +231,13 @@ fn run_once(kind: Restart) -> Result<Run> {
                 .and_then(|t| t.parse().ok())
                 .with_context(|| format!("probe said {text:?}"))?;
             serving.wait_ready(&node, Duration::from_secs(20))?;
+            let (_, metrics) = serving.admin_get(&node, "/stats/prometheus")?;
+            let client = [("source_pod", "client")];
+            let sample = |name| metric_sample(&metrics, name, &client).unwrap_or(0.0);
+            bypassed = (
+                sample("weir_intercept_bypassed_connections_total"),
+                sample("weir_intercept_bypassed_connections_reset_total"),
+            );
             (at.saturating_sub(started)) as f64 / 1e3
         }
     };
@@ -216,6 +250,7 @@ fn run_once(kind: Restart) -> Result<Run> {
         fail_closed: tally(closed)?,
         slow: tally_http(slow)?,
         ms,
+        bypassed,
     };
     serving.terminate(Duration::from_secs(30))?;
     Ok(run)

@@ -72,13 +72,16 @@ request; and one request the application answers after 500 ms, sent 100 ms befor
 event. **Rolling update**: a second `weir run` with the same arguments starts beside the
 first and takes the pods over, then the first gets SIGTERM (the DaemonSet's `maxSurge: 1`
 rollout). **Crash**: SIGKILL, then a new agent; its listeners are back when the fail-closed
-pod's probe (a new connection every 1 ms) is first answered. Each run ends after a second
-with the new agent alone.
+pod's probe (a new connection every 1 ms) is first answered. **Crash, reset**: the same
+with the client pod annotated `weir.dev/bypassed-connections: \"reset\"`. Each run ends
+after a second with the new agent alone.
 
 {report}
-What the crash rows show is issue 16's part still open: in the gap a fail-open pod's new
-connections go direct, and a keep-alive connection made in the gap stays direct for its
-whole life.
+In a crash's gap a fail-open pod's new connections go direct. Under the default
+(`ALLOW_ANY`, no annotation) a keep-alive connection made in the gap stays direct for its
+whole life, and the new agent counts it (`weir_intercept_bypassed_connections_total`);
+with `reset` the new agent cuts it once it serves the pod again (one failed request) and
+the client's next connection goes through weir.
 ",
         command = command.join(" "),
         machine = docs::machine_facts(),
