@@ -3,12 +3,15 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{InboundConn, Intercept, OutboundConn, PodContext};
+use super::{
+    ConnPermit, InboundConn, Intercept, OutboundConn, PodBudget, PodContext, Refusal, Way,
+};
 use crate::datapath::OrigDstTable;
 use crate::proxy::accept_errors::AcceptErrors;
 
@@ -20,13 +23,25 @@ pub(super) fn spawn_outbound(
     pod: Arc<PodContext>,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<JoinHandle<()>> {
+    let gate = Gate {
+        way: Way::Outbound,
+        budget: Arc::clone(&pod.outbound),
+        intercept: Arc::clone(&intercept),
+    };
     spawn_loop(listener, pod, stop, move |stream, peer, pod| {
+        // Taken before the budget is asked, so a connection over budget
+        // does not leave its entry to crowd the LRU table.
         match orig_dst.take_in(netns_cookie, peer) {
-            Ok(Some(orig_dst)) => intercept.outbound(OutboundConn {
-                stream,
-                orig_dst,
-                pod: Arc::clone(pod),
-            }),
+            Ok(Some(orig_dst)) => {
+                if let Some(permit) = gate.admit(&stream, pod) {
+                    intercept.outbound(OutboundConn {
+                        stream,
+                        orig_dst,
+                        pod: Arc::clone(pod),
+                        permit,
+                    })
+                }
+            }
             // Something in the pod connected to the listener's own port.
             Ok(None) => log::debug!(
                 "pod {}/{}: egress connection from {peer} was not redirected; closed",
@@ -48,7 +63,15 @@ pub(super) fn spawn_inbound(
     pod: Arc<PodContext>,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<JoinHandle<()>> {
+    let gate = Gate {
+        way: Way::Inbound,
+        budget: Arc::clone(&pod.inbound),
+        intercept: Arc::clone(&intercept),
+    };
     spawn_loop(listener, pod, stop, move |stream, peer, pod| {
+        let Some(permit) = gate.admit(&stream, pod) else {
+            return;
+        };
         // sk_lookup hands over the connection as addressed: the local
         // address is where the client was connecting.
         match stream.local_addr() {
@@ -57,6 +80,7 @@ pub(super) fn spawn_inbound(
                 dst,
                 peer,
                 pod: Arc::clone(pod),
+                permit,
             }),
             Err(e) => log::warn!(
                 "pod {}/{}: inbound connection from {peer}: {e}",
@@ -65,6 +89,43 @@ pub(super) fn spawn_inbound(
             ),
         }
     })
+}
+
+/// Admits accepted connections into one pod's budget in one direction.
+struct Gate {
+    way: Way,
+    budget: Arc<PodBudget>,
+    intercept: Arc<dyn Intercept>,
+}
+
+impl Gate {
+    /// A place in the budget; a connection over budget is reset at once
+    /// (a RST: the client fails fast instead of waiting), counted against
+    /// the pod and logged at a bounded rate.
+    fn admit(&self, stream: &TcpStream, pod: &PodContext) -> Option<ConnPermit> {
+        match self.budget.admit() {
+            Ok(permit) => Some(permit),
+            Err(reason) => {
+                let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+                self.intercept.refused(pod, self.way, reason);
+                if let Some(skipped) = self.budget.log_due() {
+                    log::warn!(
+                        "pod {}/{}: {} connection reset: over its {} ({} open; {skipped} more not logged)",
+                        pod.namespace,
+                        pod.name,
+                        self.way.label(),
+                        match reason {
+                            Refusal::PodConnections => "weir.dev/max-connections",
+                            Refusal::PodRate => "weir.dev/max-connection-rate",
+                            Refusal::Node => "share of the node's descriptors",
+                        },
+                        self.budget.open(),
+                    );
+                }
+                None
+            }
+        }
+    }
 }
 
 /// Accept on `listener`, handing each connection (Nagle off) to `hand`,
@@ -76,6 +137,10 @@ fn spawn_loop(
     hand: impl Fn(TcpStream, SocketAddr, &Arc<PodContext>) + Send + 'static,
 ) -> std::io::Result<JoinHandle<()>> {
     let listener = into_tokio(listener)?;
+    let take = move |stream: TcpStream, peer: SocketAddr, pod: &Arc<PodContext>| {
+        let _ = stream.set_nodelay(true);
+        hand(stream, peer, pod);
+    };
     Ok(tokio::spawn(async move {
         let mut errors = AcceptErrors::new(format!("pod {}/{}", pod.namespace, pod.name));
         loop {
@@ -84,16 +149,14 @@ fn spawn_loop(
                 _ = stop.wait_for(|stop| *stop) => break,
             };
             if let Some((stream, peer)) = accepted {
-                let _ = stream.set_nodelay(true);
-                hand(stream, peer, &pod);
+                take(stream, peer, &pod);
             }
         }
         // A zero timeout still polls once: whatever the queue holds now.
         while let Ok(Ok((stream, peer))) =
-            tokio::time::timeout(std::time::Duration::ZERO, listener.accept()).await
+            tokio::time::timeout(Duration::ZERO, listener.accept()).await
         {
-            let _ = stream.set_nodelay(true);
-            hand(stream, peer, &pod);
+            take(stream, peer, &pod);
         }
     }))
 }

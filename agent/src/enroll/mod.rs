@@ -4,6 +4,7 @@
 //! intercepted connections through [`Intercept`].
 
 mod accept;
+mod budget;
 mod bypass;
 mod pod;
 
@@ -19,6 +20,7 @@ use crate::datapath::{Datapath, DatapathError, OrigDstTable, Pruned};
 use crate::inpod::PodSocketFactory;
 use crate::pods::{InboundPorts, PodSpec};
 
+pub use budget::{ConnPermit, NodeBudget, PodBudget, RESERVED_DESCRIPTORS, Refusal};
 pub use pod::{EnrollError, EnrolledPod};
 
 /// Who a connection belongs to, for routing decisions and metrics.
@@ -29,6 +31,10 @@ pub struct PodContext {
     pub name: Arc<str>,
     pub uid: String,
     sockets: PodSocketFactory,
+    /// The pod's share of the proxy for the connections it makes...
+    outbound: Arc<PodBudget>,
+    /// ...and for connections to it.
+    inbound: Arc<PodBudget>,
 }
 
 impl PodContext {
@@ -53,6 +59,8 @@ pub struct OutboundConn {
     /// Where the application was connecting.
     pub orig_dst: OrigDst,
     pub pod: Arc<PodContext>,
+    /// The connection's place in the pod's budget: keep it while serving.
+    pub permit: ConnPermit,
 }
 
 /// A connection to an enrolled pod's port, steered to the proxy.
@@ -62,6 +70,26 @@ pub struct InboundConn {
     pub dst: SocketAddr,
     pub peer: SocketAddr,
     pub pod: Arc<PodContext>,
+    /// The connection's place in the pod's budget: keep it while serving.
+    pub permit: ConnPermit,
+}
+
+/// Which way an intercepted connection goes, from the pod's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Way {
+    /// The pod connected out.
+    Outbound,
+    /// Something connected to the pod.
+    Inbound,
+}
+
+impl Way {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Outbound => "outbound",
+            Self::Inbound => "inbound",
+        }
+    }
 }
 
 /// What the proxy does with intercepted connections. Implementations spawn
@@ -92,6 +120,9 @@ pub trait Intercept: Send + Sync + 'static {
     /// `pod` made `connections` directly, outside the mesh, while no agent
     /// served it; `reset` of them were reset now that one does.
     fn bypassed(&self, _pod: &PodContext, _connections: u64, _reset: u64) {}
+
+    /// A connection `way` of `pod` was reset, over its budget.
+    fn refused(&self, _pod: &PodContext, _way: Way, _reason: Refusal) {}
 }
 
 /// Whatever an [`Intercept`] keeps for a pod enrolled on this node.
@@ -100,6 +131,7 @@ pub type LocalPodGuard = Box<dyn std::any::Any + Send + Sync>;
 /// The node's enrolled pods, by uid.
 pub struct Enroller {
     datapath: Datapath,
+    node_budget: Arc<NodeBudget>,
     orig_dst: Arc<OrigDstTable>,
     intercept: Arc<dyn Intercept>,
     cgroup2_root: PathBuf,
@@ -121,8 +153,12 @@ pub struct Reconciled {
 impl Enroller {
     pub fn new(datapath: Datapath, intercept: Arc<dyn Intercept>, cgroup2_root: PathBuf) -> Self {
         let orig_dst = datapath.orig_dst_table();
+        let descriptors =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .map_or(1024, |(soft, _)| soft);
         Self {
             datapath,
+            node_budget: Arc::new(NodeBudget::for_descriptors(descriptors)),
             orig_dst,
             intercept,
             cgroup2_root,
@@ -167,6 +203,7 @@ impl Enroller {
                     }
                     match EnrolledPod::enroll(
                         &mut self.datapath,
+                        &self.node_budget,
                         &self.orig_dst,
                         &self.intercept,
                         &self.cgroup2_root,
@@ -222,6 +259,11 @@ impl Enroller {
     pub fn release(&mut self, uid: &str) -> Option<impl Future<Output = ()> + Send + 'static> {
         let pod = self.pods.remove(uid)?;
         Some(pod.release())
+    }
+
+    /// The node's intercepted connections, against the descriptors left.
+    pub fn node_budget(&self) -> &NodeBudget {
+        &self.node_budget
     }
 
     /// How many pods are enrolled.

@@ -13,7 +13,7 @@ use weir_common::{
     PodSettings,
 };
 
-use super::{Intercept, LocalPodGuard, PodContext, accept};
+use super::{Intercept, LocalPodGuard, NodeBudget, PodBudget, PodContext, accept};
 use crate::datapath::{
     Datapath, DatapathError, EgressAttachment, IngressAttachment, OrigDstTable, PodRegistration,
 };
@@ -135,6 +135,7 @@ impl EnrolledPod {
     /// serving its connections. Must run inside the tokio runtime.
     pub(super) fn enroll(
         datapath: &mut Datapath,
+        node_budget: &Arc<NodeBudget>,
         orig_dst: &Arc<OrigDstTable>,
         intercept: &Arc<dyn Intercept>,
         cgroup2_root: &Path,
@@ -150,6 +151,8 @@ impl EnrolledPod {
             name: Arc::from(spec.name.as_str()),
             uid: spec.uid.clone(),
             sockets,
+            outbound: Arc::new(PodBudget::new(Arc::clone(node_budget), policy.limits)),
+            inbound: Arc::new(PodBudget::new(Arc::clone(node_budget), policy.limits)),
         });
         let egress_ports = (
             egress_listeners
@@ -266,6 +269,8 @@ impl EnrolledPod {
         self.registration
             .update(pod_settings(self.egress_ports, &policy)?)?;
         self.ingress.update(inbound_settings(&policy)?)?;
+        self.pod.outbound.set_limits(policy.limits);
+        self.pod.inbound.set_limits(policy.limits);
         if policy.inbound_ports != self.policy.inbound_ports {
             self.local = intercept.local_pod(&self.pod, &self.ips, &policy.inbound_ports);
         }

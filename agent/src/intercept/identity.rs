@@ -67,6 +67,7 @@ pub struct InterceptMetrics {
     tls: IntCounterVec,
     bypassed: IntCounterVec,
     bypassed_reset: IntCounterVec,
+    refused: IntCounterVec,
     /// [direction][protocol]
     detected: [[IntCounter; 3]; 2],
     /// Upstream connections delivered to a pod on this node without a second pass (`same_node`).
@@ -190,9 +191,23 @@ impl InterceptMetrics {
                 "Of the bypassed connections, those still open that weir reset once back (weir.dev/bypassed-connections).",
                 &BYPASS,
             )?,
+            refused: counter(
+                r,
+                "weir_intercept_connections_refused_total",
+                "Intercepted connections reset at once because the pod was over its share (weir.dev/max-connections, weir.dev/max-connection-rate) or the node's descriptors were running out.",
+                &["direction", "namespace", "pod", "reason"],
+            )?,
             sni_seen: Mutex::new(HashSet::new()),
             dst_seen: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// A connection `direction` of pod `namespace/name` reset for `reason`;
+    /// the series are bounded by the enrolled pods x 2 x 3.
+    pub fn refused(&self, direction: &str, namespace: &str, name: &str, reason: &str) {
+        self.refused
+            .with_label_values(&[direction, namespace, name, reason])
+            .inc();
     }
 
     /// `connections` made by pod `namespace/name` while no agent served it,

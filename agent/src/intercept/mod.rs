@@ -195,6 +195,14 @@ impl Interceptor {
             .bypassed(&pod.namespace, &pod.name, connections, reset);
     }
 
+    /// A connection `direction` of `pod` was reset over its budget.
+    pub fn count_refused(&self, pod: &PodIdentity, direction: &str, reason: &str) {
+        self.inner
+            .shared
+            .metrics
+            .refused(direction, &pod.namespace, &pod.name, reason);
+    }
+
     /// The pod an `x-weir-source` value names, if this interceptor made it.
     pub fn source_of(&self, value: &http::HeaderValue) -> Option<PodIdentity> {
         self.inner.shared.sources.pod_of(value)

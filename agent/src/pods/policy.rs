@@ -18,6 +18,10 @@ pub const ANNOTATION_FAIL_MODE: &str = "weir.dev/fail-mode";
 /// a fail-open pod made directly while no agent served it. Absent: reset
 /// under `outbound_traffic_policy: REGISTRY_ONLY`, keep under `ALLOW_ANY`.
 pub const ANNOTATION_BYPASSED_CONNECTIONS: &str = "weir.dev/bypassed-connections";
+/// Intercepted connections the pod may have open at once, per direction.
+pub const ANNOTATION_MAX_CONNECTIONS: &str = "weir.dev/max-connections";
+/// New intercepted connections the pod may open per second, per direction.
+pub const ANNOTATION_MAX_CONNECTION_RATE: &str = "weir.dev/max-connection-rate";
 
 /// Inbound port slots per pod in the eBPF maps.
 pub const MAX_INBOUND_PORTS: usize = weir_common::MAX_INBOUND_PORTS;
@@ -33,6 +37,30 @@ pub struct PodPolicy {
     pub inbound_ports: InboundPorts,
     pub fail_mode: FailMode,
     pub bypassed: BypassedConnections,
+    pub limits: ConnectionLimits,
+}
+
+/// One pod's share of the proxy, per direction (outbound connections it
+/// makes, inbound connections to it); beyond it connections are reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Open at once.
+    pub max_open: u32,
+    /// New per second (a burst of one second's worth).
+    pub per_second: u32,
+}
+
+impl Default for ConnectionLimits {
+    /// Sized for 500 pods on a node: 500 pods x 2 directions x 4096
+    /// connections is more than a node's descriptors, which the node budget
+    /// bounds (`enroll::budget`); one pod alone can take at most 1/64th of
+    /// a million descriptors.
+    fn default() -> Self {
+        Self {
+            max_open: 4096,
+            per_second: 2000,
+        }
+    }
 }
 
 /// What happens to connections a fail-open pod made directly, outside the
@@ -86,6 +114,7 @@ impl PodPolicy {
             inbound_ports: InboundPorts::All,
             fail_mode: FailMode::Open,
             bypassed: BypassedConnections::ByTrafficPolicy,
+            limits: ConnectionLimits::default(),
         }
     }
 }
@@ -121,6 +150,7 @@ impl PodSpec {
         if !reader.enroll()? {
             return Ok(PodPolicy::not_enrolled());
         }
+        let defaults = ConnectionLimits::default();
         let exclude_outbound_ports = match reader.get(ANNOTATION_EXCLUDE_OUTBOUND_PORTS) {
             None => Vec::new(),
             Some(value) => reader.ports(
@@ -143,6 +173,10 @@ impl PodSpec {
             inbound_ports,
             fail_mode: reader.fail_mode()?,
             bypassed: reader.bypassed()?,
+            limits: ConnectionLimits {
+                max_open: reader.count(ANNOTATION_MAX_CONNECTIONS, defaults.max_open)?,
+                per_second: reader.count(ANNOTATION_MAX_CONNECTION_RATE, defaults.per_second)?,
+            },
         })
     }
 }
@@ -200,6 +234,21 @@ impl Reader<'_> {
                 other,
                 "expected \"reset\" or \"keep\"".to_owned(),
             )),
+        }
+    }
+
+    /// A positive count, `default` when the annotation is absent.
+    fn count(&self, annotation: &'static str, default: u32) -> Result<u32, PolicyError> {
+        match self.get(annotation) {
+            None => Ok(default),
+            Some(value) => match value.trim().parse::<u32>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(self.invalid(
+                    annotation,
+                    value,
+                    "expected a whole number from 1 to 4294967295".to_owned(),
+                )),
+            },
         }
     }
 

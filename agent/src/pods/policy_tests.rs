@@ -67,6 +67,7 @@ fn enrolled_defaults() {
             inbound_ports: InboundPorts::All,
             fail_mode: FailMode::Open,
             bypassed: BypassedConnections::ByTrafficPolicy,
+            limits: ConnectionLimits::default(),
         })
     );
 }
@@ -78,6 +79,8 @@ fn every_annotation_read() {
         (ANNOTATION_INBOUND_PORTS, " 8080, 9090 "),
         (ANNOTATION_FAIL_MODE, "closed"),
         (ANNOTATION_BYPASSED_CONNECTIONS, "keep"),
+        (ANNOTATION_MAX_CONNECTIONS, "100"),
+        (ANNOTATION_MAX_CONNECTION_RATE, " 50 "),
     ]);
     assert_eq!(
         spec.policy(),
@@ -87,6 +90,10 @@ fn every_annotation_read() {
             inbound_ports: InboundPorts::Listed(vec![8080, 9090]),
             fail_mode: FailMode::Closed,
             bypassed: BypassedConnections::Keep,
+            limits: ConnectionLimits {
+                max_open: 100,
+                per_second: 50,
+            },
         })
     );
     let open = enrolled(&[(ANNOTATION_FAIL_MODE, "open")]);
@@ -130,6 +137,21 @@ fn bad_bypassed_connections() {
     assert_eq!(
         error(&enrolled(&[(ANNOTATION_BYPASSED_CONNECTIONS, "drop")])),
         "pod default/web: annotation weir.dev/bypassed-connections: invalid value \"drop\": expected \"reset\" or \"keep\""
+    );
+}
+
+#[test]
+fn connection_limits_are_positive_counts() {
+    for bad in ["0", "-1", "ten", "", "4294967296"] {
+        assert_eq!(
+            error(&enrolled(&[(ANNOTATION_MAX_CONNECTIONS, bad)])),
+            format!(
+                "pod default/web: annotation weir.dev/max-connections: invalid value {bad:?}: expected a whole number from 1 to 4294967295"
+            )
+        );
+    }
+    assert!(
+        error(&enrolled(&[(ANNOTATION_MAX_CONNECTION_RATE, "0")])).contains("max-connection-rate")
     );
 }
 

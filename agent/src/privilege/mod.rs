@@ -9,7 +9,10 @@
 //!   only `CAP_BPF` on kernels that still check it on every bpf(2) call
 //!   ([`probe::workers_need_bpf`]): they parse what pods send, the untrusted part;
 //! - a pod's socket factory thread holds nothing once it has entered the pod's
-//!   network namespace.
+//!   network namespace;
+//! - a reset thread (`inpod::reset`, only after connections bypassed the
+//!   proxy) keeps the main thread's set: `SOCK_DESTROY` checks CAP_NET_ADMIN
+//!   on the sending thread. It reads only the kernel's answers, and ends.
 //!
 //! The DaemonSet (`daemonset/daemonset.yaml`) adds exactly [`REQUIRED`] to a
 //! container that drops ALL; a test holds the two lists together.
@@ -39,7 +42,7 @@ pub const REQUIRED: &[Requirement] = &[
     },
     Requirement {
         capability: Capability::CAP_NET_ADMIN,
-        why: "load and attach network program types (cgroup connect hooks, sockops, sk_lookup, sk_msg)",
+        why: "load and attach network program types (cgroup connect hooks, sockops, sk_lookup, sk_msg); reset connections that bypassed the proxy while no agent ran (sock_diag)",
     },
     Requirement {
         capability: Capability::CAP_SYS_ADMIN,

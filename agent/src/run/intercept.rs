@@ -8,7 +8,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::enroll::{InboundConn, Intercept, LocalPodGuard, OutboundConn, PodContext};
+use crate::enroll::{
+    InboundConn, Intercept, LocalPodGuard, OutboundConn, PodContext, Refusal, Way,
+};
 use crate::intercept::{AppConnector, Interceptor, LocalPod, PodIdentity};
 use crate::pods::InboundPorts;
 
@@ -30,6 +32,7 @@ impl Intercept for Seam {
     fn outbound(&self, conn: OutboundConn) {
         let interceptor = self.0.clone();
         tokio::spawn(async move {
+            let _permit = conn.permit;
             let source = identity(&conn.pod);
             interceptor
                 .serve_outbound(conn.stream, conn.orig_dst, source)
@@ -40,6 +43,7 @@ impl Intercept for Seam {
     fn inbound(&self, conn: InboundConn) {
         let interceptor = self.0.clone();
         tokio::spawn(async move {
+            let _permit = conn.permit;
             let pod = identity(&conn.pod);
             let app: Arc<dyn AppConnector> = Arc::new(PodApp(Arc::clone(&conn.pod)));
             interceptor
@@ -67,6 +71,11 @@ impl Intercept for Seam {
 
     fn allows_any_destination(&self) -> bool {
         self.0.allows_any_destination()
+    }
+
+    fn refused(&self, pod: &PodContext, way: Way, reason: Refusal) {
+        self.0
+            .count_refused(&identity(pod), way.label(), reason.label());
     }
 
     fn bypassed(&self, pod: &PodContext, connections: u64, reset: u64) {

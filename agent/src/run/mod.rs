@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 
 use self::handoff::{Event, Handoff};
 use crate::datapath::{Datapath, DatapathError, DatapathOptions};
-use crate::enroll::Enroller;
+use crate::enroll::{Enroller, RESERVED_DESCRIPTORS};
 use crate::intercept::Interceptor;
 use crate::node::cgroup::{CgroupError, cgroup2_root};
 use crate::pods::{KubernetesError, PodsFileError};
@@ -127,7 +127,12 @@ async fn serve(options: &RunOptions) -> Result<(), RunError> {
     // this one takes over.
     let mut handoff = Handoff::start(&options.pin_root);
     let intercept = intercept::for_interceptor(&interceptor);
+    raise_open_files();
     let mut enroller = Enroller::new(datapath, intercept, cgroup2_root()?);
+    log::info!(
+        "descriptors: {RESERVED_DESCRIPTORS} kept for the agent's own work, the rest for at most {} intercepted connections on the node",
+        enroller.node_budget().max()
+    );
     let mut pods = tokio::select! {
         started = options.pods.start() => started?,
         signal = serving.stop_signal() => {
@@ -204,6 +209,21 @@ async fn serve(options: &RunOptions) -> Result<(), RunError> {
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
     serving.shutdown(left.max(MIN_DRAIN)).await;
     Ok(())
+}
+
+/// Every intercepted connection costs descriptors, so the agent takes all
+/// the kernel lets it (the hard limit: no privilege needed) and states it;
+/// the node budget (`enroll::budget`) is cut from what this leaves.
+fn raise_open_files() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => log::info!("open-file limit raised from {soft} to {hard} (the hard limit)"),
+            Err(e) => log::warn!("open-file limit stays {soft}: raising it to {hard}: {e}"),
+        },
+        Ok((soft, _)) => log::info!("open-file limit {soft} (the hard limit)"),
+        Err(e) => log::warn!("reading the open-file limit: {e}"),
+    }
 }
 
 /// Connections get at least this to finish, however long the hand-over took.

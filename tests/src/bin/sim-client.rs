@@ -16,6 +16,12 @@
 //!                                    or an error; prints as `loop`
 //!          (`loop` and `keepalive` also end once the file named by
 //!          SIM_CLIENT_STOP_FILE exists)
+//!        sim-client hold ADDR HOST COUNT
+//!                                    opens COUNT keep-alive connections, one GET
+//!                                    on each, and keeps them open until the file
+//!                                    SIM_CLIENT_STOP_FILE names exists (60 s at
+//!                                    most); prints `ok N BODY` or `err N ERROR`
+//!                                    per connection as it goes
 //!        sim-client echo ADDR BYTES  send BYTES pseudo-random bytes, read them
 //!                                    back, print `identical` or what differed
 //!        sim-client until-ok ADDR HOST PATH GAP_MS TIMEOUT_MS
@@ -44,6 +50,7 @@ fn main() {
             return exit_with(http_loop(addr, host, path, count));
         }
         [_, "echo", addr, bytes] => return exit_with(echo_check(addr, bytes)),
+        [_, "hold", addr, host, count] => return exit_with(hold(addr, host, count)),
         [_, "loop", addr, host, path, gap, duration] => {
             return exit_with(request_loop(addr, host, path, gap, duration));
         }
@@ -159,6 +166,43 @@ fn connect_keepalive(
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let reader = std::io::BufReader::new(stream.try_clone()?);
     Ok((stream, reader))
+}
+
+/// Connections held open, the way a pod hoarding the proxy's descriptors would.
+fn hold(addr: &str, host: &str, count: &str) -> Result<String, String> {
+    use std::io::Write as _;
+    let addr: SocketAddr = arg("address", addr)?;
+    let count: usize = arg("count", count)?;
+    let mut held = Vec::with_capacity(count);
+    let mut stdout = std::io::stdout();
+    for n in 0..count {
+        let opened = connect_keepalive(addr)
+            .map_err(|e| format!("connecting: {e}"))
+            .and_then(|mut conn| {
+                conn.0
+                    .write_all(format!("GET / HTTP/1.1\r\nhost: {host}\r\n\r\n").as_bytes())
+                    .map_err(|e| format!("sending: {e}"))?;
+                let (status, body, _) = read_response(&mut conn.1)?;
+                if status == "none" {
+                    return Err("closed without an answer".to_owned());
+                }
+                Ok((conn, format!("{status} {body}")))
+            });
+        let line = match opened {
+            Ok((conn, answer)) => {
+                held.push(conn);
+                format!("ok {n} {answer}")
+            }
+            Err(e) => format!("err {n} {e}"),
+        };
+        let _ = writeln!(stdout, "{line}");
+        let _ = stdout.flush();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !stop_requested() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(String::new())
 }
 
 fn http_loop(addr: &str, host: &str, path: &str, count: &str) -> Result<String, String> {

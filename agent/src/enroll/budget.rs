@@ -1,0 +1,259 @@
+//! Fair shares of the shared proxy: every intercepted connection costs the
+//! agent two descriptors (the pod's and weir's onward one) and some memory,
+//! and one process serves every pod on the node, so each pod gets a budget
+//! of open connections and of new connections per second, per direction,
+//! and the node keeps descriptors for the agent's own work (pod source,
+//! API watch, admin, BPF) that no flood can take. A connection over budget
+//! is reset at once, counted against its pod and logged at a bounded rate.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
+
+use crate::pods::ConnectionLimits;
+use crate::proxy::tls::failure::LogLimit;
+
+/// Descriptors kept for the agent's own work, whatever the pods do.
+pub const RESERVED_DESCRIPTORS: u64 = 512;
+
+/// Why a connection was refused (the `reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The pod has its `max-connections` open in this direction.
+    PodConnections,
+    /// The pod opened its `max-connection-rate` this second.
+    PodRate,
+    /// The node's intercepted connections would eat the reserved descriptors.
+    Node,
+}
+
+impl Refusal {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::PodConnections => "pod_connections",
+            Self::PodRate => "pod_rate",
+            Self::Node => "node_descriptors",
+        }
+    }
+}
+
+/// Intercepted connections open on the node, against what the descriptor
+/// limit allows after the reserve.
+#[derive(Debug)]
+pub struct NodeBudget {
+    open: AtomicU32,
+    max: u32,
+}
+
+impl NodeBudget {
+    /// For a process allowed `descriptors` open files: each intercepted
+    /// connection costs two, after [`RESERVED_DESCRIPTORS`].
+    pub fn for_descriptors(descriptors: u64) -> Self {
+        let usable = descriptors.saturating_sub(RESERVED_DESCRIPTORS) / 2;
+        Self {
+            open: AtomicU32::new(0),
+            max: u32::try_from(usable).unwrap_or(u32::MAX),
+        }
+    }
+
+    pub fn max(&self) -> u32 {
+        self.max
+    }
+
+    pub fn open(&self) -> u32 {
+        self.open.load(Ordering::Relaxed)
+    }
+}
+
+/// One pod's budget in one direction.
+pub struct PodBudget {
+    node: std::sync::Arc<NodeBudget>,
+    open: AtomicU32,
+    max_open: AtomicU32,
+    rate: Mutex<TokenBucket>,
+    log: LogLimit,
+}
+
+impl std::fmt::Debug for PodBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PodBudget")
+            .field("open", &self.open)
+            .field("max_open", &self.max_open)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Held for the life of an admitted connection; gives its place back on drop.
+#[derive(Debug)]
+pub struct ConnPermit {
+    budget: std::sync::Arc<PodBudget>,
+}
+
+impl Drop for ConnPermit {
+    fn drop(&mut self) {
+        self.budget.open.fetch_sub(1, Ordering::Relaxed);
+        self.budget.node.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl PodBudget {
+    pub fn new(node: std::sync::Arc<NodeBudget>, limits: ConnectionLimits) -> Self {
+        Self {
+            node,
+            open: AtomicU32::new(0),
+            max_open: AtomicU32::new(limits.max_open),
+            rate: Mutex::new(TokenBucket::new(limits.per_second)),
+            log: LogLimit::default(),
+        }
+    }
+
+    /// Changed annotations apply to the next connection.
+    pub fn set_limits(&self, limits: ConnectionLimits) {
+        self.max_open.store(limits.max_open, Ordering::Relaxed);
+        if let Ok(mut rate) = self.rate.lock() {
+            rate.set_rate(limits.per_second);
+        }
+    }
+
+    /// A place for one more connection, or why not.
+    pub fn admit(self: &std::sync::Arc<Self>) -> Result<ConnPermit, Refusal> {
+        if !take(&self.open, self.max_open.load(Ordering::Relaxed)) {
+            return Err(Refusal::PodConnections);
+        }
+        let in_rate = self
+            .rate
+            .lock()
+            .map(|mut rate| rate.take(Instant::now()))
+            .unwrap_or(true);
+        let refusal = if !in_rate {
+            Some(Refusal::PodRate)
+        } else if !take(&self.node.open, self.node.max) {
+            Some(Refusal::Node)
+        } else {
+            None
+        };
+        match refusal {
+            None => Ok(ConnPermit {
+                budget: std::sync::Arc::clone(self),
+            }),
+            Some(refusal) => {
+                self.open.fetch_sub(1, Ordering::Relaxed);
+                Err(refusal)
+            }
+        }
+    }
+
+    /// `Some(n)` when a refusal may be logged now (`n` not logged since).
+    pub fn log_due(&self) -> Option<u64> {
+        self.log.admit()
+    }
+
+    pub fn open(&self) -> u32 {
+        self.open.load(Ordering::Relaxed)
+    }
+}
+
+/// One more of at most `max`, atomically.
+fn take(counter: &AtomicU32, max: u32) -> bool {
+    counter
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .is_ok()
+}
+
+/// New connections per second, with a burst of one second's worth.
+#[derive(Debug)]
+struct TokenBucket {
+    per_second: u32,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new(per_second: u32) -> Self {
+        Self {
+            per_second,
+            tokens: f64::from(per_second),
+            last: Instant::now(),
+        }
+    }
+
+    fn set_rate(&mut self, per_second: u32) {
+        self.per_second = per_second;
+        self.tokens = self.tokens.min(f64::from(per_second));
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        let rate = f64::from(self.per_second);
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(rate);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn limits(max_open: u32, per_second: u32) -> ConnectionLimits {
+        ConnectionLimits {
+            max_open,
+            per_second,
+        }
+    }
+
+    #[test]
+    fn open_connections_are_capped_and_given_back() {
+        let node = Arc::new(NodeBudget::for_descriptors(1_000_000));
+        let pod = Arc::new(PodBudget::new(Arc::clone(&node), limits(2, 1000)));
+        let a = pod.admit().unwrap();
+        let _b = pod.admit().unwrap();
+        assert_eq!(pod.admit().unwrap_err(), Refusal::PodConnections);
+        assert_eq!(node.open(), 2);
+        drop(a);
+        assert!(pod.admit().is_ok());
+        assert_eq!(pod.open(), 1, "the permit above was dropped at once");
+    }
+
+    #[test]
+    fn the_rate_refills_over_a_second() {
+        let mut bucket = TokenBucket::new(10);
+        let start = bucket.last;
+        let taken = (0..20).filter(|_| bucket.take(start)).count();
+        assert_eq!(taken, 10, "a burst of one second's worth");
+        assert!(bucket.take(start + Duration::from_millis(100)));
+        assert!(!bucket.take(start + Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn a_rate_refusal_gives_the_place_back() {
+        let node = Arc::new(NodeBudget::for_descriptors(1_000_000));
+        let pod = Arc::new(PodBudget::new(Arc::clone(&node), limits(100, 1)));
+        let _first = pod.admit().unwrap();
+        assert_eq!(pod.admit().unwrap_err(), Refusal::PodRate);
+        assert_eq!((pod.open(), node.open()), (1, 1));
+    }
+
+    #[test]
+    fn the_node_keeps_its_reserve_whatever_each_pod_may_have() {
+        // 516 descriptors: 512 reserved, room for 2 connections.
+        let node = Arc::new(NodeBudget::for_descriptors(RESERVED_DESCRIPTORS + 4));
+        assert_eq!(node.max(), 2);
+        let a = Arc::new(PodBudget::new(Arc::clone(&node), limits(100, 1000)));
+        let b = Arc::new(PodBudget::new(Arc::clone(&node), limits(100, 1000)));
+        let _a1 = a.admit().unwrap();
+        let _b1 = b.admit().unwrap();
+        assert_eq!(b.admit().unwrap_err(), Refusal::Node);
+        assert_eq!((b.open(), node.open()), (1, 2));
+    }
+}
