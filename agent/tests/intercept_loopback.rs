@@ -366,6 +366,58 @@ listeners:
     );
 }
 
+/// A client silent past detection towards a destination an HTTP listener
+/// claims is served as HTTP: closed at the listener's request-headers
+/// deadline if it stays silent (the destination never sees it), routed if
+/// its request comes late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silence_towards_an_http_listener_ends_at_the_request_headers_deadline() {
+    let destination = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = destination.local_addr().unwrap();
+    let h = Harness::new(&format!(
+        "protocol_detection_timeout: 100ms
+listeners:
+  - name: svc
+    address: {addr}
+    bind_to_port: false
+    timeouts: {{request_headers: 1s}}
+    virtual_hosts: [{{name: v, domains: [\"*\"], routes: [{{match: {{prefix: /}}, direct_response: {{status: 200, body: routed}}}}]}}]
+"
+    ))
+    .await;
+    let entry = h.outbound(addr, pod("shop", "web-1")).await;
+
+    let opened = std::time::Instant::now();
+    let mut silent = TcpStream::connect(entry).await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), silent.read_to_end(&mut rest))
+        .await
+        .expect("closed within the deadline")
+        .unwrap_or(0);
+    let after = opened.elapsed();
+    assert!(
+        after >= Duration::from_millis(900),
+        "closed after {after:?}"
+    );
+
+    let mut late = TcpStream::connect(entry).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    late.write_all(b"GET / HTTP/1.1\r\nhost: svc\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), late.read_to_string(&mut answer))
+        .await
+        .expect("answered")
+        .unwrap();
+    assert!(answer.ends_with("routed"), "{answer}");
+    let reached = tokio::time::timeout(Duration::from_millis(200), destination.accept()).await;
+    assert!(
+        reached.is_err(),
+        "a connection was spliced to the destination"
+    );
+}
+
 /// A server-first protocol (SMTP-like): the client says nothing until greeted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbound_server_first_protocol() {

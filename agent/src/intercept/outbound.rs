@@ -38,6 +38,15 @@ pub(super) async fn serve(
     let detected = detect::detect(&mut stream, &mut first, inner.runtime.detection_timeout()).await;
     m.detected(Direction::Outbound, &detected);
     let matched = claim(&table, orig.0, &detected).cloned();
+    // Silent past detection towards a destination an HTTP listener claims:
+    // HTTP it is (as a port declared HTTP is in Istio). Its request-headers
+    // deadline then closes the connection if it stays silent, instead of a
+    // spliced connection holding two descriptors and an upstream for the
+    // idle hour; a request that comes late is still routed.
+    let detected = match detected {
+        Detected::Opaque if first.is_empty() && matched.is_some() => Detected::Http1,
+        other => other,
+    };
     let destination = match &matched {
         Some(l) => l.name.to_string(),
         None => m.passthrough_destination(orig.0.to_string()),

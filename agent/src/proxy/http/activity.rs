@@ -20,6 +20,18 @@ pub struct ConnShared {
 }
 
 impl ConnShared {
+    /// A connection just accepted: its first request head is due from now,
+    /// so one that stays silent is closed at the header-read deadline (as
+    /// nginx's `client_header_timeout` does; Envoy starts the clock at the
+    /// first byte, which lets a silent connection hold its descriptors for
+    /// the idle timeout). Later heads are timed from their first byte.
+    pub fn opened() -> Self {
+        let shared = Self::default();
+        shared.touch();
+        shared.head_started_ms.store(now_ms(), Ordering::Relaxed);
+        shared
+    }
+
     pub fn touch(&self) {
         self.last_activity_ms.store(now_ms(), Ordering::Relaxed);
     }

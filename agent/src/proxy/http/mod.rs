@@ -144,7 +144,7 @@ where
     let settings = ctx.state.load().settings.clone();
     ctx.metrics.cx_total.inc();
     let _active = GaugeGuard::new(&ctx.metrics.cx_active);
-    let shared = Arc::new(ConnShared::default());
+    let shared = Arc::new(ConnShared::opened());
     let activity = Activity::new(
         shared.clone(),
         ctx.metrics.rx_bytes.clone(),
@@ -202,7 +202,15 @@ where
         (None, Codec::Http1) => Some((Proto::Http1, BytesMut::new())),
         (None, Codec::Http2) => Some((Proto::Http2, BytesMut::new())),
         (None, Codec::Auto) => {
-            let wait = served.settings.idle_timeout.unwrap_or(Duration::MAX);
+            // The first bytes are the first request's head (or the HTTP/2
+            // preface): a connection silent until the header-read deadline
+            // is closed then (see `ConnShared::opened`).
+            let settings = served.settings;
+            let wait = [settings.idle_timeout, settings.header_read_timeout]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(Duration::MAX);
             let sniffed = tokio::select! {
                 r = tokio::time::timeout(wait, sniff::sniff(io)) => r,
                 _ = drain.signaled() => return None,
