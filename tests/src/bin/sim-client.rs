@@ -163,7 +163,9 @@ fn connect_keepalive(
     addr: SocketAddr,
 ) -> std::io::Result<(TcpStream, std::io::BufReader<TcpStream>)> {
     let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    // Longer than the slowest answer a test asks for (`/delay/MS`, up to
+    // 20 s in the hand-over test on a slow machine).
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let reader = std::io::BufReader::new(stream.try_clone()?);
     Ok((stream, reader))
 }
