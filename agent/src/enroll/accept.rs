@@ -23,11 +23,7 @@ pub(super) fn spawn_outbound(
     pod: Arc<PodContext>,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<JoinHandle<()>> {
-    let gate = Gate {
-        way: Way::Outbound,
-        budget: Arc::clone(&pod.outbound),
-        intercept: Arc::clone(&intercept),
-    };
+    let gate = Gate::new(Way::Outbound, &pod.outbound, &intercept);
     spawn_loop(listener, pod, stop, move |stream, peer, pod| {
         // Taken before the budget is asked, so a connection over budget
         // does not leave its entry to crowd the LRU table.
@@ -63,11 +59,7 @@ pub(super) fn spawn_inbound(
     pod: Arc<PodContext>,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<JoinHandle<()>> {
-    let gate = Gate {
-        way: Way::Inbound,
-        budget: Arc::clone(&pod.inbound),
-        intercept: Arc::clone(&intercept),
-    };
+    let gate = Gate::new(Way::Inbound, &pod.inbound, &intercept);
     spawn_loop(listener, pod, stop, move |stream, peer, pod| {
         let Some(permit) = gate.admit(&stream, pod) else {
             return;
@@ -99,6 +91,14 @@ struct Gate {
 }
 
 impl Gate {
+    fn new(way: Way, budget: &Arc<PodBudget>, intercept: &Arc<dyn Intercept>) -> Self {
+        Self {
+            way,
+            budget: Arc::clone(budget),
+            intercept: Arc::clone(intercept),
+        }
+    }
+
     /// A place in the budget; a connection over budget is reset at once
     /// (a RST: the client fails fast instead of waiting), counted against
     /// the pod and logged at a bounded rate.

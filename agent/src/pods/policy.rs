@@ -201,39 +201,54 @@ impl Reader<'_> {
     }
 
     fn enroll(&self) -> Result<bool, PolicyError> {
-        match self.get(ANNOTATION_ENROLL) {
-            None | Some("false") => Ok(false),
-            Some("true") => Ok(true),
-            Some(other) => Err(self.invalid(
-                ANNOTATION_ENROLL,
-                other,
-                "expected \"true\" or \"false\"".to_owned(),
-            )),
-        }
+        self.one_of(
+            ANNOTATION_ENROLL,
+            false,
+            &[("true", true), ("false", false)],
+        )
     }
 
     fn fail_mode(&self) -> Result<FailMode, PolicyError> {
-        match self.get(ANNOTATION_FAIL_MODE) {
-            None | Some("open") => Ok(FailMode::Open),
-            Some("closed") => Ok(FailMode::Closed),
-            Some(other) => Err(self.invalid(
-                ANNOTATION_FAIL_MODE,
-                other,
-                "expected \"open\" or \"closed\"".to_owned(),
-            )),
-        }
+        self.one_of(
+            ANNOTATION_FAIL_MODE,
+            FailMode::Open,
+            &[("open", FailMode::Open), ("closed", FailMode::Closed)],
+        )
     }
 
     fn bypassed(&self) -> Result<BypassedConnections, PolicyError> {
-        match self.get(ANNOTATION_BYPASSED_CONNECTIONS) {
-            None => Ok(BypassedConnections::ByTrafficPolicy),
-            Some("reset") => Ok(BypassedConnections::Reset),
-            Some("keep") => Ok(BypassedConnections::Keep),
-            Some(other) => Err(self.invalid(
-                ANNOTATION_BYPASSED_CONNECTIONS,
-                other,
-                "expected \"reset\" or \"keep\"".to_owned(),
-            )),
+        self.one_of(
+            ANNOTATION_BYPASSED_CONNECTIONS,
+            BypassedConnections::ByTrafficPolicy,
+            &[
+                ("reset", BypassedConnections::Reset),
+                ("keep", BypassedConnections::Keep),
+            ],
+        )
+    }
+
+    /// The value `annotation` names among `choices` (exact, case-sensitive
+    /// spelling), `absent` without it; anything else is an error listing
+    /// the choices.
+    fn one_of<T: Copy>(
+        &self,
+        annotation: &'static str,
+        absent: T,
+        choices: &[(&str, T)],
+    ) -> Result<T, PolicyError> {
+        let Some(value) = self.get(annotation) else {
+            return Ok(absent);
+        };
+        match choices.iter().find(|(name, _)| *name == value) {
+            Some((_, chosen)) => Ok(*chosen),
+            None => {
+                let names: Vec<String> = choices.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+                Err(self.invalid(
+                    annotation,
+                    value,
+                    format!("expected {}", names.join(" or ")),
+                ))
+            }
         }
     }
 
