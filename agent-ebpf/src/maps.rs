@@ -6,9 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuHashMap, SockHash},
 };
 use weir_common::{
-    ConnKey, InboundKey, InboundSettings, MAX_BYPASSED_CONNECTIONS, MAX_PODS, MAX_TRACKED_CONNECTIONS,
-    PendingConnect,
-    PodSettings, SockAddr, SockKey,
+    ConnKey, InboundKey, InboundSettings, MAX_BYPASSED_CONNECTIONS, MAX_PODS,
+    MAX_TRACKED_CONNECTIONS, PendingConnect, PodSettings, SockAddr, SockKey,
 };
 
 /// Enrolled pods by network namespace cookie. Written only by the agent.
