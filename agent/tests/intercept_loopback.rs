@@ -418,6 +418,40 @@ listeners:
     );
 }
 
+/// `opaque_idle_timeout` closes a spliced connection that moves no byte
+/// either way, on both sides, while one that keeps talking stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_opaque_splice_is_closed_on_both_sides() {
+    let destination = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = destination.local_addr().unwrap();
+    let h = Harness::new(&format!("opaque_idle_timeout: 1s\n{DUMMY_LISTENER}")).await;
+    let entry = h.outbound(addr, pod("shop", "web-1")).await;
+
+    let mut client = TcpStream::connect(entry).await.unwrap();
+    client.write_all(b"\x00hello").await.unwrap();
+    let (mut upstream, _) = destination.accept().await.unwrap();
+    let mut hello = [0u8; 6];
+    upstream.read_exact(&mut hello).await.unwrap();
+    let spliced = std::time::Instant::now();
+    // Talk past the timeout: a byte every 300 ms for 1.5 s keeps it open.
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        upstream.write_all(b"x").await.unwrap();
+        client.read_exact(&mut [0u8; 1]).await.unwrap();
+    }
+    for side in [&mut client, &mut upstream] {
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), side.read_to_end(&mut rest));
+        let n = read.await.expect("closed by the idle timeout").unwrap_or(0);
+        assert_eq!(n, 0);
+    }
+    let open_for = spliced.elapsed();
+    assert!(
+        open_for >= Duration::from_millis(2400),
+        "closed {open_for:?} after the splice began, before a second of silence"
+    );
+}
+
 /// A server-first protocol (SMTP-like): the client says nothing until greeted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbound_server_first_protocol() {

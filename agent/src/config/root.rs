@@ -34,6 +34,12 @@ pub struct ProxyConfig {
     /// without limit.
     #[serde(default = "default_protocol_detection_timeout")]
     pub protocol_detection_timeout: ConfigDuration,
+    /// How long an intercepted connection spliced as TLS or opaque TCP may
+    /// pass no byte either way before weir closes both sides (Envoy's
+    /// `tcp_proxy` `idle_timeout`, Istio's `connectionPool.tcp.idleTimeout`).
+    /// `0s`: no limit.
+    #[serde(default = "default_opaque_idle_timeout")]
+    pub opaque_idle_timeout: ConfigDuration,
     /// How STRICT_DNS clusters and forward-proxy caches resolve names
     /// (Envoy's bootstrap `typed_dns_resolver_config`, c-ares).
     #[serde(default)]
@@ -89,6 +95,11 @@ fn default_dns_attempts() -> u8 {
 /// this once per connection.
 fn default_protocol_detection_timeout() -> ConfigDuration {
     ConfigDuration::from_millis(100)
+}
+
+/// Envoy's and Istio's default for TCP proxying: one hour.
+fn default_opaque_idle_timeout() -> ConfigDuration {
+    ConfigDuration::from_secs(3600)
 }
 
 /// Istio's outbound traffic policy modes.

@@ -83,16 +83,21 @@ pub(super) async fn serve(
         }
         Detected::Tls { sni } => {
             m.tls(&labels, sni.as_deref());
-            tcp(&mut io, &*app, dst).await
+            tcp(&mut io, &*app, dst, inner.runtime.opaque_idle_timeout()).await
         }
-        Detected::Opaque => tcp(&mut io, &*app, dst).await,
+        Detected::Opaque => tcp(&mut io, &*app, dst, inner.runtime.opaque_idle_timeout()).await,
     };
     if let Err(e) = result {
         log::debug!("inbound {} -> {dst}: {e}", client.0);
     }
 }
 
-async fn tcp<S>(io: &mut S, app: &dyn AppConnector, dst: SocketAddr) -> Result<(), InterceptError>
+async fn tcp<S>(
+    io: &mut S,
+    app: &dyn AppConnector,
+    dst: SocketAddr,
+    idle: Option<Duration>,
+) -> Result<(), InterceptError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -100,7 +105,7 @@ where
         .connect_app(dst)
         .await
         .map_err(|e| InterceptError::App(dst, e))?;
-    passthrough::splice(io, &mut up).await.map(drop)
+    passthrough::splice(io, &mut up, idle).await.map(drop)
 }
 
 /// Upgrades tunnelled to the application, as Istio's inbound listeners.

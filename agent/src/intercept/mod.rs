@@ -62,6 +62,8 @@ pub enum InterceptError {
     App(SocketAddr, #[source] std::io::Error),
     #[error("splicing: {0}")]
     Splice(#[source] std::io::Error),
+    #[error("closed after {0:?} without a byte either way (opaque_idle_timeout)")]
+    Idle(std::time::Duration),
 }
 
 /// What one interceptor's outbound side, inbound side and upstream

@@ -204,7 +204,8 @@ async fn tcp(
         .local_addr()
         .ok()
         .map(|a| inner.shared.peers.register(a, Some(source.clone())));
-    passthrough::splice(&mut io, &mut up).await.map(drop)
+    let idle = inner.runtime.opaque_idle_timeout();
+    passthrough::splice(&mut io, &mut up, idle).await.map(drop)
 }
 
 /// The virtual listener that takes a connection to `orig_dst` detected as

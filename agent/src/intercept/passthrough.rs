@@ -4,13 +4,17 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use super::InterceptError;
 use crate::proxy::build;
@@ -37,15 +41,111 @@ pub async fn connect(dst: SocketAddr) -> Result<TcpStream, InterceptError> {
 
 /// Copy both ways until both sides have closed; a half-close (FIN) on one
 /// side is passed on as a write shutdown on the other, so protocols that
-/// half-close keep working. Returns (client -> server, server -> client) bytes.
-pub async fn splice<D, U>(down: &mut D, up: &mut U) -> Result<(u64, u64), InterceptError>
+/// half-close keep working. A connection that moves no byte either way for
+/// `idle` (`opaque_idle_timeout`) is closed: a silent connection would
+/// otherwise hold two descriptors of the shared proxy for ever. Returns
+/// (client -> server, server -> client) bytes.
+pub async fn splice<D, U>(
+    down: &mut D,
+    up: &mut U,
+    idle: Option<Duration>,
+) -> Result<(u64, u64), InterceptError>
 where
     D: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    tokio::io::copy_bidirectional(down, up)
-        .await
-        .map_err(InterceptError::Splice)
+    let Some(idle) = idle else {
+        return tokio::io::copy_bidirectional(down, up)
+            .await
+            .map_err(InterceptError::Splice);
+    };
+    let activity = Activity::new();
+    let mut down = Active::new(down, &activity);
+    let mut up = Active::new(up, &activity);
+    let copy = tokio::io::copy_bidirectional(&mut down, &mut up);
+    tokio::pin!(copy);
+    loop {
+        let deadline = activity.last() + idle;
+        tokio::select! {
+            copied = &mut copy => return copied.map_err(InterceptError::Splice),
+            () = tokio::time::sleep_until(deadline) => {
+                if activity.last() + idle <= Instant::now() {
+                    return Err(InterceptError::Idle(idle));
+                }
+            }
+        }
+    }
+}
+
+/// When bytes last moved through a splice, as an offset from its start
+/// (an atomic so both directions' streams can stamp it).
+struct Activity {
+    start: Instant,
+    last_nanos: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last_nanos: AtomicU64::new(0),
+        }
+    }
+
+    fn stamp(&self) {
+        let nanos = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last_nanos.store(nanos, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.start + Duration::from_nanos(self.last_nanos.load(Ordering::Relaxed))
+    }
+}
+
+/// A stream whose reads stamp an [`Activity`]; every byte a splice moves
+/// is read first, so reads alone say when it last moved anything.
+struct Active<'a, S> {
+    inner: &'a mut S,
+    activity: &'a Activity,
+}
+
+impl<'a, S> Active<'a, S> {
+    fn new(inner: &'a mut S, activity: &'a Activity) -> Self {
+        Self { inner, activity }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Active<'_, S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut *self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.stamp();
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Active<'_, S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_shutdown(cx)
+    }
 }
 
 /// Route tables for unmatched HTTP destinations, built on demand from
@@ -117,5 +217,74 @@ impl HttpPassthrough {
             Arc::new(l)
         });
         Arc::clone(ctx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+
+    use super::*;
+
+    const IDLE: Duration = Duration::from_secs(3600);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_splice_ends_after_the_idle_timeout() {
+        let (mut client, mut down) = duplex(64);
+        let (mut up, mut server) = duplex(64);
+        let started = Instant::now();
+        let spliced = tokio::time::timeout(IDLE * 2, splice(&mut down, &mut up, Some(IDLE)))
+            .await
+            .expect("still open twice the idle timeout later");
+        assert!(matches!(spliced, Err(InterceptError::Idle(d)) if d == IDLE));
+        assert_eq!(started.elapsed(), IDLE);
+        drop((down, up));
+        // Both sides see the close.
+        assert_eq!(client.read(&mut [0; 8]).await.unwrap(), 0);
+        assert_eq!(server.read(&mut [0; 8]).await.unwrap(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bytes_either_way_keep_a_splice_open() {
+        let (mut client, mut down) = duplex(64);
+        let (mut up, mut server) = duplex(64);
+        let talk = async {
+            // Three idle-and-a-half of traffic, alternating directions.
+            for round in 0..7u8 {
+                tokio::time::sleep(IDLE / 2).await;
+                let mut byte = [0];
+                if round % 2 == 0 {
+                    client.write_all(&[round]).await.unwrap();
+                    server.read_exact(&mut byte).await.unwrap();
+                } else {
+                    server.write_all(&[round]).await.unwrap();
+                    client.read_exact(&mut byte).await.unwrap();
+                }
+                assert_eq!(byte, [round]);
+            }
+            Instant::now()
+        };
+        let started = Instant::now();
+        let (spliced, last_byte) = tokio::join!(splice(&mut down, &mut up, Some(IDLE)), talk);
+        assert!(matches!(spliced, Err(InterceptError::Idle(_))));
+        assert_eq!(last_byte - started, IDLE * 7 / 2);
+        assert_eq!(
+            started.elapsed(),
+            IDLE * 7 / 2 + IDLE,
+            "idle counts from the last byte"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_timeout_a_splice_waits_for_a_close() {
+        let (mut client, mut down) = duplex(64);
+        let (mut up, mut server) = duplex(64);
+        let close_later = async {
+            tokio::time::sleep(IDLE * 10).await;
+            client.shutdown().await.unwrap();
+            server.shutdown().await.unwrap();
+        };
+        let (spliced, ()) = tokio::join!(splice(&mut down, &mut up, None), close_later);
+        assert_eq!(spliced.unwrap(), (0, 0));
     }
 }

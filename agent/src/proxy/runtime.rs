@@ -55,6 +55,8 @@ pub struct Runtime {
     connector: Arc<dyn Connector>,
     /// `protocol_detection_timeout` in ms; 0: no limit.
     detection_timeout_ms: AtomicU64,
+    /// `opaque_idle_timeout` in ms; 0: no limit.
+    opaque_idle_ms: AtomicU64,
     started: AtomicBool,
     draining: AtomicBool,
     /// Drains connections handed to the engine from outside its listeners
@@ -69,6 +71,7 @@ pub struct Runtime {
 
 /// Until a config is installed.
 const DEFAULT_DETECTION_TIMEOUT_MS: u64 = 100;
+const DEFAULT_OPAQUE_IDLE_MS: u64 = 3_600_000;
 
 impl Runtime {
     /// Clusters connect over plain TCP.
@@ -85,6 +88,7 @@ impl Runtime {
             effective: ArcSwap::from_pointee(None),
             virtual_listeners: ArcSwap::from_pointee(VirtualListeners::default()),
             detection_timeout_ms: AtomicU64::new(DEFAULT_DETECTION_TIMEOUT_MS),
+            opaque_idle_ms: AtomicU64::new(DEFAULT_OPAQUE_IDLE_MS),
             started: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             handed_over: drain::channel(DRAIN_GRACE).0,
@@ -113,10 +117,8 @@ impl Runtime {
             claims,
             cfg.outbound_traffic_policy,
         )));
-        self.detection_timeout_ms.store(
-            cfg.protocol_detection_timeout.as_millis() as u64,
-            Ordering::Relaxed,
-        );
+        store_millis(&self.detection_timeout_ms, &cfg.protocol_detection_timeout);
+        store_millis(&self.opaque_idle_ms, &cfg.opaque_idle_timeout);
         st.clusters = clusters;
         let cfg = Arc::new(cfg);
         st.config = Some(cfg.clone());
@@ -244,10 +246,13 @@ impl Runtime {
     /// How long protocol detection waits for an intercepted client's first
     /// bytes (`None`: without limit).
     pub fn detection_timeout(&self) -> Option<Duration> {
-        match self.detection_timeout_ms.load(Ordering::Relaxed) {
-            0 => None,
-            ms => Some(Duration::from_millis(ms)),
-        }
+        load_millis(&self.detection_timeout_ms)
+    }
+
+    /// How long a spliced (TLS or opaque) intercepted connection may pass
+    /// nothing either way (`None`: without limit).
+    pub fn opaque_idle_timeout(&self) -> Option<Duration> {
+        load_millis(&self.opaque_idle_ms)
     }
 
     /// The drain handle of a connection handed to the engine from outside
@@ -341,5 +346,19 @@ fn empty_state() -> ListenerState {
             upgrade_types: Vec::new(),
         },
         tls: None,
+    }
+}
+
+/// A duration setting kept as milliseconds, 0 meaning none, so connections
+/// read the current value without a lock.
+fn store_millis(slot: &AtomicU64, value: &crate::config::ConfigDuration) {
+    let ms = u64::try_from(value.as_millis()).unwrap_or(u64::MAX);
+    slot.store(ms, Ordering::Relaxed);
+}
+
+fn load_millis(slot: &AtomicU64) -> Option<Duration> {
+    match slot.load(Ordering::Relaxed) {
+        0 => None,
+        ms => Some(Duration::from_millis(ms)),
     }
 }

@@ -685,6 +685,23 @@ fn protocol_detection_timeout_defaults_to_100ms_and_0s_means_no_limit() {
 }
 
 #[test]
+fn opaque_idle_timeout_defaults_to_envoys_hour_and_0s_means_no_limit() {
+    let listener = "listeners: [{name: l, address: \"127.0.0.1:0\", virtual_hosts: [{name: v, domains: [\"*\"], routes: []}]}]\n";
+    let default = parse_str(listener, "t.yaml").unwrap();
+    assert_eq!(
+        *default.opaque_idle_timeout,
+        std::time::Duration::from_secs(3600)
+    );
+    let set = parse_str(&format!("opaque_idle_timeout: 5m\n{listener}"), "t.yaml").unwrap();
+    assert_eq!(
+        *set.opaque_idle_timeout,
+        std::time::Duration::from_secs(300)
+    );
+    let off = parse_str(&format!("opaque_idle_timeout: 0s\n{listener}"), "t.yaml").unwrap();
+    assert_eq!(off.opaque_idle_timeout.non_zero(), None);
+}
+
+#[test]
 fn dynamic_forward_proxy_rules() {
     let yaml = with_clusters(
         "
