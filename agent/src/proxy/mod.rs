@@ -4,7 +4,8 @@
 //! `balance` (endpoint) -> `upstream` (pool, connect) -> `retry`.
 //! `runtime` holds the installed state, `build` turns config into it,
 //! `reload` swaps it, `admin` and `metrics` expose it, `serving` starts and
-//! stops it. `tls` terminates (listeners) and originates (clusters) TLS.
+//! stops it, `memory` gives freed memory back after a flood. `tls`
+//! terminates (listeners) and originates (clusters) TLS.
 
 pub(crate) mod accept_errors;
 pub mod admin;
@@ -16,6 +17,7 @@ pub(crate) mod drain;
 pub(crate) mod http;
 pub(crate) mod io;
 pub(crate) mod listener;
+pub(crate) mod memory;
 pub mod metrics;
 pub(crate) mod reload;
 pub(crate) mod retry;

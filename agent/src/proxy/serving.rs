@@ -42,6 +42,7 @@ pub struct Serving {
     interrupt: Signal,
     runtime: Arc<Runtime>,
     watcher: JoinHandle<()>,
+    trimmer: JoinHandle<()>,
     admin: Option<SocketAddr>,
     stats: Option<SocketAddr>,
 }
@@ -66,6 +67,7 @@ impl Serving {
             interrupt,
             runtime,
             watcher,
+            trimmer: super::memory::spawn_trimmer(),
             admin,
             stats,
         })
@@ -91,6 +93,7 @@ impl Serving {
     /// GOAWAY, spliced TCP runs on; what is open after `drain_time` is closed.
     pub async fn shutdown(self, drain_time: Duration) {
         self.watcher.abort();
+        self.trimmer.abort();
         self.runtime.drain_all(drain_time).await;
         let open = self.runtime.active_connections().await;
         if open > 0 {
