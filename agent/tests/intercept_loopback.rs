@@ -18,7 +18,7 @@ use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use weir::addr::OrigDst;
-use weir::intercept::{AppConnector, Interceptor, PodIdentity};
+use weir::intercept::{AppConnector, Interceptor, PodIdentity, RequestShare};
 use weir::proxy::metrics::Metrics;
 
 struct Harness {
@@ -57,13 +57,25 @@ impl Harness {
 
     /// Stands in for the eBPF redirect of `pod`'s outbound connections to `orig_dst`.
     async fn outbound(&self, orig_dst: SocketAddr, pod: PodIdentity) -> SocketAddr {
+        self.outbound_within(orig_dst, pod, None).await
+    }
+
+    /// [`Harness::outbound`], the pod's requests within `share`.
+    async fn outbound_within(
+        &self,
+        orig_dst: SocketAddr,
+        pod: PodIdentity,
+        share: Option<Arc<dyn RequestShare>>,
+    ) -> SocketAddr {
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
         let ic = self.ic.clone();
         tokio::spawn(async move {
             while let Ok((s, _)) = tcp.accept().await {
-                let (ic, pod) = (ic.clone(), pod.clone());
-                tokio::spawn(async move { ic.serve_outbound(s, OrigDst(orig_dst), pod).await });
+                let (ic, pod, share) = (ic.clone(), pod.clone(), share.clone());
+                tokio::spawn(
+                    async move { ic.serve_outbound(s, OrigDst(orig_dst), pod, share).await },
+                );
             }
         });
         addr
@@ -240,6 +252,93 @@ clusters:
         ),
         1000.0
     );
+}
+
+/// At most `max` requests in flight, as enrolment's budget counts them.
+struct InFlight {
+    max: usize,
+    now: Arc<AtomicUsize>,
+}
+
+struct InFlightPlace(Arc<AtomicUsize>);
+
+impl Drop for InFlightPlace {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl RequestShare for InFlight {
+    fn admit(&self) -> Result<Box<dyn Send + Sync>, &'static str> {
+        if self.now.fetch_add(1, Ordering::SeqCst) < self.max {
+            Ok(Box::new(InFlightPlace(self.now.clone())))
+        } else {
+            self.now.fetch_sub(1, Ordering::SeqCst);
+            Err("pod_requests")
+        }
+    }
+}
+
+/// A pod's share of requests in flight: beyond it a request gets Envoy's
+/// overload 503 at once, naming the reason, counted against the pod; the
+/// places come back with the responses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_the_pods_share_get_an_overload_503() {
+    let gate = Gate::closed();
+    let slow = gate.backend("slow").await;
+    let cfg = format!(
+        "listeners:
+  - name: svc
+    address: {}
+    bind_to_port: false
+    virtual_hosts: [{{name: v, domains: [\"*\"], routes: [{{match: {{prefix: /}}, route: {{cluster: slow}}}}]}}]
+clusters:
+{}",
+        slow.addr,
+        static_cluster("slow", &[slow.port()], ""),
+    );
+    let h = Harness::new(&cfg).await;
+    let now = Arc::new(AtomicUsize::new(0));
+    let share = Arc::new(InFlight {
+        max: 2,
+        now: now.clone(),
+    });
+    let entry = h
+        .outbound_within(slow.addr, pod("shop", "greedy"), Some(share))
+        .await;
+    let held: Vec<_> = (0..2)
+        .map(|i| {
+            let uri = format!("http://{entry}/held/{i}");
+            tokio::spawn(async move { get(&uri).await })
+        })
+        .collect();
+    eventually("two requests in flight", Duration::from_secs(10), || {
+        let now = now.clone();
+        async move { now.load(Ordering::SeqCst) == 2 }
+    })
+    .await;
+    let refused = send(
+        &client(),
+        req("GET", &format!("http://{entry}/third"), &[], ""),
+    )
+    .await;
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.headers["x-envoy-overloaded"], "true");
+    assert_eq!(refused.headers["x-weir-overload-reason"], "pod_requests");
+    assert_eq!(
+        slow.requests(),
+        2,
+        "the refused request never reached the backend"
+    );
+    let counted = "weir_intercept_requests_refused_total{direction=\"outbound\",namespace=\"shop\",pod=\"greedy\",reason=\"pod_requests\"}";
+    assert_eq!(h.metric(counted).await, 1.0);
+
+    gate.open();
+    for r in held {
+        assert_eq!(r.await.unwrap(), (200, "slow".to_owned()));
+    }
+    assert_eq!(now.load(Ordering::SeqCst), 0, "places given back");
+    assert_eq!(get(&format!("http://{entry}/after")).await.0, 200);
 }
 
 /// Unmatched HTTP: passed through under ALLOW_ANY (counted per request),

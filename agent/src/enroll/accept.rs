@@ -118,6 +118,7 @@ impl Gate {
                             Refusal::PodConnections => "weir.dev/max-connections",
                             Refusal::PodRate => "weir.dev/max-connection-rate",
                             Refusal::Node => "share of the node's descriptors",
+                            Refusal::PodRequests => "weir.dev/max-requests",
                         },
                         self.budget.open(),
                     );

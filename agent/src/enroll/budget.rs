@@ -2,7 +2,7 @@
 //! agent two descriptors (the pod's and weir's onward one) and some memory,
 //! and one process serves every pod on the node, so each pod gets a budget
 //! of open connections and of new connections per second, per direction,
-//! and the node keeps descriptors for the agent's own work (pod source,
+//! and of HTTP requests in flight (outbound), and the node keeps descriptors for the agent's own work (pod source,
 //! API watch, admin, BPF) that no flood can take. A connection over budget
 //! is reset at once, counted against its pod and logged at a bounded rate.
 
@@ -25,6 +25,8 @@ pub enum Refusal {
     PodRate,
     /// The node's intercepted connections would eat the reserved descriptors.
     Node,
+    /// The pod has its `max-requests` in flight (a request, answered 503).
+    PodRequests,
 }
 
 impl Refusal {
@@ -33,6 +35,7 @@ impl Refusal {
             Self::PodConnections => "pod_connections",
             Self::PodRate => "pod_rate",
             Self::Node => "node_descriptors",
+            Self::PodRequests => "pod_requests",
         }
     }
 }
@@ -71,6 +74,8 @@ pub struct PodBudget {
     open: AtomicU32,
     max_open: AtomicU32,
     rate: Mutex<TokenBucket>,
+    requests: AtomicU32,
+    max_requests: AtomicU32,
     log: LogLimit,
 }
 
@@ -79,6 +84,7 @@ impl std::fmt::Debug for PodBudget {
         f.debug_struct("PodBudget")
             .field("open", &self.open)
             .field("max_open", &self.max_open)
+            .field("requests", &self.requests)
             .finish_non_exhaustive()
     }
 }
@@ -96,6 +102,18 @@ impl Drop for ConnPermit {
     }
 }
 
+/// Held while a request is in flight; gives its place back on drop.
+#[derive(Debug)]
+pub struct RequestPermit {
+    budget: std::sync::Arc<PodBudget>,
+}
+
+impl Drop for RequestPermit {
+    fn drop(&mut self) {
+        self.budget.requests.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl PodBudget {
     pub fn new(node: std::sync::Arc<NodeBudget>, limits: ConnectionLimits) -> Self {
         Self {
@@ -103,6 +121,8 @@ impl PodBudget {
             open: AtomicU32::new(0),
             max_open: AtomicU32::new(limits.max_open),
             rate: Mutex::new(TokenBucket::new(limits.per_second)),
+            requests: AtomicU32::new(0),
+            max_requests: AtomicU32::new(limits.max_requests),
             log: LogLimit::default(),
         }
     }
@@ -110,6 +130,8 @@ impl PodBudget {
     /// Changed annotations apply to the next connection.
     pub fn set_limits(&self, limits: ConnectionLimits) {
         self.max_open.store(limits.max_open, Ordering::Relaxed);
+        self.max_requests
+            .store(limits.max_requests, Ordering::Relaxed);
         if let Ok(mut rate) = self.rate.lock() {
             rate.set_rate(limits.per_second);
         }
@@ -140,6 +162,17 @@ impl PodBudget {
                 self.open.fetch_sub(1, Ordering::Relaxed);
                 Err(refusal)
             }
+        }
+    }
+
+    /// A place for one more HTTP request in flight, or why not.
+    pub fn admit_request(self: &std::sync::Arc<Self>) -> Result<RequestPermit, Refusal> {
+        if take(&self.requests, self.max_requests.load(Ordering::Relaxed)) {
+            Ok(RequestPermit {
+                budget: std::sync::Arc::clone(self),
+            })
+        } else {
+            Err(Refusal::PodRequests)
         }
     }
 
@@ -209,7 +242,28 @@ mod tests {
         ConnectionLimits {
             max_open,
             per_second,
+            max_requests: 2,
         }
+    }
+
+    #[test]
+    fn requests_in_flight_are_capped_and_given_back() {
+        let node = Arc::new(NodeBudget::for_descriptors(1_000_000));
+        let pod = Arc::new(PodBudget::new(Arc::clone(&node), limits(1, 1)));
+        let first = pod.admit_request().unwrap();
+        let _second = pod.admit_request().unwrap();
+        assert_eq!(pod.admit_request().unwrap_err(), Refusal::PodRequests);
+        drop(first);
+        let _third = pod.admit_request().unwrap();
+        pod.set_limits(ConnectionLimits {
+            max_requests: 3,
+            ..limits(1, 1)
+        });
+        assert!(
+            pod.admit_request().is_ok(),
+            "a raised limit applies at once"
+        );
+        assert_eq!(node.open(), 0, "requests take no connection places");
     }
 
     #[test]

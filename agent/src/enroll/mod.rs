@@ -20,7 +20,7 @@ use crate::datapath::{Datapath, DatapathError, OrigDstTable, Pruned};
 use crate::inpod::PodSocketFactory;
 use crate::pods::{InboundPorts, PodSpec};
 
-pub use budget::{ConnPermit, NodeBudget, PodBudget, RESERVED_DESCRIPTORS, Refusal};
+pub use budget::{ConnPermit, NodeBudget, PodBudget, RESERVED_DESCRIPTORS, Refusal, RequestPermit};
 pub use pod::{EnrollError, EnrolledPod};
 
 /// Who a connection belongs to, for routing decisions and metrics.
@@ -38,6 +38,12 @@ pub struct PodContext {
 }
 
 impl PodContext {
+    /// A place for one more HTTP request the pod sends through the proxy,
+    /// or why not (`weir.dev/max-requests`).
+    pub fn admit_outbound_request(&self) -> Result<RequestPermit, Refusal> {
+        self.outbound.admit_request()
+    }
+
     /// Connects to the pod's application at `app` from the proxy's reserved
     /// source address (127.0.0.6 or ::6), which the inbound steering passes.
     pub async fn connect_app(&self, app: SocketAddr) -> std::io::Result<TcpStream> {

@@ -68,6 +68,7 @@ pub struct InterceptMetrics {
     bypassed: IntCounterVec,
     bypassed_reset: IntCounterVec,
     refused: IntCounterVec,
+    refused_requests: IntCounterVec,
     /// [direction][protocol]
     detected: [[IntCounter; 3]; 2],
     /// Upstream connections delivered to a pod on this node without a second pass (`same_node`).
@@ -197,6 +198,12 @@ impl InterceptMetrics {
                 "Intercepted connections reset at once because the pod was over its share (weir.dev/max-connections, weir.dev/max-connection-rate) or the node's descriptors were running out.",
                 &["direction", "namespace", "pod", "reason"],
             )?,
+            refused_requests: counter(
+                r,
+                "weir_intercept_requests_refused_total",
+                "Intercepted HTTP requests answered 503 (x-envoy-overloaded) at once because the pod had its weir.dev/max-requests in flight.",
+                &["direction", "namespace", "pod", "reason"],
+            )?,
             sni_seen: Mutex::new(HashSet::new()),
             dst_seen: Mutex::new(HashSet::new()),
         })
@@ -206,6 +213,14 @@ impl InterceptMetrics {
     /// the series are bounded by the enrolled pods x 2 x 3.
     pub fn refused(&self, direction: &str, namespace: &str, name: &str, reason: &str) {
         self.refused
+            .with_label_values(&[direction, namespace, name, reason])
+            .inc();
+    }
+
+    /// A request `direction` of pod `namespace/name` refused for `reason`;
+    /// one series per enrolled pod and direction (one reason so far).
+    pub fn refused_request(&self, direction: &str, namespace: &str, name: &str, reason: &str) {
+        self.refused_requests
             .with_label_values(&[direction, namespace, name, reason])
             .inc();
     }

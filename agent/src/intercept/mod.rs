@@ -33,6 +33,7 @@ use tokio::net::TcpStream;
 
 pub use self::same_node::{LocalGuard, LocalPod};
 use crate::addr::{ClientAddr, OrigDst};
+use crate::proxy::http::RequestPlace;
 use crate::proxy::metrics::{Metrics, MetricsError};
 use crate::proxy::runtime::Runtime;
 use crate::proxy::upstream::connector::ConnectError;
@@ -52,6 +53,14 @@ pub trait AppConnector: Send + Sync + 'static {
         &self,
         addr: SocketAddr,
     ) -> Pin<Box<dyn Future<Output = std::io::Result<TcpStream>> + Send + '_>>;
+}
+
+/// What a source pod may have of the proxy per request (implemented by
+/// enrolment's budgets): beyond it a request gets Envoy's overload 503.
+pub trait RequestShare: Send + Sync + 'static {
+    /// A place for one more request in flight, held until its response
+    /// head, or the reason label it is refused for.
+    fn admit(&self) -> Result<RequestPlace, &'static str>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,10 +143,17 @@ impl Interceptor {
         &self.inner.runtime
     }
 
-    /// An enrolled pod's application connected to `orig_dst`; serve it.
-    pub async fn serve_outbound(&self, stream: TcpStream, orig_dst: OrigDst, source: PodIdentity) {
-        self.within_drain(outbound::serve(&self.inner, stream, orig_dst, source))
-            .await;
+    /// An enrolled pod's application connected to `orig_dst`; serve it,
+    /// each HTTP request within the pod's `share` when it has one.
+    pub async fn serve_outbound(
+        &self,
+        stream: TcpStream,
+        orig_dst: OrigDst,
+        source: PodIdentity,
+        share: Option<Arc<dyn RequestShare>>,
+    ) {
+        let serve = outbound::serve(&self.inner, stream, orig_dst, source, share);
+        self.within_drain(serve).await;
     }
 
     /// Runs one intercepted connection, counted as open for a shutdown to

@@ -11,10 +11,10 @@ use tokio::net::TcpStream;
 
 use super::detect::{self, Detected, Direction};
 use super::identity::{IdentityHandles, Labels, UNKNOWN};
-use super::{Inner, InterceptError, PodIdentity, passthrough};
+use super::{Inner, InterceptError, PodIdentity, RequestShare, passthrough};
 use crate::addr::{ClientAddr, OrigDst};
 use crate::config::OutboundTrafficPolicy;
-use crate::proxy::http::{self, Downstream, ListenerContext, RequestHook};
+use crate::proxy::http::{self, Downstream, ListenerContext, RequestHook, RequestPlace};
 use crate::proxy::io::{ByteCounters, Io};
 use crate::proxy::virtual_listener::{VirtualListener, VirtualListeners};
 
@@ -29,6 +29,7 @@ pub(super) async fn serve(
     mut stream: TcpStream,
     orig: OrigDst,
     source: PodIdentity,
+    share: Option<Arc<dyn RequestShare>>,
 ) {
     let m = &inner.shared.metrics;
     // One snapshot per connection: a reload applies to the next connection.
@@ -76,7 +77,7 @@ pub(super) async fn serve(
             };
             // No peer address: the client is gone already.
             if let Some(client) = client {
-                http(io, client, ctx, unmatched, &source, handles).await;
+                http(io, client, ctx, unmatched, &source, share, handles).await;
             }
             Ok(())
         }
@@ -100,11 +101,14 @@ async fn http(
     ctx: Arc<ListenerContext>,
     unmatched: Unmatched,
     source: &PodIdentity,
+    share: Option<Arc<dyn RequestShare>>,
     handles: Arc<IdentityHandles>,
 ) {
     let drain = unmatched.inner.runtime.drain_watch();
     let hook = OutboundHook {
-        source: unmatched.inner.shared.sources.token(source),
+        token: unmatched.inner.shared.sources.token(source),
+        source: source.clone(),
+        share,
         handles,
         unmatched,
         fallback: OnceLock::new(),
@@ -138,7 +142,10 @@ async fn tcp_if(
 /// pod to the destination, and sends requests for hosts the claiming
 /// listener does not serve where the outbound traffic policy says.
 struct OutboundHook {
-    source: Option<HeaderValue>,
+    /// `x-weir-source` for the requests.
+    token: Option<HeaderValue>,
+    source: PodIdentity,
+    share: Option<Arc<dyn RequestShare>>,
     handles: Arc<IdentityHandles>,
     unmatched: Unmatched,
     fallback: OnceLock<Arc<ListenerContext>>,
@@ -165,9 +172,20 @@ impl Unmatched {
 }
 
 impl RequestHook for OutboundHook {
+    fn admit(&self) -> Result<Option<RequestPlace>, &'static str> {
+        let Some(share) = &self.share else {
+            return Ok(None);
+        };
+        share.admit().map(Some).inspect_err(|reason| {
+            let m = &self.unmatched.inner.shared.metrics;
+            let (ns, pod) = (&self.source.namespace, &self.source.name);
+            m.refused_request(Direction::Outbound.label(), ns, pod, reason);
+        })
+    }
+
     fn on_request(&self, headers: &mut HeaderMap) {
         // Replaces anything the application sent: it cannot claim another identity.
-        match &self.source {
+        match &self.token {
             Some(v) => {
                 headers.insert(X_WEIR_SOURCE.clone(), v.clone());
             }

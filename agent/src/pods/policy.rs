@@ -22,6 +22,9 @@ pub const ANNOTATION_BYPASSED_CONNECTIONS: &str = "weir.dev/bypassed-connections
 pub const ANNOTATION_MAX_CONNECTIONS: &str = "weir.dev/max-connections";
 /// New intercepted connections the pod may open per second, per direction.
 pub const ANNOTATION_MAX_CONNECTION_RATE: &str = "weir.dev/max-connection-rate";
+/// HTTP requests the pod may have in flight through the proxy at once
+/// (outbound; inbound HTTP is one request per connection).
+pub const ANNOTATION_MAX_REQUESTS: &str = "weir.dev/max-requests";
 
 /// Inbound port slots per pod in the eBPF maps.
 pub const MAX_INBOUND_PORTS: usize = weir_common::MAX_INBOUND_PORTS;
@@ -48,6 +51,9 @@ pub struct ConnectionLimits {
     pub max_open: u32,
     /// New per second (a burst of one second's worth).
     pub per_second: u32,
+    /// HTTP requests in flight at once, from the request head to the
+    /// response head (HTTP/2 multiplexes many on one connection).
+    pub max_requests: u32,
 }
 
 impl Default for ConnectionLimits {
@@ -58,10 +64,13 @@ impl Default for ConnectionLimits {
     /// an idle node (a connection-per-request client here opens 18,000 a
     /// second through weir, and a default of 2,000 reset most of them):
     /// by default it bounds churn, and an operator sets it lower per pod.
+    /// Requests in flight: Envoy's default `max_requests` circuit breaker
+    /// (1024 per cluster), here per pod.
     fn default() -> Self {
         Self {
             max_open: 4096,
             per_second: 50_000,
+            max_requests: 1024,
         }
     }
 }
@@ -179,6 +188,7 @@ impl PodSpec {
             limits: ConnectionLimits {
                 max_open: reader.count(ANNOTATION_MAX_CONNECTIONS, defaults.max_open)?,
                 per_second: reader.count(ANNOTATION_MAX_CONNECTION_RATE, defaults.per_second)?,
+                max_requests: reader.count(ANNOTATION_MAX_REQUESTS, defaults.max_requests)?,
             },
         })
     }

@@ -81,6 +81,7 @@ fn every_annotation_read() {
         (ANNOTATION_BYPASSED_CONNECTIONS, "keep"),
         (ANNOTATION_MAX_CONNECTIONS, "100"),
         (ANNOTATION_MAX_CONNECTION_RATE, " 50 "),
+        (ANNOTATION_MAX_REQUESTS, "10"),
     ]);
     assert_eq!(
         spec.policy(),
@@ -93,6 +94,7 @@ fn every_annotation_read() {
             limits: ConnectionLimits {
                 max_open: 100,
                 per_second: 50,
+                max_requests: 10,
             },
         })
     );
@@ -153,6 +155,7 @@ fn connection_limits_are_positive_counts() {
     assert!(
         error(&enrolled(&[(ANNOTATION_MAX_CONNECTION_RATE, "0")])).contains("max-connection-rate")
     );
+    assert!(error(&enrolled(&[(ANNOTATION_MAX_REQUESTS, "0")])).contains("max-requests"));
 }
 
 #[test]

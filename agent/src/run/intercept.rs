@@ -11,8 +11,9 @@ use std::sync::Arc;
 use crate::enroll::{
     InboundConn, Intercept, LocalPodGuard, OutboundConn, PodContext, Refusal, Way,
 };
-use crate::intercept::{AppConnector, Interceptor, LocalPod, PodIdentity};
+use crate::intercept::{AppConnector, Interceptor, LocalPod, PodIdentity, RequestShare};
 use crate::pods::InboundPorts;
+use crate::proxy::http::RequestPlace;
 
 pub(super) fn for_interceptor(interceptor: &Interceptor) -> Arc<dyn Intercept> {
     Arc::new(Seam(interceptor.clone()))
@@ -34,8 +35,9 @@ impl Intercept for Seam {
         tokio::spawn(async move {
             let _permit = conn.permit;
             let source = identity(&conn.pod);
+            let share: Arc<dyn RequestShare> = Arc::new(PodRequests(Arc::clone(&conn.pod)));
             interceptor
-                .serve_outbound(conn.stream, conn.orig_dst, source)
+                .serve_outbound(conn.stream, conn.orig_dst, source, Some(share))
                 .await;
         });
     }
@@ -80,6 +82,18 @@ impl Intercept for Seam {
 
     fn bypassed(&self, pod: &PodContext, connections: u64, reset: u64) {
         self.0.count_bypassed(&identity(pod), connections, reset);
+    }
+}
+
+/// The pod's outbound requests in flight, within its budget.
+struct PodRequests(Arc<PodContext>);
+
+impl RequestShare for PodRequests {
+    fn admit(&self) -> Result<RequestPlace, &'static str> {
+        match self.0.admit_outbound_request() {
+            Ok(permit) => Ok(Box::new(permit)),
+            Err(refusal) => Err(refusal.label()),
+        }
     }
 }
 

@@ -90,6 +90,18 @@ pub fn overloaded() -> Response<RespBody> {
     r
 }
 
+/// Header naming why weir refused a request as overloaded (a short label).
+pub const X_WEIR_OVERLOAD_REASON: &str = "x-weir-overload-reason";
+
+/// [`overloaded`], for a request its source had no place for: the reason
+/// is named in [`X_WEIR_OVERLOAD_REASON`].
+pub fn overloaded_for(reason: &'static str) -> Response<RespBody> {
+    let mut r = overloaded();
+    r.headers_mut()
+        .insert(X_WEIR_OVERLOAD_REASON, HeaderValue::from_static(reason));
+    r
+}
+
 /// 403 for an upgrade the listener does not allow, closing the connection
 /// as Envoy does (its `upgrade_failed`).
 pub fn upgrade_refused() -> Response<RespBody> {

@@ -83,6 +83,13 @@ impl ListenerContext {
 /// Per-connection additions to request handling, set by callers that know
 /// more about a connection than its listener (interception: the source pod).
 pub trait RequestHook: Send + Sync + 'static {
+    /// Before anything else: a place among the requests the connection's
+    /// source may have in flight, held until the response head is final,
+    /// or the reason (a short label) the request is refused with Envoy's
+    /// overload reply ([`local::overloaded_for`]).
+    fn admit(&self) -> Result<Option<RequestPlace>, &'static str> {
+        Ok(None)
+    }
     /// Before routing: may add or remove request headers.
     fn on_request(&self, headers: &mut http::HeaderMap);
     /// After the response head is final (local replies included).
@@ -93,6 +100,10 @@ pub trait RequestHook: Send + Sync + 'static {
         None
     }
 }
+
+/// Whatever a [`RequestHook`] keeps for one request in flight; dropped when
+/// its response head is final (or the request is abandoned).
+pub type RequestPlace = Box<dyn Send + Sync>;
 
 /// hyper's default header count limit; setting it explicitly costs a heap
 /// allocation per request, so it is only set when it differs.

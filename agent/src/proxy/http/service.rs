@@ -44,13 +44,20 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
     type Future = Pin<Box<dyn Future<Output = Result<Response<RespBody>, Infallible>> + Send>>;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
-        let refused = admission::check(&mut req).err();
+        let mut refused = admission::check(&mut req).err().map(Refused::Request);
         internal::strip(req.headers_mut());
         let hook = self.hook.clone();
+        let mut place = None;
         if let Some(h) = &hook
             && refused.is_none()
         {
-            h.on_request(req.headers_mut());
+            match h.admit() {
+                Ok(p) => {
+                    place = p;
+                    h.on_request(req.headers_mut());
+                }
+                Err(reason) => refused = Some(Refused::Overloaded(reason)),
+            }
         }
         let ctx = self.ctx.clone();
         let shared = self.shared.clone();
@@ -65,10 +72,11 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
             // the head is complete: the header-read clock stops
             shared.head_started_ms.store(0, Ordering::Relaxed);
             let (mut resp, unread) = match refused {
-                Some(r) => {
+                Some(Refused::Request(r)) => {
                     log::debug!("listener {}: refused: {r}", ctx.name);
                     (r.reply(), None)
                 }
+                Some(Refused::Overloaded(reason)) => (local::overloaded_for(reason), None),
                 None => {
                     let handling = handle(&ctx, req, https, hook.as_deref());
                     match timeout {
@@ -91,6 +99,7 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
                 discard::settle(&mut resp, unread).await;
             }
             shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+            drop(place);
             shared.touch();
             let server = ctx.state.load().settings.server.clone();
             resp.headers_mut().insert(SERVER, server);
@@ -108,6 +117,14 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
             Ok(resp)
         })
     }
+}
+
+/// Why a request is answered without routing it.
+enum Refused {
+    /// The request itself is unacceptable (`admission`).
+    Request(admission::Refusal),
+    /// Its source has no place for it (`RequestHook::admit`).
+    Overloaded(&'static str),
 }
 
 /// Route and serve one request. A request no virtual host takes goes to
