@@ -9,16 +9,6 @@ use std::time::Duration;
 use common::*;
 use tokio::net::TcpStream;
 
-const CONFIG: &str = r#"listeners:
-  - name: main
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - {match: {prefix: /}, direct_response: {status: 200, body: "ok"}}
-"#;
-
 fn accept_lines(stderr: &str) -> Vec<&str> {
     stderr
         .lines()
@@ -28,7 +18,7 @@ fn accept_lines(stderr: &str) -> Vec<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accept_errors_are_logged_at_a_bounded_rate_and_service_resumes() {
-    let mut p = Proxy::start(CONFIG).await;
+    let mut p = Proxy::start(&answering_ok("")).await;
     let main = p.listener("main").await;
     let pid = p.pid();
     let open = std::fs::read_dir(format!("/proc/{pid}/fd"))

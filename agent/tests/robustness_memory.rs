@@ -10,17 +10,6 @@ use common::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-const CONFIG: &str = r#"listeners:
-  - name: main
-    address: 127.0.0.1:0
-    timeouts: {request_headers: 120s}
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - {match: {prefix: /}, direct_response: {status: 200, body: "ok"}}
-"#;
-
 /// Connections in the flood, each holding an unfinished 16 KiB request head.
 const FLOOD: usize = 3000;
 const HEAD_BYTES: usize = 16 * 1024;
@@ -57,7 +46,7 @@ fn raise_open_files() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resident_memory_returns_after_a_flood() {
     raise_open_files();
-    let mut p = Proxy::start(CONFIG).await;
+    let mut p = Proxy::start(&answering_ok("    timeouts: {request_headers: 120s}\n")).await;
     let main = p.listener("main").await;
     let url = format!("http://{main}/");
     for _ in 0..50 {

@@ -103,7 +103,8 @@ impl Default for ListenerTimeoutsConfig {
     }
 }
 
-/// Request head limits; over either one the proxy answers 431.
+/// Request head limits (over either one the proxy answers 431) and the
+/// connections one client address may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerLimitsConfig {
@@ -113,6 +114,10 @@ pub struct ListenerLimitsConfig {
     /// At least 1.
     #[serde(default = "defaults::max_headers_count")]
     pub max_headers_count: u32,
+    /// Connections one client address may have open on a bound listener
+    /// at once; beyond it new ones are reset. At least 1.
+    #[serde(default = "defaults::max_connections_per_client")]
+    pub max_connections_per_client: u32,
 }
 
 impl Default for ListenerLimitsConfig {
@@ -120,6 +125,7 @@ impl Default for ListenerLimitsConfig {
         Self {
             max_request_headers_kb: defaults::max_request_headers_kb(),
             max_headers_count: defaults::max_headers_count(),
+            max_connections_per_client: defaults::max_connections_per_client(),
         }
     }
 }
@@ -160,5 +166,9 @@ pub mod defaults {
     }
     pub fn max_headers_count() -> u32 {
         100
+    }
+    /// As many as an enrolled pod may have open per direction.
+    pub fn max_connections_per_client() -> u32 {
+        4096
     }
 }

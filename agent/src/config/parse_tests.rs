@@ -61,7 +61,8 @@ fn defaults_live_beside_the_types() {
         listener.limits,
         ListenerLimitsConfig {
             max_request_headers_kb: 60,
-            max_headers_count: 100
+            max_headers_count: 100,
+            max_connections_per_client: 4096,
         }
     );
     let routes = &listener.virtual_hosts[0].routes;

@@ -330,6 +330,7 @@ fn conn_settings(
             .iter()
             .map(|t| t.to_ascii_lowercase())
             .collect(),
+        max_connections_per_client: limits.max_connections_per_client,
     }
 }
 

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use super::drain::DrainWatch;
 use super::http::sniff::Proto;
 use super::http::{self, Downstream, ListenerContext};
+use super::tls::failure::LogLimit;
 use super::tls::server::{Negotiated, TlsServer};
 use crate::addr::ClientAddr;
 
@@ -68,6 +69,7 @@ impl Listener {
         let mut errors =
             crate::proxy::accept_errors::AcceptErrors::new(format!("listener {}", ctx.name))
                 .counted(ctx.metrics.accept_errors.clone());
+        let refusals = LogLimit::default();
         loop {
             let accepted = tokio::select! {
                 r = tcp.accept() => r,
@@ -76,21 +78,28 @@ impl Listener {
             match accepted {
                 Ok((stream, peer)) => {
                     errors.accepted();
+                    let state = ctx.state.load();
+                    let max = state.settings.max_connections_per_client;
+                    let Some(permit) = ctx.clients.admit(peer.ip(), max) else {
+                        refuse(&ctx, &stream, peer, max, &refusals);
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
                     let client = ClientAddr(peer);
-                    match ctx.state.load().tls.clone() {
+                    match state.tls.clone() {
                         None => {
                             let conn = Downstream::new(client, ctx.clone(), drain.clone());
-                            tokio::spawn(http::serve(stream, conn));
+                            tokio::spawn(async move {
+                                http::serve(stream, conn).await;
+                                drop(permit);
+                            });
                         }
                         Some(tls) => {
-                            tokio::spawn(serve_tls(
-                                tls,
-                                stream,
-                                client,
-                                ctx.clone(),
-                                drain.clone(),
-                            ));
+                            let (ctx, drain) = (ctx.clone(), drain.clone());
+                            tokio::spawn(async move {
+                                serve_tls(tls, stream, client, ctx, drain).await;
+                                drop(permit);
+                            });
                         }
                     }
                 }
@@ -98,6 +107,26 @@ impl Listener {
             }
         }
         log::info!("listener {}: stopped accepting", ctx.name);
+    }
+}
+
+/// A connection from a client that has its `max_connections_per_client`
+/// open is reset at once (a RST: the client fails fast), counted, and
+/// logged at a bounded rate.
+fn refuse(
+    ctx: &ListenerContext,
+    stream: &tokio::net::TcpStream,
+    peer: SocketAddr,
+    max: u32,
+    log: &LogLimit,
+) {
+    let _ = socket2::SockRef::from(stream).set_linger(Some(std::time::Duration::ZERO));
+    ctx.metrics.cx_overflow.inc();
+    if let Some(skipped) = log.admit() {
+        log::warn!(
+            "listener {}: connection from {peer} reset: the client has its {max} connections open (limits.max_connections_per_client; {skipped} more not logged)",
+            ctx.name
+        );
     }
 }
 

@@ -12,6 +12,7 @@ pub mod admin;
 pub(crate) mod balance;
 pub(crate) mod body;
 pub mod build;
+pub(crate) mod clients;
 pub(crate) mod cluster;
 pub(crate) mod drain;
 pub(crate) mod http;

@@ -344,6 +344,7 @@ fn empty_state() -> ListenerState {
             codec: Default::default(),
             server: http::HeaderValue::from_static("envoy"),
             upgrade_types: Vec::new(),
+            max_connections_per_client: u32::MAX,
         },
         tls: None,
     }

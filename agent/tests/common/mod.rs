@@ -463,6 +463,15 @@ pub fn static_cluster(name: &str, ports: &[u16], extra: &str) -> String {
     )
 }
 
+/// A config with one listener, `main` on 127.0.0.1:0, that answers every
+/// request 200 `ok` itself; `settings` are more of the listener's keys
+/// (`"    limits: {...}\n"`).
+pub fn answering_ok(settings: &str) -> String {
+    format!(
+        "listeners:\n  - name: main\n    address: 127.0.0.1:0\n{settings}    virtual_hosts:\n      - name: all\n        domains: [\"*\"]\n        routes:\n          - {{match: {{prefix: /}}, direct_response: {{status: 200, body: \"ok\"}}}}\n"
+    )
+}
+
 /// A config with one listener, `main` on 127.0.0.1:0, whose one route
 /// (prefix `/`, any host) is `route` (`{cluster: up}`, ...), then `rest`
 /// (`clusters:` and what else the test needs).

@@ -69,6 +69,12 @@ impl<'c> Checker<'c> {
                 "max_headers_count must be at least 1",
             );
         }
+        if listener.limits.max_connections_per_client == 0 {
+            self.report(
+                limits.key("max_connections_per_client"),
+                "max_connections_per_client must be at least 1",
+            );
+        }
         if let Some(tls) = &listener.tls {
             self.downstream_tls(&path.key("tls"), tls);
         }

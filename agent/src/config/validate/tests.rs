@@ -459,6 +459,7 @@ listeners:
     limits:
       max_request_headers_kb: 9000
       max_headers_count: 0
+      max_connections_per_client: 0
     virtual_hosts:
       - name: v
         domains: [a.local]
@@ -472,7 +473,8 @@ listeners:
         "t.yaml: listeners[0].name (line 2): listener name must not be empty\n\
          t.yaml: listeners[0].limits.max_request_headers_kb (line 5): max_request_headers_kb 9000 is out of range 1..=8192\n\
          t.yaml: listeners[0].limits.max_headers_count (line 6): max_headers_count must be at least 1\n\
-         t.yaml: listeners[0].virtual_hosts[1].name (line 11): duplicate virtual host name \"v\" (first defined at listeners[0].virtual_hosts[0])"
+         t.yaml: listeners[0].limits.max_connections_per_client (line 7): max_connections_per_client must be at least 1\n\
+         t.yaml: listeners[0].virtual_hosts[1].name (line 12): duplicate virtual host name \"v\" (first defined at listeners[0].virtual_hosts[0])"
     );
 }
 

@@ -53,6 +53,8 @@ pub struct ConnSettings {
     pub server: http::HeaderValue,
     /// `Upgrade` tokens tunnelled upstream, lower-cased (`upgrade`).
     pub upgrade_types: Vec<String>,
+    /// Open connections per client address (bound listeners).
+    pub max_connections_per_client: u32,
 }
 
 /// What a reload swaps for a listener.
@@ -68,6 +70,8 @@ pub struct ListenerContext {
     pub name: Arc<str>,
     pub metrics: ListenerMetrics,
     pub state: ArcSwap<ListenerState>,
+    /// Kept across reloads, as the connections are.
+    pub clients: Arc<crate::proxy::clients::ClientConnections>,
 }
 
 impl ListenerContext {
@@ -76,6 +80,7 @@ impl ListenerContext {
             name: name.into(),
             metrics: metrics.listener(name),
             state: ArcSwap::from_pointee(state),
+            clients: Arc::default(),
         }
     }
 }

@@ -9,6 +9,7 @@ use super::family::{CLASSES, MetricsError, class_index, counter, duration_histog
 pub(super) struct Families {
     cx_total: IntCounterVec,
     cx_active: IntGaugeVec,
+    cx_overflow: IntCounterVec,
     rq: IntCounterVec,
     rx_bytes: IntCounterVec,
     tx_bytes: IntCounterVec,
@@ -46,6 +47,12 @@ impl Families {
                 r,
                 "weir_http_downstream_connections_active",
                 "Open downstream connections (downstream_cx_active).",
+                l,
+            )?,
+            cx_overflow: counter(
+                r,
+                "weir_http_downstream_connections_overflow_total",
+                "Connections reset at accept because their client address had limits.max_connections_per_client open (downstream_cx_overflow).",
                 l,
             )?,
             rq: counter(
@@ -97,6 +104,7 @@ impl Families {
         ListenerMetrics {
             cx_total: self.cx_total.with_label_values(&[name]),
             cx_active: self.cx_active.with_label_values(&[name]),
+            cx_overflow: self.cx_overflow.with_label_values(&[name]),
             rq: CLASSES.map(|c| self.rq.with_label_values(&[name, c])),
             rx_bytes: self.rx_bytes.with_label_values(&[name]),
             tx_bytes: self.tx_bytes.with_label_values(&[name]),
@@ -118,6 +126,7 @@ impl Families {
 pub struct ListenerMetrics {
     pub cx_total: IntCounter,
     pub cx_active: IntGauge,
+    pub cx_overflow: IntCounter,
     pub rq: [IntCounter; 5],
     pub rx_bytes: IntCounter,
     pub tx_bytes: IntCounter,

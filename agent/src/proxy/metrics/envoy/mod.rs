@@ -122,6 +122,11 @@ const RULES: &[(&str, Scope, Stat)] = &[
         Stat::Fixed("downstream_cx_active"),
     ),
     (
+        "weir_http_downstream_connections_overflow_total",
+        Scope::Listener,
+        Stat::Fixed("downstream_cx_overflow"),
+    ),
+    (
         "weir_http_downstream_received_bytes_total",
         Scope::Http,
         Stat::Fixed("downstream_cx_rx_bytes_total"),
