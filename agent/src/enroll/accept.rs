@@ -118,6 +118,9 @@ impl Gate {
                             Refusal::PodConnections => "weir.dev/max-connections",
                             Refusal::PodRate => "weir.dev/max-connection-rate",
                             Refusal::Node => "share of the node's descriptors",
+                            Refusal::NodeShare => {
+                                "even share of the node, which is near its cap"
+                            }
                             Refusal::PodRequests => "weir.dev/max-requests",
                         },
                         self.budget.open(),

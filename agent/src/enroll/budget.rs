@@ -3,8 +3,13 @@
 //! and one process serves every pod on the node, so each pod gets a budget
 //! of open connections and of new connections per second, per direction,
 //! and of HTTP requests in flight (outbound), and the node keeps descriptors for the agent's own work (pod source,
-//! API watch, admin, BPF) that no flood can take. A connection over budget
-//! is reset at once, counted against its pod and logged at a bounded rate.
+//! API watch, admin, BPF) that no flood can take. Near the node's cap (from
+//! [`NODE_HIGH_WATERMARK_PERCENT`] of it) a pod holding more than its even
+//! share of the node is refused first, so the pods that hold little still
+//! get connections while the heavy one is held back (Envoy's overload
+//! manager stops accepting for everyone; a shared proxy can tell who the
+//! load comes from). A connection over budget is reset at once, counted
+//! against its pod and logged at a bounded rate.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -15,6 +20,9 @@ use crate::proxy::tls::failure::LogLimit;
 
 /// Descriptors kept for the agent's own work, whatever the pods do.
 pub const RESERVED_DESCRIPTORS: u64 = 512;
+/// From this share of the node's intercepted connections on, a pod above
+/// its even share of the node is refused.
+pub const NODE_HIGH_WATERMARK_PERCENT: u32 = 90;
 
 /// Why a connection was refused (the `reason` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +33,8 @@ pub enum Refusal {
     PodRate,
     /// The node's intercepted connections would eat the reserved descriptors.
     Node,
+    /// The node is near its cap and the pod holds more than its even share.
+    NodeShare,
     /// The pod has its `max-requests` in flight (a request, answered 503).
     PodRequests,
 }
@@ -35,6 +45,7 @@ impl Refusal {
             Self::PodConnections => "pod_connections",
             Self::PodRate => "pod_rate",
             Self::Node => "node_descriptors",
+            Self::NodeShare => "node_share",
             Self::PodRequests => "pod_requests",
         }
     }
@@ -46,6 +57,8 @@ impl Refusal {
 pub struct NodeBudget {
     open: AtomicU32,
     max: u32,
+    /// Pod budgets (a pod and a direction each) sharing the node.
+    budgets: AtomicU32,
 }
 
 impl NodeBudget {
@@ -56,7 +69,20 @@ impl NodeBudget {
         Self {
             open: AtomicU32::new(0),
             max: u32::try_from(usable).unwrap_or(u32::MAX),
+            budgets: AtomicU32::new(0),
         }
+    }
+
+    /// Whether a budget holding `held` connections may have the one just
+    /// taken: below the high watermark any may; above it only one under its
+    /// even share.
+    fn may_grow(&self, held: u32) -> bool {
+        let open = u64::from(self.open().saturating_sub(1));
+        if open * 100 < u64::from(self.max) * u64::from(NODE_HIGH_WATERMARK_PERCENT) {
+            return true;
+        }
+        let budgets = self.budgets.load(Ordering::Relaxed).max(1);
+        held < self.max / budgets
     }
 
     pub fn max(&self) -> u32 {
@@ -116,6 +142,7 @@ impl Drop for RequestPermit {
 
 impl PodBudget {
     pub fn new(node: std::sync::Arc<NodeBudget>, limits: ConnectionLimits) -> Self {
+        node.budgets.fetch_add(1, Ordering::Relaxed);
         Self {
             node,
             open: AtomicU32::new(0),
@@ -147,10 +174,15 @@ impl PodBudget {
             .lock()
             .map(|mut rate| rate.take(Instant::now()))
             .unwrap_or(true);
+        // `open` counts this connection already.
+        let held = self.open.load(Ordering::Relaxed).saturating_sub(1);
         let refusal = if !in_rate {
             Some(Refusal::PodRate)
         } else if !take(&self.node.open, self.node.max) {
             Some(Refusal::Node)
+        } else if !self.node.may_grow(held) {
+            self.node.open.fetch_sub(1, Ordering::Relaxed);
+            Some(Refusal::NodeShare)
         } else {
             None
         };
@@ -183,6 +215,12 @@ impl PodBudget {
 
     pub fn open(&self) -> u32 {
         self.open.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for PodBudget {
+    fn drop(&mut self) {
+        self.node.budgets.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -296,6 +334,29 @@ mod tests {
         let _first = pod.admit().unwrap();
         assert_eq!(pod.admit().unwrap_err(), Refusal::PodRate);
         assert_eq!((pod.open(), node.open()), (1, 1));
+    }
+
+    #[test]
+    fn near_the_cap_the_pod_over_its_even_share_is_refused_first() {
+        // Room for 20 connections; the high watermark is at 18.
+        let node = Arc::new(NodeBudget::for_descriptors(RESERVED_DESCRIPTORS + 40));
+        let heavy = Arc::new(PodBudget::new(Arc::clone(&node), limits(100, 1000)));
+        let light = Arc::new(PodBudget::new(Arc::clone(&node), limits(100, 1000)));
+        let mut held: Vec<ConnPermit> = (0..18).map(|_| heavy.admit().unwrap()).collect();
+        assert_eq!(heavy.admit().unwrap_err(), Refusal::NodeShare);
+        assert_eq!(heavy.open(), 18, "the refused place is given back");
+        held.push(light.admit().unwrap());
+        held.push(light.admit().unwrap());
+        assert_eq!(
+            light.admit().unwrap_err(),
+            Refusal::Node,
+            "the node is full"
+        );
+        drop(held.drain(..10));
+        assert!(heavy.admit().is_ok(), "below the watermark again");
+        drop(held);
+        drop(light);
+        assert_eq!(node.budgets.load(Ordering::Relaxed), 1);
     }
 
     #[test]

@@ -210,7 +210,7 @@ impl InterceptMetrics {
     }
 
     /// A connection `direction` of pod `namespace/name` reset for `reason`;
-    /// the series are bounded by the enrolled pods x 2 x 3.
+    /// the series are bounded by the enrolled pods x 2 x 4.
     pub fn refused(&self, direction: &str, namespace: &str, name: &str, reason: &str) {
         self.refused
             .with_label_values(&[direction, namespace, name, reason])
