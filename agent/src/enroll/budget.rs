@@ -59,6 +59,8 @@ pub struct NodeBudget {
     max: u32,
     /// Pod budgets (a pod and a direction each) sharing the node.
     budgets: AtomicU32,
+    /// Proxy CPU a pod may use without `weir.dev/max-cpu`.
+    default_cpu_millicores: u32,
 }
 
 impl NodeBudget {
@@ -70,7 +72,24 @@ impl NodeBudget {
             open: AtomicU32::new(0),
             max: u32::try_from(usable).unwrap_or(u32::MAX),
             budgets: AtomicU32::new(0),
+            default_cpu_millicores: 1000,
         }
+    }
+
+    /// For a proxy with `workers` worker threads: by default a pod may use
+    /// half of them (at least half a core), leaving the other half to the
+    /// rest of the node's pods.
+    pub fn with_workers(self, workers: usize) -> Self {
+        let half = u32::try_from(workers.saturating_mul(500)).unwrap_or(u32::MAX);
+        Self {
+            default_cpu_millicores: half.max(500),
+            ..self
+        }
+    }
+
+    /// `weir.dev/max-cpu`, else the node's default, in millicores.
+    pub fn cpu_millicores(&self, annotated: Option<u32>) -> u32 {
+        annotated.unwrap_or(self.default_cpu_millicores)
     }
 
     /// Whether a budget holding `held` connections may have the one just

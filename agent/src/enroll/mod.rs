@@ -6,6 +6,7 @@
 mod accept;
 mod budget;
 mod bypass;
+mod cpu;
 mod pod;
 
 use std::collections::{HashMap, HashSet};
@@ -21,6 +22,7 @@ use crate::inpod::PodSocketFactory;
 use crate::pods::{InboundPorts, PodSpec};
 
 pub use budget::{ConnPermit, NodeBudget, PodBudget, RESERVED_DESCRIPTORS, Refusal, RequestPermit};
+pub use cpu::{CpuCounters, CpuShare};
 pub use pod::{EnrollError, EnrolledPod};
 
 /// Who a connection belongs to, for routing decisions and metrics.
@@ -35,6 +37,8 @@ pub struct PodContext {
     outbound: Arc<PodBudget>,
     /// ...and for connections to it.
     inbound: Arc<PodBudget>,
+    /// The proxy CPU its connections may use, both ways.
+    pub cpu: Arc<CpuShare>,
 }
 
 impl PodContext {
@@ -134,6 +138,11 @@ pub trait Intercept: Send + Sync + 'static {
 /// Whatever an [`Intercept`] keeps for a pod enrolled on this node.
 pub type LocalPodGuard = Box<dyn std::any::Any + Send + Sync>;
 
+/// The proxy's worker threads (of the runtime enrolment runs on).
+fn workers() -> usize {
+    tokio::runtime::Handle::try_current().map_or(1, |h| h.metrics().num_workers())
+}
+
 /// The node's enrolled pods, by uid.
 pub struct Enroller {
     datapath: Datapath,
@@ -164,7 +173,7 @@ impl Enroller {
                 .map_or(1024, |(soft, _)| soft);
         Self {
             datapath,
-            node_budget: Arc::new(NodeBudget::for_descriptors(descriptors)),
+            node_budget: Arc::new(NodeBudget::for_descriptors(descriptors).with_workers(workers())),
             orig_dst,
             intercept,
             cgroup2_root,
@@ -200,7 +209,7 @@ impl Enroller {
                         continue;
                     }
                     enrolled
-                        .update_policy(policy, &self.intercept)
+                        .update_policy(policy, &self.intercept, &self.node_budget)
                         .map(|()| &mut result.updated)
                 }
                 _ => {

@@ -13,7 +13,7 @@ use weir_common::{
     PodSettings,
 };
 
-use super::{Intercept, LocalPodGuard, NodeBudget, PodBudget, PodContext, accept};
+use super::{CpuShare, Intercept, LocalPodGuard, NodeBudget, PodBudget, PodContext, accept};
 use crate::datapath::{
     Datapath, DatapathError, EgressAttachment, IngressAttachment, OrigDstTable, PodRegistration,
 };
@@ -153,6 +153,9 @@ impl EnrolledPod {
             sockets,
             outbound: Arc::new(PodBudget::new(Arc::clone(node_budget), policy.limits)),
             inbound: Arc::new(PodBudget::new(Arc::clone(node_budget), policy.limits)),
+            cpu: Arc::new(CpuShare::new(
+                node_budget.cpu_millicores(policy.max_cpu_millicores),
+            )),
         });
         let egress_ports = (
             egress_listeners
@@ -265,12 +268,16 @@ impl EnrolledPod {
         &mut self,
         policy: PodPolicy,
         intercept: &Arc<dyn Intercept>,
+        node_budget: &NodeBudget,
     ) -> Result<(), EnrollError> {
         self.registration
             .update(pod_settings(self.egress_ports, &policy)?)?;
         self.ingress.update(inbound_settings(&policy)?)?;
         self.pod.outbound.set_limits(policy.limits);
         self.pod.inbound.set_limits(policy.limits);
+        self.pod
+            .cpu
+            .set_millicores(node_budget.cpu_millicores(policy.max_cpu_millicores));
         if policy.inbound_ports != self.policy.inbound_ports {
             self.local = intercept.local_pod(&self.pod, &self.ips, &policy.inbound_ports);
         }

@@ -8,11 +8,11 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-use prometheus::{IntCounter, IntCounterVec, Registry};
+use prometheus::{Counter, CounterVec, IntCounter, IntCounterVec, Registry};
 
 use super::detect::{Detected, Direction};
 use crate::proxy::io::ByteCounters;
-use crate::proxy::metrics::{CLASSES, MetricsError, class_index, counter};
+use crate::proxy::metrics::{CLASSES, MetricsError, class_index, counter, float_counter};
 
 /// Value of a label that is not known (Istio's convention).
 pub const UNKNOWN: &str = "unknown";
@@ -69,6 +69,8 @@ pub struct InterceptMetrics {
     bypassed_reset: IntCounterVec,
     refused: IntCounterVec,
     refused_requests: IntCounterVec,
+    cpu_used: CounterVec,
+    cpu_throttled: CounterVec,
     /// [direction][protocol]
     detected: [[IntCounter; 3]; 2],
     /// Upstream connections delivered to a pod on this node without a second pass (`same_node`).
@@ -204,6 +206,18 @@ impl InterceptMetrics {
                 "Intercepted HTTP requests answered 503 (x-envoy-overloaded) at once because the pod had its weir.dev/max-requests in flight.",
                 &["direction", "namespace", "pod", "reason"],
             )?,
+            cpu_used: float_counter(
+                r,
+                "weir_intercept_cpu_seconds_total",
+                "Proxy CPU spent on the pod's intercepted connections (time polling their tasks), both directions.",
+                &["namespace", "pod"],
+            )?,
+            cpu_throttled: float_counter(
+                r,
+                "weir_intercept_cpu_throttled_seconds_total",
+                "Time the pod's intercepted connections were held back because it was over its weir.dev/max-cpu (summed over its connections).",
+                &["namespace", "pod"],
+            )?,
             sni_seen: Mutex::new(HashSet::new()),
             dst_seen: Mutex::new(HashSet::new()),
         })
@@ -223,6 +237,15 @@ impl InterceptMetrics {
         self.refused_requests
             .with_label_values(&[direction, namespace, name, reason])
             .inc();
+    }
+
+    /// The pod's CPU counters (used, throttled): one series each per enrolled pod.
+    pub fn cpu(&self, namespace: &str, name: &str) -> (Counter, Counter) {
+        let labels = [namespace, name];
+        (
+            self.cpu_used.with_label_values(&labels),
+            self.cpu_throttled.with_label_values(&labels),
+        )
     }
 
     /// `connections` made by pod `namespace/name` while no agent served it,

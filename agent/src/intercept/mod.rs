@@ -221,6 +221,11 @@ impl Interceptor {
             .refused(direction, &pod.namespace, &pod.name, reason);
     }
 
+    /// Where the proxy CPU spent on `pod`'s connections is counted: (used, throttled).
+    pub fn cpu_counters(&self, pod: &PodIdentity) -> (prometheus::Counter, prometheus::Counter) {
+        self.inner.shared.metrics.cpu(&pod.namespace, &pod.name)
+    }
+
     /// The pod an `x-weir-source` value names, if this interceptor made it.
     pub fn source_of(&self, value: &http::HeaderValue) -> Option<PodIdentity> {
         self.inner.shared.sources.pod_of(value)

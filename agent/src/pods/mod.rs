@@ -22,8 +22,9 @@ pub use kubernetes::{
 pub use policy::{
     ANNOTATION_BYPASSED_CONNECTIONS, ANNOTATION_ENROLL, ANNOTATION_EXCLUDE_OUTBOUND_PORTS,
     ANNOTATION_FAIL_MODE, ANNOTATION_INBOUND_PORTS, ANNOTATION_MAX_CONNECTION_RATE,
-    ANNOTATION_MAX_CONNECTIONS, ANNOTATION_MAX_REQUESTS, BypassedConnections, ConnectionLimits,
-    FailMode, InboundPorts, MAX_EXCLUDED_OUTBOUND_PORTS, MAX_INBOUND_PORTS, PodPolicy, PolicyError,
+    ANNOTATION_MAX_CONNECTIONS, ANNOTATION_MAX_CPU, ANNOTATION_MAX_REQUESTS, BypassedConnections,
+    ConnectionLimits, FailMode, InboundPorts, MAX_EXCLUDED_OUTBOUND_PORTS, MAX_INBOUND_PORTS,
+    PodPolicy, PolicyError,
 };
 pub use resolve::{ResolveError, ResolvedPod, resolve};
 pub use spec::{PodLocation, PodSpec};

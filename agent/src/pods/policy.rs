@@ -26,6 +26,10 @@ pub const ANNOTATION_MAX_CONNECTION_RATE: &str = "weir.dev/max-connection-rate";
 /// (outbound; inbound HTTP is one request per connection).
 pub const ANNOTATION_MAX_REQUESTS: &str = "weir.dev/max-requests";
 
+/// Proxy CPU the pod's connections may use, as a Kubernetes CPU quantity
+/// (`"500m"`, `"2"`, `"1.5"`); absent: half the proxy's worker threads.
+pub const ANNOTATION_MAX_CPU: &str = "weir.dev/max-cpu";
+
 /// Inbound port slots per pod in the eBPF maps.
 pub const MAX_INBOUND_PORTS: usize = weir_common::MAX_INBOUND_PORTS;
 /// Excluded outbound port slots per pod in the eBPF maps.
@@ -41,6 +45,8 @@ pub struct PodPolicy {
     pub fail_mode: FailMode,
     pub bypassed: BypassedConnections,
     pub limits: ConnectionLimits,
+    /// `weir.dev/max-cpu` in millicores; `None`: the node's default.
+    pub max_cpu_millicores: Option<u32>,
 }
 
 /// One pod's share of the proxy, per direction (outbound connections it
@@ -127,6 +133,7 @@ impl PodPolicy {
             fail_mode: FailMode::Open,
             bypassed: BypassedConnections::ByTrafficPolicy,
             limits: ConnectionLimits::default(),
+            max_cpu_millicores: None,
         }
     }
 }
@@ -190,6 +197,7 @@ impl PodSpec {
                 per_second: reader.count(ANNOTATION_MAX_CONNECTION_RATE, defaults.per_second)?,
                 max_requests: reader.count(ANNOTATION_MAX_REQUESTS, defaults.max_requests)?,
             },
+            max_cpu_millicores: reader.cpu(ANNOTATION_MAX_CPU)?,
         })
     }
 }
@@ -280,6 +288,28 @@ impl Reader<'_> {
         }
     }
 
+    /// A Kubernetes CPU quantity in millicores: `"250m"`, `"2"`, `"0.5"`;
+    /// from 1m to 1024 cores, at most millicore precision.
+    fn cpu(&self, annotation: &'static str) -> Result<Option<u32>, PolicyError> {
+        let Some(value) = self.get(annotation) else {
+            return Ok(None);
+        };
+        let text = value.trim();
+        let millicores = match text.strip_suffix('m') {
+            Some(milli) => milli.parse::<u32>().ok(),
+            None => cores_to_millicores(text),
+        };
+        match millicores {
+            Some(m) if (1..=1024 * 1000).contains(&m) => Ok(Some(m)),
+            _ => Err(self.invalid(
+                annotation,
+                value,
+                "expected a CPU quantity from \"1m\" to \"1024\" (\"250m\", \"2\", \"1.5\")"
+                    .to_owned(),
+            )),
+        }
+    }
+
     /// `"5432, 6379"` -> `[5432, 6379]`: ports 1-65535, each once, at most `max`.
     fn ports(
         &self,
@@ -338,3 +368,24 @@ impl Reader<'_> {
 #[cfg(test)]
 #[path = "policy_tests.rs"]
 mod tests;
+
+/// `"1.5"` -> 1500: whole cores with up to three decimals.
+fn cores_to_millicores(text: &str) -> Option<u32> {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    if whole.is_empty() && fraction.is_empty()
+        || fraction.len() > 3
+        || !whole
+            .chars()
+            .chain(fraction.chars())
+            .all(|c| c.is_ascii_digit())
+    {
+        return None;
+    }
+    let whole: u32 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
+    let fraction: u32 = format!("{fraction:0<3}").parse().ok()?;
+    whole.checked_mul(1000)?.checked_add(fraction)
+}

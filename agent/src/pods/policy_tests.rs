@@ -68,6 +68,7 @@ fn enrolled_defaults() {
             fail_mode: FailMode::Open,
             bypassed: BypassedConnections::ByTrafficPolicy,
             limits: ConnectionLimits::default(),
+            max_cpu_millicores: None,
         })
     );
 }
@@ -82,6 +83,7 @@ fn every_annotation_read() {
         (ANNOTATION_MAX_CONNECTIONS, "100"),
         (ANNOTATION_MAX_CONNECTION_RATE, " 50 "),
         (ANNOTATION_MAX_REQUESTS, "10"),
+        (ANNOTATION_MAX_CPU, "250m"),
     ]);
     assert_eq!(
         spec.policy(),
@@ -96,6 +98,7 @@ fn every_annotation_read() {
                 per_second: 50,
                 max_requests: 10,
             },
+            max_cpu_millicores: Some(250),
         })
     );
     let open = enrolled(&[(ANNOTATION_FAIL_MODE, "open")]);
@@ -205,6 +208,31 @@ fn at_most_sixteen_ports_each() {
             format!(
                 "pod default/web: annotation {annotation} lists 17 ports, more than the 16 that fit (value {seventeen:?})"
             )
+        );
+    }
+}
+
+#[test]
+fn cpu_is_a_kubernetes_quantity() {
+    let cpu = |v: &str| {
+        enrolled(&[(ANNOTATION_MAX_CPU, v)])
+            .policy()
+            .map(|p| p.max_cpu_millicores)
+    };
+    assert_eq!(cpu("500m"), Ok(Some(500)));
+    assert_eq!(cpu("2"), Ok(Some(2000)));
+    assert_eq!(cpu("1.5"), Ok(Some(1500)));
+    assert_eq!(cpu(".25"), Ok(Some(250)));
+    assert_eq!(cpu(" 0.001 "), Ok(Some(1)));
+    for bad in [
+        "0", "0m", "1.2345", "-1", "1e3", "m", "", ".", "2000000", "1,5", "+1",
+    ] {
+        assert_eq!(
+            error(&enrolled(&[(ANNOTATION_MAX_CPU, bad)])),
+            format!(
+                "pod default/web: annotation weir.dev/max-cpu: invalid value {bad:?}: expected a CPU quantity from \"1m\" to \"1024\" (\"250m\", \"2\", \"1.5\")"
+            ),
+            "{bad:?}"
         );
     }
 }

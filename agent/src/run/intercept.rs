@@ -9,7 +9,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::enroll::{
-    InboundConn, Intercept, LocalPodGuard, OutboundConn, PodContext, Refusal, Way,
+    CpuCounters, CpuShare, InboundConn, Intercept, LocalPodGuard, OutboundConn, PodContext,
+    Refusal, Way,
 };
 use crate::intercept::{AppConnector, Interceptor, LocalPod, PodIdentity, RequestShare};
 use crate::pods::InboundPorts;
@@ -29,29 +30,53 @@ fn identity(pod: &PodContext) -> PodIdentity {
     }
 }
 
+/// A connection's task charged to its pod's CPU share (`enroll::cpu`).
+struct PodCpu {
+    share: Arc<CpuShare>,
+    counters: CpuCounters,
+}
+
+impl PodCpu {
+    fn run<F: Future>(self, task: F) -> impl Future<Output = F::Output> {
+        self.share.run(task, Some(self.counters))
+    }
+}
+
+impl Seam {
+    fn cpu_of(&self, pod: &Arc<PodContext>) -> PodCpu {
+        let (used, throttled) = self.0.cpu_counters(&identity(pod));
+        PodCpu {
+            share: Arc::clone(&pod.cpu),
+            counters: CpuCounters { used, throttled },
+        }
+    }
+}
+
 impl Intercept for Seam {
     fn outbound(&self, conn: OutboundConn) {
         let interceptor = self.0.clone();
-        tokio::spawn(async move {
+        let cpu = self.cpu_of(&conn.pod);
+        tokio::spawn(cpu.run(async move {
             let _permit = conn.permit;
             let source = identity(&conn.pod);
             let share: Arc<dyn RequestShare> = Arc::new(PodRequests(Arc::clone(&conn.pod)));
             interceptor
                 .serve_outbound(conn.stream, conn.orig_dst, source, Some(share))
                 .await;
-        });
+        }));
     }
 
     fn inbound(&self, conn: InboundConn) {
         let interceptor = self.0.clone();
-        tokio::spawn(async move {
+        let cpu = self.cpu_of(&conn.pod);
+        tokio::spawn(cpu.run(async move {
             let _permit = conn.permit;
             let pod = identity(&conn.pod);
             let app: Arc<dyn AppConnector> = Arc::new(PodApp(Arc::clone(&conn.pod)));
             interceptor
                 .serve_inbound(conn.stream, conn.dst, conn.peer, pod, app)
                 .await;
-        });
+        }));
     }
 
     fn local_pod(

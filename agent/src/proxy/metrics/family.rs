@@ -3,7 +3,7 @@
 
 use prometheus::core::Collector;
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    CounterVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 /// Upper bounds (seconds) of the request duration histograms: Envoy's
@@ -29,6 +29,16 @@ pub fn counter(
     labels: &[&str],
 ) -> Result<IntCounterVec, MetricsError> {
     register(reg, IntCounterVec::new(Opts::new(name, help), labels)?)
+}
+
+/// A counter family of fractional amounts (seconds).
+pub fn float_counter(
+    reg: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<CounterVec, MetricsError> {
+    register(reg, CounterVec::new(Opts::new(name, help), labels)?)
 }
 
 pub fn gauge(

@@ -1,0 +1,226 @@
+//! Fair CPU: the proxy's time spent on one pod's connections is bounded.
+//! A sidecar spends its pod's CPU; a shared proxy spends its own, so a pod
+//! flooding it would take the time its neighbours' requests wait for.
+//! Each pod gets a rate of proxy CPU (`weir.dev/max-cpu`, in cores; by
+//! default half the proxy's worker threads), charged with the time every
+//! poll of its connections' tasks takes (wall time of the poll: a cheap
+//! clock, which also charges the rare preemption during one). A pod over
+//! its rate, beyond a short burst, has its connections' tasks held back
+//! until its debt is paid: they are not polled, their sockets fill, and
+//! TCP slows the pod's clients down, while the other pods' tasks run.
+//!
+//! The rate is kept as a theoretical arrival time (GCRA), one atomic per
+//! pod: charging `c` of CPU at rate `r` moves it `c / r` on; a task may
+//! run while it is at most [`BURST`] ahead of now.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use prometheus::Counter;
+use tokio::time::{Instant, Sleep};
+
+/// How far ahead of its rate a pod may run (its burst of CPU).
+pub const BURST: Duration = Duration::from_millis(20);
+
+/// One pod's rate of proxy CPU.
+#[derive(Debug)]
+pub struct CpuShare {
+    epoch: Instant,
+    /// Nanoseconds since `epoch` at which the pod's CPU so far is paid for.
+    paid_until: AtomicU64,
+    /// Millicores (1000 = one core).
+    millicores: AtomicU64,
+}
+
+/// What a pod's CPU is counted in (`weir_intercept_cpu_*_seconds_total`).
+#[derive(Clone)]
+pub struct CpuCounters {
+    /// Seconds the proxy spent polling the pod's connections.
+    pub used: Counter,
+    /// Seconds its connections were held back over the rate.
+    pub throttled: Counter,
+}
+
+impl CpuShare {
+    pub fn new(millicores: u32) -> Self {
+        Self {
+            epoch: Instant::now(),
+            paid_until: AtomicU64::new(0),
+            millicores: AtomicU64::new(u64::from(millicores.max(1))),
+        }
+    }
+
+    /// A changed annotation applies from the next charge.
+    pub fn set_millicores(&self, millicores: u32) {
+        self.millicores
+            .store(u64::from(millicores.max(1)), Ordering::Relaxed);
+    }
+
+    fn nanos_since_epoch(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// When the pod may run again, if it is over its rate at `now`.
+    fn held_until(&self, now: Instant) -> Option<Instant> {
+        let paid = self.paid_until.load(Ordering::Relaxed);
+        let may_run_until = self.nanos_since_epoch(now) + BURST.as_nanos() as u64;
+        (paid > may_run_until).then(|| now + Duration::from_nanos(paid - may_run_until))
+    }
+
+    /// The pod used `used` of CPU, up to `now`.
+    fn charge(&self, used: Duration, now: Instant) {
+        let millicores = self.millicores.load(Ordering::Relaxed);
+        let cost = u64::try_from(used.as_nanos().saturating_mul(1000) / u128::from(millicores))
+            .unwrap_or(u64::MAX);
+        let now = self.nanos_since_epoch(now);
+        let _ = self
+            .paid_until
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |paid| {
+                Some(paid.max(now).saturating_add(cost))
+            });
+    }
+
+    /// `task`, charged to this pod and held back while it is over its rate.
+    pub fn run<F: Future>(
+        self: &std::sync::Arc<Self>,
+        task: F,
+        counters: Option<CpuCounters>,
+    ) -> Charged<F> {
+        Charged {
+            task: Box::pin(task),
+            share: std::sync::Arc::clone(self),
+            counters,
+            held: None,
+        }
+    }
+}
+
+/// A task whose polls are charged to a pod's [`CpuShare`].
+pub struct Charged<F> {
+    task: Pin<Box<F>>,
+    share: std::sync::Arc<CpuShare>,
+    counters: Option<CpuCounters>,
+    /// Over the rate: not polled before this fires (and when it was set).
+    held: Option<(Pin<Box<Sleep>>, Instant)>,
+}
+
+impl<F: Future> Future for Charged<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = &mut *self;
+        if let Some((sleep, since)) = this.held.as_mut() {
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            if let Some(c) = &this.counters {
+                c.throttled.inc_by(since.elapsed().as_secs_f64());
+            }
+            this.held = None;
+        }
+        let start = Instant::now();
+        if let Some(until) = this.share.held_until(start) {
+            let mut sleep = Box::pin(tokio::time::sleep_until(until));
+            // Registers the wake-up; it cannot be due yet.
+            if sleep.as_mut().poll(cx).is_pending() {
+                this.held = Some((sleep, start));
+                return Poll::Pending;
+            }
+        }
+        let polled = this.task.as_mut().poll(cx);
+        let end = Instant::now();
+        let used = end - start;
+        this.share.charge(used, end);
+        if let Some(c) = &this.counters {
+            c.used.inc_by(used.as_secs_f64());
+        }
+        polled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn a_pod_runs_ahead_only_by_its_burst() {
+        let share = CpuShare::new(500);
+        let now = Instant::now();
+        assert_eq!(share.held_until(now), None);
+        // 10 ms of CPU at half a core is 20 ms of its time: the whole burst.
+        share.charge(Duration::from_millis(10), now);
+        assert_eq!(share.held_until(now), None);
+        share.charge(Duration::from_millis(5), now);
+        let until = share.held_until(now).expect("over its burst");
+        assert_eq!(until - now, Duration::from_millis(10));
+        assert_eq!(share.held_until(until), None, "paid by then");
+    }
+
+    #[test]
+    fn idle_time_is_not_saved_up() {
+        let share = CpuShare::new(1000);
+        let later = Instant::now() + Duration::from_secs(10);
+        share.charge(Duration::from_millis(30), later);
+        assert_eq!(
+            share.held_until(later).map(|t| t - later),
+            Some(Duration::from_millis(10)),
+            "ten idle seconds do not buy a 10 s burst"
+        );
+    }
+
+    #[test]
+    fn a_raised_rate_costs_less() {
+        let share = CpuShare::new(1000);
+        share.set_millicores(4000);
+        let now = Instant::now();
+        share.charge(Duration::from_millis(40), now);
+        assert_eq!(share.held_until(now), None, "40 ms at four cores is 10 ms");
+    }
+
+    /// A task that burns `work` of CPU per poll, `polls` times.
+    struct Busy {
+        work: Duration,
+        polls: u32,
+    }
+
+    impl Future for Busy {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            let start = std::time::Instant::now();
+            while start.elapsed() < self.work {
+                std::hint::spin_loop();
+            }
+            self.polls -= 1;
+            if self.polls == 0 {
+                return Poll::Ready(());
+            }
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+
+    #[tokio::test]
+    async fn a_task_over_its_rate_is_held_back_and_counted() {
+        let share = Arc::new(CpuShare::new(250));
+        let counters = CpuCounters {
+            used: Counter::new("u", "u").unwrap(),
+            throttled: Counter::new("t", "t").unwrap(),
+        };
+        let started = Instant::now();
+        // 40 ms of CPU at a quarter of a core: 160 ms, less the 20 ms burst.
+        let busy = Busy {
+            work: Duration::from_millis(2),
+            polls: 20,
+        };
+        share.run(busy, Some(counters.clone())).await;
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(130), "ran in {took:?}");
+        assert!(counters.used.get() >= 0.040);
+        assert!(counters.throttled.get() >= 0.090);
+    }
+}
