@@ -258,6 +258,7 @@ clusters:
 struct InFlight {
     max: usize,
     now: Arc<AtomicUsize>,
+    shed: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 struct InFlightPlace(Arc<AtomicUsize>);
@@ -276,6 +277,10 @@ impl RequestShare for InFlight {
             self.now.fetch_sub(1, Ordering::SeqCst);
             Err("pod_requests")
         }
+    }
+
+    fn shed(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.shed.clone()
     }
 }
 
@@ -302,6 +307,7 @@ clusters:
     let share = Arc::new(InFlight {
         max: 2,
         now: now.clone(),
+        shed: None,
     });
     let entry = h
         .outbound_within(slow.addr, pod("shop", "greedy"), Some(share))
@@ -339,6 +345,81 @@ clusters:
     }
     assert_eq!(now.load(Ordering::SeqCst), 0, "places given back");
     assert_eq!(get(&format!("http://{entry}/after")).await.0, 200);
+}
+
+/// A shed (the pod over its share near the node's cap) closes the pod's
+/// connections idle for a second, HTTP and opaque alike, and not one with
+/// a request in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shed_closes_the_pods_idle_connections_only() {
+    let fast = Backend::named("fast").await;
+    let gate = Gate::closed();
+    let slow = gate.backend("slow").await;
+    let echo = echo_server().await;
+    let route = |name: &str, addr: SocketAddr| {
+        format!(
+            "  - name: {name}
+    address: {addr}
+    bind_to_port: false
+    virtual_hosts: [{{name: v, domains: [\"*\"], routes: [{{match: {{prefix: /}}, route: {{cluster: {name}}}}}]}}]
+"
+        )
+    };
+    let cfg = format!(
+        "listeners:\n{}{}clusters:\n{}\n{}",
+        route("fast", fast.addr),
+        route("slow", slow.addr),
+        static_cluster("fast", &[fast.port()], ""),
+        static_cluster("slow", &[slow.port()], ""),
+    );
+    let h = Harness::new(&cfg).await;
+    let (asks, shed) = tokio::sync::watch::channel(0u64);
+    let share: Arc<dyn RequestShare> = Arc::new(InFlight {
+        max: 100,
+        now: Arc::new(AtomicUsize::new(0)),
+        shed: Some(shed),
+    });
+    let entry = |dst| h.outbound_within(dst, pod("shop", "heavy"), Some(share.clone()));
+    let (to_fast, to_slow, to_echo) = (
+        entry(fast.addr).await,
+        entry(slow.addr).await,
+        entry(echo).await,
+    );
+
+    let mut idle_http = TcpStream::connect(to_fast).await.unwrap();
+    idle_http
+        .write_all(b"GET / HTTP/1.1\r\nhost: fast\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = idle_http.read(&mut answer).await.unwrap();
+    assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 200"));
+    let mut idle_tcp = TcpStream::connect(to_echo).await.unwrap();
+    idle_tcp.write_all(b"\x00hi").await.unwrap();
+    idle_tcp.read_exact(&mut [0u8; 3]).await.unwrap();
+    let in_flight = tokio::spawn(async move { get(&format!("http://{to_slow}/held")).await });
+    eventually(
+        "the slow request in flight",
+        Duration::from_secs(10),
+        || async { slow.requests() == 1 },
+    )
+    .await;
+
+    // Idle for longer than a shed asks for, then the shed.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    asks.send_modify(|generation| *generation += 1);
+    for (what, conn) in [("HTTP", &mut idle_http), ("opaque", &mut idle_tcp)] {
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut rest));
+        let closed = read.await.map(|r| r.unwrap_or(0));
+        assert_eq!(
+            closed.ok(),
+            Some(0),
+            "the idle {what} connection was not shed"
+        );
+    }
+    gate.open();
+    assert_eq!(in_flight.await.unwrap(), (200, "slow".to_owned()));
 }
 
 /// Unmatched HTTP: passed through under ALLOW_ANY (counted per request),

@@ -6,9 +6,9 @@
 //! API watch, admin, BPF) that no flood can take. Near the node's cap (from
 //! [`NODE_HIGH_WATERMARK_PERCENT`] of it) a pod holding more than its even
 //! share of the node is refused first, so the pods that hold little still
-//! get connections while the heavy one is held back (Envoy's overload
-//! manager stops accepting for everyone; a shared proxy can tell who the
-//! load comes from). A connection over budget is reset at once, counted
+//! get connections while the heavy one is held back and its idle
+//! connections are asked to close (Envoy's overload manager stops
+//! accepting for everyone; a shared proxy can tell who the load comes from). A connection over budget is reset at once, counted
 //! against its pod and logged at a bounded rate.
 
 use std::sync::Mutex;
@@ -20,6 +20,8 @@ use crate::proxy::tls::failure::LogLimit;
 
 /// Descriptors kept for the agent's own work, whatever the pods do.
 pub const RESERVED_DESCRIPTORS: u64 = 512;
+/// How often a pod over its node share asks its idle connections to close.
+pub const SHED_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// From this share of the node's intercepted connections on, a pod above
 /// its even share of the node is refused.
 pub const NODE_HIGH_WATERMARK_PERCENT: u32 = 90;
@@ -121,6 +123,10 @@ pub struct PodBudget {
     rate: Mutex<TokenBucket>,
     requests: AtomicU32,
     max_requests: AtomicU32,
+    /// Asks the pod's idle connections to close; bumped at most once a
+    /// second while the pod is refused for holding over its node share.
+    shed: tokio::sync::watch::Sender<u64>,
+    last_shed: Mutex<Option<Instant>>,
     log: LogLimit,
 }
 
@@ -169,6 +175,8 @@ impl PodBudget {
             rate: Mutex::new(TokenBucket::new(limits.per_second)),
             requests: AtomicU32::new(0),
             max_requests: AtomicU32::new(limits.max_requests),
+            shed: tokio::sync::watch::channel(0).0,
+            last_shed: Mutex::new(None),
             log: LogLimit::default(),
         }
     }
@@ -201,6 +209,7 @@ impl PodBudget {
             Some(Refusal::Node)
         } else if !self.node.may_grow(held) {
             self.node.open.fetch_sub(1, Ordering::Relaxed);
+            self.ask_shed(Instant::now());
             Some(Refusal::NodeShare)
         } else {
             None
@@ -214,6 +223,25 @@ impl PodBudget {
                 Err(refusal)
             }
         }
+    }
+
+    /// Fires when the pod's idle connections should close (it holds more
+    /// than its share of a node near its cap).
+    pub fn shed_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shed.subscribe()
+    }
+
+    /// Asks the pod's idle connections to close, at most once a second:
+    /// each asked connection looks at its own idleness.
+    fn ask_shed(&self, now: Instant) {
+        let Ok(mut last) = self.last_shed.lock() else {
+            return;
+        };
+        if last.is_some_and(|at| now.saturating_duration_since(at) < SHED_INTERVAL) {
+            return;
+        }
+        *last = Some(now);
+        self.shed.send_modify(|generation| *generation += 1);
     }
 
     /// A place for one more HTTP request in flight, or why not.
@@ -362,8 +390,17 @@ mod tests {
         let heavy = Arc::new(PodBudget::new(Arc::clone(&node), limits(100, 1000)));
         let light = Arc::new(PodBudget::new(Arc::clone(&node), limits(100, 1000)));
         let mut held: Vec<ConnPermit> = (0..18).map(|_| heavy.admit().unwrap()).collect();
+        let mut shed = heavy.shed_watch();
         assert_eq!(heavy.admit().unwrap_err(), Refusal::NodeShare);
         assert_eq!(heavy.open(), 18, "the refused place is given back");
+        assert!(
+            shed.has_changed().unwrap(),
+            "its idle connections are asked to close"
+        );
+        shed.mark_unchanged();
+        assert_eq!(heavy.admit().unwrap_err(), Refusal::NodeShare);
+        assert!(!shed.has_changed().unwrap(), "at most once a second");
+        assert!(!light.shed_watch().has_changed().unwrap());
         held.push(light.admit().unwrap());
         held.push(light.admit().unwrap());
         assert_eq!(

@@ -48,6 +48,11 @@ impl PodContext {
         self.outbound.admit_request()
     }
 
+    /// Fires when the pod's idle outbound connections should close.
+    pub fn outbound_shed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.outbound.shed_watch()
+    }
+
     /// Connects to the pod's application at `app` from the proxy's reserved
     /// source address (127.0.0.6 or ::6), which the inbound steering passes.
     pub async fn connect_app(&self, app: SocketAddr) -> std::io::Result<TcpStream> {

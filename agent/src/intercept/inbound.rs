@@ -105,7 +105,7 @@ where
         .connect_app(dst)
         .await
         .map_err(|e| InterceptError::App(dst, e))?;
-    passthrough::splice(io, &mut up, idle).await.map(drop)
+    passthrough::splice(io, &mut up, idle, None).await.map(drop)
 }
 
 /// Upgrades tunnelled to the application, as Istio's inbound listeners.

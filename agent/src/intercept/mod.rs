@@ -33,7 +33,7 @@ use tokio::net::TcpStream;
 
 pub use self::same_node::{LocalGuard, LocalPod};
 use crate::addr::{ClientAddr, OrigDst};
-use crate::proxy::http::RequestPlace;
+use crate::proxy::http::{RequestPlace, ShedWatch};
 use crate::proxy::metrics::{Metrics, MetricsError};
 use crate::proxy::runtime::Runtime;
 use crate::proxy::upstream::connector::ConnectError;
@@ -61,6 +61,11 @@ pub trait RequestShare: Send + Sync + 'static {
     /// A place for one more request in flight, held until its response
     /// head, or the reason label it is refused for.
     fn admit(&self) -> Result<RequestPlace, &'static str>;
+    /// Fires when the pod's idle connections should close (its share of a
+    /// node near its cap is used up).
+    fn shed(&self) -> Option<ShedWatch> {
+        None
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +78,8 @@ pub enum InterceptError {
     Splice(#[source] std::io::Error),
     #[error("closed after {0:?} without a byte either way (opaque_idle_timeout)")]
     Idle(std::time::Duration),
+    #[error("idle connection shed: its pod is over its share near the node's cap")]
+    Shed,
 }
 
 /// What one interceptor's outbound side, inbound side and upstream

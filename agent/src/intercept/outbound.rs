@@ -14,7 +14,7 @@ use super::identity::{IdentityHandles, Labels, UNKNOWN};
 use super::{Inner, InterceptError, PodIdentity, RequestShare, passthrough};
 use crate::addr::{ClientAddr, OrigDst};
 use crate::config::OutboundTrafficPolicy;
-use crate::proxy::http::{self, Downstream, ListenerContext, RequestHook, RequestPlace};
+use crate::proxy::http::{self, Downstream, ListenerContext, RequestHook, RequestPlace, ShedWatch};
 use crate::proxy::io::{ByteCounters, Io};
 use crate::proxy::virtual_listener::{VirtualListener, VirtualListeners};
 
@@ -64,6 +64,11 @@ pub(super) async fn serve(
     let _open = handles.connection();
     let io = Io::with_prefix(stream, first, handles.counters());
     let allowed = matched.is_some() || table.policy == OutboundTrafficPolicy::AllowAny;
+    let from = FromPod {
+        identity: &source,
+        shed: share.as_ref().and_then(|s| s.shed()),
+        share,
+    };
     let result = match detected {
         Detected::Http1 => {
             let unmatched = Unmatched {
@@ -77,15 +82,15 @@ pub(super) async fn serve(
             };
             // No peer address: the client is gone already.
             if let Some(client) = client {
-                http(io, client, ctx, unmatched, &source, share, handles).await;
+                http(io, client, ctx, unmatched, from, handles).await;
             }
             Ok(())
         }
         Detected::Tls { sni } => {
             m.tls(&labels, sni.as_deref());
-            tcp_if(allowed, inner, io, orig, &source, &labels).await
+            tcp_if(allowed, inner, io, orig, from, &labels).await
         }
-        Detected::Opaque => tcp_if(allowed, inner, io, orig, &source, &labels).await,
+        Detected::Opaque => tcp_if(allowed, inner, io, orig, from, &labels).await,
     };
     if let Err(e) = result {
         let (ns, pod) = (&source.namespace, &source.name);
@@ -95,20 +100,28 @@ pub(super) async fn serve(
 
 /// HTTP/1 through the engine on `ctx` (the claiming listener, else the
 /// outbound traffic policy's); hosts it does not serve go to `unmatched`.
+/// The pod a connection comes from, with its shares of the proxy.
+struct FromPod<'a> {
+    identity: &'a PodIdentity,
+    /// Each request takes a place in it.
+    share: Option<Arc<dyn RequestShare>>,
+    /// Closes the connection while idle, when the pod is asked to shed.
+    shed: Option<ShedWatch>,
+}
+
 async fn http(
     io: Io<TcpStream, ByteCounters>,
     client: ClientAddr,
     ctx: Arc<ListenerContext>,
     unmatched: Unmatched,
-    source: &PodIdentity,
-    share: Option<Arc<dyn RequestShare>>,
+    from: FromPod<'_>,
     handles: Arc<IdentityHandles>,
 ) {
     let drain = unmatched.inner.runtime.drain_watch();
     let hook = OutboundHook {
-        token: unmatched.inner.shared.sources.token(source),
-        source: source.clone(),
-        share,
+        token: unmatched.inner.shared.sources.token(from.identity),
+        source: from.identity.clone(),
+        share: from.share,
         handles,
         unmatched,
         fallback: OnceLock::new(),
@@ -116,6 +129,7 @@ async fn http(
     let hook: Arc<dyn RequestHook> = Arc::new(hook);
     let conn = Downstream {
         hook: Some(hook),
+        shed: from.shed,
         ..Downstream::new(client, ctx, drain)
     };
     http::serve(io, conn).await;
@@ -128,14 +142,14 @@ async fn tcp_if(
     inner: &Inner,
     io: Io<TcpStream, ByteCounters>,
     orig: OrigDst,
-    source: &PodIdentity,
+    from: FromPod<'_>,
     labels: &Labels<'_>,
 ) -> Result<(), InterceptError> {
     if !allowed {
         inner.shared.metrics.denied(labels);
         return Ok(());
     }
-    tcp(inner, io, orig, source).await
+    tcp(inner, io, orig, from).await
 }
 
 /// Counts each request with the connection's identity, names the source
@@ -215,15 +229,17 @@ async fn tcp(
     inner: &Inner,
     mut io: Io<TcpStream, ByteCounters>,
     orig: OrigDst,
-    source: &PodIdentity,
+    from: FromPod<'_>,
 ) -> Result<(), InterceptError> {
     let mut up = passthrough::connect(orig.0).await?;
     let _peer = up
         .local_addr()
         .ok()
-        .map(|a| inner.shared.peers.register(a, Some(source.clone())));
+        .map(|a| inner.shared.peers.register(a, Some(from.identity.clone())));
     let idle = inner.runtime.opaque_idle_timeout();
-    passthrough::splice(&mut io, &mut up, idle).await.map(drop)
+    passthrough::splice(&mut io, &mut up, idle, from.shed)
+        .await
+        .map(drop)
 }
 
 /// The virtual listener that takes a connection to `orig_dst` detected as

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use super::InterceptError;
 use crate::proxy::build;
-use crate::proxy::http::ListenerContext;
+use crate::proxy::http::{ListenerContext, SHED_MIN_IDLE, ShedWatch, shed_asked, sleep_until_opt};
 use crate::proxy::metrics::Metrics;
 use crate::proxy::route::action::{Action, Forward};
 use crate::proxy::split::Split;
@@ -43,34 +43,43 @@ pub async fn connect(dst: SocketAddr) -> Result<TcpStream, InterceptError> {
 /// side is passed on as a write shutdown on the other, so protocols that
 /// half-close keep working. A connection that moves no byte either way for
 /// `idle` (`opaque_idle_timeout`) is closed: a silent connection would
-/// otherwise hold two descriptors of the shared proxy for ever. Returns
-/// (client -> server, server -> client) bytes.
+/// otherwise hold two descriptors of the shared proxy for ever; so is one
+/// idle for [`SHED_MIN_IDLE`] when `shed` fires (its pod is over its share
+/// near the node's cap). Returns (client -> server, server -> client) bytes.
 pub async fn splice<D, U>(
     down: &mut D,
     up: &mut U,
     idle: Option<Duration>,
+    mut shed: Option<ShedWatch>,
 ) -> Result<(u64, u64), InterceptError>
 where
     D: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    let Some(idle) = idle else {
+    if idle.is_none() && shed.is_none() {
         return tokio::io::copy_bidirectional(down, up)
             .await
             .map_err(InterceptError::Splice);
-    };
+    }
     let activity = Activity::new();
     let mut down = Active::new(down, &activity);
     let mut up = Active::new(up, &activity);
     let copy = tokio::io::copy_bidirectional(&mut down, &mut up);
     tokio::pin!(copy);
     loop {
-        let deadline = activity.last() + idle;
+        let deadline = idle.map(|idle| activity.last() + idle);
         tokio::select! {
             copied = &mut copy => return copied.map_err(InterceptError::Splice),
-            () = tokio::time::sleep_until(deadline) => {
-                if activity.last() + idle <= Instant::now() {
+            () = sleep_until_opt(deadline) => {
+                if let Some(idle) = idle
+                    && activity.last() + idle <= Instant::now()
+                {
                     return Err(InterceptError::Idle(idle));
+                }
+            }
+            () = shed_asked(&mut shed) => {
+                if activity.last() + SHED_MIN_IDLE <= Instant::now() {
+                    return Err(InterceptError::Shed);
                 }
             }
         }
@@ -233,7 +242,7 @@ mod tests {
         let (mut client, mut down) = duplex(64);
         let (mut up, mut server) = duplex(64);
         let started = Instant::now();
-        let spliced = tokio::time::timeout(IDLE * 2, splice(&mut down, &mut up, Some(IDLE)))
+        let spliced = tokio::time::timeout(IDLE * 2, splice(&mut down, &mut up, Some(IDLE), None))
             .await
             .expect("still open twice the idle timeout later");
         assert!(matches!(spliced, Err(InterceptError::Idle(d)) if d == IDLE));
@@ -265,7 +274,7 @@ mod tests {
             Instant::now()
         };
         let started = Instant::now();
-        let (spliced, last_byte) = tokio::join!(splice(&mut down, &mut up, Some(IDLE)), talk);
+        let (spliced, last_byte) = tokio::join!(splice(&mut down, &mut up, Some(IDLE), None), talk);
         assert!(matches!(spliced, Err(InterceptError::Idle(_))));
         assert_eq!(last_byte - started, IDLE * 7 / 2);
         assert_eq!(
@@ -284,7 +293,7 @@ mod tests {
             client.shutdown().await.unwrap();
             server.shutdown().await.unwrap();
         };
-        let (spliced, ()) = tokio::join!(splice(&mut down, &mut up, None), close_later);
+        let (spliced, ()) = tokio::join!(splice(&mut down, &mut up, None, None), close_later);
         assert_eq!(spliced.unwrap(), (0, 0));
     }
 }

@@ -14,7 +14,7 @@ use crate::enroll::{
 };
 use crate::intercept::{AppConnector, Interceptor, LocalPod, PodIdentity, RequestShare};
 use crate::pods::InboundPorts;
-use crate::proxy::http::RequestPlace;
+use crate::proxy::http::{RequestPlace, ShedWatch};
 
 pub(super) fn for_interceptor(interceptor: &Interceptor) -> Arc<dyn Intercept> {
     Arc::new(Seam(interceptor.clone()))
@@ -119,6 +119,10 @@ impl RequestShare for PodRequests {
             Ok(permit) => Ok(Box::new(permit)),
             Err(refusal) => Err(refusal.label()),
         }
+    }
+
+    fn shed(&self) -> Option<ShedWatch> {
+        Some(self.0.outbound_shed())
     }
 }
 

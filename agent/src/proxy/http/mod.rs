@@ -126,7 +126,16 @@ pub struct Downstream {
     pub proto: Option<Proto>,
     /// TLS-terminated (`x-forwarded-proto: https`).
     pub https: bool,
+    /// Closes the connection when it fires while the connection is idle
+    /// (interception: its pod is over its share near the node's cap).
+    pub shed: Option<ShedWatch>,
 }
+
+/// A generation counter; each change asks idle connections to close.
+pub type ShedWatch = tokio::sync::watch::Receiver<u64>;
+
+/// How long a connection must have been idle to be shed.
+pub const SHED_MIN_IDLE: Duration = Duration::from_secs(1);
 
 impl Downstream {
     /// A cleartext connection with nothing known beyond its listener.
@@ -138,6 +147,7 @@ impl Downstream {
             hook: None,
             proto: None,
             https: false,
+            shed: None,
         }
     }
 }
@@ -156,6 +166,7 @@ where
         hook,
         proto,
         https,
+        shed,
     } = conn;
     let settings = ctx.state.load().settings.clone();
     ctx.metrics.cx_total.inc();
@@ -187,9 +198,29 @@ where
     };
     // The bytes sniffed (already counted) go to the codec first.
     let io = TokioIo::new(Io::with_prefix(io, sniffed, ()));
+    let signals = Signals { drain, shed };
     match proto {
-        Proto::Http1 => serve_http1(io, svc, &served, drain).await,
-        Proto::Http2 => serve_http2(io, svc, &served, drain).await,
+        Proto::Http1 => serve_http1(io, svc, &served, signals).await,
+        Proto::Http2 => serve_http2(io, svc, &served, signals).await,
+    }
+}
+
+/// What may end a connection from outside: a drain, a shed.
+struct Signals {
+    drain: DrainWatch,
+    shed: Option<ShedWatch>,
+}
+
+/// Resolves when a shed is asked for (never without a shed watch).
+pub(crate) async fn shed_asked(shed: &mut Option<ShedWatch>) {
+    let asked = match shed.as_mut() {
+        Some(watch) => watch.changed().await.is_ok(),
+        None => false,
+    };
+    if !asked {
+        // No watch, or its sender is gone: no shed will ever come.
+        *shed = None;
+        std::future::pending::<()>().await;
     }
 }
 
@@ -243,7 +274,7 @@ where
     }
 }
 
-async fn serve_http1<I>(io: I, svc: ConnService, served: &Served<'_>, drain: DrainWatch)
+async fn serve_http1<I>(io: I, svc: ConnService, served: &Served<'_>, signals: Signals)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -274,12 +305,12 @@ where
         on_drain,
         header_timeout,
         served,
-        drain,
+        signals,
     )
     .await;
 }
 
-async fn serve_http2<I>(io: I, svc: ConnService, served: &Served<'_>, drain: DrainWatch)
+async fn serve_http2<I>(io: I, svc: ConnService, served: &Served<'_>, signals: Signals)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -296,7 +327,7 @@ where
         OnDrain::Shutdown,
         None,
         served,
-        drain,
+        signals,
     )
     .await;
 }
@@ -318,7 +349,7 @@ async fn drive<C>(
     on_drain: OnDrain,
     header_timeout: Option<Duration>,
     served: &Served<'_>,
-    mut drain: DrainWatch,
+    signals: Signals,
 ) where
     C: Future<Output = Result<(), hyper::Error>>,
 {
@@ -328,6 +359,10 @@ async fn drive<C>(
         ctx,
         client,
     } = *served;
+    let Signals {
+        mut drain,
+        mut shed,
+    } = signals;
     let mut draining = false;
     let mut force_at: Option<tokio::time::Instant> = None;
     loop {
@@ -368,13 +403,21 @@ async fn drive<C>(
                 draining = true;
                 force_at = Some(tokio::time::Instant::now() + grace);
             }
+            () = shed_asked(&mut shed), if !draining => {
+                if watchdog::idle_for(shared) >= Some(SHED_MIN_IDLE) {
+                    log::debug!("listener {}: idle connection shed", ctx.name);
+                    shutdown(conn.as_mut());
+                    draining = true;
+                    force_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                }
+            }
             _ = sleep_until_opt(recheck), if !draining => {}
             _ = sleep_until_opt(force_at) => return,
         }
     }
 }
 
-async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+pub(crate) async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
     match at {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,

@@ -60,6 +60,16 @@ fn check_at(
     Verdict::Fine(next.map(|t| t.saturating_sub(now).max(MIN_RECHECK_MS)))
 }
 
+/// How long the connection has been idle: no request in flight and no
+/// byte either way (`None` while a request is in flight).
+pub fn idle_for(shared: &ConnShared) -> Option<Duration> {
+    if shared.in_flight.load(Ordering::Relaxed) != 0 {
+        return None;
+    }
+    let last = shared.last_activity_ms.load(Ordering::Relaxed);
+    Some(Duration::from_millis(now_ms().saturating_sub(last)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
