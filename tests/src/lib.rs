@@ -9,6 +9,7 @@ pub mod agent;
 mod cmd;
 pub mod dashboard;
 pub mod exchange;
+pub mod iptables;
 pub mod kube;
 mod node;
 pub mod pins;

@@ -1,5 +1,6 @@
 //! Small things every end-to-end test needs.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -53,4 +54,14 @@ pub fn close_listeners(pod: &SimPod, listeners: PodListeners) -> Result<()> {
     });
     anyhow::ensure!(closed, "the listeners {addrs:?} are still open");
     Ok(())
+}
+
+/// Waits up to `timeout` until `GET /ready` on `admin`, from inside `pod`'s
+/// network namespace, answers 200 (a sidecar proxy's admin listener).
+pub fn wait_ready_in(pod: &SimPod, admin: SocketAddr, timeout: Duration) -> bool {
+    wait::until(timeout, || {
+        pod.netns()
+            .run(move || crate::agent::http_get(admin, "/ready").is_ok_and(|(s, _)| s == 200))
+            .unwrap_or(false)
+    })
 }

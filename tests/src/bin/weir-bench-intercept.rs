@@ -34,9 +34,10 @@ use benchkit::measure;
 use benchkit::sample::{Sample, Subject};
 use clap::Parser;
 use weir_tests::agent::{AgentOptions, AgentProcess, http_get, weir_bin};
+use weir_tests::iptables::IptablesRedirect;
 use weir_tests::pins::PinRoot;
-use weir_tests::support::{require_root, sim_server};
-use weir_tests::{PodProcess, SimNode, SimPod, wait};
+use weir_tests::support::{require_root, sim_server, wait_ready_in};
+use weir_tests::{PodProcess, SimNode, SimPod};
 
 /// The service address the weir scenarios' client calls; nothing listens there.
 const SERVICE: &str = "198.51.100.20:80";
@@ -543,12 +544,7 @@ fn start_sidecar(pod: &SimPod, listener: &str, to: SocketAddr) -> Result<(PodPro
         .env("RUST_LOG", "warn");
     let proxy = pod.spawn_outside_cgroup_logged(cmd, &log)?;
     let admin: SocketAddr = SIDECAR_ADMIN.parse()?;
-    let ready = wait::until(Duration::from_secs(20), || {
-        pod.netns()
-            .run(move || http_get(admin, "/ready").is_ok_and(|(s, _)| s == 200))
-            .unwrap_or(false)
-    });
-    if !ready {
+    if !wait_ready_in(pod, admin, Duration::from_secs(20)) {
         bail!(
             "weir proxy in pod {} never became ready; its log:\n{}",
             pod.name,
@@ -556,64 +552,6 @@ fn start_sidecar(pod: &SimPod, listener: &str, to: SocketAddr) -> Result<(PodPro
         );
     }
     Ok((proxy, log))
-}
-
-/// A NAT REDIRECT rule in one pod's namespace, deleted on drop (the
-/// namespace, and the rule with it, goes when the pod does anyway).
-struct IptablesRedirect {
-    netns: String,
-    spec: Vec<String>,
-}
-
-impl IptablesRedirect {
-    /// `-t nat -A <chain> -p tcp <matching> -j REDIRECT --to-ports <to_port>`.
-    fn add(pod: &SimPod, chain: &str, matching: &[&str], to_port: u16) -> Result<Self> {
-        let mut spec: Vec<String> = ["-t", "nat", chain, "-p", "tcp"]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
-        spec.extend(matching.iter().map(|s| (*s).to_owned()));
-        spec.extend([
-            "-j".into(),
-            "REDIRECT".into(),
-            "--to-ports".into(),
-            to_port.to_string(),
-        ]);
-        let rule = Self {
-            netns: pod.netns_name().to_owned(),
-            spec,
-        };
-        rule.iptables("-A")?;
-        Ok(rule)
-    }
-
-    /// `ip netns exec <pod ns> iptables -t nat <action> <chain> ...`: never the host's tables.
-    fn iptables(&self, action: &str) -> Result<()> {
-        let (table, chain_and_match) = self.spec.split_at(2);
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.netns, "iptables"])
-            .args(table)
-            .arg(action)
-            .args(chain_and_match)
-            .output()
-            .context("running ip netns exec ... iptables")?;
-        if !out.status.success() {
-            bail!(
-                "iptables {action} in {}: {}",
-                self.netns,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(())
-    }
-}
-
-impl Drop for IptablesRedirect {
-    fn drop(&mut self) {
-        if let Err(e) = self.iptables("-D") {
-            eprintln!("bench: {e:#}");
-        }
-    }
 }
 
 #[cfg(test)]
