@@ -364,14 +364,10 @@ struct Stage {
 
 impl Stage {
     fn read(name: &'static str, pods: usize, pid: u32) -> Result<Stage> {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .with_context(|| format!("the agent (pid {pid}) is gone"))?;
-        let rss_kib = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .context("no VmRSS in the agent's status")?;
-        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count();
+        let rss_kib = benchkit::measure::memory(&[pid])
+            .with_context(|| format!("the agent (pid {pid}) is gone"))?
+            .rss_kib;
+        let fds = benchkit::measure::open_fds(&[pid])?;
         Ok(Stage {
             name,
             pods,

@@ -1,5 +1,5 @@
 //! What a process spends, from its own accounting in /proc: CPU time
-//! (utime + stime, all threads) and memory (VmRSS, VmHWM).
+//! (utime + stime, all threads), memory (VmRSS, VmHWM) and open descriptors.
 //!
 //! A proxy may be several processes (nginx: master + worker), so everything
 //! here works on a process tree: the started process and its descendants.
@@ -185,6 +185,18 @@ pub fn memory(pids: &[u32]) -> Result<Memory> {
     Ok(total)
 }
 
+/// Open file descriptors of the processes, added up (entries of `/proc/<pid>/fd`).
+pub fn open_fds(pids: &[u32]) -> Result<usize> {
+    let mut total = 0;
+    for pid in pids {
+        let dir = format!("/proc/{pid}/fd");
+        total += std::fs::read_dir(&dir)
+            .with_context(|| format!("reading {dir}"))?
+            .count();
+    }
+    Ok(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,5 +266,10 @@ mod tests {
         assert_eq!(tree[0], me);
         assert!(memory(&tree[..1]).unwrap().rss_kib > 0);
         cpu_time(&tree[..1]).unwrap();
+        // stdin, stdout and stderr at least; a file opened meanwhile is one more.
+        let before = open_fds(&tree[..1]).unwrap();
+        let file = std::fs::File::open("/proc/self/stat").unwrap();
+        assert_eq!(open_fds(&tree[..1]).unwrap(), before + 1);
+        drop(file);
     }
 }
