@@ -146,10 +146,21 @@ impl SimPod {
     /// [`SimPod::spawn_outside_cgroup`] for a long-lived process with much
     /// output: its stdout and stderr go to the file `log` (created or
     /// truncated), not to pipes nobody reads while it runs.
-    pub fn spawn_outside_cgroup_logged(&self, mut cmd: Command, log: &Path) -> Result<PodProcess> {
+    pub fn spawn_outside_cgroup_logged(&self, cmd: Command, log: &Path) -> Result<PodProcess> {
+        self.spawn_to_file(cmd, log, false)
+    }
+
+    /// [`SimPod::spawn`] (in the pod's cgroup) for a process whose output is
+    /// read while it runs: its stdout and stderr go to the file `log`.
+    pub fn spawn_logged(&self, cmd: Command, log: &Path) -> Result<PodProcess> {
+        self.spawn_to_file(cmd, log, true)
+    }
+
+    fn spawn_to_file(&self, mut cmd: Command, log: &Path, in_cgroup: bool) -> Result<PodProcess> {
         let file = File::create(log).with_context(|| format!("creating {}", log.display()))?;
         cmd.stdout(file.try_clone()?).stderr(file);
-        spawn_in(&self.netns, None, cmd).with_context(|| format!("in pod {}", self.name))
+        let cgroup = in_cgroup.then_some(self.cgroup_dir.as_path());
+        spawn_in(&self.netns, cgroup, cmd).with_context(|| format!("in pod {}", self.name))
     }
 
     fn spawn_with(&self, mut cmd: Command, in_cgroup: bool) -> Result<PodProcess> {

@@ -22,6 +22,21 @@
 //!                                    SIM_CLIENT_STOP_FILE names exists (60 s at
 //!                                    most); prints `ok N BODY` or `err N ERROR`
 //!                                    per connection as it goes
+//!        sim-client idle ADDR COUNT EVERY
+//!                                    opens COUNT connections that send no
+//!                                    request; every EVERYth (0: none) sends a
+//!                                    line of non-HTTP bytes at once and each
+//!                                    second; prints `opened N of COUNT in MS ms,
+//!                                    F failed`
+//!                                    once all are tried, keeps them until the
+//!                                    file SIM_CLIENT_STOP_FILE names exists (60 s
+//!                                    at most), then prints how many the peer
+//!                                    had closed or reset
+//!        sim-client slow-read ADDR HOST PATH BYTES_PER_SEC
+//!                                    one GET, its response read at BYTES_PER_SEC
+//!                                    until its end, the stop file or 60 s;
+//!                                    prints `reading` at the first bytes, then
+//!                                    `read N bytes in MS ms` (`, complete`)
 //!        sim-client echo ADDR BYTES  send BYTES pseudo-random bytes, read them
 //!                                    back, print `identical` or what differed
 //!        sim-client until-ok ADDR HOST PATH GAP_MS TIMEOUT_MS
@@ -51,6 +66,10 @@ fn main() {
         }
         [_, "echo", addr, bytes] => return exit_with(echo_check(addr, bytes)),
         [_, "hold", addr, host, count] => return exit_with(hold(addr, host, count)),
+        [_, "idle", addr, count, every] => return exit_with(idle(addr, count, every)),
+        [_, "slow-read", addr, host, path, rate] => {
+            return exit_with(slow_read(addr, host, path, rate));
+        }
         [_, "loop", addr, host, path, gap, duration] => {
             return exit_with(request_loop(addr, host, path, gap, duration));
         }
@@ -205,6 +224,136 @@ fn hold(addr: &str, host: &str, count: &str) -> Result<String, String> {
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(String::new())
+}
+
+/// Threads that open `idle`'s connections.
+const IDLE_OPENERS: usize = 16;
+
+/// Connections that send no request, the way a pod could hoard the proxy's
+/// descriptors without ever asking for anything; a few send opaque bytes.
+fn idle(addr: &str, count: &str, every: &str) -> Result<String, String> {
+    let addr: SocketAddr = arg("address", addr)?;
+    let count: usize = arg("count", count)?;
+    let every: usize = arg("every", every)?;
+    let talks = move |n: usize| every > 0 && n.is_multiple_of(every);
+    let line = b"opaque bytes, not a request\n";
+    let opening = std::time::Instant::now();
+    // Opened from several threads, as a client with a pool would: a connect
+    // whose SYN a full accept queue dropped waits a second for its retry,
+    // and should not hold up all the others.
+    let openers: Vec<_> = (0..IDLE_OPENERS)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut held = Vec::new();
+                let (mut failed, mut first_error) = (0usize, None);
+                for n in (t..count).step_by(IDLE_OPENERS) {
+                    if stop_requested() {
+                        break;
+                    }
+                    match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+                        Ok(mut stream) => {
+                            if talks(n) {
+                                let _ = stream.write_all(line);
+                            }
+                            held.push((stream, talks(n)));
+                        }
+                        Err(e) => {
+                            failed += 1;
+                            first_error.get_or_insert_with(|| e.to_string());
+                        }
+                    }
+                }
+                (held, failed, first_error)
+            })
+        })
+        .collect();
+    let mut held = Vec::with_capacity(count);
+    let (mut failed, mut first_error) = (0usize, None);
+    for opener in openers {
+        let (h, f, e) = opener
+            .join()
+            .map_err(|_| "an opening thread panicked".to_owned())?;
+        held.extend(h);
+        failed += f;
+        first_error = first_error.or(e);
+    }
+    let first = first_error
+        .map(|e| format!(" (first: {e})"))
+        .unwrap_or_default();
+    println!(
+        "opened {} of {count} in {} ms, {failed} failed{first}",
+        held.len(),
+        opening.elapsed().as_millis()
+    );
+    let _ = std::io::stdout().flush();
+    let start = std::time::Instant::now();
+    let mut said = start;
+    while !stop_requested() && start.elapsed() < Duration::from_secs(60) {
+        if said.elapsed() >= Duration::from_secs(1) {
+            for (stream, _) in held.iter_mut().filter(|(_, talks)| *talks) {
+                let _ = stream.write_all(line);
+            }
+            said = std::time::Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Open: nothing to read yet, or the sink's echo waiting.
+    let open = held
+        .iter()
+        .filter(|(stream, _)| {
+            stream.set_nonblocking(true).is_ok()
+                && match stream.peek(&mut [0u8; 1]) {
+                    Ok(n) => n > 0,
+                    Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+                }
+        })
+        .count();
+    Ok(format!(
+        "held {open} open to the end, {} closed or reset by the peer\n",
+        held.len() - open
+    ))
+}
+
+/// A download read at `rate` bytes a second at most.
+fn slow_read(addr: &str, host: &str, path: &str, rate: &str) -> Result<String, String> {
+    let addr: SocketAddr = arg("address", addr)?;
+    let rate: u64 = arg("rate", rate)?;
+    if rate == 0 {
+        return Err("the rate must be above 0".to_owned());
+    }
+    let (mut stream, _) = connect_keepalive(addr).map_err(|e| format!("{addr}: {e}"))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("sending: {e}"))?;
+    let start = std::time::Instant::now();
+    let mut buf = vec![0u8; 16 * 1024];
+    let (mut read, mut complete) = (0u64, false);
+    while !stop_requested() && start.elapsed() < Duration::from_secs(60) {
+        let n = stream
+            .read(&mut buf)
+            .map_err(|e| format!("reading after {read} bytes: {e}"))?;
+        if n == 0 {
+            complete = true;
+            break;
+        }
+        if read == 0 {
+            println!("reading");
+            let _ = std::io::stdout().flush();
+        }
+        read += n as u64;
+        // Ahead of the rate: wait until it catches up.
+        let due = Duration::from_secs_f64(read as f64 / rate as f64);
+        if let Some(wait) = due.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+    Ok(format!(
+        "read {read} bytes in {} ms{}\n",
+        start.elapsed().as_millis(),
+        if complete { ", complete" } else { "" }
+    ))
 }
 
 fn http_loop(addr: &str, host: &str, path: &str, count: &str) -> Result<String, String> {

@@ -2,7 +2,8 @@
 //!
 //! usage: sim-server http NAME ADDR   (HTTP/1.1, keep-alive; answers `NAME` and
 //!                                      echoes request details in headers;
-//!                                      `GET /delay/MS` answers after MS ms)
+//!                                      `GET /delay/MS` answers after MS ms;
+//!                                      `GET /bytes/N` answers N bytes, up to 1 GiB)
 //!        sim-server echo ADDR        (TCP echo until the peer closes)
 //!
 //! Prints `listening ADDR` once bound, so a test can wait for it.
@@ -104,6 +105,18 @@ fn http(stream: TcpStream, name: &str) -> std::io::Result<()> {
             // A slow application, bounded: a test's request in flight.
             std::thread::sleep(std::time::Duration::from_millis(ms.min(30_000)));
         }
+        if let Some(size) = request_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|path| path.strip_prefix("/bytes/"))
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            large_body(&mut writer, size.min(1 << 30), close)?;
+            if close {
+                return Ok(());
+            }
+            continue;
+        }
         // The source tells a test whether the request came through weir
         // (127.0.0.6) or straight from the client.
         let reply = format!("{name} from {}\n", peer.ip().to_canonical());
@@ -125,6 +138,24 @@ fn http(stream: TcpStream, name: &str) -> std::io::Result<()> {
             return Ok(());
         }
     }
+}
+
+/// A response of `size` bytes, written as fast as the peer reads them (a
+/// large download, for a test of a client that reads slowly).
+fn large_body(writer: &mut TcpStream, size: u64, close: bool) -> std::io::Result<()> {
+    let connection = if close { "connection: close\r\n" } else { "" };
+    write!(
+        writer,
+        "HTTP/1.1 200 OK\r\ncontent-length: {size}\r\n{connection}\r\n"
+    )?;
+    let chunk = [b'x'; 64 * 1024];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        writer.write_all(&chunk[..n])?;
+        left -= n as u64;
+    }
+    writer.flush()
 }
 
 fn canonical(addr: SocketAddr) -> SocketAddr {
