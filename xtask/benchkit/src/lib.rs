@@ -3,9 +3,11 @@
 //! the wrk load and the parsing of its report ([`load`]), CPU and memory from
 //! /proc ([`measure`]), and one run's numbers, their medians and the line
 //! format a run travels in between processes ([`sample`]), and the names of
-//! the interception benchmark's scenarios ([`intercept`]).
+//! the interception benchmark's scenarios ([`intercept`]), and the attacks,
+//! setups and report of the neighbours benchmark ([`neighbours`]).
 
 pub mod intercept;
 pub mod load;
 pub mod measure;
+pub mod neighbours;
 pub mod sample;
