@@ -1,0 +1,990 @@
+//! The measuring half of `cargo xtask bench neighbours` (which builds this
+//! binary in release mode, runs it as root and puts its report into
+//! docs/benchmarks.md): what one misbehaving pod costs its neighbour.
+//!
+//! On a simulated node, each setup has the same five pods: `a` (the
+//! attacker), `b` (its neighbour), `server` (B's service, 198.51.100.20:80),
+//! `other` (A's service, 198.51.100.21:80, whose `/direct` the proxy answers
+//! itself) and `sink` (a TCP echo on :9000, outside the mesh):
+//!
+//! - `weir`: one `weir run` for the node (release build, its default
+//!   workers), `a`, `b`, `server` and `other` enrolled with default
+//!   annotations;
+//! - `sidecars`: an Envoy 1.40 in each of those pods, as Istio runs one:
+//!   `--concurrency 2` (Istio's default for sidecars), as uid 1337 behind
+//!   iptables REDIRECT of the pod's outbound TCP (OUTPUT, owner not 1337,
+//!   not loopback) to :15001 and of its inbound TCP (PREROUTING) to :15006;
+//!   the same routes as weir's listeners, and Istio's circuit breakers
+//!   (no limit) on every cluster.
+//!
+//! B sends `latency-probe` requests to its service at 100 a second on one
+//! keep-alive connection while A does one attack at a time (`alone`: none);
+//! during each: the proxies' descriptors, RSS and CPU (sampled every 100 ms),
+//! readiness probes every 500 ms, with weir a pod enrolled and served, and
+//! weir's count of refused connections per pod; after each: how soon the
+//! proxies' descriptors and RSS are back within 2x of before.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use benchkit::load::{Load, Mode, WrkReport, parse_wrk, report_from_output};
+use benchkit::measure;
+use benchkit::neighbours::{
+    Attack, Footprint, ProxyUse, RECOVERY_SECS, Recovery, Row, Setup, failures, recovery_table,
+    table,
+};
+use clap::Parser;
+use weir_tests::agent::{AgentOptions, AgentProcess, http_get};
+use weir_tests::iptables::IptablesRedirect;
+use weir_tests::pins::PinRoot;
+use weir_tests::support::{require_root, sim_client, sim_server, wait_ready_in};
+use weir_tests::{PodProcess, SimNode, SimPod, wait};
+
+/// B's service (the `server` pod) and A's (the `other` pod); nothing
+/// listens at either address: the proxies claim them.
+const SERVICE: &str = "198.51.100.20";
+const OTHER: &str = "198.51.100.21";
+const APP_PORT: u16 = 8080;
+const SINK_PORT: u16 = 9000;
+/// Istio's sidecar ports and the uid its iptables rules leave alone.
+const SIDECAR_OUTBOUND: u16 = 15001;
+const SIDECAR_INBOUND: u16 = 15006;
+const SIDECAR_ADMIN: u16 = 15000;
+const SIDECAR_UID: &str = "1337";
+/// Istio's default `concurrency` for sidecars.
+const SIDECAR_WORKERS: &str = "2";
+/// B's requests a second, on one keep-alive connection.
+const B_RATE: u32 = 100;
+/// The floods' wrk connections (one thread), as in the other benchmarks.
+const FLOOD_CONNECTIONS: u32 = 16;
+/// The slow reader's download and how fast it reads it.
+const SLOW_BYTES: u64 = 100_000_000;
+const SLOW_RATE: u64 = 1 << 20;
+/// Every how many opaque connections sends bytes.
+const OPAQUE_TALKER_EVERY: &str = "10";
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "Noisy-neighbour benchmark on a simulated node (as root); see cargo xtask bench neighbours"
+)]
+struct Args {
+    /// Seconds of B's requests under each attack.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=120))]
+    duration: u64,
+    /// Attacks, comma separated, in the order they run (`alone` first gives
+    /// the baseline the others are judged against).
+    #[arg(long, value_delimiter = ',', default_value = "alone,cpu-direct,cpu-upstream,silent,opaque,slow-reader", value_parser = Attack::parse)]
+    attacks: Vec<Attack>,
+    /// Setups, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "weir,sidecars", value_parser = Setup::parse)]
+    setups: Vec<Setup>,
+    /// Connections of the silent and opaque attacks.
+    #[arg(long, default_value_t = 6000, value_parser = clap::value_parser!(u32).range(1..=15_000))]
+    connections: u32,
+    /// wrk binary (the floods).
+    #[arg(long, default_value = "wrk")]
+    wrk: PathBuf,
+    /// `latency-probe` binary (B).
+    #[arg(long)]
+    probe: PathBuf,
+    /// Envoy binary (the sidecars).
+    #[arg(long)]
+    envoy: Option<PathBuf>,
+    /// Where the report goes (markdown).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    require_root();
+    let node = SimNode::new().context("creating the simulated node")?;
+    println!("bench: node {}", node.id());
+    // Configs, logs and A's reports, beside the report, for a look afterwards.
+    let dir = args.out.parent().unwrap_or(Path::new(".")).join("run");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    // Declared before the meshes that use it, so it is dropped after.
+    let pins = PinRoot::new();
+    let mut meshes = Vec::new();
+    for &setup in &args.setups {
+        let mesh = Mesh::start(&node, setup, &args, &dir, pins.path())
+            .with_context(|| format!("starting the {} setup", setup.name()))?;
+        mesh.warm_up(&args)?;
+        meshes.push(mesh);
+    }
+    let mut rows = Vec::new();
+    for (n, &attack) in args.attacks.iter().enumerate() {
+        for mesh in &meshes {
+            println!("bench: {} under {} ...", mesh.setup.name(), attack.name());
+            let row = mesh.run_attack(attack, n, &args).with_context(|| {
+                format!(
+                    "{} under {}{}",
+                    mesh.setup.name(),
+                    attack.name(),
+                    mesh.log_tail()
+                )
+            })?;
+            println!(
+                "bench: {} under {}: A {}; B p50 {:.2} ms, p99 {:.2} ms, {} errors; proxies {:?}; /ready {}/{}; enrolled {:?}; refused {:?}; back after {:?} s",
+                mesh.setup.name(),
+                attack.name(),
+                row.load,
+                row.b.p50_us / 1e3,
+                row.b.p99_us / 1e3,
+                row.b.errors(),
+                row.proxies,
+                row.ready.0,
+                row.ready.1,
+                row.enrolled_ms,
+                row.refused,
+                row.recovery.secs,
+            );
+            rows.push(row);
+        }
+    }
+    drop(meshes);
+
+    let mut report = format!(
+        "B: {B_RATE} requests/s on one keep-alive connection for {} s per attack; silent and opaque: {} connections.\n\n{}",
+        args.duration,
+        args.connections,
+        table(&rows)
+    );
+    report.push_str("\nThe proxies' descriptors and RSS, all of them together:\n\n");
+    report.push_str(&recovery_table(&rows));
+    let failed = failures(&rows);
+    report.push('\n');
+    if failed.is_empty() {
+        report.push_str("Every row meets the acceptance.\n");
+    } else {
+        report.push_str("Rows that miss the acceptance:\n\n");
+        for line in &failed {
+            report.push_str(&format!("- {line}\n"));
+        }
+    }
+    println!("\n{report}");
+    std::fs::write(&args.out, &report)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    Ok(())
+}
+
+/// The pods every setup has, their applications running.
+struct Pods {
+    /// First, so the processes end before their pods' namespaces go.
+    _processes: Vec<PodProcess>,
+    a: SimPod,
+    b: SimPod,
+    server: SimPod,
+    other: SimPod,
+    sink: SimPod,
+}
+
+impl Pods {
+    fn start(node: &SimNode) -> Result<Pods> {
+        let [a, b, server, other, sink] =
+            ["a", "b", "server", "other", "sink"].map(|name| node.add_pod(name));
+        let (a, b, server, other, sink) = (a?, b?, server?, other?, sink?);
+        let mut processes: Vec<PodProcess> = [&a, &b, &server, &other, &sink]
+            .iter()
+            .map(|p| p.start_pause())
+            .collect::<Result<_>>()?;
+        processes.push(server.start_http_app()?.0);
+        let app = format!("0.0.0.0:{APP_PORT}");
+        processes.push(server_start(&other, &["http", "other", &app], APP_PORT)?);
+        let sink_addr = format!("0.0.0.0:{SINK_PORT}");
+        processes.push(server_start(&sink, &["echo", &sink_addr], SINK_PORT)?);
+        Ok(Pods {
+            _processes: processes,
+            a,
+            b,
+            server,
+            other,
+            sink,
+        })
+    }
+}
+
+fn server_start(pod: &SimPod, args: &[&str], port: u16) -> Result<PodProcess> {
+    pod.start_server(&sim_server(), args, port)
+}
+
+/// What stands between the pods.
+enum Proxies {
+    Weir(Box<AgentProcess>),
+    /// An Envoy per pod, by the pod's name.
+    Sidecars(Vec<Sidecar>),
+}
+
+struct Sidecar {
+    role: &'static str,
+    process: PodProcess,
+    log: PathBuf,
+}
+
+struct Mesh<'n> {
+    setup: Setup,
+    node: &'n SimNode,
+    dir: PathBuf,
+    /// Before the rules and pods: fields drop in order.
+    proxies: Proxies,
+    _rules: Vec<IptablesRedirect>,
+    pods: Pods,
+    /// weir: a pod per attack, enrolled while the attack runs.
+    late: Vec<(SimPod, PodProcess)>,
+    /// The pods file's entries of the pods enrolled from the start.
+    pods_file: String,
+}
+
+impl<'n> Mesh<'n> {
+    fn start(
+        node: &'n SimNode,
+        setup: Setup,
+        args: &Args,
+        dir: &Path,
+        pins: &Path,
+    ) -> Result<Self> {
+        let dir = dir.join(setup.name());
+        std::fs::create_dir_all(&dir)?;
+        let pods = Pods::start(node)?;
+        let enroll = [("weir.dev/enroll", "true")];
+        let pods_file: String = [&pods.a, &pods.b, &pods.server, &pods.other]
+            .iter()
+            .map(|p| p.pods_file_entry(&enroll))
+            .collect();
+        let (proxies, rules, late) = match setup {
+            Setup::Weir => {
+                let late = args
+                    .attacks
+                    .iter()
+                    .map(|a| {
+                        let pod = node.add_pod(&format!("late-{}", a.name()))?;
+                        let pause = pod.start_pause()?;
+                        Ok((pod, pause))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let config = weir_config(pods.server.ip4, pods.other.ip4);
+                let options = AgentOptions {
+                    log: "warn".to_owned(),
+                    ..AgentOptions::default()
+                };
+                let agent = AgentProcess::start_with_options(
+                    node,
+                    &config,
+                    &format!("pods:\n{pods_file}"),
+                    pins,
+                    options,
+                )?;
+                agent.wait_ready(node, Duration::from_secs(30))?;
+                println!(
+                    "bench: weir run (pid {}) enrolled a, b, server and other",
+                    agent.pid().unwrap_or(0)
+                );
+                (Proxies::Weir(Box::new(agent)), Vec::new(), late)
+            }
+            Setup::Sidecars => {
+                let envoy = args
+                    .envoy
+                    .as_deref()
+                    .context("the sidecars setup needs --envoy")?;
+                let config = dir.join("envoy.yaml");
+                std::fs::write(&config, envoy_config(pods.server.ip4, pods.other.ip4))?;
+                let mut sidecars = Vec::new();
+                let mut rules = Vec::new();
+                for (role, pod) in [
+                    ("a", &pods.a),
+                    ("b", &pods.b),
+                    ("server", &pods.server),
+                    ("other", &pods.other),
+                ] {
+                    sidecars.push(start_envoy(envoy, &config, role, pod, &dir)?);
+                    rules.extend(sidecar_rules(pod)?);
+                }
+                (Proxies::Sidecars(sidecars), rules, Vec::new())
+            }
+        };
+        Ok(Mesh {
+            setup,
+            node,
+            dir,
+            proxies,
+            _rules: rules,
+            pods,
+            late,
+            pods_file,
+        })
+    }
+
+    /// Proof that every path an attack takes serves, before anything is measured.
+    fn warm_up(&self, args: &Args) -> Result<()> {
+        let b = self.probe_b(args, Duration::from_secs(1))?;
+        if b.requests == 0 || b.errors() > 0 {
+            bail!(
+                "{}: B's requests to its service are not served cleanly: {b:?}{}",
+                self.setup.name(),
+                self.log_tail()
+            );
+        }
+        let other = SocketAddr::new(OTHER.parse()?, 80);
+        for (path, body) in [("/", "other from"), ("/direct", "answered by the proxy")] {
+            let got = self.run_in_a(&["http", &other.to_string(), OTHER, path, "1"])?;
+            anyhow::ensure!(
+                got.starts_with(&format!("1 200 {body}")),
+                "{}: A's GET {other}{path}: {got:?}{}",
+                self.setup.name(),
+                self.log_tail()
+            );
+        }
+        let sink = SocketAddr::new(self.pods.sink.ip4.into(), SINK_PORT);
+        let echo = self.run_in_a(&["echo", &sink.to_string(), "100000"])?;
+        anyhow::ensure!(
+            echo.trim() == "identical",
+            "{}: A's echo through the sink: {echo:?}",
+            self.setup.name()
+        );
+        println!(
+            "bench: {}: B served ({} requests, p99 {:.2} ms); A reaches its service, the direct route and the sink",
+            self.setup.name(),
+            b.requests,
+            b.p99_us / 1e3
+        );
+        Ok(())
+    }
+
+    fn run_in_a(&self, args: &[&str]) -> Result<String> {
+        let mut cmd = Command::new(sim_client());
+        cmd.args(args);
+        let out = self
+            .pods
+            .a
+            .spawn(cmd)?
+            .wait_output(Duration::from_secs(20))?;
+        Ok(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+
+    /// B's requests: `latency-probe` in pod B at [`B_RATE`] on one connection.
+    fn probe_b(&self, args: &Args, length: Duration) -> Result<WrkReport> {
+        let mut cmd = Command::new(&args.probe);
+        cmd.arg(format!("http://{SERVICE}/"))
+            .arg(format!("--rate={B_RATE}"))
+            .arg("--connections=1")
+            .arg(format!("--duration-ms={}", length.as_millis()));
+        let out = self
+            .pods
+            .b
+            .spawn(cmd)?
+            .wait_output(length + Duration::from_secs(20))
+            .context("B's latency-probe did not end")?;
+        report_from_output(&out)
+    }
+
+    /// The proxy processes, by role.
+    fn pids(&self) -> Vec<(String, u32)> {
+        match &self.proxies {
+            Proxies::Weir(agent) => vec![("weir".to_owned(), agent.pid().unwrap_or(0))],
+            Proxies::Sidecars(sidecars) => sidecars
+                .iter()
+                .map(|s| (s.role.to_owned(), s.process.pid()))
+                .collect(),
+        }
+    }
+
+    /// weir's `/ready`, or B's sidecar's.
+    fn ready(&self) -> bool {
+        let answer = match &self.proxies {
+            Proxies::Weir(agent) => agent.admin_get(self.node, "/ready"),
+            Proxies::Sidecars(_) => {
+                let admin = SocketAddr::from(([127, 0, 0, 1], SIDECAR_ADMIN));
+                self.pods
+                    .b
+                    .netns()
+                    .run(move || http_get(admin, "/ready"))
+                    .map_err(anyhow::Error::from)
+                    .and_then(|r| r)
+            }
+        };
+        answer.is_ok_and(|(status, _)| status == 200)
+    }
+
+    /// Connections weir refused, counted against A and against B.
+    fn refused(&self) -> Result<Option<(f64, f64)>> {
+        let Proxies::Weir(agent) = &self.proxies else {
+            return Ok(None);
+        };
+        let (status, text) = agent.admin_get(self.node, "/stats/prometheus")?;
+        anyhow::ensure!(status == 200, "weir's metrics answered {status}");
+        Ok(Some((refused_of(&text, "a"), refused_of(&text, "b"))))
+    }
+
+    /// weir: enrols the late pod of the `n`th attack (and keeps the earlier
+    /// ones) and starts its requests to the route weir answers itself.
+    fn enrol_late(&self, n: usize) -> Result<Option<(PodProcess, u128)>> {
+        let Proxies::Weir(agent) = &self.proxies else {
+            return Ok(None);
+        };
+        let enroll = [("weir.dev/enroll", "true")];
+        let late: String = self.late[..=n]
+            .iter()
+            .map(|(pod, _)| pod.pods_file_entry(&enroll))
+            .collect();
+        let since = epoch_us()?;
+        agent.write_pods(&format!("pods:\n{}{late}", self.pods_file))?;
+        let mut cmd = Command::new(sim_client());
+        cmd.args([
+            "until-ok",
+            &format!("{OTHER}:80"),
+            OTHER,
+            "/direct",
+            "5",
+            "30000",
+        ]);
+        Ok(Some((self.late[n].0.spawn(cmd)?, since)))
+    }
+
+    /// One attack with B's requests under it, measured.
+    fn run_attack(&self, attack: Attack, n: usize, args: &Args) -> Result<Row> {
+        let pids = self.pids();
+        let all: Vec<u32> = pids.iter().map(|(_, p)| *p).collect();
+        let before = footprint(&all)?;
+        let refused_before = self.refused()?;
+        let cpu_before = pids
+            .iter()
+            .map(|(_, p)| measure::cpu_time(&[*p]))
+            .collect::<Result<Vec<_>>>()?;
+        let started = Instant::now();
+        let done = AtomicBool::new(false);
+        let peaks = Mutex::new(vec![Footprint::default(); pids.len()]);
+        let ready = Mutex::new((0u32, 0u32));
+        let window = std::thread::scope(|s| {
+            s.spawn(|| {
+                // Bounded by the attack: `done` is set when it ends.
+                while !done.load(Ordering::Relaxed) {
+                    for (i, (_, pid)) in pids.iter().enumerate() {
+                        let now = footprint(&[*pid]).unwrap_or_default();
+                        let mut peaks = peaks.lock().unwrap_or_else(|e| e.into_inner());
+                        peaks[i].fds = peaks[i].fds.max(now.fds);
+                        peaks[i].rss_kib = peaks[i].rss_kib.max(now.rss_kib);
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+            s.spawn(|| {
+                while !done.load(Ordering::Relaxed) {
+                    let ok = self.ready();
+                    let mut r = ready.lock().unwrap_or_else(|e| e.into_inner());
+                    r.0 += u32::from(ok);
+                    r.1 += 1;
+                    drop(r);
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            });
+            let result = self.attack_window(attack, n, args);
+            done.store(true, Ordering::Relaxed);
+            result
+        });
+        let (b, enrolled_ms, load) = window?;
+        let wall = started.elapsed().as_secs_f64();
+        let peaks = peaks.into_inner().unwrap_or_else(|e| e.into_inner());
+        let mut proxies = Vec::new();
+        for (((role, pid), peak), cpu0) in pids.iter().zip(peaks).zip(cpu_before) {
+            let cpu = measure::cpu_time(&[*pid])
+                .with_context(|| format!("proxy {role} (pid {pid}) exited during the attack"))?
+                .saturating_sub(cpu0);
+            proxies.push(ProxyUse {
+                role: role.clone(),
+                peak_fds: peak.fds,
+                peak_rss_kib: peak.rss_kib,
+                cpu_cores: cpu.as_secs_f64() / wall.max(1e-3),
+            });
+        }
+        let refused = match (refused_before, self.refused()?) {
+            (Some((a0, b0)), Some((a1, b1))) => Some((a1 - a0, b1 - b0)),
+            _ => None,
+        };
+        let recovery = recover(&all, before)?;
+        Ok(Row {
+            attack,
+            setup: self.setup,
+            load,
+            b,
+            proxies,
+            ready: ready.into_inner().unwrap_or_else(|e| e.into_inner()),
+            enrolled_ms,
+            refused,
+            recovery,
+        })
+    }
+
+    /// Starts A's attack, enrols a pod (weir), runs B's requests, ends the
+    /// attack: B's report, the enrolment's milliseconds, what A managed.
+    fn attack_window(
+        &self,
+        attack: Attack,
+        n: usize,
+        args: &Args,
+    ) -> Result<(WrkReport, Option<Option<f64>>, String)> {
+        let length = Duration::from_secs(args.duration);
+        let attacker = Attacker::start(self, attack, args, length)?;
+        let enrolling = self.enrol_late(n)?;
+        let b = self.probe_b(args, length);
+        let enrolled = match enrolling {
+            None => None,
+            Some((process, since)) => {
+                let out = process.wait_output(Duration::from_secs(40))?;
+                let text = String::from_utf8_lossy(&out.stdout);
+                Some(
+                    text.split_whitespace()
+                        .nth(1)
+                        .and_then(|us| us.parse::<u128>().ok())
+                        .map(|at| at.saturating_sub(since) as f64 / 1e3),
+                )
+            }
+        };
+        let load = match attacker {
+            Some(attacker) => attacker.end(args)?,
+            None => "-".to_owned(),
+        };
+        Ok((b?, enrolled, load))
+    }
+
+    /// The end of the proxies' logs, to explain a failure.
+    fn log_tail(&self) -> String {
+        let text = match &self.proxies {
+            Proxies::Weir(agent) => agent.log(),
+            Proxies::Sidecars(sidecars) => sidecars
+                .iter()
+                .map(|s| std::fs::read_to_string(&s.log).unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        };
+        let tail: Vec<&str> = text.lines().rev().take(20).collect();
+        format!(
+            "\nthe proxies' log (end):\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )
+    }
+}
+
+/// A's attack, running in pod A.
+struct Attacker {
+    attack: Attack,
+    process: PodProcess,
+    log: PathBuf,
+    stop: PathBuf,
+}
+
+impl Attacker {
+    /// Starts `attack` (none for `alone`) and returns once it is in effect:
+    /// every connection opened, the download begun; wrk floods at once.
+    fn start(
+        mesh: &Mesh<'_>,
+        attack: Attack,
+        args: &Args,
+        length: Duration,
+    ) -> Result<Option<Attacker>> {
+        let other = format!("{OTHER}:80");
+        let sink = SocketAddr::new(mesh.pods.sink.ip4.into(), SINK_PORT).to_string();
+        let count = args.connections.to_string();
+        let flood = |path: &str| {
+            let url = format!("http://{OTHER}{path}");
+            Load {
+                wrk: &args.wrk,
+                url: &url,
+                connections: FLOOD_CONNECTIONS,
+                // Past B's requests, which start after it.
+                duration: length + Duration::from_secs(2),
+                mode: Mode::KeepAlive,
+            }
+            .command()
+        };
+        let client = |words: &[&str]| {
+            let mut cmd = Command::new(sim_client());
+            cmd.args(words);
+            cmd
+        };
+        let (mut cmd, marker) = match attack {
+            Attack::Alone => return Ok(None),
+            Attack::CpuDirect => (flood("/direct"), None),
+            Attack::CpuUpstream => (flood("/"), None),
+            Attack::Silent => (client(&["idle", &other, &count, "0"]), Some("opened ")),
+            Attack::Opaque => (
+                client(&["idle", &sink, &count, OPAQUE_TALKER_EVERY]),
+                Some("opened "),
+            ),
+            Attack::SlowReader => (
+                client(&[
+                    "slow-read",
+                    &other,
+                    OTHER,
+                    &format!("/bytes/{SLOW_BYTES}"),
+                    &SLOW_RATE.to_string(),
+                ]),
+                Some("reading"),
+            ),
+        };
+        let stop = mesh.dir.join(format!("stop-{}", attack.name()));
+        let _ = std::fs::remove_file(&stop);
+        let log = mesh.dir.join(format!("a-{}.log", attack.name()));
+        cmd.env("SIM_CLIENT_STOP_FILE", &stop);
+        let process = mesh.pods.a.spawn_logged(cmd, &log)?;
+        if let Some(marker) = marker {
+            let started = wait::until(Duration::from_secs(60), || {
+                std::fs::read_to_string(&log).is_ok_and(|t| t.contains(marker))
+            });
+            if !started {
+                bail!(
+                    "A's {} attack did not start within 60 s: {}",
+                    attack.name(),
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        }
+        Ok(Some(Attacker {
+            attack,
+            process,
+            log,
+            stop,
+        }))
+    }
+
+    /// Ends the attack (wrk ends by itself) and says what A managed.
+    fn end(self, args: &Args) -> Result<String> {
+        std::fs::write(&self.stop, "")?;
+        self.process
+            .wait_output(Duration::from_secs(args.duration + 30))
+            .with_context(|| format!("A's {} attack did not end", self.attack.name()))?;
+        let text = std::fs::read_to_string(&self.log)?;
+        a_load(self.attack, &text).with_context(|| format!("A's report:\n{text}"))
+    }
+}
+
+/// What A's report says it managed, in a few words.
+fn a_load(attack: Attack, text: &str) -> Result<String> {
+    let number = |after: &str| -> Option<u64> {
+        text.split(after)
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    Ok(match attack {
+        Attack::Alone => "-".to_owned(),
+        Attack::CpuDirect | Attack::CpuUpstream => {
+            let wrk = parse_wrk(text)?;
+            let errors = match wrk.errors() {
+                0 => String::new(),
+                n => format!(", {n} errors"),
+            };
+            format!("{:.0} req/s{errors}", wrk.requests_per_sec)
+        }
+        Attack::Silent | Attack::Opaque => {
+            let opened = number("opened ").context("no `opened N` line")?;
+            let ms = number(&format!("of {} in ", number("of ").unwrap_or(0)))
+                .context("no `opened N of M in MS ms` line")?;
+            let closed = number("open to the end, ").context("no `held N open` line")?;
+            format!(
+                "{opened} opened in {:.1} s, {closed} closed by the proxy",
+                ms as f64 / 1e3
+            )
+        }
+        Attack::SlowReader => {
+            let read = number("read ").context("no `read N bytes` line")?;
+            format!("{:.1} MiB read", read as f64 / f64::from(1 << 20))
+        }
+    })
+}
+
+/// Sum of `weir_intercept_connections_refused_total` over the series of `pod`.
+fn refused_of(exposition: &str, pod: &str) -> f64 {
+    let name = "weir_intercept_connections_refused_total{";
+    let label = format!("pod=\"{pod}\"");
+    exposition
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .filter(|l| {
+            let labels = &l[name.len() - 1..];
+            labels.contains(&format!("{{{label}")) || labels.contains(&format!(",{label}"))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn footprint(pids: &[u32]) -> Result<Footprint> {
+    Ok(Footprint {
+        fds: measure::open_fds(pids)?,
+        rss_kib: measure::memory(pids)?.rss_kib,
+    })
+}
+
+/// Polls the proxies until their descriptors and RSS are back within the
+/// factor of `before`, for [`RECOVERY_SECS`] at most.
+fn recover(pids: &[u32], before: Footprint) -> Result<Recovery> {
+    let ended = Instant::now();
+    let mut after = footprint(pids)?;
+    let back = wait::until(Duration::from_secs_f64(RECOVERY_SECS), || {
+        after = footprint(pids).unwrap_or(after);
+        after.back_to(&before)
+    });
+    Ok(Recovery {
+        before,
+        after,
+        secs: back.then(|| ended.elapsed().as_secs_f64()),
+    })
+}
+
+fn epoch_us() -> Result<u128> {
+    Ok(SystemTime::now().duration_since(UNIX_EPOCH)?.as_micros())
+}
+
+/// weir's listeners: B's service to `server`; A's to `other`, with a route
+/// weir answers itself.
+fn weir_config(server: Ipv4Addr, other: Ipv4Addr) -> String {
+    format!(
+        r#"admin:
+  address: "{{admin}}"
+listeners:
+  - name: service
+    address: "{SERVICE}:80"
+    bind_to_port: false
+    virtual_hosts:
+      - name: service
+        domains: ["*"]
+        routes:
+          - match: {{ prefix: "/" }}
+            route: {{ cluster: service }}
+  - name: other
+    address: "{OTHER}:80"
+    bind_to_port: false
+    virtual_hosts:
+      - name: other
+        domains: ["*"]
+        routes:
+          - match: {{ prefix: "/direct" }}
+            direct_response: {{ status: 200, body: "answered by the proxy" }}
+          - match: {{ prefix: "/" }}
+            route: {{ cluster: other }}
+clusters:
+  - name: service
+    endpoints: [{{ address: "{server}", port: {APP_PORT} }}]
+  - name: other
+    endpoints: [{{ address: "{other}", port: {APP_PORT} }}]
+"#
+    )
+}
+
+/// Every sidecar's Envoy config, as Istio shapes one: `virtualOutbound` on
+/// :15001 hands each redirected connection to the listener of its original
+/// destination (`use_original_dst`), one per service (`bind_to_port:
+/// false`, the same routes as weir's), anything else to `PassthroughCluster`;
+/// `virtualInbound` on :15006 sends the application's port to the
+/// application on 127.0.0.1. Every cluster has Istio's circuit breakers (no
+/// limit), so none of them turns an attack into B's errors by itself.
+fn envoy_config(server: Ipv4Addr, other: Ipv4Addr) -> String {
+    let hcm = |name: &str, routes: &str| {
+        format!(
+            r#"      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: {name}
+          route_config:
+            name: {name}
+            virtual_hosts:
+            - name: {name}
+              domains: ["*"]
+              routes:
+{routes}          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+"#
+        )
+    };
+    let to = |cluster: &str| {
+        format!(
+            "              - match: {{ prefix: \"/\" }}\n                route: {{ cluster: {cluster} }}\n"
+        )
+    };
+    let direct = "              - match: { prefix: \"/direct\" }\n                direct_response: { status: 200, body: { inline_string: \"answered by the proxy\" } }\n";
+    let service = |address: &str, routes: String| {
+        format!(
+            "  - name: {address}_80\n    address:\n      socket_address: {{ address: {address}, port_value: 80 }}\n    bind_to_port: false\n    filter_chains:\n    - filters:\n{}",
+            hcm(&format!("outbound_{address}_80"), &routes)
+        )
+    };
+    let original_dst = "    listener_filters:\n    - name: envoy.filters.listener.original_dst\n      typed_config:\n        \"@type\": type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst\n";
+    let cluster = |name: &str, endpoint: Option<(IpAddr, u16)>| {
+        let body = match endpoint {
+            None => "    type: ORIGINAL_DST\n    lb_policy: CLUSTER_PROVIDED\n".to_owned(),
+            Some((ip, port)) => format!(
+                "    type: STATIC\n    load_assignment:\n      cluster_name: {name}\n      endpoints:\n      - lb_endpoints:\n        - endpoint:\n            address:\n              socket_address: {{ address: {ip}, port_value: {port} }}\n"
+            ),
+        };
+        format!(
+            "  - name: {name}\n    connect_timeout: 10s\n{body}    circuit_breakers:\n      thresholds:\n      - {{ max_connections: 4294967295, max_pending_requests: 4294967295, max_requests: 4294967295, max_retries: 4294967295 }}\n"
+        )
+    };
+    format!(
+        r#"admin:
+  address:
+    socket_address: {{ address: 127.0.0.1, port_value: {SIDECAR_ADMIN} }}
+static_resources:
+  listeners:
+  - name: virtualOutbound
+    address:
+      socket_address: {{ address: 0.0.0.0, port_value: {SIDECAR_OUTBOUND} }}
+    use_original_dst: true
+{original_dst}    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: PassthroughCluster
+          cluster: PassthroughCluster
+{service}{other}  - name: virtualInbound
+    address:
+      socket_address: {{ address: 0.0.0.0, port_value: {SIDECAR_INBOUND} }}
+{original_dst}    filter_chains:
+    - filter_chain_match: {{ destination_port: {APP_PORT} }}
+      filters:
+{inbound}  clusters:
+{passthrough}{service_cluster}{other_cluster}{app_cluster}"#,
+        service = service(SERVICE, to("service")),
+        other = service(OTHER, format!("{direct}{}", to("other"))),
+        inbound = hcm("inbound_app", &to("inbound_app")),
+        passthrough = cluster("PassthroughCluster", None),
+        service_cluster = cluster("service", Some((server.into(), APP_PORT))),
+        other_cluster = cluster("other", Some((other.into(), APP_PORT))),
+        app_cluster = cluster("inbound_app", Some(([127, 0, 0, 1].into(), APP_PORT))),
+    )
+}
+
+/// Envoy in `pod`'s network namespace as uid 1337 (so its own connections
+/// pass the OUTPUT rule), ready when its admin says so.
+fn start_envoy(
+    envoy: &Path,
+    config: &Path,
+    role: &'static str,
+    pod: &SimPod,
+    dir: &Path,
+) -> Result<Sidecar> {
+    let log = dir.join(format!("envoy-{role}.log"));
+    let mut cmd = Command::new("setpriv");
+    cmd.arg(format!("--reuid={SIDECAR_UID}"))
+        .arg(format!("--regid={SIDECAR_UID}"))
+        .arg("--clear-groups")
+        .arg("--")
+        .arg(envoy)
+        .arg("-c")
+        .arg(config)
+        .args(["--concurrency", SIDECAR_WORKERS, "--disable-hot-restart"])
+        .args(["--log-level", "warn"]);
+    let process = pod.spawn_outside_cgroup_logged(cmd, &log)?;
+    let admin = SocketAddr::from(([127, 0, 0, 1], SIDECAR_ADMIN));
+    if !wait_ready_in(pod, admin, Duration::from_secs(30)) {
+        bail!(
+            "Envoy in pod {} never became ready; its log:\n{}",
+            pod.name,
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    println!(
+        "bench: envoy (pid {}) in {}'s namespace, --concurrency {SIDECAR_WORKERS}",
+        process.pid(),
+        pod.name
+    );
+    Ok(Sidecar { role, process, log })
+}
+
+/// Istio's rules for a pod: its outbound TCP (not loopback, not the
+/// sidecar's own) to :15001, its inbound TCP to :15006.
+fn sidecar_rules(pod: &SimPod) -> Result<Vec<IptablesRedirect>> {
+    let outbound = [
+        "!",
+        "-d",
+        "127.0.0.0/8",
+        "-m",
+        "owner",
+        "!",
+        "--uid-owner",
+        SIDECAR_UID,
+    ];
+    Ok(vec![
+        IptablesRedirect::add(pod, "OUTPUT", &outbound, SIDECAR_OUTBOUND)?,
+        IptablesRedirect::add(pod, "PREROUTING", &[], SIDECAR_INBOUND)?,
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_of_one_pod_over_its_series() {
+        let text = "# TYPE weir_intercept_connections_refused_total counter\n\
+            weir_intercept_connections_refused_total{direction=\"outbound\",namespace=\"default\",pod=\"a\",reason=\"pod_connections\"} 1904\n\
+            weir_intercept_connections_refused_total{direction=\"outbound\",namespace=\"default\",pod=\"a\",reason=\"pod_rate\"} 6\n\
+            weir_intercept_connections_refused_total{direction=\"inbound\",namespace=\"default\",pod=\"ab\",reason=\"pod_rate\"} 50\n\
+            weir_intercept_connections_refused_total{pod=\"b\",reason=\"node_descriptors\"} 2\n";
+        assert_eq!(refused_of(text, "a"), 1910.0);
+        assert_eq!(refused_of(text, "b"), 2.0);
+        assert_eq!(refused_of(text, "c"), 0.0);
+    }
+
+    #[test]
+    fn what_a_managed() {
+        let wrk = "  Latency Distribution\n     50%  100.00us\n     99%    1.00ms\n  400000 requests in 10.00s, 1MB read\nRequests/sec:  40000.12\n";
+        assert_eq!(a_load(Attack::CpuDirect, wrk).unwrap(), "40000 req/s");
+        let idle = "opened 6000 of 6000 in 2140 ms, 0 failed\nheld 4096 open to the end, 1904 closed or reset by the peer\n";
+        assert_eq!(
+            a_load(Attack::Silent, idle).unwrap(),
+            "6000 opened in 2.1 s, 1904 closed by the proxy"
+        );
+        assert_eq!(
+            a_load(
+                Attack::SlowReader,
+                "reading\nread 10485760 bytes in 10012 ms\n"
+            )
+            .unwrap(),
+            "10.0 MiB read"
+        );
+        assert!(a_load(Attack::Opaque, "opened 5 of 6000 in 9 ms, 5995 failed\n").is_err());
+    }
+
+    #[test]
+    fn weir_config_validates() {
+        let config = weir_config([192, 0, 2, 4].into(), [192, 0, 2, 5].into())
+            .replace("{admin}", "127.0.0.1:15000");
+        weir::config::parse_str(&config, "bench").unwrap();
+    }
+
+    #[test]
+    fn envoy_config_has_every_route_and_istio_limits() {
+        let config = envoy_config([192, 0, 2, 4].into(), [192, 0, 2, 5].into());
+        for part in [
+            "name: 198.51.100.20_80",
+            "name: 198.51.100.21_80",
+            "inline_string: \"answered by the proxy\"",
+            "socket_address: { address: 192.0.2.5, port_value: 8080 }",
+            "socket_address: { address: 127.0.0.1, port_value: 8080 }",
+            "use_original_dst: true",
+            "type: ORIGINAL_DST",
+        ] {
+            assert!(config.contains(part), "{part}:\n{config}");
+        }
+        assert_eq!(config.matches("max_connections: 4294967295").count(), 4);
+        // Tabs would make it invalid YAML.
+        assert!(!config.contains('\t'));
+    }
+}
