@@ -65,13 +65,7 @@ pub fn run_enroll(root: &Path, args: &EnrollArgs) -> Result<()> {
     let report =
         std::fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()))?;
 
-    if args.no_docs {
-        return Ok(());
-    }
-    if args.pods != FULL_RUN_PODS && !args.write_docs {
-        println!(
-            "\nxtask: shortened run, docs/benchmarks.md left as it is (--write-docs writes it)"
-        );
+    if !super::writes_docs(args.no_docs, args.pods == FULL_RUN_PODS, args.write_docs) {
         return Ok(());
     }
     let body = section(root, [&load_before, &load_after], args, &report);

