@@ -18,7 +18,8 @@
 //!   (no limit) on every cluster.
 //!
 //! B sends `latency-probe` requests to its service at 100 a second on one
-//! keep-alive connection while A does one attack at a time (`alone`: none);
+//! keep-alive connection while A does one attack at a time (`alone`: none),
+//! and alone for as long just before each attack (its baseline);
 //! during each: the proxies' descriptors, RSS and CPU (sampled every 100 ms),
 //! readiness probes every 500 ms, with weir a pod enrolled and served, and
 //! weir's count of refused connections per pod; after each: how soon the
@@ -454,6 +455,11 @@ impl<'n> Mesh<'n> {
 
     /// One attack with B's requests under it, measured.
     fn run_attack(&self, attack: Attack, n: usize, args: &Args) -> Result<Row> {
+        // B alone just before, for as long, so the machine's drift falls on both.
+        let alone = match attack {
+            Attack::Alone => None,
+            _ => Some(self.probe_b(args, Duration::from_secs(args.duration))?),
+        };
         let pids = self.pids();
         let all: Vec<u32> = pids.iter().map(|(_, p)| *p).collect();
         let before = footprint(&all)?;
@@ -517,6 +523,7 @@ impl<'n> Mesh<'n> {
             attack,
             setup: self.setup,
             load,
+            alone_p99_us: alone.map_or(b.p99_us, |a| a.p99_us),
             b,
             proxies,
             ready: ready.into_inner().unwrap_or_else(|e| e.into_inner()),

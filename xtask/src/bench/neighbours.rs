@@ -169,7 +169,10 @@ the mesh). Nothing listens at the service addresses: the proxies claim them.
 
 B: `latency-probe` in pod B, `GET http://198.51.100.20/` at 100 requests a second on one
 keep-alive connection (open loop; a request slower than 2 s is an error), for the
-duration of each attack. A, in pod A, one attack at a time, after B alone:
+duration of each attack, and alone for as long just before it (*B p99 alone, just
+before*: the baseline the attack is judged against, so that how busy the shared machine
+is at the time falls on both). A, in pod A, one attack at a time, B's requests beginning
+once the attack is in effect (every connection open, the download begun; wrk at once):
 
 - **cpu-direct**: `wrk -t1 -c16` on `http://198.51.100.21/direct` (the proxy answers).
 - **cpu-upstream**: `wrk -t1 -c16` on `http://198.51.100.21/` (through the proxy to `other`).
@@ -185,8 +188,8 @@ a pod added to the pods file and enrolled (*enrolment during*: from the file's c
 its first request weir answered) and `weir_intercept_connections_refused_total` for pods a
 and b. After it: how long until the proxies' descriptors and RSS (all proxies together)
 are back within 2x of their values before the attack (polled every 50 ms, at most 60 s).
-A row passes when B had no failed request, B's p99 is within 2x of its p99 alone on the
-same setup, every readiness probe was answered, the new pod was served, none of B's
+A row passes when B had no failed request, B's p99 is within 2x of its p99 alone just
+before, every readiness probe was answered, the new pod was served, none of B's
 connections was refused and the footprint was back within 60 s (the issue's acceptance).
 With sidecars, the proxy cells read B's sidecar, A's, and all four.
 
