@@ -27,7 +27,8 @@ pub const ANNOTATION_MAX_CONNECTION_RATE: &str = "weir.dev/max-connection-rate";
 pub const ANNOTATION_MAX_REQUESTS: &str = "weir.dev/max-requests";
 
 /// Proxy CPU the pod's connections may use, as a Kubernetes CPU quantity
-/// (`"500m"`, `"2"`, `"1.5"`); absent: half the proxy's worker threads.
+/// (`"500m"`, `"2"`, `"1.5"`); absent: an eighth of the proxy's worker
+/// threads, at least 250m.
 pub const ANNOTATION_MAX_CPU: &str = "weir.dev/max-cpu";
 
 /// Inbound port slots per pod in the eBPF maps.

@@ -87,6 +87,9 @@ struct Args {
     /// Connections of the silent and opaque attacks.
     #[arg(long, default_value_t = 6000, value_parser = clap::value_parser!(u32).range(1..=15_000))]
     connections: u32,
+    /// Pod A's `weir.dev/max-cpu` in the weir setup; absent: weir's default.
+    #[arg(long)]
+    a_max_cpu: Option<String>,
     /// wrk binary (the floods).
     #[arg(long, default_value = "wrk")]
     wrk: PathBuf,
@@ -153,8 +156,12 @@ fn main() -> Result<()> {
     }
     drop(meshes);
 
+    let capped = match &args.a_max_cpu {
+        Some(cpu) => format!(" A annotated `weir.dev/max-cpu: {cpu}` in the weir setup."),
+        None => String::new(),
+    };
     let mut report = format!(
-        "B: {B_RATE} requests/s on one keep-alive connection for {} s per attack; silent and opaque: {} connections.\n\n{}",
+        "B: {B_RATE} requests/s on one keep-alive connection for {} s per attack; silent and opaque: {} connections.{capped}\n\n{}",
         args.duration,
         args.connections,
         table(&rows)
@@ -256,10 +263,15 @@ impl<'n> Mesh<'n> {
         std::fs::create_dir_all(&dir)?;
         let pods = Pods::start(node)?;
         let enroll = [("weir.dev/enroll", "true")];
-        let pods_file: String = [&pods.a, &pods.b, &pods.server, &pods.other]
-            .iter()
-            .map(|p| p.pods_file_entry(&enroll))
-            .collect();
+        let mut a_annotations = enroll.to_vec();
+        if let Some(cpu) = &args.a_max_cpu {
+            a_annotations.push(("weir.dev/max-cpu", cpu));
+        }
+        let pods_file: String = pods.a.pods_file_entry(&a_annotations)
+            + &[&pods.b, &pods.server, &pods.other]
+                .iter()
+                .map(|p| p.pods_file_entry(&enroll))
+                .collect::<String>();
         let (proxies, rules, late) = match setup {
             Setup::Weir => {
                 let late = args

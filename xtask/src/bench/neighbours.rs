@@ -31,6 +31,9 @@ pub struct NeighboursArgs {
     /// Connections of the silent and opaque attacks.
     #[arg(long, default_value_t = 6000, value_parser = clap::value_parser!(u32).range(1..=15_000))]
     pub connections: u32,
+    /// Pod A's `weir.dev/max-cpu` in the weir setup (`250m`); absent: weir's default.
+    #[arg(long)]
+    pub a_max_cpu: Option<String>,
     /// Write docs/benchmarks.md even for a shortened run (a full run always does).
     #[arg(long, conflicts_with = "no_docs")]
     pub write_docs: bool,
@@ -46,6 +49,7 @@ impl NeighboursArgs {
             && self.connections == 6000
             && Attack::ALL.iter().all(|a| self.run_order().contains(a))
             && Setup::ALL.iter().all(|s| self.setups.contains(s))
+            && self.a_max_cpu.is_none()
     }
 
     /// `alone` first, then the attacks asked for, each once.
@@ -92,6 +96,11 @@ pub fn run_neighbours(root: &Path, args: &NeighboursArgs) -> Result<()> {
             names(args.setups.iter().map(|s| s.name()).collect())
         ))
         .arg(format!("--connections={}", args.connections))
+        .args(
+            args.a_max_cpu
+                .iter()
+                .map(|cpu| format!("--a-max-cpu={cpu}")),
+        )
         .arg("--wrk")
         .arg(&wrk)
         .arg("--probe")
@@ -210,6 +219,7 @@ mod tests {
             attacks: attacks.to_vec(),
             setups: Setup::ALL.to_vec(),
             connections: 6000,
+            a_max_cpu: None,
             write_docs: false,
             no_docs: false,
         }
@@ -230,5 +240,8 @@ mod tests {
         let mut weir_only = args(10, every);
         weir_only.setups = vec![Setup::Weir];
         assert!(!weir_only.is_full_run());
+        let mut capped = args(10, every);
+        capped.a_max_cpu = Some("250m".to_owned());
+        assert!(!capped.is_full_run(), "the docs show weir's defaults");
     }
 }
