@@ -446,10 +446,14 @@ fn start_agent(
 ) -> Result<AgentProcess> {
     let backend_addr = SocketAddr::new(backend.ip4.into(), BACKEND_PORT);
     let config = weir_config("{admin}", SERVICE, false, backend_addr);
+    // The client is alone on the node and this measures what interception
+    // costs, not fair shares: its proxy CPU is not capped below the
+    // machine's (weir's default share would hold a saturating client back).
+    let annotations = [("weir.dev/enroll", "true"), ("weir.dev/max-cpu", "1024")];
     let pods = format!(
         "pods:\n{}{}",
-        client.pods_file_entry(&[("weir.dev/enroll", "true")]),
-        backend.pods_file_entry(&[("weir.dev/enroll", "true")])
+        client.pods_file_entry(&annotations),
+        backend.pods_file_entry(&annotations)
     );
     let sk_msg = scenario == Scenario::EbpfSkMsg;
     let cgroup = node

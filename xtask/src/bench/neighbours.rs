@@ -162,8 +162,9 @@ the mesh). Nothing listens at the service addresses: the proxies claim them.
 
 - **weir**: one `weir run` for the node (its default workers: one per core, 2 here) with
   `a`, `b`, `server` and `other` enrolled and default annotations (`weir.dev/max-connections`
-  4096, `weir.dev/max-connection-rate` 50,000/s, the node's descriptors from
-  RLIMIT_NOFILE, 20,000 here).
+  4096, `weir.dev/max-connection-rate` 50,000/s, `weir.dev/max-requests` 1024,
+  `weir.dev/max-cpu` an eighth of the workers, at least 250m: 250m here; the node's
+  descriptors from RLIMIT_NOFILE, 20,000 here).
 - **sidecars** (the isolation reference: each pod its own proxy, as the seeds and Istio run
   it): an Envoy 1.40 in each of those four pods' network namespaces, `--concurrency 2`
   (Istio's default for sidecars, so each sidecar has as many workers as weir has for the
