@@ -8,6 +8,8 @@
 //! its rate, beyond a short burst, has its connections' tasks held back
 //! until its debt is paid: they are not polled, their sockets fill, and
 //! TCP slows the pod's clients down, while the other pods' tasks run.
+//! The tasks the engine spawns while serving the pod (an upstream
+//! connection's driver) are charged to it too (`proxy::cost`).
 //!
 //! The rate is kept as a theoretical arrival time (GCRA), one atomic per
 //! pod: charging `c` of CPU at rate `r` moves it `c / r` on; a task may
@@ -21,6 +23,8 @@ use std::time::Duration;
 
 use prometheus::Counter;
 use tokio::time::{Instant, Sleep};
+
+use crate::proxy::cost::{self, Payer};
 
 /// How far ahead of its rate a pod may run (its burst of CPU). Short, so
 /// that a pod waking thousands of connections at once (a burst of opaque
@@ -86,28 +90,52 @@ impl CpuShare {
             });
     }
 
-    /// `task`, charged to this pod and held back while it is over its rate.
+    /// `task`, charged to this pod and held back while it is over its rate;
+    /// so are the tasks the engine spawns for it (`proxy::cost`).
     pub fn run<F: Future>(
         self: &std::sync::Arc<Self>,
         task: F,
         counters: Option<CpuCounters>,
     ) -> Charged<F> {
-        Charged {
-            task: Box::pin(task),
+        let account = std::sync::Arc::new(Account {
             share: std::sync::Arc::clone(self),
             counters,
-            held: None,
-        }
+        });
+        Charged::new(task, account)
+    }
+}
+
+/// A pod's share with where its use is counted: what its tasks pay with.
+struct Account {
+    share: std::sync::Arc<CpuShare>,
+    counters: Option<CpuCounters>,
+}
+
+impl Payer for Account {
+    fn charge(self: std::sync::Arc<Self>, task: cost::Task) -> cost::Task {
+        Box::pin(Charged::new(task, self))
     }
 }
 
 /// A task whose polls are charged to a pod's [`CpuShare`].
 pub struct Charged<F> {
     task: Pin<Box<F>>,
-    share: std::sync::Arc<CpuShare>,
-    counters: Option<CpuCounters>,
+    account: std::sync::Arc<Account>,
+    /// The same account, as what the tasks it spawns are charged to.
+    payer: std::sync::Arc<dyn Payer>,
     /// Over the rate: not polled before this fires (and when it was set).
     held: Option<(Pin<Box<Sleep>>, Instant)>,
+}
+
+impl<F> Charged<F> {
+    fn new(task: F, account: std::sync::Arc<Account>) -> Self {
+        Self {
+            task: Box::pin(task),
+            payer: account.clone(),
+            account,
+            held: None,
+        }
+    }
 }
 
 impl<F: Future> Future for Charged<F> {
@@ -119,13 +147,13 @@ impl<F: Future> Future for Charged<F> {
             if sleep.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
-            if let Some(c) = &this.counters {
+            if let Some(c) = &this.account.counters {
                 c.throttled.inc_by(since.elapsed().as_secs_f64());
             }
             this.held = None;
         }
         let start = Instant::now();
-        if let Some(until) = this.share.held_until(start) {
+        if let Some(until) = this.account.share.held_until(start) {
             let mut sleep = Box::pin(tokio::time::sleep_until(until));
             // Registers the wake-up; it cannot be due yet.
             if sleep.as_mut().poll(cx).is_pending() {
@@ -133,11 +161,12 @@ impl<F: Future> Future for Charged<F> {
                 return Poll::Pending;
             }
         }
-        let polled = this.task.as_mut().poll(cx);
+        let task = &mut this.task;
+        let polled = cost::paying(&this.payer, || task.as_mut().poll(cx));
         let end = Instant::now();
         let used = end - start;
-        this.share.charge(used, end);
-        if let Some(c) = &this.counters {
+        this.account.share.charge(used, end);
+        if let Some(c) = &this.account.counters {
             c.used.inc_by(used.as_secs_f64());
         }
         polled

@@ -14,6 +14,7 @@ pub(crate) mod body;
 pub mod build;
 pub(crate) mod clients;
 pub(crate) mod cluster;
+pub mod cost;
 pub(crate) mod drain;
 pub(crate) mod http;
 pub(crate) mod io;

@@ -139,7 +139,9 @@ impl Task<'_> {
         let active = GaugeGuard::new(&self.metrics.cx_active);
         let Slot { permit, freed } = self.slot;
         let guard = self.guard;
-        tokio::spawn(async move {
+        // Charged to whoever pays for the request that opened it (a pod's
+        // share of the proxy's CPU, `proxy::cost`).
+        crate::proxy::cost::spawn(async move {
             let _active = active;
             let _guard = guard;
             let r: Result<(), hyper::Error> = conn.await;

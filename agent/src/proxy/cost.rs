@@ -1,0 +1,82 @@
+//! Who pays for a task's CPU. What embeds the engine may charge a
+//! connection's task to someone (interception: the pod it serves,
+//! `enroll::cpu`); the tasks the engine spawns on behalf of that task
+//! (an upstream connection's driver) are then charged to the same payer,
+//! or the work a pod causes would escape its share whenever it is done
+//! in a task of its own. The payer of the task being polled is kept in a
+//! thread-local while it runs, as a tracing span is.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// A spawned task, boxed.
+pub type Task = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// Someone a task's CPU is charged to.
+pub trait Payer: Send + Sync + 'static {
+    /// `task`, spawned on behalf of a task this payer pays for, made to
+    /// be charged to it too.
+    fn charge(self: Arc<Self>, task: Task) -> Task;
+}
+
+thread_local! {
+    static PAYER: RefCell<Option<Arc<dyn Payer>>> = const { RefCell::new(None) };
+}
+
+/// Runs `poll` (one poll of a task) with `payer` as the payer of what it
+/// spawns; the previous payer is back afterwards, also when nested.
+pub fn paying<R>(payer: &Arc<dyn Payer>, poll: impl FnOnce() -> R) -> R {
+    let previous = PAYER.with(|p| p.replace(Some(Arc::clone(payer))));
+    let out = poll();
+    PAYER.with(|p| *p.borrow_mut() = previous);
+    out
+}
+
+/// Spawns `task`, charged to the payer of the task spawning it, if any.
+pub fn spawn(task: impl Future<Output = ()> + Send + 'static) {
+    match PAYER.with(|p| p.borrow().clone()) {
+        Some(payer) => drop(tokio::spawn(payer.charge(Box::pin(task)))),
+        None => drop(tokio::spawn(task)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Counts the tasks it was asked to charge.
+    struct Counting(AtomicUsize);
+
+    impl Payer for Counting {
+        fn charge(self: Arc<Self>, task: Task) -> Task {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            task
+        }
+    }
+
+    #[tokio::test]
+    async fn tasks_spawned_while_paying_are_charged_to_the_payer() {
+        let counting = Arc::new(Counting(AtomicUsize::new(0)));
+        let payer: Arc<dyn Payer> = counting.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        paying(&payer, || spawn(async move { tx.send(()).unwrap() }));
+        rx.await.unwrap();
+        assert_eq!(counting.0.load(Ordering::SeqCst), 1);
+        spawn(async {});
+        assert_eq!(counting.0.load(Ordering::SeqCst), 1, "not paying any more");
+        let inner: Arc<dyn Payer> = Arc::new(Counting(AtomicUsize::new(0)));
+        paying(&payer, || {
+            paying(&inner, || {});
+            spawn(async {});
+        });
+        assert_eq!(
+            counting.0.load(Ordering::SeqCst),
+            2,
+            "the outer payer is back"
+        );
+    }
+}
