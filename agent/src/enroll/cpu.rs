@@ -112,8 +112,14 @@ struct Account {
 }
 
 impl Payer for Account {
+    /// Charged, never held back: a spawned task (a pooled upstream
+    /// connection's driver) may later carry other pods' requests, which
+    /// must not wait for this pod's debt. Its cost holds back this pod's
+    /// own connections instead.
     fn charge(self: std::sync::Arc<Self>, task: cost::Task) -> cost::Task {
-        Box::pin(Charged::new(task, self))
+        let mut charged = Charged::new(task, self);
+        charged.holds = false;
+        Box::pin(charged)
     }
 }
 
@@ -125,6 +131,9 @@ pub struct Charged<F> {
     payer: std::sync::Arc<dyn Payer>,
     /// Over the rate: not polled before this fires (and when it was set).
     held: Option<(Pin<Box<Sleep>>, Instant)>,
+    /// Whether the pod's debt holds this task back (its own connections)
+    /// or is only added to (tasks spawned for it).
+    holds: bool,
 }
 
 impl<F> Charged<F> {
@@ -134,6 +143,7 @@ impl<F> Charged<F> {
             payer: account.clone(),
             account,
             held: None,
+            holds: true,
         }
     }
 }
@@ -153,7 +163,7 @@ impl<F: Future> Future for Charged<F> {
             this.held = None;
         }
         let start = Instant::now();
-        if let Some(until) = this.account.share.held_until(start) {
+        if let Some(until) = this.account.share.held_until(start).filter(|_| this.holds) {
             let mut sleep = Box::pin(tokio::time::sleep_until(until));
             // Registers the wake-up; it cannot be due yet.
             if sleep.as_mut().poll(cx).is_pending() {
@@ -234,6 +244,31 @@ mod tests {
             cx.waker().wake_by_ref();
             Poll::Pending
         }
+    }
+
+    #[tokio::test]
+    async fn a_task_spawned_for_a_pod_is_charged_but_never_held() {
+        let share = Arc::new(CpuShare::new(1));
+        let account = Arc::new(Account {
+            share: Arc::clone(&share),
+            counters: None,
+        });
+        share.charge(Duration::from_secs(1), Instant::now());
+        assert!(share.held_until(Instant::now()).is_some(), "deep in debt");
+        let started = Instant::now();
+        let spawned = account.charge(Box::pin(async {
+            std::thread::sleep(Duration::from_millis(2));
+        }));
+        spawned.await;
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "it was held back"
+        );
+        let debt = share.held_until(Instant::now()).unwrap() - Instant::now();
+        assert!(
+            debt > Duration::from_secs(1000),
+            "its 2 ms were charged: {debt:?}"
+        );
     }
 
     #[tokio::test]
