@@ -1,0 +1,134 @@
+//! Pod A's attacks in `weir-bench-neighbours`, one at a time, and what
+//! each managed.
+
+use super::*;
+
+/// A's attack, running in pod A.
+pub(super) struct Attacker {
+    attack: Attack,
+    process: PodProcess,
+    log: PathBuf,
+    stop: PathBuf,
+}
+
+impl Attacker {
+    /// Starts `attack` (none for `alone`) and returns once it is in effect:
+    /// every connection opened, the download begun; wrk floods at once.
+    pub(super) fn start(
+        mesh: &Mesh<'_>,
+        attack: Attack,
+        args: &Args,
+        length: Duration,
+    ) -> Result<Option<Attacker>> {
+        let other = format!("{OTHER}:80");
+        let sink = SocketAddr::new(mesh.pods.sink.ip4.into(), SINK_PORT).to_string();
+        let count = args.connections.to_string();
+        let flood = |path: &str| {
+            let url = format!("http://{OTHER}{path}");
+            Load {
+                wrk: &args.wrk,
+                url: &url,
+                connections: FLOOD_CONNECTIONS,
+                // Past B's requests, which start after it.
+                duration: length + Duration::from_secs(2),
+                mode: Mode::KeepAlive,
+            }
+            .command()
+        };
+        let client = |words: &[&str]| {
+            let mut cmd = Command::new(sim_client());
+            cmd.args(words);
+            cmd
+        };
+        let (mut cmd, marker) = match attack {
+            Attack::Alone => return Ok(None),
+            Attack::CpuDirect => (flood("/direct"), None),
+            Attack::CpuUpstream => (flood("/"), None),
+            Attack::Silent => (client(&["idle", &other, &count, "0"]), Some("opened ")),
+            Attack::Opaque => (
+                client(&["idle", &sink, &count, OPAQUE_TALKER_EVERY]),
+                Some("opened "),
+            ),
+            Attack::SlowReader => (
+                client(&[
+                    "slow-read",
+                    &other,
+                    OTHER,
+                    &format!("/bytes/{SLOW_BYTES}"),
+                    &SLOW_RATE.to_string(),
+                ]),
+                Some("reading"),
+            ),
+        };
+        let stop = mesh.dir.join(format!("stop-{}", attack.name()));
+        let _ = std::fs::remove_file(&stop);
+        let log = mesh.dir.join(format!("a-{}.log", attack.name()));
+        cmd.env("SIM_CLIENT_STOP_FILE", &stop);
+        let process = mesh.pods.a.spawn_logged(cmd, &log)?;
+        if let Some(marker) = marker {
+            let started = wait::until(Duration::from_secs(60), || {
+                std::fs::read_to_string(&log).is_ok_and(|t| t.contains(marker))
+            });
+            if !started {
+                bail!(
+                    "A's {} attack did not start within 60 s: {}",
+                    attack.name(),
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        }
+        Ok(Some(Attacker {
+            attack,
+            process,
+            log,
+            stop,
+        }))
+    }
+
+    /// Ends the attack (wrk ends by itself) and says what A managed.
+    pub(super) fn end(self, args: &Args) -> Result<String> {
+        std::fs::write(&self.stop, "")?;
+        self.process
+            .wait_output(Duration::from_secs(args.duration + 30))
+            .with_context(|| format!("A's {} attack did not end", self.attack.name()))?;
+        let text = std::fs::read_to_string(&self.log)?;
+        a_load(self.attack, &text).with_context(|| format!("A's report:\n{text}"))
+    }
+}
+
+/// What A's report says it managed, in a few words.
+pub(super) fn a_load(attack: Attack, text: &str) -> Result<String> {
+    let number = |after: &str| -> Option<u64> {
+        text.split(after)
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    Ok(match attack {
+        Attack::Alone => "-".to_owned(),
+        Attack::CpuDirect | Attack::CpuUpstream => {
+            let wrk = parse_wrk(text)?;
+            let errors = match wrk.errors() {
+                0 => String::new(),
+                n => format!(", {n} errors"),
+            };
+            format!("{:.0} req/s{errors}", wrk.requests_per_sec)
+        }
+        Attack::Silent | Attack::Opaque => {
+            let opened = number("opened ").context("no `opened N` line")?;
+            let ms = number(&format!("of {} in ", number("of ").unwrap_or(0)))
+                .context("no `opened N of M in MS ms` line")?;
+            let closed = number("open to the end, ").context("no `held N open` line")?;
+            format!(
+                "{opened} opened in {:.1} s, {closed} closed by the proxy",
+                ms as f64 / 1e3
+            )
+        }
+        Attack::SlowReader => {
+            let read = number("read ").context("no `read N bytes` line")?;
+            format!("{:.1} MiB read", read as f64 / f64::from(1 << 20))
+        }
+    })
+}
