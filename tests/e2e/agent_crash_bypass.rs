@@ -263,12 +263,24 @@ fn twenty_restarts_leak_nothing() -> Result<()> {
         agent.wait_ready(node, Duration::from_secs(20))?;
         assert_eq!(get_once(client, http), VIA_WEIR, "restart {restart}");
         // The kernel frees the last agent's programs once the links moved.
+        // A leak is growth: a socket open at the first count (a pooled
+        // upstream connection the application has since closed) may be
+        // gone now.
         let mut now = held(agent, pins);
+        let leaks_nothing = |now: &Held| {
+            now.descriptors <= first.descriptors
+                && now.pinned == first.pinned
+                && now.loaded == first.loaded
+        };
         wait::until(Duration::from_secs(5), || {
             now = held(agent, pins);
-            now == first
+            leaks_nothing(&now)
         });
-        assert_eq!(now, first, "after restart {restart}:\n{}", agent.log());
+        assert!(
+            leaks_nothing(&now),
+            "after restart {restart}: {now:?}, first {first:?}\n{}",
+            agent.log()
+        );
     }
     agent.terminate(Duration::from_secs(10))?;
     Ok(())
