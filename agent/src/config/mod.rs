@@ -37,8 +37,8 @@ pub use parse::{load_file, parse_str};
 pub use root::{AdminConfig, DnsConfig, OutboundTrafficPolicy, ProxyConfig, StatsConfig};
 pub use route::{
     ClusterTarget, DirectResponseConfig, ForwardActionConfig, HeaderValueOptionConfig,
-    RedirectConfig, RetryBackOffConfig, RetryOn, RetryPolicyConfig, RouteAction, RouteConfig,
-    WeightedClusterConfig,
+    RedirectConfig, RetryBackOffConfig, RetryHostPredicate, RetryOn, RetryPolicyConfig,
+    RouteAction, RouteConfig, WeightedClusterConfig,
 };
 pub use schema::{json_schema, json_schema_string};
 pub use tls::{

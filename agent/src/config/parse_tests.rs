@@ -106,6 +106,9 @@ fn defaults_live_beside_the_types() {
         Some(RetryPolicyConfig {
             retry_on: vec![RetryOn::FiveXx],
             retriable_status_codes: Vec::new(),
+            retriable_headers: Vec::new(),
+            retry_host_predicate: Vec::new(),
+            host_selection_retry_max_attempts: 1,
             num_retries: 1,
             per_try_timeout: None,
             retry_back_off: RetryBackOffConfig {
@@ -369,6 +372,7 @@ fn unknown_fields_name_the_path_and_line() {
         error(&yaml),
         "t.yaml: listeners[0].virtual_hosts[0].routes[2].route.retry_policy.retries (line 15): \
          unknown field `retries`, expected one of `retry_on`, `retriable_status_codes`, \
+         `retriable_headers`, `retry_host_predicate`, `host_selection_retry_max_attempts`, \
          `num_retries`, `per_try_timeout`, `retry_back_off`"
     );
 }
@@ -449,7 +453,7 @@ fn durations_addresses_and_enums_are_checked_while_reading() {
     let yaml = MINIMAL.replace("[5xx]", "[5xx, timeout]");
     assert_eq!(
         error(&yaml),
-        "t.yaml: listeners[0].virtual_hosts[0].routes[2].route.retry_policy.retry_on[1] (line 15): unknown variant `timeout`, expected one of `5xx`, `gateway-error`, `connect-failure`, `reset`, `retriable-4xx`, `retriable-status-codes`, `refused-stream`, `cancelled`, `deadline-exceeded`, `resource-exhausted`, `internal`, `unavailable`"
+        "t.yaml: listeners[0].virtual_hosts[0].routes[2].route.retry_policy.retry_on[1] (line 15): unknown variant `timeout`, expected one of `5xx`, `gateway-error`, `connect-failure`, `reset`, `retriable-4xx`, `retriable-status-codes`, `retriable-headers`, `refused-stream`, `cancelled`, `deadline-exceeded`, `resource-exhausted`, `internal`, `unavailable`"
     );
     let yaml = MINIMAL.replace("port: 9000", "port: -1");
     assert_eq!(
@@ -535,7 +539,7 @@ fn retry_on_as_envoy_writes_it() {
     // Istio's default route retry policy, as a comma-separated string.
     let yaml = MINIMAL.replace(
         "route: {cluster: c}",
-        "route: {cluster: c, retry_policy: {retry_on: \"connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes\", retriable_status_codes: [503], num_retries: 2}}",
+        "route: {cluster: c, retry_policy: {retry_on: \"connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes\", retriable_status_codes: [503], num_retries: 2, retry_host_predicate: [envoy.retry_host_predicates.previous_hosts], host_selection_retry_max_attempts: 5}}",
     );
     assert_ne!(yaml, MINIMAL, "the route was found");
     let config = parse(&yaml);
@@ -554,6 +558,11 @@ fn retry_on_as_envoy_writes_it() {
         ]
     );
     assert_eq!(policy.retriable_status_codes, [503]);
+    assert_eq!(
+        policy.retry_host_predicate,
+        [RetryHostPredicate::PreviousHosts]
+    );
+    assert_eq!(policy.host_selection_retry_max_attempts, 5);
     let bad = MINIMAL.replace(
         "route: {cluster: c}",
         "route: {cluster: c, retry_policy: {retry_on: \"5xx,503\"}}",

@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::duration::ConfigDuration;
-use super::matcher::RouteMatchConfig;
+use super::matcher::{HeaderMatcherConfig, RouteMatchConfig};
 use super::raw::{RawForwardAction, RawRoute};
 
 /// One entry of `virtual_hosts[].routes`.
@@ -93,6 +93,20 @@ pub struct RetryPolicyConfig {
     /// (Envoy's `retriable_status_codes`; Istio's default: 503).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retriable_status_codes: Vec<u16>,
+    /// With `retriable-headers`: a response carrying a header that matches
+    /// any of these is retried (Envoy's `retriable_headers`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retriable_headers: Vec<HeaderMatcherConfig>,
+    /// How a retry picks its endpoint. `previous_hosts`: not one an earlier
+    /// try of this request went to (Envoy's
+    /// `envoy.retry_host_predicates.previous_hosts`, which Istio sets).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retry_host_predicate: Vec<RetryHostPredicate>,
+    /// How many times a retry may pick again when the predicate refuses the
+    /// endpoint picked; then it goes to the last one picked. Default 1, as
+    /// Envoy's; Istio sets 5. At most 100.
+    #[serde(default = "defaults::host_selection_retry_max_attempts")]
+    pub host_selection_retry_max_attempts: u32,
     /// Default 1.
     #[serde(default = "defaults::num_retries")]
     pub num_retries: u32,
@@ -123,6 +137,9 @@ pub enum RetryOn {
     /// A status code listed in `retriable_status_codes`.
     #[serde(rename = "retriable-status-codes")]
     RetriableStatusCodes,
+    /// A response header matching one of `retriable_headers`.
+    #[serde(rename = "retriable-headers")]
+    RetriableHeaders,
     /// An HTTP/2 upstream refused the stream (REFUSED_STREAM): it never
     /// saw the request.
     #[serde(rename = "refused-stream")]
@@ -143,6 +160,17 @@ pub enum RetryOn {
     /// gRPC 14 UNAVAILABLE.
     #[serde(rename = "unavailable")]
     Unavailable,
+}
+
+/// Envoy's retry host predicates weir has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum RetryHostPredicate {
+    /// Avoid the endpoints earlier tries of the request went to.
+    #[serde(
+        rename = "previous_hosts",
+        alias = "envoy.retry_host_predicates.previous_hosts"
+    )]
+    PreviousHosts,
 }
 
 /// `retry_on` as a YAML list, or as Envoy writes it: one comma-separated
@@ -254,6 +282,9 @@ pub mod defaults {
         ConfigDuration::from_secs(15)
     }
     pub fn num_retries() -> u32 {
+        1
+    }
+    pub fn host_selection_retry_max_attempts() -> u32 {
         1
     }
     pub fn base_interval() -> ConfigDuration {

@@ -441,15 +441,7 @@ fn route(r: &config::RouteConfig, path: &str, clusters: &ClusterMap) -> Result<R
             PathMatch::Regex(regex(&pat, &format!("{mp}.safe_regex"))?)
         }
     };
-    let mut headers = Vec::new();
-    for (k, h) in m.headers.iter().enumerate() {
-        let hp = format!("{mp}.headers[{k}]");
-        headers.push(HeaderMatcher {
-            name: header_name(&h.name, &hp)?,
-            value: value_match(&h.value_match, &hp)?,
-            invert: h.invert_match,
-        });
-    }
+    let headers = header_matchers(&m.headers, &format!("{mp}.headers"))?;
     let methods = if m.methods.is_empty() {
         None
     } else {
@@ -557,29 +549,11 @@ fn forward(
         ),
         None => None,
     };
-    let retry = f.retry_policy.as_ref().map(|rp| RetryPolicy {
-        on: rp.retry_on.iter().fold(0u16, |acc, r| {
-            acc | match r {
-                config::RetryOn::FiveXx => retry::ON_5XX,
-                config::RetryOn::GatewayError => retry::ON_GATEWAY_ERROR,
-                config::RetryOn::ConnectFailure => retry::ON_CONNECT_FAILURE,
-                config::RetryOn::Reset => retry::ON_RESET,
-                config::RetryOn::Retriable4xx => retry::ON_RETRIABLE_4XX,
-                config::RetryOn::RetriableStatusCodes => retry::ON_RETRIABLE_STATUS_CODES,
-                config::RetryOn::RefusedStream => retry::ON_REFUSED_STREAM,
-                config::RetryOn::Cancelled => retry::ON_CANCELLED,
-                config::RetryOn::DeadlineExceeded => retry::ON_DEADLINE_EXCEEDED,
-                config::RetryOn::ResourceExhausted => retry::ON_RESOURCE_EXHAUSTED,
-                config::RetryOn::Internal => retry::ON_INTERNAL,
-                config::RetryOn::Unavailable => retry::ON_UNAVAILABLE,
-            }
-        }),
-        status_codes: rp.retriable_status_codes.clone(),
-        num_retries: rp.num_retries,
-        per_try_timeout: rp.per_try_timeout.and_then(|d| d.non_zero()),
-        base_interval: *rp.retry_back_off.base_interval,
-        max_interval: rp.retry_back_off.effective_max_interval(),
-    });
+    let retry = f
+        .retry_policy
+        .as_ref()
+        .map(|rp| retry_policy(rp, &format!("{path}.retry_policy")))
+        .transpose()?;
     let timeout = f.timeout.non_zero();
     let expected_timeout =
         Forward::expected_timeout_ms(timeout, retry.as_ref()).map(HeaderValue::from);
@@ -590,5 +564,56 @@ fn forward(
         host_rewrite,
         retry,
         expected_timeout,
+    })
+}
+
+/// `list`'s matchers; `path` names the list in errors.
+fn header_matchers(
+    list: &[config::HeaderMatcherConfig],
+    path: &str,
+) -> Result<Vec<HeaderMatcher>, BuildError> {
+    list.iter()
+        .enumerate()
+        .map(|(k, h)| {
+            let hp = format!("{path}[{k}]");
+            Ok(HeaderMatcher {
+                name: header_name(&h.name, &hp)?,
+                value: value_match(&h.value_match, &hp)?,
+                invert: h.invert_match,
+            })
+        })
+        .collect()
+}
+
+fn retry_policy(rp: &config::RetryPolicyConfig, path: &str) -> Result<RetryPolicy, BuildError> {
+    let headers = header_matchers(&rp.retriable_headers, &format!("{path}.retriable_headers"))?;
+    Ok(RetryPolicy {
+        on: rp.retry_on.iter().fold(0u16, |acc, r| {
+            acc | match r {
+                config::RetryOn::FiveXx => retry::ON_5XX,
+                config::RetryOn::GatewayError => retry::ON_GATEWAY_ERROR,
+                config::RetryOn::ConnectFailure => retry::ON_CONNECT_FAILURE,
+                config::RetryOn::Reset => retry::ON_RESET,
+                config::RetryOn::Retriable4xx => retry::ON_RETRIABLE_4XX,
+                config::RetryOn::RetriableStatusCodes => retry::ON_RETRIABLE_STATUS_CODES,
+                config::RetryOn::RetriableHeaders => retry::ON_RETRIABLE_HEADERS,
+                config::RetryOn::RefusedStream => retry::ON_REFUSED_STREAM,
+                config::RetryOn::Cancelled => retry::ON_CANCELLED,
+                config::RetryOn::DeadlineExceeded => retry::ON_DEADLINE_EXCEEDED,
+                config::RetryOn::ResourceExhausted => retry::ON_RESOURCE_EXHAUSTED,
+                config::RetryOn::Internal => retry::ON_INTERNAL,
+                config::RetryOn::Unavailable => retry::ON_UNAVAILABLE,
+            }
+        }),
+        status_codes: rp.retriable_status_codes.clone(),
+        headers,
+        avoid_previous_hosts: rp
+            .retry_host_predicate
+            .contains(&config::RetryHostPredicate::PreviousHosts)
+            .then_some(rp.host_selection_retry_max_attempts),
+        num_retries: rp.num_retries,
+        per_try_timeout: rp.per_try_timeout.and_then(|d| d.non_zero()),
+        base_interval: *rp.retry_back_off.base_interval,
+        max_interval: rp.retry_back_off.effective_max_interval(),
     })
 }

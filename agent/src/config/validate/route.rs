@@ -4,13 +4,16 @@ use std::collections::HashSet;
 
 use super::super::compile_full_match;
 use super::super::error::DocPath;
-use super::super::matcher::{PathMatch, RouteMatchConfig, ValueMatch};
+use super::super::matcher::{HeaderMatcherConfig, PathMatch, RouteMatchConfig, ValueMatch};
 use super::super::route::{
     ClusterTarget, DirectResponseConfig, ForwardActionConfig, HeaderValueOptionConfig,
     RedirectConfig, RetryPolicyConfig, RouteAction, RouteConfig, WeightedClusterConfig,
 };
 use super::Checker;
 use super::syntax::{check_header_name, check_header_value, check_host, check_method};
+
+/// Bounds the picks one retry may make (each is a balancer pass).
+const MAX_HOST_SELECTION_ATTEMPTS: u32 = 100;
 
 /// Redirect codes Envoy supports.
 const REDIRECT_CODES: [u16; 5] = [301, 302, 303, 307, 308];
@@ -63,11 +66,7 @@ impl Checker<'_> {
             _ => {}
         }
         for (i, header) in matcher.headers.iter().enumerate() {
-            let h_path = path.key("headers").index(i);
-            if let Err(reason) = check_header_name(&header.name) {
-                self.report(h_path.key("name"), reason);
-            }
-            self.value_match(&h_path, &header.value_match);
+            self.header_matcher(&path.key("headers").index(i), header);
         }
         for (i, method) in matcher.methods.iter().enumerate() {
             if let Err(reason) = check_method(method) {
@@ -81,6 +80,13 @@ impl Checker<'_> {
             }
             self.value_match(&q_path, &param.value_match);
         }
+    }
+
+    fn header_matcher(&mut self, path: &DocPath, header: &HeaderMatcherConfig) {
+        if let Err(reason) = check_header_name(&header.name) {
+            self.report(path.key("name"), reason);
+        }
+        self.value_match(path, &header.value_match);
     }
 
     fn value_match(&mut self, path: &DocPath, value_match: &ValueMatch) {
@@ -174,6 +180,18 @@ impl Checker<'_> {
                     format!("invalid status code {code}: expected 100..=599"),
                 );
             }
+        }
+        if policy.host_selection_retry_max_attempts > MAX_HOST_SELECTION_ATTEMPTS {
+            self.report(
+                path.key("host_selection_retry_max_attempts"),
+                format!(
+                    "host_selection_retry_max_attempts {} is over {MAX_HOST_SELECTION_ATTEMPTS}",
+                    policy.host_selection_retry_max_attempts
+                ),
+            );
+        }
+        for (i, h) in policy.retriable_headers.iter().enumerate() {
+            self.header_matcher(&path.key("retriable_headers").index(i), h);
         }
         let back_off = &policy.retry_back_off;
         let bo_path = path.key("retry_back_off");

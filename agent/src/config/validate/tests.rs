@@ -498,6 +498,13 @@ fn retry_policy_rules() {
                 retry_back_off:
                   base_interval: 1s
                   max_interval: 500ms
+          - match: {prefix: /}
+            route:
+              cluster: c1
+              retry_policy:
+                retry_on: [retriable-headers]
+                retriable_headers: [{name: \"bad name\", exact: x}, {name: x-ok, safe_regex: \"(\"}]
+                host_selection_retry_max_attempts: 101
 ",
     );
     let p = "t.yaml: listeners[0].virtual_hosts[0].routes";
@@ -508,7 +515,10 @@ fn retry_policy_rules() {
              {p}[0].route.host_rewrite_literal (line 12): invalid host \"a b\": expected a host name or IP address, optionally with :port\n\
              {p}[0].route.retry_policy.retry_on (line 14): retry_on must list at least one condition\n\
              {p}[0].route.retry_policy.retry_back_off.base_interval (line 15): base_interval must be > 0\n\
-             {p}[1].route.retry_policy.retry_back_off.max_interval (line 23): max_interval 500ms is shorter than base_interval 1s"
+             {p}[1].route.retry_policy.retry_back_off.max_interval (line 23): max_interval 500ms is shorter than base_interval 1s\n\
+             {p}[2].route.retry_policy.host_selection_retry_max_attempts (line 30): host_selection_retry_max_attempts 101 is over 100\n\
+             {p}[2].route.retry_policy.retriable_headers[0].name (line 29): invalid header name \"bad name\": character ' ' is not allowed in an HTTP header name\n\
+             {p}[2].route.retry_policy.retriable_headers[1].safe_regex (line 29): invalid regex \"(\": error: unclosed group"
         )
     );
 }

@@ -47,6 +47,43 @@ pub(crate) enum TryError {
     OwnListener,
 }
 
+/// The endpoints a request's tries went to. A request has at most
+/// `1 + num_retries` tries, so this stays small.
+#[derive(Default)]
+pub(crate) struct TriedHosts(Vec<std::net::SocketAddr>);
+
+/// How a try picks its endpoint.
+pub(crate) enum Picking<'a> {
+    /// The balancer's pick.
+    Any,
+    /// Envoy's `previous_hosts` predicate: pick again, up to `extra_picks`
+    /// times, while the pick is one an earlier try went to; then take the
+    /// last pick. Records the endpoint taken in `tried`.
+    Avoid {
+        tried: &'a mut TriedHosts,
+        extra_picks: u32,
+    },
+}
+
+impl Picking<'_> {
+    fn pick(self, cluster: &Cluster) -> Option<Arc<Endpoint>> {
+        match self {
+            Self::Any => cluster.pick(),
+            Self::Avoid { tried, extra_picks } => {
+                let mut ep = cluster.pick()?;
+                for _ in 0..extra_picks {
+                    if !tried.0.contains(&ep.addr) {
+                        break;
+                    }
+                    ep = cluster.pick()?;
+                }
+                tried.0.push(ep.addr);
+                Some(ep)
+            }
+        }
+    }
+}
+
 /// How long a forward proxy cluster waits for a host's resolution (c-ares' default).
 const DNS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -68,12 +105,13 @@ pub(crate) enum Tried {
 pub(crate) async fn run(
     cluster: &Arc<Cluster>,
     authority: Option<&str>,
+    picking: Picking<'_>,
     req: Request<ReqBody>,
     fault: &DownstreamFault,
     started: Instant,
     deadline: Option<Instant>,
 ) -> Tried {
-    let guard = match begin_try(cluster, authority).await {
+    let guard = match begin_try(cluster, authority, picking).await {
         Ok(guard) => guard,
         Err(e) => return Tried::Failed(e),
     };
@@ -246,14 +284,18 @@ struct TryGuard {
 }
 
 /// Start a try: `max_requests` breaker, then a healthy endpoint.
-async fn begin_try(cluster: &Arc<Cluster>, authority: Option<&str>) -> Result<TryGuard, TryError> {
+async fn begin_try(
+    cluster: &Arc<Cluster>,
+    authority: Option<&str>,
+    picking: Picking<'_>,
+) -> Result<TryGuard, TryError> {
     let m = &cluster.metrics;
     let Some(rq_permit) = cluster.breaker.try_acquire(Limit::Requests) else {
         m.overflow_requests.inc();
         return Err(TryError::Overflow);
     };
     let ep = match (&cluster.dns_cache, authority) {
-        (None, _) => cluster.pick().ok_or(TryError::NoHealthy)?,
+        (None, _) => picking.pick(cluster).ok_or(TryError::NoHealthy)?,
         (Some(cache), Some(authority)) => {
             let ep =
                 match tokio::time::timeout(DNS_TIMEOUT, cache.endpoint(cluster, authority)).await {

@@ -15,6 +15,10 @@ pub mod stage;
 
 use std::time::Duration;
 
+use http::HeaderMap;
+
+use crate::proxy::route::matcher::HeaderMatcher;
+
 /// Largest request body buffered so the request stays retriable.
 pub const MAX_RETRY_BODY_BYTES: u64 = 64 * 1024;
 
@@ -30,6 +34,7 @@ pub const ON_DEADLINE_EXCEEDED: u16 = 1 << 8;
 pub const ON_RESOURCE_EXHAUSTED: u16 = 1 << 9;
 pub const ON_INTERNAL: u16 = 1 << 10;
 pub const ON_UNAVAILABLE: u16 = 1 << 11;
+pub const ON_RETRIABLE_HEADERS: u16 = 1 << 12;
 
 /// gRPC status codes the gRPC conditions name, with their bits.
 const GRPC_CONDITIONS: [(u8, u16); 5] = [
@@ -45,6 +50,12 @@ pub struct RetryPolicy {
     pub on: u16,
     /// `retriable-status-codes`: the codes retried.
     pub status_codes: Vec<u16>,
+    /// `retriable-headers`: a response with a header matching one is retried.
+    pub headers: Vec<HeaderMatcher>,
+    /// `previous_hosts`: a retry avoids the endpoints earlier tries went to,
+    /// picking up to this many more times before taking the last pick.
+    /// `None`: no host predicate.
+    pub avoid_previous_hosts: Option<u32>,
     pub num_retries: u32,
     pub per_try_timeout: Option<Duration>,
     pub base_interval: Duration,
@@ -65,6 +76,11 @@ pub enum Failure {
 }
 
 impl RetryPolicy {
+    /// `retriable-headers`: does the response carry a header it names?
+    pub fn retries_headers(&self, response: &HeaderMap) -> bool {
+        self.on & ON_RETRIABLE_HEADERS != 0 && self.headers.iter().any(|h| h.matches(response))
+    }
+
     pub fn should_retry(&self, f: Failure) -> bool {
         let on = |bit| self.on & bit != 0;
         match f {
@@ -111,6 +127,8 @@ mod tests {
         RetryPolicy {
             on,
             status_codes: vec![503],
+            headers: Vec::new(),
+            avoid_previous_hosts: None,
             num_retries: 2,
             per_try_timeout: None,
             base_interval: Duration::from_millis(25),

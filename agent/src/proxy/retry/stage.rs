@@ -21,7 +21,7 @@ use crate::proxy::body::response::RespBody;
 use crate::proxy::cluster::Cluster;
 use crate::proxy::cluster::breaker::{Limit, Permit};
 use crate::proxy::cluster::forward_proxy::DnsCacheError;
-use crate::proxy::http::attempt::{self, Tried, TryError};
+use crate::proxy::http::attempt::{self, Picking, Tried, TriedHosts, TryError};
 use crate::proxy::http::local::{self, ResetReason};
 use crate::proxy::http::upgrade;
 use crate::proxy::metrics::ClusterMetrics;
@@ -184,6 +184,7 @@ pub async fn run(
         latest_reason: ResetReason::RemoteConnectionFailure,
         held: None,
         _retry_permit: None,
+        hosts: TriedHosts::default(),
     };
     loop {
         stage.tries += 1;
@@ -193,8 +194,18 @@ pub async fn run(
         let started = Instant::now();
         let deadline = deadlines.for_try(started);
         let fault = &outgoing.fault;
-        let tried = attempt::run(cluster, authority.as_deref(), req, fault, started, deadline);
-        let failure = match stage.judge(tried.await, started) {
+        let picking = stage.picking();
+        let tried = attempt::run(
+            cluster,
+            authority.as_deref(),
+            picking,
+            req,
+            fault,
+            started,
+            deadline,
+        )
+        .await;
+        let failure = match stage.judge(tried, started) {
             ControlFlow::Continue(failure) => failure,
             ControlFlow::Break(answer) => return answer,
         };
@@ -218,6 +229,8 @@ struct Stage<'a> {
     /// go, this response is the answer (Envoy on a retry overflow).
     held: Option<(Response<Incoming>, Pooled, Instant)>,
     _retry_permit: Option<Permit>,
+    /// The endpoints earlier tries went to, for `previous_hosts`.
+    hosts: TriedHosts,
 }
 
 impl Stage<'_> {
@@ -227,6 +240,17 @@ impl Stage<'_> {
 
     fn retries(&self, f: Failure) -> bool {
         !self.last() && self.policy.is_some_and(|r| r.should_retry(f))
+    }
+
+    /// How the next try picks its endpoint.
+    fn picking(&mut self) -> Picking<'_> {
+        match self.policy.and_then(|p| p.avoid_previous_hosts) {
+            Some(extra_picks) => Picking::Avoid {
+                tried: &mut self.hosts,
+                extra_picks,
+            },
+            None => Picking::Any,
+        }
     }
 
     /// What a try's end means: the answer (`Break`), or a failure to retry.
@@ -267,8 +291,13 @@ impl Stage<'_> {
             return ControlFlow::Break(attempt::switching_protocols(resp));
         }
         let grpc = grpc_status(resp.headers());
+        let retriable_headers = !self.last()
+            && self
+                .policy
+                .is_some_and(|p| p.retries_headers(resp.headers()));
         if self.retries(Failure::Status(status))
             || grpc.is_some_and(|g| self.retries(Failure::Grpc(g)))
+            || retriable_headers
         {
             self.held = Some((resp, conn, started));
             return ControlFlow::Continue(Failure::Status(status));

@@ -103,6 +103,8 @@ mod tests {
         let retry = |per_try: Option<Duration>| RetryPolicy {
             on: 0,
             status_codes: Vec::new(),
+            headers: Vec::new(),
+            avoid_previous_hosts: None,
             num_retries: 1,
             per_try_timeout: per_try,
             base_interval: ms(25),

@@ -12,6 +12,7 @@ pub enum PathMatch {
     Regex(Regex),
 }
 
+#[derive(Debug, Clone)]
 pub enum ValueMatch {
     Exact(String),
     /// Full match (anchored).
@@ -20,6 +21,7 @@ pub enum ValueMatch {
     Present(bool),
 }
 
+#[derive(Debug, Clone)]
 pub struct HeaderMatcher {
     pub name: HeaderName,
     pub value: ValueMatch,
@@ -49,7 +51,7 @@ impl HeaderMatcher {
     /// joined with `,`; an absent header matches only a `present` matcher
     /// (`invert_match` flips that one, not the others: an inverted exact or
     /// regex match still needs the header).
-    fn matches(&self, headers: &HeaderMap) -> bool {
+    pub fn matches(&self, headers: &HeaderMap) -> bool {
         let mut values = headers.get_all(&self.name).iter();
         let Some(first) = values.next() else {
             return match self.value {
