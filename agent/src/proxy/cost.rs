@@ -42,6 +42,24 @@ pub fn spawn(task: impl Future<Output = ()> + Send + 'static) {
     }
 }
 
+/// hyper's executor for what a served connection spawns (its HTTP/2
+/// streams, each a task of its own): charged as [`spawn`] charges, so a
+/// pod's HTTP/2 requests are its cost, not the node's.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Charging;
+
+impl<F> hyper::rt::Executor<F> for Charging
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, task: F) {
+        spawn(async move {
+            task.await;
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -56,6 +74,19 @@ mod tests {
             self.0.fetch_add(1, Ordering::SeqCst);
             task
         }
+    }
+
+    #[tokio::test]
+    async fn what_hyper_spawns_while_paying_is_charged_to_the_payer() {
+        use hyper::rt::Executor;
+        let counting = Arc::new(Counting(AtomicUsize::new(0)));
+        let payer: Arc<dyn Payer> = counting.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        paying(&payer, || {
+            Charging.execute(async move { tx.send(()).unwrap() })
+        });
+        rx.await.unwrap();
+        assert_eq!(counting.0.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::BytesMut;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use self::activity::{Activity, ConnShared};
@@ -314,7 +314,7 @@ async fn serve_http2<I>(io: I, svc: ConnService, served: &Served<'_>, signals: S
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    let mut b = hyper::server::conn::http2::Builder::new(crate::proxy::cost::Charging);
     let max_header_list = u32::try_from(served.settings.max_header_bytes).unwrap_or(u32::MAX);
     b.max_header_list_size(max_header_list);
     let conn = b.serve_connection(io, svc);
