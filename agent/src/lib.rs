@@ -3,6 +3,7 @@
 //! The module tree follows the life of a connection; see `docs/architecture.md`.
 
 pub mod addr;
+pub mod cli;
 pub mod config;
 pub mod datapath;
 pub mod enroll;

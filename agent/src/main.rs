@@ -71,6 +71,17 @@ enum Command {
     },
     /// Print the Linux capabilities `weir run` needs, and why.
     Capabilities,
+    /// Ask a running agent what it is doing: data path, the node's pods
+    /// (enrolled, or why not), listeners, clusters and their health, the
+    /// config's generation and the last reload refused.
+    Status {
+        /// The agent's admin address (its config's `admin.address`).
+        #[arg(long, default_value = weir::cli::status::DEFAULT_ADMIN)]
+        admin: std::net::SocketAddr,
+        /// `table` for people, `json` for tools (the admin's `/status` as it came).
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
     /// Run the L7 proxy with a config file (reloaded on SIGHUP and on change).
     Proxy {
         #[arg(long)]
@@ -82,6 +93,12 @@ enum Command {
         #[arg(long, default_value = "5s", value_parser = weir::config::parse_duration)]
         drain_time: std::time::Duration,
     },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Output {
+    Table,
+    Json,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -108,6 +125,14 @@ fn main() -> anyhow::Result<()> {
         Command::Capabilities => {
             for requirement in weir::privilege::REQUIRED {
                 println!("{}\t{}", requirement.capability, requirement.why);
+            }
+            Ok(())
+        }
+        Command::Status { admin, output } => {
+            let status = weir::cli::status::fetch(admin)?;
+            match output {
+                Output::Table => print!("{}", weir::cli::status::render(&status)),
+                Output::Json => println!("{}", serde_json::to_string_pretty(&status)?),
             }
             Ok(())
         }

@@ -158,6 +158,31 @@ async fn invalid_config_refused_and_old_keeps_serving() {
     wait_reloads(&p, "failure", 2.0).await;
     assert_eq!(get(&format!("http://{l}/")).await.1, "a");
     assert_eq!(reloads(&p, "success").await, 0.0);
+
+    // `/status` (what `weir status` shows): the generation serving, and the
+    // last refusal with its error; a good reload clears it.
+    let (_, body) = p.admin_get("/status").await;
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["config"]["generation"], 1, "{status:#}");
+    let error = status["config"]["last_refused"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("unknown cluster \"nope\""),
+        "the last refusal: {error}"
+    );
+    assert_eq!(
+        status["pods"],
+        serde_json::Value::Null,
+        "no pods under `weir proxy`"
+    );
+    p.write_config(&cfg("b", a.port(), b.port(), ""));
+    p.sighup();
+    wait_reloads(&p, "success", 1.0).await;
+    let (_, body) = p.admin_get("/status").await;
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["config"]["generation"], 2, "{status:#}");
+    assert!(status["config"]["last_refused"].is_null(), "{status:#}");
+    let clusters = status["clusters"].to_string();
+    assert!(clusters.contains("\"healthy\":1"), "{clusters}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

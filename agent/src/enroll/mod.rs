@@ -295,6 +295,11 @@ impl Enroller {
         self.pods.is_empty()
     }
 
+    /// The enrolled pod with this uid.
+    pub fn pod(&self, uid: &str) -> Option<&EnrolledPod> {
+        self.pods.get(uid)
+    }
+
     /// Labels (`namespace/name`) of the enrolled pods.
     pub fn enrolled(&self) -> Vec<String> {
         let mut labels: Vec<String> = self.pods.values().map(EnrolledPod::label).collect();

@@ -65,6 +65,7 @@ pub async fn reload(rt: &Runtime, path: &Path) -> bool {
         }
         Err(e) => {
             rt.metrics.reload(false);
+            rt.record_refused(&e);
             log::error!("config reload refused, keeping the previous config: {e}");
             false
         }

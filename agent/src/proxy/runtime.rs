@@ -67,6 +67,38 @@ pub struct Runtime {
     /// What the data path detected and loaded, as JSON, for `GET /datapath`;
     /// set once the data path is up (the proxy does not know its types).
     pub datapath_status: std::sync::OnceLock<String>,
+    /// The enrolled pods and why others are not, as JSON, for `GET /status`;
+    /// published by the agent after each reconciliation (the proxy does
+    /// not know pods). `Null` under `weir proxy`.
+    pub pods_status: ArcSwap<serde_json::Value>,
+    /// Config generations applied and the last refusal, for `GET /status`.
+    config_history: std::sync::Mutex<ConfigHistory>,
+    started_at: std::time::Instant,
+}
+
+/// What happened to the config: how many were applied, the last refused.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ConfigHistory {
+    /// 1 for the config loaded at start, one more per reload applied.
+    pub generation: u64,
+    /// Seconds since the Unix epoch the current generation was applied.
+    pub applied_at_unix: u64,
+    /// The last reload refused, if one was refused after the current
+    /// generation was applied.
+    pub last_refused: Option<Refused>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Refused {
+    pub at_unix: u64,
+    /// The error as logged: file, field and line.
+    pub error: String,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Until a config is installed.
@@ -94,6 +126,9 @@ impl Runtime {
             handed_over: drain::channel(DRAIN_GRACE).0,
             handed_over_open: Arc::new(AtomicI64::new(0)),
             datapath_status: std::sync::OnceLock::new(),
+            pods_status: ArcSwap::from_pointee(serde_json::Value::Null),
+            config_history: std::sync::Mutex::new(ConfigHistory::default()),
+            started_at: std::time::Instant::now(),
         }
     }
 
@@ -124,7 +159,35 @@ impl Runtime {
         st.config = Some(cfg.clone());
         self.effective.store(Arc::new(Some(cfg)));
         self.started.store(true, Ordering::Release);
+        let mut history = self.history();
+        history.generation += 1;
+        history.applied_at_unix = unix_now();
+        history.last_refused = None;
         Ok(())
+    }
+
+    fn history(&self) -> std::sync::MutexGuard<'_, ConfigHistory> {
+        // Plain data, consistent after any panic mid-update.
+        self.config_history
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A reload was refused with `error`; the current generation keeps serving.
+    pub fn record_refused(&self, error: &str) {
+        self.history().last_refused = Some(Refused {
+            at_unix: unix_now(),
+            error: error.to_owned(),
+        });
+    }
+
+    pub fn config_history(&self) -> ConfigHistory {
+        self.history().clone()
+    }
+
+    /// How long since this runtime was made (the process's start, near enough).
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started_at.elapsed()
     }
 
     /// Bind the listeners that are new or moved (their state is taken out

@@ -14,6 +14,7 @@ mod handoff;
 mod intercept;
 mod report;
 mod source;
+pub mod status;
 
 pub use source::PodSource;
 
@@ -151,6 +152,7 @@ async fn serve(options: &RunOptions) -> Result<(), RunError> {
         Ok(_) => {}
         Err(e) => log::warn!("pruning stale pinned state: {e}"),
     }
+    publish(&runtime, &desired, &enroller, &reporter, false);
     // The admin listener (and so `/ready`) comes up once the pods that were
     // there at start are enrolled.
     serving.open_admin().await?;
@@ -164,6 +166,7 @@ async fn serve(options: &RunOptions) -> Result<(), RunError> {
     let mut successor = false;
     let mut releases = JoinSet::new();
     loop {
+        publish(&runtime, &desired, &enroller, &reporter, successor);
         tokio::select! {
             changed = pods.pods.changed() => {
                 if changed.is_err() {
@@ -240,6 +243,19 @@ fn reconcile(
         handoff.took(uid);
     }
     reporter.report(&done)
+}
+
+/// The pods' states for `GET /status`, after whatever changed them.
+fn publish(
+    runtime: &crate::proxy::runtime::Runtime,
+    desired: &[crate::pods::PodSpec],
+    enroller: &Enroller,
+    reporter: &report::Reporter,
+    handing_over: bool,
+) {
+    let pods = status::pods(desired, enroller, reporter.failing(), handing_over);
+    let json = serde_json::to_value(pods).unwrap_or(serde_json::Value::Null);
+    runtime.pods_status.store(Arc::new(json));
 }
 
 fn release(enroller: &mut Enroller, uid: &str, releases: &mut JoinSet<()>) {

@@ -13,6 +13,11 @@ pub(super) struct Reporter {
 }
 
 impl Reporter {
+    /// Why pods failed at the last reconciliation, by `namespace/name`.
+    pub(super) fn failing(&self) -> &HashMap<String, String> {
+        &self.failing
+    }
+
     /// Logs what `done` changed; returns whether some pod still failed (and
     /// so is worth retrying).
     pub(super) fn report(&mut self, done: &Reconciled) -> bool {

@@ -1,12 +1,14 @@
 //! Admin listener: `/ready`, `/stats/prometheus` (Envoy's names, then
 //! weir's), `/stats` (Envoy's names: text, `?format=json|prometheus`,
 //! `?filter=<regex>`, `?usedonly`), `/config_dump`, `/clusters` (text, or `?format=json`),
-//! `/listeners`, `/datapath` (what the eBPF data path detected and loaded).
+//! `/listeners`, `/datapath` (what the eBPF data path detected and loaded),
+//! `/status` (all of it in one document, for `weir status`).
 //! The stats listener (`stats.address`) serves only `/stats/prometheus` and
 //! `/ready`, for scraping from the network while the admin stays on loopback.
 
 pub mod own;
 mod serve;
+pub mod status;
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -186,6 +188,10 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<Full<Bytes>> {
         "/clusters" => {
             let json = req.uri().query().is_some_and(|q| q.contains("format=json"));
             clusters(rt, json).await
+        }
+        "/status" => {
+            let body = serde_json::to_vec_pretty(&status::status(rt).await).unwrap_or_default();
+            text(StatusCode::OK, JSON, body)
         }
         "/datapath" => match rt.datapath_status.get() {
             Some(json) => text(StatusCode::OK, JSON, json.clone()),

@@ -1,0 +1,3 @@
+//! Commands an operator runs against a running agent.
+
+pub mod status;
