@@ -12,6 +12,7 @@ pub mod enroll;
 pub mod fuzzing;
 pub mod inpod;
 pub mod intercept;
+pub mod logging;
 pub mod netns;
 pub mod node;
 pub mod pods;

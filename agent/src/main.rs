@@ -8,8 +8,21 @@ use weir::run::PodSource;
 #[derive(Parser)]
 #[command(name = "weir", version, about)]
 struct Cli {
+    /// Log level: `error`, `warn`, `info`, `debug`, `trace`, or per module
+    /// (`info,weir::proxy=debug`). Default: `RUST_LOG` if set, else `info`.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    /// `text` for people, `json` (one object per line) for a log collector.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormatArg::Text)]
+    log_format: LogFormatArg,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -108,13 +121,14 @@ enum Switch {
 }
 
 fn main() -> anyhow::Result<()> {
-    // kube-client logs every failed request of a watch that is retrying on its
-    // own; the pod source says once that the API is lost and once that it is back.
-    env_logger::Builder::new()
-        .parse_filters("info,kube_client=off")
-        .parse_env(env_logger::Env::default())
-        .init();
     let cli = Cli::parse();
+    weir::logging::init(
+        cli.log_level.as_deref(),
+        match cli.log_format {
+            LogFormatArg::Text => weir::logging::LogFormat::Text,
+            LogFormatArg::Json => weir::logging::LogFormat::Json,
+        },
+    )?;
     match cli.command {
         Command::CheckConfig { file } => check_config(&file),
         Command::ConfigSchema => {

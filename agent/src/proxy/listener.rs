@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 use super::drain::DrainWatch;
 use super::http::sniff::Proto;
@@ -26,6 +27,14 @@ pub enum ListenerError {
 
 /// Print a machine-readable line on stdout (bound addresses, for tests and
 /// benchmarks); a closed stdout is ignored rather than fatal.
+/// A process-wide number for a connection's log span, so its lines can be
+/// told from another's with the same peer (bound listeners and
+/// interception alike).
+pub fn next_connection_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 pub fn announce(line: std::fmt::Arguments<'_>) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
@@ -86,20 +95,33 @@ impl Listener {
                     };
                     let _ = stream.set_nodelay(true);
                     let client = ClientAddr(peer);
+                    // The span a connection's log lines share (`logging`).
+                    let span = tracing::info_span!(
+                        "conn",
+                        id = next_connection_id(),
+                        listener = &*ctx.name,
+                        %peer,
+                    );
                     match state.tls.clone() {
                         None => {
                             let conn = Downstream::new(client, ctx.clone(), drain.clone());
-                            tokio::spawn(async move {
-                                http::serve(stream, conn).await;
-                                drop(permit);
-                            });
+                            tokio::spawn(
+                                async move {
+                                    http::serve(stream, conn).await;
+                                    drop(permit);
+                                }
+                                .instrument(span),
+                            );
                         }
                         Some(tls) => {
                             let (ctx, drain) = (ctx.clone(), drain.clone());
-                            tokio::spawn(async move {
-                                serve_tls(tls, stream, client, ctx, drain).await;
-                                drop(permit);
-                            });
+                            tokio::spawn(
+                                async move {
+                                    serve_tls(tls, stream, client, ctx, drain).await;
+                                    drop(permit);
+                                }
+                                .instrument(span),
+                            );
                         }
                     }
                 }

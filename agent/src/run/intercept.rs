@@ -8,6 +8,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use crate::enroll::{
     CpuCounters, CpuShare, InboundConn, Intercept, LocalPodGuard, OutboundConn, PodContext,
     Refusal, Way,
@@ -52,31 +54,54 @@ impl Seam {
     }
 }
 
+/// The span a connection's log lines share (`logging`).
+fn connection_span(pod: &PodContext, way: Way, dst: SocketAddr) -> tracing::Span {
+    tracing::info_span!(
+        "conn",
+        id = crate::proxy::listener::next_connection_id(),
+        pod = %format_args!("{}/{}", pod.namespace, pod.name),
+        dir = way.label(),
+        %dst,
+    )
+}
+
 impl Intercept for Seam {
     fn outbound(&self, conn: OutboundConn) {
         let interceptor = self.0.clone();
         let cpu = self.cpu_of(&conn.pod);
-        tokio::spawn(cpu.run(async move {
-            let _permit = conn.permit;
-            let source = identity(&conn.pod);
-            let share: Arc<dyn RequestShare> = Arc::new(PodRequests(Arc::clone(&conn.pod)));
-            interceptor
-                .serve_outbound(conn.stream, conn.orig_dst, source, Some(share))
-                .await;
-        }));
+        let span = connection_span(&conn.pod, Way::Outbound, conn.orig_dst.0);
+        tokio::spawn(
+            cpu.run(
+                async move {
+                    let _permit = conn.permit;
+                    let source = identity(&conn.pod);
+                    let share: Arc<dyn RequestShare> = Arc::new(PodRequests(Arc::clone(&conn.pod)));
+                    interceptor
+                        .serve_outbound(conn.stream, conn.orig_dst, source, Some(share))
+                        .await;
+                }
+                .instrument(span),
+            ),
+        );
     }
 
     fn inbound(&self, conn: InboundConn) {
         let interceptor = self.0.clone();
         let cpu = self.cpu_of(&conn.pod);
-        tokio::spawn(cpu.run(async move {
-            let _permit = conn.permit;
-            let pod = identity(&conn.pod);
-            let app: Arc<dyn AppConnector> = Arc::new(PodApp(Arc::clone(&conn.pod)));
-            interceptor
-                .serve_inbound(conn.stream, conn.dst, conn.peer, pod, app)
-                .await;
-        }));
+        let span = connection_span(&conn.pod, Way::Inbound, conn.dst);
+        tokio::spawn(
+            cpu.run(
+                async move {
+                    let _permit = conn.permit;
+                    let pod = identity(&conn.pod);
+                    let app: Arc<dyn AppConnector> = Arc::new(PodApp(Arc::clone(&conn.pod)));
+                    interceptor
+                        .serve_inbound(conn.stream, conn.dst, conn.peer, pod, app)
+                        .await;
+                }
+                .instrument(span),
+            ),
+        );
     }
 
     fn local_pod(
