@@ -3,6 +3,7 @@
 
 mod bench;
 mod ebpf;
+mod envoy;
 mod fuzz;
 mod image;
 mod install;
@@ -76,12 +77,15 @@ fn main() -> Result<()> {
             // curl, h2load and openssl drive the TLS and HTTP/2 tests.
             install::ensure_apt_packages(&["prometheus", "nghttp2-client", "curl", "openssl"])?;
             let apiserver = kube::ensure_kube_apiserver()?;
+            // The Envoy parity test runs each seed setup through Envoy too.
+            let envoy = envoy::ensure_envoy(&root)?;
             // The image's test runs the image this builds.
             let image_layout = image::build(&root)?;
             run(cargo(&root)
                 .args(["test", "--workspace"])
                 .args(&args)
                 .env(kube::BINARY_ENV, apiserver)
+                .env(envoy::BINARY_ENV, envoy)
                 .env("WEIR_IMAGE_DIR", &image_layout))
         }
         Task::KubeApiserver => {

