@@ -292,7 +292,8 @@ impl Backend {
         }))
     }
 
-    fn serve<F, Fut>(tcp: TcpListener, handler: F) -> Backend
+    /// A backend answering with `handler` on a listener the test bound.
+    pub fn serve<F, Fut>(tcp: TcpListener, handler: F) -> Backend
     where
         F: Fn(Request<Bytes>) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Response<Body>> + Send + 'static,
@@ -449,6 +450,29 @@ pub fn closed_port() -> u16 {
     // Held for the life of the process on purpose (see above).
     std::mem::forget(socket);
     port
+}
+
+/// Listeners on one kernel-picked port at each of `ips` (loopback
+/// addresses), as the pods of a Kubernetes service answer on one port: the
+/// port comes from binding the first address to port 0; when another
+/// process holds it on a later address, all are dropped and tried again.
+pub async fn bind_one_port(ips: &[std::net::Ipv4Addr]) -> (Vec<TcpListener>, u16) {
+    let (first, rest) = ips.split_first().expect("at least one address");
+    for _ in 0..20 {
+        let lead = TcpListener::bind((*first, 0)).await.unwrap();
+        let port = lead.local_addr().unwrap().port();
+        let mut bound = vec![lead];
+        for ip in rest {
+            match TcpListener::bind((*ip, port)).await {
+                Ok(l) => bound.push(l),
+                Err(_) => break,
+            }
+        }
+        if bound.len() == ips.len() {
+            return (bound, port);
+        }
+    }
+    panic!("no port free on all of {ips:?}");
 }
 
 /// A cluster YAML block with static endpoints on 127.0.0.1.

@@ -145,6 +145,8 @@ pub struct TlsReply {
     /// The server's leaf certificate.
     pub peer_cert: CertificateDer<'static>,
     pub alpn: Option<Vec<u8>>,
+    /// The TLS version the handshake settled on.
+    pub version: Option<rustls::ProtocolVersion>,
 }
 
 /// GET `path` over TLS to `addr` with SNI `sni`, HTTP/1.1 or HTTP/2 by ALPN.
@@ -163,6 +165,7 @@ pub async fn get(
     let (_, conn) = tls.get_ref();
     let peer_cert = conn.peer_certificates().unwrap()[0].clone().into_owned();
     let alpn = conn.alpn_protocol().map(|a| a.to_vec());
+    let version = conn.protocol_version();
     let io = TokioIo::new(tls);
     let uri = format!("https://{sni}{path}");
     let req = Request::get(&uri)
@@ -191,6 +194,7 @@ pub async fn get(
         headers: parts.headers,
         peer_cert,
         alpn,
+        version,
     })
 }
 
