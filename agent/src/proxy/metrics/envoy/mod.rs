@@ -444,6 +444,16 @@ pub fn stats(families: &[MetricFamily], inputs: &Inputs) -> Vec<EnvoyStat> {
                 } else {
                     Value::Counter(metric.get_counter().get_value().max(0.0) as u64)
                 };
+                // Envoy creates a cluster's `upstream_rq_<N>xx` and
+                // `retry.upstream_rq_<N>xx` when it first charges that
+                // class, so a class never charged is not listed (checked
+                // against Envoy 1.40); a listener's five
+                // `downstream_rq_<N>xx` are declared up front and listed at 0.
+                if matches!((scope, stat), (Scope::Cluster, Stat::ByClass(_)))
+                    && value == Value::Counter(0)
+                {
+                    continue;
+                }
                 put(scoped(scope, &owner, &suffix, tag, value));
             }
         }

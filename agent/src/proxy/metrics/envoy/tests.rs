@@ -77,6 +77,36 @@ fn prometheus_form_follows_envoy_tag_extraction() {
 }
 
 #[test]
+fn cluster_classes_are_listed_once_charged_as_envoy_creates_them() {
+    let m = Metrics::new().unwrap();
+    let c = m.cluster("proxy_cluster");
+    c.response(200);
+    c.retried_response(503);
+    m.listener("egress_http");
+    let s = stats(&m.gather(), &Inputs::default());
+    assert_eq!(value(&s, "cluster.proxy_cluster.upstream_rq_2xx"), Some(1));
+    assert_eq!(
+        value(&s, "cluster.proxy_cluster.retry.upstream_rq_5xx"),
+        Some(1)
+    );
+    for class in ["1xx", "3xx", "4xx", "5xx"] {
+        let name = format!("cluster.proxy_cluster.upstream_rq_{class}");
+        assert_eq!(value(&s, &name), None, "{name}");
+    }
+    for class in ["1xx", "2xx", "3xx", "4xx"] {
+        let name = format!("cluster.proxy_cluster.retry.upstream_rq_{class}");
+        assert_eq!(value(&s, &name), None, "{name}");
+    }
+    // A listener's classes are Envoy's declared stats: all five, at 0.
+    for class in ["1xx", "2xx", "3xx", "4xx", "5xx"] {
+        let name = format!("http.egress_http.downstream_rq_{class}");
+        assert_eq!(value(&s, &name), Some(0), "{name}");
+    }
+    let p = prometheus(&s);
+    assert_eq!(p.matches("envoy_cluster_upstream_rq_xx{").count(), 1, "{p}");
+}
+
+#[test]
 fn breakers_envoy_counts_together_are_summed() {
     let m = Metrics::new().unwrap();
     let c = m.cluster("up");
@@ -135,6 +165,7 @@ fn dotted_names_are_cut_at_the_first_dot_as_envoy_does() {
     let m = Metrics::new().unwrap();
     let c = m.cluster("outbound|80||httpbin.org");
     c.response(503);
+    c.retried_response(503);
     c.rq_sent.inc();
     let s = stats(&m.gather(), &Inputs::default());
     assert_eq!(
@@ -146,7 +177,7 @@ fn dotted_names_are_cut_at_the_first_dot_as_envoy_does() {
         "envoy_cluster_org_upstream_rq{envoy_response_code=\"503\",envoy_cluster_name=\"outbound|80||httpbin\"} 1\n",
         "envoy_cluster_org_upstream_rq_xx{envoy_response_code_class=\"5\",envoy_cluster_name=\"outbound|80||httpbin\"} 1\n",
         "envoy_cluster_org_upstream_rq_total{envoy_cluster_name=\"outbound|80||httpbin\"} 1\n",
-        "envoy_cluster_org_retry_upstream_rq_xx{envoy_response_code_class=\"5\",envoy_cluster_name=\"outbound|80||httpbin\"} 0\n",
+        "envoy_cluster_org_retry_upstream_rq_xx{envoy_response_code_class=\"5\",envoy_cluster_name=\"outbound|80||httpbin\"} 1\n",
     ] {
         assert!(p.contains(line), "{line} in:\n{p}");
     }
