@@ -19,9 +19,11 @@ pub struct ClusterConfig {
     pub connect_timeout: ConfigDuration,
     #[serde(default)]
     pub lb_policy: LbPolicy,
-    /// How often STRICT_DNS names are resolved again.
-    #[serde(default = "defaults::dns_refresh_rate")]
-    pub dns_refresh_rate: ConfigDuration,
+    /// How often names are resolved again. Absent: 5s for STRICT_DNS, 60s
+    /// for DYNAMIC_FORWARD_PROXY (Envoy's defaults: a cluster's
+    /// `dns_refresh_rate`, a DNS cache's `dns_refresh_rate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_refresh_rate: Option<ConfigDuration>,
     #[serde(default)]
     pub dns_lookup_family: DnsLookupFamily,
     /// DNS servers for this cluster (`ip` or `ip:port`), replacing the
@@ -51,6 +53,20 @@ pub struct ClusterConfig {
     /// Speak HTTP/2 to the endpoints (one multiplexed connection each).
     #[serde(default)]
     pub http2: bool,
+}
+
+impl ClusterConfig {
+    /// How often the cluster's names are resolved again: `dns_refresh_rate`,
+    /// else Envoy's default for the type: a STRICT_DNS cluster's
+    /// `dns_refresh_rate` (5 s), or for DYNAMIC_FORWARD_PROXY the DNS cache's
+    /// (`dns_cache_config.dns_refresh_rate`, 60 s).
+    pub fn refresh_rate(&self) -> ConfigDuration {
+        self.dns_refresh_rate
+            .unwrap_or_else(|| match self.discovery_type {
+                DiscoveryType::DynamicForwardProxy => defaults::dns_cache_refresh_rate(),
+                DiscoveryType::Static | DiscoveryType::StrictDns => defaults::dns_refresh_rate(),
+            })
+    }
 }
 
 /// Service discovery type.
@@ -212,6 +228,9 @@ pub mod defaults {
     }
     pub fn dns_refresh_rate() -> ConfigDuration {
         ConfigDuration::from_secs(5)
+    }
+    pub fn dns_cache_refresh_rate() -> ConfigDuration {
+        ConfigDuration::from_secs(60)
     }
     pub fn host_ttl() -> ConfigDuration {
         ConfigDuration::from_secs(300)

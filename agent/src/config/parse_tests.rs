@@ -132,7 +132,7 @@ fn defaults_live_beside_the_types() {
             discovery_type: DiscoveryType::Static,
             connect_timeout: ConfigDuration::from_secs(5),
             lb_policy: LbPolicy::RoundRobin,
-            dns_refresh_rate: ConfigDuration::from_secs(5),
+            dns_refresh_rate: None,
             dns_lookup_family: DnsLookupFamily::Auto,
             dns_resolvers: Vec::new(),
             respect_dns_ttl: false,
@@ -218,6 +218,30 @@ clusters:
     endpoints: [{address: \"::1\", port: 5001}]
     outlier_detection: {}
 ";
+
+/// Envoy's refresh defaults differ by type: a STRICT_DNS cluster's
+/// `dns_refresh_rate` is 5 s, a dynamic forward proxy's DNS cache's 60 s.
+#[test]
+fn dns_refresh_rate_defaults_by_cluster_type() {
+    let config = parse(&format!(
+        "{MINIMAL}  - name: strict
+    type: STRICT_DNS
+    endpoints: [{{address: films.local, port: 80}}]
+  - name: forward
+    type: DYNAMIC_FORWARD_PROXY
+  - name: forward_set
+    type: DYNAMIC_FORWARD_PROXY
+    dns_refresh_rate: 2s
+"
+    ));
+    let rate = |name: &str| {
+        let cluster = config.clusters.iter().find(|c| c.name == name).unwrap();
+        *cluster.refresh_rate()
+    };
+    assert_eq!(rate("strict"), Duration::from_secs(5));
+    assert_eq!(rate("forward"), Duration::from_secs(60));
+    assert_eq!(rate("forward_set"), Duration::from_secs(2));
+}
 
 #[test]
 fn every_field_is_read() {
@@ -323,6 +347,7 @@ fn every_field_is_read() {
     assert_eq!(*v1.connect_timeout, Duration::from_millis(250));
     assert_eq!(v1.lb_policy, LbPolicy::LeastRequest);
     assert_eq!(v1.dns_lookup_family, DnsLookupFamily::V6Only);
+    assert_eq!(*v1.refresh_rate(), Duration::from_secs(60));
     assert_eq!(v1.circuit_breakers.max_retries, 4);
     assert_eq!(
         v1.outlier_detection.map(|o| o.max_ejection_percent),

@@ -183,13 +183,13 @@ fn cluster_params(
                 .iter()
                 .map(|e| (e.address.clone(), e.port))
                 .collect(),
-            refresh: *c.dns_refresh_rate,
+            refresh: *c.refresh_rate(),
             respect_ttl: c.respect_dns_ttl,
             resolver: resolver(dns, c, path)?,
         },
         DiscoveryType::DynamicForwardProxy => Discovery::DynamicForwardProxy(
             DnsCacheParams {
-                refresh: *c.dns_refresh_rate,
+                refresh: *c.refresh_rate(),
                 respect_ttl: c.respect_dns_ttl,
                 max_hosts: c.dns_cache.max_hosts as usize,
                 host_ttl: *c.dns_cache.host_ttl,

@@ -16,7 +16,7 @@ impl Checker<'_> {
             cluster.discovery_type,
             DiscoveryType::StrictDns | DiscoveryType::DynamicForwardProxy
         );
-        if dns && cluster.dns_refresh_rate.is_zero() {
+        if dns && cluster.dns_refresh_rate.is_some_and(|rate| rate.is_zero()) {
             self.report(path.key("dns_refresh_rate"), "dns_refresh_rate must be > 0");
         }
         let endpoints = path.key("endpoints");
