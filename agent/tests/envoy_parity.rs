@@ -170,7 +170,7 @@ impl Differences {
         }
     }
 
-    /// Records a difference when weir's `weir` is not Envoy's `envoy`.
+    /// Records a difference when weir's value `weir` is not Envoy's `envoy`.
     fn same<T: PartialEq + std::fmt::Debug>(&mut self, what: &str, envoy: &T, weir: &T) {
         if envoy != weir {
             self.found.push(format!(
@@ -833,8 +833,9 @@ async fn seed_002_weighted_split_over_headless_services() {
     // Then scales in: the third pod leaves.
     dns.set(V1_NAME, &v1_scaled_in, 30);
     let changed = Instant::now();
-    // 20 GETs give v1 at least 4 (all but never fewer) and so the removed
-    // pod one of them while the balancer still has it.
+    // Of 20 GETs v1 gets at least 4 (fewer: odds below one in a billion),
+    // so while the balancer still rotates over the removed pod, one of 4,
+    // it answers one of them.
     let removed_gone = |c: &BTreeMap<String, usize>| !c.contains_key(V1_PODS[2]);
     let (envoy_in, weir_in) = tokio::join!(
         time_to_follow(&client, envoy_l, 20, changed, removed_gone),
