@@ -20,9 +20,10 @@ mod schema;
 mod tls;
 mod validate;
 
+pub use addr::ResolverAddress;
 pub use cluster::{
-    CircuitBreakersConfig, ClusterConfig, DiscoveryType, DnsLookupFamily, EndpointConfig, LbPolicy,
-    OutlierDetectionConfig, UpstreamHttpConfig,
+    CircuitBreakersConfig, ClusterConfig, DiscoveryType, DnsCacheConfig, DnsLookupFamily,
+    EndpointConfig, LbPolicy, OutlierDetectionConfig, UpstreamHttpConfig,
 };
 pub use duration::{ConfigDuration, format_duration, parse_duration};
 pub use error::{ConfigError, DocPath, Issue, Segment};
@@ -33,7 +34,7 @@ pub use listener::{
 pub use matcher::{
     HeaderMatcherConfig, PathMatch, QueryParameterMatcherConfig, RouteMatchConfig, ValueMatch,
 };
-pub use parse::{load_file, parse_str};
+pub use parse::{FileChecks, load_file, parse_str, parse_str_with};
 pub use root::{AdminConfig, DnsConfig, OutboundTrafficPolicy, ProxyConfig, StatsConfig};
 pub use route::{
     ClusterTarget, DirectResponseConfig, ForwardActionConfig, HeaderValueOptionConfig,

@@ -18,13 +18,33 @@ pub fn load_file(path: &Path) -> Result<ProxyConfig, ConfigError> {
 
 /// Parses and validates a config document; `origin` names the file in errors.
 pub fn parse_str(text: &str, origin: &str) -> Result<ProxyConfig, ConfigError> {
+    parse_str_with(text, origin, FileChecks::MustExist)
+}
+
+/// Whether validation requires the files a config names (certificates,
+/// keys, CA bundles) to exist on this machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileChecks {
+    /// As `weir proxy` and `weir check-config` need them.
+    MustExist,
+    /// For a config written on one machine for another (`weir
+    /// convert-envoy`): every other rule is still checked.
+    Skip,
+}
+
+/// [`parse_str`], choosing whether the named files must exist.
+pub fn parse_str_with(
+    text: &str,
+    origin: &str,
+    files: FileChecks,
+) -> Result<ProxyConfig, ConfigError> {
     let deserializer = serde_yaml::Deserializer::from_str(text);
     let config: ProxyConfig =
         serde_path_to_error::deserialize(deserializer).map_err(|err| ConfigError::Parse {
             origin: origin.to_owned(),
             issue: serde_issue(&err, text),
         })?;
-    let issues = validate::validate(&config, text);
+    let issues = validate::validate(&config, text, files);
     if issues.is_empty() {
         Ok(config)
     } else {

@@ -13,12 +13,14 @@ use std::collections::{HashMap, HashSet};
 
 use super::error::{DocPath, Issue};
 use super::locate::line_of;
+use super::parse::FileChecks;
 use super::root::ProxyConfig;
 
 /// Every rule violation in `config`; `text` is the document, to find lines.
-pub(super) fn validate(config: &ProxyConfig, text: &str) -> Vec<Issue> {
+pub(super) fn validate(config: &ProxyConfig, text: &str, files: FileChecks) -> Vec<Issue> {
     let mut checker = Checker {
         cluster_names: config.clusters.iter().map(|c| c.name.as_str()).collect(),
+        files,
         problems: Vec::new(),
     };
     checker.top_level(config);
@@ -36,6 +38,7 @@ pub(super) fn validate(config: &ProxyConfig, text: &str) -> Vec<Issue> {
 /// Walks the config, collecting problems.
 pub(super) struct Checker<'c> {
     cluster_names: HashSet<&'c str>,
+    files: FileChecks,
     problems: Vec<(DocPath, String)>,
 }
 

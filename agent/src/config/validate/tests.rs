@@ -752,3 +752,31 @@ fn dns_settings() {
     }
     assert!(!err.contains("search_domains[0]"), "{err}");
 }
+
+/// `weir convert-envoy` writes configs for another machine: with
+/// `FileChecks::Skip` the files need not exist, every other rule holds.
+#[test]
+fn file_checks_can_be_skipped_and_nothing_else() {
+    use crate::config::{FileChecks, parse_str_with};
+    let yaml = "\
+listeners:
+  - name: tls
+    address: 127.0.0.1:8443
+    tls:
+      certificates: [{cert_chain_file: /nonexistent/c.pem, private_key_file: /nonexistent/k.pem}]
+    virtual_hosts: [{name: vh, domains: [\"*\"], routes: []}]
+";
+    assert!(parse_str_with(yaml, "t.yaml", FileChecks::Skip).is_ok());
+    assert_eq!(
+        parse_str_with(yaml, "t.yaml", FileChecks::MustExist)
+            .unwrap_err()
+            .to_string(),
+        "t.yaml: listeners[0].tls.certificates[0].cert_chain_file (line 5): file /nonexistent/c.pem does not exist\n\
+         t.yaml: listeners[0].tls.certificates[0].private_key_file (line 5): file /nonexistent/k.pem does not exist"
+    );
+    let unknown_cluster = yaml.replace(
+        "routes: []",
+        "routes: [{match: {prefix: /}, route: {cluster: x}}]",
+    );
+    assert!(parse_str_with(&unknown_cluster, "t.yaml", FileChecks::Skip).is_err());
+}

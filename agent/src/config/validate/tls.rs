@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use super::super::error::DocPath;
+use super::super::parse::FileChecks;
 use super::super::tls::{DownstreamTlsConfig, UpstreamTlsConfig};
 use super::Checker;
 use super::syntax::check_server_name;
@@ -75,7 +76,7 @@ impl Checker<'_> {
     }
 
     fn file_exists(&mut self, path: DocPath, file: &Path) {
-        if !file.is_file() {
+        if self.files == FileChecks::MustExist && !file.is_file() {
             self.report(path, format!("file {} does not exist", file.display()));
         }
     }
