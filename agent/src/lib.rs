@@ -5,6 +5,7 @@
 pub mod addr;
 pub mod cli;
 pub mod config;
+pub mod convert;
 pub mod datapath;
 pub mod enroll;
 /// Stable entry points for the fuzz targets in `fuzz/`; not an API.
