@@ -31,6 +31,15 @@ enum Command {
     CheckConfig { file: PathBuf },
     /// Print the JSON Schema of the proxy config format.
     ConfigSchema,
+    /// Convert an Envoy static bootstrap (YAML or JSON) into a weir config,
+    /// printed on stdout; refuses, listing every field weir cannot carry
+    /// over, and writes nothing (docs/envoy.md).
+    ConvertEnvoy {
+        file: PathBuf,
+        /// Write the config to this file instead of stdout (whole or not at all).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// Run the node agent: the proxy, the eBPF data path, and enrollment of the
     /// node's pods annotated `weir.dev/enroll: "true"`, from the Kubernetes API
     /// (`--kubernetes`) or a pods file (`--pods`).
@@ -131,6 +140,7 @@ fn main() -> anyhow::Result<()> {
     )?;
     match cli.command {
         Command::CheckConfig { file } => check_config(&file),
+        Command::ConvertEnvoy { file, output } => convert_envoy(&file, output.as_deref()),
         Command::ConfigSchema => {
             println!("{}", weir::config::json_schema_string());
             Ok(())
@@ -214,6 +224,45 @@ fn uninstall(pin_root: &std::path::Path, wait: bool) -> anyhow::Result<()> {
         println!("weir uninstall: {signal}: done");
     }
     Ok(())
+}
+
+/// `weir convert-envoy FILE [-o OUT]`: the config on stdout or in OUT, notes
+/// on stderr; or exit 1 with every refusal on stderr and nothing written.
+fn convert_envoy(file: &std::path::Path, output: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let converted = weir::convert::convert_file(file).and_then(|c| {
+        if let Some(out) = output {
+            weir::convert::write_output(out, &c.yaml)?;
+        }
+        Ok(c)
+    });
+    match converted {
+        Ok(c) => {
+            for note in &c.notes {
+                eprintln!("{}: note: {note}", file.display());
+            }
+            match output {
+                Some(out) => eprintln!(
+                    "{}: converted to {}: {}",
+                    file.display(),
+                    out.display(),
+                    c.config.summary()
+                ),
+                None => {
+                    use std::io::Write;
+                    // One write of the whole text: a closed pipe is an
+                    // error to report, not a panic half-way through.
+                    let mut stdout = std::io::stdout().lock();
+                    stdout.write_all(c.yaml.as_bytes())?;
+                    stdout.flush()?;
+                }
+            }
+            Ok(())
+        }
+        Err(err) => {
+            eprintln!("{err}");
+            std::process::exit(1);
+        }
+    }
 }
 
 /// `weir check-config FILE`: exit 0 with a summary, or exit 1 with every error found.
