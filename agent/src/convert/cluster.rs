@@ -22,6 +22,8 @@ const DFP_CLUSTER_TYPES: [&str; 2] = [
     "envoy.extensions.clusters.dynamic_forward_proxy.v3.ClusterConfig",
     "envoy.config.cluster.dynamic_forward_proxy.v2alpha.ClusterConfig",
 ];
+const DNS_CLUSTER_NAMES: [&str; 1] = ["envoy.cluster.dns"];
+const DNS_CLUSTER_TYPES: [&str; 1] = ["envoy.extensions.clusters.dns.v3.DnsCluster"];
 const HTTP_OPTIONS_KEY: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
 /// A converted cluster, and the DNS cache it names when it is a dynamic
@@ -53,7 +55,7 @@ pub(super) fn cluster(cx: &mut Cx, f: &Field<'_>) -> Option<Cluster> {
         None => Some(LbPolicy::default()),
     };
     let mut dns_fields = DnsFields::read(cx, &mut o);
-    let strict_dns = matches!(kind, Some(Kind::StrictDns));
+    let strict_dns = matches!(kind, Some(Kind::StrictDns | Kind::DnsCluster(_)));
     let endpoints = endpoints(cx, &mut o, forward_proxy);
     for e in endpoints.iter().flatten() {
         if strict_dns && short_name(&e.address) {
@@ -99,6 +101,10 @@ pub(super) fn cluster(cx: &mut Cx, f: &Field<'_>) -> Option<Cluster> {
     let (discovery_type, dns_cache) = match kind? {
         Kind::Static => (DiscoveryType::Static, None),
         Kind::StrictDns => (DiscoveryType::StrictDns, None),
+        Kind::DnsCluster(inner) => {
+            dns_fields.replaced_by(cx, inner);
+            (DiscoveryType::StrictDns, None)
+        }
         Kind::ForwardProxy(cache) => {
             dns_fields.forward_proxy(cx);
             (DiscoveryType::DynamicForwardProxy, Some(cache))
@@ -148,6 +154,9 @@ fn short_name(address: &str) -> bool {
 enum Kind {
     Static,
     StrictDns,
+    /// Envoy's newer spelling of STRICT_DNS, its DNS settings in the
+    /// cluster type's `DnsCluster` (the cluster's own are deprecated).
+    DnsCluster(DnsFields),
     ForwardProxy((crate::config::DocPath, DnsCache)),
 }
 
@@ -207,14 +216,17 @@ fn custom_cluster(cx: &mut Cx, f: &Field<'_>) -> Option<Kind> {
     o.finish(cx);
     let name = name?;
     let type_name = type_name(config.as_ref());
-    let is_dfp = match type_name {
-        Some(t) => DFP_CLUSTER_TYPES.contains(&t),
-        None => DFP_CLUSTER_NAMES.contains(&name.as_str()),
+    let is = |names: &[&str], types: &[&str]| match type_name {
+        Some(t) => types.contains(&t),
+        None => names.contains(&name.as_str()),
     };
-    if !is_dfp {
+    if is(&DNS_CLUSTER_NAMES, &DNS_CLUSTER_TYPES) {
+        return dns_cluster(cx, config.as_ref());
+    }
+    if !is(&DFP_CLUSTER_NAMES, &DFP_CLUSTER_TYPES) {
         cx.refuse(
             &f.path,
-            format!("cluster type {:?} is not supported: weir has STATIC, STRICT_DNS and envoy.clusters.dynamic_forward_proxy", type_name.unwrap_or(&name)),
+            format!("cluster type {:?} is not supported: weir has STATIC, STRICT_DNS (also as envoy.cluster.dns) and envoy.clusters.dynamic_forward_proxy", type_name.unwrap_or(&name)),
         );
         return None;
     }
@@ -242,6 +254,26 @@ fn custom_cluster(cx: &mut Cx, f: &Field<'_>) -> Option<Kind> {
     let cache = cache?;
     let parsed = dns_cache(cx, &cache)?;
     Some(Kind::ForwardProxy((cache.path, parsed)))
+}
+
+fn dns_cluster(cx: &mut Cx, config: Option<&Field<'_>>) -> Option<Kind> {
+    let Some(config) = config else {
+        // No settings: Envoy's defaults, as a STRICT_DNS cluster's.
+        return Some(Kind::StrictDns);
+    };
+    let mut c = cx.obj(config, "DnsCluster")?;
+    c.skip(&["@type"]);
+    if let Some(single) = c.get("all_addresses_in_single_endpoint")
+        && cx.bool(&single) == Some(true)
+    {
+        cx.refuse(
+            &single.path,
+            "weir has no LOGICAL_DNS: STRICT_DNS uses every resolved address, where this used the first; leave it out if that suits the upstream",
+        );
+    }
+    let fields = DnsFields::read(cx, &mut c);
+    c.finish(cx);
+    Some(Kind::DnsCluster(fields))
 }
 
 /// A cluster's own DNS settings, with where they were written.
@@ -277,6 +309,15 @@ impl DnsFields {
             }
             None => Some(false),
         };
+        let any_resolver = [
+            "typed_dns_resolver_config",
+            "dns_resolution_config",
+            "dns_resolvers",
+        ]
+        .iter()
+        .find(|k| o.has(k))
+        .map(|k| o.path.key(k));
+        written.extend(any_resolver);
         let resolvers = resolver_fields(cx, o);
         resolvers.refuse_proxy_wide(cx);
         Self {
@@ -286,6 +327,18 @@ impl DnsFields {
             resolvers: resolvers.servers,
             written,
         }
+    }
+
+    /// A DnsCluster's settings replace the cluster's own, which may then
+    /// not be set too: which of the two Envoy reads is not weir's to guess.
+    fn replaced_by(&mut self, cx: &mut Cx, inner: DnsFields) {
+        for path in &self.written {
+            cx.refuse(
+                path,
+                "set in the cluster_type's DnsCluster too: set it in one place, the DnsCluster",
+            );
+        }
+        *self = inner;
     }
 
     /// Envoy ignores a forward proxy cluster's own DNS settings: its cache's apply.

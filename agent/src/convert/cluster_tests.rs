@@ -374,6 +374,53 @@ cluster_type:
 }
 
 #[test]
+fn envoys_dns_cluster_type_is_strict_dns() {
+    let c = converted(
+        "name: c
+cluster_type:
+  name: envoy.cluster.dns
+  typed_config:
+    '@type': type.googleapis.com/envoy.extensions.clusters.dns.v3.DnsCluster
+    respect_dns_ttl: true
+    dns_refresh_rate: 10s
+    dns_lookup_family: V4_ONLY
+    all_addresses_in_single_endpoint: false
+    typed_dns_resolver_config:
+      name: envoy.network.dns_resolver.cares
+      typed_config:
+        '@type': type.googleapis.com/envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig
+        resolvers: [{socket_address: {address: 10.0.0.2, port_value: 53}}]
+load_assignment:
+  endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: example.com, port_value: 80}}}}]}]",
+    );
+    assert_eq!(c.discovery_type, DiscoveryType::StrictDns);
+    assert!(c.respect_dns_ttl);
+    assert_eq!(c.dns_refresh_rate, ConfigDuration::from_secs(10));
+    assert_eq!(c.dns_lookup_family, DnsLookupFamily::V4Only);
+    assert_eq!(c.dns_resolvers, [resolver("10.0.0.2:53")]);
+    let yaml = "name: c
+dns_refresh_rate: 1s
+dns_resolution_config: {resolvers: [{socket_address: {address: 10.0.0.3, port_value: 53}}]}
+cluster_type:
+  name: envoy.cluster.dns
+  typed_config:
+    '@type': type.googleapis.com/envoy.extensions.clusters.dns.v3.DnsCluster
+    all_addresses_in_single_endpoint: true
+    dns_jitter: 1s
+load_assignment:
+  endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: example.com, port_value: 80}}}}]}]";
+    assert_eq!(
+        run(yaml).refusals,
+        [
+            "cluster_type.typed_config.all_addresses_in_single_endpoint (line 8): weir has no LOGICAL_DNS: STRICT_DNS uses every resolved address, where this used the first; leave it out if that suits the upstream",
+            "cluster_type.typed_config.dns_jitter (line 9): DnsCluster.dns_jitter is not supported: weir has no such setting",
+            "dns_refresh_rate (line 2): set in the cluster_type's DnsCluster too: set it in one place, the DnsCluster",
+            "dns_resolution_config (line 3): set in the cluster_type's DnsCluster too: set it in one place, the DnsCluster",
+        ]
+    );
+}
+
+#[test]
 fn discovery_refusals() {
     for (yaml, want) in [
         (
@@ -398,7 +445,7 @@ fn discovery_refusals() {
         (
             "name: c\ncluster_type: {name: envoy.clusters.aggregate}",
             vec![
-                "cluster_type (line 2): cluster type \"envoy.clusters.aggregate\" is not supported: weir has STATIC, STRICT_DNS and envoy.clusters.dynamic_forward_proxy",
+                "cluster_type (line 2): cluster type \"envoy.clusters.aggregate\" is not supported: weir has STATIC, STRICT_DNS (also as envoy.cluster.dns) and envoy.clusters.dynamic_forward_proxy",
             ],
         ),
         (

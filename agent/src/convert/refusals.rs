@@ -156,7 +156,7 @@ fn specific(message: &str, field: &str) -> Option<&'static str> {
             | "common_lb_config",
         ) => "weir's lb_policy takes no options",
         ("Cluster", "upstream_connection_options") => "weir sets no upstream socket options",
-        ("Cluster", "dns_failure_refresh_rate") => {
+        ("Cluster" | "DnsCluster" | "DnsCacheConfig", "dns_failure_refresh_rate") => {
             "weir retries a failed resolution after dns_refresh_rate"
         }
         ("Cluster", "use_tcp_for_dns_lookups") => {
