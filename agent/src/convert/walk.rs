@@ -252,7 +252,9 @@ impl<'v> Obj<'v> {
     }
 
     /// The field `name`, written in snake_case or, as protobuf's JSON
-    /// mapping also allows, lowerCamelCase; checked off as read.
+    /// mapping also allows, lowerCamelCase; checked off as read. A null
+    /// (`field:` with nothing after it) is an unset field, as in protobuf's
+    /// JSON mapping.
     pub fn get(&mut self, name: &str) -> Option<Field<'v>> {
         let camel = lower_camel(name);
         let entry = self
@@ -260,6 +262,9 @@ impl<'v> Obj<'v> {
             .iter_mut()
             .find(|e| !e.read && (e.key == name || e.key == camel))?;
         entry.read = true;
+        if entry.value.is_null() {
+            return None;
+        }
         Some(Field::new(self.path.key(entry.key), entry.value))
     }
 
@@ -427,10 +432,27 @@ mod tests {
         let f = Field::new(DocPath::root().key("hcm"), &doc);
         let mut o = cx.obj(&f, "HttpConnectionManager").unwrap();
         assert!(o.get("stat_prefix").is_some());
+        assert!(o.get("stat_prefix").is_none(), "read once");
         let codec = o.get("codec_type").unwrap();
         assert_eq!(codec.path.to_string(), "hcm.codecType");
         o.finish(&mut cx);
         assert_eq!(cx.refusals.len(), 1);
         assert_eq!(cx.refusals[0].0.to_string(), "hcm.bogus_field");
+    }
+
+    #[test]
+    fn a_null_field_is_unset_and_not_refused() {
+        let doc = field("access_log: ~\nhttp2_protocol_options:\n");
+        let mut cx = Cx::default();
+        let f = Field::new(DocPath::root().key("hcm"), &doc);
+        let mut o = cx.obj(&f, "HttpConnectionManager").unwrap();
+        assert!(o.get("http2_protocol_options").is_none());
+        assert!(o.has("access_log"));
+        o.finish(&mut cx);
+        assert_eq!(
+            cx.refusals.len(),
+            1,
+            "a null field nothing reads is still refused"
+        );
     }
 }
