@@ -73,25 +73,32 @@ pub(super) fn cluster(cx: &mut Cx, f: &Field<'_>) -> Option<Cluster> {
         None => Some(CircuitBreakersConfig::default()),
     };
     let outlier_detection = o.get("outlier_detection").map(|d| outlier(cx, &d));
+    let socket = o.get("transport_socket");
+    // v2 put the context on the cluster itself.
+    let v2_context = o.get("tls_context");
     // Some(None): cleartext; None: refused.
-    let tls = match o.get("transport_socket").or_else(|| o.get("tls_context")) {
-        Some(t) if forward_proxy => {
+    let tls = match (socket, v2_context) {
+        (Some(t), _) | (None, Some(t)) if forward_proxy => {
             cx.refuse(
                 &t.path,
                 "weir does not originate TLS on a DYNAMIC_FORWARD_PROXY cluster yet",
             );
             None
         }
-        Some(t) if t.path.to_string().ends_with(".tls_context") => {
-            // v2 put the context on the cluster itself.
-            tls::upstream(cx, &t).map(Some)
-        }
-        Some(t) => match tls::transport_socket(cx, &t, Side::Upstream) {
+        (Some(t), None) => match tls::transport_socket(cx, &t, Side::Upstream) {
             Some(Some(context)) => tls::upstream(cx, &context).map(Some),
             Some(None) => Some(None),
             None => None,
         },
-        None => Some(None),
+        (None, Some(context)) => tls::upstream(cx, &context).map(Some),
+        (Some(_), Some(context)) => {
+            cx.refuse(
+                &context.path,
+                "only one of transport_socket and tls_context may be set",
+            );
+            None
+        }
+        (None, None) => Some(None),
     };
     let protocol = protocol_options(cx, &mut o);
     // Settings of Envoy's start-up and stats only.

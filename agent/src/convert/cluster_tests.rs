@@ -292,6 +292,15 @@ transport_socket:
         )
         .insecure_skip_verify
     );
+    // v2 put the context on the cluster itself.
+    let v2 = converted(&format!(
+        "name: c\n{ENDPOINT}\ntls_context: {{sni: a.example, common_tls_context: {{validation_context: {{trusted_ca: {{filename: /ca.pem}}}}}}}}"
+    ));
+    let v2 = v2.tls.expect("tls");
+    assert_eq!(
+        (v2.sni.as_deref(), v2.ca_file.as_deref()),
+        (Some("a.example"), Some(std::path::Path::new("/ca.pem")))
+    );
 }
 
 #[test]
