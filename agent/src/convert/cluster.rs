@@ -12,10 +12,6 @@ use crate::config::{
 
 /// Envoy's defaults where a cluster sets none (weir's are the same).
 const ENVOY_CONNECT_TIMEOUT: ConfigDuration = ConfigDuration::from_secs(5);
-const ENVOY_DNS_REFRESH_RATE: ConfigDuration = ConfigDuration::from_secs(5);
-/// A forward proxy cache that sets no refresh rate keeps weir's (Envoy's
-/// cache refreshes every 60 s): a cached host is only asked about more often.
-const WEIR_DNS_REFRESH_RATE: ConfigDuration = ConfigDuration::from_secs(5);
 
 const DFP_CLUSTER_NAMES: [&str; 1] = ["envoy.clusters.dynamic_forward_proxy"];
 const DFP_CLUSTER_TYPES: [&str; 2] = [
@@ -142,7 +138,7 @@ pub(super) fn cluster(cx: &mut Cx, f: &Field<'_>) -> Option<Cluster> {
         };
         config.dns_lookup_family = cache.family;
         if let Some(rate) = cache.refresh_rate {
-            config.dns_refresh_rate = rate;
+            config.dns_refresh_rate = Some(rate);
         }
         config.dns_resolvers = cache.servers.clone();
     }
@@ -285,7 +281,9 @@ fn dns_cluster(cx: &mut Cx, config: Option<&Field<'_>>) -> Option<Kind> {
 
 /// A cluster's own DNS settings, with where they were written.
 struct DnsFields {
-    refresh_rate: Option<ConfigDuration>,
+    /// `Some(None)`: not written, weir's default applies (Envoy's too:
+    /// 5 s for a cluster, 60 s for a forward proxy's DNS cache).
+    refresh_rate: Option<Option<ConfigDuration>>,
     family: Option<DnsLookupFamily>,
     respect_ttl: Option<bool>,
     resolvers: Vec<crate::config::ResolverAddress>,
@@ -298,9 +296,9 @@ impl DnsFields {
         let refresh_rate = match o.get("dns_refresh_rate") {
             Some(r) => {
                 written.push(r.path.clone());
-                cx.duration(&r)
+                cx.duration(&r).map(Some)
             }
-            None => Some(ENVOY_DNS_REFRESH_RATE),
+            None => Some(None),
         };
         let family = match o.get("dns_lookup_family") {
             Some(f) => {
@@ -356,7 +354,7 @@ impl DnsFields {
                 "Envoy ignores this on a dynamic forward proxy cluster (its dns_cache_config applies): left out",
             );
         }
-        self.refresh_rate = Some(WEIR_DNS_REFRESH_RATE);
+        self.refresh_rate = Some(None);
         self.family = Some(DnsLookupFamily::Auto);
         self.respect_ttl = Some(false);
     }

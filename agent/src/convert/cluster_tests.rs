@@ -32,7 +32,7 @@ fn a_static_cluster_with_envoys_defaults() {
     assert_eq!(c.discovery_type, DiscoveryType::Static);
     assert_eq!(c.connect_timeout, ConfigDuration::from_secs(5));
     assert_eq!(c.lb_policy, LbPolicy::RoundRobin);
-    assert_eq!(c.dns_refresh_rate, ConfigDuration::from_secs(5));
+    assert_eq!(c.dns_refresh_rate, None, "weir's default, Envoy's 5 s");
     assert_eq!(c.dns_lookup_family, DnsLookupFamily::Auto);
     assert!(!c.respect_dns_ttl && !c.http2);
     assert_eq!(
@@ -71,7 +71,7 @@ load_assignment:
     assert_eq!(c.connect_timeout, ConfigDuration::from_millis(250));
     assert_eq!(c.lb_policy, LbPolicy::Random);
     assert_eq!(c.dns_lookup_family, DnsLookupFamily::V4Only);
-    assert_eq!(c.dns_refresh_rate, ConfigDuration::from_secs(30));
+    assert_eq!(c.dns_refresh_rate, Some(ConfigDuration::from_secs(30)));
     assert!(c.respect_dns_ttl);
     let names: Vec<_> = c.endpoints.iter().map(|e| e.address.as_str()).collect();
     assert_eq!(
@@ -355,7 +355,7 @@ cluster_type:
         }
     );
     assert_eq!(c.dns_lookup_family, DnsLookupFamily::V4Only);
-    assert_eq!(c.dns_refresh_rate, ConfigDuration::from_secs(10));
+    assert_eq!(c.dns_refresh_rate, Some(ConfigDuration::from_secs(10)));
     assert_eq!(c.dns_resolvers, [resolver("10.0.0.9:53")]);
 }
 
@@ -404,7 +404,7 @@ load_assignment:
     );
     assert_eq!(c.discovery_type, DiscoveryType::StrictDns);
     assert!(c.respect_dns_ttl);
-    assert_eq!(c.dns_refresh_rate, ConfigDuration::from_secs(10));
+    assert_eq!(c.dns_refresh_rate, Some(ConfigDuration::from_secs(10)));
     assert_eq!(c.dns_lookup_family, DnsLookupFamily::V4Only);
     assert_eq!(c.dns_resolvers, [resolver("10.0.0.2:53")]);
     let yaml = "name: c

@@ -8,8 +8,8 @@ use super::walk::{Cx, Field, optional};
 use crate::config::{
     ClusterTarget, ConfigDuration, DirectResponseConfig, ForwardActionConfig, HeaderMatcherConfig,
     HeaderValueOptionConfig, PathMatch, QueryParameterMatcherConfig, RedirectConfig,
-    RetryBackOffConfig, RetryOn, RetryPolicyConfig, RouteAction, RouteConfig, RouteMatchConfig,
-    ValueMatch, VirtualHostConfig, WeightedClusterConfig,
+    RetryBackOffConfig, RetryHostPredicate, RetryOn, RetryPolicyConfig, RouteAction, RouteConfig,
+    RouteMatchConfig, ValueMatch, VirtualHostConfig, WeightedClusterConfig,
 };
 
 /// Envoy's route timeout when a route sets none.
@@ -531,12 +531,33 @@ fn retry_policy(cx: &mut Cx, f: &Field<'_>) -> Option<Option<RetryPolicyConfig>>
             .collect::<Option<Vec<u16>>>()
     });
     let back_off = o.get("retry_back_off").map(|b| retry_back_off(cx, &b));
+    let headers = o.get("retriable_headers").map(|h| {
+        cx.seq(&h)
+            .iter()
+            .map(|m| match header_matcher(cx, m)? {
+                HeaderCondition::Header(m) => Some(m),
+                HeaderCondition::Method(_) => {
+                    cx.refuse(&m.path, "a response has no :method to match");
+                    None
+                }
+            })
+            .collect::<Option<Vec<_>>>()
+    });
+    let predicates = o
+        .get("retry_host_predicate")
+        .map(|p| retry_host_predicates(cx, &p));
+    let max_attempts = o
+        .get("host_selection_retry_max_attempts")
+        .map(|n| cx.u32(&n));
     let path = o.path.clone();
     o.finish(cx);
     let retry_on = conditions.unwrap_or(Some(Vec::new()))?;
     let policy = RetryPolicyConfig {
         retry_on,
         retriable_status_codes: codes.unwrap_or(Some(Vec::new()))?,
+        retriable_headers: headers.unwrap_or(Some(Vec::new()))?,
+        retry_host_predicate: predicates.unwrap_or(Some(Vec::new()))?,
+        host_selection_retry_max_attempts: max_attempts.unwrap_or(Some(1))?,
         num_retries: num_retries.unwrap_or(Some(ENVOY_NUM_RETRIES))?,
         per_try_timeout: optional(per_try_timeout)?,
         retry_back_off: back_off.unwrap_or(Some(RetryBackOffConfig::default()))?,
@@ -549,6 +570,38 @@ fn retry_policy(cx: &mut Cx, f: &Field<'_>) -> Option<Option<RetryPolicyConfig>>
         return Some(None);
     }
     Some(Some(policy))
+}
+
+/// `retry_host_predicate`: the predicates weir has (`previous_hosts`).
+fn retry_host_predicates(cx: &mut Cx, f: &Field<'_>) -> Option<Vec<RetryHostPredicate>> {
+    let mut out = Vec::new();
+    let mut ok = true;
+    for item in cx.seq(f) {
+        let Some(mut o) = cx.obj(&item, "RetryHostPredicate") else {
+            ok = false;
+            continue;
+        };
+        let name = o.require(cx, "name").and_then(|n| cx.string(&n));
+        // PreviousHostsPredicate has no fields: its typed_config names only the type.
+        o.skip(&["typed_config"]);
+        o.finish(cx);
+        match name.as_deref() {
+            Some("envoy.retry_host_predicates.previous_hosts") => {
+                out.push(RetryHostPredicate::PreviousHosts)
+            }
+            Some(other) => {
+                ok = false;
+                cx.refuse(
+                    &item.path.key("name"),
+                    format!(
+                        "retry host predicate {other:?} is not supported: weir has envoy.retry_host_predicates.previous_hosts"
+                    ),
+                );
+            }
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
 }
 
 /// Envoy's comma-separated conditions, each one weir has by the same name.

@@ -264,6 +264,9 @@ route:
     num_retries: 3
     per_try_timeout: 0.25s
     retriable_status_codes: [503, 409]
+    retriable_headers: [{name: x-upstream-retry, string_match: {exact: 'yes'}}]
+    retry_host_predicate: [{name: envoy.retry_host_predicates.previous_hosts, typed_config: {'@type': type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate}}]
+    host_selection_retry_max_attempts: 5
     retry_back_off: {base_interval: 0.1s, max_interval: 2s}",
     );
     assert_eq!(
@@ -276,6 +279,13 @@ route:
                 RetryOn::RetriableStatusCodes
             ],
             retriable_status_codes: vec![503, 409],
+            retriable_headers: vec![HeaderMatcherConfig {
+                name: "x-upstream-retry".into(),
+                value_match: ValueMatch::Exact("yes".into()),
+                invert_match: false,
+            }],
+            retry_host_predicate: vec![RetryHostPredicate::PreviousHosts],
+            host_selection_retry_max_attempts: 5,
             num_retries: 3,
             per_try_timeout: Some(ConfigDuration::from_millis(250)),
             retry_back_off: RetryBackOffConfig {
@@ -289,6 +299,17 @@ route:
     let policy = forward_of(&r).retry_policy.clone().unwrap();
     assert_eq!(policy.num_retries, 1);
     assert_eq!(policy.retry_back_off, RetryBackOffConfig::default());
+    assert_eq!(policy.host_selection_retry_max_attempts, 1);
+    // A predicate weir lacks is refused by name.
+    let (_, refusals) = refused(
+        "  - {match: {prefix: /}, route: {cluster: c, retry_policy: {retry_on: 5xx, retry_host_predicate: [{name: envoy.retry_host_predicates.omit_canary_hosts}]}}}\n",
+    );
+    let all = refusals.join("\n");
+    assert!(
+        all.contains("retry_host_predicate[0].name")
+            && all.contains("retry host predicate \"envoy.retry_host_predicates.omit_canary_hosts\" is not supported"),
+        "{all}"
+    );
 }
 
 #[test]
@@ -522,7 +543,7 @@ fn action_refusals() {
   - match: {path: /p}
     route: {cluster: c, prefix_rewrite: /q}
   - match: {prefix: /}
-    route: {cluster: c, retry_policy: {retry_on: '5xx,retriable-headers'}}
+    route: {cluster: c, retry_policy: {retry_on: '5xx,envoy-ratelimited'}}
   - match: {prefix: /}
     route: {weighted_clusters: {total_weight: 90, clusters: [{name: a, weight: 80}, {name: b, weight: 20}]}}
   - match: {prefix: /}
@@ -560,8 +581,8 @@ fn action_refusals() {
                 l("prefix_rewrite")
             ),
             format!(
-                "{VH}[3].route.retry_policy.retry_on (line {}): retry condition \"retriable-headers\" is not supported: weir has 5xx, gateway-error, reset, connect-failure, retriable-4xx, refused-stream, retriable-status-codes, cancelled, deadline-exceeded, internal, resource-exhausted, unavailable",
-                l("retriable-headers")
+                "{VH}[3].route.retry_policy.retry_on (line {}): retry condition \"envoy-ratelimited\" is not supported: weir has 5xx, gateway-error, reset, connect-failure, retriable-4xx, refused-stream, retriable-status-codes, retriable-headers, cancelled, deadline-exceeded, internal, resource-exhausted, unavailable",
+                l("envoy-ratelimited")
             ),
             format!(
                 "{VH}[4].route.weighted_clusters.total_weight (line {}): weir's weights are relative: total_weight 90 must be their sum (100), or left out",
