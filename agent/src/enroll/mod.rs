@@ -60,7 +60,7 @@ impl PodContext {
             SocketAddr::V4(_) => (weir_common::PROXY_INBOUND_SOURCE_V4, 0).into(),
             SocketAddr::V6(_) => (weir_common::PROXY_INBOUND_SOURCE_V6, 0).into(),
         };
-        let socket = self.sockets.socket(source)?;
+        let socket = self.sockets.socket(source).await?;
         let std_stream: std::net::TcpStream = socket.into();
         tokio::net::TcpSocket::from_std_stream(std_stream)
             .connect(app)

@@ -2,20 +2,40 @@
 //! one thread per pod enters the namespace once and makes sockets on request.
 //! A socket keeps the namespace it was made in, so the proxy connects it from
 //! its async runtime afterwards like any other.
+//!
+//! A request is a round trip to that thread: the asking task waits without
+//! holding its worker (the answer comes back on a oneshot channel), the
+//! thread makes the socket (a few system calls) and wakes it. The proxy
+//! asks once per new connection: to a pod's application from 127.0.0.6
+//! (inbound), and for the pod's own upstream connections (unbound: the
+//! kernel picks the pod's address and a port when it connects).
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::mpsc;
+
+use tokio::sync::{mpsc, oneshot};
 
 use super::InPodError;
 use crate::netns::NetNs;
 
-type Request = (SocketAddr, mpsc::SyncSender<io::Result<socket2::Socket>>);
+/// Sockets asked for and not yet made, at most; more wait for a place.
+const QUEUE: usize = 64;
 
-/// Makes TCP sockets bound to a given local address inside one pod.
+/// What kind of socket, in which family.
+#[derive(Debug, Clone, Copy)]
+enum Want {
+    /// Bound to this local address.
+    Bound(SocketAddr),
+    /// Unbound, of the family of this remote address.
+    For(SocketAddr),
+}
+
+type Request = (Want, oneshot::Sender<io::Result<socket2::Socket>>);
+
+/// Makes TCP sockets inside one pod.
 #[derive(Debug)]
 pub struct PodSocketFactory {
-    requests: mpsc::SyncSender<Request>,
+    requests: mpsc::Sender<Request>,
 }
 
 impl PodSocketFactory {
@@ -27,8 +47,8 @@ impl PodSocketFactory {
                 netns: netns.path().display().to_string(),
                 source,
             })?;
-        let (requests, incoming) = mpsc::sync_channel::<Request>(64);
-        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+        let (requests, mut incoming) = mpsc::channel::<Request>(QUEUE);
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name(format!("weir-sockets-{pod}"))
             .spawn(move || {
@@ -45,8 +65,8 @@ impl PodSocketFactory {
                     return;
                 }
                 // Ends when the factory (the sending side) is dropped.
-                for (bind, reply) in incoming {
-                    let _ = reply.send(make_socket(bind));
+                while let Some((want, reply)) = incoming.blocking_recv() {
+                    let _ = reply.send(make_socket(want));
                 }
             })
             .map_err(|source| InPodError::Factory {
@@ -65,25 +85,40 @@ impl PodSocketFactory {
     }
 
     /// A non-blocking TCP socket bound to `bind`, inside the pod.
-    pub fn socket(&self, bind: SocketAddr) -> io::Result<socket2::Socket> {
-        let (reply, response) = mpsc::sync_channel(1);
+    pub async fn socket(&self, bind: SocketAddr) -> io::Result<socket2::Socket> {
+        self.ask(Want::Bound(bind)).await
+    }
+
+    /// A non-blocking TCP socket, not bound, inside the pod, for connecting
+    /// to `remote`: it leaves with the address the pod's routes give it.
+    pub async fn socket_for(&self, remote: SocketAddr) -> io::Result<socket2::Socket> {
+        self.ask(Want::For(remote)).await
+    }
+
+    async fn ask(&self, want: Want) -> io::Result<socket2::Socket> {
+        let stopped = || io::Error::other("the pod's socket factory has stopped");
+        let (reply, response) = oneshot::channel();
         self.requests
-            .send((bind, reply))
-            .map_err(|_| io::Error::other("the pod's socket factory has stopped"))?;
-        response
-            .recv()
-            .map_err(|_| io::Error::other("the pod's socket factory has stopped"))?
+            .send((want, reply))
+            .await
+            .map_err(|_| stopped())?;
+        response.await.map_err(|_| stopped())?
     }
 }
 
-fn make_socket(bind: SocketAddr) -> io::Result<socket2::Socket> {
+fn make_socket(want: Want) -> io::Result<socket2::Socket> {
+    let family = match want {
+        Want::Bound(addr) | Want::For(addr) => addr,
+    };
     let socket = socket2::Socket::new(
-        socket2::Domain::for_address(bind),
+        socket2::Domain::for_address(family),
         socket2::Type::STREAM,
         Some(socket2::Protocol::TCP),
     )?;
     socket.set_nonblocking(true)?;
     socket.set_tcp_nodelay(true)?;
-    socket.bind(&bind.into())?;
+    if let Want::Bound(bind) = want {
+        socket.bind(&bind.into())?;
+    }
     Ok(socket)
 }
