@@ -74,6 +74,12 @@ enum Command {
         /// loopback TCP stack.
         #[arg(long, value_enum, default_value_t = Switch::Off)]
         sk_msg: Switch,
+        /// Open an enrolled pod's upstream connections inside its network
+        /// namespace, so they leave with the pod's address and follow its
+        /// routes, pooled per pod; off: from the agent's namespace (the
+        /// node's address), pooled across pods.
+        #[arg(long, value_enum, default_value_t = Switch::On)]
+        pod_egress: Switch,
         /// On SIGTERM: how long connections may finish (HTTP/1 closes after
         /// its next response, HTTP/2 gets a GOAWAY, opaque TCP runs on) and
         /// how long a successor agent has to take the pods over. Fit it in
@@ -174,6 +180,7 @@ fn main() -> anyhow::Result<()> {
             pin_root,
             workers,
             sk_msg,
+            pod_egress,
             drain_time,
         } => Ok(weir::run::run(&weir::run::RunOptions {
             config,
@@ -181,6 +188,7 @@ fn main() -> anyhow::Result<()> {
             pin_root,
             workers,
             sk_msg: sk_msg == Switch::On,
+            pod_egress: pod_egress == Switch::On,
             drain_time,
         })?),
     }

@@ -20,6 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use weir::addr::OrigDst;
 use weir::intercept::{AppConnector, Interceptor, PodIdentity, RequestShare};
 use weir::proxy::metrics::Metrics;
+use weir::proxy::{Egress, MakingSocket, SocketMaker};
 
 struct Harness {
     rt: Arc<weir::proxy::runtime::Runtime>,
@@ -67,15 +68,29 @@ impl Harness {
         pod: PodIdentity,
         share: Option<Arc<dyn RequestShare>>,
     ) -> SocketAddr {
+        self.outbound_from(orig_dst, pod, share, None).await
+    }
+
+    /// [`Harness::outbound_within`], the pod's upstream connections made
+    /// from `egress` (the pod's network namespace, in the agent).
+    async fn outbound_from(
+        &self,
+        orig_dst: SocketAddr,
+        pod: PodIdentity,
+        share: Option<Arc<dyn RequestShare>>,
+        egress: Option<Egress>,
+    ) -> SocketAddr {
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
         let ic = self.ic.clone();
         tokio::spawn(async move {
             while let Ok((s, _)) = tcp.accept().await {
                 let (ic, pod, share) = (ic.clone(), pod.clone(), share.clone());
-                tokio::spawn(
-                    async move { ic.serve_outbound(s, OrigDst(orig_dst), pod, share).await },
-                );
+                let egress = egress.clone();
+                tokio::spawn(async move {
+                    ic.serve_outbound(s, OrigDst(orig_dst), pod, share, egress)
+                        .await
+                });
             }
         });
         addr
@@ -1091,4 +1106,171 @@ clusters:
         "weir_intercept_tcp_connections_opened_total{{direction=\"inbound\",source_namespace=\"shop\",source_pod=\"web-1\",destination=\"{pod_b_tcp}\",{inb}}}"
     );
     assert_eq!(h0.metric(&series).await, 1.0, "{}", h0.metrics().await);
+}
+
+/// A pod's sockets as the agent makes them inside its network namespace:
+/// here, bound to a loopback address of its own (its "pod IP"), counted.
+struct PodAddress {
+    ip: std::net::IpAddr,
+    made: Arc<AtomicUsize>,
+}
+
+impl SocketMaker for PodAddress {
+    fn socket(&self, _remote: SocketAddr) -> MakingSocket<'_> {
+        self.made.fetch_add(1, Ordering::SeqCst);
+        let ip = self.ip;
+        Box::pin(async move {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(SocketAddr::new(ip, 0))?;
+            Ok(socket)
+        })
+    }
+}
+
+/// What an upstream saw: per request, the connection's peer and the
+/// `x-weir-source` it carried.
+type Seen = Arc<std::sync::Mutex<Vec<(SocketAddr, Option<http::HeaderValue>)>>>;
+
+async fn recording_backend() -> (SocketAddr, Seen) {
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let seen: Seen = Arc::default();
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((s, peer)) = tcp.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: http::Request<_>| {
+                    let source = req.headers().get("x-weir-source").cloned();
+                    record.lock().unwrap().push((peer, source));
+                    async move { Ok::<_, std::convert::Infallible>(status(200, "ok")) }
+                });
+                let io = hyper_util::rt::TokioIo::new(s);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, svc)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// Two pods through one cluster endpoint, each from its own source
+/// (`Egress`): every upstream connection carries one pod's requests only,
+/// and leaves from that pod's address; connections are still reused within
+/// a pod. Once a pod's source is closed (un-enrolled), its idle connection
+/// closes, and its next request gets a 503 (a local reset, counted) while
+/// the other pod is served as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_connections_are_made_and_pooled_per_source_pod() {
+    let (backend, seen) = recording_backend().await;
+    let cfg = format!(
+        "listeners:
+  - name: shared
+    address: {backend}
+    bind_to_port: false
+    virtual_hosts:
+      - name: shared
+        domains: [\"*\"]
+        routes:
+          - match: {{prefix: /}}
+            route: {{cluster: shared}}
+clusters:
+{}",
+        static_cluster("shared", &[backend.port()], ""),
+    );
+    let h = Harness::new(&cfg).await;
+    let pods = [
+        (pod("shop", "a"), [127, 0, 0, 11]),
+        (pod("shop", "b"), [127, 0, 0, 12]),
+    ];
+    let mut entries = Vec::new();
+    let mut made = Vec::new();
+    let mut egresses = Vec::new();
+    for (p, ip) in &pods {
+        let count = Arc::new(AtomicUsize::new(0));
+        let egress = Egress::new(
+            format!("{}/{}", p.namespace, p.name),
+            PodAddress {
+                ip: (*ip).into(),
+                made: count.clone(),
+            },
+        );
+        entries.push(
+            h.outbound_from(backend, p.clone(), None, Some(egress.clone()))
+                .await,
+        );
+        made.push(count);
+        egresses.push(egress);
+    }
+    // Both pods at once, four clients each, on keep-alive connections.
+    const EACH: usize = 100;
+    let mut clients = Vec::new();
+    for &entry in &entries {
+        for _ in 0..4 {
+            clients.push(tokio::spawn(async move {
+                let c = client();
+                for _ in 0..EACH {
+                    let r = send(&c, req("GET", &format!("http://{entry}/"), &[], "")).await;
+                    assert_eq!(r.status, 200, "{}", r.body);
+                }
+            }));
+        }
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2 * 4 * EACH);
+    let mut by_connection: HashMap<SocketAddr, PodIdentity> = HashMap::new();
+    for (peer, source) in &seen {
+        let source = source.as_ref().and_then(|v| h.ic.source_of(v));
+        let source = source.expect("every request names its pod");
+        let (_, ip) = pods.iter().find(|(p, _)| *p == source).unwrap();
+        assert_eq!(
+            peer.ip(),
+            std::net::IpAddr::from(*ip),
+            "{source:?}'s request left from another address"
+        );
+        let first = by_connection.entry(*peer).or_insert_with(|| source.clone());
+        assert_eq!(*first, source, "one connection carried two pods' requests");
+    }
+    for (count, (p, _)) in made.iter().zip(&pods) {
+        let sockets = count.load(Ordering::SeqCst);
+        assert!(
+            (1..=8).contains(&sockets),
+            "{p:?}: {sockets} sockets for {} requests",
+            4 * EACH
+        );
+    }
+    let active = "weir_cluster_upstream_connections_active{cluster=\"shared\"}";
+    let open = h.metric(active).await;
+    let b_sockets = made[1].load(Ordering::SeqCst) as f64;
+    assert!(open > b_sockets, "{open} open, pod b made {b_sockets}");
+
+    // Pod a is un-enrolled.
+    egresses[0].close();
+    eventually(
+        "pod a's pooled connections closed",
+        Duration::from_secs(5),
+        || async { h.metric(active).await <= b_sockets },
+    )
+    .await;
+    let r = send(
+        &client(),
+        req("GET", &format!("http://{}/", entries[0]), &[], ""),
+    )
+    .await;
+    assert_eq!(r.status, 503);
+    assert!(r.body.ends_with("reset reason: local reset"), "{}", r.body);
+    let failures = "weir_intercept_pod_connect_failures_total{reason=\"unenrolled\"}";
+    assert_eq!(h.metric(failures).await, 1.0);
+    let before = made[0].load(Ordering::SeqCst);
+    let r = send(
+        &client(),
+        req("GET", &format!("http://{}/", entries[1]), &[], ""),
+    )
+    .await;
+    assert_eq!((r.status, r.body.as_str()), (200, "ok"));
+    assert_eq!(made[0].load(Ordering::SeqCst), before, "a socket for pod a");
 }

@@ -57,7 +57,10 @@ async fn outbound(ic: &Interceptor, orig_dst: SocketAddr, pod: PodIdentity) -> S
     tokio::spawn(async move {
         while let Ok((s, _)) = tcp.accept().await {
             let (ic, pod) = (ic.clone(), pod.clone());
-            tokio::spawn(async move { ic.serve_outbound(s, OrigDst(orig_dst), pod, None).await });
+            tokio::spawn(async move {
+                ic.serve_outbound(s, OrigDst(orig_dst), pod, None, None)
+                    .await
+            });
         }
     });
     addr

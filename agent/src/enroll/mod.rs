@@ -14,12 +14,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 use crate::addr::OrigDst;
 use crate::datapath::{Datapath, DatapathError, OrigDstTable, Pruned};
 use crate::inpod::PodSocketFactory;
 use crate::pods::{InboundPorts, PodSpec};
+use crate::proxy::upstream::egress::{Egress, MakingSocket, SocketMaker};
 
 pub use budget::{ConnPermit, NodeBudget, PodBudget, RESERVED_DESCRIPTORS, Refusal, RequestPermit};
 pub use cpu::{CpuCounters, CpuShare};
@@ -32,7 +33,11 @@ pub struct PodContext {
     pub namespace: Arc<str>,
     pub name: Arc<str>,
     pub uid: String,
-    sockets: PodSocketFactory,
+    sockets: Arc<PodSocketFactory>,
+    /// Where the pod's upstream connections leave from: its own network
+    /// namespace (sockets from `sockets`), pooled for it alone; closed when
+    /// the pod is un-enrolled.
+    pub egress: Egress,
     /// The pod's share of the proxy for the connections it makes...
     outbound: Arc<PodBudget>,
     /// ...and for connections to it.
@@ -65,6 +70,39 @@ impl PodContext {
         tokio::net::TcpSocket::from_std_stream(std_stream)
             .connect(app)
             .await
+    }
+}
+
+/// The pod's upstream sockets, made inside its network namespace by its
+/// socket factory thread (the engine's [`SocketMaker`] for its [`Egress`]).
+/// Loopback destinations are the agent's own: the proxy config is the
+/// node's, so a cluster endpoint on 127.0.0.1 names something beside the
+/// agent, not the pod's loopback (which the pod's own connections to
+/// loopback reach without weir: the connect hooks leave them alone).
+struct PodSockets(Arc<PodSocketFactory>);
+
+impl SocketMaker for PodSockets {
+    fn socket(&self, remote: SocketAddr) -> MakingSocket<'_> {
+        Box::pin(async move {
+            if remote.ip().to_canonical().is_loopback() {
+                return match remote {
+                    SocketAddr::V4(_) => TcpSocket::new_v4(),
+                    SocketAddr::V6(_) => TcpSocket::new_v6(),
+                };
+            }
+            let socket = self.0.socket_for(remote).await?;
+            Ok(TcpSocket::from_std_stream(socket.into()))
+        })
+    }
+}
+
+impl PodContext {
+    /// The egress of a pod `namespace/name` whose sockets `sockets` makes.
+    fn egress_for(namespace: &str, name: &str, sockets: &Arc<PodSocketFactory>) -> Egress {
+        Egress::new(
+            format!("{namespace}/{name}"),
+            PodSockets(Arc::clone(sockets)),
+        )
     }
 }
 

@@ -145,11 +145,12 @@ impl EnrolledPod {
         let resolved = resolve(spec, cgroup2_root)?;
         let egress_listeners = PodListeners::bind(&resolved.netns)?;
         let inbound_listeners = PodListeners::bind(&resolved.netns)?;
-        let sockets = PodSocketFactory::start(&resolved.netns, &spec.name)?;
+        let sockets = Arc::new(PodSocketFactory::start(&resolved.netns, &spec.name)?);
         let pod = Arc::new(PodContext {
             namespace: Arc::from(spec.namespace.as_str()),
             name: Arc::from(spec.name.as_str()),
             uid: spec.uid.clone(),
+            egress: PodContext::egress_for(&spec.namespace, &spec.name, &sockets),
             sockets,
             outbound: Arc::new(PodBudget::new(Arc::clone(node_budget), policy.limits)),
             inbound: Arc::new(PodBudget::new(Arc::clone(node_budget), policy.limits)),
@@ -310,6 +311,10 @@ impl EnrolledPod {
         // Same-node delivery stops first: new upstream connections take the
         // network path, like everyone else's.
         drop(self.local);
+        // The pod's own upstream connections: idle ones close now, none is
+        // opened for it any more (a request still coming on a connection it
+        // has open to weir gets a 503, a spliced one a reset).
+        self.pod.egress.close();
         self.registration.remove();
         self.ingress.remove();
         self.egress.remove();

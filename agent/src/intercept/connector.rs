@@ -2,18 +2,21 @@
 //! connection a cluster opens comes through here. A cleartext HTTP/1
 //! connection to an intercepted port of a pod on this node goes straight to
 //! its application, served as its inbound side would (`same_node`); any other
-//! is plain TCP whose local address is remembered as weir's own socket, so
-//! the inbound side knows it (`peers`).
+//! is plain TCP from the request's source (an enrolled pod's connection
+//! from inside that pod's network namespace, `Shared::connect_from`) whose
+//! local address is remembered as weir's own socket, so the inbound side
+//! knows it (`peers`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpStream;
-
 use super::Shared;
 use super::same_node::{LocalInbound, LocalPod};
 use crate::proxy::io::ByteCounters;
-use crate::proxy::upstream::connector::{Connected, Connecting, Connection, Connector, Target};
+use crate::proxy::upstream::connector::{
+    ConnectError, Connected, Connecting, Connection, Connector, Target,
+};
+use crate::proxy::upstream::egress::Egress;
 
 pub(super) struct InterceptConnector(Arc<Shared>);
 
@@ -22,8 +25,12 @@ impl InterceptConnector {
         Self(shared)
     }
 
-    async fn same_node(&self, pod: &LocalPod, addr: SocketAddr) -> std::io::Result<Connected> {
-        let stream = pod.app.connect_app(addr).await?;
+    async fn same_node(&self, pod: &LocalPod, addr: SocketAddr) -> Result<Connected, ConnectError> {
+        let stream = pod
+            .app
+            .connect_app(addr)
+            .await
+            .map_err(|e| ConnectError::Failed(addr, e))?;
         let (inbound, open) = LocalInbound::open(&self.0, pod, addr);
         // Counted as the inbound side counts its client: what weir writes
         // here is what that client would have sent (`received`), what it
@@ -42,9 +49,13 @@ impl InterceptConnector {
         })
     }
 
-    async fn tcp(&self, addr: SocketAddr) -> std::io::Result<Connected> {
-        let stream = TcpStream::connect(addr).await?;
-        // Pooled connections are shared by pods: no source (`peers::Peer::Weir`).
+    async fn tcp(
+        &self,
+        addr: SocketAddr,
+        egress: Option<&Egress>,
+    ) -> Result<Connected, ConnectError> {
+        let stream = self.0.connect_from(egress, addr).await?;
+        // The source travels per request (`x-weir-source`): `peers::Peer::Weir`.
         let peer = stream
             .local_addr()
             .ok()
@@ -64,7 +75,7 @@ impl Connector for InterceptConnector {
             {
                 return self.same_node(&pod, target.addr).await;
             }
-            self.tcp(target.addr).await
+            self.tcp(target.addr, target.egress.as_ref()).await
         })
     }
 }

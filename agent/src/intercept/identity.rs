@@ -75,6 +75,8 @@ pub struct InterceptMetrics {
     detected: [[IntCounter; 3]; 2],
     /// Upstream connections delivered to a pod on this node without a second pass (`same_node`).
     pub same_node: IntCounter,
+    /// Connections a pod's source could not open: [unenrolled, socket].
+    pod_connect_failures: [IntCounter; 2],
     sni_seen: Mutex<HashSet<String>>,
     dst_seen: Mutex<HashSet<String>>,
 }
@@ -137,7 +139,15 @@ impl InterceptMetrics {
             "Upstream connections to a pod enrolled on this node, made straight to its application (one proxy pass instead of outbound + inbound).",
         )?;
         r.register(Box::new(same_node.clone()))?;
+        let pod_connect_failures = counter(
+            r,
+            "weir_intercept_pod_connect_failures_total",
+            "Upstream connections for an enrolled pod that could not be opened from inside its network namespace: reason unenrolled (the pod was un-enrolled while its connection to weir stayed open: a 503 or a reset), socket (its socket factory failed).",
+            &["reason"],
+        )?;
         Ok(Self {
+            pod_connect_failures: ["unenrolled", "socket"]
+                .map(|reason| pod_connect_failures.with_label_values(&[reason])),
             detected: [d(Direction::Outbound), d(Direction::Inbound)],
             same_node,
             requests: counter(
@@ -254,6 +264,12 @@ impl InterceptMetrics {
         let labels = [namespace, name];
         self.bypassed.with_label_values(&labels).inc_by(connections);
         self.bypassed_reset.with_label_values(&labels).inc_by(reset);
+    }
+
+    /// A connection for a pod could not be opened from its namespace:
+    /// because it was un-enrolled (`gone`), else its socket factory failed.
+    pub fn pod_connect_failed(&self, gone: bool) {
+        self.pod_connect_failures[usize::from(!gone)].inc();
     }
 
     pub fn detected(&self, direction: Direction, d: &Detected) {

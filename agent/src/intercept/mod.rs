@@ -36,7 +36,8 @@ use crate::addr::{ClientAddr, OrigDst};
 use crate::proxy::http::{RequestPlace, ShedWatch};
 use crate::proxy::metrics::{Metrics, MetricsError};
 use crate::proxy::runtime::Runtime;
-use crate::proxy::upstream::connector::ConnectError;
+use crate::proxy::upstream::connector::{ConnectError, connect_from};
+use crate::proxy::upstream::egress::{Egress, EgressError};
 
 /// An enrolled pod.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -103,6 +104,22 @@ impl Shared {
         })
     }
 
+    /// Connect to `addr` from `egress` (an enrolled pod's network
+    /// namespace; the node's without one), counting what the pod's side
+    /// could not open.
+    async fn connect_from(
+        &self,
+        egress: Option<&Egress>,
+        addr: SocketAddr,
+    ) -> Result<TcpStream, ConnectError> {
+        connect_from(egress, addr).await.inspect_err(|e| {
+            if let ConnectError::Egress(_, why) = e {
+                self.metrics
+                    .pod_connect_failed(matches!(why, EgressError::Closed(_)));
+            }
+        })
+    }
+
     /// Fresh state whose families are in the returned `Metrics`.
     #[cfg(test)]
     fn for_tests() -> (Arc<Self>, Metrics) {
@@ -151,15 +168,18 @@ impl Interceptor {
     }
 
     /// An enrolled pod's application connected to `orig_dst`; serve it,
-    /// each HTTP request within the pod's `share` when it has one.
+    /// each HTTP request within the pod's `share` when it has one, every
+    /// upstream connection from `egress` (the pod's network namespace;
+    /// the node's without one) and pooled for it alone.
     pub async fn serve_outbound(
         &self,
         stream: TcpStream,
         orig_dst: OrigDst,
         source: PodIdentity,
         share: Option<Arc<dyn RequestShare>>,
+        egress: Option<Egress>,
     ) {
-        let serve = outbound::serve(&self.inner, stream, orig_dst, source, share);
+        let serve = outbound::serve(&self.inner, stream, orig_dst, source, share, egress);
         self.within_drain(serve).await;
     }
 

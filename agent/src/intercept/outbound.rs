@@ -1,7 +1,9 @@
 //! Outbound: an enrolled pod's application connected to some original
 //! destination. Detect, then: HTTP/1 through the listener that claims the
 //! destination (or the implicit passthrough route, or the black hole); TLS
-//! and opaque TCP spliced to the original destination.
+//! and opaque TCP spliced to the original destination. Every upstream
+//! connection leaves from the pod's own network namespace (its `Egress`),
+//! so it carries the pod's address and follows the pod's routes.
 
 use std::sync::{Arc, OnceLock};
 
@@ -16,6 +18,7 @@ use crate::addr::{ClientAddr, OrigDst};
 use crate::config::OutboundTrafficPolicy;
 use crate::proxy::http::{self, Downstream, ListenerContext, RequestHook, RequestPlace, ShedWatch};
 use crate::proxy::io::{ByteCounters, Io};
+use crate::proxy::upstream::egress::Egress;
 use crate::proxy::virtual_listener::{VirtualListener, VirtualListeners};
 
 /// Request header naming the source pod (a `source` token) on requests weir
@@ -30,6 +33,7 @@ pub(super) async fn serve(
     orig: OrigDst,
     source: PodIdentity,
     share: Option<Arc<dyn RequestShare>>,
+    egress: Option<Egress>,
 ) {
     let m = &inner.shared.metrics;
     // One snapshot per connection: a reload applies to the next connection.
@@ -68,6 +72,7 @@ pub(super) async fn serve(
         identity: &source,
         shed: share.as_ref().and_then(|s| s.shed()),
         share,
+        egress,
     };
     let result = match detected {
         Detected::Http1 => {
@@ -107,6 +112,8 @@ struct FromPod<'a> {
     share: Option<Arc<dyn RequestShare>>,
     /// Closes the connection while idle, when the pod is asked to shed.
     shed: Option<ShedWatch>,
+    /// Where its upstream connections leave from: inside the pod.
+    egress: Option<Egress>,
 }
 
 async fn http(
@@ -130,6 +137,7 @@ async fn http(
     let conn = Downstream {
         hook: Some(hook),
         shed: from.shed,
+        egress: from.egress,
         ..Downstream::new(client, ctx, drain)
     };
     http::serve(io, conn).await;
@@ -223,15 +231,16 @@ impl RequestHook for OutboundHook {
     }
 }
 
-/// Splice to the original destination; the upstream socket is registered
-/// with the source pod for the inbound side (`peers`).
+/// Splice to the original destination, from inside the pod; the upstream
+/// socket is registered with the source pod for the inbound side (`peers`).
 async fn tcp(
     inner: &Inner,
     mut io: Io<TcpStream, ByteCounters>,
     orig: OrigDst,
     from: FromPod<'_>,
 ) -> Result<(), InterceptError> {
-    let mut up = passthrough::connect(orig.0).await?;
+    let egress = from.egress.as_ref();
+    let mut up = passthrough::connect(&inner.shared, egress, orig.0).await?;
     let _peer = up
         .local_addr()
         .ok()

@@ -16,13 +16,14 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::InterceptError;
+use super::{InterceptError, Shared};
 use crate::proxy::build;
 use crate::proxy::http::{ListenerContext, SHED_MIN_IDLE, ShedWatch, shed_asked, sleep_until_opt};
 use crate::proxy::metrics::Metrics;
 use crate::proxy::route::action::{Action, Forward};
 use crate::proxy::split::Split;
 use crate::proxy::upstream::connector::{Connector, within};
+use crate::proxy::upstream::egress::Egress;
 
 /// Connect timeout to an original destination (Istio's default `connectTimeout`).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,9 +35,14 @@ pub const PASSTHROUGH_LISTENER: &str = "PassthroughListener";
 pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
 pub const BLACKHOLE_LISTENER: &str = "BlackHoleListener";
 
-/// Connect to an original destination within [`CONNECT_TIMEOUT`].
-pub async fn connect(dst: SocketAddr) -> Result<TcpStream, InterceptError> {
-    Ok(within(CONNECT_TIMEOUT, dst, TcpStream::connect(dst)).await?)
+/// Connect to an original destination within [`CONNECT_TIMEOUT`], from
+/// `egress` (the pod's network namespace; the node's without one).
+pub(super) async fn connect(
+    shared: &Shared,
+    egress: Option<&Egress>,
+    dst: SocketAddr,
+) -> Result<TcpStream, InterceptError> {
+    Ok(within(CONNECT_TIMEOUT, dst, shared.connect_from(egress, dst)).await?)
 }
 
 /// Copy both ways until both sides have closed; a half-close (FIN) on one

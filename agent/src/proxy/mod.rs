@@ -38,6 +38,7 @@ use std::time::Duration;
 
 use self::runtime::Runtime;
 pub use self::serving::{ProxyError, SHUTDOWN_GRACE, Serving};
+pub use self::upstream::egress::{Egress, EgressError, MakingSocket, SocketMaker};
 
 /// Build the tokio runtime: `Some(1)` is a current-thread runtime (one
 /// thread does all the work), `Some(n)` n worker threads, `None` one per CPU.

@@ -18,12 +18,20 @@ use crate::intercept::{AppConnector, Interceptor, LocalPod, PodIdentity, Request
 use crate::pods::InboundPorts;
 use crate::proxy::http::{RequestPlace, ShedWatch};
 
-pub(super) fn for_interceptor(interceptor: &Interceptor) -> Arc<dyn Intercept> {
-    Arc::new(Seam(interceptor.clone()))
+/// `pod_egress`: each pod's upstream connections leave from inside its
+/// network namespace (`PodContext::egress`); off, from the agent's.
+pub(super) fn for_interceptor(interceptor: &Interceptor, pod_egress: bool) -> Arc<dyn Intercept> {
+    Arc::new(Seam {
+        interceptor: interceptor.clone(),
+        pod_egress,
+    })
 }
 
 /// `enroll::Intercept` served by an `Interceptor`.
-struct Seam(Interceptor);
+struct Seam {
+    interceptor: Interceptor,
+    pod_egress: bool,
+}
 
 fn identity(pod: &PodContext) -> PodIdentity {
     PodIdentity {
@@ -46,7 +54,7 @@ impl PodCpu {
 
 impl Seam {
     fn cpu_of(&self, pod: &Arc<PodContext>) -> PodCpu {
-        let (used, throttled) = self.0.cpu_counters(&identity(pod));
+        let (used, throttled) = self.interceptor.cpu_counters(&identity(pod));
         PodCpu {
             share: Arc::clone(&pod.cpu),
             counters: CpuCounters { used, throttled },
@@ -67,9 +75,10 @@ fn connection_span(pod: &PodContext, way: Way, dst: SocketAddr) -> tracing::Span
 
 impl Intercept for Seam {
     fn outbound(&self, conn: OutboundConn) {
-        let interceptor = self.0.clone();
+        let interceptor = self.interceptor.clone();
         let cpu = self.cpu_of(&conn.pod);
         let span = connection_span(&conn.pod, Way::Outbound, conn.orig_dst.0);
+        let egress = self.pod_egress.then(|| conn.pod.egress.clone());
         tokio::spawn(
             cpu.run(
                 async move {
@@ -77,7 +86,7 @@ impl Intercept for Seam {
                     let source = identity(&conn.pod);
                     let share: Arc<dyn RequestShare> = Arc::new(PodRequests(Arc::clone(&conn.pod)));
                     interceptor
-                        .serve_outbound(conn.stream, conn.orig_dst, source, Some(share))
+                        .serve_outbound(conn.stream, conn.orig_dst, source, Some(share), egress)
                         .await;
                 }
                 .instrument(span),
@@ -86,7 +95,7 @@ impl Intercept for Seam {
     }
 
     fn inbound(&self, conn: InboundConn) {
-        let interceptor = self.0.clone();
+        let interceptor = self.interceptor.clone();
         let cpu = self.cpu_of(&conn.pod);
         let span = connection_span(&conn.pod, Way::Inbound, conn.dst);
         tokio::spawn(
@@ -110,7 +119,7 @@ impl Intercept for Seam {
         ips: &[IpAddr],
         ports: &InboundPorts,
     ) -> Option<LocalPodGuard> {
-        let guard = self.0.register_local(
+        let guard = self.interceptor.register_local(
             ips,
             LocalPod {
                 identity: identity(pod),
@@ -122,16 +131,17 @@ impl Intercept for Seam {
     }
 
     fn allows_any_destination(&self) -> bool {
-        self.0.allows_any_destination()
+        self.interceptor.allows_any_destination()
     }
 
     fn refused(&self, pod: &PodContext, way: Way, reason: Refusal) {
-        self.0
+        self.interceptor
             .count_refused(&identity(pod), way.label(), reason.label());
     }
 
     fn bypassed(&self, pod: &PodContext, connections: u64, reset: u64) {
-        self.0.count_bypassed(&identity(pod), connections, reset);
+        self.interceptor
+            .count_bypassed(&identity(pod), connections, reset);
     }
 }
 

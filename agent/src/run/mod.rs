@@ -48,6 +48,10 @@ pub struct RunOptions {
     pub workers: Option<usize>,
     /// sk_msg acceleration of the app-to-proxy hop.
     pub sk_msg: bool,
+    /// Enrolled pods' upstream connections from inside their network
+    /// namespaces (their addresses, their routes, pools per pod); off:
+    /// from the agent's, with pools shared by pods.
+    pub pod_egress: bool,
     /// On SIGTERM: the hand-over to a successor and the connections'
     /// drain, together, within this.
     pub drain_time: Duration,
@@ -127,7 +131,7 @@ async fn serve(options: &RunOptions) -> Result<(), RunError> {
     // Before enrolling: an agent still serving the node learns of each pod
     // this one takes over.
     let mut handoff = Handoff::start(&options.pin_root);
-    let intercept = intercept::for_interceptor(&interceptor);
+    let intercept = intercept::for_interceptor(&interceptor, options.pod_egress);
     raise_open_files();
     let mut enroller = Enroller::new(datapath, intercept, cgroup2_root()?);
     log::info!(

@@ -260,13 +260,7 @@ async fn clusters(rt: &Runtime, json: bool) -> Response<Full<Bytes>> {
             };
             let _ = writeln!(s, "{}::{}::health_flags::{flags}", c.name, e.addr);
             let _ = writeln!(s, "{}::{}::rq_active::{}", c.name, e.addr, e.active());
-            let _ = writeln!(
-                s,
-                "{}::{}::cx_idle::{}",
-                c.name,
-                e.addr,
-                e.pool.idle_count()
-            );
+            let _ = writeln!(s, "{}::{}::cx_idle::{}", c.name, e.addr, e.idle_count());
             let _ = writeln!(
                 s,
                 "{}::{}::times_ejected::{}",
@@ -278,7 +272,8 @@ async fn clusters(rt: &Runtime, json: bool) -> Response<Full<Bytes>> {
                 "address": e.addr.to_string(),
                 "healthy": healthy,
                 "active_requests": e.active(),
-                "idle_connections": e.pool.idle_count(),
+                "idle_connections": e.idle_count(),
+                "source_pools": e.sources.len(),
                 "times_ejected": e.outlier.times_ejected(),
             }));
         }

@@ -30,6 +30,10 @@ use super::metrics::ClusterMetrics;
 use super::upstream::connect::Transport;
 use super::upstream::pool::Pool;
 
+/// How often a cluster looks for idle connections past their timeout and
+/// for per-source pools to drop, at the longest.
+pub const SOURCE_POOL_SWEEP: Duration = Duration::from_secs(30);
+
 /// Envoy's default `healthy_panic_threshold` (percent of endpoints healthy).
 pub const HEALTHY_PANIC_THRESHOLD_PERCENT: usize = 50;
 
@@ -139,20 +143,23 @@ impl Cluster {
         c
     }
 
-    /// Close pooled connections idle longer than `upstream_http.idle_timeout`.
+    /// Close pooled connections idle longer than `upstream_http.idle_timeout`,
+    /// and drop the per-source pools of sources gone or unused (every 30 s
+    /// at most, also without an idle timeout).
     fn spawn_sweeper(self: &Arc<Self>) {
         let idle = self.params.idle_timeout;
-        if idle.is_zero() {
-            return;
-        }
-        let every = (idle / 2).clamp(Duration::from_millis(100), Duration::from_secs(30));
+        let every = if idle.is_zero() {
+            SOURCE_POOL_SWEEP
+        } else {
+            (idle / 2).clamp(Duration::from_millis(100), SOURCE_POOL_SWEEP)
+        };
         let weak = Arc::downgrade(self);
         let h = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
                 let Some(c) = weak.upgrade() else { return };
                 for e in c.endpoints.load().iter() {
-                    e.pool.sweep();
+                    e.sweep();
                 }
             }
         });

@@ -1,6 +1,8 @@
 //! One try of a routed request: the `max_requests` breaker, an endpoint
 //! (or, for a forward proxy cluster, the request host's), a pooled or new
-//! connection, send, and the response head, within the try's deadline.
+//! connection of the request's source (`upstream::egress`: the endpoint's
+//! pool of that source, new connections made from it), send, and the
+//! response head, within the try's deadline.
 //! The retry stage (`proxy::retry`) decides what happens after.
 
 use std::sync::Arc;
@@ -24,7 +26,8 @@ use crate::proxy::metrics::{GaugeGuard, HandshakeFailure};
 use crate::proxy::upstream::UpstreamError;
 use crate::proxy::upstream::connect::{Slot, connect};
 use crate::proxy::upstream::connector::ConnectError;
-use crate::proxy::upstream::pool::Pooled;
+use crate::proxy::upstream::egress::Egress;
+use crate::proxy::upstream::pool::{Pool, Pooled};
 use crate::proxy::upstream::sender::Sender;
 
 /// How one try ended without a usable response.
@@ -100,8 +103,13 @@ pub(crate) enum Tried {
     TimedOut,
 }
 
-/// One try of `req`, started at `started`, until the response head or
+/// One try of `req` from `egress` (the engine's own network namespace
+/// without one), started at `started`, until the response head or
 /// `deadline` (the breaker and the endpoint pick are not under it).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one try's inputs, each from a different stage of the request"
+)]
 pub(crate) async fn run(
     cluster: &Arc<Cluster>,
     authority: Option<&str>,
@@ -110,15 +118,22 @@ pub(crate) async fn run(
     fault: &DownstreamFault,
     started: Instant,
     deadline: Option<Instant>,
+    egress: Option<&Egress>,
 ) -> Tried {
     let guard = match begin_try(cluster, authority, picking).await {
         Ok(guard) => guard,
         Err(e) => return Tried::Failed(e),
     };
     let ep = guard.active.endpoint();
+    let from = From {
+        pool: ep.pool_for(egress).into_owned(),
+        egress,
+    };
     let exchanged = match deadline {
-        Some(d) => tokio::time::timeout_at(d.into(), exchange(cluster, ep, req, fault)).await,
-        None => Ok(exchange(cluster, ep, req, fault).await),
+        Some(d) => {
+            tokio::time::timeout_at(d.into(), exchange(cluster, ep, &from, req, fault)).await
+        }
+        None => Ok(exchange(cluster, ep, &from, req, fault).await),
     };
     match exchanged {
         Ok(Ok((resp, conn))) => {
@@ -177,13 +192,23 @@ pub(crate) fn downstream_response(
     Response::from_parts(parts, body)
 }
 
+/// Where a try's connection comes from: the endpoint's pool of the
+/// request's source, and that source for a new one.
+struct From<'a> {
+    pool: Arc<Pool>,
+    egress: Option<&'a Egress>,
+}
+
 /// No idle connection: open one, or, at `max_connections`, wait (as a
 /// pending request, within `max_pending_requests`) until one is released to
-/// this endpoint's pool or closed anywhere in the cluster. The try's timeout
-/// bounds the wait.
+/// this source's pool of the endpoint or closed anywhere in the cluster.
+/// While waiting it closes an idle connection of another source to the
+/// endpoint, if there is one, so that idle connections another pod keeps
+/// cannot hold every place. The try's timeout bounds the wait.
 async fn new_or_freed(
     cluster: &Arc<Cluster>,
     ep: &Arc<Endpoint>,
+    from: &From<'_>,
 ) -> Result<(Pooled, bool), TryError> {
     let m = &cluster.metrics;
     let Some(_pending) = cluster.breaker.try_acquire(Limit::Pending) else {
@@ -194,35 +219,50 @@ async fn new_or_freed(
     loop {
         let mut freed = std::pin::pin!(cluster.freed.notified());
         freed.as_mut().enable();
-        if let Some(c) = ep.pool.checkout() {
+        if let Some(c) = from.pool.checkout() {
             return Ok((c, true));
         }
         if let Some(cx_permit) = cluster.breaker.try_acquire(Limit::Connections) {
-            return open(cluster, ep, cx_permit)
+            return open(cluster, ep, cx_permit, from.egress)
                 .await
-                .map(|tx| (ep.pool.fresh(tx), false));
+                .map(|tx| (from.pool.fresh(tx), false));
         }
         if !counted {
             m.overflow_connections.inc();
             counted = true;
         }
+        evict_other_source(ep, &from.pool);
         freed.await;
     }
 }
 
-/// Open a new connection to `ep` holding `permit`.
+/// Close one idle connection to `ep` that is not in `ours` (the engine's
+/// own or another source's): its place under `max_connections` is free
+/// once its task ends, which notifies the cluster's `freed`.
+fn evict_other_source(ep: &Endpoint, ours: &Arc<Pool>) -> bool {
+    (!Arc::ptr_eq(&ep.pool, ours) && ep.pool.evict_one()) || ep.sources.evict_one(ours)
+}
+
+/// Open a new connection to `ep` from `egress` holding `permit`.
 async fn open(
     cluster: &Arc<Cluster>,
     ep: &Arc<Endpoint>,
     permit: Permit,
+    egress: Option<&Egress>,
 ) -> Result<Sender, TryError> {
     let slot = Slot {
         permit,
         freed: cluster.freed.clone(),
     };
     let t = &cluster.params.transport;
-    match connect(ep.addr, cluster.connect_timeout, slot, &cluster.metrics, t).await {
+    let (addr, timeout, m) = (ep.addr, cluster.connect_timeout, &cluster.metrics);
+    match connect(addr, timeout, slot, m, t, egress).await {
         Ok(tx) => Ok(tx),
+        Err(UpstreamError::Connect(e @ ConnectError::Egress(..))) => {
+            // The source's failure, not the endpoint's: no outlier mark.
+            log::debug!("cluster {}: {e}", cluster.name);
+            Err(TryError::Connect(ResetReason::LocalReset))
+        }
         Err(e) => {
             log::debug!("cluster {}: {e}", cluster.name);
             cluster.record(ep, Outcome::LocalFailure);
@@ -238,25 +278,34 @@ async fn open(
     }
 }
 
-/// HTTP/2 clusters: the endpoint's shared connection, opened (under
-/// `max_connections`) when there is none or it closed.
-async fn shared_h2(cluster: &Arc<Cluster>, ep: &Arc<Endpoint>) -> Result<Pooled, TryError> {
-    let mut slot = ep.pool.h2.lock().await;
+/// HTTP/2 clusters: the shared connection of the request's source to the
+/// endpoint, opened (under `max_connections`) when there is none or it
+/// closed.
+async fn shared_h2(
+    cluster: &Arc<Cluster>,
+    ep: &Arc<Endpoint>,
+    from: &From<'_>,
+) -> Result<Pooled, TryError> {
+    let pool = &from.pool;
+    let mut slot = pool.h2.lock().await;
     if let Some(tx) = slot.as_ref()
         && !tx.is_closed()
+        && !pool.is_closed()
     {
-        return Ok(ep.pool.fresh(Sender::H2(tx.clone())));
+        return Ok(pool.fresh(Sender::H2(tx.clone())));
     }
     let Some(permit) = cluster.breaker.try_acquire(Limit::Connections) else {
         cluster.metrics.overflow_connections.inc();
         return Err(TryError::Overflow);
     };
-    match open(cluster, ep, permit).await? {
+    match open(cluster, ep, permit, from.egress).await? {
         Sender::H2(tx) => {
-            *slot = Some(tx.clone());
-            Ok(ep.pool.fresh(Sender::H2(tx)))
+            if !pool.is_closed() {
+                *slot = Some(tx.clone());
+            }
+            Ok(pool.fresh(Sender::H2(tx)))
         }
-        h1 => Ok(ep.pool.fresh(h1)),
+        h1 => Ok(pool.fresh(h1)),
     }
 }
 
@@ -320,6 +369,7 @@ async fn begin_try(
 async fn exchange(
     cluster: &Arc<Cluster>,
     ep: &Arc<Endpoint>,
+    from: &From<'_>,
     mut req: Request<ReqBody>,
     fault: &DownstreamFault,
 ) -> Result<(Response<Incoming>, Pooled), TryError> {
@@ -336,11 +386,11 @@ async fn exchange(
     let mut counted = false;
     loop {
         let (mut conn, reused) = if transport.http2 {
-            (shared_h2(cluster, ep).await?, false)
+            (shared_h2(cluster, ep, from).await?, false)
         } else {
-            match ep.pool.checkout() {
+            match from.pool.checkout() {
                 Some(c) => (c, true),
-                None => new_or_freed(cluster, ep).await?,
+                None => new_or_freed(cluster, ep, from).await?,
             }
         };
         if conn.tx.ready().await.is_err() {

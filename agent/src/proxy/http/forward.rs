@@ -14,6 +14,7 @@ use super::{local, upgrade};
 use crate::proxy::body::response::RespBody;
 use crate::proxy::retry::stage::{self, Deadlines, Outgoing};
 use crate::proxy::route::action::Forward;
+use crate::proxy::upstream::egress::Egress;
 
 /// Rewrite the request head for the upstream: origin-form URI, prefix
 /// rewrite, host rewrite, hop-by-hop removal (keeping what an upgrade needs
@@ -64,13 +65,15 @@ pub fn prepare_head(parts: &mut Parts, fwd: &Forward, matched: usize, upgrading:
 }
 
 /// Send the request through the route's cluster split and return the
-/// response for downstream (upstream or local). With `upgrade`, a 101 from
-/// the upstream starts a tunnel (`upgrade`); upgrades are tried once.
+/// response for downstream (upstream or local), on connections of `egress`
+/// (the engine's own without one). With `upgrade`, a 101 from the upstream
+/// starts a tunnel (`upgrade`); upgrades are tried once.
 pub async fn forward(
     fwd: &Forward,
     parts: Parts,
     body: Incoming,
     upgrade: Option<upgrade::Requested>,
+    egress: Option<&Egress>,
 ) -> Response<RespBody> {
     let cluster = fwd.split.pick().clone();
     if upgrade.is_some() && cluster.params.transport.http2 {
@@ -107,5 +110,8 @@ pub async fn forward(
         overall: fwd.timeout.map(|t| Instant::now() + t),
         per_try: policy.and_then(|r| r.per_try_timeout),
     };
-    stage::run(&cluster, policy, outgoing, deadlines, upgrade, authority).await
+    stage::run(
+        &cluster, policy, outgoing, deadlines, upgrade, authority, egress,
+    )
+    .await
 }

@@ -30,6 +30,9 @@ pub enum ResetReason {
     ConnectionTermination,
     /// An HTTP/2 upstream refused the stream.
     RefusedStream,
+    /// The request's source could not open a connection (an un-enrolled
+    /// pod's, `upstream::egress`): not the upstream's fault.
+    LocalReset,
 }
 
 impl ResetReason {
@@ -45,6 +48,7 @@ impl ResetReason {
             }
             Self::ConnectionTermination => "connection termination",
             Self::RefusedStream => "remote refused stream reset",
+            Self::LocalReset => "local reset",
         }
     }
 }

@@ -37,6 +37,7 @@ use super::io::Io;
 use super::metrics::{GaugeGuard, ListenerMetrics};
 use super::route::RouteTable;
 use super::tls::server::TlsServer;
+use super::upstream::egress::Egress;
 use crate::addr::ClientAddr;
 use crate::config::Codec;
 
@@ -129,6 +130,10 @@ pub struct Downstream {
     /// Closes the connection when it fires while the connection is idle
     /// (interception: its pod is over its share near the node's cap).
     pub shed: Option<ShedWatch>,
+    /// Where its requests' upstream connections leave from and are pooled
+    /// (interception: the pod that accepted socket belongs to); `None`: the
+    /// engine's own network namespace and per-endpoint pools.
+    pub egress: Option<Egress>,
 }
 
 /// A generation counter; each change asks idle connections to close.
@@ -148,6 +153,7 @@ impl Downstream {
             proto: None,
             https: false,
             shed: None,
+            egress: None,
         }
     }
 }
@@ -167,6 +173,7 @@ where
         proto,
         https,
         shed,
+        egress,
     } = conn;
     let settings = ctx.state.load().settings.clone();
     ctx.metrics.cx_total.inc();
@@ -195,6 +202,7 @@ where
         proto,
         https,
         drain: drain.clone(),
+        egress,
     };
     // The bytes sniffed (already counted) go to the codec first.
     let io = TokioIo::new(Io::with_prefix(io, sniffed, ()));

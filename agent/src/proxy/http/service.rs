@@ -22,6 +22,7 @@ use super::{
 use crate::proxy::body::response::RespBody;
 use crate::proxy::drain::DrainWatch;
 use crate::proxy::route::action::Action;
+use crate::proxy::upstream::egress::Egress;
 
 static X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
 
@@ -36,6 +37,8 @@ pub struct ConnService {
     pub https: bool,
     /// HTTP/1 responses say `connection: close` once draining.
     pub drain: DrainWatch,
+    /// Where the connection's requests go upstream from (`Downstream::egress`).
+    pub egress: Option<Egress>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for ConnService {
@@ -64,6 +67,7 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         let timeout = self.request_timeout;
         let (proto, https) = (self.proto, self.https);
         let drain = self.drain.clone();
+        let egress = self.egress.clone();
         let has_body = !req.body().is_end_stream();
         ctx.metrics.rq_protocol[proto.index()].inc();
         let started = std::time::Instant::now();
@@ -78,7 +82,7 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
                 }
                 Some(Refused::Overloaded(reason)) => (local::overloaded_for(reason), None),
                 None => {
-                    let handling = handle(&ctx, req, https, hook.as_deref());
+                    let handling = handle(&ctx, req, https, hook.as_deref(), egress.as_ref());
                     match timeout {
                         Some(t) => match tokio::time::timeout(t, handling).await {
                             Ok(r) => r,
@@ -130,20 +134,22 @@ enum Refused {
 /// Route and serve one request. A request no virtual host takes goes to
 /// the listener `unmatched` names, when it names one (Istio's `allow_any` /
 /// `block_all` virtual hosts), else gets Envoy's 404. With the response
-/// comes the request body when nothing read it (a local reply).
+/// comes the request body when nothing read it (a local reply). Upstream
+/// connections come from `egress` (the engine's own without one).
 pub async fn handle(
     ctx: &ListenerContext,
     req: Request<Incoming>,
     https: bool,
     unmatched: Option<&dyn super::RequestHook>,
+    egress: Option<&Egress>,
 ) -> (Response<RespBody>, Option<Incoming>) {
-    let req = match route_request(&ctx.state.load_full(), req, https).await {
+    let req = match route_request(&ctx.state.load_full(), req, https, egress).await {
         Routed::Served(resp, unread) => return (resp, unread),
         Routed::NoRoute(body) => return no_route(ctx, body),
         Routed::NoVirtualHost(req) => req,
     };
     let req = match unmatched.and_then(|h| h.unmatched_host()) {
-        Some(other) => match route_request(&other.state.load_full(), req, https).await {
+        Some(other) => match route_request(&other.state.load_full(), req, https, egress).await {
             Routed::Served(resp, unread) => return (resp, unread),
             Routed::NoRoute(body) => return no_route(ctx, body),
             Routed::NoVirtualHost(req) => req,
@@ -176,7 +182,12 @@ fn authority<'r>(uri: &'r Uri, headers: &'r HeaderMap) -> &'r str {
         .unwrap_or("")
 }
 
-async fn route_request(state: &ListenerState, req: Request<Incoming>, https: bool) -> Routed {
+async fn route_request(
+    state: &ListenerState,
+    req: Request<Incoming>,
+    https: bool,
+    egress: Option<&Egress>,
+) -> Routed {
     let Some(vhost) = state.routes.find_vhost(authority(req.uri(), req.headers())) else {
         return Routed::NoVirtualHost(req);
     };
@@ -217,7 +228,7 @@ async fn route_request(state: &ListenerState, req: Request<Incoming>, https: boo
             );
             vhost.request_headers.apply(&mut parts.headers);
             route.request_headers.apply(&mut parts.headers);
-            forward::forward(fwd, parts, body, upgrade).await
+            forward::forward(fwd, parts, body, upgrade, egress).await
         }
     };
     route.response_headers.apply(resp.headers_mut());

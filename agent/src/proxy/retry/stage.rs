@@ -25,6 +25,7 @@ use crate::proxy::http::attempt::{self, Picking, Tried, TriedHosts, TryError};
 use crate::proxy::http::local::{self, ResetReason};
 use crate::proxy::http::upgrade;
 use crate::proxy::metrics::ClusterMetrics;
+use crate::proxy::upstream::egress::Egress;
 use crate::proxy::upstream::pool::Pooled;
 
 /// The route's deadlines for one request.
@@ -165,7 +166,8 @@ fn clone_head(p: &Parts) -> Parts {
 /// Try `outgoing` on `cluster` and, while `policy`, the breaker's
 /// `max_retries` and the route deadline allow, back off and try again.
 /// Returns the response for downstream. With `upgrade`, a 101 starts the
-/// tunnel. `authority`: where a forward proxy cluster goes.
+/// tunnel. `authority`: where a forward proxy cluster goes; `egress`: where
+/// every try's connection comes from (the engine's own without one).
 pub async fn run(
     cluster: &Arc<Cluster>,
     policy: Option<&RetryPolicy>,
@@ -173,6 +175,7 @@ pub async fn run(
     deadlines: Deadlines,
     upgrade: Option<upgrade::Requested>,
     authority: Option<String>,
+    egress: Option<&Egress>,
 ) -> Response<RespBody> {
     let mut stage = Stage {
         max_tries: outgoing.max_tries(policy, upgrade.is_some()),
@@ -203,6 +206,7 @@ pub async fn run(
             fault,
             started,
             deadline,
+            egress,
         )
         .await;
         let failure = match stage.judge(tried, started) {

@@ -1,6 +1,7 @@
 //! Open a new upstream connection under the cluster's limits: through the
-//! cluster's [`Connector`] (TCP by default), then TLS when the cluster
-//! originates it, then HTTP/1.1 or HTTP/2.
+//! cluster's [`Connector`] (TCP by default; from the request's source when
+//! it has one, `egress`), then TLS when the cluster originates it, then
+//! HTTP/1.1 or HTTP/2.
 
 use std::any::Any;
 use std::fmt;
@@ -14,6 +15,7 @@ use tokio::sync::Notify;
 
 use super::UpstreamError;
 use super::connector::{ConnectError, Connected, Connection, Connector, Target, Tcp, within};
+use super::egress::Egress;
 use super::sender::Sender;
 use crate::proxy::cluster::breaker::Permit;
 use crate::proxy::io::Io;
@@ -55,19 +57,21 @@ pub struct Slot {
     pub freed: Arc<Notify>,
 }
 
-/// Connect to `addr` within `timeout`, handshake TLS (if configured) and
-/// HTTP, and spawn the connection task, which holds the `slot` until the
-/// connection ends.
+/// Connect to `addr` from `egress` (the engine's own namespace without
+/// one) within `timeout`, handshake TLS (if configured) and HTTP, and spawn
+/// the connection task, which holds the `slot` until the connection ends.
 pub async fn connect(
     addr: SocketAddr,
     timeout: Duration,
     slot: Slot,
     metrics: &ClusterMetrics,
     transport: &Transport,
+    egress: Option<&Egress>,
 ) -> Result<Sender, UpstreamError> {
     let target = Target {
         addr,
         cleartext_http1: transport.tls.is_none() && !transport.http2,
+        egress: egress.cloned(),
     };
     let connecting = transport.connector.connect(target);
     let Connected { connection, guard } =

@@ -2,7 +2,8 @@
 //! The engine opens plain TCP ([`Tcp`]); whoever embeds it may pass its own
 //! [`Connector`] down through the runtime (interception delivers to pods on
 //! this node in one pass and remembers its own sockets), so the engine never
-//! needs to know what lies above it.
+//! needs to know what lies above it. A request's source ([`Egress`]) rides
+//! with the target: whatever connects makes the socket through it.
 
 use std::any::Any;
 use std::future::Future;
@@ -15,15 +16,19 @@ use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use tokio::net::TcpStream;
 
+use super::egress::{Egress, EgressError};
 use crate::proxy::body::request::ReqBody;
 use crate::proxy::io::ByteCounters;
 
-/// What the engine is about to speak on a new connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the engine is about to speak on a new connection, and for whom.
+#[derive(Debug, Clone)]
 pub struct Target {
     pub addr: SocketAddr,
     /// Cleartext HTTP/1.1: the only kind a [`Connection::Served`] may answer.
     pub cleartext_http1: bool,
+    /// The source the connection leaves from (`None`: the engine's own
+    /// network namespace); it is pooled for that source only.
+    pub egress: Option<Egress>,
 }
 
 /// A new upstream connection.
@@ -56,7 +61,8 @@ impl Connected {
     }
 }
 
-pub type Connecting<'a> = Pin<Box<dyn Future<Output = std::io::Result<Connected>> + Send + 'a>>;
+pub type Connecting<'a> =
+    Pin<Box<dyn Future<Output = Result<Connected, ConnectError>> + Send + 'a>>;
 
 /// A connection attempt that did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +71,9 @@ pub enum ConnectError {
     Failed(SocketAddr, #[source] std::io::Error),
     #[error("connect to {0}: timed out")]
     TimedOut(SocketAddr),
+    /// The request's source could not open it (gone, or no socket).
+    #[error("connect to {0}: {1}")]
+    Egress(SocketAddr, #[source] EgressError),
 }
 
 /// The one connect-within-a-timeout: `connecting` (to `addr`) bounded by
@@ -72,15 +81,32 @@ pub enum ConnectError {
 pub async fn within<T: AsNodelay>(
     timeout: Duration,
     addr: SocketAddr,
-    connecting: impl Future<Output = std::io::Result<T>>,
+    connecting: impl Future<Output = Result<T, ConnectError>>,
 ) -> Result<T, ConnectError> {
     match tokio::time::timeout(timeout, connecting).await {
         Ok(Ok(c)) => {
             c.no_nagle();
             Ok(c)
         }
-        Ok(Err(e)) => Err(ConnectError::Failed(addr, e)),
+        Ok(Err(e)) => Err(e),
         Err(_) => Err(ConnectError::TimedOut(addr)),
+    }
+}
+
+/// Connect to `addr` from `egress`, or from the engine's own network
+/// namespace without one.
+pub async fn connect_from(
+    egress: Option<&Egress>,
+    addr: SocketAddr,
+) -> Result<TcpStream, ConnectError> {
+    match egress {
+        Some(e) => e.connect(addr).await.map_err(|e| match e {
+            EgressError::Connect(e) => ConnectError::Failed(addr, e),
+            source => ConnectError::Egress(addr, source),
+        }),
+        None => TcpStream::connect(addr)
+            .await
+            .map_err(|e| ConnectError::Failed(addr, e)),
     }
 }
 
@@ -109,13 +135,17 @@ pub trait Connector: Send + Sync + 'static {
     fn connect(&self, target: Target) -> Connecting<'_>;
 }
 
-/// Plain TCP, the default.
+/// Plain TCP, the default (from the target's source when it has one).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Tcp;
 
 impl Connector for Tcp {
     fn connect(&self, target: Target) -> Connecting<'_> {
-        Box::pin(async move { TcpStream::connect(target.addr).await.map(Connected::tcp) })
+        Box::pin(async move {
+            connect_from(target.egress.as_ref(), target.addr)
+                .await
+                .map(Connected::tcp)
+        })
     }
 }
 

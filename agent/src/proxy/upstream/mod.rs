@@ -1,8 +1,10 @@
 //! Upstream connections: pooling and connecting (through the cluster's
-//! connector, plain or TLS, HTTP/1.1 or HTTP/2).
+//! connector, plain or TLS, HTTP/1.1 or HTTP/2), from the engine's own
+//! network namespace or a request's source (`egress`).
 
 pub mod connect;
 pub mod connector;
+pub mod egress;
 pub mod pool;
 pub mod sender;
 
