@@ -13,7 +13,16 @@
 //! - `weir-iptables`: the seeds' way, a `weir proxy` sidecar in each pod's
 //!   namespace: the client's behind an iptables OUTPUT `REDIRECT` of the
 //!   service address (:15001, same route), the server's behind a PREROUTING
-//!   `REDIRECT` of :8080 (:15006, to the app on 127.0.0.1).
+//!   `REDIRECT` of :8080 (:15006, to the app on 127.0.0.1);
+//! - `weir-ebpf-pod-egress` and `weir-ebpf-node-egress` (only when asked):
+//!   as `weir-ebpf` with the backend pod outside the mesh, so weir connects
+//!   to it over the network: from inside the client pod's namespace with
+//!   pools per pod (`--pod-egress on`), or from the agent's with pools
+//!   shared by pods (`--pod-egress off`).
+//!
+//! For each run through weir, the share of requests that found an idle
+//! upstream connection (pool hits: 1 - connections opened / requests sent,
+//! from weir's cluster metrics) is printed with it.
 //!
 //! wrk (saturating loads) or `latency-probe` (set-rate loads) runs inside
 //! each client pod (its cgroup and namespace, where the eBPF hooks see it).
@@ -83,6 +92,11 @@ struct Args {
     /// Where the `sample ...` lines go (one per run).
     #[arg(long)]
     out: PathBuf,
+    /// weir's `max_requests_per_connection` towards the backend (0:
+    /// unlimited); 1 opens an upstream connection per request, to measure
+    /// what a new one costs.
+    #[arg(long, default_value_t = 0)]
+    upstream_requests_per_connection: u32,
 }
 
 fn main() -> Result<()> {
@@ -97,9 +111,10 @@ fn main() -> Result<()> {
     let mut keep: Vec<PodProcess> = Vec::new();
 
     // Declared before the setups that use them, so they are dropped after.
-    let pins = [PinRoot::new(), PinRoot::new()];
+    let pins: Vec<PinRoot> = scenarios.iter().map(|_| PinRoot::new()).collect();
+    let per_connection = args.upstream_requests_per_connection;
     let mut setups = Vec::new();
-    for &scenario in &scenarios {
+    for (&scenario, pins) in scenarios.iter().zip(&pins) {
         // Each scenario has its own pair of pods: a mesh is a property of
         // the pods (enrolled, or with sidecars), and each weir owns its own.
         let server_pod = node.add_pod(&format!("server-{}", scenario.name()))?;
@@ -114,14 +129,18 @@ fn main() -> Result<()> {
         keep.push(pod.start_pause()?);
         let via = match scenario {
             Scenario::Direct => Via::Direct,
-            Scenario::Ebpf | Scenario::EbpfSkMsg => Via::Agent(Box::new(start_agent(
+            Scenario::Ebpf
+            | Scenario::EbpfSkMsg
+            | Scenario::EbpfPodEgress
+            | Scenario::EbpfNodeEgress => Via::Agent(Box::new(start_agent(
                 &node,
                 &pod,
                 &server_pod,
-                &pins,
+                pins,
                 scenario,
+                per_connection,
             )?)),
-            Scenario::Iptables => start_sidecars(&pod, &server_pod, backend_addr)?,
+            Scenario::Iptables => start_sidecars(&pod, &server_pod, backend_addr, per_connection)?,
         };
         let url = match scenario {
             Scenario::Direct => format!("http://{backend_addr}/"),
@@ -144,6 +163,14 @@ fn main() -> Result<()> {
         });
     }
 
+    // What the pod egress adds to each new upstream connection, alone.
+    if let Some(setup) = setups
+        .iter()
+        .find(|s| s.scenario == Scenario::EbpfPodEgress)
+    {
+        measure_factory(&setup.pod, 20_000)?;
+    }
+
     let mut out = std::fs::File::create(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let (wrk_bin, connections) = (args.wrk.as_path(), args.connections);
@@ -158,9 +185,13 @@ fn main() -> Result<()> {
         probe: &args.probe,
         rate: args.rate,
     };
-    // Warm-up, and proof that each path serves before anything is measured.
+    // Warm-up, and proof that each path serves before anything is measured:
+    // a second of the first load measured (a saturating one opening an
+    // upstream connection per request would leave ten thousand sockets in
+    // TIME_WAIT, whose port search then dominates every connect after).
+    let warm_up = args.loads.first().copied().unwrap_or(Mode::KeepAlive);
     for setup in &setups {
-        let wrk = setup.run(&load(&setup.url, Mode::KeepAlive, 1))?;
+        let wrk = setup.run(&load(&setup.url, warm_up, 1))?;
         println!(
             "bench: warm-up {} ({}): {} requests, {} errors",
             setup.scenario.name(),
@@ -184,13 +215,19 @@ fn main() -> Result<()> {
         .collect::<Result<_>>()?;
 
     let mut samples = Vec::new();
+    let mut hits: Vec<(Scenario, Mode, f64)> = Vec::new();
     for round in 0..args.rounds {
         for &mode in &args.loads {
             for i in 0..setups.len() {
                 let setup = &setups[(i + round as usize) % setups.len()];
+                let pooled0 = setup.upstream_counts()?;
                 let mut sample = setup.run(&load(&setup.url, mode, args.duration))?;
                 sample.round = round;
-                print_sample(&sample, args.rounds);
+                let hit = pool_hits(pooled0, setup.upstream_counts()?);
+                if let Some(h) = hit {
+                    hits.push((setup.scenario, mode, h));
+                }
+                print_sample(&sample, args.rounds, hit);
                 // Line by line: the records survive a run that fails later.
                 writeln!(out, "{}", sample.to_record())?;
                 out.flush()?;
@@ -198,6 +235,8 @@ fn main() -> Result<()> {
             }
         }
     }
+
+    print_pool_hits(&hits, &scenarios, &args.loads);
 
     // weir's own count of what it sent to the backend: the load went through it.
     for (setup, before) in setups.iter().zip(before) {
@@ -226,11 +265,98 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// The process's CPU time so far (every thread: the factory's too).
+fn process_cpu() -> Duration {
+    // SAFETY: getrusage fills the struct it is given; RUSAGE_SELF is valid.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// A pod's socket factory (what `--pod-egress on` asks once per new
+/// upstream connection) against making the same socket on the asking
+/// thread (what `--pod-egress off` does): wall time and this process's CPU
+/// per socket, `n` sockets each, one at a time from one task.
+fn measure_factory(pod: &SimPod, n: u32) -> Result<()> {
+    let factory = weir::inpod::PodSocketFactory::start(pod.netns(), "bench")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let remote: SocketAddr = "192.0.2.9:80".parse()?;
+    let through_factory = |count: u32| {
+        rt.block_on(async {
+            for _ in 0..count {
+                drop(factory.socket_for(remote).await?);
+            }
+            Ok::<_, std::io::Error>(())
+        })
+    };
+    let here = |count: u32| -> std::io::Result<()> {
+        for _ in 0..count {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.set_nodelay(true)?;
+            drop(socket);
+        }
+        Ok(())
+    };
+    through_factory(100)?;
+    here(100)?;
+    let per = |total: Duration| total.as_secs_f64() * 1e6 / f64::from(n);
+    let timed = |work: &dyn Fn(u32) -> std::io::Result<()>| -> Result<(f64, f64)> {
+        let (wall, cpu) = (Instant::now(), process_cpu());
+        work(n)?;
+        Ok((per(wall.elapsed()), per(process_cpu() - cpu)))
+    };
+    let (hop_wall, hop_cpu) = timed(&through_factory)?;
+    let (here_wall, here_cpu) = timed(&here)?;
+    println!(
+        "bench: pod socket factory: {hop_wall:.1} µs wall, {hop_cpu:.1} µs CPU per socket; made on the asking thread: {here_wall:.1} µs wall, {here_cpu:.1} µs CPU ({n} sockets each)"
+    );
+    Ok(())
+}
+
 fn parse_load(text: &str) -> Result<Mode, String> {
     Mode::parse_among(text, &Mode::INTERCEPT)
 }
 
-fn print_sample(s: &Sample<Scenario>, rounds: u32) {
+/// Share of requests that found an idle upstream connection between two
+/// (requests sent, connections opened) readings.
+fn pool_hits(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option<f64> {
+    let ((rq0, cx0), (rq1, cx1)) = (before?, after?);
+    let requests = rq1.checked_sub(rq0).filter(|&n| n > 0)?;
+    let opened = cx1.saturating_sub(cx0);
+    Some(1.0 - opened as f64 / requests as f64)
+}
+
+/// The median pool hit rate per scenario and load.
+fn print_pool_hits(hits: &[(Scenario, Mode, f64)], scenarios: &[Scenario], loads: &[Mode]) {
+    for &mode in loads {
+        for &scenario in scenarios {
+            let mut values: Vec<f64> = hits
+                .iter()
+                .filter(|(s, m, _)| *s == scenario && *m == mode)
+                .map(|(_, _, h)| *h)
+                .collect();
+            if values.is_empty() {
+                continue;
+            }
+            let median = benchkit::sample::median(&mut values);
+            println!(
+                "bench: pool hits {:<16} {:<22} {:>6.2} % (median of {})",
+                mode.label(),
+                scenario.name(),
+                median * 100.0,
+                values.len()
+            );
+        }
+    }
+}
+
+fn print_sample(s: &Sample<Scenario>, rounds: u32, pool_hits: Option<f64>) {
     let mut line = format!(
         "round {}/{rounds} {:<16} {:<16} {:>8.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms",
         s.round + 1,
@@ -242,6 +368,9 @@ fn print_sample(s: &Sample<Scenario>, rounds: u32) {
     );
     if s.kind.through_weir() {
         let _ = write!(line, "  weir {:>6.1} µs/req", s.cpu_us_per_request());
+    }
+    if let Some(h) = pool_hits {
+        let _ = write!(line, "  pool hits {:>6.2} %", h * 100.0);
     }
     let _ = write!(line, "  others {:.1} cores", s.other_cores);
     if s.wrk.errors() > 0 {
@@ -361,8 +490,29 @@ impl Setup<'_> {
 
     /// weir's `weir_cluster_upstream_requests_total` for the backend cluster.
     fn upstream_requests(&self) -> Result<u64> {
+        let text = match self.metrics()? {
+            Some(text) => text,
+            None => return Ok(0),
+        };
+        upstream_requests(&text, CLUSTER)
+            .with_context(|| format!("no upstream request count for cluster {CLUSTER}"))
+    }
+
+    /// (upstream requests sent, upstream connections opened) of the backend
+    /// cluster, through weir.
+    fn upstream_counts(&self) -> Result<Option<(u64, u64)>> {
+        let Some(text) = self.metrics()? else {
+            return Ok(None);
+        };
+        let requests = upstream_requests(&text, CLUSTER);
+        let opened = cluster_counter(&text, "weir_cluster_upstream_connections_total", CLUSTER);
+        Ok(requests.zip(opened))
+    }
+
+    /// weir's metrics page (`None` without weir).
+    fn metrics(&self) -> Result<Option<String>> {
         let (status, text) = match &self.via {
-            Via::Direct => return Ok(0),
+            Via::Direct => return Ok(None),
             Via::Agent(agent) => agent.admin_get(self.node, "/stats/prometheus")?,
             Via::Sidecars { .. } => {
                 let admin: SocketAddr = SIDECAR_ADMIN.parse()?;
@@ -372,8 +522,7 @@ impl Setup<'_> {
             }
         };
         anyhow::ensure!(status == 200, "metrics answered {status}");
-        upstream_requests(&text, CLUSTER)
-            .with_context(|| format!("no upstream request count for cluster {CLUSTER}"))
+        Ok(Some(text))
     }
 
     /// The end of weir's log, to explain a failure.
@@ -397,19 +546,31 @@ impl Setup<'_> {
 
 /// Sum of `weir_cluster_upstream_requests_total{...cluster="NAME"...} N` over its other labels.
 fn upstream_requests(exposition: &str, cluster: &str) -> Option<u64> {
-    let name = "weir_cluster_upstream_requests_total{";
+    cluster_counter(exposition, "weir_cluster_upstream_requests_total", cluster)
+}
+
+/// Sum of `NAME{...cluster="CLUSTER"...} N` over its other labels.
+fn cluster_counter(exposition: &str, name: &str, cluster: &str) -> Option<u64> {
+    let name = format!("{name}{{");
     let label = format!("cluster=\"{cluster}\"");
     let values: Vec<f64> = exposition
         .lines()
-        .filter(|l| l.starts_with(name) && l.contains(&label))
+        .filter(|l| l.starts_with(&name) && l.contains(&label))
         .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
         .collect();
     (!values.is_empty()).then(|| values.iter().sum::<f64>() as u64)
 }
 
 /// The proxy config both weir scenarios share from the listener down:
-/// `/` of any host to the backend cluster.
-fn weir_config(admin: &str, listener: &str, bind_to_port: bool, backend: SocketAddr) -> String {
+/// `/` of any host to the backend cluster (`per_connection`: its
+/// `max_requests_per_connection`, 0 unlimited).
+fn weir_config(
+    admin: &str,
+    listener: &str,
+    bind_to_port: bool,
+    backend: SocketAddr,
+    per_connection: u32,
+) -> String {
     format!(
         r#"admin:
   address: "{admin}"
@@ -426,53 +587,64 @@ listeners:
 clusters:
   - name: {CLUSTER}
     endpoints: [{{ address: "{}", port: {} }}]
+    upstream_http: {{ max_requests_per_connection: {per_connection} }}
 "#,
         backend.ip(),
         backend.port()
     )
 }
 
-/// `weir run` (release, one worker; `--sk-msg on` for [`Scenario::EbpfSkMsg`])
-/// with the client pod enrolled and the backend pod listed but not enrolled:
-/// only the client's outbound hop is intercepted, as a sidecar's outbound
-/// would be. Each agent has its own pin root and cgroup, so the two eBPF
+/// `weir run` (release, one worker; `--sk-msg on` for [`Scenario::EbpfSkMsg`],
+/// `--pod-egress off` for [`Scenario::EbpfNodeEgress`]) with the client pod
+/// enrolled, and the backend pod too where the scenario says (else listed,
+/// not enrolled). Each agent has its own pin root and cgroup, so the eBPF
 /// scenarios' agents leave each other's sockets alone.
 fn start_agent(
     node: &SimNode,
     client: &SimPod,
     backend: &SimPod,
-    pins: &[PinRoot; 2],
+    pins: &PinRoot,
     scenario: Scenario,
+    per_connection: u32,
 ) -> Result<AgentProcess> {
     let backend_addr = SocketAddr::new(backend.ip4.into(), BACKEND_PORT);
-    let config = weir_config("{admin}", SERVICE, false, backend_addr);
+    let config = weir_config("{admin}", SERVICE, false, backend_addr, per_connection);
     // The client is alone on the node and this measures what interception
     // costs, not fair shares: its proxy CPU is not capped below the
     // machine's (weir's default share would hold a saturating client back).
     let annotations = [("weir.dev/enroll", "true"), ("weir.dev/max-cpu", "1024")];
+    let outside = [("weir.dev/enroll", "false")];
     let pods = format!(
         "pods:\n{}{}",
         client.pods_file_entry(&annotations),
-        backend.pods_file_entry(&annotations)
+        backend.pods_file_entry(if scenario.backend_enrolled() {
+            &annotations
+        } else {
+            &outside
+        })
     );
     let sk_msg = scenario == Scenario::EbpfSkMsg;
     let cgroup = node
         .cgroup_root()
         .join(format!("agent-{}", scenario.name()));
     std::fs::create_dir_all(&cgroup).with_context(|| format!("creating {}", cgroup.display()))?;
+    let pod_egress = scenario != Scenario::EbpfNodeEgress;
     let options = AgentOptions {
         workers: Some(1),
-        extra_args: vec![format!("--sk-msg={}", if sk_msg { "on" } else { "off" })],
+        extra_args: vec![
+            format!("--sk-msg={}", if sk_msg { "on" } else { "off" }),
+            format!("--pod-egress={}", if pod_egress { "on" } else { "off" }),
+        ],
         log: "warn".to_owned(),
         cgroup: Some(cgroup),
         ..AgentOptions::default()
     };
-    let pins = pins[usize::from(sk_msg)].path();
-    let agent = AgentProcess::start_with_options(node, &config, &pods, pins, options)?;
+    let agent = AgentProcess::start_with_options(node, &config, &pods, pins.path(), options)?;
     agent.wait_ready(node, Duration::from_secs(30))?;
     println!(
-        "bench: weir run --sk-msg {} (pid {}) enrolled {} ({}); {SERVICE} is claimed by its bind_to_port: false listener",
+        "bench: weir run --sk-msg {} --pod-egress {} (pid {}) enrolled {} ({}); {SERVICE} is claimed by its bind_to_port: false listener",
         if sk_msg { "on" } else { "off" },
+        if pod_egress { "on" } else { "off" },
         agent.pid().unwrap_or(0),
         client.name,
         client.ip4
@@ -485,12 +657,17 @@ fn start_agent(
 /// OUTPUT REDIRECT of the service address, routing to the backend pod; and
 /// one in the server pod's namespace on :15006 behind a PREROUTING REDIRECT
 /// of the app's port, forwarding to the app on 127.0.0.1.
-fn start_sidecars(client: &SimPod, server: &SimPod, backend: SocketAddr) -> Result<Via> {
+fn start_sidecars(
+    client: &SimPod,
+    server: &SimPod,
+    backend: SocketAddr,
+    per_connection: u32,
+) -> Result<Via> {
     let outbound = format!("127.0.0.1:{SIDECAR_PORT}");
-    let (client_proxy, client_log) = start_sidecar(client, &outbound, backend)?;
+    let (client_proxy, client_log) = start_sidecar(client, &outbound, backend, per_connection)?;
     let inbound = format!("0.0.0.0:{SIDECAR_INBOUND_PORT}");
     let app = SocketAddr::from(([127, 0, 0, 1], BACKEND_PORT));
-    let (server_proxy, server_log) = start_sidecar(server, &inbound, app)?;
+    let (server_proxy, server_log) = start_sidecar(server, &inbound, app, 0)?;
     let service: SocketAddr = SERVICE.parse()?;
     let rules = vec![
         IptablesRedirect::add(
@@ -530,7 +707,12 @@ fn start_sidecars(client: &SimPod, server: &SimPod, backend: SocketAddr) -> Resu
 }
 
 /// `weir proxy --workers 1` in `pod`'s namespace, `listener` routing `/` to `to`.
-fn start_sidecar(pod: &SimPod, listener: &str, to: SocketAddr) -> Result<(PodProcess, PathBuf)> {
+fn start_sidecar(
+    pod: &SimPod,
+    listener: &str,
+    to: SocketAddr,
+    per_connection: u32,
+) -> Result<(PodProcess, PathBuf)> {
     let dir = std::env::temp_dir().join(format!(
         "weir-bench-sidecar-{}-{}",
         std::process::id(),
@@ -538,7 +720,10 @@ fn start_sidecar(pod: &SimPod, listener: &str, to: SocketAddr) -> Result<(PodPro
     ));
     std::fs::create_dir_all(&dir)?;
     let config = dir.join("weir.yaml");
-    std::fs::write(&config, weir_config(SIDECAR_ADMIN, listener, true, to))?;
+    std::fs::write(
+        &config,
+        weir_config(SIDECAR_ADMIN, listener, true, to, per_connection),
+    )?;
     let log = dir.join("weir.log");
     let mut cmd = Command::new(weir_bin()?);
     cmd.arg("proxy")
@@ -577,8 +762,8 @@ mod tests {
     fn both_weir_configs_validate() {
         let backend: SocketAddr = "192.0.2.2:8080".parse().unwrap();
         for text in [
-            weir_config("127.0.0.1:0", SERVICE, false, backend),
-            weir_config(SIDECAR_ADMIN, "127.0.0.1:15001", true, backend),
+            weir_config("127.0.0.1:0", SERVICE, false, backend, 0),
+            weir_config(SIDECAR_ADMIN, "127.0.0.1:15001", true, backend, 1),
         ] {
             weir::config::parse_str(&text, "bench").unwrap();
         }

@@ -18,9 +18,17 @@ pub enum Scenario {
     /// To the same service address, sent by an iptables REDIRECT rule in the
     /// client pod's namespace to a `weir proxy` in that namespace (a sidecar).
     Iptables,
+    /// As [`Scenario::Ebpf`] with the backend pod outside the mesh, so weir
+    /// connects to it (no same-node delivery): from inside the client pod's
+    /// network namespace, pooled per pod (`--pod-egress on`, the default).
+    EbpfPodEgress,
+    /// The same with `--pod-egress off`: from the agent's namespace, pools
+    /// shared by pods (weir before issue 14).
+    EbpfNodeEgress,
 }
 
 impl Scenario {
+    /// The full benchmark's scenarios (the docs' table).
     pub const ALL: [Scenario; 4] = [
         Scenario::Direct,
         Scenario::Ebpf,
@@ -28,10 +36,18 @@ impl Scenario {
         Scenario::Iptables,
     ];
 
+    /// What opening an enrolled pod's upstream connections inside its
+    /// namespace costs: run when asked (`--scenarios`).
+    pub const OUTBOUND: [Scenario; 2] = [Scenario::EbpfPodEgress, Scenario::EbpfNodeEgress];
+
     /// Parses a comma-separated flag value.
     pub fn parse(name: &str) -> Result<Scenario, String> {
         Scenario::from_name(name.trim()).ok_or_else(|| {
-            let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+            let names: Vec<&str> = Scenario::ALL
+                .iter()
+                .chain(&Scenario::OUTBOUND)
+                .map(|s| s.name())
+                .collect();
             format!(
                 "unknown scenario {name:?}: expected one of {}",
                 names.join(", ")
@@ -43,6 +59,22 @@ impl Scenario {
     pub fn through_weir(self) -> bool {
         self != Scenario::Direct
     }
+
+    /// A `weir run` on the node serves it (eBPF interception).
+    pub fn by_agent(self) -> bool {
+        matches!(
+            self,
+            Scenario::Ebpf
+                | Scenario::EbpfSkMsg
+                | Scenario::EbpfPodEgress
+                | Scenario::EbpfNodeEgress
+        )
+    }
+
+    /// The backend pod is enrolled too (so weir delivers to it on the same node).
+    pub fn backend_enrolled(self) -> bool {
+        matches!(self, Scenario::Ebpf | Scenario::EbpfSkMsg)
+    }
 }
 
 impl Subject for Scenario {
@@ -52,11 +84,16 @@ impl Subject for Scenario {
             Scenario::Ebpf => "weir-ebpf",
             Scenario::EbpfSkMsg => "weir-ebpf-sk-msg",
             Scenario::Iptables => "weir-iptables",
+            Scenario::EbpfPodEgress => "weir-ebpf-pod-egress",
+            Scenario::EbpfNodeEgress => "weir-ebpf-node-egress",
         }
     }
 
     fn from_name(name: &str) -> Option<Self> {
-        Scenario::ALL.into_iter().find(|s| s.name() == name)
+        Scenario::ALL
+            .into_iter()
+            .chain(Scenario::OUTBOUND)
+            .find(|s| s.name() == name)
     }
 }
 
@@ -66,7 +103,7 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for s in Scenario::ALL {
+        for s in Scenario::ALL.into_iter().chain(Scenario::OUTBOUND) {
             assert_eq!(Scenario::parse(s.name()), Ok(s));
         }
         assert!(

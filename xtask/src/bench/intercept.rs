@@ -41,9 +41,16 @@ pub struct InterceptArgs {
     /// saturating), rate-keep-alive and rate-conn-per-request (`--rate`).
     #[arg(long, value_delimiter = ',', default_value = "keep-alive,conn-per-request,rate-keep-alive,rate-conn-per-request", value_parser = parse_load)]
     pub loads: Vec<Mode>,
-    /// Scenarios to run, comma separated.
+    /// Scenarios to run, comma separated; also `weir-ebpf-pod-egress` and
+    /// `weir-ebpf-node-egress` (the backend outside the mesh, weir's upstream
+    /// connections from the client pod's namespace or from the node's).
     #[arg(long, value_delimiter = ',', default_value = "direct,weir-ebpf,weir-ebpf-sk-msg,weir-iptables", value_parser = Scenario::parse)]
     pub scenarios: Vec<Scenario>,
+    /// weir's `max_requests_per_connection` towards the backend (0:
+    /// unlimited); 1 opens an upstream connection per request, which
+    /// measures what opening one costs.
+    #[arg(long, default_value_t = 0)]
+    pub upstream_requests_per_connection: u32,
     /// Write docs/benchmarks.md even for a shortened run (a full run always does).
     #[arg(long, conflicts_with = "no_docs")]
     pub write_docs: bool,
@@ -61,6 +68,7 @@ impl InterceptArgs {
             && self.rate == 1000
             && Mode::INTERCEPT.iter().all(|m| self.loads.contains(m))
             && Scenario::ALL.iter().all(|s| self.scenarios.contains(s))
+            && self.upstream_requests_per_connection == 0
     }
 }
 
@@ -109,6 +117,10 @@ pub fn run_intercept(root: &Path, args: &InterceptArgs) -> Result<()> {
             .arg("--probe")
             .arg(root.join("target/release/latency-probe"))
             .arg(format!("--scenarios={}", scenarios.join(",")))
+            .arg(format!(
+                "--upstream-requests-per-connection={}",
+                args.upstream_requests_per_connection
+            ))
             .arg("--out")
             .arg(&records),
     )?;
@@ -323,6 +335,27 @@ pub fn targets(rows: &[Summary<Scenario>]) -> Vec<String> {
                 on.cpu_us_per_request,
                 off.cpu_us_per_request,
                 ratio(on.cpu_us_per_request, off.cpu_us_per_request)
+            ));
+        }
+    }
+    for mode in Mode::INTERCEPT {
+        if let (Some(pod), Some(node)) = (
+            find(rows, Scenario::EbpfPodEgress, mode),
+            find(rows, Scenario::EbpfNodeEgress, mode),
+        ) {
+            lines.push(format!(
+                "{} upstream from the pod vs from the node: p50 {} vs {} ({}), p99 {} vs {} ({}), rate {}, weir CPU per request {:.1} vs {:.1} µs ({:+.1} µs)",
+                mode.label(),
+                ms(pod.p50_us),
+                ms(node.p50_us),
+                signed_ms(pod.p50_us - node.p50_us),
+                ms(pod.p99_us),
+                ms(node.p99_us),
+                signed_ms(pod.p99_us - node.p99_us),
+                ratio(pod.requests_per_sec, node.requests_per_sec),
+                pod.cpu_us_per_request,
+                node.cpu_us_per_request,
+                pod.cpu_us_per_request - node.cpu_us_per_request
             ));
         }
     }
