@@ -35,7 +35,11 @@ struct EnrolledPod {
 impl EnrolledPod {
     fn new(driver: CgroupDriver, qos: QosClass) -> Result<Self> {
         require_root();
-        let node = SimNode::with_options(SimNodeOptions { driver, qos })?;
+        let node = SimNode::with_options(SimNodeOptions {
+            driver,
+            qos,
+            ..SimNodeOptions::default()
+        })?;
         let pod = node.add_pod("client")?;
         let mut datapath = Datapath::load()?;
         let listeners = EgressListeners::bind(pod.netns())?;

@@ -1,7 +1,7 @@
 //! Outbound from the pod (issue 14 item 1), on a simulated node served by
 //! the real `weir run`, as root: an enrolled pod's upstream connections are
 //! opened inside its own network namespace, so a destination that is not an
-//! enrolled pod (a pod of this node outside the mesh, a host on another
+//! enrolled pod (a pod of this node outside the mesh, a pod on another
 //! node) sees the pod's address and not the node's, and an nftables rule
 //! in the destination's namespace that admits only that pod's address
 //! (a NetworkPolicy's effect) lets weir's connections through; the
@@ -17,11 +17,10 @@ use anyhow::{Context, Result};
 use weir_tests::agent::{AgentProcess, metric_sample};
 use weir_tests::nft::AllowOnlyFrom;
 use weir_tests::pins::PinRoot;
-use weir_tests::remote::RemoteNode;
 use weir_tests::scenario::{loop_lines, start_loop};
 use weir_tests::service::ServiceServer;
 use weir_tests::support::{require_root, sim_client, sim_server};
-use weir_tests::{PodProcess, SimNode, SimPod, wait};
+use weir_tests::{PodNet, PodProcess, SimNode, SimNodeOptions, SimPod, wait};
 
 /// Claimed by weir, routed to the destination pod's application.
 const TO_POD: &str = "198.51.100.30:80";
@@ -69,8 +68,9 @@ fn config(pod_app: SocketAddr, remote_app: SocketAddr) -> String {
 
 /// A node with two enrolled client pods, a destination pod outside the
 /// mesh (HTTP on :8080 answering `dest from <peer>`, opaque TCP on :9000
-/// answering `app at ... saw <peer>`) and another node's server (`remote
-/// from <peer>`), reached through the node.
+/// answering `app at ... saw <peer>`), and a pod on another node
+/// (`remote from <peer>`, no agent there), reached through both nodes'
+/// routers.
 struct Setup {
     agent: AgentProcess,
     _servers: Vec<PodProcess>,
@@ -78,9 +78,9 @@ struct Setup {
     a: SimPod,
     b: SimPod,
     dest: SimPod,
-    /// After the pods: the remote link goes with it.
-    _remote: RemoteNode,
+    _remote: SimPod,
     node: SimNode,
+    _other_node: SimNode,
     _pins: PinRoot,
 }
 
@@ -91,18 +91,20 @@ impl Setup {
         let a = node.add_pod("client-a")?;
         let b = node.add_pod("client-b")?;
         let dest = node.add_pod("dest")?;
-        let remote = RemoteNode::attach(&node)?;
-        for pod in [&a, &b] {
-            remote.route_from(pod)?;
-        }
-        let mut servers: Vec<PodProcess> = [&a, &b, &dest]
+        let other_node = SimNode::with_options(SimNodeOptions {
+            net: PodNet::SECOND,
+            ..SimNodeOptions::default()
+        })?;
+        node.link(&other_node)?;
+        let remote = other_node.add_pod("remote")?;
+        let mut servers: Vec<PodProcess> = [&a, &b, &dest, &remote]
             .iter()
             .map(|p| p.start_pause())
             .collect::<Result<_>>()?;
         let app = format!("0.0.0.0:{APP_PORT}");
         servers.push(dest.start_server(&sim_server(), &["http", "dest", &app], APP_PORT)?);
-        let (remote_server, remote_app) = remote.start_http("remote", APP_PORT)?;
-        servers.push(remote_server);
+        servers.push(remote.start_server(&sim_server(), &["http", "remote", &app], APP_PORT)?);
+        let remote_app = SocketAddr::new(remote.ip4.into(), APP_PORT);
         let opaque = ServiceServer::start_app(dest.netns(), ([0, 0, 0, 0], OPAQUE_PORT).into())?;
         let enroll = [("weir.dev/enroll", "true")];
         let pods = format!(
@@ -123,6 +125,7 @@ impl Setup {
             dest,
             _remote: remote,
             node,
+            _other_node: other_node,
             _pins: pins,
         })
     }
@@ -170,7 +173,7 @@ fn destinations_outside_the_mesh_see_the_pods_address_and_policies_hold() -> Res
     let seen = tally(gets(a, TO_POD, 3)?, &s.agent)?;
     assert_eq!(seen.trim(), format!("3 200 dest from {}", a.ip4), "{seen}");
 
-    // Another node's server, reached through the node's router.
+    // A pod on another node, reached through both nodes' routers.
     let seen = tally(gets(a, TO_REMOTE, 3)?, &s.agent)?;
     assert_eq!(
         seen.trim(),

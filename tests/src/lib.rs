@@ -15,13 +15,12 @@ pub mod nft;
 mod node;
 pub mod pins;
 mod pod;
-pub mod remote;
 pub mod scenario;
 pub mod service;
 pub mod support;
 pub mod wait;
 
-pub use node::{SimNode, SimNodeOptions};
+pub use node::{PodNet, SimNode, SimNodeOptions};
 pub use pod::{PodProcess, SimPod};
 
 /// The addresses "services" have on a simulated node. They live on the node's

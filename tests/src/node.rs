@@ -1,6 +1,9 @@
 //! The node: a router namespace with a bridge every pod plugs into, and a
-//! private cgroup subtree laid out like the kubelet's.
+//! private cgroup subtree laid out like the kubelet's. Two nodes with pod
+//! networks of their own can be linked ([`SimNode::link`]): their routers
+//! then route each other's pods, as a cluster network does.
 
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -18,6 +21,8 @@ static NEXT_NODE: AtomicU32 = AtomicU32::new(0);
 pub struct SimNodeOptions {
     pub driver: CgroupDriver,
     pub qos: QosClass,
+    /// The node's pod network.
+    pub net: PodNet,
 }
 
 impl Default for SimNodeOptions {
@@ -25,9 +30,73 @@ impl Default for SimNodeOptions {
         Self {
             driver: CgroupDriver::Cgroupfs,
             qos: QosClass::BestEffort,
+            net: PodNet::FIRST,
         }
     }
 }
+
+/// A node's pod network: the subnets of its bridge, whose first address is
+/// the node's (the pods' gateway), and where pod N gets address N. Two
+/// plans, from documentation ranges, so two nodes can be linked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PodNet {
+    v4: [u8; 3],
+    v4_len: u8,
+    v6: u16,
+    /// Pod indexes stay below this (the subnet's size).
+    pub(crate) end: u32,
+}
+
+impl PodNet {
+    /// 192.0.2.0/24 and 2001:db8:1::/64 (the node of most tests).
+    pub const FIRST: PodNet = PodNet {
+        v4: [192, 0, 2],
+        v4_len: 24,
+        v6: 1,
+        end: 250,
+    };
+    /// 203.0.113.0/25 and 2001:db8:2::/64, for a second node.
+    pub const SECOND: PodNet = PodNet {
+        v4: [203, 0, 113],
+        v4_len: 25,
+        v6: 2,
+        end: 127,
+    };
+    const ALL: [PodNet; 2] = [PodNet::FIRST, PodNet::SECOND];
+
+    /// Address `index` (1: the node's own, the pods' gateway).
+    pub fn v4(&self, index: u32) -> Ipv4Addr {
+        let [a, b, c] = self.v4;
+        Ipv4Addr::new(a, b, c, index as u8)
+    }
+
+    pub fn v6(&self, index: u32) -> Ipv6Addr {
+        Ipv6Addr::new(0x2001, 0xdb8, self.v6, 0, 0, 0, 0, index as u16)
+    }
+
+    pub fn cidr_v4(&self) -> String {
+        format!("{}/{}", self.v4(0), self.v4_len)
+    }
+
+    pub fn cidr_v6(&self) -> String {
+        format!("{}/64", self.v6(0))
+    }
+
+    /// The other plans: the pod networks a linked node may have.
+    pub(crate) fn others(&self) -> impl Iterator<Item = PodNet> + '_ {
+        Self::ALL.into_iter().filter(move |n| n != self)
+    }
+}
+
+/// The link between two nodes' routers (203.0.113.128/30, 2001:db8:ff::/64).
+const LINK_V4: [Ipv4Addr; 2] = [
+    Ipv4Addr::new(203, 0, 113, 129),
+    Ipv4Addr::new(203, 0, 113, 130),
+];
+const LINK_V6: [Ipv6Addr; 2] = [
+    Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 1),
+    Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 2),
+];
 
 pub struct SimNode {
     pub(crate) inner: Arc<NodeInner>,
@@ -87,21 +156,115 @@ impl SimNode {
 
     fn setup_router(&self) -> Result<()> {
         let ns = self.inner.router_ns_name.as_str();
+        let net = self.inner.options.net;
+        let len = net.cidr_v4();
+        let len = len.split('/').nth(1).unwrap_or("24");
         ip(&["-n", ns, "link", "set", "lo", "up"])?;
         ip(&["-n", ns, "link", "add", "br0", "type", "bridge"])?;
-        ip(&["-n", ns, "addr", "add", "192.0.2.1/24", "dev", "br0"])?;
+        ip(&[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{}/{len}", net.v4(1)),
+            "dev",
+            "br0",
+        ])?;
         ip(&[
             "-n",
             ns,
             "-6",
             "addr",
             "add",
-            "2001:db8:1::1/64",
+            &format!("{}/64", net.v6(1)),
             "dev",
             "br0",
             "nodad",
         ])?;
         ip(&["-n", ns, "link", "set", "br0", "up"])
+    }
+
+    /// The node's pod network.
+    pub fn net(&self) -> PodNet {
+        self.inner.options.net
+    }
+
+    /// Links this node's router to `other`'s (a node with the other pod
+    /// network) and routes each node's pods through the other's router, so
+    /// a pod of one reaches a pod of the other as across a cluster network.
+    /// The link goes with either node.
+    pub fn link(&self, other: &SimNode) -> Result<()> {
+        let (a, b) = (&self.inner, &other.inner);
+        anyhow::ensure!(
+            a.options.net != b.options.net,
+            "two linked nodes need pod networks of their own"
+        );
+        let (a_dev, b_dev) = (format!("{}-x", a.id), format!("{}-x", b.id));
+        let (a_ns, b_ns) = (a.router_ns_name.as_str(), b.router_ns_name.as_str());
+        ip(&[
+            "-n", a_ns, "link", "add", &a_dev, "type", "veth", "peer", "name", &b_dev, "netns",
+            b_ns,
+        ])?;
+        for (ns, dev, side, other_net, via) in [
+            (a_ns, &a_dev, 0, b.options.net, 1),
+            (b_ns, &b_dev, 1, a.options.net, 0),
+        ] {
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{}/30", LINK_V4[side]),
+                "dev",
+                dev,
+            ])?;
+            ip(&[
+                "-n",
+                ns,
+                "-6",
+                "addr",
+                "add",
+                &format!("{}/64", LINK_V6[side]),
+                "dev",
+                dev,
+                "nodad",
+            ])?;
+            ip(&["-n", ns, "link", "set", dev, "up"])?;
+            ip(&[
+                "-n",
+                ns,
+                "route",
+                "add",
+                &other_net.cidr_v4(),
+                "via",
+                &LINK_V4[via].to_string(),
+            ])?;
+            ip(&[
+                "-n",
+                ns,
+                "-6",
+                "route",
+                "add",
+                &other_net.cidr_v6(),
+                "via",
+                &LINK_V6[via].to_string(),
+            ])?;
+            // Forwarding in the router's own namespace only (the sysctls
+            // are per network namespace).
+            for sysctl in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
+                crate::cmd::run("ip", &["netns", "exec", ns, "sysctl", "-q", "-w", sysctl])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A cgroup v2 directory of this node's own for an agent process
+    /// (`AgentOptions::cgroup`), beside the pods' and removed with the node:
+    /// two agents must not share one.
+    pub fn agent_cgroup(&self) -> Result<PathBuf> {
+        let dir = self.inner.cgroup_root.join("weir-agent");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(dir)
     }
 
     /// A unique prefix of every name this node creates (namespaces, links, cgroups).
@@ -154,7 +317,12 @@ impl SimNode {
 
     fn add_pod_with(&self, name: &str, uid: Option<&str>) -> Result<SimPod> {
         let index = self.next_pod.fetch_add(1, Ordering::SeqCst) + 2;
-        anyhow::ensure!(index < 250, "a simulated node holds at most 248 pods");
+        let end = self.inner.options.net.end;
+        anyhow::ensure!(
+            index < end,
+            "a simulated node holds at most {} pods",
+            end - 2
+        );
         let uid = uid
             .map(str::to_owned)
             .unwrap_or_else(|| format!("{:08x}-0000-4000-8000-{:012x}", std::process::id(), index));

@@ -48,10 +48,8 @@ impl SimPod {
         let pod = Self {
             name: name.to_owned(),
             uid: uid.to_owned(),
-            ip4: Ipv4Addr::new(192, 0, 2, index as u8),
-            ip6: format!("2001:db8:1::{index:x}")
-                .parse()
-                .expect("valid IPv6 literal"),
+            ip4: node.options.net.v4(index),
+            ip6: node.options.net.v6(index),
             ns_name,
             netns,
             cgroup_dir,
@@ -66,6 +64,9 @@ impl SimPod {
     fn wire(&self) -> Result<()> {
         let router = self.node.router_ns_name.as_str();
         let pod = self.ns_name.as_str();
+        let net = self.node.options.net;
+        let len = net.cidr_v4();
+        let len = len.split('/').nth(1).unwrap_or("24").to_owned();
         let veth = format!("veth{}", self.ip4.octets()[3]);
         ip(&[
             "-n", router, "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns",
@@ -78,7 +79,7 @@ impl SimPod {
             pod,
             "addr",
             "add",
-            &format!("{}/24", self.ip4),
+            &format!("{}/{len}", self.ip4),
             "dev",
             "eth0",
         ])?;
@@ -94,26 +95,22 @@ impl SimPod {
             "nodad",
         ])?;
         ip(&["-n", pod, "link", "set", "eth0", "up"])?;
-        // Only the service ranges are routed, through the node: no default route.
-        ip(&[
-            "-n",
-            pod,
-            "route",
-            "add",
-            crate::SERVICE_NET_V4,
-            "via",
-            "192.0.2.1",
-        ])?;
-        ip(&[
-            "-n",
-            pod,
-            "-6",
-            "route",
-            "add",
-            crate::SERVICE_NET_V6,
-            "via",
-            "2001:db8:1::1",
-        ])
+        // Only the service ranges and a linked node's pods are routed,
+        // through the node: no default route.
+        let (gateway4, gateway6) = (net.v4(1).to_string(), net.v6(1).to_string());
+        let mut v4 = vec![crate::SERVICE_NET_V4.to_owned()];
+        let mut v6 = vec![crate::SERVICE_NET_V6.to_owned()];
+        for other in net.others() {
+            v4.push(other.cidr_v4());
+            v6.push(other.cidr_v6());
+        }
+        for to in &v4 {
+            ip(&["-n", pod, "route", "add", to, "via", &gateway4])?;
+        }
+        for to in &v6 {
+            ip(&["-n", pod, "-6", "route", "add", to, "via", &gateway6])?;
+        }
+        Ok(())
     }
 
     pub fn netns(&self) -> &NetNs {
