@@ -69,6 +69,7 @@ fn spec(pod: &SimPod, annotations: &[(&str, &str)]) -> PodSpec {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect::<BTreeMap<_, _>>(),
         location: PodLocation::Cgroup(pod.cgroup_dir().to_path_buf()),
+        service_account: "default".to_owned(),
     }
 }
 

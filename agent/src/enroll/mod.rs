@@ -19,7 +19,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use crate::addr::OrigDst;
 use crate::datapath::{Datapath, DatapathError, OrigDstTable, Pruned};
 use crate::inpod::PodSocketFactory;
-use crate::pods::{InboundPorts, PodSpec};
+use crate::pods::{InboundPorts, PodSpec, Workload};
 use crate::proxy::upstream::egress::{Egress, MakingSocket, SocketMaker};
 
 pub use budget::{ConnPermit, NodeBudget, PodBudget, RESERVED_DESCRIPTORS, Refusal, RequestPermit};
@@ -38,6 +38,8 @@ pub struct PodContext {
     /// namespace (sockets from `sockets`), pooled for it alone; closed when
     /// the pod is un-enrolled.
     pub egress: Egress,
+    /// Who it runs as (its mesh identity), also the tag of `egress`.
+    pub workload: Workload,
     /// The pod's share of the proxy for the connections it makes...
     outbound: Arc<PodBudget>,
     /// ...and for connections to it.
@@ -97,11 +99,14 @@ impl SocketMaker for PodSockets {
 }
 
 impl PodContext {
-    /// The egress of a pod `namespace/name` whose sockets `sockets` makes.
-    fn egress_for(namespace: &str, name: &str, sockets: &Arc<PodSocketFactory>) -> Egress {
-        Egress::new(
-            format!("{namespace}/{name}"),
+    /// The egress of pod `spec` whose sockets `sockets` makes, tagged
+    /// with its [`Workload`] for whatever connects for it (the mesh tunnel
+    /// presents that workload's identity).
+    fn egress_for(spec: &PodSpec, sockets: &Arc<PodSocketFactory>) -> Egress {
+        Egress::tagged(
+            spec.qualified_name(),
             PodSockets(Arc::clone(sockets)),
+            Some(Box::new(spec.workload())),
         )
     }
 }

@@ -54,6 +54,7 @@ fn parses_every_field_in_block_and_flow_style() {
                     ("weir.dev/inbound-ports".into(), "8080".into()),
                 ]),
                 location: PodLocation::Cgroup(PathBuf::from("kubepods/besteffort/pod3f2a-01")),
+                service_account: "default".to_owned(),
             },
             PodSpec {
                 namespace: "shop".into(),
@@ -62,6 +63,7 @@ fn parses_every_field_in_block_and_flow_style() {
                 ips: vec![ip("10.0.0.6")],
                 annotations: BTreeMap::new(),
                 location: PodLocation::Pid(4242),
+                service_account: "default".to_owned(),
             },
         ]
     );
@@ -304,4 +306,17 @@ fn the_example_file_loads() {
         pods[0].policy().unwrap().exclude_outbound_ports,
         [5432, 6379]
     );
+}
+
+#[test]
+fn a_service_account_is_a_kubernetes_name() {
+    let named = parse(
+        "pods:\n  - {namespace: shop, name: db, uid: u1, ips: [10.0.0.6], pid: 1, service_account: orders-db}\n",
+    );
+    assert_eq!(named[0].service_account, "orders-db");
+    let err = error(
+        "pods:\n  - {namespace: shop, name: db, uid: u1, ips: [10.0.0.6], pid: 1, service_account: Orders/DB}\n",
+    );
+    assert!(err.contains("service_account \"Orders/DB\""), "{err}");
+    assert!(err.contains("pods.yaml"), "{err}");
 }

@@ -14,6 +14,7 @@ fn pod(annotations: &[(&str, &str)]) -> PodSpec {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect::<BTreeMap<_, _>>(),
         location: PodLocation::Pid(1),
+        service_account: "default".to_owned(),
     }
 }
 

@@ -15,6 +15,7 @@ fn spec(uid: &str, location: PodLocation) -> PodSpec {
         ips: vec!["10.0.0.5".parse().unwrap()],
         annotations: BTreeMap::new(),
         location,
+        service_account: "default".to_owned(),
     }
 }
 

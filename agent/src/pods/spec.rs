@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -30,7 +31,31 @@ pub struct PodSpec {
     /// Kubernetes-style annotations; `weir.dev/*` ones are read by [`PodSpec::policy`].
     pub annotations: BTreeMap<String, String>,
     pub location: PodLocation,
+    /// The service account the pod runs as (Kubernetes' `default` when
+    /// unset): with its namespace, what its mesh identity names
+    /// (`spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`).
+    pub service_account: String,
 }
+
+/// Who a pod runs as: what its mesh identity names
+/// (`spiffe://<trust-domain>/ns/<namespace>/sa/<service_account>`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Workload {
+    pub namespace: Arc<str>,
+    pub service_account: Arc<str>,
+}
+
+impl PodSpec {
+    pub fn workload(&self) -> Workload {
+        Workload {
+            namespace: Arc::from(self.namespace.as_str()),
+            service_account: Arc::from(self.service_account.as_str()),
+        }
+    }
+}
+
+/// Kubernetes' service account for a pod that names none.
+pub const DEFAULT_SERVICE_ACCOUNT: &str = "default";
 
 /// Where to find the pod on this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +96,8 @@ struct RawPod {
     cgroup: Option<PathBuf>,
     #[serde(default)]
     pid: Option<u32>,
+    #[serde(default)]
+    service_account: Option<String>,
 }
 
 impl TryFrom<RawPod> for PodSpec {
@@ -90,7 +117,15 @@ impl TryFrom<RawPod> for PodSpec {
                 );
             }
         };
+        let service_account = match raw.service_account {
+            Some(sa) => {
+                check_service_account(&sa)?;
+                sa
+            }
+            None => DEFAULT_SERVICE_ACCOUNT.to_owned(),
+        };
         Ok(PodSpec {
+            service_account,
             namespace: raw.namespace,
             name: raw.name,
             uid: raw.uid,
@@ -103,6 +138,28 @@ impl TryFrom<RawPod> for PodSpec {
             location,
         })
     }
+}
+
+/// A service account name is a DNS-1123 subdomain, as Kubernetes checks it:
+/// it ends up in the pod's SPIFFE ID, so anything else is refused here, by
+/// name, rather than later as an identity no certificate can carry.
+pub fn check_service_account(name: &str) -> Result<(), String> {
+    let valid_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    let alnum = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if name.is_empty()
+        || name.len() > 253
+        || !valid_chars
+        || !alnum(name.as_bytes().first())
+        || !alnum(name.as_bytes().last())
+    {
+        return Err(format!(
+            "service_account {name:?} is not a Kubernetes name (lowercase letters, digits, \
+             '-' and '.', starting and ending with a letter or digit, at most 253)"
+        ));
+    }
+    Ok(())
 }
 
 /// An annotation value: a string, as in Kubernetes. An unquoted `true` or `80`

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Pod;
 
 use crate::node::cgroup::QosClass;
 
-use super::super::spec::{PodLocation, PodSpec};
+use super::super::spec::{DEFAULT_SERVICE_ACCOUNT, PodLocation, PodSpec};
 
 /// Why a pod on this node is not handed to enrolment (yet).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +73,12 @@ pub fn pod_spec(pod: &Pod) -> Result<PodSpec, NotEnrollable> {
         ips,
         annotations: meta.annotations.clone().unwrap_or_default(),
         location: PodLocation::Kubelet { qos },
+        service_account: pod
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.service_account_name.clone())
+            .filter(|sa| !sa.is_empty())
+            .unwrap_or_else(|| DEFAULT_SERVICE_ACCOUNT.to_owned()),
     })
 }
 

@@ -83,3 +83,12 @@ fn an_object_without_uid_is_incomplete() {
     let p = pod(serde_json::json!({"metadata": {"name": "x", "namespace": "y"}}));
     assert_eq!(pod_spec(&p), Err(NotEnrollable::Incomplete));
 }
+
+#[test]
+fn the_service_account_is_the_pods_or_kubernetes_default() {
+    let with_default = pod_spec(&running(serde_json::json!({"podIP": "192.0.2.7"}))).unwrap();
+    assert_eq!(with_default.service_account, "default");
+    let mut named = running(serde_json::json!({"podIP": "192.0.2.7"}));
+    named.spec.as_mut().unwrap().service_account_name = Some("checkout".to_owned());
+    assert_eq!(pod_spec(&named).unwrap().service_account, "checkout");
+}

@@ -9,7 +9,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::client::TlsStream;
 
 use super::{HANDSHAKE_TIMEOUT, TlsError, failure, pem, provider, versions};
@@ -116,11 +116,14 @@ impl TlsClient {
 
     /// Handshake on `tcp` within [`HANDSHAKE_TIMEOUT`]; a failure is
     /// counted and logged once with its reason.
-    pub async fn connect(
+    pub async fn connect<IO>(
         &self,
-        tcp: TcpStream,
+        tcp: IO,
         addr: SocketAddr,
-    ) -> Result<TlsStream<TcpStream>, HandshakeError> {
+    ) -> Result<TlsStream<IO>, HandshakeError>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
         let name = self
             .sni
             .clone()

@@ -95,6 +95,13 @@ pub async fn connect(
             })?;
             task.handshake(s, transport.http2).await
         }
+        (Connection::Stream(stream), None) => task.handshake(stream, transport.http2).await,
+        (Connection::Stream(stream), Some(tls)) => {
+            let s = tls.connect(stream, addr).await.inspect_err(|_| {
+                metrics.connect_fail.inc();
+            })?;
+            task.handshake(s, transport.http2).await
+        }
         (
             Connection::Served {
                 stream,

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::egress::{Egress, EgressError};
@@ -35,6 +36,9 @@ pub struct Target {
 pub enum Connection {
     /// A TCP connection to the target's address.
     Tcp(TcpStream),
+    /// A byte stream to the target's server that is not a socket of its
+    /// own (a stream of a tunnel between nodes), spoken to as `Tcp` is.
+    Stream(BoxStream),
     /// The target's server reached another way (only for a
     /// [`Target::cleartext_http1`]): its bytes counted, each request seen by
     /// `exchange`.
@@ -44,6 +48,13 @@ pub enum Connection {
         exchange: Arc<dyn Exchange>,
     },
 }
+
+/// Any byte stream a [`Connection::Stream`] may be.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
+
+pub type BoxStream = Box<dyn Stream>;
 
 /// A connection and what must live exactly as long as it.
 pub struct Connected {
@@ -125,6 +136,8 @@ impl AsNodelay for Connected {
     fn no_nagle(&self) {
         match &self.connection {
             Connection::Tcp(s) | Connection::Served { stream: s, .. } => s.no_nagle(),
+            // Its carrier's socket is set up by whoever made it.
+            Connection::Stream(_) => {}
         }
     }
 }

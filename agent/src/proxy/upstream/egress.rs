@@ -14,6 +14,7 @@
 //! (`http::Downstream::egress`), and it travels with each request down to
 //! the try that picks a pool and opens a connection (`http::attempt`).
 
+use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -67,6 +68,9 @@ pub struct Egress(Arc<Inner>);
 struct Inner {
     /// For logs and errors (interception: `namespace/pod`).
     name: Arc<str>,
+    /// What the embedder knows of the source, opaque to the engine
+    /// (interception: the pod's workload, which names its mesh identity).
+    tag: Option<Box<dyn Any + Send + Sync>>,
     sockets: Box<dyn SocketMaker>,
     closed: AtomicBool,
     /// The pools this source has, to empty at once on [`Egress::close`].
@@ -81,8 +85,19 @@ pub struct EgressId(usize);
 
 impl Egress {
     pub fn new(name: impl Into<Arc<str>>, sockets: impl SocketMaker) -> Self {
+        Self::tagged(name, sockets, None)
+    }
+
+    /// A source carrying `tag`, which the engine only hands back
+    /// ([`Egress::tag`]) to whatever connects for it.
+    pub fn tagged(
+        name: impl Into<Arc<str>>,
+        sockets: impl SocketMaker,
+        tag: Option<Box<dyn Any + Send + Sync>>,
+    ) -> Self {
         Self(Arc::new(Inner {
             name: name.into(),
+            tag,
             sockets: Box::new(sockets),
             closed: AtomicBool::new(false),
             pools: Mutex::new(Vec::new()),
@@ -95,6 +110,11 @@ impl Egress {
 
     pub fn name(&self) -> &Arc<str> {
         &self.0.name
+    }
+
+    /// The tag it was made with, if it is a `T`.
+    pub fn tag<T: Any>(&self) -> Option<&T> {
+        self.0.tag.as_deref()?.downcast_ref()
     }
 
     pub fn is_closed(&self) -> bool {
@@ -189,6 +209,14 @@ pub(crate) mod tests {
         fn socket(&self, _: SocketAddr) -> MakingSocket<'_> {
             Box::pin(async { Err(io::Error::other("the pod's socket factory has stopped")) })
         }
+    }
+
+    #[test]
+    fn a_tag_comes_back_only_as_its_own_type() {
+        let tagged = Egress::tagged("ns/a", Counting::default(), Some(Box::new(7_u32)));
+        assert_eq!(tagged.tag::<u32>(), Some(&7));
+        assert_eq!(tagged.tag::<String>(), None);
+        assert_eq!(Egress::new("ns/b", Counting::default()).tag::<u32>(), None);
     }
 
     #[tokio::test]
