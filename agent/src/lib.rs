@@ -14,6 +14,7 @@ pub mod fuzzing;
 pub mod inpod;
 pub mod intercept;
 pub mod logging;
+pub mod mesh;
 pub mod netns;
 pub mod node;
 pub mod pods;
