@@ -22,3 +22,4 @@ pub mod privilege;
 pub mod proxy;
 pub mod run;
 pub mod socket;
+pub mod tunnel;
