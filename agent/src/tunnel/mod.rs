@@ -49,6 +49,15 @@ mod server;
 mod spawn;
 mod stream;
 
+#[cfg(test)]
+#[path = "pool_tests.rs"]
+mod pool_tests;
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod server_tests;
+#[cfg(test)]
+mod test_support;
+
 pub use client::{ClientSettings, TunnelConnection};
 pub use error::TunnelError;
 pub use pool::{Dial, PoolConfig, Reuse, Tunnel, TunnelPool};
