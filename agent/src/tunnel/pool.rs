@@ -194,9 +194,15 @@ where
         D: FnOnce() -> F,
         F: Future<Output = io::Result<TcpStream>>,
     {
-        tokio::time::timeout(timeout, self.connect_now(key, target, dial))
-            .await
-            .unwrap_or(Err(TunnelError::TimedOut))
+        match tokio::time::timeout(timeout, self.connect_now(key, target, dial)).await {
+            Ok(done) => done,
+            Err(_) => {
+                // The deadline may have cut a connection short while it was
+                // being made: leave no empty entry behind for it.
+                self.inner.remove_if_unused(key);
+                Err(TunnelError::TimedOut)
+            }
+        }
     }
 
     async fn connect_now<D, F>(
@@ -335,6 +341,18 @@ impl<K: Hash + Eq + Clone> Inner<K> {
         let slot = Arc::new(Slot::new());
         slots.insert(key.clone(), Arc::clone(&slot));
         slot
+    }
+
+    /// Removes `key`'s entry if it holds no connection and nobody is
+    /// making one.
+    fn remove_if_unused(&self, key: &K) {
+        let mut slots = self.slots();
+        let unused = slots.get(key).is_some_and(|slot| {
+            slot.connecting.try_lock().is_ok() && slot.state().pooled.is_none()
+        });
+        if unused {
+            slots.remove(key);
+        }
     }
 
     /// Removes `key`'s entry if it is still `slot` (not a newer one).

@@ -305,3 +305,37 @@ async fn the_pool_never_holds_more_keys_than_its_bound() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_dial_that_outlives_the_timeout_is_timed_out_and_leaves_no_entry() {
+    let s = setup().await;
+    let pool = TunnelPool::<&str>::new(PoolConfig::default());
+    let never = super::Dial {
+        connect: || std::future::pending::<std::io::Result<tokio::net::TcpStream>>(),
+        tls: s.client_tls.clone(),
+        server_name: rustls_pki_types::ServerName::try_from(super::test_support::SERVER_NAME)
+            .unwrap(),
+    };
+    let error = pool
+        .connect(&"a", target(80), never, Duration::from_millis(50))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, TunnelError::TimedOut), "{error:?}");
+    assert!(!error.is_refused());
+    assert!(pool.is_empty());
+}
+
+/// Callers spawn these futures, so they must be `Send`; checked when
+/// compiling, never run.
+#[expect(dead_code, reason = "a compile-time check")]
+fn futures_are_send(
+    pool: TunnelPool<(u32, SocketAddr)>,
+    server: super::TunnelServer<super::test_support::Echo>,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    tcp: tokio::net::TcpStream,
+) {
+    fn send<T: Send>(_: T) {}
+    let addr = target(80);
+    send(pool.connect(&(1, addr), addr, dial(addr, &tls), TIMEOUT));
+    send(server.serve(tcp, None));
+}
