@@ -29,6 +29,20 @@
 //!    `ip:port` or not served there, 403 policy, 405 a method other than
 //!    `CONNECT`, 503 overload (see [`Refusal`]).
 //!
+//! # Bounds
+//!
+//! - Client: at most [`PoolConfig::max_keys`] pooled connections (1024),
+//!   see `pool.rs`.
+//! - Server: at most [`ServerLimits::max_concurrent_streams`] tunnels per
+//!   connection (100) and 16 KiB of request headers; how many connections
+//!   is the caller's accept loop's business.
+//! - Bytes in flight: HTTP/2 flow control, hyper's defaults. What a peer may
+//!   send us before we read is its window: 1 MiB per stream and 1 MiB per
+//!   connection on the server side, 2 MiB per stream and 5 MiB per
+//!   connection on the client side. What we queue towards a peer that does
+//!   not read: one write per stream waiting in hyper, plus h2's send buffer
+//!   (400 KiB per stream served, 1 MiB per stream opened).
+//!
 //! # Who runs the tasks
 //!
 //! hyper spawns a task per HTTP/2 connection driver and per tunnelled
