@@ -86,6 +86,8 @@ enum Command {
         /// the pod's terminationGracePeriodSeconds.
         #[arg(long, default_value = "25s", value_parser = weir::config::parse_duration)]
         drain_time: std::time::Duration,
+        #[command(flatten)]
+        mesh: Box<MeshArgs>,
     },
     /// Remove everything weir left in the kernel: detach every program, remove
     /// every pin (run after the agent is gone, e.g. the DaemonSet deleted).
@@ -182,6 +184,7 @@ fn main() -> anyhow::Result<()> {
             sk_msg,
             pod_egress,
             drain_time,
+            mesh,
         } => Ok(weir::run::run(&weir::run::RunOptions {
             config,
             pods: pod_source(pods, kubernetes, node_name, kubeconfig)?,
@@ -190,7 +193,61 @@ fn main() -> anyhow::Result<()> {
             sk_msg: sk_msg == Switch::On,
             pod_egress: pod_egress == Switch::On,
             drain_time,
+            mesh: (*mesh).options(),
         })?),
+    }
+}
+
+/// The mesh between nodes (docs/mesh.md): off unless a trust domain is given.
+#[derive(clap::Args, Debug)]
+struct MeshArgs {
+    /// Trust domain of the mesh's SPIFFE identities
+    /// (spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>); turns
+    /// on the mutual-TLS tunnel between nodes' agents (port 15008).
+    #[arg(
+        long,
+        requires_all = ["mesh_trust_bundle", "mesh_node_ca_cert", "mesh_node_ca_key", "mesh_pod_cidrs"]
+    )]
+    mesh_trust_domain: Option<String>,
+    /// PEM: the mesh root CA certificate(s) peers must chain to.
+    #[arg(long, requires = "mesh_trust_domain")]
+    mesh_trust_bundle: Option<PathBuf>,
+    /// PEM: this node's CA certificate (signed by a mesh root), from which
+    /// the agent issues its pods' workload certificates.
+    #[arg(long, requires = "mesh_trust_domain")]
+    mesh_node_ca_cert: Option<PathBuf>,
+    /// PEM (PKCS#8): this node's CA key.
+    #[arg(long, requires = "mesh_trust_domain")]
+    mesh_node_ca_key: Option<PathBuf>,
+    /// Lifetime of a workload certificate (reissued at half of it).
+    #[arg(long, default_value = "1h", value_parser = weir::config::parse_duration)]
+    mesh_workload_cert_ttl: std::time::Duration,
+    /// The cluster's pod networks, comma-separated CIDRs: connections to
+    /// these addresses try the tunnel.
+    #[arg(long, value_delimiter = ',', requires = "mesh_trust_domain")]
+    mesh_pod_cidrs: Vec<weir::intercept::Cidr>,
+}
+
+impl MeshArgs {
+    fn options(self) -> Option<weir::intercept::MeshOptions> {
+        let (Some(trust_domain), Some(trust_bundle), Some(node_ca_cert), Some(node_ca_key)) = (
+            self.mesh_trust_domain,
+            self.mesh_trust_bundle,
+            self.mesh_node_ca_cert,
+            self.mesh_node_ca_key,
+        ) else {
+            return None;
+        };
+        Some(weir::intercept::MeshOptions {
+            config: weir::mesh::MeshConfig {
+                trust_domain,
+                trust_bundle,
+                node_ca_cert,
+                node_ca_key,
+                workload_cert_ttl: self.mesh_workload_cert_ttl,
+            },
+            pod_cidrs: self.mesh_pod_cidrs,
+        })
     }
 }
 

@@ -12,10 +12,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Result;
-use weir_tests::agent::{AgentOptions, AgentProcess, MINIMAL_CONFIG, metric_sample};
+use weir_tests::agent::{
+    AgentOptions, AgentProcess, MINIMAL_CONFIG, claiming_config, metric_sample,
+};
 use weir_tests::pins::PinRoot;
 use weir_tests::support::{require_root, sim_client, sim_server};
-use weir_tests::{PodNet, PodProcess, SimNode, SimNodeOptions, SimPod};
+use weir_tests::{PodProcess, SimNode, SimPod};
 
 /// Claimed by node A's agent: to the enrolled pod of node B.
 const TO_MESH: &str = "198.51.100.50:80";
@@ -24,25 +26,7 @@ const TO_PLAIN: &str = "198.51.100.51:80";
 const APP_PORT: u16 = 8080;
 
 fn node_a_config(mesh: SocketAddr, plain: SocketAddr) -> String {
-    let listener = |name: &str, address: &str| {
-        format!(
-            "  - name: {name}\n    address: {address}\n    bind_to_port: false\n    virtual_hosts:\n      - name: {name}\n        domains: [\"*\"]\n        routes:\n          - match: {{ prefix: \"/\" }}\n            route: {{ cluster: {name} }}\n"
-        )
-    };
-    let cluster = |name: &str, to: SocketAddr| {
-        format!(
-            "  - name: {name}\n    connect_timeout: 1s\n    endpoints: [{{ address: \"{}\", port: {} }}]\n",
-            to.ip(),
-            to.port()
-        )
-    };
-    format!(
-        "admin:\n  address: \"{{admin}}\"\nprotocol_detection_timeout: 5s\nlisteners:\n{}{}clusters:\n{}{}",
-        listener("mesh", TO_MESH),
-        listener("plain", TO_PLAIN),
-        cluster("mesh", mesh),
-        cluster("plain", plain),
-    )
+    claiming_config(&[("mesh", TO_MESH, mesh), ("plain", TO_PLAIN, plain)])
 }
 
 /// `weir run` on `node` for `pods`, in the node's own agent cgroup.
@@ -72,12 +56,7 @@ fn gets(pod: &SimPod, target: &str, count: usize) -> Result<String> {
 fn a_pods_request_crosses_to_the_other_nodes_agent_from_the_pods_address() -> Result<()> {
     require_root();
     let (pins_a, pins_b) = (PinRoot::new(), PinRoot::new());
-    let node_a = SimNode::new()?;
-    let node_b = SimNode::with_options(SimNodeOptions {
-        net: PodNet::SECOND,
-        ..SimNodeOptions::default()
-    })?;
-    node_a.link(&node_b)?;
+    let (node_a, node_b) = SimNode::linked_pair()?;
     let client = node_a.add_pod("client")?;
     let server = node_b.add_pod("server")?;
     let plain = node_b.add_pod("plain")?;

@@ -457,6 +457,28 @@ clusters:
     )
 }
 
+/// A `weir run` config in which each `(name, claimed, endpoint)` is a
+/// `bind_to_port: false` listener claiming the address `claimed` and sending
+/// every request to a cluster of the same name whose one endpoint is
+/// `endpoint` (connect timeout 1 s); `{admin}` as in [`AgentProcess::start`].
+pub fn claiming_config(routes: &[(&str, &str, SocketAddr)]) -> String {
+    let mut listeners = String::new();
+    let mut clusters = String::new();
+    for (name, claimed, endpoint) in routes {
+        listeners.push_str(&format!(
+            "  - name: {name}\n    address: {claimed}\n    bind_to_port: false\n    virtual_hosts:\n      - name: {name}\n        domains: [\"*\"]\n        routes:\n          - match: {{ prefix: \"/\" }}\n            route: {{ cluster: {name} }}\n"
+        ));
+        clusters.push_str(&format!(
+            "  - name: {name}\n    connect_timeout: 1s\n    endpoints: [{{ address: \"{}\", port: {} }}]\n",
+            endpoint.ip(),
+            endpoint.port()
+        ));
+    }
+    format!(
+        "admin:\n  address: \"{{admin}}\"\nprotocol_detection_timeout: 5s\nlisteners:\n{listeners}clusters:\n{clusters}"
+    )
+}
+
 /// An agent config with one listener that answers itself: enough for tests
 /// of the agent's life rather than its routing (`{admin}` as in [`AgentProcess::start`]).
 pub const MINIMAL_CONFIG: &str = r#"

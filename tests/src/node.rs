@@ -189,6 +189,17 @@ impl SimNode {
         self.inner.options.net
     }
 
+    /// Two nodes, `PodNet::FIRST` and `PodNet::SECOND`, linked ([`SimNode::link`]).
+    pub fn linked_pair() -> Result<(SimNode, SimNode)> {
+        let first = SimNode::new()?;
+        let second = SimNode::with_options(SimNodeOptions {
+            net: PodNet::SECOND,
+            ..SimNodeOptions::default()
+        })?;
+        first.link(&second)?;
+        Ok((first, second))
+    }
+
     /// Links this node's router to `other`'s (a node with the other pod
     /// network) and routes each node's pods through the other's router, so
     /// a pod of one reaches a pod of the other as across a cluster network.

@@ -169,6 +169,13 @@ pub trait Intercept: Send + Sync + 'static {
         None
     }
 
+    /// A port every enrolled pod steers to the proxy whatever its
+    /// `weir.dev/inbound-ports` lists: the mesh tunnel's far end (15008),
+    /// when the proxy has the mesh.
+    fn tunnel_port(&self) -> Option<u16> {
+        None
+    }
+
     /// Whether outbound traffic no listener claims may pass (`ALLOW_ANY`):
     /// decides what happens to a pod's bypassed connections by default.
     fn allows_any_destination(&self) -> bool {

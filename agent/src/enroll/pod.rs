@@ -179,7 +179,7 @@ impl EnrolledPod {
             &resolved.netns,
             &spec.uid,
             &spec.ips,
-            inbound_settings(&policy)?,
+            inbound_settings(&policy, intercept.tunnel_port())?,
             &inbound_listeners.v4,
             &inbound_listeners.v6,
         )?;
@@ -274,7 +274,8 @@ impl EnrolledPod {
     ) -> Result<(), EnrollError> {
         self.registration
             .update(pod_settings(self.egress_ports, &policy)?)?;
-        self.ingress.update(inbound_settings(&policy)?)?;
+        self.ingress
+            .update(inbound_settings(&policy, intercept.tunnel_port())?)?;
         self.pod.outbound.set_limits(policy.limits);
         self.pod.inbound.set_limits(policy.limits);
         self.pod
@@ -343,14 +344,29 @@ fn pod_settings(egress_ports: (u16, u16), policy: &PodPolicy) -> Result<PodSetti
     Ok(settings)
 }
 
-fn inbound_settings(policy: &PodPolicy) -> Result<InboundSettings, EnrollError> {
+/// `tunnel_port` is steered too when the pod lists its ports: the mesh
+/// tunnel ends in the pod whatever it serves.
+fn inbound_settings(
+    policy: &PodPolicy,
+    tunnel_port: Option<u16>,
+) -> Result<InboundSettings, EnrollError> {
     let mut settings = InboundSettings::default();
     if policy.fail_mode == FailMode::Closed {
         settings.flags |= INBOUND_FLAG_FAIL_CLOSED;
     }
     match &policy.inbound_ports {
         InboundPorts::All => settings.flags |= INBOUND_FLAG_ALL_PORTS,
-        InboundPorts::Listed(ports) => fill_ports(&mut settings.ports, ports, "inbound ports")?,
+        InboundPorts::Listed(ports) => {
+            let mut ports = ports.clone();
+            if let Some(tunnel) = tunnel_port.filter(|p| !ports.contains(p)) {
+                ports.push(tunnel);
+            }
+            fill_ports(
+                &mut settings.ports,
+                &ports,
+                "inbound ports (with the mesh tunnel's)",
+            )?
+        }
     }
     Ok(settings)
 }

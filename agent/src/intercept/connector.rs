@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::Shared;
+use super::passthrough::Upstream;
 use super::same_node::{LocalInbound, LocalPod};
 use crate::proxy::io::ByteCounters;
 use crate::proxy::upstream::connector::{
@@ -54,7 +55,16 @@ impl InterceptConnector {
         addr: SocketAddr,
         egress: Option<&Egress>,
     ) -> Result<Connected, ConnectError> {
-        let stream = self.0.connect_from(egress, addr).await?;
+        let stream = match self.0.connect_upstream(egress, addr).await? {
+            Upstream::Tcp(stream) => stream,
+            // The far end's weir names the source (the tunnel's peer).
+            Upstream::Tunnel(stream) => {
+                return Ok(Connected {
+                    connection: Connection::Stream(Box::new(stream)),
+                    guard: None,
+                });
+            }
+        };
         // The source travels per request (`x-weir-source`): `peers::Peer::Weir`.
         let peer = stream
             .local_addr()

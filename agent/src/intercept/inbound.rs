@@ -16,7 +16,6 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 
 use super::detect::{self, Detected, Direction};
 use super::identity::{IdentityHandles, Labels, UNKNOWN};
@@ -33,24 +32,42 @@ use crate::proxy::io::Io;
 /// The request head must arrive within this (the engine's listener default).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub(super) async fn serve(
+/// Who an inbound connection's client is, as far as weir can tell.
+pub(super) enum Client {
+    /// A TCP peer: one of weir's own upstream sockets (`peers`), or unknown.
+    Peer(ClientAddr),
+    /// A workload of another node, named by the mesh tunnel it came through
+    /// (its peer's certificate: `tunnel_link`), never by what it sent.
+    Mesh { namespace: Arc<str> },
+}
+
+pub(super) async fn serve<S>(
     inner: &Inner,
-    mut stream: TcpStream,
+    mut stream: S,
     dst: SocketAddr,
-    client: ClientAddr,
+    client: Client,
     pod: PodIdentity,
     app: Arc<dyn AppConnector>,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let m = &inner.shared.metrics;
     let mut first = BytesMut::new();
     let detected = detect::detect(&mut stream, &mut first, inner.runtime.detection_timeout()).await;
     m.detected(Direction::Inbound, &detected);
     // Looked up after detection: by then the client's socket (if weir's) is
     // registered, as weir registers it before sending anything on it.
-    let peer = inner.shared.peers.lookup(client.0);
-    let (src_ns, src_pod) = match &peer {
-        Peer::Pod(p) => (p.namespace.clone(), p.name.clone()),
-        _ => (UNKNOWN.into(), UNKNOWN.into()),
+    let (peer, src_ns, src_pod) = match &client {
+        Client::Peer(addr) => {
+            let peer = inner.shared.peers.lookup(addr.0);
+            let (ns, name) = match &peer {
+                Peer::Pod(p) => (p.namespace.clone(), p.name.clone()),
+                _ => (UNKNOWN.into(), UNKNOWN.into()),
+            };
+            (peer, ns, name)
+        }
+        // The tunnel names a workload (namespace and service account), not a pod.
+        Client::Mesh { namespace } => (Peer::Unknown, namespace.clone(), UNKNOWN.into()),
     };
     let destination = dst.to_string();
     let labels = Labels {
@@ -88,7 +105,7 @@ pub(super) async fn serve(
         Detected::Opaque => tcp(&mut io, &*app, dst, inner.runtime.opaque_idle_timeout()).await,
     };
     if let Err(e) = result {
-        log::debug!("inbound {} -> {dst}: {e}", client.0);
+        log::debug!("inbound -> {dst}: {e}");
     }
 }
 

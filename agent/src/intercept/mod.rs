@@ -17,6 +17,7 @@ mod connector;
 pub(crate) mod detect;
 mod identity;
 mod inbound;
+mod mesh_link;
 mod outbound;
 mod passthrough;
 mod peers;
@@ -31,8 +32,10 @@ use std::sync::Arc;
 
 use tokio::net::TcpStream;
 
+pub use self::mesh_link::{Cidr, MeshLinkError, MeshOptions};
 pub use self::same_node::{LocalGuard, LocalPod};
 use crate::addr::{ClientAddr, OrigDst};
+use crate::pods::Workload;
 use crate::proxy::http::{RequestPlace, ShedWatch};
 use crate::proxy::metrics::{Metrics, MetricsError};
 use crate::proxy::runtime::Runtime;
@@ -83,6 +86,32 @@ pub enum InterceptError {
     Shed,
 }
 
+/// Delivers the tunnel's streams to one pod as its inbound side serves a
+/// connection, the source being the peer's workload.
+struct TunnelDelivery {
+    interceptor: Interceptor,
+    pod: PodIdentity,
+    app: Arc<dyn AppConnector>,
+}
+
+impl mesh_link::Deliver for TunnelDelivery {
+    fn deliver(
+        &self,
+        namespace: Arc<str>,
+        target: SocketAddr,
+        stream: crate::tunnel::TunnelStream,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let interceptor = self.interceptor.clone();
+        let pod = self.pod.clone();
+        let app = Arc::clone(&self.app);
+        Box::pin(async move {
+            let client = inbound::Client::Mesh { namespace };
+            let serve = inbound::serve(&interceptor.inner, stream, target, client, pod, app);
+            interceptor.within_drain(serve).await;
+        })
+    }
+}
+
 /// What one interceptor's outbound side, inbound side and upstream
 /// connector share: who weir's own sockets are, which pods are on this
 /// node, the source tokens, and the metrics.
@@ -91,6 +120,8 @@ struct Shared {
     peers: peers::Peers,
     same_node: same_node::LocalPods,
     sources: source::Sources,
+    /// The tunnel to other nodes' weir, when the agent has mesh credentials.
+    mesh: Option<Arc<mesh_link::MeshLink>>,
 }
 
 impl Shared {
@@ -101,7 +132,26 @@ impl Shared {
             peers: peers::Peers::default(),
             same_node: same_node::LocalPods::default(),
             sources: source::Sources::default(),
+            mesh: None,
         })
+    }
+
+    /// Connect to `addr` for `egress`'s pod: through the tunnel to the
+    /// weir of another node's pod when that is where `addr` is, else plain
+    /// TCP from the pod's network namespace ([`Shared::connect_from`]).
+    async fn connect_upstream(
+        &self,
+        egress: Option<&Egress>,
+        addr: SocketAddr,
+    ) -> Result<passthrough::Upstream, ConnectError> {
+        if let Some(mesh) = &self.mesh
+            && let Some(stream) = mesh.connect(egress, addr).await?
+        {
+            return Ok(passthrough::Upstream::Tunnel(stream));
+        }
+        Ok(passthrough::Upstream::Tcp(
+            self.connect_from(egress, addr).await?,
+        ))
     }
 
     /// Connect to `addr` from `egress` (an enrolled pod's network
@@ -149,7 +199,25 @@ impl Interceptor {
     /// delivery, weir's own sockets known to the inbound side), and its
     /// metric families join `metrics`' registry.
     pub fn new(metrics: Arc<Metrics>) -> Result<Self, MetricsError> {
-        let shared = Arc::new(Shared::new(metrics.registry())?);
+        Self::build(metrics, None)
+    }
+
+    /// An interceptor whose enrolled pods reach enrolled pods of other
+    /// nodes through the mesh tunnel, with the credentials of `mesh`
+    /// (checked now: an error names the file and what is wrong with it).
+    pub fn with_mesh(metrics: Arc<Metrics>, mesh: &MeshOptions) -> Result<Self, MeshLinkError> {
+        let link = mesh_link::MeshLink::new(mesh, metrics.registry())?;
+        Ok(Self::build(metrics, Some(Arc::new(link)))?)
+    }
+
+    fn build(
+        metrics: Arc<Metrics>,
+        mesh: Option<Arc<mesh_link::MeshLink>>,
+    ) -> Result<Self, MetricsError> {
+        let shared = Arc::new(Shared {
+            mesh,
+            ..Shared::new(metrics.registry())?
+        });
         let connector = Arc::new(connector::InterceptConnector::new(Arc::clone(&shared)));
         let runtime = Arc::new(Runtime::with_connector(metrics, connector.clone()));
         let passthrough = passthrough::HttpPassthrough::new(runtime.metrics.clone(), connector);
@@ -210,11 +278,47 @@ impl Interceptor {
             inner,
             stream,
             dst,
-            ClientAddr(peer),
+            inbound::Client::Peer(ClientAddr(peer)),
             pod,
             app,
         ))
         .await;
+    }
+
+    /// The port enrolled pods must steer to weir for the mesh tunnel's far
+    /// end, when this interceptor has the mesh.
+    pub fn tunnel_port(&self) -> Option<u16> {
+        self.inner
+            .shared
+            .mesh
+            .as_ref()
+            .map(|_| crate::tunnel::TUNNEL_PORT)
+    }
+
+    /// A connection to the tunnel port of enrolled pod `pod` (running as
+    /// `workload`) at `dst`, from `peer`: serve the tunnel's far end, each
+    /// stream delivered to the pod's application as an inbound connection
+    /// from the workload the peer's certificate names. Without the mesh it
+    /// is an inbound connection like any other.
+    pub async fn serve_tunnel(
+        &self,
+        stream: TcpStream,
+        dst: SocketAddr,
+        peer: SocketAddr,
+        pod: PodIdentity,
+        workload: Workload,
+        app: Arc<dyn AppConnector>,
+    ) {
+        let Some(mesh) = self.inner.shared.mesh.clone() else {
+            return self.serve_inbound(stream, dst, peer, pod, app).await;
+        };
+        let deliver = TunnelDelivery {
+            interceptor: self.clone(),
+            pod: pod.clone(),
+            app,
+        };
+        self.within_drain(mesh.serve(stream, dst, peer, &workload, &pod, deliver))
+            .await;
     }
 
     /// Record that `pod` is enrolled at `ips`, for same-node delivery,

@@ -243,7 +243,6 @@ async fn tcp(
     let mut up = passthrough::connect(&inner.shared, egress, orig.0).await?;
     let _peer = up
         .local_addr()
-        .ok()
         .map(|a| inner.shared.peers.register(a, Some(from.identity.clone())));
     let idle = inner.runtime.opaque_idle_timeout();
     passthrough::splice(&mut io, &mut up, idle, from.shed)

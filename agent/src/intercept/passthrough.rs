@@ -22,8 +22,9 @@ use crate::proxy::http::{ListenerContext, SHED_MIN_IDLE, ShedWatch, shed_asked, 
 use crate::proxy::metrics::Metrics;
 use crate::proxy::route::action::{Action, Forward};
 use crate::proxy::split::Split;
-use crate::proxy::upstream::connector::{Connector, within};
+use crate::proxy::upstream::connector::{AsNodelay, Connector, within};
 use crate::proxy::upstream::egress::Egress;
+use crate::tunnel::TunnelStream;
 
 /// Connect timeout to an original destination (Istio's default `connectTimeout`).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,14 +36,81 @@ pub const PASSTHROUGH_LISTENER: &str = "PassthroughListener";
 pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
 pub const BLACKHOLE_LISTENER: &str = "BlackHoleListener";
 
-/// Connect to an original destination within [`CONNECT_TIMEOUT`], from
-/// `egress` (the pod's network namespace; the node's without one).
+/// Connect to an original destination within [`CONNECT_TIMEOUT`], for
+/// `egress` (from the pod's network namespace, or through the mesh tunnel
+/// to another node's pod; from the node's without one).
 pub(super) async fn connect(
     shared: &Shared,
     egress: Option<&Egress>,
     dst: SocketAddr,
-) -> Result<TcpStream, InterceptError> {
-    Ok(within(CONNECT_TIMEOUT, dst, shared.connect_from(egress, dst)).await?)
+) -> Result<Upstream, InterceptError> {
+    Ok(within(CONNECT_TIMEOUT, dst, shared.connect_upstream(egress, dst)).await?)
+}
+
+/// Where a splice's upstream bytes go: a socket of weir's own, or a stream
+/// of the tunnel to another node's weir.
+pub(super) enum Upstream {
+    Tcp(TcpStream),
+    Tunnel(TunnelStream),
+}
+
+impl Upstream {
+    /// The local address of weir's own socket (a tunnel's stream has none
+    /// the destination sees: the far end's weir delivers it).
+    pub(super) fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Self::Tcp(s) => s.local_addr().ok(),
+            Self::Tunnel(_) => None,
+        }
+    }
+}
+
+impl AsNodelay for Upstream {
+    fn no_nagle(&self) {
+        if let Self::Tcp(s) = self {
+            s.no_nagle();
+        }
+    }
+}
+
+impl AsyncRead for Upstream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tunnel(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Upstream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_write(cx, data),
+            Self::Tunnel(s) => Pin::new(s).poll_write(cx, data),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Self::Tunnel(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tunnel(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
 }
 
 /// Copy both ways until both sides have closed; a half-close (FIN) on one

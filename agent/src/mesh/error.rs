@@ -33,6 +33,9 @@ pub enum MeshError {
     },
     #[error("peer: {0}")]
     Peer(#[from] PeerError),
+    /// A pod's namespace and service account make no SPIFFE ID.
+    #[error("workload identity: {0}")]
+    Workload(#[from] SpiffeError),
 }
 
 /// Why a verified peer certificate does not name a workload of this mesh.

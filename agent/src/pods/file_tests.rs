@@ -105,7 +105,7 @@ fn unknown_field_is_refused() {
     let yaml = "pods:\n  - namespace: default\n    name: a\n    uid: u1\n    ips: [10.0.0.1]\n    pid: 1\n    labels: {app: a}\n";
     assert_eq!(
         error(yaml),
-        "pods.yaml: pods[0].labels (line 7): unknown field `labels`, expected one of `namespace`, `name`, `uid`, `ips`, `annotations`, `cgroup`, `pid`"
+        "pods.yaml: pods[0].labels (line 7): unknown field `labels`, expected one of `namespace`, `name`, `uid`, `ips`, `annotations`, `cgroup`, `pid`, `service_account`"
     );
 }
 

@@ -98,15 +98,23 @@ impl Intercept for Seam {
         let interceptor = self.interceptor.clone();
         let cpu = self.cpu_of(&conn.pod);
         let span = connection_span(&conn.pod, Way::Inbound, conn.dst);
+        let tunnel = self.interceptor.tunnel_port() == Some(conn.dst.port());
         tokio::spawn(
             cpu.run(
                 async move {
                     let _permit = conn.permit;
                     let pod = identity(&conn.pod);
                     let app: Arc<dyn AppConnector> = Arc::new(PodApp(Arc::clone(&conn.pod)));
-                    interceptor
-                        .serve_inbound(conn.stream, conn.dst, conn.peer, pod, app)
-                        .await;
+                    if tunnel {
+                        let workload = conn.pod.workload.clone();
+                        interceptor
+                            .serve_tunnel(conn.stream, conn.dst, conn.peer, pod, workload, app)
+                            .await;
+                    } else {
+                        interceptor
+                            .serve_inbound(conn.stream, conn.dst, conn.peer, pod, app)
+                            .await;
+                    }
                 }
                 .instrument(span),
             ),
@@ -132,6 +140,10 @@ impl Intercept for Seam {
 
     fn allows_any_destination(&self) -> bool {
         self.interceptor.allows_any_destination()
+    }
+
+    fn tunnel_port(&self) -> Option<u16> {
+        self.interceptor.tunnel_port()
     }
 
     fn refused(&self, pod: &PodContext, way: Way, reason: Refusal) {

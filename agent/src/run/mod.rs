@@ -27,7 +27,7 @@ use tokio::task::JoinSet;
 use self::handoff::{Event, Handoff};
 use crate::datapath::{Datapath, DatapathError, DatapathOptions};
 use crate::enroll::{Enroller, RESERVED_DESCRIPTORS};
-use crate::intercept::Interceptor;
+use crate::intercept::{Interceptor, MeshLinkError, MeshOptions};
 use crate::node::cgroup::{CgroupError, cgroup2_root};
 use crate::pods::{KubernetesError, PodsFileError};
 use crate::privilege::{self, PrivilegeError};
@@ -55,6 +55,10 @@ pub struct RunOptions {
     /// On SIGTERM: the hand-over to a successor and the connections'
     /// drain, together, within this.
     pub drain_time: Duration,
+    /// Mesh credentials and the cluster's pod networks: enrolled pods reach
+    /// enrolled pods of other nodes through the mutual-TLS tunnel
+    /// (`intercept::mesh_link`); none: in plain text, no identity across nodes.
+    pub mesh: Option<MeshOptions>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +75,8 @@ pub enum RunError {
     Cgroup(#[from] CgroupError),
     #[error(transparent)]
     Privilege(#[from] PrivilegeError),
+    #[error(transparent)]
+    Mesh(#[from] MeshLinkError),
 }
 
 pub fn run(options: &RunOptions) -> Result<(), RunError> {
@@ -118,7 +124,23 @@ fn agent_runtime(
 
 async fn serve(options: &RunOptions) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::new().map_err(ProxyError::from)?);
-    let interceptor = Interceptor::new(metrics).map_err(ProxyError::from)?;
+    let interceptor = match &options.mesh {
+        Some(mesh) => {
+            let interceptor = Interceptor::with_mesh(metrics, mesh)?;
+            log::info!(
+                "mesh: trust domain {}, pod networks {}: connections to enrolled pods of other nodes go through the tunnel on port {}",
+                mesh.config.trust_domain,
+                mesh.pod_cidrs
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                crate::tunnel::TUNNEL_PORT
+            );
+            interceptor
+        }
+        None => Interceptor::new(metrics).map_err(ProxyError::from)?,
+    };
     let runtime = Arc::clone(interceptor.runtime());
     let mut serving = Serving::start(&options.config, Arc::clone(&runtime)).await?;
 
