@@ -140,6 +140,7 @@ fn pod(ns: &str, name: &str) -> PodIdentity {
     PodIdentity {
         namespace: ns.into(),
         name: name.into(),
+        service_account: "default".into(),
     }
 }
 

@@ -32,6 +32,7 @@ fn pod(ns: &str, name: &str) -> PodIdentity {
     PodIdentity {
         namespace: ns.into(),
         name: name.into(),
+        service_account: "default".into(),
     }
 }
 

@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use anyhow::Result;
 use weir::mesh::testing::{MeshRoot, NODE_CA_CERT_FILE, NODE_CA_KEY_FILE, TRUST_BUNDLE_FILE};
-use weir_tests::agent::{AgentOptions, AgentProcess, claiming_config, metric_sample};
+use weir_tests::agent::{
+    AgentOptions, AgentProcess, MINIMAL_CONFIG, claiming_config, metric_sample,
+};
 use weir_tests::nft::AllowOnlyFrom;
 use weir_tests::pins::PinRoot;
 use weir_tests::support::{require_root, sim_client, sim_server};
@@ -134,18 +136,18 @@ fn two_nodes() -> Result<TwoNodes> {
 }
 
 /// The agents of both nodes: node B's with node CA of `root_b` serving
-/// `pods_b`, node A's with one of `root_a` serving the client and claiming
+/// `pods_b` with `config_b`, node A's with one of `root_a` serving the client and claiming
 /// `TO_MESH` (the server's application) and `TO_PLAIN` (the plain pod's).
 fn start_agents(
     t: &TwoNodes,
     (root_a, root_b): (&MeshRoot, &MeshRoot),
     dir: &Path,
     (pins_a, pins_b): (&PinRoot, &PinRoot),
-    pods_b: &str,
+    (config_b, pods_b): (&str, &str),
 ) -> Result<(AgentProcess, AgentProcess)> {
     let agent_b = agent(
         &t.node_b,
-        weir_tests::agent::MINIMAL_CONFIG,
+        config_b,
         pods_b,
         pins_b,
         mesh_args(root_b, &dir.join("b"))?,
@@ -197,8 +199,13 @@ fn enrolled_pods_of_two_nodes_talk_through_the_mutual_tls_tunnel() -> Result<()>
         entry(&t.server, true, "backend"),
         entry(&t.plain, false, "default")
     );
-    let (agent_a, agent_b) =
-        start_agents(&t, (&root, &root), dir.path(), (&pins_a, &pins_b), &pods_b)?;
+    let (agent_a, agent_b) = start_agents(
+        &t,
+        (&root, &root),
+        dir.path(),
+        (&pins_a, &pins_b),
+        (MINIMAL_CONFIG, &pods_b),
+    )?;
     let logs = || format!("node A:\n{}\nnode B:\n{}", agent_a.log(), agent_b.log());
 
     // HTTP to the enrolled pod of node B: through the tunnel, delivered by
@@ -278,7 +285,7 @@ fn an_agent_of_another_mesh_gets_no_byte_not_even_in_plain_text() -> Result<()> 
         (&ours, &theirs),
         dir.path(),
         (&pins_a, &pins_b),
-        &pods_b,
+        (MINIMAL_CONFIG, &pods_b),
     )?;
     let logs = || format!("node A:\n{}\nnode B:\n{}", agent_a.log(), agent_b.log());
     // Envoy's answer to an upstream it could not connect to.
@@ -315,6 +322,101 @@ fn an_agent_of_another_mesh_gets_no_byte_not_even_in_plain_text() -> Result<()> 
         "{}",
         logs()
     );
+    drop((agent_a, agent_b));
+    Ok(())
+}
+
+/// Node B's pod `server` (service account `backend`) takes from
+/// `frontend` only GETs under `/allowed` (Istio's AuthorizationPolicy).
+const POLICY: &str = r#"
+authorization_policies:
+  - name: server
+    namespace: default
+    service_account: backend
+    rules:
+      - from: [{ source: { principals: ["cluster.local/ns/default/sa/frontend"] } }]
+        to: [{ operation: { methods: ["GET"], paths: ["/allowed*"] } }]
+"#;
+
+#[test]
+fn authorization_policies_decide_by_the_identity_the_tunnel_carries() -> Result<()> {
+    require_root();
+    let (pins_a, pins_b) = (PinRoot::new(), PinRoot::new());
+    let t = two_nodes()?;
+    let dir = tempfile::tempdir()?;
+    let root = MeshRoot::generate()?;
+    // A pod of node B, enrolled, running as the allowed workload: its
+    // requests take the inbound side (same-node delivery would skip it).
+    let neighbour = t.node_b.add_pod("neighbour")?;
+    let _pause = neighbour.start_pause()?;
+    let pods_b = format!(
+        "pods:\n{}{}{}",
+        entry(&t.server, true, "backend"),
+        entry(&t.plain, false, "default"),
+        entry(&neighbour, true, "frontend")
+    );
+    let config_b = format!("{MINIMAL_CONFIG}{POLICY}");
+    let (agent_a, agent_b) = start_agents(
+        &t,
+        (&root, &root),
+        dir.path(),
+        (&pins_a, &pins_b),
+        (&config_b, &pods_b),
+    )?;
+    let logs = || format!("node A:\n{}\nnode B:\n{}", agent_a.log(), agent_b.log());
+    let get = |pod: &SimPod, target: &str, path: &str| {
+        run_client(pod, &["http", target, "svc.test", path, "1"]).map(|(_, text)| text)
+    };
+    // The client's workload, from its tunnel certificate: allowed paths only.
+    assert_eq!(
+        get(&t.client, TO_MESH, "/allowed/orders")?,
+        "1 200 server from 127.0.0.6",
+        "{}",
+        logs()
+    );
+    assert_eq!(
+        get(&t.client, TO_MESH, "/admin")?,
+        "1 403 RBAC: access denied"
+    );
+    // A pod outside the mesh is not authenticated: denied even where the
+    // client is allowed.
+    let server_app = SocketAddr::new(t.server.ip4.into(), APP_PORT).to_string();
+    assert_eq!(
+        get(&t.plain, &server_app, "/allowed/orders")?,
+        "1 403 RBAC: access denied"
+    );
+    // On the same node, the eBPF side names the neighbour; it runs as the
+    // allowed workload.
+    assert_eq!(
+        get(&neighbour, &server_app, "/allowed/orders")?,
+        "1 200 server from 127.0.0.6",
+        "{}",
+        logs()
+    );
+    assert_eq!(
+        get(&neighbour, &server_app, "/admin")?,
+        "1 403 RBAC: access denied"
+    );
+    // Opaque TCP matches no rule about HTTP requests: closed, no echo.
+    let echo = SocketAddr::new(t.server.ip4.into(), ECHO_PORT).to_string();
+    let (_, text) = run_client(&t.client, &["echo", &echo, "1024"])?;
+    assert_ne!(text, "identical");
+    let denied = |principal: &str, protocol: &str| {
+        sample(
+            &agent_b,
+            &t.node_b,
+            "weir_intercept_authz_denied_total",
+            &[
+                ("source_principal", principal),
+                ("destination_pod", "server"),
+                ("protocol", protocol),
+            ],
+        )
+    };
+    let frontend = "cluster.local/ns/default/sa/frontend";
+    assert_eq!(denied(frontend, "http")?, 2.0, "{}", logs());
+    assert_eq!(denied(frontend, "tcp")?, 1.0);
+    assert_eq!(denied("unknown", "http")?, 1.0);
     drop((agent_a, agent_b));
     Ok(())
 }

@@ -6,12 +6,14 @@
 //! Format reference: `docs/config.md`; JSON Schema: `config/schema.json`.
 
 mod addr;
+mod authz;
 mod cluster;
 mod duration;
 mod error;
 mod listener;
 mod locate;
 mod matcher;
+mod names;
 mod parse;
 mod raw;
 mod root;
@@ -21,6 +23,10 @@ mod tls;
 mod validate;
 
 pub use addr::ResolverAddress;
+pub use authz::{
+    AuthorizationPolicyConfig, AuthzFromConfig, AuthzOperationConfig, AuthzRuleConfig,
+    AuthzSourceConfig, AuthzToConfig, pattern_matches,
+};
 pub use cluster::{
     CircuitBreakersConfig, ClusterConfig, DiscoveryType, DnsCacheConfig, DnsLookupFamily,
     EndpointConfig, LbPolicy, OutlierDetectionConfig, UpstreamHttpConfig,
@@ -34,6 +40,7 @@ pub use listener::{
 pub use matcher::{
     HeaderMatcherConfig, PathMatch, QueryParameterMatcherConfig, RouteMatchConfig, ValueMatch,
 };
+pub use names::{check_namespace, check_service_account};
 pub use parse::{FileChecks, load_file, parse_str, parse_str_with};
 pub use root::{AdminConfig, DnsConfig, OutboundTrafficPolicy, ProxyConfig, StatsConfig};
 pub use route::{

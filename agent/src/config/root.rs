@@ -44,6 +44,10 @@ pub struct ProxyConfig {
     /// (Envoy's bootstrap `typed_dns_resolver_config`, c-ares).
     #[serde(default)]
     pub dns: DnsConfig,
+    /// Who may reach which enrolled pods, by workload identity (Istio's
+    /// `AuthorizationPolicy`, action ALLOW); `docs/mesh.md`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub authorization_policies: Vec<super::authz::AuthorizationPolicyConfig>,
 }
 
 /// Name resolution for every cluster; a cluster's `dns_resolvers` replace

@@ -8,22 +8,45 @@
 //! knows it (`peers`).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 
 use super::Shared;
 use super::passthrough::Upstream;
 use super::same_node::{LocalInbound, LocalPod};
 use crate::proxy::io::ByteCounters;
+use crate::proxy::runtime::Runtime;
 use crate::proxy::upstream::connector::{
     ConnectError, Connected, Connecting, Connection, Connector, Target,
 };
 use crate::proxy::upstream::egress::Egress;
 
-pub(super) struct InterceptConnector(Arc<Shared>);
+pub(super) struct InterceptConnector(Arc<Shared>, OnceLock<Weak<Runtime>>);
 
 impl InterceptConnector {
     pub(super) fn new(shared: Arc<Shared>) -> Self {
-        Self(shared)
+        Self(shared, OnceLock::new())
+    }
+
+    /// The runtime this connector serves, whose config says which pods
+    /// authorization policies select (set once, after the runtime is made
+    /// around this connector).
+    pub(super) fn serves(&self, runtime: &Arc<Runtime>) {
+        let _ = self.1.set(Arc::downgrade(runtime));
+    }
+
+    /// Whether same-node delivery may skip the inbound side for `pod`: not
+    /// when an authorization policy selects it, since only the inbound side
+    /// decides per request (a change of policies renews every cluster, so
+    /// no pooled connection outlives the policies it was opened under).
+    fn may_deliver_directly(&self, pod: &LocalPod) -> bool {
+        let Some(runtime) = self.1.get().and_then(Weak::upgrade) else {
+            return false;
+        };
+        let config = runtime.effective.load();
+        config
+            .as_ref()
+            .as_ref()
+            .is_none_or(|c| !super::authz::selects(&c.authorization_policies, &pod.identity))
     }
 
     async fn same_node(&self, pod: &LocalPod, addr: SocketAddr) -> Result<Connected, ConnectError> {
@@ -82,6 +105,7 @@ impl Connector for InterceptConnector {
         Box::pin(async move {
             if target.cleartext_http1
                 && let Some(pod) = self.0.same_node.lookup(target.addr)
+                && self.may_deliver_directly(&pod)
             {
                 return self.same_node(&pod, target.addr).await;
             }

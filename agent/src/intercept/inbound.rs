@@ -11,12 +11,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use http::{HeaderValue, Request, Response};
+use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::authz::{self, Decision, Operation, Principal};
 use super::detect::{self, Detected, Direction};
 use super::identity::{IdentityHandles, Labels, UNKNOWN};
 use super::outbound::X_WEIR_SOURCE;
@@ -28,6 +29,7 @@ use crate::proxy::drain::DrainWatch;
 use crate::proxy::http::local::{self, ResetReason};
 use crate::proxy::http::{internal, upgrade};
 use crate::proxy::io::Io;
+use crate::proxy::runtime::Runtime;
 
 /// The request head must arrive within this (the engine's listener default).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,8 +39,8 @@ pub(super) enum Client {
     /// A TCP peer: one of weir's own upstream sockets (`peers`), or unknown.
     Peer(ClientAddr),
     /// A workload of another node, named by the mesh tunnel it came through
-    /// (its peer's certificate: `tunnel_link`), never by what it sent.
-    Mesh { namespace: Arc<str> },
+    /// (its peer's certificate: `mesh_link`), never by what it sent.
+    Mesh(Principal),
 }
 
 pub(super) async fn serve<S>(
@@ -67,7 +69,14 @@ pub(super) async fn serve<S>(
             (peer, ns, name)
         }
         // The tunnel names a workload (namespace and service account), not a pod.
-        Client::Mesh { namespace } => (Peer::Unknown, namespace.clone(), UNKNOWN.into()),
+        Client::Mesh(p) => (Peer::Unknown, p.namespace.clone(), UNKNOWN.into()),
+    };
+    // Who authorization sees for the whole connection (HTTP: unless a
+    // trusted source header names a pod per request).
+    let principal = match (&client, &peer) {
+        (Client::Mesh(p), _) => Some(p.clone()),
+        (_, Peer::Pod(p)) => Some(inner.shared.principal_of(p)),
+        _ => None,
     };
     let destination = dst.to_string();
     let labels = Labels {
@@ -92,11 +101,15 @@ pub(super) async fn serve<S>(
                     pod,
                     destination,
                     peer == Peer::Weir,
-                    handles,
+                    (handles, principal),
                 ),
+                runtime: Arc::clone(&inner.runtime),
             });
             serve_http(io, conn, inner.runtime.drain_watch()).await;
             Ok(())
+        }
+        _ if !tcp_allowed(inner, &pod, principal.as_ref(), &src_ns, dst) => {
+            Err(InterceptError::Denied)
         }
         Detected::Tls { sni } => {
             m.tls(&labels, sni.as_deref());
@@ -107,6 +120,33 @@ pub(super) async fn serve<S>(
     if let Err(e) = result {
         log::debug!("inbound -> {dst}: {e}");
     }
+}
+
+/// Whether `source` may open a TLS or opaque connection to `pod` at `dst`
+/// (`authorization_policies`); a denial is counted.
+fn tcp_allowed(
+    inner: &Inner,
+    pod: &PodIdentity,
+    source: Option<&Principal>,
+    source_namespace: &str,
+    dst: SocketAddr,
+) -> bool {
+    let config = inner.runtime.effective.load();
+    let Some(config) = config.as_ref() else {
+        return true;
+    };
+    let op = Operation {
+        port: dst.port(),
+        http: None,
+    };
+    if authz::decide(&config.authorization_policies, pod, source, op) != Decision::Denied {
+        return true;
+    }
+    inner
+        .shared
+        .authz
+        .denied(source, source_namespace, pod, "tcp");
+    false
 }
 
 async fn tcp<S>(
@@ -135,21 +175,53 @@ struct AppConn {
     /// The kept-alive application connection (HTTP/1: one request at a time).
     tx: tokio::sync::Mutex<Option<SendRequest<Incoming>>>,
     accounting: Accounting,
+    /// Its installed config's `authorization_policies`, read per request.
+    runtime: Arc<Runtime>,
+}
+
+impl AppConn {
+    /// Whether `source` may send `req` (`authorization_policies`); a
+    /// denial is counted.
+    fn allows(&self, req: &Request<Incoming>, source: Option<&Principal>) -> bool {
+        let config = self.runtime.effective.load();
+        let Some(config) = config.as_ref() else {
+            return true;
+        };
+        let pod = &self.accounting.pod;
+        let op = Operation {
+            port: self.dst.port(),
+            http: Some((req.method().as_str(), req.uri().path())),
+        };
+        if authz::decide(&config.authorization_policies, pod, source, op) != Decision::Denied {
+            return true;
+        }
+        let namespace = source.map_or(UNKNOWN, |p| &*p.namespace);
+        self.accounting
+            .shared
+            .authz
+            .denied(source, namespace, pod, "http");
+        false
+    }
 }
 
 /// Counts the requests of one inbound connection with their source pod.
 pub(super) struct Accounting {
     /// The peer is weir's own socket: `x-weir-source` is believed.
     trusted: bool,
-    /// Handles of the connection's identity (source from `peers`, or unknown).
-    connection: Arc<IdentityHandles>,
+    /// Handles of the connection's identity (source from `peers`, or
+    /// unknown), and its principal when weir authenticated it.
+    connection: (Arc<IdentityHandles>, Option<Principal>),
     shared: Arc<Shared>,
     destination: String,
     pod: PodIdentity,
-    /// The last `x-weir-source` seen and its handles (a pooled weir
-    /// connection usually carries one source; no lookup per request then).
-    last_source: Mutex<Option<(HeaderValue, Arc<IdentityHandles>)>>,
+    /// The last `x-weir-source` seen, its handles and principal (a pooled
+    /// weir connection usually carries one source; no lookup per request then).
+    last_source: Mutex<Option<(HeaderValue, RequestSource)>>,
 }
+
+/// Who sent a request: its identity's counters, and its principal when
+/// weir authenticated it.
+pub(super) type RequestSource = (Arc<IdentityHandles>, Option<Principal>);
 
 impl Accounting {
     pub(super) fn new(
@@ -157,7 +229,7 @@ impl Accounting {
         pod: PodIdentity,
         destination: String,
         trusted: bool,
-        connection: Arc<IdentityHandles>,
+        connection: RequestSource,
     ) -> Self {
         Self {
             trusted,
@@ -169,8 +241,8 @@ impl Accounting {
         }
     }
 
-    /// The handles to count a request with: the trusted header's source, else the connection's.
-    pub(super) fn handles_for(&self, source: Option<HeaderValue>) -> Arc<IdentityHandles> {
+    /// Who sent a request: the trusted header's source, else the connection's.
+    pub(super) fn source_for(&self, source: Option<HeaderValue>) -> RequestSource {
         let Some(v) = source.filter(|_| self.trusted) else {
             return self.connection.clone();
         };
@@ -184,6 +256,7 @@ impl Accounting {
         let Some(src) = self.shared.sources.pod_of(&v) else {
             return self.connection.clone();
         };
+        let principal = Some(self.shared.principal_of(&src));
         let h = Arc::new(self.shared.metrics.identity(&Labels {
             direction: Direction::Inbound,
             source_namespace: &src.namespace,
@@ -192,10 +265,11 @@ impl Accounting {
             destination_namespace: &self.pod.namespace,
             destination_pod: &self.pod.name,
         }));
+        let source = (h, principal);
         if let Ok(mut last) = self.last_source.lock() {
-            *last = Some((v, h.clone()));
+            *last = Some((v, source.clone()));
         }
-        h
+        source
     }
 }
 
@@ -313,7 +387,13 @@ impl hyper::service::Service<Request<Incoming>> for InboundService {
         // Never reaches the application, whoever sent it.
         let source = internal::strip(req.headers_mut());
         Box::pin(async move {
-            let handles = conn.accounting.handles_for(source);
+            let (handles, principal) = conn.accounting.source_for(source);
+            if !conn.allows(&req, principal.as_ref()) {
+                handles.response(StatusCode::FORBIDDEN.as_u16());
+                let mut resp = local::reply(StatusCode::FORBIDDEN, authz::DENIED_BODY);
+                drain.close_after(&mut resp);
+                return Ok(resp);
+            }
             let (mut parts, body) = req.into_parts();
             let upgrade = upgrade::requested(&mut parts, &INBOUND_UPGRADES);
             let req = Request::from_parts(parts, body);

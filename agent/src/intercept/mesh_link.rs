@@ -32,6 +32,7 @@ use prometheus::{IntCounter, Registry};
 use tokio::net::TcpStream;
 
 use super::PodIdentity;
+use super::authz::Principal;
 use crate::mesh::{Identities, MeshConfig, MeshError, SpiffeId, server_name};
 use crate::pods::Workload;
 use crate::proxy::metrics::{MetricsError, counter};
@@ -259,6 +260,10 @@ impl MeshLink {
         label
     }
 
+    pub(super) fn trust_domain(&self) -> &str {
+        self.identities.trust_domain().as_str()
+    }
+
     fn is_pod_address(&self, dst: SocketAddr) -> bool {
         dst.port() != TUNNEL_PORT && self.pod_cidrs.iter().any(|c| c.contains(dst.ip()))
     }
@@ -404,13 +409,13 @@ async fn dial_from(egress: &Egress, peer: SocketAddr) -> io::Result<TcpStream> {
 }
 
 /// What the far end does with an admitted stream: serve it as an inbound
-/// connection to the pod from a workload of `namespace` (the peer
-/// certificate's, as a bounded label: [`MAX_SOURCE_NAMESPACES`]), the
+/// connection to the pod from `source`, the peer certificate's workload
+/// (its namespace a bounded label: [`MAX_SOURCE_NAMESPACES`]), the
 /// interceptor's inbound side.
 pub(super) trait Deliver: Send + Sync + 'static {
     fn deliver(
         &self,
-        namespace: Arc<str>,
+        source: Principal,
         target: SocketAddr,
         stream: TunnelStream,
     ) -> Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -450,8 +455,14 @@ impl<D: Deliver> TunnelHandler for PodEnd<D> {
             return Box::pin(async {});
         };
         self.link.metrics.streams[1].inc();
-        let namespace = self.link.namespace_label(&source.namespace);
-        self.deliver.deliver(namespace, target, stream)
+        let principal = Principal {
+            namespace: self.link.namespace_label(&source.namespace),
+            name: Arc::from(format!(
+                "{}/ns/{}/sa/{}",
+                source.trust_domain, source.namespace, source.service_account
+            )),
+        };
+        self.deliver.deliver(principal, target, stream)
     }
 }
 

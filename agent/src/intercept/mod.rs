@@ -13,6 +13,7 @@
 //! [`Interceptor`]: nothing is process-global.
 //! Design: `docs/architecture.md` ("Identity"); metrics: `docs/metrics.md`.
 
+mod authz;
 mod connector;
 pub(crate) mod detect;
 mod identity;
@@ -47,6 +48,8 @@ use crate::proxy::upstream::egress::{Egress, EgressError};
 pub struct PodIdentity {
     pub namespace: Arc<str>,
     pub name: Arc<str>,
+    /// Who it runs as: with the namespace, its principal for authorization.
+    pub service_account: Arc<str>,
 }
 
 /// Connects to an enrolled pod's application (implemented by the
@@ -84,6 +87,8 @@ pub enum InterceptError {
     Idle(std::time::Duration),
     #[error("idle connection shed: its pod is over its share near the node's cap")]
     Shed,
+    #[error("closed: authorization_policies deny its source")]
+    Denied,
 }
 
 /// Delivers the tunnel's streams to one pod as its inbound side serves a
@@ -97,7 +102,7 @@ struct TunnelDelivery {
 impl mesh_link::Deliver for TunnelDelivery {
     fn deliver(
         &self,
-        namespace: Arc<str>,
+        source: authz::Principal,
         target: SocketAddr,
         stream: crate::tunnel::TunnelStream,
     ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
@@ -105,7 +110,7 @@ impl mesh_link::Deliver for TunnelDelivery {
         let pod = self.pod.clone();
         let app = Arc::clone(&self.app);
         Box::pin(async move {
-            let client = inbound::Client::Mesh { namespace };
+            let client = inbound::Client::Mesh(source);
             let serve = inbound::serve(&interceptor.inner, stream, target, client, pod, app);
             interceptor.within_drain(serve).await;
         })
@@ -122,6 +127,7 @@ struct Shared {
     sources: source::Sources,
     /// The tunnel to other nodes' weir, when the agent has mesh credentials.
     mesh: Option<Arc<mesh_link::MeshLink>>,
+    authz: authz::AuthzMetrics,
 }
 
 impl Shared {
@@ -133,7 +139,18 @@ impl Shared {
             same_node: same_node::LocalPods::default(),
             sources: source::Sources::default(),
             mesh: None,
+            authz: authz::AuthzMetrics::new(registry)?,
         })
+    }
+
+    /// The principal of enrolled pod `pod` of this node, in the mesh's
+    /// trust domain (Kubernetes' default without the mesh).
+    fn principal_of(&self, pod: &PodIdentity) -> authz::Principal {
+        let trust_domain = self
+            .mesh
+            .as_ref()
+            .map_or(authz::DEFAULT_TRUST_DOMAIN, |m| m.trust_domain());
+        authz::Principal::new(trust_domain, &pod.namespace, &pod.service_account)
     }
 
     /// Connect to `addr` for `egress`'s pod: through the tunnel to the
@@ -220,6 +237,7 @@ impl Interceptor {
         });
         let connector = Arc::new(connector::InterceptConnector::new(Arc::clone(&shared)));
         let runtime = Arc::new(Runtime::with_connector(metrics, connector.clone()));
+        connector.serves(&runtime);
         let passthrough = passthrough::HttpPassthrough::new(runtime.metrics.clone(), connector);
         Ok(Self {
             inner: Arc::new(Inner {

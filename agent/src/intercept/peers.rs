@@ -83,6 +83,7 @@ mod tests {
         let pod = PodIdentity {
             namespace: "ns".into(),
             name: "p".into(),
+            service_account: "default".into(),
         };
         let peers = Peers::default();
         let ga = peers.register(a, None);

@@ -131,7 +131,7 @@ impl LocalInbound {
             pod.identity.clone(),
             destination,
             true,
-            handles,
+            (handles, None),
         );
         let inbound = Self {
             accounting,
@@ -153,7 +153,7 @@ impl LocalInbound {
 
     /// After the application answered: count the request with its source.
     fn answered<R>(&self, req_source: Option<HeaderValue>, resp: &mut Response<R>) {
-        let handles = self.accounting.handles_for(req_source);
+        let (handles, _) = self.accounting.source_for(req_source);
         handles.response(resp.status().as_u16());
         resp.headers_mut().remove(&X_WEIR_SOURCE);
     }
@@ -193,6 +193,7 @@ mod tests {
             identity: PodIdentity {
                 namespace: "ns".into(),
                 name: name.into(),
+                service_account: "default".into(),
             },
             ports,
             app: Arc::new(NoApp),
@@ -262,6 +263,7 @@ mod tests {
             .token(&PodIdentity {
                 namespace: "ns".into(),
                 name: "a".into(),
+                service_account: "default".into(),
             })
             .unwrap();
         let mut req = Request::builder()

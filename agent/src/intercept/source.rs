@@ -80,6 +80,7 @@ mod tests {
         PodIdentity {
             namespace: "ns".into(),
             name: name.into(),
+            service_account: "default".into(),
         }
     }
 

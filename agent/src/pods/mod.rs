@@ -27,5 +27,5 @@ pub use policy::{
     PodPolicy, PolicyError,
 };
 pub use resolve::{ResolveError, ResolvedPod, resolve};
-pub use spec::{DEFAULT_SERVICE_ACCOUNT, PodLocation, PodSpec, Workload, check_service_account};
+pub use spec::{DEFAULT_SERVICE_ACCOUNT, PodLocation, PodSpec, Workload};
 pub use watch::{PodsWatch, watch_pods_file};

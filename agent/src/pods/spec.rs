@@ -119,7 +119,7 @@ impl TryFrom<RawPod> for PodSpec {
         };
         let service_account = match raw.service_account {
             Some(sa) => {
-                check_service_account(&sa)?;
+                crate::config::check_service_account(&sa)?;
                 sa
             }
             None => DEFAULT_SERVICE_ACCOUNT.to_owned(),
@@ -138,28 +138,6 @@ impl TryFrom<RawPod> for PodSpec {
             location,
         })
     }
-}
-
-/// A service account name is a DNS-1123 subdomain, as Kubernetes checks it:
-/// it ends up in the pod's SPIFFE ID, so anything else is refused here, by
-/// name, rather than later as an identity no certificate can carry.
-pub fn check_service_account(name: &str) -> Result<(), String> {
-    let valid_chars = name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
-    let alnum = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    if name.is_empty()
-        || name.len() > 253
-        || !valid_chars
-        || !alnum(name.as_bytes().first())
-        || !alnum(name.as_bytes().last())
-    {
-        return Err(format!(
-            "service_account {name:?} is not a Kubernetes name (lowercase letters, digits, \
-             '-' and '.', starting and ending with a letter or digit, at most 253)"
-        ));
-    }
-    Ok(())
 }
 
 /// An annotation value: a string, as in Kubernetes. An unquoted `true` or `80`

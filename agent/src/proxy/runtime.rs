@@ -136,7 +136,25 @@ impl Runtime {
     /// keeps serving.
     pub async fn apply(&self, cfg: ProxyConfig) -> Result<(), ApplyError> {
         let mut st = self.state.lock().await;
-        let clusters = build::clusters(&cfg, &st.clusters, &self.metrics, &self.connector)?;
+        // A new say on who may reach which pod must not ride connections
+        // pooled under the old one (whoever embeds the engine may enforce it
+        // when it connects, not per request): every cluster is new then, so
+        // no pooled connection outlives the policies it was opened under.
+        let policies_changed = st
+            .config
+            .as_ref()
+            .is_some_and(|old| old.authorization_policies != cfg.authorization_policies);
+        let reusable = if policies_changed {
+            build::ClusterMap::new()
+        } else {
+            std::mem::take(&mut st.clusters)
+        };
+        let built = build::clusters(&cfg, &reusable, &self.metrics, &self.connector);
+        if !policies_changed {
+            // Refused or not, the installed state keeps its clusters.
+            st.clusters = reusable;
+        }
+        let clusters = built?;
         let mut states = Vec::new();
         for (i, l) in cfg.listeners.iter().enumerate() {
             let path = format!("listeners[{i}] ({})", l.name);

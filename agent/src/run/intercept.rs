@@ -37,6 +37,7 @@ fn identity(pod: &PodContext) -> PodIdentity {
     PodIdentity {
         namespace: Arc::clone(&pod.namespace),
         name: Arc::clone(&pod.name),
+        service_account: Arc::clone(&pod.workload.service_account),
     }
 }
 

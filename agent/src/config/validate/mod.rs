@@ -103,6 +103,72 @@ impl<'c> Checker<'c> {
             self.cluster(&clusters.index(i), cluster);
         }
         self.dns(&root.key("dns"), &config.dns);
+        self.authorization(&root.key("authorization_policies"), config);
+    }
+
+    fn authorization(&mut self, path: &DocPath, config: &'c ProxyConfig) {
+        let policies = &config.authorization_policies;
+        self.unique_names(path, policies.iter().map(|p| p.name.as_str()), "policy");
+        for (i, policy) in policies.iter().enumerate() {
+            let at = path.index(i);
+            if let Err(reason) = crate::config::check_namespace(&policy.namespace) {
+                self.report(at.key("namespace"), reason);
+            }
+            if let Some(sa) = &policy.service_account
+                && let Err(reason) = crate::config::check_service_account(sa)
+            {
+                self.report(at.key("service_account"), reason);
+            }
+            for (r, rule) in policy.rules.iter().enumerate() {
+                let rule_at = at.key("rules").index(r);
+                for (f, from) in rule.from.iter().enumerate() {
+                    let source = &from.source;
+                    let source_at = rule_at.key("from").index(f).key("source");
+                    if source.principals.is_empty() && source.namespaces.is_empty() {
+                        self.report(
+                            source_at.clone(),
+                            "a source lists principals or namespaces (leave `from` out to allow any source)",
+                        );
+                    }
+                    self.patterns(&source_at.key("principals"), &source.principals);
+                    self.patterns(&source_at.key("namespaces"), &source.namespaces);
+                }
+                for (t, to) in rule.to.iter().enumerate() {
+                    let op = &to.operation;
+                    let op_at = rule_at.key("to").index(t).key("operation");
+                    if op.ports.is_empty() && op.paths.is_empty() && op.methods.is_empty() {
+                        self.report(
+                            op_at.clone(),
+                            "an operation lists ports, paths or methods (leave `to` out to allow any)",
+                        );
+                    }
+                    for (p, port) in op.ports.iter().enumerate() {
+                        if *port == 0 {
+                            self.report(op_at.key("ports").index(p), "port 0 is no port");
+                        }
+                    }
+                    self.patterns(&op_at.key("paths"), &op.paths);
+                    for (m, method) in op.methods.iter().enumerate() {
+                        if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+                            self.report(
+                                op_at.key("methods").index(m),
+                                format!(
+                                    "{method:?} is not an HTTP method (upper case, as sent: GET)"
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn patterns(&mut self, path: &DocPath, patterns: &[String]) {
+        for (i, pattern) in patterns.iter().enumerate() {
+            if let Some(problem) = crate::config::authz::pattern_problem(pattern) {
+                self.report(path.index(i), format!("{pattern:?} {problem}"));
+            }
+        }
     }
 
     fn dns(&mut self, path: &DocPath, dns: &crate::config::DnsConfig) {

@@ -780,3 +780,52 @@ listeners:
     );
     assert!(parse_str_with(&unknown_cluster, "t.yaml", FileChecks::Skip).is_err());
 }
+
+#[test]
+fn authorization_policies_name_their_problems() {
+    let base = with_clusters("  - name: c1\n    endpoints: [{address: 127.0.0.1, port: 9001}]\n");
+    // Lines of the policies below start after `base`.
+    let first = base.lines().count() + 1;
+    let yaml = format!(
+        "{base}authorization_policies:
+  - name: p
+    namespace: Shop
+    service_account: backend
+    rules:
+      - from: [{{source: {{}}}}]
+        to: [{{operation: {{paths: [\"/a*b\"], methods: [get], ports: [0]}}}}]
+  - name: p
+    namespace: shop
+"
+    );
+    let err = error(&yaml);
+    let at = |offset: usize| first + offset;
+    for expected in [
+        format!(
+            "authorization_policies[1].name (line {}): duplicate policy name \"p\"",
+            at(7)
+        ),
+        format!(
+            "authorization_policies[0].namespace (line {}): namespace \"Shop\" is not a Kubernetes name",
+            at(2)
+        ),
+        format!(
+            "authorization_policies[0].rules[0].from[0].source (line {}): a source lists principals or namespaces",
+            at(5)
+        ),
+        format!(
+            "authorization_policies[0].rules[0].to[0].operation.ports[0] (line {}): port 0 is no port",
+            at(6)
+        ),
+        format!(
+            "authorization_policies[0].rules[0].to[0].operation.paths[0] (line {}): \"/a*b\" may hold `*` only",
+            at(6)
+        ),
+        format!(
+            "authorization_policies[0].rules[0].to[0].operation.methods[0] (line {}): \"get\" is not an HTTP method",
+            at(6)
+        ),
+    ] {
+        assert!(err.contains(&expected), "missing {expected:?} in:\n{err}");
+    }
+}
