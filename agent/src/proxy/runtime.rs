@@ -444,3 +444,31 @@ fn load_millis(slot: &AtomicU64) -> Option<Duration> {
         ms => Some(Duration::from_millis(ms)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = "listeners:\n  - name: l\n    address: 127.0.0.1:0\n    virtual_hosts:\n      - name: v\n        domains: [\"*\"]\n        routes:\n          - match: {prefix: /}\n            route: {cluster: c}\nclusters:\n  - name: c\n    endpoints: [{address: 127.0.0.1, port: 9}]\n";
+    const POLICY: &str = "authorization_policies:\n  - name: p\n    namespace: shop\n";
+
+    async fn cluster_after(rt: &Runtime, yaml: &str) -> Arc<super::super::cluster::Cluster> {
+        rt.apply(crate::config::parse_str(yaml, "t.yaml").unwrap())
+            .await
+            .unwrap();
+        rt.clusters().await.remove(0)
+    }
+
+    #[tokio::test]
+    async fn a_change_of_authorization_policies_renews_every_cluster() {
+        let rt = Runtime::new(Arc::new(Metrics::new().unwrap()));
+        let first = cluster_after(&rt, CONFIG).await;
+        let same = cluster_after(&rt, CONFIG).await;
+        assert!(Arc::ptr_eq(&first, &same), "an unchanged cluster is kept");
+        let with_policy = format!("{CONFIG}{POLICY}");
+        let renewed = cluster_after(&rt, &with_policy).await;
+        assert!(!Arc::ptr_eq(&same, &renewed), "new policies, new pools");
+        let kept = cluster_after(&rt, &with_policy).await;
+        assert!(Arc::ptr_eq(&renewed, &kept));
+    }
+}
