@@ -126,14 +126,23 @@ impl Harness {
     }
 }
 
-/// [`metric_value`] with the labels of `series` in any order (the exposition sorts them).
+/// The sum of the series of `series`' family that carry all of its labels,
+/// in any order (the exposition sorts them, and the families carry Istio's
+/// labels beside the ones a test names).
 fn mv(text: &str, series: &str) -> f64 {
     let Some((name, labels)) = series.split_once('{') else {
         return metric_value(text, series);
     };
-    let mut parts: Vec<&str> = labels.trim_end_matches('}').split(',').collect();
-    parts.sort_unstable();
-    metric_value(text, &format!("{name}{{{}}}", parts.join(",")))
+    let wanted: Vec<&str> = labels.trim_end_matches('}').split(',').collect();
+    text.lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix('{'))
+        .filter_map(|l| l.rsplit_once("} "))
+        .filter(|(have, _)| {
+            let have: Vec<&str> = have.split(',').collect();
+            wanted.iter().all(|w| have.contains(w))
+        })
+        .map(|(_, v)| v.trim().parse::<f64>().unwrap_or(0.0))
+        .sum()
 }
 
 fn pod(ns: &str, name: &str) -> PodIdentity {
@@ -141,6 +150,7 @@ fn pod(ns: &str, name: &str) -> PodIdentity {
         namespace: ns.into(),
         name: name.into(),
         service_account: "default".into(),
+        workload: "w".into(),
     }
 }
 

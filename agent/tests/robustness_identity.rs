@@ -33,6 +33,7 @@ fn pod(ns: &str, name: &str) -> PodIdentity {
         namespace: ns.into(),
         name: name.into(),
         service_account: "default".into(),
+        workload: "w".into(),
     }
 }
 

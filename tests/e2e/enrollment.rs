@@ -70,6 +70,7 @@ fn spec(pod: &SimPod, annotations: &[(&str, &str)]) -> PodSpec {
             .collect::<BTreeMap<_, _>>(),
         location: PodLocation::Cgroup(pod.cgroup_dir().to_path_buf()),
         service_account: "default".to_owned(),
+        workload_name: pod.name.clone(),
     }
 }
 

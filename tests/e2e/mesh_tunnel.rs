@@ -227,6 +227,19 @@ fn enrolled_pods_of_two_nodes_talk_through_the_mutual_tls_tunnel() -> Result<()>
             ("source_namespace", "default"),
             ("destination_pod", "server"),
             ("response_code_class", "2xx"),
+            // Istio's names of the same facts, for Kiali-style queries.
+            ("reporter", "destination"),
+            ("source_workload_namespace", "default"),
+            (
+                "source_principal",
+                "spiffe://cluster.local/ns/default/sa/frontend",
+            ),
+            ("destination_workload", "server"),
+            (
+                "destination_principal",
+                "spiffe://cluster.local/ns/default/sa/backend",
+            ),
+            ("connection_security_policy", "mutual_tls"),
         ],
     )?;
     assert_eq!(inbound, 5.0, "{}", logs());

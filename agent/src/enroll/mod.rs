@@ -40,6 +40,8 @@ pub struct PodContext {
     pub egress: Egress,
     /// Who it runs as (its mesh identity), also the tag of `egress`.
     pub workload: Workload,
+    /// Its workload's name (its controller), for metrics.
+    pub workload_name: Arc<str>,
     /// The pod's share of the proxy for the connections it makes...
     outbound: Arc<PodBudget>,
     /// ...and for connections to it.

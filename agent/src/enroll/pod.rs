@@ -152,6 +152,7 @@ impl EnrolledPod {
             uid: spec.uid.clone(),
             egress: PodContext::egress_for(spec, &sockets),
             workload: spec.workload(),
+            workload_name: Arc::from(spec.workload_name.as_str()),
             sockets,
             outbound: Arc::new(PodBudget::new(Arc::clone(node_budget), policy.limits)),
             inbound: Arc::new(PodBudget::new(Arc::clone(node_budget), policy.limits)),

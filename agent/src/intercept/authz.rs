@@ -32,6 +32,11 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// As Istio's metrics write it: `spiffe://<trust-domain>/ns/...`.
+    pub fn uri(&self) -> String {
+        format!("spiffe://{}", self.name)
+    }
+
     pub fn new(trust_domain: &str, namespace: &str, service_account: &str) -> Self {
         Self {
             namespace: Arc::from(namespace),
@@ -193,6 +198,7 @@ mod tests {
             namespace: ns.into(),
             name: "p".into(),
             service_account: sa.into(),
+            workload: "w".into(),
         }
     }
 

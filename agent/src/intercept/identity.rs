@@ -22,13 +22,31 @@ pub const MAX_SNI_VALUES: usize = 256;
 /// as `destination` values; later ones are counted as `PassthroughCluster`.
 pub const MAX_PASSTHROUGH_DESTINATIONS: usize = 1024;
 
-const ID: [&str; 6] = [
+/// Principal label values kept (an authenticated source's or a
+/// destination's, `spiffe://...`); later ones are counted as `other`. Pods
+/// of this node are far fewer; certificates from other nodes could name
+/// any.
+pub const MAX_PRINCIPALS: usize = 4096;
+
+/// weir's own labels, then Istio's standard ones with the same facts
+/// (`reporter`, `*_workload_namespace`, `*_workload`, `*_principal`,
+/// `connection_security_policy`), so that Kiali-style queries written for
+/// `istio_requests_total` read weir's families unchanged.
+const ID: [&str; 14] = [
     "direction",
     "source_namespace",
     "source_pod",
     "destination",
     "destination_namespace",
     "destination_pod",
+    "reporter",
+    "source_workload_namespace",
+    "source_workload",
+    "source_principal",
+    "destination_workload_namespace",
+    "destination_workload",
+    "destination_principal",
+    "connection_security_policy",
 ];
 
 /// The pod whose connections went around the proxy.
@@ -37,22 +55,65 @@ const BYPASS: [&str; 2] = ["source_namespace", "source_pod"];
 /// Who talks to whom: the identity labels of one connection.
 pub struct Labels<'a> {
     pub direction: Direction,
-    pub source_namespace: &'a str,
-    pub source_pod: &'a str,
+    pub source: Party<'a>,
     pub destination: &'a str,
-    pub destination_namespace: &'a str,
-    pub destination_pod: &'a str,
+    pub destination_pod: Party<'a>,
+    /// Istio's `connection_security_policy`: `mutual_tls` (through the mesh
+    /// tunnel), `none`, `unknown` (outbound: weir's own leg is decided later).
+    pub security: &'a str,
+}
+
+/// One end of a connection as the labels name it; [`Party::UNKNOWN`] when
+/// weir does not know it.
+#[derive(Clone, Copy)]
+pub struct Party<'a> {
+    pub namespace: &'a str,
+    pub pod: &'a str,
+    pub workload: &'a str,
+    /// `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`.
+    pub principal: &'a str,
+}
+
+impl<'a> Party<'a> {
+    /// Enrolled pod `pod`, whose principal is `principal` (`spiffe://...`).
+    pub fn of(pod: &'a super::PodIdentity, principal: &'a str) -> Self {
+        Self {
+            namespace: &pod.namespace,
+            pod: &pod.name,
+            workload: &pod.workload,
+            principal,
+        }
+    }
+
+    pub const UNKNOWN: Party<'static> = Party {
+        namespace: UNKNOWN,
+        pod: UNKNOWN,
+        workload: UNKNOWN,
+        principal: UNKNOWN,
+    };
 }
 
 impl Labels<'_> {
-    fn values(&self) -> [&str; 6] {
+    fn values(&self) -> [&str; 14] {
+        let (s, d) = (&self.source, &self.destination_pod);
         [
             self.direction.label(),
-            self.source_namespace,
-            self.source_pod,
+            s.namespace,
+            s.pod,
             self.destination,
-            self.destination_namespace,
-            self.destination_pod,
+            d.namespace,
+            d.pod,
+            match self.direction {
+                Direction::Outbound => "source",
+                Direction::Inbound => "destination",
+            },
+            s.namespace,
+            s.workload,
+            s.principal,
+            d.namespace,
+            d.workload,
+            d.principal,
+            self.security,
         ]
     }
 }
@@ -79,6 +140,7 @@ pub struct InterceptMetrics {
     pod_connect_failures: [IntCounter; 2],
     sni_seen: Mutex<HashSet<String>>,
     dst_seen: Mutex<HashSet<String>>,
+    principals_seen: Mutex<HashSet<String>>,
 }
 
 /// Handles of one (source, destination) pair.
@@ -230,6 +292,7 @@ impl InterceptMetrics {
             )?,
             sni_seen: Mutex::new(HashSet::new()),
             dst_seen: Mutex::new(HashSet::new()),
+            principals_seen: Mutex::new(HashSet::new()),
         })
     }
 
@@ -282,8 +345,19 @@ impl InterceptMetrics {
     }
 
     /// Resolve the handles of one connection's identity.
+    /// `l`'s label values, principals (9 and 12) within [`MAX_PRINCIPALS`].
+    fn values<'l>(&self, l: &'l Labels<'l>) -> [&'l str; 14] {
+        let mut v = l.values();
+        for i in [9, 12] {
+            if v[i] != UNKNOWN && !admit(&self.principals_seen, v[i], MAX_PRINCIPALS) {
+                v[i] = "other";
+            }
+        }
+        v
+    }
+
     pub fn identity(&self, l: &Labels<'_>) -> IdentityHandles {
-        let v = l.values();
+        let v = self.values(l);
         IdentityHandles {
             requests: CLASSES.map(|c| {
                 let mut vc = v.to_vec();
@@ -298,7 +372,7 @@ impl InterceptMetrics {
     }
 
     pub fn denied(&self, l: &Labels<'_>) {
-        self.denied.with_label_values(&l.values()).inc();
+        self.denied.with_label_values(&self.values(l)).inc();
     }
 
     /// Count a TLS connection; `sni` is bounded to [`MAX_SNI_VALUES`] values.
@@ -308,7 +382,7 @@ impl InterceptMetrics {
             Some(s) if admit(&self.sni_seen, s, MAX_SNI_VALUES) => s,
             Some(_) => "other",
         };
-        let mut v = l.values().to_vec();
+        let mut v = self.values(l).to_vec();
         v.push(sni);
         self.tls.with_label_values(&v).inc();
     }
@@ -347,11 +421,15 @@ mod tests {
         let m = InterceptMetrics::new(&r).unwrap();
         let l = Labels {
             direction: Direction::Outbound,
-            source_namespace: "ns",
-            source_pod: "p",
+            source: Party {
+                namespace: "ns",
+                pod: "p",
+                workload: "w",
+                principal: "spiffe://cluster.local/ns/ns/sa/default",
+            },
             destination: "d",
-            destination_namespace: UNKNOWN,
-            destination_pod: UNKNOWN,
+            destination_pod: Party::UNKNOWN,
+            security: UNKNOWN,
         };
         for i in 0..MAX_SNI_VALUES + 10 {
             m.tls(&l, Some(&format!("h{i}.example")));
@@ -363,5 +441,32 @@ mod tests {
             .find(|f| f.name() == "weir_intercept_tls_connections_total")
             .unwrap();
         assert_eq!(tls.get_metric().len(), MAX_SNI_VALUES + 1);
+    }
+
+    #[test]
+    fn principal_values_are_bounded() {
+        let r = Registry::new();
+        let m = InterceptMetrics::new(&r).unwrap();
+        for i in 0..MAX_PRINCIPALS + 10 {
+            let principal = format!("spiffe://td/ns/n/sa/s{i}");
+            let l = Labels {
+                direction: Direction::Inbound,
+                source: Party {
+                    principal: &principal,
+                    ..Party::UNKNOWN
+                },
+                destination: "d",
+                destination_pod: Party::UNKNOWN,
+                security: "mutual_tls",
+            };
+            m.identity(&l).connection();
+        }
+        let fams = r.gather();
+        let opened = fams
+            .iter()
+            .find(|f| f.name() == "weir_intercept_tcp_connections_opened_total")
+            .unwrap();
+        // The bound's worth of principals, and `other` for the rest.
+        assert_eq!(opened.get_metric().len(), MAX_PRINCIPALS + 1);
     }
 }

@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::authz::{self, Decision, Operation, Principal};
 use super::detect::{self, Detected, Direction};
-use super::identity::{IdentityHandles, Labels, UNKNOWN};
+use super::identity::{IdentityHandles, Labels, Party, UNKNOWN};
 use super::outbound::X_WEIR_SOURCE;
 use super::peers::Peer;
 use super::{AppConnector, Inner, InterceptError, PodIdentity, Shared, passthrough};
@@ -59,17 +59,9 @@ pub(super) async fn serve<S>(
     m.detected(Direction::Inbound, &detected);
     // Looked up after detection: by then the client's socket (if weir's) is
     // registered, as weir registers it before sending anything on it.
-    let (peer, src_ns, src_pod) = match &client {
-        Client::Peer(addr) => {
-            let peer = inner.shared.peers.lookup(addr.0);
-            let (ns, name) = match &peer {
-                Peer::Pod(p) => (p.namespace.clone(), p.name.clone()),
-                _ => (UNKNOWN.into(), UNKNOWN.into()),
-            };
-            (peer, ns, name)
-        }
-        // The tunnel names a workload (namespace and service account), not a pod.
-        Client::Mesh(p) => (Peer::Unknown, p.namespace.clone(), UNKNOWN.into()),
+    let peer = match &client {
+        Client::Peer(addr) => inner.shared.peers.lookup(addr.0),
+        Client::Mesh(_) => Peer::Unknown,
     };
     // Who authorization sees for the whole connection (HTTP: unless a
     // trusted source header names a pod per request).
@@ -78,14 +70,34 @@ pub(super) async fn serve<S>(
         (_, Peer::Pod(p)) => Some(inner.shared.principal_of(p)),
         _ => None,
     };
+    let source_principal = principal.as_ref().map(Principal::uri);
+    let source = match (&client, &peer) {
+        (_, Peer::Pod(p)) => Party {
+            namespace: &p.namespace,
+            pod: &p.name,
+            workload: &p.workload,
+            principal: source_principal.as_deref().unwrap_or(UNKNOWN),
+        },
+        // The tunnel names a workload (namespace and service account), not a pod.
+        (Client::Mesh(p), _) => Party {
+            namespace: &p.namespace,
+            principal: source_principal.as_deref().unwrap_or(UNKNOWN),
+            ..Party::UNKNOWN
+        },
+        _ => Party::UNKNOWN,
+    };
+    let src_ns: Arc<str> = Arc::from(source.namespace);
     let destination = dst.to_string();
+    let pod_principal = inner.shared.principal_of(&pod).uri();
     let labels = Labels {
         direction: Direction::Inbound,
-        source_namespace: &src_ns,
-        source_pod: &src_pod,
+        source,
         destination: &destination,
-        destination_namespace: &pod.namespace,
-        destination_pod: &pod.name,
+        destination_pod: Party::of(&pod, &pod_principal),
+        security: match client {
+            Client::Mesh(_) => "mutual_tls",
+            Client::Peer(_) => "none",
+        },
     };
     let handles = Arc::new(m.identity(&labels));
     let _open = handles.connection();
@@ -256,15 +268,16 @@ impl Accounting {
         let Some(src) = self.shared.sources.pod_of(&v) else {
             return self.connection.clone();
         };
-        let principal = Some(self.shared.principal_of(&src));
+        let principal = self.shared.principal_of(&src);
+        let (source_uri, pod_uri) = (principal.uri(), self.shared.principal_of(&self.pod).uri());
         let h = Arc::new(self.shared.metrics.identity(&Labels {
             direction: Direction::Inbound,
-            source_namespace: &src.namespace,
-            source_pod: &src.name,
+            source: Party::of(&src, &source_uri),
             destination: &self.destination,
-            destination_namespace: &self.pod.namespace,
-            destination_pod: &self.pod.name,
+            destination_pod: Party::of(&self.pod, &pod_uri),
+            security: "none",
         }));
+        let principal = Some(principal);
         let source = (h, principal);
         if let Ok(mut last) = self.last_source.lock() {
             *last = Some((v, source.clone()));

@@ -50,6 +50,8 @@ pub struct PodIdentity {
     pub name: Arc<str>,
     /// Who it runs as: with the namespace, its principal for authorization.
     pub service_account: Arc<str>,
+    /// Its workload's name (its controller), Istio's `*_workload` label.
+    pub workload: Arc<str>,
 }
 
 /// Connects to an enrolled pod's application (implemented by the

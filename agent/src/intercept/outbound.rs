@@ -12,7 +12,7 @@ use bytes::BytesMut;
 use tokio::net::TcpStream;
 
 use super::detect::{self, Detected, Direction};
-use super::identity::{IdentityHandles, Labels, UNKNOWN};
+use super::identity::{IdentityHandles, Labels, Party, UNKNOWN};
 use super::{Inner, InterceptError, PodIdentity, RequestShare, passthrough};
 use crate::addr::{ClientAddr, OrigDst};
 use crate::config::OutboundTrafficPolicy;
@@ -56,13 +56,13 @@ pub(super) async fn serve(
         Some(l) => l.name.to_string(),
         None => m.passthrough_destination(orig.0.to_string()),
     };
+    let source_uri = inner.shared.principal_of(&source).uri();
     let labels = Labels {
         direction: Direction::Outbound,
-        source_namespace: &source.namespace,
-        source_pod: &source.name,
+        source: Party::of(&source, &source_uri),
         destination: &destination,
-        destination_namespace: UNKNOWN,
-        destination_pod: UNKNOWN,
+        destination_pod: Party::UNKNOWN,
+        security: UNKNOWN,
     };
     let handles = Arc::new(m.identity(&labels));
     let _open = handles.connection();

@@ -84,6 +84,7 @@ mod tests {
             namespace: "ns".into(),
             name: "p".into(),
             service_account: "default".into(),
+            workload: "w".into(),
         };
         let peers = Peers::default();
         let ga = peers.register(a, None);

@@ -23,7 +23,7 @@ use hyper::body::Incoming;
 use prometheus::IntCounter;
 
 use super::detect::{Detected, Direction};
-use super::identity::{ConnCount, Labels, UNKNOWN};
+use super::identity::{ConnCount, Labels, Party};
 use super::inbound::Accounting;
 use super::outbound::X_WEIR_SOURCE;
 use super::{AppConnector, PodIdentity, Shared};
@@ -116,13 +116,13 @@ impl LocalInbound {
         m.same_node.inc();
         let destination = addr.to_string();
         // The connection's own source is weir, not a pod (as `peers::Peer::Weir`).
+        let pod_uri = shared.principal_of(&pod.identity).uri();
         let handles = Arc::new(m.identity(&Labels {
             direction: Direction::Inbound,
-            source_namespace: UNKNOWN,
-            source_pod: UNKNOWN,
+            source: Party::UNKNOWN,
             destination: &destination,
-            destination_namespace: &pod.identity.namespace,
-            destination_pod: &pod.identity.name,
+            destination_pod: Party::of(&pod.identity, &pod_uri),
+            security: "none",
         }));
         let open = handles.connection();
         let (to_app, from_app) = (handles.received.clone(), handles.sent.clone());
@@ -194,6 +194,7 @@ mod tests {
                 namespace: "ns".into(),
                 name: name.into(),
                 service_account: "default".into(),
+                workload: "w".into(),
             },
             ports,
             app: Arc::new(NoApp),
@@ -264,6 +265,7 @@ mod tests {
                 namespace: "ns".into(),
                 name: "a".into(),
                 service_account: "default".into(),
+                workload: "w".into(),
             })
             .unwrap();
         let mut req = Request::builder()

@@ -81,6 +81,7 @@ mod tests {
             namespace: "ns".into(),
             name: name.into(),
             service_account: "default".into(),
+            workload: "w".into(),
         }
     }
 

@@ -55,6 +55,7 @@ fn parses_every_field_in_block_and_flow_style() {
                 ]),
                 location: PodLocation::Cgroup(PathBuf::from("kubepods/besteffort/pod3f2a-01")),
                 service_account: "default".to_owned(),
+                workload_name: "web".to_owned(),
             },
             PodSpec {
                 namespace: "shop".into(),
@@ -64,6 +65,7 @@ fn parses_every_field_in_block_and_flow_style() {
                 annotations: BTreeMap::new(),
                 location: PodLocation::Pid(4242),
                 service_account: "default".to_owned(),
+                workload_name: "db".to_owned(),
             },
         ]
     );
@@ -105,7 +107,7 @@ fn unknown_field_is_refused() {
     let yaml = "pods:\n  - namespace: default\n    name: a\n    uid: u1\n    ips: [10.0.0.1]\n    pid: 1\n    labels: {app: a}\n";
     assert_eq!(
         error(yaml),
-        "pods.yaml: pods[0].labels (line 7): unknown field `labels`, expected one of `namespace`, `name`, `uid`, `ips`, `annotations`, `cgroup`, `pid`, `service_account`"
+        "pods.yaml: pods[0].labels (line 7): unknown field `labels`, expected one of `namespace`, `name`, `uid`, `ips`, `annotations`, `cgroup`, `pid`, `service_account`, `workload`"
     );
 }
 
@@ -314,6 +316,11 @@ fn a_service_account_is_a_kubernetes_name() {
         "pods:\n  - {namespace: shop, name: db, uid: u1, ips: [10.0.0.6], pid: 1, service_account: orders-db}\n",
     );
     assert_eq!(named[0].service_account, "orders-db");
+    assert_eq!(named[0].workload_name, "db", "the pod's name by default");
+    let with_workload = parse(
+        "pods:\n  - {namespace: shop, name: db-0, uid: u1, ips: [10.0.0.6], pid: 1, workload: db}\n",
+    );
+    assert_eq!(with_workload[0].workload_name, "db");
     let err = error(
         "pods:\n  - {namespace: shop, name: db, uid: u1, ips: [10.0.0.6], pid: 1, service_account: Orders/DB}\n",
     );

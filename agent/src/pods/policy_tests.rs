@@ -15,6 +15,7 @@ fn pod(annotations: &[(&str, &str)]) -> PodSpec {
             .collect::<BTreeMap<_, _>>(),
         location: PodLocation::Pid(1),
         service_account: "default".to_owned(),
+        workload_name: "web".to_owned(),
     }
 }
 

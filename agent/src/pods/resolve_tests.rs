@@ -16,6 +16,7 @@ fn spec(uid: &str, location: PodLocation) -> PodSpec {
         annotations: BTreeMap::new(),
         location,
         service_account: "default".to_owned(),
+        workload_name: "web".to_owned(),
     }
 }
 

@@ -35,6 +35,10 @@ pub struct PodSpec {
     /// unset): with its namespace, what its mesh identity names
     /// (`spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`).
     pub service_account: String,
+    /// The workload the pod belongs to, as Istio names it in metrics
+    /// (`source_workload`): its controller (a Deployment's name for a pod
+    /// of its ReplicaSet), else the pod's own name.
+    pub workload_name: String,
 }
 
 /// Who a pod runs as: what its mesh identity names
@@ -98,6 +102,8 @@ struct RawPod {
     pid: Option<u32>,
     #[serde(default)]
     service_account: Option<String>,
+    #[serde(default)]
+    workload: Option<String>,
 }
 
 impl TryFrom<RawPod> for PodSpec {
@@ -124,8 +130,17 @@ impl TryFrom<RawPod> for PodSpec {
             }
             None => DEFAULT_SERVICE_ACCOUNT.to_owned(),
         };
+        let workload_name = match raw.workload {
+            Some(w) => {
+                crate::config::check_service_account(&w)
+                    .map_err(|_| format!("workload {w:?} is not a Kubernetes name"))?;
+                w
+            }
+            None => raw.name.clone(),
+        };
         Ok(PodSpec {
             service_account,
+            workload_name,
             namespace: raw.namespace,
             name: raw.name,
             uid: raw.uid,

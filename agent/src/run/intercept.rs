@@ -38,6 +38,7 @@ fn identity(pod: &PodContext) -> PodIdentity {
         namespace: Arc::clone(&pod.namespace),
         name: Arc::clone(&pod.name),
         service_account: Arc::clone(&pod.workload.service_account),
+        workload: Arc::clone(&pod.workload_name),
     }
 }
 

@@ -79,7 +79,28 @@ pub fn pod_spec(pod: &Pod) -> Result<PodSpec, NotEnrollable> {
             .and_then(|spec| spec.service_account_name.clone())
             .filter(|sa| !sa.is_empty())
             .unwrap_or_else(|| DEFAULT_SERVICE_ACCOUNT.to_owned()),
+        workload_name: workload_name(pod, name),
     })
+}
+
+/// The pod's workload as Istio names it: its controlling owner, a
+/// ReplicaSet read as its Deployment (the ReplicaSet's name without the
+/// pod-template hash Kubernetes appends); no controller: the pod itself.
+fn workload_name(pod: &Pod, pod_name: &str) -> String {
+    let owner = pod
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true));
+    match owner {
+        Some(o) if o.kind == "ReplicaSet" => match o.name.rsplit_once('-') {
+            Some((deployment, _hash)) if !deployment.is_empty() => deployment.to_owned(),
+            _ => o.name.clone(),
+        },
+        Some(o) => o.name.clone(),
+        None => pod_name.to_owned(),
+    }
 }
 
 /// `status.podIPs` (dual stack), else `status.podIP`; duplicates removed.

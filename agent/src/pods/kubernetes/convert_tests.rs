@@ -92,3 +92,24 @@ fn the_service_account_is_the_pods_or_kubernetes_default() {
     named.spec.as_mut().unwrap().service_account_name = Some("checkout".to_owned());
     assert_eq!(pod_spec(&named).unwrap().service_account, "checkout");
 }
+
+#[test]
+fn the_workload_is_the_controller_a_replica_set_read_as_its_deployment() {
+    let mut from_deployment = running(serde_json::json!({"podIP": "192.0.2.7"}));
+    from_deployment.metadata.owner_references = Some(vec![serde_json::from_value(
+        serde_json::json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "checkout-7c9d8f6b5", "uid": "u", "controller": true}),
+    )
+    .unwrap()]);
+    assert_eq!(
+        pod_spec(&from_deployment).unwrap().workload_name,
+        "checkout"
+    );
+    let mut stateful = running(serde_json::json!({"podIP": "192.0.2.7"}));
+    stateful.metadata.owner_references = Some(vec![serde_json::from_value(
+        serde_json::json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db", "uid": "u", "controller": true}),
+    )
+    .unwrap()]);
+    assert_eq!(pod_spec(&stateful).unwrap().workload_name, "db");
+    let bare = pod_spec(&running(serde_json::json!({"podIP": "192.0.2.7"}))).unwrap();
+    assert_eq!(bare.workload_name, "web");
+}
