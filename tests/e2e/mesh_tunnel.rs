@@ -144,13 +144,18 @@ fn start_agents(
     dir: &Path,
     (pins_a, pins_b): (&PinRoot, &PinRoot),
     (config_b, pods_b): (&str, &str),
+    extra_args: &[&str],
 ) -> Result<(AgentProcess, AgentProcess)> {
+    let with_extra = |mut args: Vec<String>| {
+        args.extend(extra_args.iter().map(|a| a.to_string()));
+        args
+    };
     let agent_b = agent(
         &t.node_b,
         config_b,
         pods_b,
         pins_b,
-        mesh_args(root_b, &dir.join("b"))?,
+        with_extra(mesh_args(root_b, &dir.join("b"))?),
     )?;
     let to_app = |pod: &SimPod| SocketAddr::new(pod.ip4.into(), APP_PORT);
     let agent_a = agent(
@@ -158,7 +163,7 @@ fn start_agents(
         &node_a_config(to_app(&t.server), to_app(&t.plain)),
         &format!("pods:\n{}", entry(&t.client, true, "frontend")),
         pins_a,
-        mesh_args(root_a, &dir.join("a"))?,
+        with_extra(mesh_args(root_a, &dir.join("a"))?),
     )?;
     Ok((agent_a, agent_b))
 }
@@ -205,6 +210,7 @@ fn enrolled_pods_of_two_nodes_talk_through_the_mutual_tls_tunnel() -> Result<()>
         dir.path(),
         (&pins_a, &pins_b),
         (MINIMAL_CONFIG, &pods_b),
+        &[],
     )?;
     let logs = || format!("node A:\n{}\nnode B:\n{}", agent_a.log(), agent_b.log());
 
@@ -299,6 +305,7 @@ fn an_agent_of_another_mesh_gets_no_byte_not_even_in_plain_text() -> Result<()> 
         dir.path(),
         (&pins_a, &pins_b),
         (MINIMAL_CONFIG, &pods_b),
+        &[],
     )?;
     let logs = || format!("node A:\n{}\nnode B:\n{}", agent_a.log(), agent_b.log());
     // Envoy's answer to an upstream it could not connect to.
@@ -375,6 +382,7 @@ fn authorization_policies_decide_by_the_identity_the_tunnel_carries() -> Result<
         dir.path(),
         (&pins_a, &pins_b),
         (&config_b, &pods_b),
+        &[],
     )?;
     let logs = || format!("node A:\n{}\nnode B:\n{}", agent_a.log(), agent_b.log());
     let get = |pod: &SimPod, target: &str, path: &str| {
@@ -430,6 +438,75 @@ fn authorization_policies_decide_by_the_identity_the_tunnel_carries() -> Result<
     assert_eq!(denied(frontend, "http")?, 2.0, "{}", logs());
     assert_eq!(denied(frontend, "tcp")?, 1.0);
     assert_eq!(denied("unknown", "http")?, 1.0);
+    drop((agent_a, agent_b));
+    Ok(())
+}
+
+#[test]
+fn workload_certificates_rotate_and_open_connections_outlive_them() -> Result<()> {
+    require_root();
+    let (pins_a, pins_b) = (PinRoot::new(), PinRoot::new());
+    let t = two_nodes()?;
+    // A second enrolled pod of node B: a destination of its own, so a
+    // tunnel connection of its own, opened after the first certificates expired.
+    let later = t.node_b.add_pod("later")?;
+    let app = format!("0.0.0.0:{APP_PORT}");
+    let _later = (
+        later.start_pause()?,
+        later.start_server(&sim_server(), &["http", "later", &app], APP_PORT)?,
+    );
+    let dir = tempfile::tempdir()?;
+    let root = MeshRoot::generate()?;
+    let pods_b = format!(
+        "pods:\n{}{}",
+        entry(&t.server, true, "backend"),
+        entry(&later, true, "backend")
+    );
+    let ttl = Duration::from_secs(3);
+    let (agent_a, agent_b) = start_agents(
+        &t,
+        (&root, &root),
+        dir.path(),
+        (&pins_a, &pins_b),
+        (MINIMAL_CONFIG, &pods_b),
+        &["--mesh-workload-cert-ttl", "3s"],
+    )?;
+    let logs = || format!("node A:\n{}\nnode B:\n{}", agent_a.log(), agent_b.log());
+    let outbound_tunnels = || {
+        sample(
+            &agent_a,
+            &t.node_a,
+            "weir_mesh_tunnel_connections_total",
+            &[("direction", "outbound")],
+        )
+    };
+    assert_eq!(
+        gets(&t.client, TO_MESH, 1)?,
+        "1 200 server from 127.0.0.6",
+        "{}",
+        logs()
+    );
+    assert_eq!(outbound_tunnels()?, 1.0);
+    // Time itself is what this waits for: past the first certificates' end.
+    std::thread::sleep(ttl + Duration::from_secs(1));
+    // The tunnel connection made with them carries on.
+    assert_eq!(
+        gets(&t.client, TO_MESH, 1)?,
+        "1 200 server from 127.0.0.6",
+        "{}",
+        logs()
+    );
+    assert_eq!(outbound_tunnels()?, 1.0, "{}", logs());
+    // A new one handshakes with reissued certificates (an expired one on
+    // either side would fail it: a 503 here).
+    let later_app = SocketAddr::new(later.ip4.into(), APP_PORT).to_string();
+    assert_eq!(
+        gets(&t.client, &later_app, 1)?,
+        "1 200 later from 127.0.0.6",
+        "{}",
+        logs()
+    );
+    assert_eq!(outbound_tunnels()?, 2.0, "{}", logs());
     drop((agent_a, agent_b));
     Ok(())
 }
