@@ -91,7 +91,7 @@ pub fn render(s: &Value) -> String {
 }
 
 fn config(out: &mut String, c: &Value) {
-    let now = now_unix();
+    let now = crate::proxy::runtime::unix_now();
     let _ = write!(
         out,
         "Config: generation {}, applied {} ago",
@@ -260,12 +260,6 @@ fn duration(secs: u64) -> String {
     }
 }
 
-fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,7 +274,7 @@ mod tests {
 
     #[test]
     fn a_status_renders_as_tables() {
-        let now = now_unix();
+        let now = crate::proxy::runtime::unix_now();
         let s = serde_json::json!({
             "version": "0.1.0", "uptime_seconds": 75, "ready": true,
             "config": {"generation": 2, "applied_at_unix": now - 10,

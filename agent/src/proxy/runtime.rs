@@ -95,7 +95,8 @@ pub struct Refused {
     pub error: String,
 }
 
-fn unix_now() -> u64 {
+/// Seconds since the Unix epoch (0 before it), as the status documents say times.
+pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
