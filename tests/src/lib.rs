@@ -17,6 +17,7 @@ pub mod pins;
 mod pod;
 pub mod scenario;
 pub mod service;
+pub mod sidecar;
 pub mod support;
 pub mod wait;
 

@@ -32,13 +32,13 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use benchkit::intercept::Scenario;
-use benchkit::load::{Load, Mode, report_from_output};
+use benchkit::load::{Load, Mode, Run, report_from_output};
 use benchkit::measure;
 use benchkit::sample::{Sample, Subject};
 use clap::Parser;
@@ -357,15 +357,7 @@ fn print_pool_hits(hits: &[(Scenario, Mode, f64)], scenarios: &[Scenario], loads
 }
 
 fn print_sample(s: &Sample<Scenario>, rounds: u32, pool_hits: Option<f64>) {
-    let mut line = format!(
-        "round {}/{rounds} {:<16} {:<16} {:>8.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms",
-        s.round + 1,
-        s.mode.label(),
-        s.kind.name(),
-        s.wrk.requests_per_sec,
-        s.wrk.p50_us / 1e3,
-        s.wrk.p99_us / 1e3,
-    );
+    let mut line = s.progress_line(rounds);
     if s.kind.through_weir() {
         let _ = write!(line, "  weir {:>6.1} µs/req", s.cpu_us_per_request());
     }
@@ -383,31 +375,6 @@ fn print_sample(s: &Sample<Scenario>, rounds: u32, pool_hits: Option<f64>) {
         );
     }
     println!("{line}");
-}
-
-/// One load: wrk for the saturating ones, `latency-probe` for the set-rate ones.
-struct Run<'a> {
-    load: Load<'a>,
-    probe: &'a Path,
-    rate: u32,
-}
-
-impl Run<'_> {
-    fn command(&self) -> Command {
-        let load = &self.load;
-        if !load.mode.is_fixed_rate() {
-            return load.command();
-        }
-        let mut cmd = Command::new(self.probe);
-        cmd.arg(load.url)
-            .arg(format!("--rate={}", self.rate))
-            .arg(format!("--connections={}", load.connections))
-            .arg(format!("--duration-ms={}", load.duration.as_millis()));
-        if load.mode == Mode::RateConnectionPerRequest {
-            cmd.arg("--new-connection");
-        }
-        cmd
-    }
 }
 
 /// What stands between a client pod and the backend.

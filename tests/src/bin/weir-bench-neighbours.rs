@@ -43,12 +43,15 @@ use clap::Parser;
 use weir_tests::agent::{AgentOptions, AgentProcess, http_get};
 use weir_tests::iptables::IptablesRedirect;
 use weir_tests::pins::PinRoot;
-use weir_tests::support::{require_root, sim_client, sim_server, wait_ready_in};
+use weir_tests::sidecar::{
+    SIDECAR_ADMIN, SIDECAR_INBOUND, SIDECAR_OUTBOUND, Sidecar, sidecar_rules, start_envoy,
+};
+use weir_tests::support::{require_root, sim_client, sim_server};
 use weir_tests::{PodProcess, SimNode, SimPod, wait};
 
 #[path = "neighbours/proxies.rs"]
 mod proxies;
-use proxies::{envoy_config, sidecar_rules, start_envoy, weir_config};
+use proxies::{envoy_config, weir_config};
 #[path = "neighbours/attacker.rs"]
 mod attacker;
 use attacker::Attacker;
@@ -59,13 +62,6 @@ const SERVICE: &str = "198.51.100.20";
 const OTHER: &str = "198.51.100.21";
 const APP_PORT: u16 = 8080;
 const SINK_PORT: u16 = 9000;
-/// Istio's sidecar ports and the uid its iptables rules leave alone.
-const SIDECAR_OUTBOUND: u16 = 15001;
-const SIDECAR_INBOUND: u16 = 15006;
-const SIDECAR_ADMIN: u16 = 15000;
-const SIDECAR_UID: &str = "1337";
-/// Istio's default `concurrency` for sidecars.
-const SIDECAR_WORKERS: &str = "2";
 /// B's requests a second, on one keep-alive connection.
 const B_RATE: u32 = 100;
 /// The floods' wrk connections (one thread), as in the other benchmarks.
@@ -236,12 +232,6 @@ enum Proxies {
     Weir(Box<AgentProcess>),
     /// An Envoy per pod, by the pod's name.
     Sidecars(Vec<Sidecar>),
-}
-
-struct Sidecar {
-    role: &'static str,
-    process: PodProcess,
-    log: PathBuf,
 }
 
 struct Mesh<'n> {

@@ -127,6 +127,34 @@ impl Load<'_> {
     }
 }
 
+/// One load of a benchmark on a simulated node: wrk for the saturating
+/// loads, `latency-probe` (`probe`) at `rate` for the set-rate ones.
+#[derive(Debug, Clone)]
+pub struct Run<'a> {
+    pub load: Load<'a>,
+    pub probe: &'a Path,
+    pub rate: u32,
+}
+
+impl Run<'_> {
+    /// The command to run, wherever it runs (a pod's namespace).
+    pub fn command(&self) -> Command {
+        let load = &self.load;
+        if !load.mode.is_fixed_rate() {
+            return load.command();
+        }
+        let mut cmd = Command::new(self.probe);
+        cmd.arg(load.url)
+            .arg(format!("--rate={}", self.rate))
+            .arg(format!("--connections={}", load.connections))
+            .arg(format!("--duration-ms={}", load.duration.as_millis()));
+        if load.mode == Mode::RateConnectionPerRequest {
+            cmd.arg("--new-connection");
+        }
+        cmd
+    }
+}
+
 /// wrk's report from a finished wrk process (started by [`Load::command`],
 /// wherever it ran), or why there is none.
 pub fn report_from_output(out: &Output) -> Result<WrkReport> {

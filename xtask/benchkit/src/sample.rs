@@ -34,6 +34,22 @@ impl<K> Sample<K> {
     }
 }
 
+impl<K: Subject> Sample<K> {
+    /// The start of a run's progress line: round, load, subject, rate and
+    /// latency (a benchmark appends what else it measured).
+    pub fn progress_line(&self, rounds: u32) -> String {
+        format!(
+            "round {}/{rounds} {:<22} {:<16} {:>8.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms",
+            self.round + 1,
+            self.mode.label(),
+            self.kind.name(),
+            self.wrk.requests_per_sec,
+            self.wrk.p50_us / 1e3,
+            self.wrk.p99_us / 1e3,
+        )
+    }
+}
+
 /// Medians of one subject under one load.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Summary<K> {

@@ -509,6 +509,56 @@ fn simulated_node_prerequisites(
     Ok((wrk, iptables))
 }
 
+/// Runs a simulated-node benchmark binary (`cmd`, with its own arguments)
+/// as `bench neighbours` does: with wrk, latency-probe and the release weir
+/// (Envoy when given), between two readings of the load average; returns
+/// those readings and the report the binary wrote to `out`.
+fn run_on_simulated_nodes(
+    root: &Path,
+    cmd: &mut std::process::Command,
+    (wrk, envoy): (&Path, Option<&Path>),
+    out: &Path,
+) -> Result<([String; 2], String)> {
+    let release = root.join("target/release");
+    cmd.arg("--wrk")
+        .arg(wrk)
+        .arg("--probe")
+        .arg(release.join("latency-probe"))
+        .arg("--out")
+        .arg(out)
+        .env("WEIR_TEST_PREBUILT_WEIR", release.join("weir"));
+    if let Some(envoy) = envoy {
+        cmd.arg("--envoy").arg(envoy);
+    }
+    let load_before = docs::load_average();
+    println!("xtask: load average before the run {load_before} (1, 5, 15 min)");
+    crate::run::run(cmd)?;
+    let load_after = docs::load_average();
+    println!("xtask: load average before {load_before}, after {load_after} (1, 5, 15 min)");
+    let report =
+        std::fs::read_to_string(out).with_context(|| format!("reading {}", out.display()))?;
+    Ok(([load_before, load_after], report))
+}
+
+/// The tools of a simulated-node benchmark, for its section: weir's commit,
+/// wrk, iptables and Envoy when it ran.
+fn simulated_node_versions(
+    root: &Path,
+    wrk: &Path,
+    iptables: &Path,
+    envoy: Option<&Path>,
+) -> Result<String> {
+    let mut versions = vec![
+        format!("weir {}", docs::git_describe(root)),
+        format!("wrk: `{}`", tools::version_line(wrk, &["-v"])),
+        format!("iptables: `{}`", tools::version_line(iptables, &["-V"])),
+    ];
+    if let Some(envoy) = envoy {
+        versions.push(format!("Envoy {}", crate::envoy::envoy_version(envoy)?));
+    }
+    Ok(versions.join(", "))
+}
+
 /// `target/bench/<name>/report.md`, any earlier one removed.
 fn fresh_report(root: &Path, name: &str) -> Result<std::path::PathBuf> {
     let dir = root.join("target/bench").join(name);

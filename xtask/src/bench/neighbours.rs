@@ -9,12 +9,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use benchkit::neighbours::{Attack, Setup};
 use clap::Args;
 
-use super::{docs, parse_seconds, tools};
-use crate::run::run;
+use super::{docs, parse_seconds};
 
 #[derive(Args, Debug, Clone, PartialEq)]
 pub struct NeighboursArgs {
@@ -83,7 +82,6 @@ pub fn run_neighbours(root: &Path, args: &NeighboursArgs) -> Result<()> {
     )?;
     let out = super::fresh_report(root, "neighbours")?;
     let names = |items: Vec<&str>| items.join(",");
-    let load_before = docs::load_average();
     let release = root.join("target/release");
     let mut cmd = Command::new(release.join("weir-bench-neighbours"));
     cmd.arg(format!("--duration={}", args.duration.as_secs()))
@@ -100,37 +98,17 @@ pub fn run_neighbours(root: &Path, args: &NeighboursArgs) -> Result<()> {
             args.a_max_cpu
                 .iter()
                 .map(|cpu| format!("--a-max-cpu={cpu}")),
-        )
-        .arg("--wrk")
-        .arg(&wrk)
-        .arg("--probe")
-        .arg(release.join("latency-probe"))
-        .arg("--out")
-        .arg(&out)
-        .env("WEIR_TEST_PREBUILT_WEIR", release.join("weir"));
-    if let Some(envoy) = &envoy {
-        cmd.arg("--envoy").arg(envoy);
-    }
-    run(&mut cmd)?;
-    let load_after = docs::load_average();
-    println!("xtask: load average before {load_before}, after {load_after} (1, 5, 15 min)");
-    let report =
-        std::fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()))?;
+        );
+    let ([load_before, load_after], report) =
+        super::run_on_simulated_nodes(root, &mut cmd, (&wrk, envoy.as_deref()), &out)?;
     if !super::writes_docs(args.no_docs, args.is_full_run(), args.write_docs) {
         return Ok(());
     }
-    let mut versions = vec![
-        format!("weir {}", docs::git_describe(root)),
-        format!("wrk: `{}`", tools::version_line(&wrk, &["-v"])),
-        format!("iptables: `{}`", tools::version_line(&iptables, &["-V"])),
-    ];
-    if let Some(envoy) = &envoy {
-        versions.push(format!("Envoy {}", crate::envoy::envoy_version(envoy)?));
-    }
+    let versions = super::simulated_node_versions(root, &wrk, &iptables, envoy.as_deref())?;
     let body = section(
         &std::env::args().skip(1).collect::<Vec<_>>().join(" "),
         [&load_before, &load_after],
-        &versions.join(", "),
+        &versions,
         &report,
     );
     let file = root.join("docs/benchmarks.md");

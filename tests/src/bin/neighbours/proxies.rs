@@ -1,5 +1,6 @@
 //! The proxies of `weir-bench-neighbours`: weir's config for the node, and
-//! the sidecars' (an Envoy 1.40 per pod behind Istio's iptables rules).
+//! the sidecars' (an Envoy 1.40 per pod behind Istio's iptables rules,
+//! started by `weir_tests::sidecar`).
 
 use super::*;
 
@@ -123,60 +124,4 @@ static_resources:
         other_cluster = cluster("other", Some((other.into(), APP_PORT))),
         app_cluster = cluster("inbound_app", Some(([127, 0, 0, 1].into(), APP_PORT))),
     )
-}
-
-/// Envoy in `pod`'s network namespace as uid 1337 (so its own connections
-/// pass the OUTPUT rule), ready when its admin says so.
-pub(super) fn start_envoy(
-    envoy: &Path,
-    config: &Path,
-    role: &'static str,
-    pod: &SimPod,
-    dir: &Path,
-) -> Result<Sidecar> {
-    let log = dir.join(format!("envoy-{role}.log"));
-    let mut cmd = Command::new("setpriv");
-    cmd.arg(format!("--reuid={SIDECAR_UID}"))
-        .arg(format!("--regid={SIDECAR_UID}"))
-        .arg("--clear-groups")
-        .arg("--")
-        .arg(envoy)
-        .arg("-c")
-        .arg(config)
-        .args(["--concurrency", SIDECAR_WORKERS, "--disable-hot-restart"])
-        .args(["--log-level", "warn"]);
-    let process = pod.spawn_outside_cgroup_logged(cmd, &log)?;
-    let admin = SocketAddr::from(([127, 0, 0, 1], SIDECAR_ADMIN));
-    if !wait_ready_in(pod, admin, Duration::from_secs(30)) {
-        bail!(
-            "Envoy in pod {} never became ready; its log:\n{}",
-            pod.name,
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-    }
-    println!(
-        "bench: envoy (pid {}) in {}'s namespace, --concurrency {SIDECAR_WORKERS}",
-        process.pid(),
-        pod.name
-    );
-    Ok(Sidecar { role, process, log })
-}
-
-/// Istio's rules for a pod: its outbound TCP (not loopback, not the
-/// sidecar's own) to :15001, its inbound TCP to :15006.
-pub(super) fn sidecar_rules(pod: &SimPod) -> Result<Vec<IptablesRedirect>> {
-    let outbound = [
-        "!",
-        "-d",
-        "127.0.0.0/8",
-        "-m",
-        "owner",
-        "!",
-        "--uid-owner",
-        SIDECAR_UID,
-    ];
-    Ok(vec![
-        IptablesRedirect::add(pod, "OUTPUT", &outbound, SIDECAR_OUTBOUND)?,
-        IptablesRedirect::add(pod, "PREROUTING", &[], SIDECAR_INBOUND)?,
-    ])
 }
