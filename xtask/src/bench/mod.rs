@@ -20,6 +20,10 @@
 //!
 //! `bench neighbours` measures what one misbehaving pod costs its
 //! neighbour, with weir and with a sidecar per pod ([`neighbours`]).
+//!
+//! `bench mesh` measures what the mesh tunnel between nodes adds to a
+//! request and a new connection, against plain forwarding and sidecars with
+//! mutual TLS ([`mesh`]).
 
 mod cert;
 mod configs;
@@ -28,6 +32,7 @@ mod docs;
 mod enroll;
 mod h2load;
 mod intercept;
+mod mesh;
 mod neighbours;
 mod parity;
 mod peers;
@@ -62,6 +67,8 @@ pub enum Target {
     Restart(restart::RestartArgs),
     /// What a misbehaving pod costs its neighbour: weir vs a sidecar per pod (as root).
     Neighbours(neighbours::NeighboursArgs),
+    /// The mesh tunnel between two nodes: weir plain vs weir mesh vs sidecars with mTLS (as root).
+    Mesh(mesh::MeshArgs),
 }
 
 #[derive(Args, Debug, Clone, PartialEq)]
@@ -127,6 +134,7 @@ pub fn run(root: &Path, target: Target) -> Result<()> {
         Target::Enroll(args) => enroll::run_enroll(root, &args),
         Target::Restart(args) => restart::run_restart(root, &args),
         Target::Neighbours(args) => neighbours::run_neighbours(root, &args),
+        Target::Mesh(args) => mesh::run_mesh(root, &args),
     }
 }
 
@@ -510,7 +518,7 @@ fn simulated_node_prerequisites(
 }
 
 /// Runs a simulated-node benchmark binary (`cmd`, with its own arguments)
-/// as `bench neighbours` does: with wrk, latency-probe and the release weir
+/// as `bench neighbours` and `bench mesh` do: with wrk, latency-probe and the release weir
 /// (Envoy when given), between two readings of the load average; returns
 /// those readings and the report the binary wrote to `out`.
 fn run_on_simulated_nodes(
