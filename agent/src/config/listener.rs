@@ -51,8 +51,39 @@ pub struct ListenerConfig {
     /// the same response.
     #[serde(default = "defaults::server_name")]
     pub server_name: String,
+    /// Envoy's HCM `access_log`: files each served request is logged to,
+    /// one line per request (at most [`MAX_ACCESS_LOGS`]). Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access_log: Vec<AccessLogConfig>,
     /// Matched against the Host header; at least one.
     pub virtual_hosts: Vec<VirtualHostConfig>,
+}
+
+/// At most this many access logs per listener: each has a writer thread.
+pub const MAX_ACCESS_LOGS: usize = 4;
+
+/// One access log of a listener (`access_log[]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogConfig {
+    /// The file lines are appended to (created if missing; its directory
+    /// must exist), or `/dev/stdout`, `/dev/stderr`.
+    pub path: std::path::PathBuf,
+    /// `text` (Envoy's default format, the default) or `json` (Istio's
+    /// default JSON keys).
+    #[serde(default)]
+    pub format: AccessLogFormat,
+}
+
+/// How an access log line is written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogFormat {
+    /// Envoy's default format string.
+    #[default]
+    Text,
+    /// One JSON object per line, Istio's default keys.
+    Json,
 }
 
 impl ListenerConfig {

@@ -34,8 +34,8 @@ pub use cluster::{
 pub use duration::{ConfigDuration, format_duration, parse_duration};
 pub use error::{ConfigError, DocPath, Issue, Segment};
 pub use listener::{
-    DEFAULT_SERVER_NAME, ListenerConfig, ListenerLimitsConfig, ListenerTimeoutsConfig,
-    VirtualHostConfig, default_upgrade_types,
+    AccessLogConfig, AccessLogFormat, DEFAULT_SERVER_NAME, ListenerConfig, ListenerLimitsConfig,
+    ListenerTimeoutsConfig, MAX_ACCESS_LOGS, VirtualHostConfig, default_upgrade_types,
 };
 pub use matcher::{
     HeaderMatcherConfig, PathMatch, QueryParameterMatcherConfig, RouteMatchConfig, ValueMatch,

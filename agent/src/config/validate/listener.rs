@@ -4,7 +4,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use super::super::error::DocPath;
-use super::super::listener::{ListenerConfig, VirtualHostConfig};
+use super::super::listener::{AccessLogConfig, ListenerConfig, MAX_ACCESS_LOGS, VirtualHostConfig};
+use super::super::parse::FileChecks;
 use super::Checker;
 use super::syntax::check_domain;
 
@@ -99,6 +100,7 @@ impl<'c> Checker<'c> {
             }
             self.server_names(&path.key("server_names"), &listener.server_names);
         }
+        self.access_logs(&path.key("access_log"), &listener.access_log);
         let vhosts = path.key("virtual_hosts");
         if listener.virtual_hosts.is_empty() {
             self.report(vhosts.clone(), "a listener needs at least one virtual host");
@@ -114,6 +116,49 @@ impl<'c> Checker<'c> {
             let vh_path = vhosts.index(i);
             self.domains(&vh_path, i, vhost, &listener.virtual_hosts, &mut served);
             self.virtual_host(&vh_path, vhost);
+        }
+    }
+
+    /// At most [`MAX_ACCESS_LOGS`], each path once, in a directory that
+    /// exists (the file itself is created when the log opens).
+    fn access_logs(&mut self, path: &DocPath, logs: &[AccessLogConfig]) {
+        if logs.len() > MAX_ACCESS_LOGS {
+            self.report(
+                path.clone(),
+                format!(
+                    "{} access logs: a listener has at most {MAX_ACCESS_LOGS}",
+                    logs.len()
+                ),
+            );
+        }
+        for (i, log) in logs.iter().enumerate() {
+            let at = path.index(i).key("path");
+            let file = &log.path;
+            if file.as_os_str().is_empty() || file.file_name().is_none() {
+                self.report(at, format!("access log path {file:?} does not name a file"));
+                continue;
+            }
+            if logs[..i].iter().any(|l| l.path == *file) {
+                self.report(
+                    at,
+                    format!("access log path {} is listed twice", file.display()),
+                );
+                continue;
+            }
+            let dir = match file.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => std::path::Path::new("."),
+            };
+            if self.files == FileChecks::MustExist && !dir.is_dir() {
+                self.report(
+                    at,
+                    format!(
+                        "access log path {}: directory {} does not exist",
+                        file.display(),
+                        dir.display()
+                    ),
+                );
+            }
         }
     }
 

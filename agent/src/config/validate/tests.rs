@@ -828,4 +828,44 @@ fn authorization_policies_name_their_problems() {
     ] {
         assert!(err.contains(&expected), "missing {expected:?} in:\n{err}");
     }
+
+/// A listener with the given `access_log` lines (from line 4) and one route.
+fn with_access_log(logs: &str) -> String {
+    format!(
+        "listeners:\n  - name: main\n    address: 127.0.0.1:8080\n    access_log:\n{logs}    \
+         virtual_hosts:\n      - name: vh\n        domains: [\"*\"]\n        routes:\n          \
+         - match: {{prefix: /}}\n            route: {{cluster: c1}}\n{CLUSTERS}"
+    )
+}
+
+#[test]
+fn access_log_paths_formats_and_count() {
+    let ok = with_access_log(
+        "      - {path: /dev/stdout}\n      - {path: /tmp/weir-access.log, format: json}\n",
+    );
+    let cfg = parse_str(&ok, "t.yaml").unwrap();
+    let logs = &cfg.listeners[0].access_log;
+    assert_eq!(logs[0].format, crate::config::AccessLogFormat::Text);
+    assert_eq!(logs[1].format, crate::config::AccessLogFormat::Json);
+
+    let yaml = with_access_log(
+        "      - {path: /tmp/a.log}\n      - path: /no/such/dir/a.log\n      - {path: /tmp/a.log}\n",
+    );
+    assert_eq!(
+        error(&yaml),
+        "t.yaml: listeners[0].access_log[1].path (line 6): access log path /no/such/dir/a.log: \
+         directory /no/such/dir does not exist\n\
+         t.yaml: listeners[0].access_log[2].path (line 7): access log path /tmp/a.log is listed twice"
+    );
+
+    let five: String = (0..5)
+        .map(|i| format!("      - {{path: /tmp/{i}.log}}\n"))
+        .collect();
+    assert_eq!(
+        error(&with_access_log(&five)),
+        "t.yaml: listeners[0].access_log (line 4): 5 access logs: a listener has at most 4"
+    );
+
+    let yaml = with_access_log("      - {path: /tmp/a.log, format: xml}\n");
+    assert!(error(&yaml).contains("line 5"), "{}", error(&yaml));
 }
