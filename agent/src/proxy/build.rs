@@ -9,6 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 
+use super::access_log::AccessLog;
 use super::balance::Policy;
 use super::cluster::forward_proxy::DnsCacheParams;
 use super::cluster::outlier::OutlierPolicy;
@@ -49,6 +50,11 @@ pub enum BuildError {
     /// A TLS file or setting (the message names the field and the file).
     #[error("{0}")]
     Tls(String),
+    #[error("{path}: {source}")]
+    AccessLog {
+        path: String,
+        source: crate::proxy::access_log::AccessLogError,
+    },
 }
 
 /// A cluster plus the config it was built from (to keep it across reloads).
@@ -331,6 +337,7 @@ fn conn_settings(
             .map(|t| t.to_ascii_lowercase())
             .collect(),
         max_connections_per_client: limits.max_connections_per_client,
+        access_log: None,
     }
 }
 
@@ -359,15 +366,27 @@ pub fn listener_state(
         };
         vhosts.push((v, vh.domains.clone()));
     }
+    let mut settings = conn_settings(
+        &l.timeouts,
+        &l.limits,
+        l.codec,
+        &l.server_name,
+        &l.effective_upgrade_types(),
+    );
+    if !l.access_log.is_empty() {
+        // Opened anew by each reload, so a reload after logrotate moved
+        // the file writes to the new one.
+        let log = AccessLog::open(&l.access_log, &metrics.access_log_dropped(&l.name)).map_err(
+            |source| BuildError::AccessLog {
+                path: format!("{path}.access_log"),
+                source,
+            },
+        )?;
+        settings.access_log = Some(Arc::new(log));
+    }
     Ok(ListenerState {
         routes: RouteTable::new(vhosts),
-        settings: conn_settings(
-            &l.timeouts,
-            &l.limits,
-            l.codec,
-            &l.server_name,
-            &l.effective_upgrade_types(),
-        ),
+        settings,
         tls: match &l.tls {
             Some(t) => Some(
                 super::tls::server::TlsServer::new(

@@ -8,6 +8,7 @@
 //! terminates (listeners) and originates (clusters) TLS.
 
 pub(crate) mod accept_errors;
+pub mod access_log;
 pub mod admin;
 pub(crate) mod balance;
 pub(crate) mod body;

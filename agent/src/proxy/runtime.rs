@@ -427,6 +427,7 @@ fn empty_state() -> ListenerState {
             server: http::HeaderValue::from_static("envoy"),
             upgrade_types: Vec::new(),
             max_connections_per_client: u32::MAX,
+            access_log: None,
         },
         tls: None,
     }

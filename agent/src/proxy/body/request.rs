@@ -11,6 +11,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use prometheus::IntCounter;
 
+use crate::proxy::access_log::Exchange;
+
 /// A request body sent upstream: streamed from downstream, or buffered
 /// (so the request can be retried).
 pub enum ReqBody {
@@ -21,6 +23,8 @@ pub enum ReqBody {
         /// encoding, client gone mid-body): the upstream exchange then
         /// fails through no fault of the upstream's.
         fault: DownstreamFault,
+        /// Counts the body for the access log, when the listener logs.
+        exchange: Option<Exchange>,
     },
     Buffered(Option<Bytes>),
 }
@@ -38,12 +42,16 @@ impl Body for ReqBody {
                 inner,
                 tx_bytes,
                 fault,
+                exchange,
             } => {
                 let r = Pin::new(inner).poll_frame(cx);
                 match &r {
                     Poll::Ready(Some(Ok(f))) => {
                         if let Some(d) = f.data_ref() {
                             tx_bytes.inc_by(d.len() as u64);
+                            if let Some(x) = exchange {
+                                x.received(d.len());
+                            }
                         }
                     }
                     Poll::Ready(Some(Err(_))) => fault.set(),

@@ -10,6 +10,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use prometheus::IntCounter;
 
+use crate::proxy::access_log::{Entry, ResponseFlags};
 use crate::proxy::upstream::pool::Pooled;
 
 /// Why a response body stopped short.
@@ -41,6 +42,27 @@ pub enum RespBody {
     },
     /// A gRPC response whose trailers are counted (`http::grpc`).
     Grpc(Box<crate::proxy::http::grpc::GrpcBody>),
+    /// A response the listener's access log waits for (`access_log`).
+    Logged(Box<Logged>),
+}
+
+/// A response body counted for the access log, whose line is written when
+/// it ends: complete, failed, or dropped unfinished (the client left: `DC`).
+pub struct Logged {
+    inner: RespBody,
+    entry: Entry,
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        // `finish` writes once: a body that ended already wrote its line.
+        let how = if self.inner.is_end_stream() {
+            ResponseFlags::NONE
+        } else {
+            ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION
+        };
+        self.entry.finish(how);
+    }
 }
 
 impl RespBody {
@@ -51,6 +73,11 @@ impl RespBody {
 
     pub fn empty() -> Self {
         Self::Local(None)
+    }
+
+    /// `inner`, its end written to the access log through `entry`.
+    pub fn logged(inner: Self, entry: Entry) -> Self {
+        Self::Logged(Box::new(Logged { inner, entry }))
     }
 }
 
@@ -108,6 +135,27 @@ impl Body for RespBody {
                 g.saw(&r);
                 r
             }
+            Self::Logged(l) => {
+                let r = Pin::new(&mut l.inner).poll_frame(cx);
+                match &r {
+                    Poll::Ready(Some(Ok(f))) => {
+                        if let Some(d) = f.data_ref() {
+                            l.entry.sent(d.len());
+                        }
+                        if l.inner.is_end_stream() {
+                            l.entry.finish(ResponseFlags::NONE);
+                        }
+                    }
+                    Poll::Ready(None) => l.entry.finish(ResponseFlags::NONE),
+                    Poll::Ready(Some(Err(e))) => l.entry.finish(if e.is::<BodyTimeout>() {
+                        ResponseFlags::UPSTREAM_REQUEST_TIMEOUT
+                    } else {
+                        ResponseFlags::UPSTREAM_CONNECTION_TERMINATION
+                    }),
+                    Poll::Pending => {}
+                }
+                r
+            }
         }
     }
 
@@ -116,6 +164,7 @@ impl Body for RespBody {
             Self::Local(b) => b.is_none(),
             Self::Upstream { inner, .. } => inner.is_end_stream(),
             Self::Grpc(g) => g.inner.is_end_stream(),
+            Self::Logged(l) => l.inner.is_end_stream(),
         }
     }
 
@@ -124,6 +173,7 @@ impl Body for RespBody {
             Self::Local(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Self::Upstream { inner, .. } => inner.size_hint(),
             Self::Grpc(g) => g.inner.size_hint(),
+            Self::Logged(l) => l.inner.size_hint(),
         }
     }
 }

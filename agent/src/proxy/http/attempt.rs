@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 
 use super::hop::{UPSTREAM_SERVICE_TIME, millis_header, strip_hop_by_hop};
 use super::local::ResetReason;
+use crate::proxy::access_log::Exchange;
 use crate::proxy::body::request::{DownstreamFault, ReqBody};
 use crate::proxy::body::response::{BodyDeadline, RespBody};
 use crate::proxy::cluster::Cluster;
@@ -125,6 +126,9 @@ pub(crate) async fn run(
         Err(e) => return Tried::Failed(e),
     };
     let ep = guard.active.endpoint();
+    if let Some(x) = req.extensions().get::<Exchange>() {
+        x.upstream(ep.addr, &cluster.name);
+    }
     let from = From {
         pool: ep.pool_for(egress).into_owned(),
         egress,

@@ -4,6 +4,7 @@ use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_TYPE, HeaderValue};
 use http::{Response, StatusCode};
 
+use crate::proxy::access_log::ResponseFlags;
 use crate::proxy::body::response::RespBody;
 
 pub const NO_HEALTHY_UPSTREAM: &str = "no healthy upstream";
@@ -51,6 +52,63 @@ impl ResetReason {
             Self::LocalReset => "local reset",
         }
     }
+
+    /// Envoy's response flag for this reason.
+    fn flag(self) -> ResponseFlags {
+        match self {
+            Self::RemoteConnectionFailure
+            | Self::ConnectionTimeout
+            | Self::TlsVerifyFailed
+            | Self::TlsHandshakeFailed => ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
+            Self::ConnectionTermination => ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
+            Self::RefusedStream => ResponseFlags::UPSTREAM_REMOTE_RESET,
+            Self::LocalReset => ResponseFlags::LOCAL_RESET,
+        }
+    }
+}
+
+/// `r` marked with Envoy's response `flags` (read by the access log). Only
+/// failures carry flags, so a served response pays nothing for them.
+fn flagged(mut r: Response<RespBody>, flags: ResponseFlags) -> Response<RespBody> {
+    r.extensions_mut().insert(flags);
+    r
+}
+
+/// Envoy's 404 for a request no virtual host or route takes (`NR`).
+pub fn no_route() -> Response<RespBody> {
+    flagged(
+        reply(StatusCode::NOT_FOUND, ""),
+        ResponseFlags::NO_ROUTE_FOUND,
+    )
+}
+
+/// 503 for a cluster with no endpoint to pick (`UH`).
+pub fn no_healthy_upstream() -> Response<RespBody> {
+    flagged(
+        reply(StatusCode::SERVICE_UNAVAILABLE, NO_HEALTHY_UPSTREAM),
+        ResponseFlags::NO_HEALTHY_UPSTREAM,
+    )
+}
+
+/// 504 when the route's or a try's deadline passed (`UT`).
+pub fn upstream_timeout() -> Response<RespBody> {
+    flagged(
+        reply(StatusCode::GATEWAY_TIMEOUT, UPSTREAM_TIMEOUT),
+        ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
+    )
+}
+
+/// 503 from the forward proxy's DNS cache (`DF`), `body` naming why.
+pub fn dns_failure(body: &'static str) -> Response<RespBody> {
+    flagged(
+        reply(StatusCode::SERVICE_UNAVAILABLE, body),
+        ResponseFlags::DNS_RESOLUTION_FAILED,
+    )
+}
+
+/// A reply for a request whose client failed it (its body broke off: `DC`).
+pub fn downstream_failed(r: Response<RespBody>) -> Response<RespBody> {
+    flagged(r, ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION)
 }
 
 /// Envoy's 503 for an upstream that failed before answering; after retries
@@ -69,7 +127,12 @@ pub fn upstream_reset(reason: ResetReason, retried: bool) -> Response<RespBody> 
     *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    r
+    let retries = if retried {
+        ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED
+    } else {
+        ResponseFlags::NONE
+    };
+    flagged(r, reason.flag().with(retries))
 }
 
 /// A local reply (a route's direct response too); a non-empty body is sent
@@ -91,7 +154,7 @@ pub fn overloaded() -> Response<RespBody> {
     let mut r = reply(StatusCode::SERVICE_UNAVAILABLE, OVERFLOW);
     r.headers_mut()
         .insert("x-envoy-overloaded", HeaderValue::from_static("true"));
-    r
+    flagged(r, ResponseFlags::UPSTREAM_OVERFLOW)
 }
 
 /// Header naming why weir refused a request as overloaded (a short label).

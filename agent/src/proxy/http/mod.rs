@@ -56,6 +56,9 @@ pub struct ConnSettings {
     pub upgrade_types: Vec<String>,
     /// Open connections per client address (bound listeners).
     pub max_connections_per_client: u32,
+    /// The listener's access logs (`None`: off); a connection keeps the
+    /// ones in force when it opened.
+    pub access_log: Option<Arc<crate::proxy::access_log::AccessLog>>,
 }
 
 /// What a reload swaps for a listener.
@@ -198,6 +201,8 @@ where
         ctx: ctx.clone(),
         shared: shared.clone(),
         request_timeout: settings.request_timeout,
+        access_log: settings.access_log.clone(),
+        client: client.0,
         hook,
         proto,
         https,

@@ -19,6 +19,7 @@ use super::{
     ListenerContext, ListenerState, admission, discard, forward, grpc, internal, local, request_id,
     upgrade,
 };
+use crate::proxy::access_log::{AccessLog, Entry};
 use crate::proxy::body::response::RespBody;
 use crate::proxy::drain::DrainWatch;
 use crate::proxy::route::action::Action;
@@ -31,6 +32,10 @@ pub struct ConnService {
     pub ctx: Arc<ListenerContext>,
     pub shared: Arc<ConnShared>,
     pub request_timeout: Option<Duration>,
+    /// The listener's access logs when the connection opened (`None`: off).
+    pub access_log: Option<Arc<AccessLog>>,
+    /// The downstream peer (the access log's `downstream_remote_address`).
+    pub client: std::net::SocketAddr,
     pub hook: Option<Arc<dyn super::RequestHook>>,
     pub proto: Proto,
     /// The connection is TLS: `x-forwarded-proto: https`.
@@ -70,6 +75,13 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         let egress = self.egress.clone();
         let has_body = !req.body().is_end_stream();
         ctx.metrics.rq_protocol[proto.index()].inc();
+        // Off (`None`) costs this one check per request.
+        let mut logged = self.access_log.as_ref().map(|log| {
+            // Envoy's connection manager makes the request id before
+            // routing, so local replies log one too.
+            request_id::ensure(req.headers_mut());
+            Entry::begin(log, &mut req, proto.envoy_name(), self.client)
+        });
         let started = std::time::Instant::now();
         Box::pin(async move {
             shared.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -118,6 +130,10 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
                 Proto::Http1 => drain.close_after(&mut resp),
                 Proto::Http2 => resp = grpc::observe(resp, &ctx.metrics.grpc),
             }
+            if let Some(mut entry) = logged.take() {
+                entry.responded(&resp);
+                resp = resp.map(|inner| RespBody::logged(inner, entry));
+            }
             Ok(resp)
         })
     }
@@ -162,7 +178,7 @@ pub async fn handle(
 /// Envoy's 404 for a request no virtual host or route takes (`no_route`).
 fn no_route(ctx: &ListenerContext, body: Incoming) -> (Response<RespBody>, Option<Incoming>) {
     ctx.metrics.no_route.inc();
-    (local::reply(StatusCode::NOT_FOUND, ""), Some(body))
+    (local::no_route(), Some(body))
 }
 
 enum Routed {

@@ -24,6 +24,14 @@ impl Proto {
             Self::Http2 => 1,
         }
     }
+
+    /// As Envoy's `%PROTOCOL%` names it.
+    pub fn envoy_name(self) -> &'static str {
+        match self {
+            Self::Http1 => "HTTP/1.1",
+            Self::Http2 => "HTTP/2",
+        }
+    }
 }
 
 /// Read until the bytes differ from the preface (HTTP/1.1) or the whole

@@ -19,12 +19,19 @@ pub(super) struct Families {
     grpc: IntCounterVec,
     no_route: IntCounterVec,
     rq_duration: HistogramVec,
+    access_log_dropped: IntCounterVec,
 }
 
 impl Families {
     pub(super) fn new(r: &Registry) -> Result<Self, MetricsError> {
         let l = &["listener"];
         Ok(Self {
+            access_log_dropped: counter(
+                r,
+                "weir_access_log_dropped_total",
+                "Access log lines dropped because the file's writer queue was full (16,384 lines or 16 MiB).",
+                l,
+            )?,
             rq_duration: duration_histogram(
                 r,
                 "weir_http_downstream_request_duration_seconds",
@@ -98,6 +105,11 @@ impl Families {
                 &["listener", "grpc_status"],
             )?,
         })
+    }
+
+    /// Made only for listeners that log, so the others have no series.
+    pub(super) fn access_log_dropped(&self, name: &str) -> IntCounter {
+        self.access_log_dropped.with_label_values(&[name])
     }
 
     pub(super) fn listener(&self, name: &str) -> ListenerMetrics {

@@ -14,7 +14,7 @@ mod family;
 pub mod tls;
 mod upstream;
 
-use prometheus::{Encoder, IntCounterVec, Registry, TextEncoder};
+use prometheus::{Encoder, IntCounter, IntCounterVec, Registry, TextEncoder};
 
 pub use self::dns::DnsMetrics;
 pub use self::downstream::{GrpcMetrics, ListenerMetrics, PROTOCOLS};
@@ -87,6 +87,11 @@ impl Metrics {
 
     pub fn listener(&self, name: &str) -> ListenerMetrics {
         self.downstream.listener(name)
+    }
+
+    /// `weir_access_log_dropped_total` of a listener that logs.
+    pub fn access_log_dropped(&self, listener: &str) -> IntCounter {
+        self.downstream.access_log_dropped(listener)
     }
 
     pub fn cluster(&self, name: &str) -> ClusterMetrics {

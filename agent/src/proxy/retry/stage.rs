@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 use prometheus::IntCounter;
 
 use super::{Failure, MAX_RETRY_BODY_BYTES, RetryPolicy};
+use crate::proxy::access_log::Exchange;
 use crate::proxy::body::request::{DownstreamFault, ReqBody};
 use crate::proxy::body::response::RespBody;
 use crate::proxy::cluster::Cluster;
@@ -67,6 +68,8 @@ pub struct Outgoing {
     body: Replay,
     tx_bytes: IntCounter,
     fault: DownstreamFault,
+    /// The access log's view of the request, when its listener logs.
+    exchange: Option<Exchange>,
 }
 
 impl Outgoing {
@@ -80,6 +83,7 @@ impl Outgoing {
         body_deadline: Option<Instant>,
         m: &ClusterMetrics,
     ) -> Result<Self, Response<RespBody>> {
+        let exchange = head.extensions.get::<Exchange>().cloned();
         let replay = if body.is_end_stream() {
             Replay::Buffered(None)
         } else if retries
@@ -105,6 +109,9 @@ impl Outgoing {
                 Ok(c) => {
                     let b = c.to_bytes();
                     m.tx_bytes.inc_by(b.len() as u64);
+                    if let Some(x) = &exchange {
+                        x.received(b.len());
+                    }
                     Replay::Buffered(Some(b))
                 }
                 Err(_) => return Err(local::reply(StatusCode::BAD_REQUEST, "")),
@@ -117,6 +124,7 @@ impl Outgoing {
             body: replay,
             tx_bytes: m.tx_bytes.clone(),
             fault: DownstreamFault::default(),
+            exchange,
         })
     }
 
@@ -141,6 +149,7 @@ impl Outgoing {
                     inner,
                     tx_bytes: self.tx_bytes.clone(),
                     fault: self.fault.clone(),
+                    exchange: self.exchange.clone(),
                 },
                 None => ReqBody::Buffered(None),
             },
@@ -160,6 +169,9 @@ fn clone_head(p: &Parts) -> Parts {
     *r.uri_mut() = p.uri.clone();
     *r.version_mut() = p.version;
     *r.headers_mut() = p.headers.clone();
+    if let Some(x) = p.extensions.get::<Exchange>() {
+        r.extensions_mut().insert(x.clone());
+    }
     r.into_parts().0
 }
 
@@ -345,10 +357,7 @@ impl Stage<'_> {
             }
         }
         m.response(504);
-        ControlFlow::Break(local::reply(
-            StatusCode::GATEWAY_TIMEOUT,
-            local::UPSTREAM_TIMEOUT,
-        ))
+        ControlFlow::Break(local::upstream_timeout())
     }
 
     /// A try that ended without a response head.
@@ -374,7 +383,7 @@ impl Stage<'_> {
                 let mut r = local::reply(StatusCode::BAD_REQUEST, "Bad Request");
                 r.headers_mut()
                     .insert(CONNECTION, HeaderValue::from_static("close"));
-                r
+                local::downstream_failed(r)
             }
             TryError::OwnListener => {
                 log::debug!(
@@ -386,7 +395,7 @@ impl Stage<'_> {
             TryError::NoHealthy => {
                 m.none_healthy.inc();
                 m.response(503);
-                local::reply(StatusCode::SERVICE_UNAVAILABLE, local::NO_HEALTHY_UPSTREAM)
+                local::no_healthy_upstream()
             }
             TryError::Overflow => {
                 m.response(503);
@@ -394,13 +403,10 @@ impl Stage<'_> {
             }
             // Envoy answers these from its forward proxy filter, before the
             // router: not an upstream request.
-            TryError::Dns(e) => local::reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                match e {
-                    DnsCacheError::Resolution => local::DNS_RESOLUTION_FAILURE,
-                    DnsCacheError::Overflow => local::DNS_CACHE_OVERFLOW,
-                },
-            ),
+            TryError::Dns(e) => local::dns_failure(match e {
+                DnsCacheError::Resolution => local::DNS_RESOLUTION_FAILURE,
+                DnsCacheError::Overflow => local::DNS_CACHE_OVERFLOW,
+            }),
         };
         ControlFlow::Break(answer)
     }
@@ -440,10 +446,7 @@ impl Stage<'_> {
             tokio::time::sleep_until(d.into()).await;
             m.rq_timeout.inc();
             m.response(504);
-            return ControlFlow::Break(local::reply(
-                StatusCode::GATEWAY_TIMEOUT,
-                local::UPSTREAM_TIMEOUT,
-            ));
+            return ControlFlow::Break(local::upstream_timeout());
         }
         if let Failure::Status(status) = failure {
             m.retried_response(status);
@@ -484,8 +487,6 @@ fn failure_reply(f: Failure, reason: ResetReason, retried: bool) -> Response<Res
         Failure::RefusedStream => local::upstream_reset(ResetReason::RefusedStream, retried),
         // A retried gRPC answer is held and returned as it came: a status.
         Failure::Grpc(_) => local::reply(StatusCode::BAD_GATEWAY, ""),
-        Failure::PerTryTimeout => {
-            local::reply(StatusCode::GATEWAY_TIMEOUT, local::UPSTREAM_TIMEOUT)
-        }
+        Failure::PerTryTimeout => local::upstream_timeout(),
     }
 }
