@@ -118,6 +118,7 @@ pub(super) fn listener(
             codec: chain.hcm.codec,
             upgrade_types: chain.hcm.upgrade_types,
             server_name: chain.hcm.server_name,
+            access_log: chain.hcm.access_log,
             virtual_hosts: chain.hcm.virtual_hosts,
         },
         envoy_name,
@@ -267,6 +268,7 @@ struct Hcm {
     timeouts: ListenerTimeoutsConfig,
     limits: ListenerLimitsConfig,
     upgrade_types: Option<Vec<String>>,
+    access_log: Vec<crate::config::AccessLogConfig>,
     virtual_hosts: Vec<crate::config::VirtualHostConfig>,
 }
 
@@ -339,6 +341,10 @@ fn hcm(cx: &mut Cx, f: &Field<'_>, at: &Served<'_>, dfp: &mut Vec<DfpFilter>) ->
         }
     }
     let upgrade_types = o.get("upgrade_configs").map(|u| upgrade_configs(cx, &u));
+    let access_log = match o.get("access_log") {
+        Some(list) => super::access_log::access_logs(cx, &list),
+        None => Some(Vec::new()),
+    };
     same_as_weir(cx, &mut o);
     o.finish(cx);
     if !filters_ok || !ok {
@@ -352,6 +358,7 @@ fn hcm(cx: &mut Cx, f: &Field<'_>, at: &Served<'_>, dfp: &mut Vec<DfpFilter>) ->
         timeouts,
         limits,
         upgrade_types: super::walk::optional(upgrade_types)?,
+        access_log: access_log?,
         virtual_hosts: virtual_hosts?,
     })
 }

@@ -291,7 +291,7 @@ fn manager_refusals() {
         "",
         "name: c",
         "codec_type: HTTP3
-          access_log: [{name: envoy.access_loggers.stdout}]
+          access_log: [{name: envoy.access_loggers.stdout, typed_config: {'@type': type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog, log_format: {text_format: '%START_TIME%'}}}]
           use_remote_address: true
           xff_num_trusted_hops: 1
           generate_request_id: false
@@ -315,6 +315,10 @@ fn manager_refusals() {
                 l("PASS_THROUGH")
             ),
             format!(
+                "{at}.access_log[0].typed_config.log_format.text_format (line {}): weir writes Envoy's default text format and Istio's default JSON only; this is another format string",
+                l("access_log")
+            ),
+            format!(
                 "{at}.use_remote_address (line {}): weir neither appends to nor trusts x-forwarded-for",
                 l("use_remote_address")
             ),
@@ -329,10 +333,6 @@ fn manager_refusals() {
             format!(
                 "{at}.http2_protocol_options.max_concurrent_streams (line {}): Http2ProtocolOptions.max_concurrent_streams is not supported: weir has no such setting",
                 l("max_concurrent_streams")
-            ),
-            format!(
-                "{at}.access_log (line {}): weir writes no access logs; use its metrics (docs/envoy.md, \"Not carried over yet\")",
-                l("access_log")
             ),
             format!(
                 "{at}.stream_idle_timeout (line {}): weir has no per-stream idle timeout: listeners[].timeouts.idle closes idle connections and a route's timeout bounds each request",
@@ -428,5 +428,65 @@ fn downstream_tls_refusals() {
                 l("require_sni")
             ),
         ]
+    );
+}
+
+#[test]
+fn access_loggers_file_stdout_stderr_in_the_two_formats() {
+    use crate::config::{AccessLogConfig, AccessLogFormat};
+    use crate::convert::access_log::{ENVOY_DEFAULT_FORMAT, ISTIO_JSON};
+    let default = serde_json::to_string(ENVOY_DEFAULT_FORMAT).unwrap();
+    let istio: Vec<String> = ISTIO_JSON
+        .iter()
+        .map(|(k, v)| format!("{k}: '{}'", v[0]))
+        .collect();
+    let istio = istio.join(", ");
+    let hcm = format!(
+        "access_log:
+          - name: envoy.access_loggers.file
+            typed_config: {{'@type': type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: /var/log/a.log}}
+          - name: envoy.access_loggers.file
+            typed_config: {{'@type': type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: /var/log/b.log, log_format: {{text_format_source: {{inline_string: {default}}}}}}}
+          - name: envoy.access_loggers.stdout
+            typed_config: {{'@type': type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog, log_format: {{json_format: {{{istio}}}}}}}
+          - name: envoy.access_loggers.stderr
+            typed_config: {{'@type': type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog}}"
+    );
+    let l = converted(&doc("", "name: chain", &hcm));
+    let log = |path: &str, format| AccessLogConfig {
+        path: path.into(),
+        format,
+    };
+    assert_eq!(
+        l.access_log,
+        [
+            log("/var/log/a.log", AccessLogFormat::Text),
+            log("/var/log/b.log", AccessLogFormat::Text),
+            log("/dev/stdout", AccessLogFormat::Json),
+            log("/dev/stderr", AccessLogFormat::Text),
+        ]
+    );
+}
+
+#[test]
+fn access_log_formats_and_fields_weir_does_not_write_are_refused() {
+    let hcm = "access_log:
+          - typed_config: {'@type': type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog, log_format: {json_format: {start_time: '%START_TIME%'}}}
+          - filter: {status_code_filter: {}}
+            typed_config: {'@type': type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: /a.log}";
+    let yaml = doc("", "name: chain", hcm);
+    let w = run(&yaml);
+    let at = "filter_chains[0].filters[0].typed_config.access_log";
+    assert_eq!(w.refusals.len(), 24, "{:#?}", w.refusals);
+    assert!(w.refusals[0].starts_with(&format!(
+        "{at}[0].typed_config.log_format.json_format (line {}): weir writes Envoy's default text format and Istio's default JSON only; this JSON has no \"route_name\"",
+        line(&yaml, "json_format")
+    )), "{:#?}", w.refusals);
+    assert_eq!(
+        w.refusals[23],
+        format!(
+            "{at}[1].filter (line {}): AccessLog.filter is not supported: weir has no such setting",
+            line(&yaml, "filter:")
+        )
     );
 }

@@ -8,6 +8,7 @@
 //! is built as weir's own config types, serialized, and loaded back with
 //! weir's loader before anything is printed.
 
+pub(crate) mod access_log;
 mod bootstrap;
 mod cluster;
 mod common;

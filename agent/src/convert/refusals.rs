@@ -10,9 +10,7 @@ pub(super) fn why(message: &str, field: &str) -> String {
 
 fn specific(message: &str, field: &str) -> Option<&'static str> {
     Some(match (message, field) {
-        (_, "access_log" | "access_log_path") => {
-            "weir writes no access logs; use its metrics (docs/envoy.md, \"Not carried over yet\")"
-        }
+        ("Admin", "access_log" | "access_log_path") => "weir writes no admin access log",
         (_, "tracing") => "weir does no tracing",
         (_, "typed_per_filter_config" | "per_filter_config") => {
             "weir has no per-route filter configuration"
@@ -216,8 +214,8 @@ mod tests {
     #[test]
     fn specific_reason_or_the_generic_one() {
         assert_eq!(
-            why("HttpConnectionManager", "access_log"),
-            "weir writes no access logs; use its metrics (docs/envoy.md, \"Not carried over yet\")"
+            why("Admin", "access_log_path"),
+            "weir writes no admin access log"
         );
         assert_eq!(
             why("Cluster", "bogus"),

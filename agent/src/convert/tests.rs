@@ -438,7 +438,7 @@ stats_sinks: [{{name: envoy.stat_sinks.statsd}}]",
     )
     .replace(
         "          stat_prefix: ingress_http\n",
-        "          stat_prefix: ingress_http\n          access_log: []\n",
+        "          stat_prefix: ingress_http\n          access_log: [{typed_config: {'@type': type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig}}]\n",
     );
     let err = convert(&yaml).unwrap_err();
     let l = |needle| line(&yaml, needle);
@@ -446,7 +446,7 @@ stats_sinks: [{{name: envoy.stat_sinks.statsd}}]",
         err.to_string(),
         format!(
             "envoy.yaml: dynamic_resources (line 1): weir has no xDS: it reads one static file, reloaded when it changes; put every resource in static_resources
-envoy.yaml: static_resources.listeners[0].filter_chains[0].filters[0].typed_config.access_log (line {}): weir writes no access logs; use its metrics (docs/envoy.md, \"Not carried over yet\")
+envoy.yaml: static_resources.listeners[0].filter_chains[0].filters[0].typed_config.access_log[0].typed_config (line {}): access logger envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig is not supported: weir writes to files, stdout and stderr (envoy.access_loggers.file, stdout, stderr)
 envoy.yaml: static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[0].routes[0].route.hash_policy (line {}): weir has no hash-based load balancing
 envoy.yaml: static_resources.clusters[1].type (line {}): weir has no EDS: list the endpoints in load_assignment with type STATIC or STRICT_DNS
 envoy.yaml: stats_sinks (line {}): weir pushes no stats and has no stat tags to configure: Prometheus scrapes /stats/prometheus on admin.address or stats.address
