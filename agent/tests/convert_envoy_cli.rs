@@ -106,7 +106,7 @@ fn refusals_are_all_listed_on_stderr_and_nothing_is_written() {
     assert_eq!(
         text(&out.stderr),
         format!(
-            "{e}: static_resources.listeners[0].filter_chains[0].filters[0].typed_config.access_log (line 11): weir writes no access logs; use its metrics (docs/envoy.md, \"Not carried over yet\")\n\
+            "{e}: static_resources.listeners[0].filter_chains[0].filters[0].typed_config.access_log[0] (line 11): typed_config is required\n\
              {e}: static_resources.clusters[0].type (line 20): weir has no EDS: list the endpoints in load_assignment with type STATIC or STRICT_DNS\n\
              {e}: static_resources.clusters[0].eds_cluster_config (line 21): weir has no EDS: list the endpoints in load_assignment with type STATIC or STRICT_DNS\n\
              {e}: 3 field(s) cannot be carried over to weir; nothing was written\n"
