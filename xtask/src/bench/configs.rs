@@ -1,6 +1,7 @@
 //! Equivalent configs for the three proxies and the backend: one listener on
 //! 127.0.0.1, a few prefix routes (first match wins, `/` last) all to one
-//! cluster of the backend, the admin/metrics endpoint on, no access log.
+//! cluster of the backend, the admin/metrics endpoint on, no access log
+//! (but for `weir-log`, which is weir logging every request to a file).
 //! Beside it, with the same routes to the same cluster: a TLS-terminating
 //! listener (one self-signed certificate, ALPN h2 then http/1.1) and a
 //! cleartext listener for HTTP/2 with prior knowledge (h2c).
@@ -32,8 +33,9 @@ pub struct Cert {
 }
 
 /// weir's YAML (see the proxy config contract). The TLS and h2c listeners
-/// keep the default `codec: auto` (h2 by ALPN, or by the h2 preface).
-pub fn weir(p: &Ports, cert: &Cert) -> String {
+/// keep the default `codec: auto` (h2 by ALPN, or by the h2 preface). With
+/// `access_log`, every listener logs each request there in the text format.
+pub fn weir(p: &Ports, cert: &Cert, access_log: Option<&std::path::Path>) -> String {
     let mut routes = String::new();
     for prefix in ROUTE_PREFIXES {
         let name = route_name(prefix);
@@ -41,8 +43,14 @@ pub fn weir(p: &Ports, cert: &Cert) -> String {
             "          - name: {name}\n            match: {{ prefix: \"{prefix}\" }}\n            route: {{ cluster: backend }}\n"
         ));
     }
+    let log = access_log.map_or_else(String::new, |path| {
+        format!(
+            "    access_log: [{{path: {}, format: text}}]\n",
+            path.display()
+        )
+    });
     let virtual_hosts = format!(
-        "    virtual_hosts:
+        "{log}    virtual_hosts:
       - name: backend
         domains: [\"*\"]
         routes:
@@ -293,7 +301,20 @@ mod tests {
     #[test]
     fn every_config_has_every_route_and_the_ports() {
         let (p, c) = (ports(), cert());
-        for text in [weir(&p, &c), envoy(&p, &c), nginx_proxy(&p, &c, "/x")] {
+        let logged = weir(&p, &c, Some(std::path::Path::new("/x/access.log")));
+        assert_eq!(
+            logged
+                .matches("    access_log: [{path: /x/access.log, format: text}]\n")
+                .count(),
+            3,
+            "{logged}"
+        );
+        for text in [
+            weir(&p, &c, None),
+            logged,
+            envoy(&p, &c),
+            nginx_proxy(&p, &c, "/x"),
+        ] {
             for prefix in ROUTE_PREFIXES {
                 // The route table on each of the three listeners.
                 assert!(text.matches(prefix).count() >= 3, "{prefix} in\n{text}");

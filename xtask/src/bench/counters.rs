@@ -9,7 +9,7 @@ use super::peers::{Kind, Proxy, http_get};
 /// Downstream requests the proxy counted (probes and warm-up included).
 pub fn requests_counted(proxy: &Proxy) -> Result<u64> {
     let (path, parse): (&str, fn(&str) -> Option<u64>) = match proxy.kind {
-        Kind::Weir => ("/stats/prometheus", weir_requests),
+        Kind::Weir | Kind::WeirLog => ("/stats/prometheus", weir_requests),
         Kind::Envoy => ("/stats?filter=downstream_rq_total", envoy_requests),
         Kind::Nginx => ("/stub_status", nginx_requests),
     };

@@ -91,7 +91,9 @@ nginx `worker_processes 1` with upstream keep-alive), the same route table (pref
 {prefixes}, first match wins (nginx: longest prefix, same outcome); the load hits
 `{load_path}`, which the third matches) to one
 cluster, and its admin/metrics endpoint on (weir's admin listener, Envoy's admin,
-nginx `stub_status`); no access log. Load: `wrk -t1 -c{conns} -d{secs}s --latency`, keep-alive
+nginx `stub_status`); no access log, except `weir-log`: the same weir with
+`access_log: [{{path: <file>, format: text}}]` on every listener, so the
+`weir-log/weir` ratios are what the access log costs. Load: `wrk -t1 -c{conns} -d{secs}s --latency`, keep-alive
 and connection-per-request (`-H 'Connection: close'`), {rounds} interleaved rounds (order rotated
 each round) after a 1 s warm-up; the table shows medians over the rounds. CPU µs/req is
 utime+stime of the proxy's processes (all threads; nginx master + worker) from

@@ -85,7 +85,7 @@ pub struct ProxyArgs {
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
     connections: u32,
     /// Proxies to run, comma separated.
-    #[arg(long, value_delimiter = ',', default_value = "weir,envoy,nginx", value_parser = Kind::parse)]
+    #[arg(long, value_delimiter = ',', default_value = "weir,weir-log,envoy,nginx", value_parser = Kind::parse)]
     peers: Vec<Kind>,
     /// Loads to run, comma separated: keep-alive, conn-per-request, tls
     /// (HTTP/1.1 over TLS, wrk), h2 (HTTP/2 over TLS, h2load), h2c (HTTP/2
@@ -145,7 +145,7 @@ fn proxy(root: &Path, args: &ProxyArgs) -> Result<()> {
     let tools = tools::ensure(
         root,
         kinds.contains(&Kind::Envoy),
-        kinds.contains(&Kind::Weir),
+        kinds.iter().any(|k| k.is_weir()),
     )?;
     let dir = root.join("target/bench/proxy");
     if dir.exists() {

@@ -20,26 +20,37 @@ use benchkit::measure;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     Weir,
+    /// weir with an access log on every listener (text, to a file): the
+    /// log's cost, next to plain weir.
+    WeirLog,
     Envoy,
     Nginx,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Weir, Kind::Envoy, Kind::Nginx];
+    pub const ALL: [Kind; 4] = [Kind::Weir, Kind::WeirLog, Kind::Envoy, Kind::Nginx];
 
     pub fn name(self) -> &'static str {
         match self {
             Kind::Weir => "weir",
+            Kind::WeirLog => "weir-log",
             Kind::Envoy => "envoy",
             Kind::Nginx => "nginx",
         }
+    }
+
+    /// A weir build (started with `weir proxy`).
+    pub fn is_weir(self) -> bool {
+        matches!(self, Kind::Weir | Kind::WeirLog)
     }
 
     pub fn parse(name: &str) -> Result<Kind> {
         Kind::ALL
             .into_iter()
             .find(|k| k.name() == name.trim())
-            .with_context(|| format!("unknown proxy {name:?}: expected weir, envoy or nginx"))
+            .with_context(|| {
+                format!("unknown proxy {name:?}: expected weir, weir-log, envoy or nginx")
+            })
     }
 }
 
@@ -204,16 +215,21 @@ pub fn start_proxy(
     let listener = SocketAddr::from(([127, 0, 0, 1], ports.listener));
     let log = dir.join(format!("{}.log", kind.name()));
     let (mut proc, ready_path) = match kind {
-        Kind::Weir => {
+        Kind::Weir | Kind::WeirLog => {
             let weir = tools.weir.as_ref().context("weir was not built")?;
-            let conf = write(dir, "weir.yaml", &configs::weir(&ports, cert))?;
+            let access_log = (kind == Kind::WeirLog).then(|| dir.join("weir-access.log"));
+            let conf = write(
+                dir,
+                &format!("{}.yaml", kind.name()),
+                &configs::weir(&ports, cert, access_log.as_deref()),
+            )?;
             let mut cmd = Command::new(weir);
             cmd.arg("proxy")
                 .arg("--config")
                 .arg(&conf)
                 .args(["--workers", "1"])
                 .env("RUST_LOG", "warn");
-            (Proc::spawn("weir", &mut cmd, &log)?, "/ready")
+            (Proc::spawn(kind.name(), &mut cmd, &log)?, "/ready")
         }
         Kind::Envoy => {
             let envoy = tools.envoy.as_ref().context("envoy was not installed")?;

@@ -78,6 +78,29 @@ pub fn tables(rows: &[Summary], memory: &[(Kind, Memory)]) -> String {
             );
         }
     }
+    // The access log's cost: weir with it over weir without.
+    for mode in Mode::ALL {
+        let (Some(l), Some(w)) = (
+            find(rows, Kind::WeirLog, mode),
+            find(rows, Kind::Weir, mode),
+        ) else {
+            continue;
+        };
+        let (lm, wm) = (
+            mem_of(memory, Kind::WeirLog).unwrap_or_default(),
+            mem_of(memory, Kind::Weir).unwrap_or_default(),
+        );
+        let _ = writeln!(
+            ratios,
+            "| {} | weir-log/weir | {} | {} | {} | {} | {} |",
+            mode.label(),
+            ratio(l.requests_per_sec, w.requests_per_sec),
+            ratio(l.p50_us, w.p50_us),
+            ratio(l.p99_us, w.p99_us),
+            ratio(l.cpu_us_per_request, w.cpu_us_per_request),
+            ratio(lm.rss_kib as f64, wm.rss_kib as f64),
+        );
+    }
     if !ratios.is_empty() {
         t.push_str("\n| load | ratio | req/s | p50 | p99 | CPU/req | RSS |\n");
         t.push_str("|---|---|---:|---:|---:|---:|---:|\n");
