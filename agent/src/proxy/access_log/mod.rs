@@ -44,11 +44,12 @@ impl AccessLog {
         Ok(Self { sinks })
     }
 
-    /// Formats `r` once per format and queues it for every file.
+    /// Formats `r` once per format and queues it for every file (copied
+    /// only for a file that is not the last in its format).
     pub fn write(&self, r: &Record) {
         let mut lines: [Option<String>; 2] = [None, None];
-        for (fmt, sink) in &self.sinks {
-            let line = lines[*fmt as usize].get_or_insert_with(|| {
+        for (i, (fmt, sink)) in self.sinks.iter().enumerate() {
+            let line = lines[*fmt as usize].take().unwrap_or_else(|| {
                 let mut s = String::with_capacity(256);
                 match fmt {
                     AccessLogFormat::Text => format::text(r, &mut s),
@@ -56,7 +57,10 @@ impl AccessLog {
                 }
                 s
             });
-            sink.send(line.clone());
+            if self.sinks[i + 1..].iter().any(|(f, _)| f == fmt) {
+                lines[*fmt as usize] = Some(line.clone());
+            }
+            sink.send(line);
         }
     }
 }

@@ -7,7 +7,9 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{
+    Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError, sync_channel,
+};
 use std::time::{Duration, Instant};
 
 use prometheus::IntCounter;
@@ -17,11 +19,16 @@ pub const MAX_QUEUED_LINES: usize = 16_384;
 /// Bytes of the lines waiting for one writer, at most (so that 16,384
 /// lines of long headers cannot hold 150 MiB).
 pub const MAX_QUEUED_BYTES: usize = 16 << 20;
-/// The writer's buffer; flushed when full, every [`FLUSH_EVERY`] and
-/// whenever the queue runs dry.
+/// The writer's buffer; flushed when full and after every batch, so a
+/// line reaches the file within [`BATCH_EVERY`] of being queued.
 const BUFFER_BYTES: usize = 64 * 1024;
-/// A line waits at most this long in the writer's buffer.
-const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// Under load the writer takes the queue's lines in batches this far
+/// apart, so that senders never wake it line by line (a futex wake and a
+/// context switch per request cost more than the line itself); a line
+/// thus waits at most this long before its write.
+const BATCH_EVERY: Duration = Duration::from_millis(10);
+/// An idle writer waits for the next line at most this long at a time.
+const IDLE_WAIT: Duration = Duration::from_secs(1);
 /// A failing file is reported at most once per this.
 const ERROR_REPORT_EVERY: Duration = Duration::from_secs(10);
 
@@ -143,28 +150,40 @@ impl Writer {
         for set in [caps::CapSet::Effective, caps::CapSet::Permitted] {
             let _ = caps::clear(None, set);
         }
-        let mut flushed = Instant::now();
         loop {
-            match rx.recv_timeout(FLUSH_EVERY) {
-                Ok(line) => {
-                    self.queued.fetch_sub(line.len(), Ordering::Relaxed);
-                    let r = self.out.write_all(line.as_bytes());
-                    self.check(r);
-                    if flushed.elapsed() < FLUSH_EVERY {
-                        continue;
+            // Idle: sleep in the queue until a line comes.
+            match rx.recv_timeout(IDLE_WAIT) {
+                Ok(line) => self.write(&line),
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            // Busy: take what came meanwhile, write it out, and come back
+            // after a pause rather than on each line.
+            loop {
+                let open = loop {
+                    match rx.try_recv() {
+                        Ok(line) => self.write(&line),
+                        Err(TryRecvError::Empty) => break true,
+                        Err(TryRecvError::Disconnected) => break false,
                     }
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    let r = self.out.flush();
-                    self.check(r);
+                };
+                let r = self.out.flush();
+                self.check(r);
+                if !open {
                     return;
                 }
+                std::thread::sleep(BATCH_EVERY);
+                if rx.try_iter().next().map(|line| self.write(&line)).is_none() {
+                    break;
+                }
             }
-            let r = self.out.flush();
-            self.check(r);
-            flushed = Instant::now();
         }
+    }
+
+    fn write(&mut self, line: &str) {
+        self.queued.fetch_sub(line.len(), Ordering::Relaxed);
+        let r = self.out.write_all(line.as_bytes());
+        self.check(r);
     }
 
     /// Reports a failed write at most once per [`ERROR_REPORT_EVERY`]; the
