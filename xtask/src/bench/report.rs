@@ -54,52 +54,34 @@ pub fn tables(rows: &[Summary], memory: &[(Kind, Memory)]) -> String {
             r.other_cores,
         );
     }
+    // weir over each peer, then weir with its access log over weir (the
+    // log's cost).
+    let pairs = [
+        (Kind::Weir, Kind::Envoy),
+        (Kind::Weir, Kind::Nginx),
+        (Kind::WeirLog, Kind::Weir),
+    ];
     let mut ratios = String::new();
     for mode in Mode::ALL {
-        let Some(w) = find(rows, Kind::Weir, mode) else {
-            continue;
-        };
-        let wm = mem_of(memory, Kind::Weir).unwrap_or_default();
-        for peer in [Kind::Envoy, Kind::Nginx] {
-            let Some(p) = find(rows, peer, mode) else {
+        for (a, b) in pairs {
+            let (Some(x), Some(y)) = (find(rows, a, mode), find(rows, b, mode)) else {
                 continue;
             };
-            let pm = mem_of(memory, peer).unwrap_or_default();
+            let xm = mem_of(memory, a).unwrap_or_default();
+            let ym = mem_of(memory, b).unwrap_or_default();
             let _ = writeln!(
                 ratios,
-                "| {} | weir/{} | {} | {} | {} | {} | {} |",
+                "| {} | {}/{} | {} | {} | {} | {} | {} |",
                 mode.label(),
-                peer.name(),
-                ratio(w.requests_per_sec, p.requests_per_sec),
-                ratio(w.p50_us, p.p50_us),
-                ratio(w.p99_us, p.p99_us),
-                ratio(w.cpu_us_per_request, p.cpu_us_per_request),
-                ratio(wm.rss_kib as f64, pm.rss_kib as f64),
+                a.name(),
+                b.name(),
+                ratio(x.requests_per_sec, y.requests_per_sec),
+                ratio(x.p50_us, y.p50_us),
+                ratio(x.p99_us, y.p99_us),
+                ratio(x.cpu_us_per_request, y.cpu_us_per_request),
+                ratio(xm.rss_kib as f64, ym.rss_kib as f64),
             );
         }
-    }
-    // The access log's cost: weir with it over weir without.
-    for mode in Mode::ALL {
-        let (Some(l), Some(w)) = (
-            find(rows, Kind::WeirLog, mode),
-            find(rows, Kind::Weir, mode),
-        ) else {
-            continue;
-        };
-        let (lm, wm) = (
-            mem_of(memory, Kind::WeirLog).unwrap_or_default(),
-            mem_of(memory, Kind::Weir).unwrap_or_default(),
-        );
-        let _ = writeln!(
-            ratios,
-            "| {} | weir-log/weir | {} | {} | {} | {} | {} |",
-            mode.label(),
-            ratio(l.requests_per_sec, w.requests_per_sec),
-            ratio(l.p50_us, w.p50_us),
-            ratio(l.p99_us, w.p99_us),
-            ratio(l.cpu_us_per_request, w.cpu_us_per_request),
-            ratio(lm.rss_kib as f64, wm.rss_kib as f64),
-        );
     }
     if !ratios.is_empty() {
         t.push_str("\n| load | ratio | req/s | p50 | p99 | CPU/req | RSS |\n");
