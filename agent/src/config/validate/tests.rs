@@ -828,6 +828,7 @@ fn authorization_policies_name_their_problems() {
     ] {
         assert!(err.contains(&expected), "missing {expected:?} in:\n{err}");
     }
+}
 
 /// A listener with the given `access_log` lines (from line 4) and one route.
 fn with_access_log(logs: &str) -> String {
