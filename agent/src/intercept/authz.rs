@@ -5,12 +5,12 @@
 //! from anything a request says. Policies are the config's
 //! `authorization_policies` (Istio's AuthorizationPolicy, action ALLOW).
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use prometheus::{IntCounterVec, Registry};
 
 use super::PodIdentity;
+use super::bounded::BoundedValues;
 use crate::config::pattern_matches;
 use crate::config::{AuthorizationPolicyConfig, AuthzOperationConfig, AuthzSourceConfig};
 use crate::proxy::metrics::{MetricsError, counter};
@@ -128,7 +128,7 @@ fn operation_matches(want: &AuthzOperationConfig, op: Operation<'_>) -> bool {
 /// Denials, counted with the source.
 pub(super) struct AuthzMetrics {
     denied: IntCounterVec,
-    principals: Mutex<HashSet<Arc<str>>>,
+    principals: BoundedValues,
 }
 
 impl AuthzMetrics {
@@ -146,7 +146,7 @@ impl AuthzMetrics {
                     "protocol",
                 ],
             )?,
-            principals: Mutex::new(HashSet::new()),
+            principals: BoundedValues::new(MAX_PRINCIPAL_LABELS),
         })
     }
 
@@ -158,7 +158,7 @@ impl AuthzMetrics {
         protocol: &str,
     ) {
         let principal = match source {
-            Some(p) => self.principal_label(&p.name),
+            Some(p) => self.principals.label(&p.name),
             None => Arc::from(super::identity::UNKNOWN),
         };
         self.denied
@@ -170,21 +170,6 @@ impl AuthzMetrics {
                 protocol,
             ])
             .inc();
-    }
-
-    /// `name` as a label, within [`MAX_PRINCIPAL_LABELS`].
-    fn principal_label(&self, name: &Arc<str>) -> Arc<str> {
-        let Ok(mut seen) = self.principals.lock() else {
-            return Arc::from("other");
-        };
-        if seen.contains(name) {
-            return Arc::clone(name);
-        }
-        if seen.len() >= MAX_PRINCIPAL_LABELS {
-            return Arc::from("other");
-        }
-        seen.insert(Arc::clone(name));
-        Arc::clone(name)
     }
 }
 
@@ -348,15 +333,19 @@ mod tests {
 
     #[test]
     fn principal_labels_are_bounded() {
-        let m = AuthzMetrics::new(&Registry::new()).unwrap();
-        for i in 0..MAX_PRINCIPAL_LABELS {
-            let name: Arc<str> = Arc::from(format!("td/ns/n/sa/s{i}"));
-            assert_eq!(m.principal_label(&name), name);
+        let registry = Registry::new();
+        let m = AuthzMetrics::new(&registry).unwrap();
+        let target = pod("ns", "backend");
+        for i in 0..MAX_PRINCIPAL_LABELS + 10 {
+            let source = Principal::new("td", "n", &format!("s{i}"));
+            m.denied(Some(&source), "n", &target, "http");
         }
-        assert_eq!(&*m.principal_label(&Arc::from("td/ns/n/sa/late")), "other");
-        assert_eq!(
-            &*m.principal_label(&Arc::from("td/ns/n/sa/s3")),
-            "td/ns/n/sa/s3"
-        );
+        let families = registry.gather();
+        let denied = families
+            .iter()
+            .find(|f| f.name() == "weir_intercept_authz_denied_total")
+            .unwrap();
+        // The bound's worth of principals, and `other` for the rest.
+        assert_eq!(denied.get_metric().len(), MAX_PRINCIPAL_LABELS + 1);
     }
 }

@@ -5,11 +5,9 @@
 //! Label handles are resolved once per connection ([`InterceptMetrics::identity`]);
 //! the request path only increments counters it already holds.
 
-use std::collections::HashSet;
-use std::sync::Mutex;
-
 use prometheus::{Counter, CounterVec, IntCounter, IntCounterVec, Registry};
 
+use super::bounded::{BoundedValues, OTHER};
 use super::detect::{Detected, Direction};
 use crate::proxy::io::ByteCounters;
 use crate::proxy::metrics::{CLASSES, MetricsError, class_index, counter, float_counter};
@@ -138,9 +136,9 @@ pub struct InterceptMetrics {
     pub same_node: IntCounter,
     /// Connections a pod's source could not open: [unenrolled, socket].
     pod_connect_failures: [IntCounter; 2],
-    sni_seen: Mutex<HashSet<String>>,
-    dst_seen: Mutex<HashSet<String>>,
-    principals_seen: Mutex<HashSet<String>>,
+    sni_seen: BoundedValues,
+    dst_seen: BoundedValues,
+    principals_seen: BoundedValues,
 }
 
 /// Handles of one (source, destination) pair.
@@ -290,9 +288,9 @@ impl InterceptMetrics {
                 "Time the pod's intercepted connections were held back because it was over its weir.dev/max-cpu (summed over its connections).",
                 &["namespace", "pod"],
             )?,
-            sni_seen: Mutex::new(HashSet::new()),
-            dst_seen: Mutex::new(HashSet::new()),
-            principals_seen: Mutex::new(HashSet::new()),
+            sni_seen: BoundedValues::new(MAX_SNI_VALUES),
+            dst_seen: BoundedValues::new(MAX_PASSTHROUGH_DESTINATIONS),
+            principals_seen: BoundedValues::new(MAX_PRINCIPALS),
         })
     }
 
@@ -349,8 +347,8 @@ impl InterceptMetrics {
     fn values<'l>(&self, l: &'l Labels<'l>) -> [&'l str; 14] {
         let mut v = l.values();
         for i in [9, 12] {
-            if v[i] != UNKNOWN && !admit(&self.principals_seen, v[i], MAX_PRINCIPALS) {
-                v[i] = "other";
+            if v[i] != UNKNOWN && self.principals_seen.admit(v[i]).is_none() {
+                v[i] = OTHER;
             }
         }
         v
@@ -379,8 +377,8 @@ impl InterceptMetrics {
     pub fn tls(&self, l: &Labels<'_>, sni: Option<&str>) {
         let sni = match sni {
             None => "none",
-            Some(s) if admit(&self.sni_seen, s, MAX_SNI_VALUES) => s,
-            Some(_) => "other",
+            Some(s) if self.sni_seen.admit(s).is_some() => s,
+            Some(_) => OTHER,
         };
         let mut v = self.values(l).to_vec();
         v.push(sni);
@@ -390,7 +388,7 @@ impl InterceptMetrics {
     /// The `destination` label of unmatched traffic: `ip:port` within
     /// [`MAX_PASSTHROUGH_DESTINATIONS`], else `PassthroughCluster`.
     pub fn passthrough_destination(&self, dst: String) -> String {
-        if admit(&self.dst_seen, &dst, MAX_PASSTHROUGH_DESTINATIONS) {
+        if self.dst_seen.admit(&dst).is_some() {
             dst
         } else {
             super::passthrough::PASSTHROUGH_CLUSTER.to_string()
@@ -399,18 +397,6 @@ impl InterceptMetrics {
 }
 
 /// True when `value` was seen before or fits in the budget.
-fn admit(seen: &Mutex<HashSet<String>>, value: &str, max: usize) -> bool {
-    let Ok(mut s) = seen.lock() else { return false };
-    if s.contains(value) {
-        return true;
-    }
-    if s.len() >= max {
-        return false;
-    }
-    s.insert(value.to_string());
-    true
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

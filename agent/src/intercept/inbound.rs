@@ -120,7 +120,18 @@ pub(super) async fn serve<S>(
             serve_http(io, conn, inner.runtime.drain_watch()).await;
             Ok(())
         }
-        _ if !tcp_allowed(inner, &pod, principal.as_ref(), &src_ns, dst) => {
+        _ if !authorized(
+            &inner.runtime,
+            &inner.shared,
+            &pod,
+            (principal.as_ref(), &src_ns),
+            Operation {
+                port: dst.port(),
+                http: None,
+            },
+            "tcp",
+        ) =>
+        {
             Err(InterceptError::Denied)
         }
         Detected::Tls { sni } => {
@@ -134,30 +145,27 @@ pub(super) async fn serve<S>(
     }
 }
 
-/// Whether `source` may open a TLS or opaque connection to `pod` at `dst`
-/// (`authorization_policies`); a denial is counted.
-fn tcp_allowed(
-    inner: &Inner,
+/// Whether `authorization_policies` let `source` reach `pod` with `op`;
+/// a denial is counted under `protocol` (`http`, `tcp`).
+fn authorized(
+    runtime: &Runtime,
+    shared: &Shared,
     pod: &PodIdentity,
-    source: Option<&Principal>,
-    source_namespace: &str,
-    dst: SocketAddr,
+    source: (Option<&Principal>, &str),
+    op: Operation<'_>,
+    protocol: &str,
 ) -> bool {
-    let config = inner.runtime.effective.load();
+    let (principal, source_namespace) = source;
+    let config = runtime.effective.load();
     let Some(config) = config.as_ref() else {
         return true;
     };
-    let op = Operation {
-        port: dst.port(),
-        http: None,
-    };
-    if authz::decide(&config.authorization_policies, pod, source, op) != Decision::Denied {
+    if authz::decide(&config.authorization_policies, pod, principal, op) != Decision::Denied {
         return true;
     }
-    inner
-        .shared
+    shared
         .authz
-        .denied(source, source_namespace, pod, "tcp");
+        .denied(principal, source_namespace, pod, protocol);
     false
 }
 
@@ -195,24 +203,17 @@ impl AppConn {
     /// Whether `source` may send `req` (`authorization_policies`); a
     /// denial is counted.
     fn allows(&self, req: &Request<Incoming>, source: Option<&Principal>) -> bool {
-        let config = self.runtime.effective.load();
-        let Some(config) = config.as_ref() else {
-            return true;
-        };
-        let pod = &self.accounting.pod;
-        let op = Operation {
-            port: self.dst.port(),
-            http: Some((req.method().as_str(), req.uri().path())),
-        };
-        if authz::decide(&config.authorization_policies, pod, source, op) != Decision::Denied {
-            return true;
-        }
-        let namespace = source.map_or(UNKNOWN, |p| &*p.namespace);
-        self.accounting
-            .shared
-            .authz
-            .denied(source, namespace, pod, "http");
-        false
+        authorized(
+            &self.runtime,
+            &self.accounting.shared,
+            &self.accounting.pod,
+            (source, source.map_or(UNKNOWN, |p| &*p.namespace)),
+            Operation {
+                port: self.dst.port(),
+                http: Some((req.method().as_str(), req.uri().path())),
+            },
+            "http",
+        )
     }
 }
 

@@ -18,7 +18,7 @@
 //! cluster's pod CIDRs, configuration (`--mesh-pod-cidrs`), as Cilium's and
 //! Calico's pools are, not a watch of every pod.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -33,6 +33,7 @@ use tokio::net::TcpStream;
 
 use super::PodIdentity;
 use super::authz::Principal;
+use super::bounded::BoundedValues;
 use crate::mesh::{Identities, MeshConfig, MeshError, SpiffeId, server_name};
 use crate::pods::Workload;
 use crate::proxy::metrics::{MetricsError, counter};
@@ -58,8 +59,6 @@ pub const MAX_TUNNELS: usize = 4096;
 /// only from the mesh's node CAs, but a compromised node can mint any
 /// namespace, and no peer may grow the series count without bound.
 pub const MAX_SOURCE_NAMESPACES: usize = 1024;
-/// The label of a source namespace past [`MAX_SOURCE_NAMESPACES`].
-pub const OTHER_NAMESPACE: &str = "other";
 /// Bound on opening a tunnel stream inside whatever bound the caller has
 /// (a cluster's `connect_timeout`, the passthrough's connect timeout).
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -211,7 +210,7 @@ pub(super) struct MeshLink {
     pool: TunnelPool<(SpiffeId, EgressId, IpAddr)>,
     no_tunnel: Mutex<HashMap<IpAddr, Instant>>,
     /// The source namespaces labels were made for (see [`MAX_SOURCE_NAMESPACES`]).
-    source_namespaces: Mutex<HashSet<Arc<str>>>,
+    source_namespaces: BoundedValues,
     metrics: MeshMetrics,
 }
 
@@ -228,7 +227,7 @@ impl MeshLink {
             pod_cidrs: options.pod_cidrs.clone(),
             pool,
             no_tunnel: Mutex::new(HashMap::new()),
-            source_namespaces: Mutex::new(HashSet::new()),
+            source_namespaces: BoundedValues::new(MAX_SOURCE_NAMESPACES),
             metrics: MeshMetrics::new(registry)?,
         })
     }
@@ -246,18 +245,7 @@ impl MeshLink {
     /// The label value of source namespace `namespace` (a peer
     /// certificate's), within [`MAX_SOURCE_NAMESPACES`].
     pub(super) fn namespace_label(&self, namespace: &str) -> Arc<str> {
-        let Ok(mut seen) = self.source_namespaces.lock() else {
-            return Arc::from(OTHER_NAMESPACE);
-        };
-        if let Some(known) = seen.get(namespace) {
-            return Arc::clone(known);
-        }
-        if seen.len() >= MAX_SOURCE_NAMESPACES {
-            return Arc::from(OTHER_NAMESPACE);
-        }
-        let label: Arc<str> = Arc::from(namespace);
-        seen.insert(Arc::clone(&label));
-        label
+        self.source_namespaces.label(namespace)
     }
 
     pub(super) fn trust_domain(&self) -> &str {
@@ -456,11 +444,14 @@ impl<D: Deliver> TunnelHandler for PodEnd<D> {
         };
         self.link.metrics.streams[1].inc();
         let principal = Principal {
+            // The certificate's namespace is the peer's choice within its
+            // node CA: a bounded label.
             namespace: self.link.namespace_label(&source.namespace),
-            name: Arc::from(format!(
-                "{}/ns/{}/sa/{}",
-                source.trust_domain, source.namespace, source.service_account
-            )),
+            ..Principal::new(
+                source.trust_domain.as_str(),
+                &source.namespace,
+                &source.service_account,
+            )
         };
         self.deliver.deliver(principal, target, stream)
     }
@@ -469,6 +460,7 @@ impl<D: Deliver> TunnelHandler for PodEnd<D> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::intercept::bounded::OTHER;
 
     #[test]
     fn source_namespaces_are_bounded_labels() {
@@ -488,7 +480,7 @@ mod tests {
             assert_eq!(&*link.namespace_label(&format!("ns{n}")), format!("ns{n}"));
         }
         assert_eq!(&*link.namespace_label("ns7"), "ns7");
-        assert_eq!(&*link.namespace_label("one-too-many"), OTHER_NAMESPACE);
+        assert_eq!(&*link.namespace_label("one-too-many"), OTHER);
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! Design: `docs/architecture.md` ("Identity"); metrics: `docs/metrics.md`.
 
 mod authz;
+mod bounded;
 mod connector;
 pub(crate) mod detect;
 mod identity;
