@@ -366,6 +366,7 @@ impl MeshLink {
                 return;
             }
         };
+        let draining = deliver.draining();
         let handler = Arc::new(PodEnd {
             link: Arc::clone(self),
             pod_ip: dst.ip(),
@@ -373,7 +374,7 @@ impl MeshLink {
         });
         let server = TunnelServer::new(tls, handler, ServerLimits::default())
             .with_spawner(charging_spawner());
-        if let Err(e) = server.serve(stream, Some(peer)).await {
+        if let Err(e) = server.serve_until(stream, Some(peer), draining).await {
             log::debug!("tunnel from {peer} to {dst}: {e}");
         }
     }
@@ -407,6 +408,11 @@ pub(super) trait Deliver: Send + Sync + 'static {
         target: SocketAddr,
         stream: TunnelStream,
     ) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+    /// Resolves when the agent begins to drain: the tunnel connection
+    /// then says GOAWAY, so the peer takes new streams elsewhere (to a
+    /// successor agent) while the open ones finish.
+    fn draining(&self) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 }
 
 /// The tunnel's far end in one pod.

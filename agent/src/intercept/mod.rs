@@ -118,6 +118,13 @@ impl mesh_link::Deliver for TunnelDelivery {
             interceptor.within_drain(serve).await;
         })
     }
+
+    fn draining(&self) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let mut drain = self.interceptor.inner.runtime.drain_watch();
+        Box::pin(async move {
+            drain.signaled().await;
+        })
+    }
 }
 
 /// What one interceptor's outbound side, inbound side and upstream

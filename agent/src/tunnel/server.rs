@@ -6,9 +6,9 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Empty;
@@ -44,6 +44,12 @@ pub struct ServerLimits {
     pub keep_alive_interval: Duration,
     /// How long a ping may go unanswered before the connection is closed.
     pub keep_alive_timeout: Duration,
+    /// A connection with no stream open for this long is closed gracefully
+    /// (GOAWAY: the peer's pool dials again when it next needs one), between
+    /// one and two of these after its last stream ended. A pool that never
+    /// forgets would otherwise hold this node's descriptors and TLS state
+    /// for ever. Envoy's default for idle HTTP connections (`idle_timeout`).
+    pub idle_timeout: Duration,
 }
 
 impl Default for ServerLimits {
@@ -55,6 +61,7 @@ impl Default for ServerLimits {
             max_header_list_size: 16 * 1024,
             keep_alive_interval: Duration::from_secs(10),
             keep_alive_timeout: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(3600),
         }
     }
 }
@@ -170,6 +177,23 @@ impl<H: TunnelHandler> TunnelServer<H> {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        self.serve_until(stream, peer_addr, std::future::pending())
+            .await
+    }
+
+    /// [`TunnelServer::serve`], closing gracefully once `shutdown` resolves
+    /// (the agent drains): GOAWAY, so the peer opens no new stream here and
+    /// dials again (a successor agent), while the streams already open run
+    /// to their end.
+    pub async fn serve_until<S>(
+        &self,
+        stream: S,
+        peer_addr: Option<SocketAddr>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), TunnelError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let limits = &self.limits;
         let tls = tokio::time::timeout(limits.handshake_timeout, self.tls.accept(stream))
             .await
@@ -184,13 +208,14 @@ impl<H: TunnelHandler> TunnelServer<H> {
             addr: peer_addr,
         });
         let asked = Arc::new(AtomicBool::new(false));
+        let streams = Arc::new(OpenStreams::default());
         let service = {
             let handler = Arc::clone(&self.handler);
             let spawner = self.spawner.clone();
-            let asked = Arc::clone(&asked);
+            let (asked, streams) = (Arc::clone(&asked), Arc::clone(&streams));
             service_fn(move |request| {
                 asked.store(true, Ordering::Relaxed);
-                let response = answer(request, &peer, &handler, &spawner);
+                let response = answer(request, &peer, &handler, &spawner, &streams);
                 async move { Ok::<_, Infallible>(response) }
             })
         };
@@ -202,14 +227,82 @@ impl<H: TunnelHandler> TunnelServer<H> {
             .keep_alive_timeout(limits.keep_alive_timeout)
             .serve_connection(TokioIo::new(tls), service);
         let mut conn = std::pin::pin!(conn);
+        let mut shutdown = std::pin::pin!(shutdown);
         tokio::select! {
             done = conn.as_mut() => return done.map_err(TunnelError::Serve),
             () = tokio::time::sleep(limits.header_read_timeout) => {}
+            () = shutdown.as_mut() => {
+                conn.as_mut().graceful_shutdown();
+                return conn.await.map_err(TunnelError::Serve);
+            }
         }
         if !asked.load(Ordering::Relaxed) {
             return Err(TunnelError::TimedOut);
         }
+        loop {
+            tokio::select! {
+                done = conn.as_mut() => return done.map_err(TunnelError::Serve),
+                () = shutdown.as_mut() => break,
+                // Looked at once per idle timeout: cheaper than waking at
+                // every stream's end, and closes within two of them.
+                () = tokio::time::sleep(limits.idle_timeout) => {
+                    if streams.idle_for().is_some_and(|idle| idle >= limits.idle_timeout) {
+                        tracing::debug!("tunnel connection idle for {:?}: closing", limits.idle_timeout);
+                        break;
+                    }
+                }
+            }
+        }
+        conn.as_mut().graceful_shutdown();
         conn.await.map_err(TunnelError::Serve)
+    }
+}
+
+/// The streams open on one served connection, and since when none is.
+#[derive(Debug)]
+struct OpenStreams {
+    open: AtomicUsize,
+    /// When the count last fell to zero (or the connection began).
+    idle_since: Mutex<Instant>,
+}
+
+impl Default for OpenStreams {
+    fn default() -> Self {
+        Self {
+            open: AtomicUsize::new(0),
+            idle_since: Mutex::new(Instant::now()),
+        }
+    }
+}
+
+impl OpenStreams {
+    /// Counts a stream until the guard drops.
+    fn opened(self: &Arc<Self>) -> OpenStream {
+        self.open.fetch_add(1, Ordering::SeqCst);
+        OpenStream(Arc::clone(self))
+    }
+
+    /// How long no stream has been open; `None` while one is.
+    fn idle_for(&self) -> Option<Duration> {
+        if self.open.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        let since = *self.idle_since.lock().ok()?;
+        Some(since.elapsed())
+    }
+}
+
+/// One open stream of [`OpenStreams`].
+struct OpenStream(Arc<OpenStreams>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        // Stamped before the count falls, so an idle check never sees
+        // zero streams with the stamp of an earlier idle spell.
+        if let Ok(mut since) = self.0.idle_since.lock() {
+            *since = Instant::now();
+        }
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -220,6 +313,7 @@ fn answer<H: TunnelHandler>(
     peer: &Arc<PeerInfo>,
     handler: &Arc<H>,
     spawner: &Spawner,
+    streams: &Arc<OpenStreams>,
 ) -> Response<Empty<Bytes>> {
     let target = match target(&request) {
         Ok(target) => target,
@@ -230,7 +324,9 @@ fn answer<H: TunnelHandler>(
     }
     let upgrade = hyper::upgrade::on(&mut request);
     let (peer, handler) = (Arc::clone(peer), Arc::clone(handler));
+    let open = streams.opened();
     spawner.spawn(async move {
+        let _open = open;
         match upgrade.await {
             Ok(upgraded) => {
                 handler

@@ -1,8 +1,9 @@
 //! The server side against hand-made requests: what it refuses before the
 //! handler sees it, and its deadlines.
 
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Empty;
@@ -13,8 +14,8 @@ use rustls_pki_types::ServerName;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
 
-use super::test_support::{Ca, SERVER_NAME, Server, client_config, server_config};
-use super::{ServerLimits, TunnelError, TunnelServer};
+use super::test_support::{Ca, SERVER_NAME, Server, client_config, exchange, server_config};
+use super::{ClientSettings, ServerLimits, Spawner, TunnelConnection, TunnelError, TunnelServer};
 
 /// A bare HTTP/2 client on a tunnel connection, to send what the tunnel
 /// client never would.
@@ -131,4 +132,116 @@ async fn a_client_without_a_certificate_fails_tls() {
     let served = server.serve(tcp, None).await;
     assert!(matches!(served, Err(TunnelError::Tls(_))), "{served:?}");
     client.await.unwrap();
+}
+
+/// A served connection run to its end by the test, with a client of its own.
+struct Served {
+    server: TunnelServer<super::test_support::Echo>,
+    listener: TcpListener,
+    client_tls: Arc<rustls::ClientConfig>,
+}
+
+impl Served {
+    async fn new(limits: ServerLimits) -> Served {
+        let ca = Ca::new("tunnel test CA");
+        Served {
+            server: TunnelServer::new(
+                server_config(&ca, &ca.issue(SERVER_NAME)),
+                Arc::new(super::test_support::Echo::default()),
+                limits,
+            ),
+            listener: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            client_tls: client_config(&ca, &ca.issue("client"), &[b"h2"]),
+        }
+    }
+
+    /// A tunnel connection to the server, as the pool makes them.
+    fn connect(&self) -> impl Future<Output = TunnelConnection> + use<> {
+        let addr = self.listener.local_addr().unwrap();
+        let tls = Arc::clone(&self.client_tls);
+        async move {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let name = ServerName::try_from(SERVER_NAME).unwrap();
+            let settings = ClientSettings::default();
+            TunnelConnection::establish(tcp, tls, name, &settings, &Spawner::default())
+                .await
+                .unwrap()
+        }
+    }
+}
+
+const TARGET: &str = "10.0.0.1:80";
+const IDLE: Duration = Duration::from_millis(300);
+
+#[tokio::test]
+async fn a_connection_without_streams_for_the_idle_timeout_is_closed() {
+    let served = Served::new(ServerLimits {
+        header_read_timeout: Duration::from_millis(100),
+        idle_timeout: IDLE,
+        ..ServerLimits::default()
+    })
+    .await;
+    let connect = served.connect();
+    let client = tokio::spawn(async move {
+        let conn = connect.await;
+        let stream = conn.open(TARGET.parse().unwrap()).await.unwrap();
+        // Held across three idle timeouts: a connection with a stream
+        // open is not idle, however quiet the stream.
+        tokio::time::sleep(IDLE * 3).await;
+        assert!(!conn.is_closed(), "closed while a stream was open");
+        let echoed = exchange(stream, b"still here".to_vec()).await;
+        assert!(echoed.starts_with(b"still here"));
+        (conn, Instant::now())
+    });
+    let (tcp, _) = served.listener.accept().await.unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(10), served.server.serve(tcp, None))
+        .await
+        .expect("an idle connection is closed");
+    let closed = Instant::now();
+    // The client may hang up on the GOAWAY before the server's last write.
+    assert!(
+        matches!(result, Ok(()) | Err(TunnelError::Serve(_))),
+        "{result:?}"
+    );
+    let (conn, stream_ended) = client.await.unwrap();
+    let idle = closed - stream_ended;
+    assert!(idle >= IDLE, "closed {idle:?} after its last stream ended");
+    assert!(idle < IDLE * 2 + Duration::from_millis(500), "{idle:?}");
+    assert!(conn.open(TARGET.parse().unwrap()).await.is_err());
+}
+
+#[tokio::test]
+async fn shutting_down_refuses_new_streams_and_lets_open_ones_finish() {
+    let served = Served::new(ServerLimits::default()).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let connect = served.connect();
+    let client = tokio::spawn(async move {
+        let conn = connect.await;
+        let stream = conn.open(TARGET.parse().unwrap()).await.unwrap();
+        stop.send(()).unwrap();
+        // GOAWAY reaches the client: no new stream is sent there.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !conn.is_closed() {
+            assert!(Instant::now() < deadline, "GOAWAY never arrived");
+            if conn.open(TARGET.parse().unwrap()).await.is_err() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        // The stream open before the drain still carries bytes both ways.
+        exchange(stream, b"after the drain".to_vec()).await
+    });
+    let (tcp, _) = served.listener.accept().await.unwrap();
+    let shutdown = async {
+        let _ = stopped.await;
+    };
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        served.server.serve_until(tcp, None, shutdown),
+    )
+    .await
+    .expect("the connection ends once its last stream did");
+    assert!(result.is_ok(), "{result:?}");
+    let echoed = client.await.unwrap();
+    assert!(echoed.starts_with(b"after the drain"), "{echoed:?}");
 }
