@@ -7,6 +7,7 @@
 //! directory and network namespace on this node.
 //! Format reference: `docs/pods.md`.
 
+mod dir_changes;
 mod file;
 mod kubernetes;
 mod policy;

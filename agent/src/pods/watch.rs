@@ -1,9 +1,12 @@
 //! Watching the pods file: poll it, and publish each new valid list.
 //!
-//! Polling the content (not inotify, not the mtime) sees every way the file can
-//! change: edited in place, replaced by rename, a ConfigMap's symlink swap. An
-//! invalid or unreadable file is reported and the last good list stays
-//! published: a typo never looks like "no pods".
+//! Polling the content (not the mtime) sees every way the file can change:
+//! edited in place, replaced by rename, a ConfigMap's symlink swap. inotify
+//! on its directory makes the poll happen as soon as a change is complete
+//! (`dir_changes`); the interval stays, for changes inotify does not see
+//! (another mount namespace's writes to a shared volume, an unsupported
+//! filesystem). An invalid or unreadable file is reported and the last good
+//! list stays published: a typo never looks like "no pods".
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -15,6 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
+use super::dir_changes::DirChanges;
 use super::file::{PodsFileError, parse_pods_str};
 use super::spec::PodSpec;
 
@@ -31,9 +35,21 @@ pub struct PodsWatch {
 }
 
 /// Loads `path` (an error here is returned: the agent should not start on a
-/// bad file), then polls it every `interval` (at least 1ms) on a tokio task.
+/// bad file), then reads it again on a tokio task whenever a change in its
+/// directory completes, and every `interval` (at least 1ms).
 /// Must be called inside a tokio runtime.
 pub fn watch_pods_file(path: &Path, interval: Duration) -> Result<PodsWatch, PodsFileError> {
+    // Watched before the first read, so no change after it goes unseen.
+    let changes = match DirChanges::watch(path) {
+        Ok(changes) => Some(changes),
+        Err(e) => {
+            log::info!(
+                "{}: no inotify ({e}); changes are seen within {interval:?}",
+                path.display()
+            );
+            None
+        }
+    };
     let text = std::fs::read(path).map_err(|source| PodsFileError::Read {
         path: path.to_owned(),
         source,
@@ -47,7 +63,7 @@ pub fn watch_pods_file(path: &Path, interval: Duration) -> Result<PodsWatch, Pod
         pods: pods_tx,
         problem: problem_tx,
     };
-    let task = tokio::spawn(poller.run(interval.max(Duration::from_millis(1))));
+    let task = tokio::spawn(poller.run(changes, interval.max(Duration::from_millis(1))));
     Ok(PodsWatch {
         pods,
         problem,
@@ -64,12 +80,23 @@ struct Poller {
 }
 
 impl Poller {
-    async fn run(mut self, interval: Duration) {
+    async fn run(mut self, mut changes: Option<DirChanges>, interval: Duration) {
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         ticks.tick().await;
         loop {
-            ticks.tick().await;
+            tokio::select! {
+                _ = ticks.tick() => {}
+                changed = next_change(&mut changes) => {
+                    if let Err(e) = changed {
+                        log::warn!(
+                            "{}: inotify failed ({e}); changes are seen within {interval:?}",
+                            self.path.display()
+                        );
+                        changes = None;
+                    }
+                }
+            }
             if self.pods.is_closed() {
                 return;
             }
@@ -120,6 +147,14 @@ impl Poller {
             self.pods.borrow().len()
         );
         self.problem.send_replace(Some(Arc::new(err)));
+    }
+}
+
+/// The next change `changes` sees; never, without it.
+async fn next_change(changes: &mut Option<DirChanges>) -> std::io::Result<()> {
+    match changes {
+        Some(changes) => changes.next().await,
+        None => std::future::pending().await,
     }
 }
 

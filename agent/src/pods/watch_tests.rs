@@ -199,3 +199,39 @@ async fn the_task_ends_with_its_last_receiver() {
         .expect("the watcher kept running")
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_completed_change_is_seen_without_waiting_for_the_poll() {
+    // The interval never fires within the test: only inotify can wake it.
+    let never = Duration::from_secs(3600);
+    let dir = TempDir::new();
+    dir.replace(&document(&[("a", "10.0.0.1")]));
+    let mut watch = watch_pods_file(&dir.file(), never).unwrap();
+    assert_eq!(names(&watch.pods), ["a"]);
+
+    // Replaced by rename (IN_MOVED_TO).
+    dir.replace(&document(&[("a", "10.0.0.1"), ("b", "10.0.0.2")]));
+    assert_eq!(changed(&mut watch.pods).await, ["a", "b"]);
+
+    // Written in place (IN_CLOSE_WRITE).
+    std::fs::write(dir.file(), document(&[("c", "10.0.0.3")])).unwrap();
+    assert_eq!(changed(&mut watch.pods).await, ["c"]);
+
+    // A ConfigMap volume: the file is a symlink through `..data`, swapped
+    // by renaming a new `..data` link over the old one.
+    let config_map = TempDir::new();
+    let version = |n: u32, text: &str| {
+        let data = config_map.0.join(format!("..v{n}"));
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("pods.yaml"), text).unwrap();
+        let link = config_map.0.join("..data_tmp");
+        std::os::unix::fs::symlink(format!("..v{n}"), &link).unwrap();
+        std::fs::rename(&link, config_map.0.join("..data")).unwrap();
+    };
+    version(1, &document(&[("d", "10.0.0.4")]));
+    std::os::unix::fs::symlink("..data/pods.yaml", config_map.file()).unwrap();
+    let mut mounted = watch_pods_file(&config_map.file(), never).unwrap();
+    assert_eq!(names(&mounted.pods), ["d"]);
+    version(2, &document(&[("e", "10.0.0.5")]));
+    assert_eq!(changed(&mut mounted.pods).await, ["e"]);
+}

@@ -12,12 +12,12 @@ use crate::pods::{KubernetesOptions, PodSpec, watch_node_pods, watch_pods_file};
 
 use super::RunError;
 
-/// How often the pods file is checked for changes.
+/// How often the pods file is read besides when inotify says it changed.
 const PODS_POLL: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Clone)]
 pub enum PodSource {
-    /// A YAML pods file (docs/pods.md), polled for changes.
+    /// A YAML pods file (docs/pods.md), read again when it changes.
     File(PathBuf),
     /// The pods the API server schedules on this node.
     Kubernetes(KubernetesOptions),
