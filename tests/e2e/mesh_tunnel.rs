@@ -161,7 +161,12 @@ fn start_agents(
     let agent_a = agent(
         &t.node_a,
         &node_a_config(to_app(&t.server), to_app(&t.plain)),
-        &format!("pods:\n{}", entry(&t.client, true, "frontend")),
+        // The client's workload is not its pod's name: node B learns it
+        // only from the stream's baggage.
+        &format!(
+            "pods:\n{}    workload: storefront\n",
+            entry(&t.client, true, "frontend")
+        ),
         pins_a,
         with_extra(mesh_args(root_a, &dir.join("a"))?),
     )?;
@@ -223,7 +228,8 @@ fn enrolled_pods_of_two_nodes_talk_through_the_mutual_tls_tunnel() -> Result<()>
         logs()
     );
     // Node B names the source by the tunnel's certificate: the client's
-    // namespace (its workload, not a pod name, crosses nodes).
+    // namespace and service account; its workload by the stream's baggage,
+    // believed within that namespace (a pod name does not cross nodes).
     let inbound = sample(
         &agent_b,
         &t.node_b,
@@ -236,6 +242,7 @@ fn enrolled_pods_of_two_nodes_talk_through_the_mutual_tls_tunnel() -> Result<()>
             // Istio's names of the same facts, for Kiali-style queries.
             ("reporter", "destination"),
             ("source_workload_namespace", "default"),
+            ("source_workload", "storefront"),
             (
                 "source_principal",
                 "spiffe://cluster.local/ns/default/sa/frontend",

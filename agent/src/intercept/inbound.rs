@@ -20,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::authz::{self, Decision, Operation, Principal};
 use super::detect::{self, Detected, Direction};
 use super::identity::{IdentityHandles, Labels, Party, UNKNOWN};
+use super::mesh_link::MeshSource;
 use super::outbound::X_WEIR_SOURCE;
 use super::peers::Peer;
 use super::{AppConnector, Inner, InterceptError, PodIdentity, Shared, passthrough};
@@ -39,8 +40,9 @@ pub(super) enum Client {
     /// A TCP peer: one of weir's own upstream sockets (`peers`), or unknown.
     Peer(ClientAddr),
     /// A workload of another node, named by the mesh tunnel it came through
-    /// (its peer's certificate: `mesh_link`), never by what it sent.
-    Mesh(Principal),
+    /// (its peer's certificate: `mesh_link`), never by what it sent; its
+    /// workload's name, for metrics only, from the stream's baggage.
+    Mesh(MeshSource),
 }
 
 pub(super) async fn serve<S>(
@@ -66,7 +68,7 @@ pub(super) async fn serve<S>(
     // Who authorization sees for the whole connection (HTTP: unless a
     // trusted source header names a pod per request).
     let principal = match (&client, &peer) {
-        (Client::Mesh(p), _) => Some(p.clone()),
+        (Client::Mesh(m), _) => Some(m.principal.clone()),
         (_, Peer::Pod(p)) => Some(inner.shared.principal_of(p)),
         _ => None,
     };
@@ -78,9 +80,11 @@ pub(super) async fn serve<S>(
             workload: &p.workload,
             principal: source_principal.as_deref().unwrap_or(UNKNOWN),
         },
-        // The tunnel names a workload (namespace and service account), not a pod.
-        (Client::Mesh(p), _) => Party {
-            namespace: &p.namespace,
+        // The tunnel names a workload (namespace and service account, and
+        // the workload's name as baggage), not a pod.
+        (Client::Mesh(m), _) => Party {
+            namespace: &m.principal.namespace,
+            workload: m.workload.as_deref().unwrap_or(UNKNOWN),
             principal: source_principal.as_deref().unwrap_or(UNKNOWN),
             ..Party::UNKNOWN
         },

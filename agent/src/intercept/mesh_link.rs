@@ -34,7 +34,7 @@ use tokio::net::TcpStream;
 use super::PodIdentity;
 use super::authz::Principal;
 use super::bounded::BoundedValues;
-use crate::mesh::{Identities, MeshConfig, MeshError, SpiffeId, server_name};
+use crate::mesh::{Identities, MeshConfig, MeshError, SpiffeId, baggage, server_name};
 use crate::pods::Workload;
 use crate::proxy::metrics::{MetricsError, counter};
 use crate::proxy::upstream::connector::ConnectError;
@@ -59,6 +59,10 @@ pub const MAX_TUNNELS: usize = 4096;
 /// only from the mesh's node CAs, but a compromised node can mint any
 /// namespace, and no peer may grow the series count without bound.
 pub const MAX_SOURCE_NAMESPACES: usize = 1024;
+/// Source workload names (from streams' baggage) used as labels, at most;
+/// beyond them `other`. Any peer of the mesh may name any workload in its
+/// own namespace.
+pub const MAX_SOURCE_WORKLOADS: usize = 4096;
 /// Bound on opening a tunnel stream inside whatever bound the caller has
 /// (a cluster's `connect_timeout`, the passthrough's connect timeout).
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -211,6 +215,8 @@ pub(super) struct MeshLink {
     no_tunnel: Mutex<HashMap<IpAddr, Instant>>,
     /// The source namespaces labels were made for (see [`MAX_SOURCE_NAMESPACES`]).
     source_namespaces: BoundedValues,
+    /// The source workloads labels were made for (see [`MAX_SOURCE_WORKLOADS`]).
+    source_workloads: BoundedValues,
     metrics: MeshMetrics,
 }
 
@@ -228,6 +234,7 @@ impl MeshLink {
             pool,
             no_tunnel: Mutex::new(HashMap::new()),
             source_namespaces: BoundedValues::new(MAX_SOURCE_NAMESPACES),
+            source_workloads: BoundedValues::new(MAX_SOURCE_WORKLOADS),
             metrics: MeshMetrics::new(registry)?,
         })
     }
@@ -313,7 +320,13 @@ impl MeshLink {
             tls,
             server_name: server_name(),
         };
-        match self.pool.connect(&key, dst, dial, OPEN_TIMEOUT).await {
+        let baggage = baggage::encode(&workload.namespace, &workload.name);
+        let stream = (dst, baggage.as_ref());
+        match self
+            .pool
+            .connect_with(&key, stream, dial, OPEN_TIMEOUT)
+            .await
+        {
             Ok(tunnel) => {
                 if tunnel.reuse == Reuse::New {
                     self.metrics.connections[0].inc();
@@ -401,10 +414,19 @@ async fn dial_from(egress: &Egress, peer: SocketAddr) -> io::Result<TcpStream> {
 /// connection to the pod from `source`, the peer certificate's workload
 /// (its namespace a bounded label: [`MAX_SOURCE_NAMESPACES`]), the
 /// interceptor's inbound side.
+/// A tunnel stream's source, as the receiving agent knows it.
+pub(super) struct MeshSource {
+    /// What the peer's certificate proved (its namespace a bounded label).
+    pub principal: Principal,
+    /// The workload the stream's baggage named in that namespace: a metric
+    /// label only (bounded: [`MAX_SOURCE_WORKLOADS`]), never authorization.
+    pub workload: Option<Arc<str>>,
+}
+
 pub(super) trait Deliver: Send + Sync + 'static {
     fn deliver(
         &self,
-        source: Principal,
+        source: MeshSource,
         target: SocketAddr,
         stream: TunnelStream,
     ) -> Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -459,7 +481,15 @@ impl<D: Deliver> TunnelHandler for PodEnd<D> {
                 &source.service_account,
             )
         };
-        self.deliver.deliver(principal, target, stream)
+        let workload = stream
+            .baggage()
+            .and_then(|b| baggage::workload_in(b, &source.namespace))
+            .map(|w| self.link.source_workloads.label(w));
+        let source = MeshSource {
+            principal,
+            workload,
+        };
+        self.deliver.deliver(source, target, stream)
     }
 }
 

@@ -105,7 +105,7 @@ struct TunnelDelivery {
 impl mesh_link::Deliver for TunnelDelivery {
     fn deliver(
         &self,
-        source: authz::Principal,
+        source: mesh_link::MeshSource,
         target: SocketAddr,
         stream: crate::tunnel::TunnelStream,
     ) -> Pin<Box<dyn Future<Output = ()> + Send>> {

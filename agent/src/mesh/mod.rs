@@ -52,6 +52,7 @@
 //! that the least recently used one is dropped and issued anew if it is
 //! asked for again.
 
+pub mod baggage;
 mod der;
 mod error;
 mod identities;

@@ -47,6 +47,9 @@ pub struct PodSpec {
 pub struct Workload {
     pub namespace: Arc<str>,
     pub service_account: Arc<str>,
+    /// The workload's own name (its controller's, or the pod's): said to
+    /// other nodes with its tunnel streams, for their metrics.
+    pub name: Arc<str>,
 }
 
 impl PodSpec {
@@ -54,6 +57,7 @@ impl PodSpec {
         Workload {
             namespace: Arc::from(self.namespace.as_str()),
             service_account: Arc::from(self.service_account.as_str()),
+            name: Arc::from(self.workload_name.as_str()),
         }
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Empty;
 use hyper::client::conn::http2::SendRequest;
+use hyper::header::HeaderValue;
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::ClientConfig;
@@ -16,7 +17,7 @@ use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsConnector;
 
-use super::{ALPN_H2, Spawner, TunnelError, TunnelStream};
+use super::{ALPN_H2, BAGGAGE, Spawner, TunnelError, TunnelStream};
 
 /// HTTP/2 settings of the client side of a tunnel connection.
 #[derive(Clone, Debug)]
@@ -124,7 +125,7 @@ impl TunnelConnection {
     /// the connection already carries as many streams as the peer allows
     /// (its `SETTINGS_MAX_CONCURRENT_STREAMS`).
     pub async fn open(&self, target: SocketAddr) -> Result<TunnelStream, TunnelError> {
-        match self.open_leased(target, None).await {
+        match self.open_leased(target, None, None).await {
             Ok(stream) => Ok(stream),
             Err(OpenError::Unsent(e)) => Err(TunnelError::Request(e)),
             Err(OpenError::Failed(e)) => Err(e),
@@ -134,11 +135,15 @@ impl TunnelConnection {
     pub(super) async fn open_leased(
         &self,
         target: SocketAddr,
+        baggage: Option<&HeaderValue>,
         lease: Option<Arc<()>>,
     ) -> Result<TunnelStream, OpenError> {
         let mut request = Request::new(Empty::new());
         *request.method_mut() = Method::CONNECT;
         *request.uri_mut() = authority(target);
+        if let Some(baggage) = baggage {
+            request.headers_mut().insert(BAGGAGE, baggage.clone());
+        }
         let response =
             self.send
                 .clone()

@@ -77,7 +77,7 @@ pub use error::TunnelError;
 pub use pool::{Dial, PoolConfig, Reuse, Tunnel, TunnelPool};
 pub use server::{PeerInfo, Refusal, ServerLimits, TunnelHandler, TunnelServer, serve};
 pub use spawn::{Spawner, Task};
-pub use stream::TunnelStream;
+pub use stream::{MAX_BAGGAGE, TunnelStream};
 
 /// The port a weir agent accepts tunnels on (ztunnel's HBONE port).
 pub const TUNNEL_PORT: u16 = 15008;
@@ -86,3 +86,7 @@ pub const TUNNEL_PORT: u16 = 15008;
 /// caller's `ClientConfig` and `ServerConfig` must offer it in
 /// `alpn_protocols`.
 pub const ALPN_H2: &[u8] = b"h2";
+
+/// The header in which a stream's `CONNECT` may say who its source is
+/// (W3C baggage, as ztunnel sends it): a claim, not an identity.
+pub const BAGGAGE: &str = "baggage";

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use hyper::header::HeaderValue;
 use rustls::ClientConfig;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
@@ -194,7 +195,24 @@ where
         D: FnOnce() -> F,
         F: Future<Output = io::Result<TcpStream>>,
     {
-        match tokio::time::timeout(timeout, self.connect_now(key, target, dial)).await {
+        self.connect_with(key, (target, None), dial, timeout).await
+    }
+
+    /// [`TunnelPool::connect`], the stream's `CONNECT` carrying `baggage`
+    /// (what the caller says of the stream's source).
+    pub async fn connect_with<D, F>(
+        &self,
+        key: &K,
+        (target, baggage): (SocketAddr, Option<&HeaderValue>),
+        dial: Dial<D>,
+        timeout: Duration,
+    ) -> Result<Tunnel, TunnelError>
+    where
+        D: FnOnce() -> F,
+        F: Future<Output = io::Result<TcpStream>>,
+    {
+        let connect = self.connect_now(key, target, baggage, dial);
+        match tokio::time::timeout(timeout, connect).await {
             Ok(done) => done,
             Err(_) => {
                 // The deadline may have cut a connection short while it was
@@ -209,6 +227,7 @@ where
         &self,
         key: &K,
         target: SocketAddr,
+        baggage: Option<&HeaderValue>,
         dial: Dial<D>,
     ) -> Result<Tunnel, TunnelError>
     where
@@ -243,7 +262,7 @@ where
                 }
             };
             let lease = Some(Arc::clone(&pooled.lease));
-            match pooled.conn.open_leased(target, lease).await {
+            match pooled.conn.open_leased(target, baggage, lease).await {
                 Ok(stream) => {
                     return Ok(Tunnel {
                         stream,

@@ -21,7 +21,7 @@ use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
 
-use super::{ALPN_H2, Spawner, TunnelError, TunnelStream};
+use super::{ALPN_H2, BAGGAGE, Spawner, TunnelError, TunnelStream};
 
 /// Limits of one served tunnel connection.
 #[derive(Clone, Debug)]
@@ -322,6 +322,11 @@ fn answer<H: TunnelHandler>(
     if let Err(refusal) = handler.admit(peer, target) {
         return status_only(refusal.status());
     }
+    let baggage = request
+        .headers()
+        .get(BAGGAGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let upgrade = hyper::upgrade::on(&mut request);
     let (peer, handler) = (Arc::clone(peer), Arc::clone(handler));
     let open = streams.opened();
@@ -330,7 +335,11 @@ fn answer<H: TunnelHandler>(
         match upgrade.await {
             Ok(upgraded) => {
                 handler
-                    .serve(peer, target, TunnelStream::new(upgraded, None))
+                    .serve(
+                        peer,
+                        target,
+                        TunnelStream::new(upgraded, None).with_baggage(baggage.as_deref()),
+                    )
                     .await;
             }
             Err(e) => tracing::debug!("tunnel to {target} not taken over: {e}"),

@@ -17,14 +17,32 @@ pub struct TunnelStream {
     /// Held while the stream lives, so the pool can tell a connection that
     /// carries streams from an idle one.
     _lease: Option<Arc<()>>,
+    /// On the server side, the `CONNECT`'s `baggage` header (at most
+    /// [`MAX_BAGGAGE`] bytes): what the peer says about the stream's
+    /// source, which its certificate does not vouch for.
+    baggage: Option<Box<str>>,
 }
+
+/// The longest `baggage` header passed on; a longer one is dropped.
+pub const MAX_BAGGAGE: usize = 1024;
 
 impl TunnelStream {
     pub(super) fn new(upgraded: Upgraded, lease: Option<Arc<()>>) -> TunnelStream {
         TunnelStream {
             io: TokioIo::new(upgraded),
             _lease: lease,
+            baggage: None,
         }
+    }
+
+    pub(super) fn with_baggage(mut self, baggage: Option<&str>) -> TunnelStream {
+        self.baggage = baggage.filter(|b| b.len() <= MAX_BAGGAGE).map(Box::from);
+        self
+    }
+
+    /// The `baggage` header the stream's `CONNECT` carried (server side).
+    pub fn baggage(&self) -> Option<&str> {
+        self.baggage.as_deref()
     }
 }
 

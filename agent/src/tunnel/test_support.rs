@@ -129,6 +129,8 @@ pub fn dial(
 #[derive(Default)]
 pub struct Echo {
     pub admitted: Mutex<Vec<(SocketAddr, Vec<CertificateDer<'static>>)>>,
+    /// Each served stream's baggage, in the order they were served.
+    pub baggage: Mutex<Vec<Option<String>>>,
 }
 
 impl TunnelHandler for Echo {
@@ -149,6 +151,10 @@ impl TunnelHandler for Echo {
         _target: SocketAddr,
         mut stream: TunnelStream,
     ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        self.baggage
+            .lock()
+            .unwrap()
+            .push(stream.baggage().map(str::to_owned));
         Box::pin(async move {
             let mut buf = vec![0; 64 * 1024];
             loop {
