@@ -98,6 +98,10 @@ const LINK_V6: [Ipv6Addr; 2] = [
     Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 2),
 ];
 
+/// The router bridge's MAC (locally administered, unicast); every node's
+/// bridge is in its own namespace, so they may share it.
+const BRIDGE_MAC: &str = "02:77:65:69:72:01";
+
 pub struct SimNode {
     pub(crate) inner: Arc<NodeInner>,
     next_pod: AtomicU32,
@@ -160,7 +164,12 @@ impl SimNode {
         let len = net.cidr_v4();
         let len = len.split('/').nth(1).unwrap_or("24");
         ip(&["-n", ns, "link", "set", "lo", "up"])?;
-        ip(&["-n", ns, "link", "add", "br0", "type", "bridge"])?;
+        // A fixed address: a bridge without one takes the lowest of its
+        // ports' and changes it as pods come and go, and pods that cached
+        // the gateway's old one lose their way to it.
+        ip(&[
+            "-n", ns, "link", "add", "br0", "address", BRIDGE_MAC, "type", "bridge",
+        ])?;
         ip(&[
             "-n",
             ns,
