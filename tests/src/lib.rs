@@ -6,6 +6,7 @@
 //! drop, also while a test panics.
 
 pub mod agent;
+pub mod browser;
 mod cmd;
 pub mod dashboard;
 pub mod exchange;

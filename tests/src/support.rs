@@ -1,10 +1,10 @@
 //! Small things every end-to-end test needs.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use weir::inpod::PodListeners;
 
 use crate::{SimPod, wait};
@@ -64,4 +64,26 @@ pub fn wait_ready_in(pod: &SimPod, admin: SocketAddr, timeout: Duration) -> bool
             .run(move || crate::agent::http_get(admin, "/ready").is_ok_and(|(s, _)| s == 200))
             .unwrap_or(false)
     })
+}
+
+/// A directory under the system temp dir, removed with everything in it on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A new directory named `<prefix>-XXXXXX`.
+    pub fn new(prefix: &str) -> Result<TempDir> {
+        let template = std::env::temp_dir().join(format!("{prefix}-XXXXXX"));
+        let path = nix::unistd::mkdtemp(&template).context("creating a temp dir")?;
+        Ok(TempDir(path))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

@@ -29,6 +29,8 @@ pub use kubeconfig::client as client_from_kubeconfig;
 use pki::Pki;
 use process::{Process, free_port, require_binary};
 
+use crate::support::TempDir;
+
 const DEFAULT_APISERVER: &str = "/var/cache/weir/kube-apiserver-v1.20.2/kube-apiserver";
 const ETCD: &str = "/usr/bin/etcd";
 /// A port taken between our probe and the server's bind is retried this often.
@@ -64,7 +66,7 @@ impl ApiServer {
         let binary = apiserver_binary();
         require_binary(&binary, "kube-apiserver")?;
         require_binary(Path::new(ETCD), "etcd")?;
-        let dir = TempDir::new()?;
+        let dir = TempDir::new("weir-kube")?;
         let certs = dir.path().join("certs");
         std::fs::create_dir(&certs)?;
         let pki = Pki::create(&certs)?;
@@ -341,25 +343,4 @@ fn random_token() -> Result<String> {
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
         .context("reading /dev/urandom")?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// A directory under the system temp dir, removed with everything in it on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Result<TempDir> {
-        let template = std::env::temp_dir().join("weir-kube-XXXXXX");
-        let path = nix::unistd::mkdtemp(&template).context("creating a temp dir")?;
-        Ok(TempDir(path))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
