@@ -2,10 +2,12 @@
 //! weir's), `/stats` (Envoy's names: text, `?format=json|prometheus`,
 //! `?filter=<regex>`, `?usedonly`), `/config_dump`, `/clusters` (text, or `?format=json`),
 //! `/listeners`, `/datapath` (what the eBPF data path detected and loaded),
-//! `/status` (all of it in one document, for `weir status`).
+//! `/status` (all of it in one document, for `weir status`), `/graph` (a
+//! page drawing who calls whom, from `/graph.json`).
 //! The stats listener (`stats.address`) serves only `/stats/prometheus` and
 //! `/ready`, for scraping from the network while the admin stays on loopback.
 
+mod graph;
 pub mod own;
 mod serve;
 pub mod status;
@@ -15,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::CONTENT_TYPE;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -192,6 +194,18 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<Full<Bytes>> {
         "/status" => {
             let body = serde_json::to_vec_pretty(&status::status(rt).await).unwrap_or_default();
             text(StatusCode::OK, JSON, body)
+        }
+        "/graph" => graph::page(),
+        "/graph.json" => {
+            let g = graph::build(&rt.metrics.gather(), &graph::topology(rt).await);
+            let mut r = text(
+                StatusCode::OK,
+                JSON,
+                serde_json::to_vec(&g).unwrap_or_default(),
+            );
+            r.headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
         }
         "/datapath" => match rt.datapath_status.get() {
             Some(json) => text(StatusCode::OK, JSON, json.clone()),
