@@ -74,8 +74,16 @@ fn main() -> Result<()> {
         Task::Test { args } => {
             ensure_runtime_prerequisites(&root)?;
             // promtool and a real Prometheus server check the metrics exposition;
-            // curl, h2load and openssl drive the TLS and HTTP/2 tests.
-            install::ensure_apt_packages(&["prometheus", "nghttp2-client", "curl", "openssl"])?;
+            // curl, h2load and openssl drive the TLS and HTTP/2 tests; a headless
+            // chromium (and a font for its text) loads the admin's /graph page.
+            install::ensure_apt_packages(&[
+                "prometheus",
+                "nghttp2-client",
+                "curl",
+                "openssl",
+                "chromium",
+                "fonts-dejavu-core",
+            ])?;
             let apiserver = kube::ensure_kube_apiserver()?;
             // The Envoy parity test runs each seed setup through Envoy too.
             let envoy = envoy::ensure_envoy(&root)?;
