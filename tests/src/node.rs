@@ -302,6 +302,12 @@ impl SimNode {
         &self.inner.router
     }
 
+    /// The name `ip netns` knows the router namespace by (where the agent's
+    /// admin listener is).
+    pub fn router_ns_name(&self) -> &str {
+        &self.inner.router_ns_name
+    }
+
     /// Gives the router a service address (inside SERVICE_NET_V4/V6), so that
     /// unredirected connections to it reach a real server the test runs there.
     pub fn add_service_address(&self, addr: std::net::IpAddr) -> Result<()> {

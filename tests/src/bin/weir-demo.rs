@@ -73,13 +73,7 @@ fn pods_file_demo() -> Result<()> {
     for line in tally.lines() {
         println!("  {line}");
     }
-    let (_, metrics) = agent.admin_get(&node, "/stats/prometheus")?;
-    println!("\nmetrics (GET /stats/prometheus on the admin listener):");
-    for line in metrics.lines().filter(|l| {
-        l.starts_with("weir_intercept_requests_total{") && l.contains("2xx") && !l.ends_with(" 0")
-    }) {
-        println!("  {line}");
-    }
+    show_metrics(&node, &agent)?;
 
     agent.kill();
     println!(
@@ -101,6 +95,36 @@ fn pods_file_demo() -> Result<()> {
     println!("  (\"from 127.0.0.6\": the app was reached through weir's inbound side)");
     agent.terminate(Duration::from_secs(10))?;
     println!("\ncleaning up: agent, pods, namespaces, cgroups and pins are removed on exit");
+    Ok(())
+}
+
+/// The per-pod request counts on the scrape page, and the traffic graph's
+/// address with the edges it draws now.
+fn show_metrics(node: &SimNode, agent: &AgentProcess) -> Result<()> {
+    let (_, metrics) = agent.admin_get(node, "/stats/prometheus")?;
+    println!("\nmetrics (GET /stats/prometheus on the admin listener):");
+    for line in metrics.lines().filter(|l| {
+        l.starts_with("weir_intercept_requests_total{") && l.contains("2xx") && !l.ends_with(" 0")
+    }) {
+        println!("  {line}");
+    }
+    let (_, json) = agent.admin_get(node, "/graph.json")?;
+    let graph: serde_json::Value = serde_json::from_str(&json).context("/graph.json")?;
+    println!(
+        "\ntraffic graph: http://{}/graph (a page on the admin listener, in the node's network \
+         namespace {}; it draws /graph.json, whose edges are now):",
+        agent.admin,
+        node.router_ns_name()
+    );
+    for e in graph["edges"].as_array().into_iter().flatten() {
+        println!(
+            "  {} -> {}: {} requests, {} answered 5xx",
+            e["from"].as_str().unwrap_or_default(),
+            e["to"].as_str().unwrap_or_default(),
+            e["requests"],
+            e["errors"]
+        );
+    }
     Ok(())
 }
 
@@ -185,13 +209,7 @@ fn kubernetes_demo() -> Result<()> {
         "other -> http://{SERVICE}/ : {}",
         requests(&other.sim, SERVICE, 1)?.trim()
     );
-    let (_, metrics) = agent.admin_get(&node, "/stats/prometheus")?;
-    println!("\nmetrics (GET /stats/prometheus on the admin listener):");
-    for line in metrics.lines().filter(|l| {
-        l.starts_with("weir_intercept_requests_total{") && l.contains("2xx") && !l.ends_with(" 0")
-    }) {
-        println!("  {line}");
-    }
+    show_metrics(&node, agent)?;
     drop(deployed);
     println!(
         "\ncleaning up: agent, API server, pods, namespaces, cgroups and pins are removed on exit"
