@@ -99,6 +99,16 @@ mod tests {
             assert!(csp.contains(&hash_source(text)), "{csp}");
             assert_eq!(html.matches(open).count(), 1);
         }
+        // Names from pods and the config are written as text, never as markup.
+        for sink in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "eval(",
+        ] {
+            assert!(!SCRIPT.contains(sink), "{sink} in the script");
+        }
         // A known vector: SHA-256 of "" in base64.
         assert_eq!(
             hash_source(""),
