@@ -256,6 +256,19 @@ fn enrolled_pods_of_two_nodes_talk_through_the_mutual_tls_tunnel() -> Result<()>
         ],
     )?;
     assert_eq!(inbound, 5.0, "{}", logs());
+    // Each of them timed, by the same source and destination (Istio's
+    // istio_request_duration_milliseconds).
+    let timed = sample(
+        &agent_b,
+        &t.node_b,
+        "weir_intercept_request_duration_seconds_count",
+        &[
+            ("reporter", "destination"),
+            ("source_workload", "storefront"),
+            ("destination_workload", "server"),
+        ],
+    )?;
+    assert_eq!(timed, 5.0, "{}", logs());
     let tunnels = |agent: &AgentProcess, node: &SimNode, family: &str, direction: &str| {
         sample(agent, node, family, &[("direction", direction)])
     };

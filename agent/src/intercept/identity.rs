@@ -5,12 +5,18 @@
 //! Label handles are resolved once per connection ([`InterceptMetrics::identity`]);
 //! the request path only increments counters it already holds.
 
-use prometheus::{Counter, CounterVec, IntCounter, IntCounterVec, Registry};
+use std::time::Duration;
+
+use prometheus::{
+    Counter, CounterVec, Histogram, HistogramVec, IntCounter, IntCounterVec, Registry,
+};
 
 use super::bounded::{BoundedValues, OTHER};
 use super::detect::{Detected, Direction};
 use crate::proxy::io::ByteCounters;
-use crate::proxy::metrics::{CLASSES, MetricsError, class_index, counter, float_counter};
+use crate::proxy::metrics::{
+    CLASSES, MetricsError, class_index, counter, duration_histogram, float_counter,
+};
 
 /// Value of a label that is not known (Istio's convention).
 pub const UNKNOWN: &str = "unknown";
@@ -118,6 +124,7 @@ impl Labels<'_> {
 
 pub struct InterceptMetrics {
     requests: IntCounterVec,
+    durations: HistogramVec,
     opened: IntCounterVec,
     closed: IntCounterVec,
     sent: IntCounterVec,
@@ -144,6 +151,7 @@ pub struct InterceptMetrics {
 /// Handles of one (source, destination) pair.
 pub struct IdentityHandles {
     pub requests: [IntCounter; 5],
+    pub duration: Histogram,
     pub opened: IntCounter,
     pub closed: IntCounter,
     pub sent: IntCounter,
@@ -151,8 +159,11 @@ pub struct IdentityHandles {
 }
 
 impl IdentityHandles {
-    pub fn response(&self, status: u16) {
+    /// A response with `status`, `elapsed` after its request's head was
+    /// read (istio_requests_total and istio_request_duration_milliseconds).
+    pub fn response(&self, status: u16, elapsed: Duration) {
         self.requests[class_index(status)].inc();
+        self.duration.observe(elapsed.as_secs_f64());
     }
 
     /// The byte counters of a stream to or from the intercepted client.
@@ -215,6 +226,12 @@ impl InterceptMetrics {
                 "weir_intercept_requests_total",
                 "Intercepted HTTP requests by source, destination and response class (istio_requests_total).",
                 &id_class,
+            )?,
+            durations: duration_histogram(
+                r,
+                "weir_intercept_request_duration_seconds",
+                "Intercepted HTTP requests by source and destination: from the request head to the response head (istio_request_duration_milliseconds, in seconds).",
+                &ID,
             )?,
             opened: counter(
                 r,
@@ -362,6 +379,7 @@ impl InterceptMetrics {
                 vc.push(c);
                 self.requests.with_label_values(&vc)
             }),
+            duration: self.durations.with_label_values(&v),
             opened: self.opened.with_label_values(&v),
             closed: self.closed.with_label_values(&v),
             sent: self.sent.with_label_values(&v),

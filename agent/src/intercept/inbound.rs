@@ -8,7 +8,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use http::{HeaderValue, Request, Response, StatusCode};
@@ -404,10 +404,11 @@ impl hyper::service::Service<Request<Incoming>> for InboundService {
         let drain = self.drain.clone();
         // Never reaches the application, whoever sent it.
         let source = internal::strip(req.headers_mut());
+        let started = Instant::now();
         Box::pin(async move {
             let (handles, principal) = conn.accounting.source_for(source);
             if !conn.allows(&req, principal.as_ref()) {
-                handles.response(StatusCode::FORBIDDEN.as_u16());
+                handles.response(StatusCode::FORBIDDEN.as_u16(), started.elapsed());
                 let mut resp = local::reply(StatusCode::FORBIDDEN, authz::DENIED_BODY);
                 drain.close_after(&mut resp);
                 return Ok(resp);
@@ -420,7 +421,7 @@ impl hyper::service::Service<Request<Incoming>> for InboundService {
                 Ok(Some(requested)) => conn.upgrade(req, requested).await,
                 Err(upgrade::Refused::NotAllowed) => local::upgrade_refused(),
             };
-            handles.response(resp.status().as_u16());
+            handles.response(resp.status().as_u16(), started.elapsed());
             resp.headers_mut().remove(&X_WEIR_SOURCE);
             drain.close_after(&mut resp);
             Ok(resp)

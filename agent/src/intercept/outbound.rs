@@ -6,6 +6,7 @@
 //! so it carries the pod's address and follows the pod's routes.
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use ::http::{HeaderMap, HeaderName, HeaderValue};
 use bytes::BytesMut;
@@ -217,8 +218,8 @@ impl RequestHook for OutboundHook {
         }
     }
 
-    fn on_response(&self, status: u16) {
-        self.handles.response(status);
+    fn on_response(&self, status: u16, elapsed: Duration) {
+        self.handles.response(status, elapsed);
     }
 
     fn unmatched_host(&self) -> Option<Arc<ListenerContext>> {

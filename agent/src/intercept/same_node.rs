@@ -17,6 +17,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
@@ -152,9 +153,14 @@ impl LocalInbound {
     }
 
     /// After the application answered: count the request with its source.
-    fn answered<R>(&self, req_source: Option<HeaderValue>, resp: &mut Response<R>) {
+    fn answered<R>(
+        &self,
+        req_source: Option<HeaderValue>,
+        resp: &mut Response<R>,
+        elapsed: Duration,
+    ) {
         let (handles, _) = self.accounting.source_for(req_source);
-        handles.response(resp.status().as_u16());
+        handles.response(resp.status().as_u16(), elapsed);
         resp.headers_mut().remove(&X_WEIR_SOURCE);
     }
 }
@@ -164,8 +170,8 @@ impl Exchange for LocalInbound {
         self.take_source(req)
     }
 
-    fn answered(&self, tag: Option<HeaderValue>, resp: &mut Response<Incoming>) {
-        LocalInbound::answered(self, tag, resp);
+    fn answered(&self, tag: Option<HeaderValue>, resp: &mut Response<Incoming>, elapsed: Duration) {
+        LocalInbound::answered(self, tag, resp, elapsed);
     }
 }
 
@@ -282,7 +288,7 @@ mod tests {
             .header(&X_WEIR_SOURCE, "x")
             .body(())
             .unwrap();
-        inbound.answered(source, &mut resp);
+        inbound.answered(source, &mut resp, Duration::from_millis(1));
         assert!(resp.headers().get(&X_WEIR_SOURCE).is_none());
         let text = String::from_utf8(metrics.encode()).unwrap();
         let counted = text.lines().any(|l| {

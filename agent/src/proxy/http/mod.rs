@@ -101,8 +101,9 @@ pub trait RequestHook: Send + Sync + 'static {
     }
     /// Before routing: may add or remove request headers.
     fn on_request(&self, headers: &mut http::HeaderMap);
-    /// After the response head is final (local replies included).
-    fn on_response(&self, status: u16);
+    /// After the response head is final (local replies included),
+    /// `elapsed` after the request head was read.
+    fn on_response(&self, status: u16, elapsed: std::time::Duration);
     /// Where a request goes that no virtual host of the listener takes;
     /// `None`: a 404, as Envoy answers.
     fn unmatched_host(&self) -> Option<Arc<ListenerContext>> {

@@ -120,11 +120,10 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
             let server = ctx.state.load().settings.server.clone();
             resp.headers_mut().insert(SERVER, server);
             ctx.metrics.response(resp.status().as_u16());
-            ctx.metrics
-                .rq_duration
-                .observe(started.elapsed().as_secs_f64());
+            let elapsed = started.elapsed();
+            ctx.metrics.rq_duration.observe(elapsed.as_secs_f64());
             if let Some(h) = &hook {
-                h.on_response(resp.status().as_u16());
+                h.on_response(resp.status().as_u16(), elapsed);
             }
             match proto {
                 Proto::Http1 => drain.close_after(&mut resp),

@@ -20,7 +20,7 @@ pub use self::dns::DnsMetrics;
 pub use self::downstream::{GrpcMetrics, ListenerMetrics, PROTOCOLS};
 pub use self::family::{
     CLASSES, DURATION_BUCKETS_SECONDS, GaugeGuard, MetricsError, class_index, counter,
-    float_counter,
+    duration_histogram, float_counter,
 };
 pub use self::tls::{HandshakeFailure, TlsMetrics};
 pub use self::upstream::ClusterMetrics;

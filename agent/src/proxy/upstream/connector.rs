@@ -167,6 +167,7 @@ pub trait Exchange: Send + Sync + 'static {
     /// Before `req` is sent (again, when it came back unsent): returns what
     /// [`Exchange::answered`] needs to know about it.
     fn sending(&self, req: &mut Request<ReqBody>) -> Option<HeaderValue>;
-    /// The response head to the request `sending` returned `tag` for.
-    fn answered(&self, tag: Option<HeaderValue>, resp: &mut Response<Incoming>);
+    /// The response head to the request `sending` returned `tag` for,
+    /// `elapsed` after it was sent.
+    fn answered(&self, tag: Option<HeaderValue>, resp: &mut Response<Incoming>, elapsed: Duration);
 }

@@ -49,9 +49,10 @@ impl Sender {
             Self::Served(s, exchange) => {
                 let mut req = req;
                 let tag = exchange.sending(&mut req);
+                let sent = std::time::Instant::now();
                 let mut result = s.try_send_request(req).await;
                 if let Ok(resp) = &mut result {
-                    exchange.answered(tag, resp);
+                    exchange.answered(tag, resp, sent.elapsed());
                 }
                 result
             }
