@@ -32,6 +32,7 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
+use benchkit::progress::Progress;
 use clap::Parser;
 use futures::StreamExt;
 use kube::api::DeleteParams;
@@ -83,15 +84,19 @@ fn main() -> Result<()> {
     );
     let mut stages = vec![Stage::read("started, no pod", 0, pid)?];
     let mut pods: Vec<KubePod> = Vec::new();
+    let mut progress = Progress::new(planned(args.pods));
 
+    progress.begin(&format!("steady arrival, {} pods one at a time", args.pods));
     let steady = steady(&cluster, &node, &mut pods, &args).with_context(|| agent.log())?;
     println!("bench: steady: {}", steady.summary());
     stages.push(Stage::read("after the steady arrival", pods.len(), pid)?);
 
+    progress.begin(&format!("burst, {} pods at once", args.pods));
     let burst = burst(&cluster, &node, &mut pods, &args).with_context(|| agent.log())?;
     println!("bench: burst: {}", burst.summary());
     stages.push(Stage::read("after the burst", pods.len(), pid)?);
 
+    progress.begin(&format!("un-enrolment of {} pods", pods.len()));
     let gone =
         unenrol_all(&cluster, &pods, &args, &|| agent.log(), pid).with_context(|| agent.log())?;
     println!(
@@ -106,6 +111,18 @@ fn main() -> Result<()> {
         .with_context(|| format!("writing {}", args.out.display()))?;
     drop(pods);
     Ok(())
+}
+
+/// How long each stage should take with `pods` pods per arrival: a pod's
+/// object, sandbox and probe made one after another (steady), made ahead
+/// and then patched together (burst), every pod deleted (un-enrolment).
+fn planned(pods: u32) -> Vec<Duration> {
+    let per_pod = |ms: u64| Duration::from_millis(ms * u64::from(pods));
+    vec![
+        per_pod(500),
+        per_pod(400),
+        per_pod(100) + Duration::from_secs(5),
+    ]
 }
 
 /// The ConfigMap's `config.yaml`: the DaemonSet's admin address and the

@@ -40,6 +40,7 @@ use anyhow::{Context, Result, bail};
 use benchkit::intercept::Scenario;
 use benchkit::load::{Load, Mode, Run, report_from_output};
 use benchkit::measure;
+use benchkit::progress::Progress;
 use benchkit::sample::{Sample, Subject};
 use clap::Parser;
 use weir_tests::agent::{AgentOptions, AgentProcess, http_get, weir_bin};
@@ -216,10 +217,13 @@ fn main() -> Result<()> {
 
     let mut samples = Vec::new();
     let mut hits: Vec<(Scenario, Mode, f64)> = Vec::new();
+    let steps = args.rounds as usize * args.loads.len() * setups.len();
+    let mut progress = Progress::uniform(steps, Duration::from_secs(args.duration));
     for round in 0..args.rounds {
         for &mode in &args.loads {
             for i in 0..setups.len() {
                 let setup = &setups[(i + round as usize) % setups.len()];
+                progress.begin(&format!("{}, {}", mode.label(), setup.scenario.name()));
                 let pooled0 = setup.upstream_counts()?;
                 let mut sample = setup.run(&load(&setup.url, mode, args.duration))?;
                 sample.round = round;

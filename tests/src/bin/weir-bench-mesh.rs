@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use benchkit::load::{Load, Mode, Run, report_from_output};
 use benchkit::measure;
+use benchkit::progress::Progress;
 use benchkit::sample::{Sample, Subject, Summary, find, summarize};
 use clap::Parser;
 use weir::mesh::testing::{MeshRoot, NODE_CA_CERT_FILE, NODE_CA_KEY_FILE, TRUST_BUNDLE_FILE};
@@ -239,10 +240,13 @@ fn main() -> Result<()> {
         .with_context(|| format!("creating {}", records.display()))?;
     let mut samples = Vec::new();
     let mut crossed: Vec<(Kind, Mode, u64, Counters)> = Vec::new();
+    let steps = args.rounds as usize * Mode::INTERCEPT.len() * setups.len();
+    let mut progress = Progress::uniform(steps, Duration::from_secs(args.duration));
     for round in 0..args.rounds {
         for mode in Mode::INTERCEPT {
             for i in 0..setups.len() {
                 let setup = &setups[(i + round as usize) % setups.len()];
+                progress.begin(&format!("{}, {}", mode.label(), setup.kind.name()));
                 let before = setup.counters()?;
                 let mut sample = measured(setup, &run(mode, args.duration))?;
                 sample.round = round;

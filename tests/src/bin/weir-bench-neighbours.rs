@@ -39,6 +39,7 @@ use benchkit::neighbours::{
     Attack, Footprint, ProxyUse, RECOVERY_SECS, Recovery, Row, Setup, failures, recovery_table,
     table,
 };
+use benchkit::progress::Progress;
 use clap::Parser;
 use weir_tests::agent::{AgentOptions, AgentProcess, http_get};
 use weir_tests::iptables::IptablesRedirect;
@@ -128,9 +129,15 @@ fn main() -> Result<()> {
         meshes.push(mesh);
     }
     let mut rows = Vec::new();
+    let mut progress = Progress::new(
+        args.attacks
+            .iter()
+            .flat_map(|&attack| std::iter::repeat_n(planned(attack, &args), meshes.len()))
+            .collect(),
+    );
     for (n, &attack) in args.attacks.iter().enumerate() {
         for mesh in &meshes {
-            println!("bench: {} under {} ...", mesh.setup.name(), attack.name());
+            progress.begin(&format!("{} under {}", mesh.setup.name(), attack.name()));
             let row = mesh.run_attack(attack, n, &args).with_context(|| {
                 format!(
                     "{} under {}{}",
@@ -185,6 +192,13 @@ fn main() -> Result<()> {
     std::fs::write(&args.out, &report)
         .with_context(|| format!("writing {}", args.out.display()))?;
     Ok(())
+}
+
+/// How long one attack should take: B alone first (but for `alone`
+/// itself), B under the attack, and a few seconds of set-up and recovery.
+fn planned(attack: Attack, args: &Args) -> Duration {
+    let windows = if attack == Attack::Alone { 1 } else { 2 };
+    Duration::from_secs(windows * args.duration + 5)
 }
 
 /// The pods every setup has, their applications running.

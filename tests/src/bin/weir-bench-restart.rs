@@ -14,6 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
+use benchkit::progress::Progress;
 use weir_tests::agent::{AgentProcess, MINIMAL_CONFIG, metric_sample};
 use weir_tests::pins::PinRoot;
 use weir_tests::scenario::{Answer, ThreePods, answer, loop_lines, start_loop};
@@ -22,6 +23,10 @@ use weir_tests::{PodProcess, SimNode};
 
 const GAP_MS: &str = "10";
 const SLOW_MS: u64 = 500;
+/// What one restart should take, a node and its agents started and the
+/// clients run through the event; the progress line corrects it once runs
+/// have taken their real time.
+const PLANNED_RUN: Duration = Duration::from_secs(15);
 
 #[derive(Clone, Copy, PartialEq)]
 enum Restart {
@@ -84,13 +89,16 @@ fn main() -> Result<()> {
     }
     let mut report = String::new();
     let mut rows = Vec::new();
-    for kind in [
+    let kinds = [
         Restart::RollingUpdate,
         Restart::Crash,
         Restart::CrashResetting,
-    ] {
+    ];
+    let mut progress = Progress::uniform(kinds.len() * runs as usize, PLANNED_RUN);
+    for kind in kinds {
         let mut done = Vec::new();
         for run in 1..=runs {
+            progress.begin(&format!("{}, run {run}", kind.name()));
             let r = run_once(kind).with_context(|| format!("{}, run {run}", kind.name()))?;
             eprintln!(
                 "{}, run {run}: keep-alive {}/{}/{}, per request {}/{}/{}, fail-closed {}/{}/{} (sent/failed/direct)",

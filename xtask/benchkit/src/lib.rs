@@ -4,10 +4,12 @@
 //! /proc ([`measure`]), and one run's numbers, their medians and the line
 //! format a run travels in between processes ([`sample`]), and the names of
 //! the interception benchmark's scenarios ([`intercept`]), and the attacks,
-//! setups and report of the neighbours benchmark ([`neighbours`]).
+//! setups and report of the neighbours benchmark ([`neighbours`]), and the
+//! progress line with an estimate of the time left ([`progress`]).
 
 pub mod intercept;
 pub mod load;
 pub mod measure;
 pub mod neighbours;
+pub mod progress;
 pub mod sample;

@@ -11,7 +11,7 @@ use super::ProxyArgs;
 use super::intercept::{InterceptArgs, TARGET_RATIO};
 use super::tools::Tools;
 
-const HEADER: &str = "# Benchmarks\n\nEach section is written by the command it shows; numbers are from one run on the machine it names.\n";
+const HEADER: &str = "# Benchmarks\n\nEach section is written by the command it shows; numbers are from one run on the machine it names. While it runs, a benchmark prints where it is and the time left before each measured run (`[3/12] keep-alive, weir: about 1 min 40 s left`): its plan (runs times their length) corrected by how long the runs so far took.\n";
 
 /// Replaces (or appends) the section named `id` in the Markdown file.
 pub fn write_section(file: &Path, id: &str, body: &str) -> Result<()> {

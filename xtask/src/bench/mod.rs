@@ -49,6 +49,7 @@ use clap::{Args, Subcommand};
 
 use benchkit::load::{Load, Mode, WrkReport};
 use benchkit::measure;
+use benchkit::progress::Progress;
 
 use self::h2load::{H2Load, Negotiated};
 use self::peers::{Kind, Proxy};
@@ -222,6 +223,8 @@ fn proxy(root: &Path, args: &ProxyArgs) -> Result<()> {
     };
 
     let mut samples = Vec::new();
+    let steps = args.rounds as usize * modes.len() * proxies.len();
+    let mut progress = Progress::uniform(steps, args.duration);
     for round in 0..args.rounds {
         for &mode in &modes {
             if memory_http1.is_none() && parity::MODES.contains(&mode) {
@@ -230,6 +233,7 @@ fn proxy(root: &Path, args: &ProxyArgs) -> Result<()> {
             // Rotate the order each round so no proxy always runs first.
             for i in 0..proxies.len() {
                 let proxy = &proxies[(i + round as usize) % proxies.len()];
+                progress.begin(&format!("{}, {}", mode.label(), proxy.kind.name()));
                 let sample = measure_run(proxy, backend.pid(), mode, round, || {
                     drive(&tools, &dir, proxy, args.connections, mode, args.duration)
                         .map(|(report, _)| report)

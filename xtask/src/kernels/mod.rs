@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use benchkit::progress::Progress;
 use clap::Args;
 
 use self::table::{Outcome, Row};
@@ -21,6 +22,9 @@ use self::table::{Outcome, Row};
 pub const SUITES: [&str; 3] = ["bullseye", "bookworm", "trixie"];
 
 const VM_SCRIPT: &str = include_str!("vm.sh");
+/// One guest under TCG on 2 cores: boot, every e2e test, power off (CI's
+/// runs took 4.5 to 6 minutes), for the estimate of the time left.
+const PLANNED_GUEST: Duration = Duration::from_secs(5 * 60);
 
 #[derive(Args, Debug)]
 pub struct KernelsArgs {
@@ -79,8 +83,10 @@ pub fn run(root: &Path, args: &KernelsArgs) -> Result<()> {
     )
     .with_context(|| format!("writing {}", guest_script.display()))?;
     let mut rows = Vec::new();
+    let mut progress = Progress::uniform(kernels.len() * args.layouts.len(), PLANNED_GUEST);
     for kernel in &kernels {
         for layout in &args.layouts {
+            progress.begin(&format!("{kernel}, cgroup {layout}"));
             let row = run_one(
                 root,
                 &script,
