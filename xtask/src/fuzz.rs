@@ -51,7 +51,10 @@ pub fn run_fuzz(root: &Path, args: &FuzzArgs) -> Result<()> {
 
     // Panics and overflow checks are what safe Rust can get wrong; no
     // sanitizer (weir has no unsafe code on these paths), twice the speed.
-    println!("xtask: building fuzz targets (cargo +nightly fuzz build, about 8 min from nothing)");
+    println!(
+        "xtask: building fuzz targets (usually 7 to 8 minutes on 2 cores from nothing, less after a change): \
+         cargo +nightly fuzz build"
+    );
     run(nightly_fuzz(&cargo_fuzz, &fuzz_dir)
         .args(["build", "--sanitizer", "none", "--target-dir"])
         .arg(&target_dir))

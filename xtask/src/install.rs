@@ -46,7 +46,10 @@ pub fn ensure_apt_packages(packages: &[&str]) -> Result<()> {
             .args(APT_WAIT_FOR_LOCK))
         .with_context(|| format!("apt-get update failed; then run: {fix}"))?;
     }
-    println!("xtask: installing {} ({fix})", missing.join(" "));
+    println!(
+        "xtask: installing {} (first run only; apt usually takes under a minute): {fix}",
+        missing.join(" ")
+    );
     run(Command::new("apt-get")
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(APT_WAIT_FOR_LOCK)
@@ -80,7 +83,8 @@ pub fn ensure_nightly_rust_src() -> Result<()> {
         return Ok(());
     }
     println!(
-        "xtask: installing rust-src for nightly (rustup component add rust-src --toolchain nightly)"
+        "xtask: installing rust-src for nightly, which building the eBPF programs needs \
+         (first run only; usually under a minute): rustup component add rust-src --toolchain nightly"
     );
     run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
         .context(
@@ -107,7 +111,10 @@ pub fn ensure_bpf_linker() -> Result<()> {
     let fix = format!(
         "PATH=/usr/lib/llvm-{LLVM_MAJOR}/bin:$PATH cargo install bpf-linker --version {BPF_LINKER_VERSION} --no-default-features --features llvm-{LLVM_MAJOR}"
     );
-    println!("xtask: installing bpf-linker {BPF_LINKER_VERSION} (a few minutes): {fix}");
+    println!(
+        "xtask: installing bpf-linker {BPF_LINKER_VERSION}, the eBPF programs' linker, built against \
+         LLVM {LLVM_MAJOR} (first run only; usually about a minute on 2 cores): {fix}"
+    );
     run(cargo_install()
         .args(["bpf-linker", "--version", BPF_LINKER_VERSION])
         .args([
@@ -189,7 +196,9 @@ pub fn ensure_cargo_fuzz() -> Result<PathBuf> {
         }
     }
     let fix = format!("cargo install cargo-fuzz --version {CARGO_FUZZ_VERSION} --locked");
-    println!("xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION} (about a minute): {fix}");
+    println!(
+        "xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION} (first run only; usually about a minute on 2 cores): {fix}"
+    );
     run(cargo_install().args(["cargo-fuzz", "--version", CARGO_FUZZ_VERSION, "--locked"]))
         .with_context(|| format!("could not install cargo-fuzz; to fix: {fix}"))?;
     match installed_tool("cargo-fuzz") {

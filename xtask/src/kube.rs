@@ -57,8 +57,8 @@ pub fn ensure_kube_apiserver() -> Result<PathBuf> {
     }
     println!(
         "xtask: building kube-apiserver {VERSION} from Debian bookworm's kubernetes source package \
-         into {} (the tests run it against etcd; about 5 minutes on 2 cores, once: later runs reuse it; \
-         WEIR_KUBE_CACHE picks another directory)",
+         into {} (the tests run it against etcd; first run only, later runs reuse it; usually 3 to 5 \
+         minutes on 2 cores; WEIR_KUBE_CACHE picks another directory)",
         cache.display()
     );
     let started = Instant::now();

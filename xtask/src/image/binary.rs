@@ -46,7 +46,8 @@ pub fn build(root: &Path) -> Result<PathBuf> {
         .env_remove("CARGO_BUILD_TARGET")
         .env_remove("CARGO_TARGET_DIR");
     println!(
-        "xtask: building the static weir (cargo build --release --target {TARGET}, RUSTFLAGS=-C target-feature=+crt-static, in {})",
+        "xtask: building the static weir (usually 4 to 7 minutes on 2 cores from nothing, less after a change): \
+         cargo build --release --target {TARGET}, RUSTFLAGS=-C target-feature=+crt-static, in {}",
         target_dir.display()
     );
     run(&mut cargo).context("building the static weir binary failed")?;
