@@ -9,16 +9,17 @@
 //! an original `ip:port`) and clusters (`cluster:<name>`). Edges:
 //!
 //! - pod -> service: the pod's outbound requests
-//!   (`weir_intercept_requests_total{direction="outbound"}`), timed by the
-//!   listener's histogram (every source of that listener together);
+//!   (`weir_intercept_requests_total{direction="outbound"}`), timed by their
+//!   own histogram (`weir_intercept_request_duration_seconds`, by source and
+//!   destination), else the listener's (every source of it together);
 //! - service -> cluster: a listener's routes to a cluster, with the
 //!   cluster's requests and its upstream histogram (a cluster shared by
 //!   listeners shows its totals on each);
 //! - cluster -> pod: a pod's inbound requests to an address that is an
 //!   endpoint of the cluster (the first cluster by name when several list
-//!   it), timed by the cluster's histogram when the pod is its only
-//!   endpoint; inbound requests to no cluster's endpoint come from their
-//!   source pod (`unknown` when weir could not tell).
+//!   it), timed by their own histogram, else by the cluster's when the pod
+//!   is its only endpoint; inbound requests to no cluster's endpoint come
+//!   from their source pod (`unknown` when weir could not tell).
 //!
 //! The metrics are read by their documented names (docs/metrics.md): the
 //! engine does not know interception, only the families it registered.
@@ -45,6 +46,7 @@ const REQUESTS: &str = "weir_intercept_requests_total";
 const LISTENER_DURATION: &str = "weir_http_downstream_request_duration_seconds";
 const CLUSTER_REQUESTS: &str = "weir_cluster_upstream_requests_total";
 const CLUSTER_DURATION: &str = "weir_cluster_upstream_request_duration_seconds";
+const PAIR_DURATION: &str = "weir_intercept_request_duration_seconds";
 
 /// The `/graph.json` document.
 #[derive(Debug, Serialize)]
@@ -80,7 +82,8 @@ pub struct Edge {
     /// Cumulative counts at `bounds`, then the count of every sample, of
     /// the histogram that times this edge; empty when none does.
     pub latency: Vec<u64>,
-    /// Whose histogram `latency` is: `listener` or `cluster`.
+    /// Whose histogram `latency` is: `pair` (the edge's own requests),
+    /// `listener` or `cluster`.
     pub latency_of: Option<&'static str>,
 }
 
@@ -216,6 +219,51 @@ pub fn build(families: &[MetricFamily], topo: &Topology) -> Graph {
         }
     }
     let mut b = Builder::default();
+    // The edge a series of the identity families belongs to, and the
+    // listener's or cluster's histogram that times it when its own does not.
+    let ends = |b: &mut Builder, m: &Metric| {
+        let destination = label(m, "destination");
+        match label(m, "direction") {
+            "outbound" => {
+                let from = b.pod(m, "source");
+                let to = b.node("service", destination, None);
+                let timed = listener_latency.get(destination).map(|h| ("listener", h));
+                Some((from, to, timed))
+            }
+            "inbound" => {
+                let to = b.pod(m, "destination");
+                Some(match owner.get(destination) {
+                    Some(&(cluster, only)) => {
+                        let from = b.node("cluster", cluster, None);
+                        let timed = cluster_latency.get(cluster).filter(|_| only);
+                        (from, to, timed.map(|h| ("cluster", h)))
+                    }
+                    None => (b.pod(m, "source"), to, None),
+                })
+            }
+            _ => None,
+        }
+    };
+    // Each edge's own histogram: its series summed (several sources reach
+    // a cluster's pod through the same edge).
+    let mut own: HashMap<(String, String), Vec<u64>> = HashMap::new();
+    for m in families
+        .iter()
+        .filter(|f| f.name() == PAIR_DURATION)
+        .flat_map(|f| f.get_metric())
+        .filter(|m| m.get_histogram().get_sample_count() > 0)
+    {
+        let Some((from, to, _)) = ends(&mut b, m) else {
+            continue;
+        };
+        let counts = cumulative(m);
+        let sum = own
+            .entry((from, to))
+            .or_insert_with(|| vec![0; counts.len()]);
+        for (total, count) in sum.iter_mut().zip(counts) {
+            *total += count;
+        }
+    }
     for m in families
         .iter()
         .filter(|f| f.name() == REQUESTS)
@@ -225,26 +273,12 @@ pub fn build(families: &[MetricFamily], topo: &Topology) -> Graph {
         if count == 0 {
             continue;
         }
-        let destination = label(m, "destination");
-        let (from, to, latency) = match label(m, "direction") {
-            "outbound" => {
-                let from = b.pod(m, "source");
-                let to = b.node("service", destination, None);
-                let timed = listener_latency.get(destination).map(|h| ("listener", h));
-                (from, to, timed)
-            }
-            "inbound" => {
-                let to = b.pod(m, "destination");
-                match owner.get(destination) {
-                    Some(&(cluster, only)) => {
-                        let from = b.node("cluster", cluster, None);
-                        let timed = cluster_latency.get(cluster).filter(|_| only);
-                        (from, to, timed.map(|h| ("cluster", h)))
-                    }
-                    None => (b.pod(m, "source"), to, None),
-                }
-            }
-            _ => continue,
+        let Some((from, to, shared)) = ends(&mut b, m) else {
+            continue;
+        };
+        let latency = match own.get(&(from.clone(), to.clone())) {
+            Some(h) => Some(("pair", h)),
+            None => shared,
         };
         let edge = b.edge(from, to);
         edge.requests += count;

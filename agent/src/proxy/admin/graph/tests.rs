@@ -217,3 +217,56 @@ fn nodes_and_edges_are_bounded_keeping_the_busiest() {
     assert_eq!(g.edges.len(), MAX_NODES - 1);
     assert_eq!(g.dropped_edges, 300 - (MAX_NODES - 1));
 }
+
+#[test]
+fn an_edge_with_its_own_histogram_is_timed_by_it() {
+    let f = Families::new();
+    // The identity families' duration histogram: their labels less the class.
+    let opts = HistogramOpts::new(PAIR_DURATION, "h").buckets(DURATION_BUCKETS_SECONDS.to_vec());
+    let pair = HistogramVec::new(opts, &ID[..ID.len() - 1]).unwrap();
+    f.registry.register(Box::new(pair.clone())).unwrap();
+    f.outbound("client", "backend", "2xx", 3);
+    f.listener.with_label_values(&["backend"]).observe(0.003);
+    let outbound = [
+        "outbound", "default", "client", "client", "backend", "unknown", "unknown", "unknown",
+    ];
+    for _ in 0..3 {
+        pair.with_label_values(&outbound).observe(0.2);
+    }
+    // Two sources to backend_v2's first endpoint: one edge from the
+    // cluster, timed by both sources' requests together.
+    f.inbound("client", "backend-v2", "192.0.2.3:8080", "2xx", 2);
+    f.inbound("batch", "backend-v2", "192.0.2.3:8080", "2xx", 1);
+    for (from, n) in [("client", 2), ("batch", 1)] {
+        let labels = [
+            "inbound",
+            "default",
+            from,
+            from,
+            "192.0.2.3:8080",
+            "default",
+            "backend-v2",
+            "backend",
+        ];
+        for _ in 0..n {
+            pair.with_label_values(&labels).observe(0.0007);
+        }
+    }
+
+    let g = build(&f.registry.gather(), &split_topology());
+    let e = edge(&g, "pod:default/client", "service:backend");
+    assert_eq!(e.latency_of, Some("pair"));
+    // All three under 0.25 s, none under 0.1 s: its own, not the listener's.
+    let bound = |b: f64| {
+        DURATION_BUCKETS_SECONDS
+            .iter()
+            .position(|x| *x == b)
+            .unwrap()
+    };
+    assert_eq!(e.latency[bound(0.1)], 0);
+    assert_eq!(e.latency[bound(0.25)], 3);
+    let e = edge(&g, "cluster:backend_v2", "pod:default/backend-v2");
+    assert_eq!((e.requests, e.latency_of), (3, Some("pair")));
+    assert_eq!(e.latency.last(), Some(&3));
+    assert_eq!(e.latency[bound(0.001)], 3);
+}
