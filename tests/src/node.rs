@@ -36,11 +36,13 @@ impl Default for SimNodeOptions {
 }
 
 /// A node's pod network: the subnets of its bridge, whose first address is
-/// the node's (the pods' gateway), and where pod N gets address N. Two
-/// plans, from documentation ranges, so two nodes can be linked.
+/// the node's (the pods' gateway), and where pod N gets address N (counted
+/// from the subnet's start). Two plans, from documentation ranges, so two
+/// nodes can be linked, and a large one for a node of hundreds of pods.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PodNet {
-    v4: [u8; 3],
+    /// The IPv4 subnet's first address.
+    v4: u32,
     v4_len: u8,
     v6: u16,
     /// Pod indexes stay below this (the subnet's size).
@@ -50,24 +52,32 @@ pub struct PodNet {
 impl PodNet {
     /// 192.0.2.0/24 and 2001:db8:1::/64 (the node of most tests).
     pub const FIRST: PodNet = PodNet {
-        v4: [192, 0, 2],
+        v4: u32::from_be_bytes([192, 0, 2, 0]),
         v4_len: 24,
         v6: 1,
         end: 250,
     };
     /// 203.0.113.0/25 and 2001:db8:2::/64, for a second node.
     pub const SECOND: PodNet = PodNet {
-        v4: [203, 0, 113],
+        v4: u32::from_be_bytes([203, 0, 113, 0]),
         v4_len: 25,
         v6: 2,
         end: 127,
     };
-    const ALL: [PodNet; 2] = [PodNet::FIRST, PodNet::SECOND];
+    /// 198.18.0.0/22 (RFC 2544's benchmarking range) and 2001:db8:3::/64:
+    /// 1,020 pods, for `cargo xtask bench node`. Never linked to another node.
+    pub const LARGE: PodNet = PodNet {
+        v4: u32::from_be_bytes([198, 18, 0, 0]),
+        v4_len: 22,
+        v6: 3,
+        end: 1022,
+    };
+    /// The plans two nodes can be linked with ([`SimNode::link`]).
+    const LINKABLE: [PodNet; 2] = [PodNet::FIRST, PodNet::SECOND];
 
     /// Address `index` (1: the node's own, the pods' gateway).
     pub fn v4(&self, index: u32) -> Ipv4Addr {
-        let [a, b, c] = self.v4;
-        Ipv4Addr::new(a, b, c, index as u8)
+        Ipv4Addr::from(self.v4 + index)
     }
 
     pub fn v6(&self, index: u32) -> Ipv6Addr {
@@ -82,9 +92,18 @@ impl PodNet {
         format!("{}/64", self.v6(0))
     }
 
-    /// The other plans: the pod networks a linked node may have.
+    /// How many pods a node with this network holds.
+    pub fn capacity(&self) -> u32 {
+        self.end - 2
+    }
+
+    /// The other plans: the pod networks a linked node may have (none for
+    /// a plan that is never linked).
     pub(crate) fn others(&self) -> impl Iterator<Item = PodNet> + '_ {
-        Self::ALL.into_iter().filter(move |n| n != self)
+        let linkable = Self::LINKABLE.contains(self);
+        Self::LINKABLE
+            .into_iter()
+            .filter(move |n| linkable && n != self)
     }
 }
 
@@ -219,6 +238,10 @@ impl SimNode {
             a.options.net != b.options.net,
             "two linked nodes need pod networks of their own"
         );
+        anyhow::ensure!(
+            PodNet::LINKABLE.contains(&a.options.net) && PodNet::LINKABLE.contains(&b.options.net),
+            "only PodNet::FIRST and PodNet::SECOND nodes are linked"
+        );
         let (a_dev, b_dev) = (format!("{}-x", a.id), format!("{}-x", b.id));
         let (a_ns, b_ns) = (a.router_ns_name.as_str(), b.router_ns_name.as_str());
         ip(&[
@@ -346,7 +369,8 @@ impl SimNode {
         let end = self.inner.options.net.end;
         anyhow::ensure!(
             index < end,
-            "a simulated node holds at most {} pods",
+            "a simulated node with {} holds at most {} pods",
+            self.inner.options.net.cidr_v4(),
             end - 2
         );
         let uid = uid
@@ -383,5 +407,30 @@ pub(crate) fn remove_cgroup_tree(dir: &Path) {
         && let Err(e) = std::fs::remove_dir(dir)
     {
         eprintln!("simnode: removing cgroup {}: {e}", dir.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_network_plans() {
+        assert_eq!(PodNet::FIRST.v4(5), Ipv4Addr::new(192, 0, 2, 5));
+        assert_eq!(PodNet::FIRST.cidr_v4(), "192.0.2.0/24");
+        assert_eq!(PodNet::SECOND.cidr_v4(), "203.0.113.0/25");
+        assert_eq!(PodNet::FIRST.capacity(), 248);
+        assert_eq!(PodNet::LARGE.cidr_v4(), "198.18.0.0/22");
+        assert_eq!(PodNet::LARGE.v4(300), Ipv4Addr::new(198, 18, 1, 44));
+        assert_eq!(PodNet::LARGE.v4(1021), Ipv4Addr::new(198, 18, 3, 253));
+        assert_eq!(PodNet::LARGE.cidr_v6(), "2001:db8:3::/64");
+        assert_eq!(
+            PodNet::LARGE.v6(300),
+            "2001:db8:3::12c".parse::<Ipv6Addr>().unwrap()
+        );
+        assert_eq!(PodNet::LARGE.capacity(), 1020);
+        // FIRST and SECOND route each other's pods; LARGE is never linked.
+        assert_eq!(PodNet::FIRST.others().collect::<Vec<_>>(), [PodNet::SECOND]);
+        assert_eq!(PodNet::LARGE.others().count(), 0);
     }
 }

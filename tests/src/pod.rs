@@ -21,6 +21,8 @@ pub struct SimPod {
     pub uid: String,
     pub ip4: Ipv4Addr,
     pub ip6: Ipv6Addr,
+    /// Its index in the node's pod network (its address's offset).
+    index: u32,
     ns_name: String,
     netns: NetNs,
     cgroup_dir: PathBuf,
@@ -50,6 +52,7 @@ impl SimPod {
             uid: uid.to_owned(),
             ip4: node.options.net.v4(index),
             ip6: node.options.net.v6(index),
+            index,
             ns_name,
             netns,
             cgroup_dir,
@@ -67,7 +70,7 @@ impl SimPod {
         let net = self.node.options.net;
         let len = net.cidr_v4();
         let len = len.split('/').nth(1).unwrap_or("24").to_owned();
-        let veth = format!("veth{}", self.ip4.octets()[3]);
+        let veth = format!("veth{}", self.index);
         ip(&[
             "-n", router, "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns",
             pod,
