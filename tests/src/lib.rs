@@ -16,6 +16,7 @@ pub mod nft;
 mod node;
 pub mod pins;
 mod pod;
+pub mod probe;
 pub mod scenario;
 pub mod service;
 pub mod sidecar;

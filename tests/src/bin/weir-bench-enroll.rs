@@ -28,20 +28,21 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use benchkit::latency::{ms, ms_list, percentile};
 use benchkit::progress::Progress;
 use clap::Parser;
 use futures::StreamExt;
 use kube::api::DeleteParams;
 use weir_tests::kube::{ADMIN, Cluster, KubePod, NAMESPACE, report_running};
-use weir_tests::support::{require_root, sim_client};
-use weir_tests::{PodProcess, SimNode};
+use weir_tests::probe::{
+    SERVICE, claimed_service_config, epoch_us, probe_result, refused_again, start_probe,
+};
+use weir_tests::support::require_root;
+use weir_tests::{SimNode, SimPod};
 
-/// The address weir claims; nothing else answers there.
-const SERVICE: &str = "198.51.100.20:80";
 /// The issue's target for each arrival's p99.
 const TARGET: Duration = Duration::from_secs(1);
 /// A simulated node holds 248 pods; both arrivals together must fit.
@@ -128,52 +129,7 @@ fn planned(pods: u32) -> Vec<Duration> {
 /// The ConfigMap's `config.yaml`: the DaemonSet's admin address and the
 /// claimed service address answering 200 itself.
 fn config() -> String {
-    format!(
-        r#"admin:
-  address: {ADMIN}
-listeners:
-  - name: claimed
-    address: {SERVICE}
-    bind_to_port: false
-    virtual_hosts:
-      - name: any
-        domains: ["*"]
-        routes:
-          - match: {{ prefix: "/" }}
-            direct_response: {{ status: 200, body: "weir" }}
-clusters: []
-"#
-    )
-}
-
-/// Now, as the probes print it.
-fn epoch_us() -> Result<i64> {
-    Ok(SystemTime::now().duration_since(UNIX_EPOCH)?.as_micros() as i64)
-}
-
-/// `sim-client until-ok` in the pod, bounded by `timeout`.
-fn start_probe(pod: &KubePod, gap_ms: u64, timeout: Duration) -> Result<PodProcess> {
-    let mut cmd = Command::new(sim_client());
-    cmd.args(["until-ok", SERVICE, "enrol", "/"])
-        .arg(gap_ms.to_string())
-        .arg(timeout.as_millis().to_string());
-    pod.sim.spawn(cmd)
-}
-
-/// The probe's `ok EPOCH_US ATTEMPTS`: the time of its first 200.
-fn probe_result(probe: PodProcess, name: &str, wait: Duration) -> Result<i64> {
-    let out = probe.wait_output(wait)?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        bail!(
-            "pod {name}: never answered by weir: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    text.split_whitespace()
-        .nth(1)
-        .and_then(|us| us.parse().ok())
-        .with_context(|| format!("pod {name}: probe printed {text:?}"))
+    claimed_service_config(ADMIN)
 }
 
 /// One arrival's latencies, µs, in pod order.
@@ -216,7 +172,7 @@ fn steady(
         let name = format!("steady-{i:03}");
         let mut pod = cluster.create_pod(node, &name, true)?;
         pod.processes.push(pod.sim.start_pause()?);
-        let probe = start_probe(&pod, args.steady_gap_ms, timeout)?;
+        let probe = start_probe(&pod.sim, args.steady_gap_ms, timeout)?;
         cluster.report_running(&pod.sim)?;
         let acked = epoch_us()?;
         let served = probe_result(probe, &name, timeout + Duration::from_secs(5))?;
@@ -244,7 +200,7 @@ fn burst(
         pods.push(pod);
     }
     for pod in &pods[first..] {
-        probes.push(start_probe(pod, args.burst_gap_ms, timeout)?);
+        probes.push(start_probe(&pod.sim, args.burst_gap_ms, timeout)?);
     }
     let api = cluster.pods();
     let sent = epoch_us()?;
@@ -340,28 +296,8 @@ fn unenrol_all(
     }
     let last = start.elapsed();
     // Every sandbox is still there: its call must now be refused by the node.
-    let checks: Vec<PodProcess> = pods
-        .iter()
-        .map(|pod| {
-            let mut cmd = Command::new(sim_client());
-            cmd.args(["until-refused", SERVICE, "5", "5000"]);
-            pod.sim.spawn(cmd)
-        })
-        .collect::<Result<_>>()?;
-    let mut refused = 0;
-    let mut not_refused = Vec::new();
-    for (check, pod) in checks.into_iter().zip(pods) {
-        let why = match check.wait_output(Duration::from_secs(10)) {
-            Ok(out) if out.status.success() => {
-                refused += 1;
-                continue;
-            }
-            Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-            Err(e) => format!("{e:#}"),
-        };
-        println!("bench: pod {}: {why}", pod.sim.name);
-        not_refused.push(format!("{}: {why}", pod.sim.name));
-    }
+    let sims: Vec<&SimPod> = pods.iter().map(|pod| &pod.sim).collect();
+    let (refused, not_refused) = refused_again(&sims)?;
     Ok(Unenrolment {
         pods: pods.len(),
         deletes,
@@ -391,23 +327,6 @@ impl Stage {
             rss_kib,
             fds,
         })
-    }
-}
-
-/// Nearest rank: the smallest value with at least `p`% of them at or below it.
-fn percentile(sorted: &[i64], p: f64) -> i64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn ms(us: i64) -> String {
-    if us.abs() >= 10_000 {
-        format!("{:.0} ms", us as f64 / 1e3)
-    } else {
-        format!("{:.1} ms", us as f64 / 1e3)
     }
 }
 
@@ -487,8 +406,8 @@ fn report(steady: &Arrival, burst: &Arrival, gone: &Unenrolment, stages: &[Stage
     let _ = write!(
         t,
         "\n<details><summary>Every pod's latency (ms, in order)</summary>\n\nsteady: {}\n\nburst: {}\n\n</details>\n",
-        list(&steady.latencies_us),
-        list(&burst.latencies_us)
+        ms_list(&steady.latencies_us),
+        ms_list(&burst.latencies_us)
     );
     t
 }
@@ -502,26 +421,9 @@ fn first_of(entries: &[String], n: usize) -> String {
     text
 }
 
-fn list(us: &[i64]) -> String {
-    us.iter()
-        .map(|v| format!("{:.1}", *v as f64 / 1e3))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn nearest_rank_percentiles() {
-        let v: Vec<i64> = (1..=100).collect();
-        assert_eq!(percentile(&v, 50.0), 50);
-        assert_eq!(percentile(&v, 99.0), 99);
-        assert_eq!(percentile(&v, 100.0), 100);
-        assert_eq!(percentile(&[7], 99.0), 7);
-        assert_eq!(percentile(&[], 99.0), 0);
-    }
 
     #[test]
     fn the_config_validates() {
