@@ -24,6 +24,10 @@
 //! `bench mesh` measures what the mesh tunnel between nodes adds to a
 //! request and a new connection, against plain forwarding and sidecars with
 //! mutual TLS ([`mesh`]).
+//!
+//! `bench node` measures what one agent costs on a node of hundreds of
+//! pods: an enrolment burst, memory, descriptors and idle CPU per pod, and
+//! un-enrolling them all ([`node`]).
 
 mod cert;
 mod configs;
@@ -34,6 +38,7 @@ mod h2load;
 mod intercept;
 mod mesh;
 mod neighbours;
+mod node;
 mod parity;
 mod peers;
 mod report;
@@ -70,6 +75,8 @@ pub enum Target {
     Neighbours(neighbours::NeighboursArgs),
     /// The mesh tunnel between two nodes: weir plain vs weir mesh vs sidecars with mTLS (as root).
     Mesh(mesh::MeshArgs),
+    /// A node of 100, 250 and 500 pods: enrolment burst, footprint per pod, un-enrolment (as root).
+    Node(node::NodeArgs),
 }
 
 #[derive(Args, Debug, Clone, PartialEq)]
@@ -136,6 +143,7 @@ pub fn run(root: &Path, target: Target) -> Result<()> {
         Target::Restart(args) => restart::run_restart(root, &args),
         Target::Neighbours(args) => neighbours::run_neighbours(root, &args),
         Target::Mesh(args) => mesh::run_mesh(root, &args),
+        Target::Node(args) => node::run_node(root, &args),
     }
 }
 
