@@ -102,7 +102,18 @@ is a watch instead (its latency: the \"Enrolment latency\" section above).
   un-enrolled; then its descriptors and the files below its pin root (waited for up to 5 s
   to settle) against the no-pod baseline, and every probed pod's call refused again.
 
-{report}",
+{report}
+What each enrolled pod holds, from the code (`agent/src/enroll/pod.rs`, `agent/src/inpod/`,
+`agent/src/datapath/`), to read the descriptor table by: **8 sockets**, its four in-pod
+listeners (egress and inbound, IPv4 and IPv6), each held twice: by its accept loop and as a
+duplicate kept to shut the listener down at once when the pod is un-enrolled (so the data
+path's liveness check sees it gone without waiting for a runtime worker); **4 `bpf_link`s**,
+`cgroup/connect4`, `cgroup/connect6` and `sockops` on the pod's cgroup and `sk_lookup` on its
+network namespace (each also pinned below the pin root, so they outlive a crash); **2 net
+namespace** handles, one kept for work in the pod after enrolment (resetting connections
+that bypassed the proxy) and one held by the pod's socket factory; and **1 thread**, that
+socket factory, which lives in the pod's namespace to open the sockets weir connects from
+on the pod's behalf. The maps are sized when the programs load, so they do not grow per pod.",
         command = command.join(" "),
         machine = docs::machine_facts(),
         load_before = load_avg[0],
