@@ -18,8 +18,8 @@
 //!   from before the write; a pod's latency is its probe's first 200 minus
 //!   the write. The agent's log gives when it had enrolled all N;
 //! - footprint and idle CPU with N enrolled, no traffic;
-//! - steady: `--steady` more pods added to the file one at a time, each
-//!   measured before the next;
+//! - steady: `--steady` more pods added to the file one at a time, paced
+//!   (`--steady-every-ms`) and each measured before the next;
 //! - un-enrolment: the file emptied, until the agent logged each pod
 //!   un-enrolled; then whether its descriptors and pins are back to the
 //!   baseline and every probed pod's call is refused again.
@@ -76,6 +76,12 @@ struct Args {
     /// The burst's probes' gap between attempts, ms (up to 200 probes at once).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=100))]
     burst_gap_ms: u64,
+    /// The steady arrival's pace: pod k is written at k times this, ms, or
+    /// once pod k - 1 is served if that is later. Prime to the agent's
+    /// 250 ms poll of the pods file, so the arrivals fall at every phase of
+    /// it rather than each just after the tick that served the one before.
+    #[arg(long, default_value_t = 337, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    steady_every_ms: u64,
     /// The steady arrival's probe gap, ms (one probe at a time).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=100))]
     steady_gap_ms: u64,
@@ -336,7 +342,11 @@ fn run_size(n: usize, args: &Args) -> Result<Size> {
 
     // The steady arrival, on top of the N enrolled.
     let mut steady_us = Vec::with_capacity(steady.len());
+    let paced = Instant::now();
     for k in 0..steady.len() {
+        let slot = paced + Duration::from_millis(args.steady_every_ms) * k as u32;
+        // Pacing the arrivals (bounded: at most `steady_every_ms`), not a wait for something.
+        std::thread::sleep(slot.saturating_duration_since(Instant::now()));
         let probe = start_probe(&steady[k].sim, args.steady_gap_ms, STEADY_TIMEOUT)?;
         let written = epoch_us()?;
         agent.write_pods(&pods_file(&pods[..n + k + 1]))?;
@@ -413,8 +423,8 @@ fn report(sizes: &[Size], args: &Args) -> String {
     }
     let _ = write!(
         t,
-        "\nSteady arrival: {} pods added to the file one at a time on top of the N enrolled, each from the write to its first 200:\n\n",
-        args.steady
+        "\nSteady arrival: {} pods added to the file one at a time on top of the N enrolled, one every {} ms (or once the one before is served, if later), each from the write to its first 200:\n\n",
+        args.steady, args.steady_every_ms
     );
     t.push_str("| node of | pods | p50 | p99 | max | target: p99 < 100 ms | met |\n");
     t.push_str("|---:|---:|---:|---:|---:|---|---|\n");

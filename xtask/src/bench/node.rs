@@ -97,7 +97,9 @@ is a watch instead (its latency: the \"Enrolment latency\" section above).
   it holds (`memlock:` of each map's `/proc/<pid>/fdinfo`, each map once), its descriptors
   by kind (`readlink /proc/<pid>/fd/*`), and its CPU (`utime + stime`) over 5 s.
 - **steady**: 20 more pods added to the file one at a time, each probed (every 2 ms) and
-  served before the next.
+  served before the next, one every 337 ms: a pace prime to the 250 ms poll, so the writes
+  fall at every phase of it (written as soon as the one before is served, each would land
+  just after the tick that served it and wait almost a whole poll).
 - **un-enrolment**: the file emptied; until the agent has logged each of the N + 20
   un-enrolled; then its descriptors and the files below its pin root (waited for up to 5 s
   to settle) against the no-pod baseline, and every probed pod's call refused again.
