@@ -315,8 +315,10 @@ fn run_size(n: usize, args: &Args) -> Result<Size> {
     )?;
     agent.wait_ready(&node, Duration::from_secs(30))?;
     let pid = agent.pid().context("the agent runs")?;
-    let baseline = Footprint::read(pid, &pins)?;
+    // Idle first: the baseline is read after it, once the admin connection
+    // of the readiness check has surely closed.
     let idle_base_percent = idle_cpu(pid)?;
+    let baseline = Footprint::read(pid, &pins)?;
 
     // The burst.
     let (burst, steady) = pods.split_at(n);
