@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use benchkit::footprint::{bpf_maps, fds_by_kind, threads};
 use benchkit::latency::{ms, percentile};
+use benchkit::progress::Progress;
 use clap::Parser;
 use weir_tests::agent::AgentProcess;
 use weir_tests::pins::PinRoot;
@@ -102,7 +103,14 @@ fn main() -> Result<()> {
         );
     }
     let mut sizes = Vec::new();
+    // A guess (pods made and enrolled, the steady arrival, the idle window),
+    // corrected by the sizes that ran.
+    let planned = args.sizes.iter().map(|&n| {
+        Duration::from_millis(60 * u64::from(n)) + Duration::from_secs(15 + 2 * args.steady as u64)
+    });
+    let mut progress = Progress::new(planned.collect());
     for &n in &args.sizes {
+        progress.begin(&format!("a node of {n} pods"));
         let size = run_size(n as usize, &args).with_context(|| format!("the node of {n} pods"))?;
         println!("bench: {n} pods: {}", size.summary());
         sizes.push(size);
