@@ -1,6 +1,16 @@
 //! `cgroup/connect4` and `cgroup/connect6`: redirect an enrolled pod's outbound TCP
 //! connections to the proxy's egress listener inside the pod's own network
-//! namespace, remembering where they were going.
+//! namespace, remembering where they were going; or let them go direct, or
+//! refuse them, by what `WEIR_DESTINATIONS` says of the destination:
+//!
+//! - listed for the proxy (a listener claims it, the mesh knows it): TCP is
+//!   redirected, UDP passes;
+//! - listed as direct (REGISTRY_ONLY's allow list, the cluster's DNS):
+//!   passes, counted;
+//! - not listed: under REGISTRY_ONLY the `connect()` fails with EPERM before
+//!   any packet leaves (TCP and UDP), counted; else TCP goes to the proxy,
+//!   or direct and counted where the pod or the node asked for the proxy
+//!   hop only where a listener claims the destination.
 
 use aya_ebpf::{
     EbpfContext,
@@ -11,22 +21,42 @@ use aya_ebpf::{
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
-use weir_common::{AF_INET, AF_INET6, POD_FLAG_FAIL_CLOSED, PendingConnect, PodSettings, SockAddr};
+use weir_common::{
+    AF_INET, AF_INET6, DEST_DIRECT, DEST_PROXY, FLOW_DIRECT, FLOW_REFUSED, FlowCounts, FlowKey,
+    POD_FLAG_FAIL_CLOSED, POD_FLAG_UNCLAIMED_DIRECT, POD_FLAG_UNCLAIMED_PROXY, PendingConnect,
+    PodSettings, SETTING_REGISTRY_ONLY, SETTING_UNCLAIMED_DIRECT, SockAddr,
+};
 
-use crate::maps::{BYPASS_COUNTS, BYPASSED_CONNECTS, PENDING_CONNECT, PODS};
+use crate::maps::{
+    BYPASS_COUNTS, BYPASSED_CONNECTS, DIRECT_SOCKETS, PENDING_CONNECT, PODS, count_flow,
+    destination, setting,
+};
 
 /// Let the `connect()` proceed (to the original or the rewritten address).
 const ALLOW: i32 = 1;
 /// Fail the `connect()` with EPERM.
 const REFUSE: i32 = 0;
 const IPPROTO_TCP: u32 = 6;
+const IPPROTO_UDP: u32 = 17;
 const LOOPBACK_V4: u32 = 0x7f00_0001;
+
+/// What becomes of one `connect()`.
+enum Route {
+    /// Redirected to the proxy (TCP only).
+    Proxy,
+    /// To its destination, counted.
+    Direct,
+    /// EPERM, counted.
+    Refuse,
+    /// To its destination, not counted (UDP outside REGISTRY_ONLY).
+    Untouched,
+}
 
 #[cgroup_sock_addr(connect4)]
 pub fn weir_connect4(ctx: SockAddrContext) -> i32 {
     // SAFETY: the kernel hands every cgroup/connect4 program a valid bpf_sock_addr.
     let sa = unsafe { &mut *ctx.sock_addr };
-    let Some((netns, pod)) = enrolled_tcp(&ctx, sa) else {
+    let Some((netns, pod)) = enrolled(&ctx, sa) else {
         return ALLOW;
     };
     let dst_ip = sa.user_ip4;
@@ -39,6 +69,10 @@ pub fn weir_connect4(ctx: SockAddrContext) -> i32 {
         port,
         family: AF_INET,
     };
+    match decide(&pod, &orig, sa.protocol) {
+        Route::Proxy => {}
+        other => return settle(&ctx, netns, orig, sa.protocol, other),
+    }
     if !listening_v4(&ctx, pod.egress_port_v4) {
         return unserved(&ctx, netns, &pod, orig);
     }
@@ -53,7 +87,7 @@ pub fn weir_connect4(ctx: SockAddrContext) -> i32 {
 pub fn weir_connect6(ctx: SockAddrContext) -> i32 {
     // SAFETY: the kernel hands every cgroup/connect6 program a valid bpf_sock_addr.
     let sa = unsafe { &mut *ctx.sock_addr };
-    let Some((netns, pod)) = enrolled_tcp(&ctx, sa) else {
+    let Some((netns, pod)) = enrolled(&ctx, sa) else {
         return ALLOW;
     };
     let dst = sa.user_ip6;
@@ -72,6 +106,10 @@ pub fn weir_connect6(ctx: SockAddrContext) -> i32 {
             port,
             family: AF_INET,
         };
+        match decide(&pod, &orig, sa.protocol) {
+            Route::Proxy => {}
+            other => return settle(&ctx, netns, orig, sa.protocol, other),
+        }
         if !listening_v4(&ctx, pod.egress_port_v4) {
             return unserved(&ctx, netns, &pod, orig);
         }
@@ -89,6 +127,10 @@ pub fn weir_connect6(ctx: SockAddrContext) -> i32 {
         port,
         family: AF_INET6,
     };
+    match decide(&pod, &orig, sa.protocol) {
+        Route::Proxy => {}
+        other => return settle(&ctx, netns, orig, sa.protocol, other),
+    }
     if !listening_v6(&ctx, pod.egress_port_v6) {
         return unserved(&ctx, netns, &pod, orig);
     }
@@ -103,10 +145,68 @@ pub fn weir_connect6(ctx: SockAddrContext) -> i32 {
     ALLOW
 }
 
-/// The namespace cookie and the pod's settings when this is a TCP connect from
-/// an enrolled pod's namespace.
-fn enrolled_tcp(ctx: &SockAddrContext, sa: &bpf_sock_addr) -> Option<(u64, PodSettings)> {
-    if sa.protocol != IPPROTO_TCP {
+/// Where `orig` goes, by what the agent listed and the policies.
+#[inline(always)]
+fn decide(pod: &PodSettings, orig: &SockAddr, protocol: u32) -> Route {
+    let tcp = protocol == IPPROTO_TCP;
+    match destination(orig) {
+        Some(DEST_PROXY) if tcp => Route::Proxy,
+        Some(DEST_PROXY) => Route::Untouched,
+        Some(DEST_DIRECT) => Route::Direct,
+        _ if setting(SETTING_REGISTRY_ONLY) => Route::Refuse,
+        _ if !tcp => Route::Untouched,
+        _ if unclaimed_goes_direct(pod) => Route::Direct,
+        _ => Route::Proxy,
+    }
+}
+
+/// The pod's annotation, else the node's default.
+fn unclaimed_goes_direct(pod: &PodSettings) -> bool {
+    if pod.flags & POD_FLAG_UNCLAIMED_DIRECT != 0 {
+        return true;
+    }
+    if pod.flags & POD_FLAG_UNCLAIMED_PROXY != 0 {
+        return false;
+    }
+    setting(SETTING_UNCLAIMED_DIRECT)
+}
+
+/// The verdict of a `connect()` that does not reach the proxy, counted.
+fn settle(ctx: &SockAddrContext, netns: u64, orig: SockAddr, protocol: u32, route: Route) -> i32 {
+    let verdict = match route {
+        Route::Direct => FLOW_DIRECT,
+        Route::Refuse => FLOW_REFUSED,
+        Route::Proxy | Route::Untouched => return ALLOW,
+    };
+    let key = FlowKey {
+        netns_cookie: netns,
+        dst: orig,
+        verdict,
+        protocol: protocol as u16,
+    };
+    count_flow(
+        &key,
+        &FlowCounts {
+            connections: 1,
+            ..FlowCounts::default()
+        },
+    );
+    if verdict == FLOW_REFUSED {
+        return REFUSE;
+    }
+    if protocol == IPPROTO_TCP {
+        // SAFETY: bpf_get_socket_cookie accepts a cgroup/connect context.
+        let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+        // Best effort: without it only the bytes go uncounted.
+        let _ = DIRECT_SOCKETS.insert(&cookie, &key, 0);
+    }
+    ALLOW
+}
+
+/// The namespace cookie and the pod's settings when this is a TCP or UDP
+/// connect from an enrolled pod's namespace.
+fn enrolled(ctx: &SockAddrContext, sa: &bpf_sock_addr) -> Option<(u64, PodSettings)> {
+    if sa.protocol != IPPROTO_TCP && sa.protocol != IPPROTO_UDP {
         return None;
     }
     // SAFETY: bpf_get_netns_cookie accepts a cgroup/connect context.

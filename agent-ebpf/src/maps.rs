@@ -3,11 +3,15 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuHashMap, SockHash},
+    maps::{
+        Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuHashMap, SockHash,
+        lpm_trie::Key,
+    },
 };
 use weir_common::{
-    ConnKey, InboundKey, InboundSettings, MAX_BYPASSED_CONNECTIONS, MAX_PODS,
-    MAX_TRACKED_CONNECTIONS, PendingConnect, PodSettings, SockAddr, SockKey,
+    ConnKey, DestPrefix, FlowCounts, FlowKey, InboundKey, InboundSettings,
+    MAX_BYPASSED_CONNECTIONS, MAX_DESTINATIONS, MAX_FLOWS, MAX_PODS, MAX_TRACKED_CONNECTIONS,
+    PendingConnect, PodSettings, SockAddr, SockKey,
 };
 
 /// Enrolled pods by network namespace cookie. Written only by the agent.
@@ -58,6 +62,59 @@ pub static BYPASSED_CONNECTS: LruHashMap<u64, PendingConnect> =
 /// so counting needs no atomic instruction (5.10's BPF has no fetch-add).
 #[map(name = "WEIR_BYPASS_COUNTS")]
 pub static BYPASS_COUNTS: PerCpuHashMap<u64, u64> = PerCpuHashMap::with_max_entries(MAX_PODS, 0);
+
+/// Destinations the connect hooks know, by longest prefix. Written only by
+/// the agent.
+#[map(name = "WEIR_DESTINATIONS")]
+pub static DESTINATIONS: LpmTrie<DestPrefix, u32> = LpmTrie::with_max_entries(MAX_DESTINATIONS, 0);
+
+/// Direct and refused connections per pod and destination. Per CPU and
+/// LRU: counting needs no atomic instruction, and the table never fills.
+#[map(name = "WEIR_FLOWS")]
+pub static FLOWS: LruPerCpuHashMap<FlowKey, FlowCounts> =
+    LruPerCpuHashMap::with_max_entries(MAX_FLOWS, 0);
+
+/// Open direct connections' flows by socket cookie, until sockops counts
+/// their bytes at close. LRU: a socket that never closes is evicted.
+#[map(name = "WEIR_DIRECT_SOCKETS")]
+pub static DIRECT_SOCKETS: LruHashMap<u64, FlowKey> =
+    LruHashMap::with_max_entries(MAX_TRACKED_CONNECTIONS, 0);
+
+/// The `DEST_*` verdict for `dst`: its port's entry first, then any port's.
+pub fn destination(dst: &SockAddr) -> Option<u32> {
+    let mut key = Key::new(
+        DEST_BITS_ALL,
+        DestPrefix {
+            port: dst.port.to_be(),
+            family: dst.family,
+            addr: dst.addr,
+        },
+    );
+    if let Some(v) = DESTINATIONS.get(&key) {
+        return Some(*v);
+    }
+    key.data.port = 0;
+    DESTINATIONS.get(&key).copied()
+}
+
+/// A lookup key covers the port, the family and the longest address.
+const DEST_BITS_ALL: u32 = weir_common::DEST_PREFIX_HEAD_BITS + 128;
+
+/// Adds `add` to this CPU's counts of `key`.
+pub fn count_flow(key: &FlowKey, add: &FlowCounts) {
+    match FLOWS.get_ptr_mut(key) {
+        // SAFETY: this CPU's slot of the entry; no other CPU writes it.
+        Some(counts) => unsafe {
+            (*counts).connections += add.connections;
+            (*counts).bytes_sent += add.bytes_sent;
+            (*counts).bytes_received += add.bytes_received;
+            (*counts).closed += add.closed;
+        },
+        None => {
+            let _ = FLOWS.insert(key, add, 0);
+        }
+    }
+}
 
 /// Node-wide switches, `SETTING_*` bits in slot 0. Written only by the agent.
 #[map(name = "WEIR_SETTINGS")]

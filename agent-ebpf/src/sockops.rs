@@ -14,22 +14,35 @@
 //!   belong to). The proxy's end has no connect record, so this variant reads
 //!   the namespace with `bpf_get_netns_cookie`, which sock_ops programs get
 //!   from Linux 5.15.
+//!
+//! Both also count the bytes of connections the connect hook let go direct
+//! (`WEIR_DIRECT_SOCKETS`): they ask for state callbacks on those alone and
+//! add the socket's totals to its flow when it closes.
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::{BPF_ANY, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB},
+    bindings::{
+        BPF_ANY, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
+        BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG, BPF_TCP_CLOSE,
+    },
     helpers::generated::{bpf_get_netns_cookie, bpf_get_socket_cookie},
     macros::sock_ops,
     programs::SockOpsContext,
 };
-use weir_common::{AF_INET, AF_INET6, ConnKey, SETTING_SK_MSG, SockAddr, SockKey};
+use weir_common::{AF_INET, AF_INET6, ConnKey, FlowCounts, SETTING_SK_MSG, SockAddr, SockKey};
 
-use crate::maps::{ORIG_DST, PENDING_CONNECT, PODS, SOCKS, setting};
+use crate::maps::{DIRECT_SOCKETS, ORIG_DST, PENDING_CONNECT, PODS, SOCKS, count_flow, setting};
 
 #[sock_ops]
 pub fn weir_sockops(ctx: SockOpsContext) -> u32 {
-    if ctx.op() == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB {
-        let _ = on_active_established(&ctx);
+    match ctx.op() {
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => {
+            if on_active_established(&ctx).is_none() {
+                watch_if_direct(&ctx);
+            }
+        }
+        BPF_SOCK_OPS_STATE_CB => on_state_change(&ctx),
+        _ => {}
     }
     1
 }
@@ -37,13 +50,12 @@ pub fn weir_sockops(ctx: SockOpsContext) -> u32 {
 #[sock_ops]
 pub fn weir_sockops_accel(ctx: SockOpsContext) -> u32 {
     match ctx.op() {
-        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => {
-            if let Some(netns_cookie) = on_active_established(&ctx)
-                && setting(SETTING_SK_MSG)
-            {
-                accelerate(&ctx, netns_cookie);
-            }
-        }
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => match on_active_established(&ctx) {
+            Some(netns_cookie) if setting(SETTING_SK_MSG) => accelerate(&ctx, netns_cookie),
+            Some(_) => {}
+            None => watch_if_direct(&ctx),
+        },
+        BPF_SOCK_OPS_STATE_CB => on_state_change(&ctx),
         BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => {
             if setting(SETTING_SK_MSG) {
                 // SAFETY: bpf_get_netns_cookie accepts a sock_ops context (5.15+,
@@ -76,6 +88,52 @@ fn on_active_established(ctx: &SockOpsContext) -> Option<u64> {
     let _ = ORIG_DST.insert(&key, &pending.orig, 0);
     let _ = PENDING_CONNECT.remove(&cookie);
     Some(pending.netns_cookie)
+}
+
+/// Asks for this socket's state changes if it is a direct connection whose
+/// bytes are counted.
+#[inline(always)]
+fn watch_if_direct(ctx: &SockOpsContext) {
+    // SAFETY: bpf_get_socket_cookie accepts a sock_ops context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    // SAFETY: only looked at; removed by this socket's close alone.
+    if unsafe { DIRECT_SOCKETS.get(&cookie) }.is_some() {
+        let flags = ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG;
+        // Best effort: without it only the bytes go uncounted.
+        let _ = ctx.set_cb_flags(flags as i32);
+    }
+}
+
+/// A watched direct connection closing: its bytes go to its flow.
+#[inline(always)]
+fn on_state_change(ctx: &SockOpsContext) {
+    if ctx.arg(1) != BPF_TCP_CLOSE {
+        return;
+    }
+    // SAFETY: bpf_get_socket_cookie accepts a sock_ops context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    // SAFETY: copied out at once; the entry is removed below by this socket only.
+    let Some(key) = (unsafe { DIRECT_SOCKETS.get(&cookie).copied() }) else {
+        return;
+    };
+    // SAFETY: `ctx.ops` is the valid bpf_sock_ops of this invocation; each
+    // field is read with one 8-byte load, as the verifier requires.
+    let (sent, received) = unsafe {
+        (
+            core::ptr::read_volatile(&(*ctx.ops).bytes_acked),
+            core::ptr::read_volatile(&(*ctx.ops).bytes_received),
+        )
+    };
+    count_flow(
+        &key,
+        &FlowCounts {
+            bytes_sent: sent,
+            bytes_received: received,
+            closed: 1,
+            ..FlowCounts::default()
+        },
+    );
+    let _ = DIRECT_SOCKETS.remove(&cookie);
 }
 
 /// Whether this accepted socket is the proxy's end of a connection to an

@@ -49,6 +49,46 @@ pub const MAP_BYPASS_COUNTS: &str = "WEIR_BYPASS_COUNTS";
 pub const MAP_SETTINGS: &str = "WEIR_SETTINGS";
 /// `WEIR_SETTINGS[0]`: splice app-to-proxy data with sk_msg.
 pub const SETTING_SK_MSG: u32 = 1 << 0;
+/// `WEIR_SETTINGS[0]`: `outbound_traffic_policy: REGISTRY_ONLY`: an enrolled
+/// pod's `connect()` (TCP, and UDP) to a destination [`MAP_DESTINATIONS`]
+/// does not list fails with EPERM.
+pub const SETTING_REGISTRY_ONLY: u32 = 1 << 1;
+/// `WEIR_SETTINGS[0]`: under `ALLOW_ANY`, an enrolled pod's TCP connection
+/// to a destination no listener claims goes direct, without the proxy hop,
+/// unless the pod says otherwise ([`POD_FLAG_UNCLAIMED_PROXY`]).
+pub const SETTING_UNCLAIMED_DIRECT: u32 = 1 << 2;
+
+/// Destinations the connect hooks know (an LPM trie, [`DestPrefix`] ->
+/// `DEST_*`): those a listener claims, the mesh's pod networks, and under
+/// REGISTRY_ONLY those allowed to be reached directly. Written only by the
+/// agent, kept in step with its config.
+pub const MAP_DESTINATIONS: &str = "WEIR_DESTINATIONS";
+/// Direct (not proxied) and refused connections per source pod and
+/// destination ([`FlowKey`] -> per-CPU [`FlowCounts`]), LRU,
+/// [`MAX_FLOWS`]: what the agent exports beside the proxied traffic.
+pub const MAP_FLOWS: &str = "WEIR_FLOWS";
+/// The [`FlowKey`] of each open direct connection by socket cookie, so
+/// sockops can add its bytes when it closes. LRU, [`MAX_TRACKED_CONNECTIONS`].
+pub const MAP_DIRECT_SOCKETS: &str = "WEIR_DIRECT_SOCKETS";
+
+/// `WEIR_DESTINATIONS` value: redirect to the proxy (a listener claims
+/// the destination, or the mesh knows it).
+pub const DEST_PROXY: u32 = 1;
+/// `WEIR_DESTINATIONS` value: go direct, counted (the REGISTRY_ONLY allow
+/// list, the cluster's DNS servers).
+pub const DEST_DIRECT: u32 = 2;
+
+/// [`FlowKey::verdict`]: the connection went direct.
+pub const FLOW_DIRECT: u16 = 1;
+/// [`FlowKey::verdict`]: the `connect()` failed with EPERM (REGISTRY_ONLY).
+pub const FLOW_REFUSED: u16 = 2;
+/// Capacity of [`MAP_FLOWS`]: (pod, destination, verdict) triples counted
+/// at once; the least recently used are forgotten (the agent has read them
+/// within its collection interval unless more than this many are new in it).
+pub const MAX_FLOWS: u32 = 16_384;
+/// Capacity of [`MAP_DESTINATIONS`]: claimed addresses, pod networks,
+/// allowed prefixes.
+pub const MAX_DESTINATIONS: u32 = 16_384;
 
 /// Program names as they appear in the object file.
 pub const PROG_CONNECT4: &str = "weir_connect4";
@@ -80,6 +120,13 @@ pub const AF_INET6: u16 = 10;
 /// `PodSettings::flags`: refuse the pod's connections when the proxy is not serving
 /// it, instead of letting them pass untouched.
 pub const POD_FLAG_FAIL_CLOSED: u32 = 1 << 0;
+/// `PodSettings::flags`: the pod's TCP connections to destinations no
+/// listener claims go direct (`weir.dev/unclaimed-traffic: direct`),
+/// whatever [`SETTING_UNCLAIMED_DIRECT`] says.
+pub const POD_FLAG_UNCLAIMED_DIRECT: u32 = 1 << 1;
+/// `PodSettings::flags`: they go through the proxy
+/// (`weir.dev/unclaimed-traffic: proxy`), whatever the node default says.
+pub const POD_FLAG_UNCLAIMED_PROXY: u32 = 1 << 2;
 /// `InboundSettings::flags`: steer every port, not only those listed.
 pub const INBOUND_FLAG_ALL_PORTS: u32 = 1 << 0;
 /// `InboundSettings::flags`: drop connections to steered ports while the
@@ -126,6 +173,50 @@ pub struct PendingConnect {
     pub netns_cookie: u64,
     pub orig: SockAddr,
     pub _pad: u32,
+}
+
+/// The data of a [`MAP_DESTINATIONS`] key. The trie matches bits in memory
+/// order, so the port and family come first: every entry covers them whole
+/// (its prefix length is 32 plus the address bits). Port 0 stands for any
+/// port; the hooks look the exact port up first, then port 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DestPrefix {
+    /// Network byte order; 0: any port.
+    pub port: u16,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u16,
+    /// Network byte order; IPv4 in the first word.
+    pub addr: [u32; 4],
+}
+
+/// Bits of a [`DestPrefix`] before its address.
+pub const DEST_PREFIX_HEAD_BITS: u32 = 32;
+
+/// Who connected where, and what became of it ([`MAP_FLOWS`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub netns_cookie: u64,
+    pub dst: SockAddr,
+    /// `FLOW_DIRECT` or `FLOW_REFUSED`.
+    pub verdict: u16,
+    /// 6 (TCP) or 17 (UDP).
+    pub protocol: u16,
+}
+
+/// Counts of one [`FlowKey`], per CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowCounts {
+    /// `connect()` calls.
+    pub connections: u64,
+    /// Of the direct TCP connections that closed: bytes the peer acknowledged.
+    pub bytes_sent: u64,
+    /// And bytes received.
+    pub bytes_received: u64,
+    /// Direct TCP connections that closed (their bytes are counted).
+    pub closed: u64,
 }
 
 /// One end of a TCP connection, as that end sees it, in its namespace.
@@ -198,6 +289,12 @@ mod user {
     unsafe impl aya::Pod for super::InboundSettings {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SockKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DestPrefix {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FlowCounts {}
 }
 
 #[cfg(test)]
@@ -220,5 +317,8 @@ mod tests {
         assert_eq!(core::mem::size_of::<ConnKey>(), 32);
         assert_eq!(core::mem::size_of::<PendingConnect>(), 32);
         assert_eq!(core::mem::align_of::<ConnKey>(), 8);
+        assert_eq!(core::mem::size_of::<DestPrefix>(), 20);
+        assert_eq!(core::mem::size_of::<FlowKey>(), 32);
+        assert_eq!(core::mem::size_of::<FlowCounts>(), 32);
     }
 }

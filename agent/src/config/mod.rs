@@ -9,6 +9,7 @@ mod addr;
 mod authz;
 mod cluster;
 mod duration;
+mod egress;
 mod error;
 mod listener;
 mod locate;
@@ -32,6 +33,7 @@ pub use cluster::{
     EndpointConfig, LbPolicy, OutlierDetectionConfig, UpstreamHttpConfig,
 };
 pub use duration::{ConfigDuration, format_duration, parse_duration};
+pub use egress::{EgressAllowConfig, EgressConfig, NetPrefix, UnclaimedTraffic};
 pub use error::{ConfigError, DocPath, Issue, Segment};
 pub use listener::{
     AccessLogConfig, AccessLogFormat, DEFAULT_SERVER_NAME, ListenerConfig, ListenerLimitsConfig,

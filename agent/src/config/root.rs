@@ -28,6 +28,14 @@ pub struct ProxyConfig {
     /// gets (Istio's `outboundTrafficPolicy.mode`).
     #[serde(default)]
     pub outbound_traffic_policy: OutboundTrafficPolicy,
+    /// Enrolled pods' connections no listener claims, decided in the kernel
+    /// at `connect()`: straight out without the proxy hop (`ALLOW_ANY`), or
+    /// refused with EPERM unless allowed (`REGISTRY_ONLY`).
+    #[serde(
+        default,
+        skip_serializing_if = "super::egress::EgressConfig::is_default"
+    )]
+    pub egress: super::egress::EgressConfig,
     /// How long an intercepted connection may stay silent before it is
     /// taken as opaque TCP (server-first protocols: MySQL, SMTP); Istio's
     /// `protocolDetectionTimeout`. `0s`: wait for the client's first bytes

@@ -27,16 +27,22 @@ pub(super) struct Acceleration {
 /// variant that feeds `WEIR_SOCKS`.
 pub(super) fn configure(
     ebpf: &mut aya::Ebpf,
+    settings: &mut Array<MapData, u32>,
     enabled: bool,
     sockops: &'static str,
 ) -> Result<Option<Acceleration>, DatapathError> {
-    let mut settings: Array<MapData, u32> = take_map(ebpf, MAP_SETTINGS)?;
-    settings
-        .set(0, if enabled { SETTING_SK_MSG } else { 0 }, 0)
-        .map_err(|source| DatapathError::Map {
-            name: MAP_SETTINGS,
-            source,
-        })?;
+    let settings_error = |source| DatapathError::Map {
+        name: MAP_SETTINGS,
+        source,
+    };
+    // The other switches are the config's (`destinations.rs`): kept.
+    let others = settings.get(&0, 0).map_err(settings_error)? & !SETTING_SK_MSG;
+    let bits = if enabled {
+        others | SETTING_SK_MSG
+    } else {
+        others
+    };
+    settings.set(0, bits, 0).map_err(settings_error)?;
     if !enabled {
         return Ok(None);
     }

@@ -55,6 +55,8 @@ pub enum DatapathError {
         "this kernel charges BPF maps to RLIMIT_MEMLOCK (before Linux 5.11) and raising it failed (grant CAP_SYS_RESOURCE): {0}"
     )]
     Memlock(#[source] std::io::Error),
+    #[error(transparent)]
+    Destinations(#[from] super::TooManyDestinations),
     #[error("eBPF link for {name}: {source}")]
     Link {
         name: &'static str,

@@ -5,8 +5,10 @@
 
 mod accel;
 mod bypass;
+mod destinations;
 mod egress;
 mod error;
+mod flows;
 mod ingress;
 mod netns;
 mod orig_dst;
@@ -28,15 +30,20 @@ use aya::programs::links::FdLink;
 use aya::programs::{CgroupSockAddr, SkLookup, SkMsg, SockOps};
 use aya::{Ebpf, EbpfLoader};
 use weir_common::{
-    ConnKey, MAP_BYPASS_COUNTS, MAP_BYPASSED_CONNECTS, MAP_INBOUND_LISTENERS, MAP_INBOUND_PODS,
-    MAP_ORIG_DST, MAP_PENDING_CONNECT, MAP_PODS, MAP_SETTINGS, MAP_SOCKS, PROG_CONNECT4,
-    PROG_CONNECT6, PROG_SK_LOOKUP, PROG_SK_MSG, PROG_SOCKOPS, PodSettings, SockAddr,
+    ConnKey, MAP_BYPASS_COUNTS, MAP_BYPASSED_CONNECTS, MAP_DESTINATIONS, MAP_DIRECT_SOCKETS,
+    MAP_FLOWS, MAP_INBOUND_LISTENERS, MAP_INBOUND_PODS, MAP_ORIG_DST, MAP_PENDING_CONNECT,
+    MAP_PODS, MAP_SETTINGS, MAP_SOCKS, PROG_CONNECT4, PROG_CONNECT6, PROG_SK_LOOKUP, PROG_SK_MSG,
+    PROG_SOCKOPS, PodSettings, SockAddr,
 };
 
 pub use crate::addr::OrigDst;
 pub use bypass::Bypassed;
+pub use destinations::{
+    Destination, DestinationsChanged, EgressPolicy, TooManyDestinations, Verdict,
+};
 pub use egress::EgressAttachment;
 pub use error::DatapathError;
+pub use flows::Flow;
 pub use ingress::IngressAttachment;
 pub use orig_dst::OrigDstTable;
 use pin::AttachedLink;
@@ -53,7 +60,7 @@ pub use uninstall::{Uninstalled, uninstall};
 static EMBEDDED_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/weir-ebpf.o"));
 
-const ALL_MAPS: [&str; 9] = [
+const ALL_MAPS: [&str; 12] = [
     MAP_PODS,
     MAP_PENDING_CONNECT,
     MAP_ORIG_DST,
@@ -63,6 +70,9 @@ const ALL_MAPS: [&str; 9] = [
     MAP_SETTINGS,
     MAP_BYPASSED_CONNECTS,
     MAP_BYPASS_COUNTS,
+    MAP_DESTINATIONS,
+    MAP_FLOWS,
+    MAP_DIRECT_SOCKETS,
 ];
 
 type PodsMap = HashMap<MapData, u64, PodSettings>;
@@ -86,6 +96,8 @@ pub struct Datapath {
     pods: Arc<Mutex<PodsMap>>,
     inbound: Arc<Mutex<ingress::InboundMaps>>,
     bypass: Mutex<bypass::BypassMaps>,
+    destinations: Mutex<destinations::DestinationMaps>,
+    flows: Mutex<flows::FlowsMap>,
     orig_dst: Arc<OrigDstTable>,
     /// The sockops variant loaded (see agent-ebpf/src/sockops.rs).
     sockops: &'static str,
@@ -152,7 +164,9 @@ impl Datapath {
                 .load()
                 .map_err(|e| DatapathError::program(PROG_SK_MSG, e))?;
         }
-        let acceleration = accel::configure(&mut ebpf, plan.sk_msg.on, plan.sockops)?;
+        let mut settings = take_map(&mut ebpf, MAP_SETTINGS)?;
+        let acceleration =
+            accel::configure(&mut ebpf, &mut settings, plan.sk_msg.on, plan.sockops)?;
         let netns_hooks = (!support.has(probe::SO_NETNS_COOKIE))
             .then(|| netns::attach(&mut ebpf))
             .transpose()?;
@@ -164,12 +178,19 @@ impl Datapath {
             listeners: take_map(&mut ebpf, MAP_INBOUND_LISTENERS)?,
         };
         let bypass = bypass::take_maps(&mut ebpf)?;
+        let destinations = destinations::DestinationMaps {
+            destinations: take_map(&mut ebpf, MAP_DESTINATIONS)?,
+            settings,
+        };
+        let flows = take_map(&mut ebpf, MAP_FLOWS)?;
         Ok(Self {
             ebpf,
             pins,
             pods: Arc::new(Mutex::new(pods)),
             inbound: Arc::new(Mutex::new(inbound)),
             bypass: Mutex::new(bypass),
+            destinations: Mutex::new(destinations),
+            flows: Mutex::new(flows),
             orig_dst: Arc::new(OrigDstTable::new(orig_dst)),
             sockops: plan.sockops,
             status: DatapathStatus::new(support, &plan, memlock),

@@ -7,6 +7,7 @@ mod accept;
 mod budget;
 mod bypass;
 mod cpu;
+mod egress;
 mod pod;
 
 use std::collections::{HashMap, HashSet};
@@ -24,6 +25,7 @@ use crate::proxy::upstream::egress::{Egress, MakingSocket, SocketMaker};
 
 pub use budget::{ConnPermit, NodeBudget, PodBudget, RESERVED_DESCRIPTORS, Refusal, RequestPermit};
 pub use cpu::{CpuCounters, CpuShare};
+pub use egress::{EgressInputs, egress_plan, system_dns_servers};
 pub use pod::{EnrollError, EnrolledPod};
 
 /// Who a connection belongs to, for routing decisions and metrics.
@@ -190,6 +192,10 @@ pub trait Intercept: Send + Sync + 'static {
 
     /// A connection `way` of `pod` was reset, over its budget.
     fn refused(&self, _pod: &PodContext, _way: Way, _reason: Refusal) {}
+
+    /// What `pod`'s connections the kernel let go direct or refused did
+    /// since last reported (`flow.counts` is the growth).
+    fn direct(&self, _pod: &PodContext, _flow: &crate::datapath::Flow) {}
 }
 
 /// Whatever an [`Intercept`] keeps for a pod enrolled on this node.
@@ -208,6 +214,7 @@ pub struct Enroller {
     intercept: Arc<dyn Intercept>,
     cgroup2_root: PathBuf,
     pods: HashMap<String, EnrolledPod>,
+    flow_totals: egress::FlowTotals,
 }
 
 /// What one reconciliation did, for logs and tests.
@@ -235,6 +242,7 @@ impl Enroller {
             intercept,
             cgroup2_root,
             pods: HashMap::new(),
+            flow_totals: egress::FlowTotals::default(),
         }
     }
 

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use weir_common::{
     INBOUND_FLAG_ALL_PORTS, INBOUND_FLAG_FAIL_CLOSED, InboundSettings, POD_FLAG_FAIL_CLOSED,
-    PodSettings,
+    POD_FLAG_UNCLAIMED_DIRECT, POD_FLAG_UNCLAIMED_PROXY, PodSettings,
 };
 
 use super::{CpuShare, Intercept, LocalPodGuard, NodeBudget, PodBudget, PodContext, accept};
@@ -19,7 +19,9 @@ use crate::datapath::{
 };
 use crate::inpod::{InPodError, PodListeners, PodSocketFactory};
 use crate::netns::NetNs;
-use crate::pods::{FailMode, InboundPorts, PodLocation, PodPolicy, PodSpec, ResolveError, resolve};
+use crate::pods::{
+    FailMode, InboundPorts, PodLocation, PodPolicy, PodSpec, ResolveError, Unclaimed, resolve,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnrollError {
@@ -330,10 +332,14 @@ fn pod_settings(egress_ports: (u16, u16), policy: &PodPolicy) -> Result<PodSetti
     let mut settings = PodSettings {
         egress_port_v4: egress_ports.0,
         egress_port_v6: egress_ports.1,
-        flags: if policy.fail_mode == FailMode::Closed {
+        flags: (if policy.fail_mode == FailMode::Closed {
             POD_FLAG_FAIL_CLOSED
         } else {
             0
+        }) | match policy.unclaimed {
+            Some(Unclaimed::Direct) => POD_FLAG_UNCLAIMED_DIRECT,
+            Some(Unclaimed::Proxy) => POD_FLAG_UNCLAIMED_PROXY,
+            None => 0,
         },
         ..PodSettings::default()
     };

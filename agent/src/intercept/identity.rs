@@ -387,6 +387,19 @@ impl InterceptMetrics {
         }
     }
 
+    /// Connections the kernel let through or refused without the proxy.
+    pub fn direct(&self, l: &Labels<'_>, flow: &super::DirectFlow) {
+        let v = self.values(l);
+        if flow.refused {
+            self.denied.with_label_values(&v).inc_by(flow.connections);
+            return;
+        }
+        self.opened.with_label_values(&v).inc_by(flow.connections);
+        self.closed.with_label_values(&v).inc_by(flow.closed);
+        self.sent.with_label_values(&v).inc_by(flow.sent);
+        self.received.with_label_values(&v).inc_by(flow.received);
+    }
+
     pub fn denied(&self, l: &Labels<'_>) {
         self.denied.with_label_values(&self.values(l)).inc();
     }

@@ -85,6 +85,11 @@ pub struct Cidr {
 }
 
 impl Cidr {
+    /// The network's address and prefix length.
+    pub fn parts(&self) -> (IpAddr, u8) {
+        (self.addr, self.prefix)
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip.to_canonical()) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {

@@ -55,6 +55,18 @@ pub struct PodIdentity {
     pub workload: Arc<str>,
 }
 
+/// Growth of one pod's counts towards one destination the kernel decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirectFlow {
+    pub dst: SocketAddr,
+    /// Refused with EPERM (`REGISTRY_ONLY`); else let through directly.
+    pub refused: bool,
+    pub connections: u64,
+    pub closed: u64,
+    pub sent: u64,
+    pub received: u64,
+}
+
 /// Connects to an enrolled pod's application (implemented by the
 /// enrollment code: from the proxy's reserved source inside the pod).
 pub trait AppConnector: Send + Sync + 'static {
@@ -370,6 +382,24 @@ impl Interceptor {
             .shared
             .metrics
             .bypassed(&pod.namespace, &pod.name, connections, reset);
+    }
+
+    /// What `pod`'s connections the kernel decided alone (let direct or
+    /// refused at `connect()`, `datapath::flows`) did since last reported:
+    /// counted under the same labels as the proxied ones.
+    pub fn count_direct(&self, pod: &PodIdentity, flow: &DirectFlow) {
+        let m = &self.inner.shared.metrics;
+        let principal = self.inner.shared.principal_of(pod).uri();
+        let destination = m.passthrough_destination(flow.dst.to_string());
+        let labels = identity::Labels {
+            direction: detect::Direction::Outbound,
+            source: identity::Party::of(pod, &principal),
+            destination: &destination,
+            destination_pod: identity::Party::UNKNOWN,
+            // Nothing of weir's is on the path: plain as the pod sent it.
+            security: "none",
+        };
+        m.direct(&labels, flow);
     }
 
     /// A connection `direction` of `pod` was reset over its budget.

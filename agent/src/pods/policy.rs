@@ -18,6 +18,10 @@ pub const ANNOTATION_FAIL_MODE: &str = "weir.dev/fail-mode";
 /// a fail-open pod made directly while no agent served it. Absent: reset
 /// under `outbound_traffic_policy: REGISTRY_ONLY`, keep under `ALLOW_ANY`.
 pub const ANNOTATION_BYPASSED_CONNECTIONS: &str = "weir.dev/bypassed-connections";
+/// `"direct"` or `"proxy"`: where the pod's TCP connections to destinations
+/// no listener claims go under `ALLOW_ANY` (straight out, counted in the
+/// kernel; or through the proxy). Absent: the config's `egress.unclaimed`.
+pub const ANNOTATION_UNCLAIMED_TRAFFIC: &str = "weir.dev/unclaimed-traffic";
 /// Intercepted connections the pod may have open at once, per direction.
 pub const ANNOTATION_MAX_CONNECTIONS: &str = "weir.dev/max-connections";
 /// New intercepted connections the pod may open per second, per direction.
@@ -48,6 +52,15 @@ pub struct PodPolicy {
     pub limits: ConnectionLimits,
     /// `weir.dev/max-cpu` in millicores; `None`: the node's default.
     pub max_cpu_millicores: Option<u32>,
+    /// `weir.dev/unclaimed-traffic`; `None`: the config's default.
+    pub unclaimed: Option<Unclaimed>,
+}
+
+/// Where a pod's unclaimed TCP goes under `ALLOW_ANY`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unclaimed {
+    Direct,
+    Proxy,
 }
 
 /// One pod's share of the proxy, per direction (outbound connections it
@@ -135,6 +148,7 @@ impl PodPolicy {
             bypassed: BypassedConnections::ByTrafficPolicy,
             limits: ConnectionLimits::default(),
             max_cpu_millicores: None,
+            unclaimed: None,
         }
     }
 }
@@ -199,6 +213,7 @@ impl PodSpec {
                 max_requests: reader.count(ANNOTATION_MAX_REQUESTS, defaults.max_requests)?,
             },
             max_cpu_millicores: reader.cpu(ANNOTATION_MAX_CPU)?,
+            unclaimed: reader.unclaimed()?,
         })
     }
 }
@@ -235,6 +250,17 @@ impl Reader<'_> {
             ANNOTATION_FAIL_MODE,
             FailMode::Open,
             &[("open", FailMode::Open), ("closed", FailMode::Closed)],
+        )
+    }
+
+    fn unclaimed(&self) -> Result<Option<Unclaimed>, PolicyError> {
+        self.one_of(
+            ANNOTATION_UNCLAIMED_TRAFFIC,
+            None,
+            &[
+                ("direct", Some(Unclaimed::Direct)),
+                ("proxy", Some(Unclaimed::Proxy)),
+            ],
         )
     }
 

@@ -71,6 +71,7 @@ fn enrolled_defaults() {
             bypassed: BypassedConnections::ByTrafficPolicy,
             limits: ConnectionLimits::default(),
             max_cpu_millicores: None,
+            unclaimed: None,
         })
     );
 }
@@ -86,6 +87,7 @@ fn every_annotation_read() {
         (ANNOTATION_MAX_CONNECTION_RATE, " 50 "),
         (ANNOTATION_MAX_REQUESTS, "10"),
         (ANNOTATION_MAX_CPU, "250m"),
+        (ANNOTATION_UNCLAIMED_TRAFFIC, "direct"),
     ]);
     assert_eq!(
         spec.policy(),
@@ -101,7 +103,15 @@ fn every_annotation_read() {
                 max_requests: 10,
             },
             max_cpu_millicores: Some(250),
+            unclaimed: Some(Unclaimed::Direct),
         })
+    );
+    let proxy = enrolled(&[(ANNOTATION_UNCLAIMED_TRAFFIC, "proxy")]);
+    assert_eq!(proxy.policy().unwrap().unclaimed, Some(Unclaimed::Proxy));
+    let bad = enrolled(&[(ANNOTATION_UNCLAIMED_TRAFFIC, "sometimes")]).policy();
+    assert!(
+        bad.unwrap_err().to_string().contains("weir.dev/unclaimed-traffic"),
+        "the error names the annotation"
     );
     let open = enrolled(&[(ANNOTATION_FAIL_MODE, "open")]);
     assert_eq!(open.policy().unwrap().fail_mode, FailMode::Open);

@@ -73,6 +73,9 @@ pub struct Runtime {
     pub pods_status: ArcSwap<serde_json::Value>,
     /// Config generations applied and the last refusal, for `GET /status`.
     config_history: std::sync::Mutex<ConfigHistory>,
+    /// The generation of each config applied, for whoever mirrors the
+    /// config elsewhere (the agent's kernel tables).
+    applied: tokio::sync::watch::Sender<u64>,
     started_at: std::time::Instant,
 }
 
@@ -129,6 +132,7 @@ impl Runtime {
             datapath_status: std::sync::OnceLock::new(),
             pods_status: ArcSwap::from_pointee(serde_json::Value::Null),
             config_history: std::sync::Mutex::new(ConfigHistory::default()),
+            applied: tokio::sync::watch::Sender::new(0),
             started_at: std::time::Instant::now(),
         }
     }
@@ -182,7 +186,14 @@ impl Runtime {
         history.generation += 1;
         history.applied_at_unix = unix_now();
         history.last_refused = None;
+        self.applied.send_replace(history.generation);
         Ok(())
+    }
+
+    /// Changes with every config applied (its generation); the config is
+    /// then in [`Runtime::effective`].
+    pub fn config_applied(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.applied.subscribe()
     }
 
     fn history(&self) -> std::sync::MutexGuard<'_, ConfigHistory> {

@@ -14,7 +14,9 @@ use crate::enroll::{
     CpuCounters, CpuShare, InboundConn, Intercept, LocalPodGuard, OutboundConn, PodContext,
     Refusal, Way,
 };
-use crate::intercept::{AppConnector, Interceptor, LocalPod, PodIdentity, RequestShare};
+use crate::intercept::{
+    AppConnector, DirectFlow, Interceptor, LocalPod, PodIdentity, RequestShare,
+};
 use crate::pods::InboundPorts;
 use crate::proxy::http::{RequestPlace, ShedWatch};
 
@@ -151,6 +153,23 @@ impl Intercept for Seam {
     fn refused(&self, pod: &PodContext, way: Way, reason: Refusal) {
         self.interceptor
             .count_refused(&identity(pod), way.label(), reason.label());
+    }
+
+    fn direct(&self, pod: &PodContext, flow: &crate::datapath::Flow) {
+        if flow.udp && !flow.refused {
+            // Connected UDP let through (DNS): not a TCP connection to count.
+            return;
+        }
+        let c = &flow.counts;
+        let direct = DirectFlow {
+            dst: flow.dst,
+            refused: flow.refused,
+            connections: c.connections,
+            closed: c.closed,
+            sent: c.bytes_sent,
+            received: c.bytes_received,
+        };
+        self.interceptor.count_direct(&identity(pod), &direct);
     }
 
     fn bypassed(&self, pod: &PodContext, connections: u64, reset: u64) {

@@ -10,6 +10,7 @@
 //! future `block_on` drives), which keeps only what enrolment needs once the
 //! data path is loaded; the proxy's worker threads hold nothing.
 
+mod egress;
 mod handoff;
 mod intercept;
 mod report;
@@ -156,6 +157,9 @@ async fn serve(options: &RunOptions) -> Result<(), RunError> {
     let intercept = intercept::for_interceptor(&interceptor, options.pod_egress);
     raise_open_files();
     let mut enroller = Enroller::new(datapath, intercept, cgroup2_root()?);
+    // Before any pod is enrolled: its first connect() meets the config's table.
+    let mut egress = egress::EgressSync::new(&runtime, options.mesh.as_ref());
+    egress.apply(&mut enroller);
     log::info!(
         "descriptors: {RESERVED_DESCRIPTORS} kept for the agent's own work, the rest for at most {} intercepted connections on the node",
         enroller.node_budget().max()
@@ -191,6 +195,8 @@ async fn serve(options: &RunOptions) -> Result<(), RunError> {
     // the successor is the one following the pod source.
     let mut successor = false;
     let mut releases = JoinSet::new();
+    let mut flows = tokio::time::interval(egress::FLOW_INTERVAL);
+    flows.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         publish(&runtime, &desired, &enroller, &reporter, successor);
         tokio::select! {
@@ -222,6 +228,16 @@ async fn serve(options: &RunOptions) -> Result<(), RunError> {
                     retry = reconcile(&mut enroller, &desired, &mut reporter, &mut handoff);
                 }
             },
+            changed = egress.config_applied() => {
+                if changed {
+                    egress.apply(&mut enroller);
+                }
+            }
+            _ = flows.tick() => {
+                if let Err(e) = enroller.collect_flows() {
+                    log::warn!("reading the direct and refused connections' counts: {e}");
+                }
+            }
             signal = serving.stop_signal() => { log::info!("{signal}: stopping"); break; }
         }
     }

@@ -44,6 +44,13 @@
 //!                                    one answers 200; prints `ok EPOCH_US ATTEMPTS`
 //!                                    (wall-clock time of that answer); fails after
 //!                                    TIMEOUT_MS
+//!        sim-client reach KIND ADDR  one connection of KIND (`tcp`: a line of
+//!                                    text; `http`: a GET; `tls`: a TLS
+//!                                    ClientHello; `udp`: one datagram on a
+//!                                    connected socket); prints `EPERM` when
+//!                                    connect() is refused with it, else
+//!                                    `connected` and the reply's first line
+//!                                    (`(none)` if none came in 2 s)
 //!        sim-client until-refused ADDR GAP_MS TIMEOUT_MS
 //!                                    connects every GAP_MS until one is refused;
 //!                                    prints `refused EPOCH_US ATTEMPTS`; fails
@@ -79,6 +86,7 @@ fn main() {
         [_, "until-ok", addr, host, path, gap, timeout] => {
             return exit_with(until(addr, gap, timeout, Until::Ok { host, path }));
         }
+        [_, "reach", kind, addr] => return exit_with(reach(kind, addr)),
         [_, "until-refused", addr, gap, timeout] => {
             return exit_with(until(addr, gap, timeout, Until::Refused));
         }
@@ -112,6 +120,65 @@ fn exchange(addr: SocketAddr, message: &str) -> std::io::Result<String> {
     let mut reply = String::new();
     stream.read_to_string(&mut reply)?;
     Ok(reply)
+}
+
+/// A TLS 1.2 ClientHello record header and the start of its handshake:
+/// enough for a detector, nothing a server could complete.
+const TLS_HELLO_START: &[u8] = &[
+    0x16, 0x03, 0x01, 0x00, 0x2f, 0x01, 0x00, 0x00, 0x2b, 0x03, 0x03,
+];
+
+/// `errno` EPERM on Linux.
+const EPERM: i32 = 1;
+
+fn reach(kind: &str, addr: &str) -> Result<String, String> {
+    let addr: SocketAddr = arg("address", addr)?;
+    let payload: &[u8] = match kind {
+        "tcp" | "udp" => b"hello from the pod\n",
+        "http" => b"GET / HTTP/1.1\r\nhost: reach.test\r\nconnection: close\r\n\r\n",
+        "tls" => TLS_HELLO_START,
+        other => return Err(format!("unknown kind {other}")),
+    };
+    let eperm = |e: &std::io::Error| e.raw_os_error() == Some(EPERM);
+    let mut reply = vec![0u8; 512];
+    let got = if kind == "udp" {
+        let any: SocketAddr = if addr.is_ipv4() {
+            "0.0.0.0:0".parse().unwrap()
+        } else {
+            "[::]:0".parse().unwrap()
+        };
+        let socket = std::net::UdpSocket::bind(any).map_err(|e| e.to_string())?;
+        match socket.connect(addr) {
+            Err(e) if eperm(&e) => return Ok("EPERM\n".into()),
+            Err(e) => return Err(format!("connect {addr}: {e}")),
+            Ok(()) => {}
+        }
+        socket.send(payload).map_err(|e| format!("send: {e}"))?;
+        socket.set_read_timeout(Some(Duration::from_secs(2))).ok();
+        socket.recv(&mut reply).unwrap_or(0)
+    } else {
+        let mut stream = match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+            Err(e) if eperm(&e) => return Ok("EPERM\n".into()),
+            Err(e) => return Err(format!("connect {addr}: {e}")),
+            Ok(s) => s,
+        };
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok();
+        stream
+            .write_all(payload)
+            .map_err(|e| format!("send: {e}"))?;
+        if kind == "tcp" {
+            // Servers of lines answer at the end of the message.
+            let _ = stream.shutdown(Shutdown::Write);
+        }
+        stream.read(&mut reply).unwrap_or(0)
+    };
+    let text = String::from_utf8_lossy(&reply[..got]);
+    let first = text
+        .lines()
+        .next()
+        .filter(|l| !l.is_empty())
+        .unwrap_or("(none)");
+    Ok(format!("connected {first}\n"))
 }
 
 fn exit_with(result: Result<String, String>) {
