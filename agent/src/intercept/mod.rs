@@ -63,7 +63,9 @@ pub struct DirectFlow {
     pub refused: bool,
     pub connections: u64,
     pub closed: u64,
+    /// Bytes to the pod, as the proxied connections' `sent`.
     pub sent: u64,
+    /// Bytes from the pod.
     pub received: u64,
 }
 

@@ -110,7 +110,9 @@ fn every_annotation_read() {
     assert_eq!(proxy.policy().unwrap().unclaimed, Some(Unclaimed::Proxy));
     let bad = enrolled(&[(ANNOTATION_UNCLAIMED_TRAFFIC, "sometimes")]).policy();
     assert!(
-        bad.unwrap_err().to_string().contains("weir.dev/unclaimed-traffic"),
+        bad.unwrap_err()
+            .to_string()
+            .contains("weir.dev/unclaimed-traffic"),
         "the error names the annotation"
     );
     let open = enrolled(&[(ANNOTATION_FAIL_MODE, "open")]);

@@ -166,8 +166,10 @@ impl Intercept for Seam {
             refused: flow.refused,
             connections: c.connections,
             closed: c.closed,
-            sent: c.bytes_sent,
-            received: c.bytes_received,
+            // The metrics' sides are the pod's peer's: sent is what the pod
+            // received, received what it sent (and the peer acknowledged).
+            sent: c.bytes_received,
+            received: c.bytes_sent,
         };
         self.interceptor.count_direct(&identity(pod), &direct);
     }

@@ -133,7 +133,8 @@ fn main() -> Result<()> {
             Scenario::Ebpf
             | Scenario::EbpfSkMsg
             | Scenario::EbpfPodEgress
-            | Scenario::EbpfNodeEgress => Via::Agent(Box::new(start_agent(
+            | Scenario::EbpfNodeEgress
+            | Scenario::EbpfUnclaimedDirect => Via::Agent(Box::new(start_agent(
                 &node,
                 &pod,
                 &server_pod,
@@ -144,7 +145,7 @@ fn main() -> Result<()> {
             Scenario::Iptables => start_sidecars(&pod, &server_pod, backend_addr, per_connection)?,
         };
         let url = match scenario {
-            Scenario::Direct => format!("http://{backend_addr}/"),
+            Scenario::Direct | Scenario::EbpfUnclaimedDirect => format!("http://{backend_addr}/"),
             _ => format!("http://{}/", SERVICE.trim_end_matches(":80")),
         };
         println!(
@@ -263,6 +264,12 @@ fn main() -> Result<()> {
                 setup.scenario.name()
             );
         }
+    }
+    for setup in setups
+        .iter()
+        .filter(|s| s.scenario == Scenario::EbpfUnclaimedDirect)
+    {
+        setup.check_went_direct()?;
     }
     drop(setups);
     drop(keep);
@@ -496,6 +503,54 @@ impl Setup<'_> {
         Ok(Some(text))
     }
 
+    /// The load of an unclaimed-direct scenario never met weir's proxy (no
+    /// protocol detected outbound) and the kernel counted its connections.
+    fn check_went_direct(&self) -> Result<()> {
+        let backend = self.url.trim_start_matches("http://").trim_end_matches('/');
+        let labels = [
+            ("direction", "outbound"),
+            ("destination", backend),
+            ("connection_security_policy", "none"),
+        ];
+        let mut direct = None;
+        // The agent exports the kernel's counts every 2 s.
+        for _ in 0..50 {
+            let text = self.metrics()?.unwrap_or_default();
+            direct = weir_tests::agent::metric_sample(
+                &text,
+                "weir_intercept_tcp_connections_opened_total",
+                &labels,
+            );
+            if direct.is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let text = self.metrics()?.unwrap_or_default();
+        let detected: f64 = ["http1", "tls", "opaque"]
+            .iter()
+            .filter_map(|p| {
+                weir_tests::agent::metric_sample(
+                    &text,
+                    "weir_intercept_protocol_detected_total",
+                    &[("direction", "outbound"), ("protocol", p)],
+                )
+            })
+            .sum();
+        println!(
+            "bench: {}: {} connections counted direct by the kernel, {detected} met the proxy",
+            self.scenario.name(),
+            direct.unwrap_or(0.0)
+        );
+        anyhow::ensure!(
+            direct.is_some_and(|n| n > 0.0) && detected == 0.0,
+            "{}: the load did not go direct{}",
+            self.scenario.name(),
+            self.log()
+        );
+        Ok(())
+    }
+
     /// The end of weir's log, to explain a failure.
     fn log(&self) -> String {
         let text = match &self.via {
@@ -584,10 +639,14 @@ fn start_agent(
     // costs, not fair shares: its proxy CPU is not capped below the
     // machine's (weir's default share would hold a saturating client back).
     let annotations = [("weir.dev/enroll", "true"), ("weir.dev/max-cpu", "1024")];
+    let mut client_annotations = annotations.to_vec();
+    if scenario == Scenario::EbpfUnclaimedDirect {
+        client_annotations.push(("weir.dev/unclaimed-traffic", "direct"));
+    }
     let outside = [("weir.dev/enroll", "false")];
     let pods = format!(
         "pods:\n{}{}",
-        client.pods_file_entry(&annotations),
+        client.pods_file_entry(&client_annotations),
         backend.pods_file_entry(if scenario.backend_enrolled() {
             &annotations
         } else {

@@ -25,6 +25,10 @@ pub enum Scenario {
     /// The same with `--pod-egress off`: from the agent's namespace, pools
     /// shared by pods (weir before issue 14).
     EbpfNodeEgress,
+    /// The client pod enrolled with `weir.dev/unclaimed-traffic: "direct"`,
+    /// calling the backend's own address, which no listener claims: the
+    /// connect hook lets it go straight out, counted (no proxy hop).
+    EbpfUnclaimedDirect,
 }
 
 impl Scenario {
@@ -40,14 +44,21 @@ impl Scenario {
     /// namespace costs: run when asked (`--scenarios`).
     pub const OUTBOUND: [Scenario; 2] = [Scenario::EbpfPodEgress, Scenario::EbpfNodeEgress];
 
+    /// What a flow the kernel lets go direct costs against no weir at all:
+    /// run when asked (`--scenarios direct,weir-ebpf-unclaimed-direct`).
+    pub const UNCLAIMED: [Scenario; 1] = [Scenario::EbpfUnclaimedDirect];
+
+    fn every() -> impl Iterator<Item = Scenario> {
+        Scenario::ALL
+            .into_iter()
+            .chain(Scenario::OUTBOUND)
+            .chain(Scenario::UNCLAIMED)
+    }
+
     /// Parses a comma-separated flag value.
     pub fn parse(name: &str) -> Result<Scenario, String> {
         Scenario::from_name(name.trim()).ok_or_else(|| {
-            let names: Vec<&str> = Scenario::ALL
-                .iter()
-                .chain(&Scenario::OUTBOUND)
-                .map(|s| s.name())
-                .collect();
+            let names: Vec<&str> = Scenario::every().map(|s| s.name()).collect();
             format!(
                 "unknown scenario {name:?}: expected one of {}",
                 names.join(", ")
@@ -57,7 +68,7 @@ impl Scenario {
 
     /// Whether requests pass through weir (and its CPU is measured).
     pub fn through_weir(self) -> bool {
-        self != Scenario::Direct
+        !matches!(self, Scenario::Direct | Scenario::EbpfUnclaimedDirect)
     }
 
     /// A `weir run` on the node serves it (eBPF interception).
@@ -68,6 +79,7 @@ impl Scenario {
                 | Scenario::EbpfSkMsg
                 | Scenario::EbpfPodEgress
                 | Scenario::EbpfNodeEgress
+                | Scenario::EbpfUnclaimedDirect
         )
     }
 
@@ -86,14 +98,12 @@ impl Subject for Scenario {
             Scenario::Iptables => "weir-iptables",
             Scenario::EbpfPodEgress => "weir-ebpf-pod-egress",
             Scenario::EbpfNodeEgress => "weir-ebpf-node-egress",
+            Scenario::EbpfUnclaimedDirect => "weir-ebpf-unclaimed-direct",
         }
     }
 
     fn from_name(name: &str) -> Option<Self> {
-        Scenario::ALL
-            .into_iter()
-            .chain(Scenario::OUTBOUND)
-            .find(|s| s.name() == name)
+        Scenario::every().find(|s| s.name() == name)
     }
 }
 
@@ -103,7 +113,7 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for s in Scenario::ALL.into_iter().chain(Scenario::OUTBOUND) {
+        for s in Scenario::every() {
             assert_eq!(Scenario::parse(s.name()), Ok(s));
         }
         assert!(

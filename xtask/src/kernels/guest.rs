@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 /// The tests crate's data-path e2e tests.
-pub const E2E_TESTS: [&str; 8] = [
+pub const E2E_TESTS: [&str; 9] = [
     "egress_redirect",
+    "egress_policy",
     "ingress_steering",
     "pinned_datapath",
     "enrollment",
