@@ -19,6 +19,8 @@ pub struct Flow {
     /// The `connect()` failed with EPERM (REGISTRY_ONLY); else it went direct.
     pub refused: bool,
     pub counts: FlowCounts,
+    /// The kernel's key, to forget the entry ([`Datapath::forget_flows`]).
+    pub key: FlowKey,
 }
 
 impl Datapath {
@@ -52,9 +54,27 @@ impl Datapath {
                 udp: key.protocol == 17,
                 refused: key.verdict == FLOW_REFUSED,
                 counts,
+                key,
             });
         }
         Ok(out)
+    }
+}
+
+impl Datapath {
+    /// Removes these flows' entries: reading costs a system call per entry,
+    /// so entries that stopped changing are dropped once exported. A
+    /// connection counted between the last read and the removal is lost;
+    /// the next one makes a new entry, counted from zero.
+    pub fn forget_flows(&self, keys: &[FlowKey]) {
+        let mut flows = self
+            .flows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for key in keys {
+            // Gone already (evicted) is as good.
+            let _ = flows.remove(key);
+        }
     }
 }
 

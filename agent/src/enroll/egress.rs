@@ -108,10 +108,16 @@ fn nameservers(resolv_conf: &str) -> Vec<IpAddr> {
         .collect()
 }
 
+/// Collections a flow may stay unchanged before its kernel entry is
+/// dropped (at [`crate::run`]'s 2 s interval, a minute): reading the table
+/// costs a system call per entry, so only flows still moving are kept.
+const IDLE_COLLECTIONS: u32 = 30;
+
 /// Totals seen at the last collection, to export only what grew.
 #[derive(Default)]
 pub(super) struct FlowTotals {
-    seen: HashMap<(u64, SocketAddr, bool, bool), weir_common::FlowCounts>,
+    /// The totals last seen and how many collections they stayed the same.
+    seen: HashMap<(u64, SocketAddr, bool, bool), (weir_common::FlowCounts, u32)>,
     started: bool,
     refusals_logged: LogLimit,
 }
@@ -134,38 +140,56 @@ impl Enroller {
     /// are: pinned counts from before this agent were exported by the last.
     pub fn collect_flows(&mut self) -> Result<(), DatapathError> {
         let flows = self.datapath.flows()?;
+        let (grown, idle) = self.flow_totals.advance(flows);
+        self.datapath.forget_flows(&idle);
         let by_cookie: HashMap<u64, &super::EnrolledPod> =
             self.pods.values().map(|p| (p.netns_cookie(), p)).collect();
-        let totals = &mut self.flow_totals;
-        let mut next = HashMap::with_capacity(flows.len());
         let mut refusals = Vec::new();
-        for flow in flows {
-            let key = (flow.netns_cookie, flow.dst, flow.udp, flow.refused);
-            let before = totals.seen.get(&key).copied().unwrap_or_default();
-            next.insert(key, flow.counts);
-            let Some(growth) = grown(&before, &flow.counts).filter(|_| totals.started) else {
+        for delta in grown {
+            let Some(pod) = by_cookie.get(&delta.netns_cookie) else {
                 continue;
             };
-            let Some(pod) = by_cookie.get(&flow.netns_cookie) else {
-                continue;
-            };
-            let delta = Flow {
-                counts: growth,
-                ..flow
-            };
-            if flow.refused {
-                refusals.push((pod.label(), flow.dst, flow.udp, growth.connections));
+            if delta.refused {
+                refusals.push((pod.label(), delta.dst, delta.udp, delta.counts.connections));
             }
             self.intercept.direct(pod.context(), &delta);
         }
-        totals.seen = next;
-        totals.started = true;
         if !refusals.is_empty()
-            && let Some(skipped) = totals.refusals_logged.admit()
+            && let Some(skipped) = self.flow_totals.refusals_logged.admit()
         {
             log_refusals(&refusals, skipped);
         }
         Ok(())
+    }
+}
+
+impl FlowTotals {
+    /// Takes the kernel's totals: the flows that grew since the last call,
+    /// with their growth as counts (none on the first call), and the keys
+    /// of those unchanged for [`IDLE_COLLECTIONS`], which are forgotten.
+    fn advance(&mut self, flows: Vec<Flow>) -> (Vec<Flow>, Vec<weir_common::FlowKey>) {
+        let mut next = HashMap::with_capacity(flows.len());
+        let (mut out, mut idle) = (Vec::new(), Vec::new());
+        for flow in flows {
+            let key = (flow.netns_cookie, flow.dst, flow.udp, flow.refused);
+            let (before, unchanged) = self.seen.get(&key).copied().unwrap_or_default();
+            let growth = grown(&before, &flow.counts);
+            let unchanged = if growth.is_some() { 0 } else { unchanged + 1 };
+            if unchanged >= IDLE_COLLECTIONS {
+                idle.push(flow.key);
+                continue;
+            }
+            next.insert(key, (flow.counts, unchanged));
+            if let Some(growth) = growth.filter(|_| self.started) {
+                out.push(Flow {
+                    counts: growth,
+                    ..flow
+                });
+            }
+        }
+        self.seen = next;
+        self.started = true;
+        (out, idle)
     }
 }
 

@@ -112,3 +112,41 @@ fn growth_is_the_difference_and_a_reset_entry_counts_whole() {
     assert_eq!(grown(&c(3, 1, 10), &c(5, 2, 25)), Some(c(2, 1, 15)));
     assert_eq!(grown(&c(9, 9, 90), &c(2, 1, 5)), Some(c(2, 1, 5)));
 }
+
+#[test]
+fn totals_export_growth_after_the_first_look_and_forget_idle_flows() {
+    let flow = |connections| {
+        let counts = weir_common::FlowCounts {
+            connections,
+            ..Default::default()
+        };
+        Flow {
+            netns_cookie: 7,
+            dst: "192.0.2.9:443".parse().unwrap(),
+            udp: false,
+            refused: true,
+            counts,
+            key: weir_common::FlowKey::default(),
+        }
+    };
+    let mut totals = FlowTotals::default();
+    // The first look only takes the totals: an earlier agent exported them.
+    assert_eq!(totals.advance(vec![flow(5)]), (vec![], vec![]));
+    let (grown, idle) = totals.advance(vec![flow(8)]);
+    assert_eq!(grown.len(), 1);
+    assert_eq!(grown[0].counts.connections, 3);
+    assert!(idle.is_empty());
+    for _ in 1..IDLE_COLLECTIONS {
+        assert_eq!(totals.advance(vec![flow(8)]), (vec![], vec![]));
+    }
+    let (grown, idle) = totals.advance(vec![flow(8)]);
+    assert!(grown.is_empty());
+    assert_eq!(
+        idle.len(),
+        1,
+        "unchanged for {IDLE_COLLECTIONS} looks: forgotten"
+    );
+    // Its next connection makes a new entry, counted whole.
+    let (grown, _) = totals.advance(vec![flow(1)]);
+    assert_eq!(grown[0].counts.connections, 1);
+}
