@@ -42,6 +42,18 @@ impl NetNs {
         Self::open(format!("/proc/{pid}/ns/net"))
     }
 
+    /// A second handle on the same namespace.
+    pub fn try_clone(&self) -> Result<Self, NetNsError> {
+        let file = self.file.try_clone().map_err(|source| NetNsError::Open {
+            path: self.path.clone(),
+            source,
+        })?;
+        Ok(Self {
+            file,
+            path: self.path.clone(),
+        })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

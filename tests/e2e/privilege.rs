@@ -1,7 +1,7 @@
 //! Least privilege: `weir run` started as a container that drops ALL and adds
 //! only what `weir capabilities` lists works end to end; once the data path
-//! is loaded its main thread holds only enrolment's capabilities and its
-//! proxy threads hold nothing; without one capability it refuses to start,
+//! is loaded its main thread holds only enrolment's capabilities, its
+//! proxy threads hold nothing and its socket factory `CAP_SYS_ADMIN` alone; without one capability it refuses to start,
 //! naming it.
 
 use std::collections::HashMap;
@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use weir::privilege::{Capability, ENROLMENT, REQUIRED, workers_need_bpf};
+use weir::privilege::{Capability, ENROLMENT, REQUIRED, SOCKET_FACTORY, workers_need_bpf};
 use weir_tests::SimNode;
 use weir_tests::agent::{AgentOptions, AgentProcess, MINIMAL_CONFIG, get_once, weir_bin};
 use weir_tests::pins::PinRoot;
@@ -84,14 +84,18 @@ fn the_agent_runs_with_only_what_it_declares_and_drops_the_rest() -> Result<()> 
     assert_eq!(main["CapInh"], 0);
     assert_eq!(main["CapAmb"], 0);
 
-    // Every other thread: the proxy's workers and blocking pool, the pods'
-    // socket factories. CAP_BPF only where this kernel checks it per call.
+    // Every other thread: the proxy's workers and blocking pool hold
+    // nothing (CAP_BPF only where this kernel checks it per call); the one
+    // socket factory for all pods CAP_SYS_ADMIN alone, permitted and not
+    // effective (raised around each setns only).
     let worker_allowed = if workers_need_bpf()? {
         Capability::CAP_BPF.bitmask()
     } else {
         0
     };
+    let factory_allowed = mask(SOCKET_FACTORY.iter().copied());
     let mut workers = 0;
+    let mut factories = 0;
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
         let task = task?;
         if task.file_name().to_string_lossy() == pid.to_string() {
@@ -102,6 +106,17 @@ fn the_agent_runs_with_only_what_it_declares_and_drops_the_rest() -> Result<()> 
         };
         let name = status.lines().next().unwrap_or_default().to_owned();
         let caps = thread_caps(&status);
+        if name.contains("weir-sockets") {
+            factories += 1;
+            assert_eq!(caps["CapPrm"], factory_allowed, "{name}: permitted set");
+            assert_eq!(
+                caps["CapEff"] & !factory_allowed,
+                0,
+                "{name}: effective set {:#x}",
+                caps["CapEff"]
+            );
+            continue;
+        }
         for set in ["CapEff", "CapPrm"] {
             assert_eq!(
                 caps[set] & !worker_allowed,
@@ -122,6 +137,7 @@ fn the_agent_runs_with_only_what_it_declares_and_drops_the_rest() -> Result<()> 
         }
     }
     assert!(workers > 0, "no proxy worker thread found");
+    assert_eq!(factories, 1, "one socket factory thread for the two pods");
     Ok(())
 }
 

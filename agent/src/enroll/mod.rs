@@ -19,7 +19,7 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use crate::addr::OrigDst;
 use crate::datapath::{Datapath, DatapathError, OrigDstTable, Pruned};
-use crate::inpod::PodSocketFactory;
+use crate::inpod::{PodSocketFactory, SocketFactory};
 use crate::pods::{InboundPorts, PodSpec, Workload};
 use crate::proxy::upstream::egress::{Egress, MakingSocket, SocketMaker};
 
@@ -79,7 +79,7 @@ impl PodContext {
     }
 }
 
-/// The pod's upstream sockets, made inside its network namespace by its
+/// The pod's upstream sockets, made inside its network namespace by the
 /// socket factory thread (the engine's [`SocketMaker`] for its [`Egress`]).
 /// Loopback destinations are the agent's own: the proxy config is the
 /// node's, so a cluster endpoint on 127.0.0.1 names something beside the
@@ -231,6 +231,13 @@ pub struct Reconciled {
 
 impl Enroller {
     pub fn new(datapath: Datapath, intercept: Arc<dyn Intercept>, cgroup2_root: PathBuf) -> Self {
+        // Started now, by the thread that enrols (it holds what the factory
+        // keeps), rather than with the first pod: what the agent holds with
+        // no pod is then what it holds again once the last pod is gone.
+        // Tried again at the next enrolment if it fails.
+        if let Err(e) = SocketFactory::node() {
+            log::warn!("starting the socket factory: {e}");
+        }
         let orig_dst = datapath.orig_dst_table();
         let descriptors =
             nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)

@@ -17,7 +17,7 @@ use super::{CpuShare, Intercept, LocalPodGuard, NodeBudget, PodBudget, PodContex
 use crate::datapath::{
     Datapath, DatapathError, EgressAttachment, IngressAttachment, OrigDstTable, PodRegistration,
 };
-use crate::inpod::{InPodError, PodListeners, PodSocketFactory};
+use crate::inpod::{InPodError, PodListeners, SocketFactory};
 use crate::netns::NetNs;
 use crate::pods::{
     FailMode, InboundPorts, PodLocation, PodPolicy, PodSpec, ResolveError, Unclaimed, resolve,
@@ -53,9 +53,6 @@ pub struct EnrolledPod {
     ingress: IngressAttachment,
     accept_tasks: AcceptTasks,
     pod: Arc<PodContext>,
-    /// Held for work in the pod's namespace after enrolment (resetting
-    /// connections that bypassed the proxy).
-    netns: NetNs,
     /// Same-node delivery to this pod, while enrolled.
     local: Option<LocalPodGuard>,
 }
@@ -147,7 +144,12 @@ impl EnrolledPod {
         let resolved = resolve(spec, cgroup2_root)?;
         let egress_listeners = PodListeners::bind(&resolved.netns)?;
         let inbound_listeners = PodListeners::bind(&resolved.netns)?;
-        let sockets = Arc::new(PodSocketFactory::start(&resolved.netns, &spec.name)?);
+        let netns = Arc::new(resolved.netns);
+        let sockets = Arc::new(
+            SocketFactory::node()
+                .map_err(InPodError::Factory)?
+                .for_pod(Arc::clone(&netns)),
+        );
         let pod = Arc::new(PodContext {
             namespace: Arc::from(spec.namespace.as_str()),
             name: Arc::from(spec.name.as_str()),
@@ -179,7 +181,7 @@ impl EnrolledPod {
             datapath.register_pod(netns_cookie, pod_settings(egress_ports, &policy)?)?;
         let egress = datapath.attach_egress(&resolved.cgroup_dir, &spec.uid)?;
         let ingress = datapath.attach_ingress(
-            &resolved.netns,
+            &netns,
             &spec.uid,
             &spec.ips,
             inbound_settings(&policy, intercept.tunnel_port())?,
@@ -233,7 +235,6 @@ impl EnrolledPod {
             ingress,
             accept_tasks,
             pod,
-            netns: resolved.netns,
             local,
         })
     }
@@ -255,7 +256,7 @@ impl EnrolledPod {
     }
 
     pub(super) fn netns(&self) -> &NetNs {
-        &self.netns
+        self.pod.sockets.netns()
     }
 
     pub(super) fn context(&self) -> &PodContext {

@@ -5,7 +5,7 @@
 mod factory;
 mod reset;
 
-pub use factory::PodSocketFactory;
+pub use factory::{PodSocketFactory, SocketFactory};
 pub use reset::{ResetOutcome, reset_connections};
 
 use std::io;
@@ -33,8 +33,8 @@ pub enum InPodError {
         netns: String,
         source: io::Error,
     },
-    #[error("starting the socket factory in {netns}: {source}")]
-    Factory { netns: String, source: io::Error },
+    #[error("starting the socket factory: {0}")]
+    Factory(#[source] io::Error),
     #[error("resetting connections through sock_diag in {netns}: {source}")]
     SockDiag { netns: String, source: io::Error },
     #[error("reading the network namespace cookie of a socket in {netns}: {source}")]

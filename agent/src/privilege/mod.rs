@@ -8,8 +8,9 @@
 //! - proxy worker threads (tokio's workers and blocking pool) hold nothing, or
 //!   only `CAP_BPF` on kernels that still check it on every bpf(2) call
 //!   ([`probe::workers_need_bpf`]): they parse what pods send, the untrusted part;
-//! - a pod's socket factory thread holds nothing once it has entered the pod's
-//!   network namespace;
+//! - the socket factory thread (`inpod::factory`, one for all pods) keeps
+//!   [`SOCKET_FACTORY`], `CAP_SYS_ADMIN` alone, permitted but effective only
+//!   around each `setns` into the namespace of the pod that asks;
 //! - a reset thread (`inpod::reset`, only after connections bypassed the
 //!   proxy) keeps the main thread's set: `SOCK_DESTROY` checks CAP_NET_ADMIN
 //!   on the sending thread. It reads only the kernel's answers, and ends.
@@ -71,6 +72,12 @@ pub const ENROLMENT: &[Capability] = &[
     Capability::CAP_SYS_ADMIN,
     Capability::CAP_SYS_PTRACE,
 ];
+
+/// What the socket factory thread keeps: entering the pods' namespaces one
+/// after another (`setns` checks `CAP_SYS_ADMIN` every time). It holds it in
+/// its permitted set and raises it into the effective set for each `setns`
+/// only, so the `socket` and `bind` calls it makes run with none.
+pub const SOCKET_FACTORY: &[Capability] = &[Capability::CAP_SYS_ADMIN];
 
 #[derive(Debug, thiserror::Error)]
 pub enum PrivilegeError {
@@ -151,6 +158,15 @@ pub fn confine_worker(keep_bpf: bool) -> Result<(), PrivilegeError> {
     confine_to(&keep, "dropping a worker thread's capabilities")
 }
 
+/// The socket factory thread: [`SOCKET_FACTORY`] permitted, nothing
+/// effective (it raises it for each `setns`). Call first thing on the thread.
+pub fn confine_socket_factory() -> Result<(), PrivilegeError> {
+    let keep: HashSet<Capability> = SOCKET_FACTORY.iter().copied().collect();
+    confine_to(&keep, "confining the socket factory thread")?;
+    caps::clear(None, caps::CapSet::Effective)
+        .map_err(syscall("clearing the socket factory's effective set"))
+}
+
 /// This thread holds `keep` at most, in its bounding, permitted and effective
 /// sets. The bounding set goes first: dropping from it needs `CAP_SETPCAP`
 /// in the effective set, which the second step may remove.
@@ -172,13 +188,6 @@ fn confine_to(keep: &HashSet<Capability>, action: &'static str) -> Result<(), Pr
     caps::set(None, caps::CapSet::Permitted, &now).map_err(syscall(action))
 }
 
-/// This thread gives up every capability (a pod's socket factory once inside
-/// the pod's namespace). Without `CAP_SETPCAP` the bounding set stays as it
-/// was, which grants nothing by itself: the agent never executes a program.
-pub fn drop_all_on_this_thread() -> Result<(), PrivilegeError> {
-    confine_to(&HashSet::new(), "dropping this thread's capabilities")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,6 +199,12 @@ mod tests {
             assert!(required.contains(cap), "{cap} kept but never required");
         }
         assert_eq!(required.len(), REQUIRED.len(), "a capability listed twice");
+        for cap in SOCKET_FACTORY {
+            assert!(
+                ENROLMENT.contains(cap),
+                "{cap} kept by the factory, not by enrolment"
+            );
+        }
     }
 
     #[test]

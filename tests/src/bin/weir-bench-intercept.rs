@@ -293,7 +293,8 @@ fn process_cpu() -> Duration {
 /// thread (what `--pod-egress off` does): wall time and this process's CPU
 /// per socket, `n` sockets each, one at a time from one task.
 fn measure_factory(pod: &SimPod, n: u32) -> Result<()> {
-    let factory = weir::inpod::PodSocketFactory::start(pod.netns(), "bench")?;
+    let factory =
+        weir::inpod::SocketFactory::node()?.for_pod(std::sync::Arc::new(pod.netns().try_clone()?));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
