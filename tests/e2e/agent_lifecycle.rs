@@ -2,13 +2,16 @@
 //! pods from a pods file, intercepts their traffic, never black-holes them when
 //! it is killed (fail-open within a second; fail-closed pods refused), resumes
 //! after a restart, un-enrolls pods removed from the file, and never creates an
-//! iptables or nftables rule.
+//! iptables or nftables rule; and what each enrolled pod holds in it (four
+//! listeners and a namespace handle, no link descriptor, no thread).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use benchkit::footprint::{fds_by_kind, threads};
 use weir_tests::agent::{AgentProcess, MINIMAL_CONFIG, get_once};
 use weir_tests::pins::PinRoot;
 use weir_tests::support::{require_root, sim_client, sim_server};
@@ -254,5 +257,87 @@ fn agent_intercepts_survives_sigkill_resumes_and_unenrolls() -> Result<()> {
         format!("server from {}", locked.ip4)
     );
     agent.terminate(Duration::from_secs(10))?;
+    Ok(())
+}
+
+/// The agent's descriptors and threads, as `weir-bench-node` reads them.
+fn holdings(pid: u32) -> Result<(BTreeMap<String, usize>, usize)> {
+    Ok((fds_by_kind(pid)?, threads(pid)?))
+}
+
+/// What each enrolled pod costs the agent, no traffic: its four in-pod
+/// listeners (once each) and one handle on its network namespace; no
+/// `bpf_link` (the pins hold the links) and no thread (one socket factory
+/// serves every pod). All of it given back once the pods are un-enrolled.
+/// A regression in any kind of descriptor fails here, as `cargo xtask bench
+/// node` would show it at scale.
+#[test]
+fn each_enrolled_pod_holds_its_four_listeners_and_one_namespace_handle() -> Result<()> {
+    require_root();
+    const PODS: usize = 3;
+    let pins = PinRoot::new();
+    let node = SimNode::new()?;
+    let pods: Vec<SimPod> = (0..PODS)
+        .map(|i| node.add_pod(&format!("idle-{i}")))
+        .collect::<Result<_>>()?;
+    let _pauses: Vec<PodProcess> = pods
+        .iter()
+        .map(|p| p.start_pause())
+        .collect::<Result<_>>()?;
+    let agent = AgentProcess::start(&node, MINIMAL_CONFIG, "pods: []\n", pins.path())?;
+    agent.wait_ready(&node, Duration::from_secs(20))?;
+    let pid = agent.pid().context("agent running")?;
+    // Settled: the readiness check's admin connection closes a moment later.
+    let mut last = holdings(pid)?;
+    let settled = wait::until(Duration::from_secs(5), || {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = holdings(pid);
+        let same = now.as_ref().is_ok_and(|now| *now == last);
+        if let Ok(now) = now {
+            last = now;
+        }
+        same
+    });
+    assert!(settled, "the agent's descriptors never settled: {last:?}");
+    let (baseline, baseline_threads) = last;
+
+    let entries: Vec<String> = pods
+        .iter()
+        .map(|p| p.pods_file_entry(&[("weir.dev/enroll", "true")]))
+        .collect();
+    agent.write_pods(&pods_file(&entries))?;
+    let enrolled = wait::until(Duration::from_secs(10), || {
+        agent.logged(": enrolled") >= PODS
+    });
+    assert!(enrolled, "pods not enrolled:\n{}", agent.log());
+    let mut expected = baseline.clone();
+    for (kind, per_pod) in [("socket", 4), ("net namespace", 1)] {
+        *expected.entry(kind.to_owned()).or_insert(0) += per_pod * PODS;
+    }
+    let mut seen = None;
+    let held = wait::until(Duration::from_secs(5), || {
+        let now = holdings(pid).ok();
+        let ok = now.as_ref() == Some(&(expected.clone(), baseline_threads));
+        seen = now;
+        ok
+    });
+    assert!(
+        held,
+        "with {PODS} pods the agent holds {seen:?}; expected {expected:?} and \
+         {baseline_threads} threads (no pod: {baseline:?})\n{}",
+        agent.log()
+    );
+
+    agent.write_pods("pods: []\n")?;
+    let given_back = wait::until(Duration::from_secs(10), || {
+        agent.logged(": un-enrolled") >= PODS
+            && holdings(pid).is_ok_and(|now| now == (baseline.clone(), baseline_threads))
+    });
+    assert!(
+        given_back,
+        "after un-enrolling, the agent holds {:?}; no pod: {baseline:?}\n{}",
+        holdings(pid)?,
+        agent.log()
+    );
     Ok(())
 }

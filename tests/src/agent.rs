@@ -323,6 +323,14 @@ impl AgentProcess {
         std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
     }
 
+    /// How many lines of the log end in `suffix` (`: enrolled`, `: un-enrolled`).
+    pub fn logged(&self, suffix: &str) -> usize {
+        self.log()
+            .lines()
+            .filter(|l| l.trim_end().ends_with(suffix))
+            .count()
+    }
+
     /// Replaces the pods file atomically, as a ConfigMap update would.
     pub fn write_pods(&self, pods: &str) -> Result<()> {
         let tmp = self.dir.join("pods.yaml.tmp");

@@ -95,9 +95,18 @@ impl PinLayout {
 
 /// A link owned by one pod. Unpinned, it detaches when dropped; pinned, it
 /// stays attached after the agent is gone until [`AttachedLink::remove`].
-pub(super) struct AttachedLink {
-    link: FdLink,
-    pin: Option<PathBuf>,
+///
+/// A pinned link is held by its pin alone, not by a descriptor: the pin keeps
+/// it attached, and nothing here uses the link after pinning it (adopting it
+/// again, replacing its program, reads the pin). So each enrolled pod costs
+/// no descriptor for its four links, and removing the pin detaches the link
+/// at once, whoever removes it: this agent un-enrolling the pod, `weir
+/// uninstall`, or a successor of another map layout retiring it.
+pub(super) enum AttachedLink {
+    /// Not pinned: this descriptor is all that keeps it attached.
+    Held(FdLink),
+    /// Pinned here; no descriptor held.
+    Pinned(PathBuf),
 }
 
 impl AttachedLink {
@@ -109,10 +118,7 @@ impl AttachedLink {
         attach: impl FnOnce() -> Result<FdLink, DatapathError>,
     ) -> Result<Self, DatapathError> {
         let Some(path) = pin else {
-            return Ok(Self {
-                link: attach()?,
-                pin: None,
-            });
+            return Ok(Self::Held(attach()?));
         };
         let pin_err = |source: io::Error| DatapathError::Pin {
             path: path.clone(),
@@ -122,36 +128,39 @@ impl AttachedLink {
             // The pinned link may run a previous agent's program instance;
             // swap in ours atomically so no connection goes unhooked.
             update_pinned_link_program(&path, program).map_err(pin_err)?;
-            let pinned = PinnedLink::from_pin(&path).map_err(|e| pin_err(io::Error::other(e)))?;
-            return Ok(Self {
-                link: FdLink::from(pinned),
-                pin: Some(path),
-            });
+            return Ok(Self::Pinned(path));
         }
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(pin_err)?;
         }
-        let pinned = attach()?
-            .pin(&path)
-            .map_err(|e| pin_err(io::Error::other(e)))?;
-        Ok(Self {
-            link: FdLink::from(pinned),
-            pin: Some(path),
-        })
+        // The descriptor closes here; the pin holds the link from now on.
+        drop(
+            attach()?
+                .pin(&path)
+                .map_err(|e| pin_err(io::Error::other(e)))?,
+        );
+        Ok(Self::Pinned(path))
     }
 
+    /// The link's kernel ID (a pinned one is opened from its pin for that).
     pub(super) fn id(&self) -> Option<u32> {
-        self.link.info().ok().map(|i| i.id())
+        let info = match self {
+            Self::Held(link) => link.info(),
+            Self::Pinned(path) => FdLink::from(PinnedLink::from_pin(path).ok()?).info(),
+        };
+        info.ok().map(|i| i.id())
     }
 
     /// Detaches the link for good, pinned or not.
     pub(super) fn remove(self) {
-        if let Some(path) = &self.pin
-            && let Err(e) = std::fs::remove_file(path)
-        {
-            log::warn!("unpinning {}: {e}", path.display());
+        match self {
+            Self::Held(link) => drop(link),
+            Self::Pinned(path) => {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    log::warn!("unpinning {}: {e}", path.display());
+                }
+            }
         }
-        drop(self.link);
     }
 }
 

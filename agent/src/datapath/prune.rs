@@ -29,8 +29,10 @@ impl Datapath {
     /// pod's own links are attached, so no connection goes unhooked. A
     /// fail-closed pod's old connect hook would otherwise refuse every
     /// connection for good once no listener of its layout is left. An old
-    /// agent still running keeps those links attached through its own
-    /// handles until it lets the pod go.
+    /// agent still running holds no descriptor on its pinned links (see
+    /// `pin::AttachedLink`), so they detach here at once; this agent's
+    /// hooks, attached before, take the pod's new connections, and the old
+    /// agent drains what it accepted.
     pub fn retire_other_layouts(&self, uid: &str) -> Result<usize, DatapathError> {
         let Some(layout) = &self.pins else {
             return Ok(0);

@@ -2,8 +2,10 @@
 //!
 //! What outlives an agent is what it pinned (links keep programs attached to
 //! pods' cgroups and network namespaces; maps keep their state). Removing the
-//! pins drops the kernel's last references once no agent holds descriptors, and
-//! the kernel then detaches the links and frees the programs and maps. Nothing
+//! pins drops the kernel's last references (a running agent holds no
+//! descriptor on its pinned links, only on the maps and programs), and the
+//! kernel then detaches the links and frees the programs and maps once no
+//! agent holds them. Nothing
 //! else survives an agent: its unpinned links and its in-pod listeners close
 //! with its process.
 

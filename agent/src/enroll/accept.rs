@@ -16,13 +16,13 @@ use crate::datapath::OrigDstTable;
 use crate::proxy::accept_errors::AcceptErrors;
 
 pub(super) fn spawn_outbound(
-    listener: std::net::TcpListener,
+    listener: Arc<TcpListener>,
     netns_cookie: u64,
     orig_dst: Arc<OrigDstTable>,
     intercept: Arc<dyn Intercept>,
     pod: Arc<PodContext>,
     stop: watch::Receiver<bool>,
-) -> std::io::Result<JoinHandle<()>> {
+) -> JoinHandle<()> {
     let gate = Gate::new(Way::Outbound, &pod.outbound, &intercept);
     spawn_loop(listener, pod, stop, move |stream, peer, pod| {
         // Taken before the budget is asked, so a connection over budget
@@ -54,11 +54,11 @@ pub(super) fn spawn_outbound(
 }
 
 pub(super) fn spawn_inbound(
-    listener: std::net::TcpListener,
+    listener: Arc<TcpListener>,
     intercept: Arc<dyn Intercept>,
     pod: Arc<PodContext>,
     stop: watch::Receiver<bool>,
-) -> std::io::Result<JoinHandle<()>> {
+) -> JoinHandle<()> {
     let gate = Gate::new(Way::Inbound, &pod.inbound, &intercept);
     spawn_loop(listener, pod, stop, move |stream, peer, pod| {
         let Some(permit) = gate.admit(&stream, pod) else {
@@ -135,17 +135,16 @@ impl Gate {
 /// Accept on `listener`, handing each connection (Nagle off) to `hand`,
 /// until `stop` says so; then take what is already queued, and end.
 fn spawn_loop(
-    listener: std::net::TcpListener,
+    listener: Arc<TcpListener>,
     pod: Arc<PodContext>,
     mut stop: watch::Receiver<bool>,
     hand: impl Fn(TcpStream, SocketAddr, &Arc<PodContext>) + Send + 'static,
-) -> std::io::Result<JoinHandle<()>> {
-    let listener = into_tokio(listener)?;
+) -> JoinHandle<()> {
     let take = move |stream: TcpStream, peer: SocketAddr, pod: &Arc<PodContext>| {
         let _ = stream.set_nodelay(true);
         hand(stream, peer, pod);
     };
-    Ok(tokio::spawn(async move {
+    tokio::spawn(async move {
         let mut errors = AcceptErrors::new(format!("pod {}/{}", pod.namespace, pod.name));
         loop {
             let accepted = tokio::select! {
@@ -162,7 +161,7 @@ fn spawn_loop(
         {
             take(stream, peer, &pod);
         }
-    }))
+    })
 }
 
 /// One accept; a failure (typically EMFILE) backs off and is logged at a
@@ -183,7 +182,7 @@ async fn accept(
     }
 }
 
-fn into_tokio(listener: std::net::TcpListener) -> std::io::Result<TcpListener> {
+pub(super) fn into_tokio(listener: std::net::TcpListener) -> std::io::Result<TcpListener> {
     listener.set_nonblocking(true)?;
     TcpListener::from_std(listener)
 }

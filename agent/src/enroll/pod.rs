@@ -41,6 +41,19 @@ pub enum EnrollError {
     },
 }
 
+/// What an enrolled pod holds, descriptor by descriptor (`cargo xtask bench
+/// node` counts them; `tests/e2e/agent_lifecycle.rs` fails if they grow):
+/// - its four in-pod listeners (egress and inbound, IPv4 and IPv6), one
+///   descriptor each, shared by its accept loop and [`AcceptTasks`];
+/// - one handle on its network namespace (in `pod.sockets`): the socket
+///   factory enters the namespace through it, resetting bypassed
+///   connections does too, and it keeps the namespace from vanishing while
+///   enrolled;
+/// - no `bpf_link`: pinned (as `weir run` always does), a link is held by
+///   its pin alone (`datapath::pin::AttachedLink`); unpinned (tests, a data
+///   path without a pin root), the link's descriptor is what keeps it, so it
+///   is held;
+/// - no thread: one socket factory serves every pod (`inpod/factory.rs`).
 pub struct EnrolledPod {
     label: String,
     ips: Vec<IpAddr>,
@@ -57,12 +70,13 @@ pub struct EnrolledPod {
     local: Option<LocalPodGuard>,
 }
 
-/// The pod's accept loops, with a second handle on each of their listeners.
-/// Dropping stops the pod's listening at once, so an agent shutting down in
-/// process behaves like one that exited, while pinned state stays.
+/// The pod's accept loops, sharing each listener with them (an `Arc`, not a
+/// duplicated descriptor). Dropping stops the pod's listening at once, so an
+/// agent shutting down in process behaves like one that exited, while pinned
+/// state stays.
 struct AcceptTasks {
     tasks: Vec<JoinHandle<()>>,
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Vec<Arc<tokio::net::TcpListener>>,
     /// Tells the loops to take what is queued and end (a hand-over).
     stop: watch::Sender<bool>,
 }
@@ -81,18 +95,16 @@ impl AcceptTasks {
         }
     }
 
-    /// Keeps a duplicate of `listener` and hands the original to `spawn`,
-    /// with the loop's stop signal.
+    /// Registers `listener` with the runtime and hands it to `spawn`, with
+    /// the loop's stop signal, keeping a reference to shut it down.
     fn start(
         &mut self,
         listener: std::net::TcpListener,
-        spawn: impl FnOnce(
-            std::net::TcpListener,
-            watch::Receiver<bool>,
-        ) -> std::io::Result<JoinHandle<()>>,
+        spawn: impl FnOnce(Arc<tokio::net::TcpListener>, watch::Receiver<bool>) -> JoinHandle<()>,
     ) -> std::io::Result<()> {
-        self.listeners.push(listener.try_clone()?);
-        self.tasks.push(spawn(listener, self.stop.subscribe())?);
+        let listener = Arc::new(accept::into_tokio(listener)?);
+        self.listeners.push(Arc::clone(&listener));
+        self.tasks.push(spawn(listener, self.stop.subscribe()));
         Ok(())
     }
 
@@ -121,7 +133,8 @@ impl Drop for AcceptTasks {
         // see a listener, and connections queued on it would be reset rather
         // than sent direct (fail-open) or refused (fail-closed). Shutting a
         // listening socket down takes it out of LISTEN and out of the lookup
-        // tables now, through any of its handles.
+        // tables now, through any reference to it (ours: the task may
+        // still hold its own).
         for listener in &self.listeners {
             let _ =
                 nix::sys::socket::shutdown(listener.as_raw_fd(), nix::sys::socket::Shutdown::Both);
@@ -299,8 +312,10 @@ impl EnrolledPod {
     /// Connections already accepted run on.
     pub(super) async fn release(self) {
         drop(self.local);
-        // Link handles before listeners: a successor of another map layout
-        // unpinned ours, and these handles are then all that keeps our
+        // Link handles before listeners. Pinned, they hold no descriptor
+        // (the pins do): a successor of the same layout adopted the pins, and
+        // one of another layout removed ours, which detached our programs
+        // there and then. Unpinned, these handles are all that keeps our
         // programs attached; once they find no listener of ours they would
         // send the pod direct, or refuse it when fail-closed.
         drop(self.egress);

@@ -161,15 +161,8 @@ fn wait_logged(
     start: Instant,
     timeout: Duration,
 ) -> Result<Duration> {
-    let logged = || {
-        agent
-            .log()
-            .lines()
-            .filter(|l| l.trim_end().ends_with(suffix))
-            .count()
-    };
     loop {
-        let seen = logged();
+        let seen = agent.logged(suffix);
         if seen >= count {
             return Ok(start.elapsed());
         }
