@@ -106,16 +106,15 @@ is a watch instead (its latency: the \"Enrolment latency\" section above).
 
 {report}
 What each enrolled pod holds, from the code (`agent/src/enroll/pod.rs`, `agent/src/inpod/`,
-`agent/src/datapath/`), to read the descriptor table by: **8 sockets**, its four in-pod
-listeners (egress and inbound, IPv4 and IPv6), each held twice: by its accept loop and as a
-duplicate kept to shut the listener down at once when the pod is un-enrolled (so the data
-path's liveness check sees it gone without waiting for a runtime worker); **4 `bpf_link`s**,
-`cgroup/connect4`, `cgroup/connect6` and `sockops` on the pod's cgroup and `sk_lookup` on its
-network namespace (each also pinned below the pin root, so they outlive a crash); **2 net
-namespace** handles, one kept for work in the pod after enrolment (resetting connections
-that bypassed the proxy) and one held by the pod's socket factory; and **1 thread**, that
-socket factory, which lives in the pod's namespace to open the sockets weir connects from
-on the pod's behalf. The maps are sized when the programs load, so they do not grow per pod.",
+`agent/src/datapath/`; docs/architecture.md, \"What a pod costs the agent\"), to read the
+descriptor table by: **4 sockets**, its four in-pod listeners (egress and inbound, IPv4 and
+IPv6), one descriptor each, shared by its accept loop and the handle that shuts the listener
+down at once when the pod is un-enrolled; **1 net namespace** handle, through which the socket
+factory makes sockets in the pod (and bypassed connections are reset); **no `bpf_link`**: its
+four links (`cgroup/connect4`, `cgroup/connect6` and `sockops` on the pod's cgroup,
+`sk_lookup` on its network namespace) are pinned below the pin root, and the pin alone keeps
+each attached; **no thread**: one socket factory thread, in the no-pod baseline, serves every
+pod, entering the pod's namespace per request. The maps are sized when the programs load, so they do not grow per pod.",
         command = command.join(" "),
         machine = docs::machine_facts(),
         load_before = load_avg[0],
