@@ -274,7 +274,7 @@ fn holdings(pid: u32) -> Result<(BTreeMap<String, usize>, usize)> {
 #[test]
 fn each_enrolled_pod_holds_its_four_listeners_and_one_namespace_handle() -> Result<()> {
     require_root();
-    const PODS: usize = 3;
+    const PODS: usize = 6;
     let pins = PinRoot::new();
     let node = SimNode::new()?;
     let pods: Vec<SimPod> = (0..PODS)
@@ -314,24 +314,31 @@ fn each_enrolled_pod_holds_its_four_listeners_and_one_namespace_handle() -> Resu
     for (kind, per_pod) in [("socket", 4), ("net namespace", 1)] {
         *expected.entry(kind.to_owned()).or_insert(0) += per_pod * PODS;
     }
+    // Threads only have to be fewer than one per pod: the runtime's
+    // blocking pool may hold a thread or two for a while after enrolment.
+    let no_thread_per_pod = |threads: usize| threads < baseline_threads + PODS;
     let mut seen = None;
-    let held = wait::until(Duration::from_secs(5), || {
+    let held = wait::until(Duration::from_secs(15), || {
         let now = holdings(pid).ok();
-        let ok = now.as_ref() == Some(&(expected.clone(), baseline_threads));
+        let ok = now
+            .as_ref()
+            .is_some_and(|(fds, threads)| *fds == expected && no_thread_per_pod(*threads));
         seen = now;
         ok
     });
     assert!(
         held,
         "with {PODS} pods the agent holds {seen:?}; expected {expected:?} and \
-         {baseline_threads} threads (no pod: {baseline:?})\n{}",
+         fewer than {} threads (no pod: {baseline:?}, {baseline_threads} threads)\n{}",
+        baseline_threads + PODS,
         agent.log()
     );
 
     agent.write_pods("pods: []\n")?;
-    let given_back = wait::until(Duration::from_secs(10), || {
+    let given_back = wait::until(Duration::from_secs(15), || {
         agent.logged(": un-enrolled") >= PODS
-            && holdings(pid).is_ok_and(|now| now == (baseline.clone(), baseline_threads))
+            && holdings(pid)
+                .is_ok_and(|(fds, threads)| fds == baseline && no_thread_per_pod(threads))
     });
     assert!(
         given_back,
