@@ -7,12 +7,26 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use nix::time::{ClockId, clock_gettime};
+
 const MAX_EJECTION: Duration = Duration::from_secs(300);
 
-/// Milliseconds since the first call in this process (monotonic).
+/// Milliseconds on the kernel's coarse monotonic clock
+/// (`CLOCK_MONOTONIC_COARSE`: the time of the last scheduler tick, a few ms
+/// fine, read from the vDSO without the TSC). The request path reads it
+/// several times a request (every read and write of a downstream connection
+/// records its activity, every endpoint pick checks ejections), where
+/// `Instant::now` and a u128 division cost more than the ms-grained
+/// deadlines it serves need. Never 0 on a running system.
 pub fn now_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+    match clock_gettime(ClockId::CLOCK_MONOTONIC_COARSE) {
+        Ok(t) => (t.tv_sec() as u64) * 1000 + (t.tv_nsec() as u64) / 1_000_000,
+        // Not on Linux: the precise clock, from the first call.
+        Err(_) => {
+            static START: OnceLock<Instant> = OnceLock::new();
+            START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
