@@ -23,9 +23,40 @@ pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 pub struct BodyTimeout;
 
 /// The route deadline of an upstream response body, and what counts it.
+/// Its timer is made only when the body has to wait: a body that is all
+/// there when the head is (most small responses) costs a clock read per
+/// frame, not a timer registered and cancelled (a lock of the time driver
+/// each) and a heap allocation per request.
 pub struct BodyDeadline {
-    pub sleep: Pin<Box<tokio::time::Sleep>>,
-    pub timeouts: IntCounter,
+    at: tokio::time::Instant,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    timeouts: IntCounter,
+}
+
+impl BodyDeadline {
+    pub fn new(at: tokio::time::Instant, timeouts: IntCounter) -> Self {
+        Self {
+            at,
+            sleep: None,
+            timeouts,
+        }
+    }
+
+    /// Whether the deadline has passed (counted when it has); `waiting`:
+    /// the body is about to wait, so the timer must wake it then.
+    fn passed(&mut self, cx: &mut Context<'_>, waiting: bool) -> bool {
+        if waiting && self.sleep.is_none() {
+            self.sleep = Some(Box::pin(tokio::time::sleep_until(self.at)));
+        }
+        let passed = match &mut self.sleep {
+            Some(sleep) => sleep.as_mut().poll(cx).is_ready(),
+            None => tokio::time::Instant::now() >= self.at,
+        };
+        if passed {
+            self.timeouts.inc();
+        }
+        passed
+    }
 }
 
 /// A response body sent downstream: a local reply, or the upstream body
@@ -97,15 +128,23 @@ impl Body for RespBody {
                 rx_bytes,
                 deadline,
             } => {
-                if let Some(d) = deadline
-                    && d.sleep.as_mut().poll(cx).is_ready()
-                {
-                    d.timeouts.inc();
-                    *deadline = None;
-                    drop(conn.take());
-                    return Poll::Ready(Some(Err(Box::new(BodyTimeout))));
+                // The deadline is checked before the body is read and, when
+                // the body has to wait, set to wake it then.
+                let mut r = Poll::Pending;
+                for waiting in [false, true] {
+                    if deadline.as_mut().is_some_and(|d| d.passed(cx, waiting)) {
+                        *deadline = None;
+                        drop(conn.take());
+                        return Poll::Ready(Some(Err(Box::new(BodyTimeout))));
+                    }
+                    if waiting {
+                        break;
+                    }
+                    r = Pin::new(&mut *inner).poll_frame(cx);
+                    if r.is_ready() {
+                        break;
+                    }
                 }
-                let r = Pin::new(&mut *inner).poll_frame(cx);
                 match &r {
                     Poll::Ready(Some(Ok(f))) => {
                         if let Some(d) = f.data_ref()

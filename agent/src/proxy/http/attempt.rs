@@ -187,10 +187,8 @@ pub(crate) fn downstream_response(
             inner,
             conn: Some(conn),
             rx_bytes: Some(cluster.metrics.rx_bytes.clone()),
-            deadline: deadline.map(|d| BodyDeadline {
-                sleep: Box::pin(tokio::time::sleep_until(d.into())),
-                timeouts: cluster.metrics.rq_timeout.clone(),
-            }),
+            deadline: deadline
+                .map(|d| BodyDeadline::new(d.into(), cluster.metrics.rq_timeout.clone())),
         }
     };
     Response::from_parts(parts, body)
