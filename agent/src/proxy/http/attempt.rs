@@ -348,11 +348,11 @@ async fn begin_try(
     let ep = match (&cluster.dns_cache, authority) {
         (None, _) => picking.pick(cluster).ok_or(TryError::NoHealthy)?,
         (Some(cache), Some(authority)) => {
-            let ep =
-                match tokio::time::timeout(DNS_TIMEOUT, cache.endpoint(cluster, authority)).await {
-                    Ok(r) => r.map_err(TryError::Dns)?,
-                    Err(_) => return Err(TryError::Dns(DnsCacheError::Resolution)),
-                };
+            let lookup = tokio::time::timeout(DNS_TIMEOUT, cache.endpoint(cluster, authority));
+            let ep = match Box::pin(lookup).await {
+                Ok(r) => r.map_err(TryError::Dns)?,
+                Err(_) => return Err(TryError::Dns(DnsCacheError::Resolution)),
+            };
             if crate::proxy::admin::own::is_own(ep.addr) {
                 return Err(TryError::OwnListener);
             }
@@ -388,11 +388,15 @@ async fn exchange(
     let mut counted = false;
     loop {
         let (mut conn, reused) = if transport.http2 {
-            (shared_h2(cluster, ep, from).await?, false)
+            (Box::pin(shared_h2(cluster, ep, from)).await?, false)
         } else {
             match from.pool.checkout() {
                 Some(c) => (c, true),
-                None => new_or_freed(cluster, ep, from).await?,
+                // Boxed, as every path rarely taken is (a new connection, a
+                // forward proxy's lookup, a back-off): their futures are
+                // large, and inline they would be moved (copied) at every
+                // level of every request's future.
+                None => Box::pin(new_or_freed(cluster, ep, from)).await?,
             }
         };
         if conn.tx.ready().await.is_err() {

@@ -112,7 +112,7 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
                 }
             };
             if has_body && proto == Proto::Http1 && matches!(resp.body(), RespBody::Local(_)) {
-                discard::settle(&mut resp, unread).await;
+                Box::pin(discard::settle(&mut resp, unread)).await;
             }
             shared.in_flight.fetch_sub(1, Ordering::Relaxed);
             drop(place);

@@ -94,7 +94,7 @@ impl Outgoing {
         {
             let collect = body.collect();
             let collected = match body_deadline {
-                Some(d) => match tokio::time::timeout_at(d.into(), collect).await {
+                Some(d) => match Box::pin(tokio::time::timeout_at(d.into(), collect)).await {
                     Ok(r) => r,
                     Err(_) => {
                         return Err(local::reply(
@@ -225,7 +225,7 @@ pub async fn run(
             ControlFlow::Continue(failure) => failure,
             ControlFlow::Break(answer) => return answer,
         };
-        if let ControlFlow::Break(answer) = stage.back_off(failure).await {
+        if let ControlFlow::Break(answer) = Box::pin(stage.back_off(failure)).await {
             return answer;
         }
     }
