@@ -29,7 +29,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use self::activity::{Activity, ConnShared};
-use self::service::ConnService;
+use self::service::{Conn, ConnService};
 use self::sniff::Proto;
 use self::watchdog::Verdict;
 use super::drain::DrainWatch;
@@ -198,7 +198,7 @@ where
     let Some((proto, sniffed)) = decide_proto(&mut io, proto, &served, &mut drain).await else {
         return;
     };
-    let svc = ConnService {
+    let svc = ConnService::new(Conn {
         ctx: ctx.clone(),
         shared: shared.clone(),
         request_timeout: settings.request_timeout,
@@ -209,7 +209,7 @@ where
         https,
         drain: drain.clone(),
         egress,
-    };
+    });
     // The bytes sniffed (already counted) go to the codec first.
     let io = TokioIo::new(Io::with_prefix(io, sniffed, ()));
     let signals = Signals { drain, shed };
