@@ -17,6 +17,7 @@ pub mod service;
 pub mod sniff;
 pub mod upgrade;
 pub mod watchdog;
+mod woken;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -32,6 +33,7 @@ use self::activity::{Activity, ConnShared};
 use self::service::{Conn, ConnService};
 use self::sniff::Proto;
 use self::watchdog::Verdict;
+use self::woken::Woken;
 use super::drain::DrainWatch;
 use super::io::Io;
 use super::metrics::{GaugeGuard, ListenerMetrics};
@@ -377,6 +379,9 @@ async fn drive<C>(
         mut drain,
         mut shed,
     } = signals;
+    // Polled when the drain wakes it, not on every wake of the connection.
+    let signaled = std::pin::pin!(drain.signaled());
+    let mut drained = Woken::new(signaled);
     let mut draining = false;
     let mut force_at: Option<tokio::time::Instant> = None;
     loop {
@@ -410,7 +415,7 @@ async fn drive<C>(
                 }
                 return;
             }
-            grace = drain.signaled(), if !draining => {
+            grace = &mut drained, if !draining => {
                 if on_drain == OnDrain::Shutdown {
                     shutdown(conn.as_mut());
                 }
