@@ -189,9 +189,13 @@ fn cpu_seconds(agent: &AgentProcess, node: &SimNode, family: &str, pod: &str) ->
 #[test]
 fn a_pod_over_its_cpu_is_held_back_and_its_neighbour_is_not() -> Result<()> {
     require_root();
+    // The neighbour's own budget is generous: what is tested is that
+    // greedy's throttling never reaches it, not whether one of its own new
+    // connections fits the default burst in a debug build on a busy machine
+    // (it did not, once in three runs here, with greedy long finished).
     let shared = shared_node(&[
         ("greedy", &[("weir.dev/max-cpu", "10m")]),
-        ("neighbour", &[]),
+        ("neighbour", &[("weir.dev/max-cpu", "2")]),
     ])?;
     let (agent, node, http) = (&shared.agent, &shared.node, shared.http);
     let [greedy, neighbour] = &shared.pods[..] else {
