@@ -32,14 +32,29 @@ pub struct TestBinary {
     pub path: PathBuf,
 }
 
-/// Builds the weir binary and the e2e test binaries (with the helper
-/// binaries they run) and returns the test executables.
-pub fn build_tests(root: &Path) -> Result<Vec<TestBinary>> {
+/// `wanted` (all of [`E2E_TESTS`] when empty), in [`E2E_TESTS`]' order; an
+/// unknown name is refused with the list of known ones.
+pub fn select(wanted: &[String]) -> Result<Vec<&'static str>> {
+    if let Some(unknown) = wanted.iter().find(|w| !E2E_TESTS.contains(&w.as_str())) {
+        bail!(
+            "--tests: {unknown:?} is not one of the guest's e2e tests ({})",
+            E2E_TESTS.join(", ")
+        );
+    }
+    Ok(E2E_TESTS
+        .into_iter()
+        .filter(|t| wanted.is_empty() || wanted.iter().any(|w| w == t))
+        .collect())
+}
+
+/// Builds the weir binary and the `selected` e2e test binaries (with the
+/// helper binaries they run) and returns the test executables.
+pub fn build_tests(root: &Path, selected: &[&'static str]) -> Result<Vec<TestBinary>> {
     // Workspace-wide like `cargo xtask test`, so features unify the same way
     // and a tree that ran it already builds nothing here.
     let mut cmd = crate::cargo(root);
     cmd.args(["test", "--workspace", "--no-run"]);
-    for test in E2E_TESTS {
+    for test in selected {
         cmd.args(["--test", test]);
     }
     println!("xtask kernels: building the e2e tests (cargo test --workspace --no-run --test ...)");
@@ -68,7 +83,7 @@ pub fn build_tests(root: &Path) -> Result<Vec<TestBinary>> {
         "--bin",
         "weir",
     ]))?;
-    E2E_TESTS
+    selected
         .iter()
         .map(|name| {
             executable(&stderr, name)
@@ -158,6 +173,56 @@ pub fn binary_results(log: &str) -> Vec<(String, i32)> {
         .collect()
 }
 
+/// Lines kept of each failing binary's account, so that a CI log names what
+/// failed and why without the guest log, which CI does not keep.
+const FAILURE_LINES: usize = 60;
+
+/// What each failing test binary said about its failures: libtest's block
+/// from the first `failures:` line to `test result: FAILED`, bounded in
+/// lines, under the binary's name. Empty when every binary passed.
+pub fn failure_excerpts(log: &str) -> String {
+    let mut out = String::new();
+    let mut block: Vec<&str> = Vec::new();
+    let mut inside = false;
+    for line in log.lines() {
+        let trimmed = line.trim_end();
+        // A binary's marker closes whatever it printed.
+        if let Some(rest) = trimmed
+            .strip_prefix(MARK)
+            .and_then(|r| r.trim().strip_prefix("test "))
+        {
+            if !rest.contains(" rc=0 ") {
+                out += &format!("--- {rest}\n");
+                let shown = block.len().min(FAILURE_LINES);
+                for kept in &block[..shown] {
+                    out += kept;
+                    out.push('\n');
+                }
+                if block.len() > shown {
+                    out += &format!("[{} more lines in the guest log]\n", block.len() - shown);
+                }
+                if block.is_empty() {
+                    out += "(no libtest failure report: the binary died or timed out)\n";
+                }
+            }
+            block.clear();
+            inside = false;
+            continue;
+        }
+        if !inside && trimmed == "failures:" {
+            inside = true;
+            block.clear();
+        }
+        if inside {
+            block.push(trimmed);
+            if trimmed.starts_with("test result: FAILED") {
+                inside = false;
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,5 +246,39 @@ mod tests {
             binary_results(log),
             vec![("enrollment".into(), 0), ("node_traffic".into(), 101)]
         );
+    }
+
+    #[test]
+    fn a_subset_of_tests_is_chosen_by_name() {
+        assert_eq!(select(&[]).unwrap(), E2E_TESTS.to_vec());
+        assert_eq!(
+            select(&["node_traffic".into(), "egress_policy".into()]).unwrap(),
+            ["egress_policy", "node_traffic"]
+        );
+        let err = select(&["egress".into()]).unwrap_err().to_string();
+        assert!(
+            err.contains("\"egress\"") && err.contains("egress_policy"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn failing_binaries_are_excerpted_by_name() {
+        let log = "weir-kernels: kernel 5.10\n\
+running 2 tests\nfailures:\n(unrelated agent output)\ntest result: ok. 2 passed; 0 failed\n\
+weir-kernels: test enrollment rc=0 secs=12\n\
+running 2 tests\nagent noise\nfailures:\n\n---- slow stdout ----\nthread 'slow' panicked at e2e/x.rs:3:5:\nthe neighbour was held back\n\nfailures:\n    slow\n\ntest result: FAILED. 1 passed; 1 failed\n\
+weir-kernels: test node_traffic rc=101 secs=3\n\
+weir-kernels: test agent_handover rc=124 secs=600\n";
+        let text = failure_excerpts(log);
+        assert!(!text.contains("enrollment"), "{text}");
+        assert!(!text.contains("unrelated"), "{text}");
+        assert!(!text.contains("agent noise"), "{text}");
+        assert!(text.contains("--- node_traffic rc=101 secs=3"), "{text}");
+        assert!(text.contains("the neighbour was held back"), "{text}");
+        assert!(text.contains("test result: FAILED"), "{text}");
+        assert!(text.contains("--- agent_handover rc=124"), "{text}");
+        assert!(text.contains("died or timed out"), "{text}");
+        assert_eq!(failure_excerpts("weir-kernels: test a rc=0 secs=1\n"), "");
     }
 }

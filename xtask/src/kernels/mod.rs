@@ -34,6 +34,10 @@ pub struct KernelsArgs {
     /// Cgroup layouts to boot each kernel with, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "v2,hybrid", value_parser = ["v2", "hybrid"])]
     pub layouts: Vec<String>,
+    /// Only these e2e test binaries, comma separated (e.g. to chase a
+    /// failure on one kernel); all of them when absent.
+    #[arg(long, value_delimiter = ',')]
+    pub tests: Vec<String>,
     /// Bound on one guest run (boot, every test, power off), in seconds.
     #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(60..=7200))]
     pub timeout: u64,
@@ -63,7 +67,8 @@ pub fn run(root: &Path, args: &KernelsArgs) -> Result<()> {
     for kernel in &kernels {
         check_kernel_arg(kernel)?;
     }
-    let tests = guest::build_tests(root)?;
+    let selected = guest::select(&args.tests)?;
+    let tests = guest::build_tests(root, &selected)?;
     let cache = cache_dir();
     std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
     let script = cache.join("vm.sh");
@@ -82,21 +87,23 @@ pub fn run(root: &Path, args: &KernelsArgs) -> Result<()> {
         guest::script(&tests, &root.join("target/debug/weir")),
     )
     .with_context(|| format!("writing {}", guest_script.display()))?;
+    let guest = Guest {
+        vm_script: &script,
+        logs: &logs,
+        script: &guest_script,
+        timeout: args.timeout,
+        binaries: tests.len(),
+    };
     let mut rows = Vec::new();
     let mut progress = Progress::uniform(kernels.len() * args.layouts.len(), PLANNED_GUEST);
     for kernel in &kernels {
         for layout in &args.layouts {
             progress.begin(&format!("{kernel}, cgroup {layout}"));
-            let row = run_one(
-                root,
-                &script,
-                &logs,
-                kernel,
-                layout,
-                &guest_script,
-                args.timeout,
-            )?;
+            let row = run_one(root, &guest, kernel, layout)?;
             println!("{}", table::render(std::slice::from_ref(&row)));
+            if !row.outcome.is_pass() {
+                println!("{}", row.failures);
+            }
             rows.push(row);
         }
     }
@@ -137,15 +144,28 @@ fn cache_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/cache/weir-kernels"))
 }
 
-fn run_one(
-    root: &Path,
-    script: &Path,
-    logs: &Path,
-    kernel: &str,
-    layout: &str,
-    guest_script: &Path,
+/// What every guest of one run shares.
+struct Guest<'a> {
+    /// vm.sh, in the cache.
+    vm_script: &'a Path,
+    /// Where each guest's log goes.
+    logs: &'a Path,
+    /// The command the guest runs.
+    script: &'a Path,
+    /// Bound on one guest, in seconds.
     timeout: u64,
-) -> Result<Row> {
+    /// Test binaries the guest is given.
+    binaries: usize,
+}
+
+fn run_one(root: &Path, guest: &Guest<'_>, kernel: &str, layout: &str) -> Result<Row> {
+    let Guest {
+        vm_script: script,
+        logs,
+        script: guest_script,
+        timeout,
+        binaries: expected,
+    } = *guest;
     let name = Path::new(kernel)
         .file_name()
         .map_or_else(|| kernel.to_owned(), |n| n.to_string_lossy().into_owned());
@@ -174,8 +194,9 @@ fn run_one(
     let elapsed = started.elapsed();
     let text = std::fs::read_to_string(&log_path)
         .with_context(|| format!("reading {}", log_path.display()))?;
-    let outcome = Outcome::from_guest(&text, status.code());
+    let outcome = Outcome::from_guest(&text, status.code(), expected);
     Ok(Row {
+        failures: guest::failure_excerpts(&text),
         kernel: guest::kernel_release(&text).unwrap_or(name),
         layout: layout.to_owned(),
         detected: guest::detected(&text),

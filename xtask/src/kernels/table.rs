@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::guest::{E2E_TESTS, binary_results};
+use super::guest::binary_results;
 
 pub struct Row {
     pub kernel: String,
@@ -12,6 +12,8 @@ pub struct Row {
     pub detected: String,
     pub outcome: Outcome,
     pub time: Duration,
+    /// The failing binaries' own reports (`guest::failure_excerpts`).
+    pub failures: String,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -25,8 +27,9 @@ pub struct Outcome {
 
 impl Outcome {
     /// Reads the guest's log: libtest's `test result:` lines and the marker
-    /// after each binary; `vm_status` is vm.sh's exit status.
-    pub fn from_guest(log: &str, vm_status: Option<i32>) -> Self {
+    /// after each binary; `vm_status` is vm.sh's exit status, `expected` the
+    /// number of test binaries the guest was given.
+    pub fn from_guest(log: &str, vm_status: Option<i32>, expected: usize) -> Self {
         let (mut passed, mut failed) = (0, 0);
         for line in log.lines() {
             let Some(rest) = line.trim().strip_prefix("test result: ") else {
@@ -39,11 +42,9 @@ impl Outcome {
         let problem = match vm_status {
             Some(124) => Some("guest timed out".to_owned()),
             Some(125) => Some("guest did not boot or report".to_owned()),
-            _ if ran.len() < E2E_TESTS.len() => Some(format!(
-                "{} of {} test binaries ran",
-                ran.len(),
-                E2E_TESTS.len()
-            )),
+            _ if ran.len() < expected => {
+                Some(format!("{} of {expected} test binaries ran", ran.len()))
+            }
             _ => {
                 let died: Vec<&str> = ran
                     .iter()
@@ -108,6 +109,7 @@ pub fn render(rows: &[Row]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::guest::E2E_TESTS;
     use super::*;
 
     fn markers(rcs: [i32; E2E_TESTS.len()]) -> String {
@@ -126,7 +128,7 @@ mod tests {
             "test result: ok. 4 passed; 0 failed; 0 ignored\ntest result: FAILED. 2 passed; 1 failed; 0 ignored\n{}",
             markers(rcs)
         );
-        let outcome = Outcome::from_guest(&log, Some(101));
+        let outcome = Outcome::from_guest(&log, Some(101), E2E_TESTS.len());
         assert_eq!((outcome.passed, outcome.failed), (6, 1));
         assert!(!outcome.is_pass());
     }
@@ -137,14 +139,14 @@ mod tests {
             "test result: ok. 3 passed; 0 failed\n{}",
             markers([0; E2E_TESTS.len()])
         );
-        assert!(Outcome::from_guest(&clean, Some(0)).is_pass());
+        assert!(Outcome::from_guest(&clean, Some(0), E2E_TESTS.len()).is_pass());
         let short =
             "test result: ok. 3 passed; 0 failed\nweir-kernels: test egress_redirect rc=0 secs=1\n";
-        let outcome = Outcome::from_guest(short, Some(124));
+        let outcome = Outcome::from_guest(short, Some(124), E2E_TESTS.len());
         assert_eq!(outcome.problem.as_deref(), Some("guest timed out"));
         let mut rcs = [0; E2E_TESTS.len()];
         rcs[E2E_TESTS.len() - 1] = 134;
         let crashed = format!("test result: ok. 3 passed; 0 failed\n{}", markers(rcs));
-        assert!(!Outcome::from_guest(&crashed, Some(134)).is_pass());
+        assert!(!Outcome::from_guest(&crashed, Some(134), E2E_TESTS.len()).is_pass());
     }
 }
