@@ -6,13 +6,16 @@
 //! and split; the API server goes away and comes back with traffic flowing; a
 //! pod whose sandbox appears after its API object is enrolled when it does; a
 //! ConfigMap update changes routing; removing the annotation and deleting a pod
-//! un-enrol them.
+//! un-enrol them; an annotated namespace enrols its pods, except one that
+//! opts out.
 
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 use weir_tests::agent::weighted_service_config;
@@ -44,6 +47,18 @@ fn requests(pod: &SimPod, target: &str, count: u32) -> Result<BTreeMap<String, u
             Some((rest.to_owned(), n.parse().ok()?))
         })
         .collect())
+}
+
+/// Sets (or with `None` removes) the `default` namespace's `weir.dev/enroll`.
+fn set_namespace_enroll(cluster: &Cluster, value: Option<&str>) -> Result<()> {
+    let namespaces: Api<Namespace> = Api::all(cluster.server.client());
+    let patch = json!({"metadata": {"annotations": {"weir.dev/enroll": value}}});
+    cluster.rt.block_on(namespaces.patch(
+        "default",
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    ))?;
+    Ok(())
 }
 
 /// One request; its `status body`, or the error.
@@ -157,6 +172,38 @@ fn weir_deployed_as_the_daemonset_follows_the_api() -> Result<()> {
         one(&client.sim, SERVICE).starts_with("error")
     });
     assert!(direct, "the client stayed enrolled:\n{}", agent.log());
+
+    // A namespace-wide opt-in (what Istio's `istio-injection=enabled` does):
+    // `weir.dev/enroll: "true"` on the Namespace enrols each of its pods that
+    // does not say otherwise; a pod's own `"false"` keeps it out.
+    let opt_out = json!({"metadata": {"annotations": {"weir.dev/enroll": "false"}}});
+    cluster.rt.block_on(cluster.pods().patch(
+        "plain",
+        &PatchParams::default(),
+        &Patch::Merge(&opt_out),
+    ))?;
+    set_namespace_enroll(&cluster, Some("true"))?;
+    let enrolled = wait::until(Duration::from_secs(10), || {
+        one(&client.sim, SERVICE).ends_with("from 127.0.0.6")
+    });
+    assert!(
+        enrolled,
+        "the namespace's annotation did not enrol the client:\n{}",
+        agent.log()
+    );
+    assert!(
+        one(&plain.sim, SERVICE).starts_with("error"),
+        "the pod that opted out was enrolled by its namespace"
+    );
+    set_namespace_enroll(&cluster, None)?;
+    let direct = wait::until(Duration::from_secs(10), || {
+        one(&client.sim, SERVICE).starts_with("error")
+    });
+    assert!(
+        direct,
+        "the client stayed enrolled after its namespace let go:\n{}",
+        agent.log()
+    );
 
     // A deleted pod stays enrolled while it terminates (its containers may
     // still call out), and is un-enrolled once the kubelet, played here,

@@ -18,7 +18,11 @@ fn pod(name: &str, ip: Option<&str>) -> Pod {
 }
 
 fn mirror() -> Mirror {
-    Mirror::new("n1".to_owned(), Box::pin(futures_util::stream::empty()))
+    Mirror::new(
+        "n1".to_owned(),
+        Box::pin(futures_util::stream::empty()),
+        Box::pin(futures_util::stream::empty()),
+    )
 }
 
 fn names(mirror: &Mirror) -> Vec<String> {
@@ -59,14 +63,14 @@ fn errors_keep_the_last_known_pods() {
     m.apply(Ok(watcher::Event::InitApply(pod("a", Some("192.0.2.1")))));
     m.apply(Ok(watcher::Event::InitDone));
     assert_eq!(m.apply(Err(error())), Applied::Nothing);
-    assert!(!m.healthy);
+    assert!(!m.health.healthy);
     assert_eq!(m.apply(Err(error())), Applied::Nothing);
     // `Init` alone is not an answer from the API server.
     m.apply(Ok(watcher::Event::Init));
-    assert!(!m.healthy);
+    assert!(!m.health.healthy);
     assert_eq!(names(&m), ["a"]);
     m.apply(Ok(watcher::Event::InitApply(pod("a", Some("192.0.2.1")))));
-    assert!(m.healthy);
+    assert!(m.health.healthy);
 }
 
 #[test]
@@ -102,4 +106,87 @@ fn reasons_of_pods_gone_during_an_outage_are_forgotten_at_the_relist() {
     m.apply(Ok(watcher::Event::InitDone));
     assert!(!m.waiting.contains_key("uid-a"), "{:?}", m.waiting);
     assert!(m.waiting.contains_key("uid-b"));
+}
+
+fn namespace(annotations: serde_json::Value) -> Namespace {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "ns", "annotations": annotations},
+    }))
+    .expect("a valid Namespace")
+}
+
+/// A pod of namespace `ns` that says nothing itself.
+fn unannotated(name: &str, ip: Option<&str>) -> Pod {
+    let mut pod = pod(name, ip);
+    pod.metadata.annotations = None;
+    pod
+}
+
+#[tokio::test]
+async fn the_first_list_waits_for_the_namespaces_and_carries_their_defaults() {
+    let pods = futures_util::stream::iter(vec![
+        Ok(watcher::Event::Init),
+        Ok(watcher::Event::InitApply(unannotated(
+            "b",
+            Some("192.0.2.2"),
+        ))),
+        Ok(watcher::Event::InitDone),
+    ]);
+    // Slower than the pods: the list must not be published without it.
+    let namespaces = futures_util::stream::iter(vec![
+        Err(watcher::Error::NoResourceVersion),
+        Ok(watcher::Event::Init),
+        Ok(watcher::Event::InitApply(namespace(
+            serde_json::json!({"weir.dev/enroll": "true"}),
+        ))),
+        Ok(watcher::Event::InitDone),
+    ]);
+    let mut m = Mirror::new("n1".to_owned(), Box::pin(pods), Box::pin(namespaces));
+    let listed = m.until_listed().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].policy().unwrap().enroll, "{:?}", listed[0]);
+}
+
+#[tokio::test]
+async fn a_namespace_watch_that_ends_before_listing_is_an_error() {
+    let pods =
+        futures_util::stream::iter(vec![Ok(watcher::Event::Init), Ok(watcher::Event::InitDone)]);
+    let mut m = Mirror::new(
+        "n1".to_owned(),
+        Box::pin(pods),
+        Box::pin(futures_util::stream::empty()),
+    );
+    let err = m.until_listed().await.unwrap_err();
+    assert!(err.to_string().contains("namespace watch"), "{err}");
+}
+
+#[test]
+fn namespace_defaults_reach_the_pods_and_their_waiting_reasons() {
+    let mut m = mirror();
+    m.apply(Ok(watcher::Event::InitDone));
+    assert!(m.namespaces.apply(Ok(watcher::Event::Apply(namespace(
+        serde_json::json!({"weir.dev/enroll": "true", "weir.dev/fail-mode": "closed"}),
+    )))));
+    // Enrolled by its namespace alone: its wait for a sandbox is reported.
+    m.apply(Ok(watcher::Event::Apply(unannotated("a", None))));
+    assert!(m.waiting.contains_key("uid-a"));
+    m.apply(Ok(watcher::Event::Apply(unannotated(
+        "a",
+        Some("192.0.2.1"),
+    ))));
+    let list = m.list();
+    assert_eq!(
+        list[0]
+            .annotations
+            .get("weir.dev/fail-mode")
+            .map(String::as_str),
+        Some("closed")
+    );
+    assert!(list[0].policy().unwrap().enroll);
+    // The namespace lets go: the pod is no longer asked for.
+    assert!(
+        m.namespaces
+            .apply(Ok(watcher::Event::Apply(namespace(serde_json::json!({})))))
+    );
+    assert!(!m.list()[0].policy().unwrap().enroll);
 }

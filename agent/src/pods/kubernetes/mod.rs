@@ -8,15 +8,21 @@
 //! complete, and while the API is unreachable the last known list stays
 //! published: an outage never reads as "no pods". Lost and regained watches are
 //! logged once per change, not per retry.
+//!
+//! A second watcher follows Namespaces: a namespace's `weir.dev/*`
+//! annotations are defaults for its pods ([`namespaces`]), merged into each
+//! published spec, so enrolment reads one set of annotations per pod.
 
 mod convert;
+mod health;
+mod namespaces;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures_util::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Config};
 use tokio::sync::watch;
@@ -26,6 +32,8 @@ pub use convert::{NotEnrollable, pod_spec};
 
 use super::policy::ANNOTATION_ENROLL;
 use super::spec::PodSpec;
+use health::WatchHealth;
+use namespaces::NamespaceDefaults;
 
 /// Where to find the API server and which node this agent serves.
 #[derive(Debug, Clone)]
@@ -52,8 +60,8 @@ pub enum KubernetesError {
     InCluster(#[from] kube::config::InClusterError),
     #[error("Kubernetes client: {0}")]
     Client(#[from] kube::Error),
-    #[error("the pod watch ended before listing the node's pods")]
-    WatchEnded,
+    #[error("the {0} watch ended before its first complete list")]
+    WatchEnded(&'static str),
 }
 
 /// A running watch of this node's pods.
@@ -75,15 +83,24 @@ pub async fn watch_node_pods(
         return Err(KubernetesError::NoNodeName);
     }
     let client = Client::try_from(client_config(options).await?)?;
-    let api: Api<Pod> = Api::all(client);
+    let pods: Api<Pod> = Api::all(client.clone());
     let selector = format!("spec.nodeName={}", options.node_name);
-    let events = watcher(api, watcher::Config::default().fields(&selector)).default_backoff();
-    let mut mirror = Mirror::new(options.node_name.clone(), Box::pin(events));
+    let events = watcher(pods, watcher::Config::default().fields(&selector)).default_backoff();
+    // Every namespace, since any may hold a pod of this node; only their
+    // `weir.dev/` annotations are kept.
+    let namespaces: Api<Namespace> = Api::all(client);
+    let namespace_events = watcher(namespaces, watcher::Config::default()).default_backoff();
+    let mut mirror = Mirror::new(
+        options.node_name.clone(),
+        Box::pin(events),
+        Box::pin(namespace_events),
+    );
     let initial = mirror.until_listed().await?;
     log::info!(
-        "Kubernetes API: {} pod(s) on node {}",
+        "Kubernetes API: {} pod(s) on node {}, {} namespace(s) with weir.dev/ defaults",
         initial.len(),
-        options.node_name
+        options.node_name,
+        mirror.namespaces.len()
     );
     let (tx, pods) = watch::channel(Arc::new(initial));
     let task = tokio::spawn(mirror.run(tx));
@@ -110,14 +127,19 @@ async fn client_config(options: &KubernetesOptions) -> Result<Config, Kubernetes
     }
 }
 
-type Events =
-    std::pin::Pin<Box<dyn Stream<Item = Result<watcher::Event<Pod>, watcher::Error>> + Send>>;
+type Events<K = Pod> =
+    std::pin::Pin<Box<dyn Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send>>;
 
 /// The node's pods as the watch has shown them.
 struct Mirror {
     node: String,
     events: Events,
-    /// Enrollable pods by UID.
+    namespace_events: Events<Namespace>,
+    /// Namespaces' defaults for their pods' annotations.
+    namespaces: NamespaceDefaults,
+    /// Whether the pods' first complete list has been seen.
+    pods_listed: bool,
+    /// Enrollable pods by UID, with their own annotations only.
     pods: BTreeMap<String, PodSpec>,
     /// A relist in progress: swapped into `pods` when complete, with the
     /// UIDs it showed (so reasons of pods gone meanwhile are forgotten).
@@ -125,77 +147,94 @@ struct Mirror {
     /// Why each pod that asks to be enrolled is not handed over yet, by UID,
     /// so each reason is logged once.
     waiting: BTreeMap<String, NotEnrollable>,
-    /// Whether the last item from the watch was an event, not an error.
-    healthy: bool,
+    health: WatchHealth,
 }
 
 impl Mirror {
-    fn new(node: String, events: Events) -> Self {
+    fn new(node: String, events: Events, namespace_events: Events<Namespace>) -> Self {
         Self {
             node,
             events,
+            namespace_events,
+            namespaces: NamespaceDefaults::new(),
+            pods_listed: false,
             pods: BTreeMap::new(),
             relist: None,
             waiting: BTreeMap::new(),
-            healthy: true,
+            health: WatchHealth::default(),
         }
     }
 
-    /// Consumes events until the first complete list.
+    /// Consumes events until the first complete list of both pods and
+    /// namespaces: publishing pods before their namespaces' defaults are
+    /// known would un-enrol, for a moment, every pod a namespace enrols
+    /// (an agent restart must not).
     async fn until_listed(&mut self) -> Result<Vec<PodSpec>, KubernetesError> {
-        while let Some(item) = self.events.next().await {
-            if self.apply(item) == Applied::Listed {
-                return Ok(self.list());
+        while !(self.pods_listed && self.namespaces.listed) {
+            tokio::select! {
+                item = self.events.next(), if !self.pods_listed => {
+                    let item = item.ok_or(KubernetesError::WatchEnded("pod"))?;
+                    if self.apply(item) == Applied::Listed {
+                        self.pods_listed = true;
+                    }
+                }
+                item = self.namespace_events.next(), if !self.namespaces.listed => {
+                    let item = item.ok_or(KubernetesError::WatchEnded("namespace"))?;
+                    self.namespaces.apply(item);
+                }
             }
         }
-        Err(KubernetesError::WatchEnded)
+        Ok(self.list())
     }
 
     async fn run(mut self, tx: watch::Sender<Arc<Vec<PodSpec>>>) {
+        let mut namespaces_open = true;
         loop {
-            tokio::select! {
+            let changed = tokio::select! {
                 item = self.events.next() => {
                     let Some(item) = item else {
                         log::error!("Kubernetes API: the pod watch ended; keeping the last known pods");
                         return;
                     };
-                    if self.apply(item) != Applied::Nothing {
-                        let pods = self.list();
-                        tx.send_if_modified(|current| {
-                            let changed = **current != pods;
-                            if changed {
-                                *current = Arc::new(pods);
-                            }
-                            changed
-                        });
-                    }
+                    self.apply(item) != Applied::Nothing
+                }
+                item = self.namespace_events.next(), if namespaces_open => {
+                    let Some(item) = item else {
+                        log::error!("Kubernetes API: the namespace watch ended; keeping the last known namespace defaults");
+                        namespaces_open = false;
+                        continue;
+                    };
+                    self.namespaces.apply(item)
                 }
                 () = tx.closed() => return,
+            };
+            if changed {
+                let pods = self.list();
+                tx.send_if_modified(|current| {
+                    let changed = **current != pods;
+                    if changed {
+                        *current = Arc::new(pods);
+                    }
+                    changed
+                });
             }
         }
     }
 
     fn apply(&mut self, item: Result<watcher::Event<Pod>, watcher::Error>) -> Applied {
-        let event = match item {
-            Ok(event) => event,
-            Err(e) => {
-                if self.healthy {
-                    self.healthy = false;
-                    log::warn!(
-                        "Kubernetes API: watching pods on node {} failed: {e}; keeping the last known {} pod(s) and retrying",
-                        self.node,
-                        self.pods.len()
-                    );
-                }
-                return Applied::Nothing;
-            }
+        let (node, known) = (&self.node, self.pods.len());
+        let event = self.health.event(
+            item,
+            |e| {
+                log::warn!(
+                    "Kubernetes API: watching pods on node {node} failed: {e}; keeping the last known {known} pod(s) and retrying"
+                );
+            },
+            || log::info!("Kubernetes API: watching pods on node {node} again"),
+        );
+        let Some(event) = event else {
+            return Applied::Nothing;
         };
-        // `Init` comes before the list is even tried: only an answer from the
-        // API server shows the watch is back.
-        if !self.healthy && !matches!(event, watcher::Event::Init) {
-            self.healthy = true;
-            log::info!("Kubernetes API: watching pods on node {} again", self.node);
-        }
         match event {
             watcher::Event::Init => {
                 self.relist = Some(Default::default());
@@ -253,11 +292,11 @@ impl Mirror {
             }
             Err(why) => {
                 let meta = &pod.metadata;
-                let asks = meta
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(ANNOTATION_ENROLL))
-                    .is_some_and(|v| v == "true");
+                let asks = self.namespaces.effective(
+                    meta.namespace.as_deref().unwrap_or_default(),
+                    meta.annotations.as_ref(),
+                    ANNOTATION_ENROLL,
+                ) == Some("true");
                 if let (true, Some(uid)) = (asks, &meta.uid)
                     && self.waiting.get(uid) != Some(&why)
                 {
@@ -273,8 +312,12 @@ impl Mirror {
         }
     }
 
+    /// The pods with their namespaces' defaults merged in.
     fn list(&self) -> Vec<PodSpec> {
-        self.pods.values().cloned().collect()
+        self.pods
+            .values()
+            .map(|pod| self.namespaces.inherit(pod))
+            .collect()
     }
 }
 
