@@ -44,7 +44,7 @@ listeners:
             route: {{ cluster: dest }}
 clusters:
   - name: dest
-    connect_timeout: 0.5s
+    connect_timeout: 5s
     endpoints: [{{ address: "{}", port: {} }}]
 "#,
         app.ip(),
@@ -194,7 +194,17 @@ fn registry_only_refuses_at_connect_and_allow_any_can_skip_the_proxy_hop() -> Re
 
     // Claimed: through weir as ever.
     let answer = reach(client, "http", SERVICE, agent);
-    assert!(answer.starts_with("connected HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.starts_with("connected HTTP/1.1 200"),
+        "{answer}\nthe cluster's connection counts:\n{}\nweir's log:\n{}",
+        s.metrics()
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("upstream_cx") && !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        agent.log()
+    );
 
     // Unclaimed and not allowed: refused in the kernel, whatever the protocol.
     let refused_tcp = s.dest_addr(APP_PORT);
