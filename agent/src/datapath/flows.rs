@@ -1,7 +1,7 @@
 //! `WEIR_FLOWS`: the connections the connect hooks let go direct or
 //! refused, counted per source pod and destination in the kernel. The
 //! agent reads the running totals and exports what grew since it last
-//! looked (`enroll::flows`).
+//! looked (`enroll::egress`).
 
 use std::net::SocketAddr;
 
@@ -59,9 +59,7 @@ impl Datapath {
         }
         Ok(out)
     }
-}
 
-impl Datapath {
     /// Removes these flows' entries: reading costs a system call per entry,
     /// so entries that stopped changing are dropped once exported. A
     /// connection counted between the last read and the removal is lost;
