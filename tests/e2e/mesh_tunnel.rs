@@ -5,8 +5,9 @@
 //! workload in the tunnel's certificate. A NetworkPolicy-style rule in the
 //! destination pod lets its application port be reached only from weir's
 //! in-pod address (127.0.0.6), so a request that went around the tunnel
-//! would time out. A pod outside the mesh gets plain text, counted; an
-//! agent of another mesh (a root nobody trusts) gets nothing at all.
+//! would time out. A pod outside the mesh gets plain text, counted, unless
+//! the tunnel is required; an agent of another mesh (a root nobody trusts)
+//! gets nothing at all.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -99,6 +100,20 @@ fn entry(pod: &SimPod, enrolled: bool, sa: &str) -> String {
         "{}    service_account: {sa}\n",
         pod.pods_file_entry(&[("weir.dev/enroll", enroll)])
     )
+}
+
+/// Node B's pods file: the enrolled server (`backend`) and the plain pod.
+fn server_and_plain(t: &TwoNodes) -> String {
+    format!(
+        "pods:\n{}{}",
+        entry(&t.server, true, "backend"),
+        entry(&t.plain, false, "default")
+    )
+}
+
+/// Connections node A's agent sent in plain text to pod addresses.
+fn plaintext(agent: &AgentProcess, node: &SimNode) -> Result<f64> {
+    sample(agent, node, "weir_mesh_plaintext_connections_total", &[])
 }
 
 struct TwoNodes {
@@ -204,11 +219,7 @@ fn enrolled_pods_of_two_nodes_talk_through_the_mutual_tls_tunnel() -> Result<()>
     let root = MeshRoot::generate()?;
     // The server's application answers weir's in-pod address only.
     let _policy = AllowOnlyFrom::install(&t.server, APP_PORT, "127.0.0.6".parse()?)?;
-    let pods_b = format!(
-        "pods:\n{}{}",
-        entry(&t.server, true, "backend"),
-        entry(&t.plain, false, "default")
-    );
+    let pods_b = server_and_plain(&t);
     let (agent_a, agent_b) = start_agents(
         &t,
         (&root, &root),
@@ -299,14 +310,7 @@ fn enrolled_pods_of_two_nodes_talk_through_the_mutual_tls_tunnel() -> Result<()>
         gets(&t.client, TO_PLAIN, 3)?,
         format!("3 200 plain from {}", t.client.ip4)
     );
-    assert!(
-        sample(
-            &agent_a,
-            &t.node_a,
-            "weir_mesh_plaintext_connections_total",
-            &[]
-        )? >= 1.0
-    );
+    assert!(plaintext(&agent_a, &t.node_a)? >= 1.0);
     drop((agent_a, agent_b));
     Ok(())
 }
@@ -341,15 +345,7 @@ fn an_agent_of_another_mesh_gets_no_byte_not_even_in_plain_text() -> Result<()> 
         "{}",
         logs()
     );
-    assert_eq!(
-        sample(
-            &agent_a,
-            &t.node_a,
-            "weir_mesh_plaintext_connections_total",
-            &[]
-        )?,
-        0.0
-    );
+    assert_eq!(plaintext(&agent_a, &t.node_a)?, 0.0);
     // Nothing reached the application: node B served no request.
     assert_eq!(
         sample(
@@ -362,6 +358,47 @@ fn an_agent_of_another_mesh_gets_no_byte_not_even_in_plain_text() -> Result<()> 
         "{}",
         logs()
     );
+    drop((agent_a, agent_b));
+    Ok(())
+}
+
+/// `--mesh-require-tunnel` (Istio's `ISTIO_MUTUAL`): a pod address that
+/// refuses port 15008 gets no plain text, so a forged reset cannot make a
+/// node fall back; the tunnel to an enrolled pod works as ever.
+#[test]
+fn a_required_tunnel_never_falls_back_to_plain_text() -> Result<()> {
+    require_root();
+    let (pins_a, pins_b) = (PinRoot::new(), PinRoot::new());
+    let t = two_nodes()?;
+    let dir = tempfile::tempdir()?;
+    let root = MeshRoot::generate()?;
+    let pods_b = server_and_plain(&t);
+    let (agent_a, agent_b) = start_agents(
+        &t,
+        (&root, &root),
+        dir.path(),
+        (&pins_a, &pins_b),
+        (MINIMAL_CONFIG, &pods_b),
+        &["--mesh-require-tunnel"],
+    )?;
+    let logs = || format!("node A:\n{}\nnode B:\n{}", agent_a.log(), agent_b.log());
+    assert_eq!(
+        gets(&t.client, TO_MESH, 2)?,
+        "2 200 server from 127.0.0.6",
+        "{}",
+        logs()
+    );
+    // Twice: the second is not let through by a memory of the first refusal.
+    let answers = gets(&t.client, TO_PLAIN, 2)?;
+    assert!(answers.starts_with("2 503 "), "{answers}\n{}", logs());
+    let failures = sample(
+        &agent_a,
+        &t.node_a,
+        "weir_mesh_tunnel_failures_total",
+        &[("reason", "no_tunnel")],
+    )?;
+    assert!(failures >= 2.0, "{failures}\n{}", logs());
+    assert_eq!(plaintext(&agent_a, &t.node_a)?, 0.0);
     drop((agent_a, agent_b));
     Ok(())
 }

@@ -167,6 +167,12 @@ pub struct MeshArgs {
     /// these addresses try the tunnel.
     #[arg(long, value_delimiter = ',', requires = "mesh_trust_domain")]
     pub mesh_pod_cidrs: Vec<crate::intercept::Cidr>,
+    /// Never send a connection to a pod address in plain text: where
+    /// nothing answers the pod's port 15008 (no weir serves it, or a forged
+    /// TCP reset says so) the connection fails (503 for HTTP) instead of
+    /// falling back. For clusters whose every pod is enrolled.
+    #[arg(long, requires = "mesh_trust_domain")]
+    pub mesh_require_tunnel: bool,
 }
 
 impl MeshArgs {
@@ -188,6 +194,7 @@ impl MeshArgs {
                 workload_cert_ttl: self.mesh_workload_cert_ttl,
             },
             pod_cidrs: self.mesh_pod_cidrs,
+            require_tunnel: self.mesh_require_tunnel,
         })
     }
 }

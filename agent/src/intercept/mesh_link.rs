@@ -75,6 +75,10 @@ pub struct MeshOptions {
     /// pod with weir at its port 15008 (a Service's virtual address or an
     /// external host never is).
     pub pod_cidrs: Vec<Cidr>,
+    /// Never send a connection to a pod address in plain text: one whose
+    /// port 15008 refuses (no weir there, or a forged reset) fails instead
+    /// (Istio's `ISTIO_MUTUAL`, against its auto mTLS's fallback).
+    pub require_tunnel: bool,
 }
 
 /// An address block, `192.0.2.0/24` or `2001:db8::/48`.
@@ -158,6 +162,7 @@ struct MeshMetrics {
     failed_tls: IntCounter,
     failed_refused: IntCounter,
     failed_other: IntCounter,
+    failed_no_tunnel: IntCounter,
     /// Inbound tunnels refused, by reason.
     refused_not_served: IntCounter,
     refused_identity: IntCounter,
@@ -182,7 +187,7 @@ impl MeshMetrics {
         let failed = counter(
             r,
             "weir_mesh_tunnel_failures_total",
-            "Outbound connections that could not be tunnelled and were not sent: reason tls (the peer failed to prove a mesh identity, or refused ours), refused (the peer answered the CONNECT with an error status), other (timeout, reset, HTTP/2).",
+            "Outbound connections that could not be tunnelled and were not sent: reason tls (the peer failed to prove a mesh identity, or refused ours), refused (the peer answered the CONNECT with an error status), other (timeout, reset, HTTP/2), no_tunnel (nothing listens on the pod's port 15008 and --mesh-require-tunnel forbids plain text).",
             &["reason"],
         )?;
         let refused = counter(
@@ -202,6 +207,7 @@ impl MeshMetrics {
             failed_tls: failed.with_label_values(&["tls"]),
             failed_refused: failed.with_label_values(&["refused"]),
             failed_other: failed.with_label_values(&["other"]),
+            failed_no_tunnel: failed.with_label_values(&["no_tunnel"]),
             refused_not_served: refused.with_label_values(&["not_served"]),
             refused_identity: refused.with_label_values(&["identity"]),
             plaintext,
@@ -214,6 +220,7 @@ impl MeshMetrics {
 pub(super) struct MeshLink {
     identities: Identities,
     pod_cidrs: Vec<Cidr>,
+    require_tunnel: bool,
     /// Keyed by (source identity, source pod, destination pod address): a
     /// pod's tunnels leave from its own network namespace, with its address.
     pool: TunnelPool<(SpiffeId, EgressId, IpAddr)>,
@@ -236,6 +243,7 @@ impl MeshLink {
         Ok(Self {
             identities,
             pod_cidrs: options.pod_cidrs.clone(),
+            require_tunnel: options.require_tunnel,
             pool,
             no_tunnel: Mutex::new(HashMap::new()),
             source_namespaces: BoundedValues::new(MAX_SOURCE_NAMESPACES),
@@ -294,7 +302,8 @@ impl MeshLink {
     /// A stream to `dst` through the tunnel to its pod's weir, for the pod
     /// `egress` is (its workload, its network namespace); `None` when the
     /// connection is not for the tunnel (no enrolled source, not a pod
-    /// address, or no weir there: then it goes in plain text).
+    /// address, or no weir there: then it goes in plain text, unless the
+    /// tunnel is required).
     pub(super) async fn connect(
         &self,
         egress: Option<&Egress>,
@@ -306,7 +315,7 @@ impl MeshLink {
         if !self.is_pod_address(dst) {
             return Ok(None);
         }
-        if self.refused_recently(dst.ip()) {
+        if !self.require_tunnel && self.refused_recently(dst.ip()) {
             self.metrics.plaintext.inc();
             return Ok(None);
         }
@@ -338,6 +347,14 @@ impl MeshLink {
                 }
                 self.metrics.streams[0].inc();
                 Ok(Some(tunnel.stream))
+            }
+            Err(e) if e.is_refused() && self.require_tunnel => {
+                self.metrics.failed_no_tunnel.inc();
+                log::debug!(
+                    "tunnel to {dst} for {}: {e} (plain text refused)",
+                    egress.name()
+                );
+                Err(failed(io::Error::other(e)))
             }
             Err(e) if e.is_refused() => {
                 self.remember_refused(dst.ip());
@@ -515,6 +532,7 @@ mod tests {
         let options = MeshOptions {
             config,
             pod_cidrs: vec![],
+            require_tunnel: false,
         };
         let link = MeshLink::new(&options, &Registry::new()).unwrap();
         for n in 0..MAX_SOURCE_NAMESPACES {
