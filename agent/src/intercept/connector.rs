@@ -13,7 +13,6 @@ use std::sync::{Arc, OnceLock, Weak};
 use super::Shared;
 use super::passthrough::Upstream;
 use super::same_node::{LocalInbound, LocalPod};
-use crate::proxy::io::ByteCounters;
 use crate::proxy::runtime::Runtime;
 use crate::proxy::upstream::connector::{
     ConnectError, Connected, Connecting, Connection, Connector, Target,
@@ -56,13 +55,9 @@ impl InterceptConnector {
             .await
             .map_err(|e| ConnectError::Failed(addr, e))?;
         let (inbound, open) = LocalInbound::open(&self.0, pod, addr);
-        // Counted as the inbound side counts its client: what weir writes
-        // here is what that client would have sent (`received`), what it
-        // reads is the answer (`sent`).
-        let counters = ByteCounters {
-            read: inbound.from_app.clone(),
-            written: inbound.to_app.clone(),
-        };
+        // Counted as the inbound side counts its client
+        // (`IdentityHandles::app_counters`).
+        let counters = inbound.app_bytes.clone();
         Ok(Connected {
             connection: Connection::Served {
                 stream,

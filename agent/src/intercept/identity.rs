@@ -2,21 +2,21 @@
 //! `istio_tcp_*`) with weir names, plus protocol detection and TLS SNI.
 //! See `docs/metrics.md`.
 //!
-//! Label handles are resolved once per connection ([`InterceptMetrics::identity`]);
-//! the request path only increments counters it already holds.
+//! A connection resolves its identity once ([`InterceptMetrics::identity`]):
+//! the entry of its label set in [`Pairs`], which holds the
+//! per-(source, destination) families compactly; the request path only
+//! adds to the atomics of the entry it holds.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus::{
-    Counter, CounterVec, Histogram, HistogramVec, IntCounter, IntCounterVec, Registry,
-};
+use prometheus::{Counter, CounterVec, IntCounter, IntCounterVec, Registry};
 
 use super::bounded::{BoundedValues, OTHER};
 use super::detect::{Detected, Direction};
-use crate::proxy::io::ByteCounters;
-use crate::proxy::metrics::{
-    CLASSES, MetricsError, class_index, counter, duration_histogram, float_counter,
-};
+use super::pairs::{ID, Pair, Pairs};
+use crate::proxy::io::{ByteCounters, ByteTotals};
+use crate::proxy::metrics::{MetricsError, counter, float_counter};
 
 /// Value of a label that is not known (Istio's convention).
 pub const UNKNOWN: &str = "unknown";
@@ -31,27 +31,6 @@ pub const MAX_PASSTHROUGH_DESTINATIONS: usize = 1024;
 /// of this node are far fewer; certificates from other nodes could name
 /// any.
 pub const MAX_PRINCIPALS: usize = 4096;
-
-/// weir's own labels, then Istio's standard ones with the same facts
-/// (`reporter`, `*_workload_namespace`, `*_workload`, `*_principal`,
-/// `connection_security_policy`), so that Kiali-style queries written for
-/// `istio_requests_total` read weir's families unchanged.
-const ID: [&str; 14] = [
-    "direction",
-    "source_namespace",
-    "source_pod",
-    "destination",
-    "destination_namespace",
-    "destination_pod",
-    "reporter",
-    "source_workload_namespace",
-    "source_workload",
-    "source_principal",
-    "destination_workload_namespace",
-    "destination_workload",
-    "destination_principal",
-    "connection_security_policy",
-];
 
 /// The pod whose connections went around the proxy.
 const BYPASS: [&str; 2] = ["source_namespace", "source_pod"];
@@ -98,6 +77,11 @@ impl<'a> Party<'a> {
 }
 
 impl Labels<'_> {
+    /// The values of [`ID`]: weir's own labels, then Istio's standard ones
+    /// with the same facts (`reporter`, `*_workload_namespace`,
+    /// `*_workload`, `*_principal`, `connection_security_policy`), so that
+    /// Kiali-style queries written for `istio_requests_total` read weir's
+    /// families unchanged.
     fn values(&self) -> [&str; 14] {
         let (s, d) = (&self.source, &self.destination_pod);
         [
@@ -123,13 +107,8 @@ impl Labels<'_> {
 }
 
 pub struct InterceptMetrics {
-    requests: IntCounterVec,
-    durations: HistogramVec,
-    opened: IntCounterVec,
-    closed: IntCounterVec,
-    sent: IntCounterVec,
-    received: IntCounterVec,
-    denied: IntCounterVec,
+    /// requests, durations, opened, closed, sent, received, denied.
+    pairs: Pairs,
     tls: IntCounterVec,
     bypassed: IntCounterVec,
     bypassed_reset: IntCounterVec,
@@ -148,52 +127,63 @@ pub struct InterceptMetrics {
     principals_seen: BoundedValues,
 }
 
-/// Handles of one (source, destination) pair.
-pub struct IdentityHandles {
-    pub requests: [IntCounter; 5],
-    pub duration: Histogram,
-    pub opened: IntCounter,
-    pub closed: IntCounter,
-    pub sent: IntCounter,
-    pub received: IntCounter,
-}
+/// The counters of one (source, destination) pair: its entry, shared by
+/// every connection of the pair.
+#[derive(Clone)]
+pub struct IdentityHandles(Arc<Pair>);
 
 impl IdentityHandles {
     /// A response with `status`, `elapsed` after its request's head was
     /// read (istio_requests_total and istio_request_duration_milliseconds).
     pub fn response(&self, status: u16, elapsed: Duration) {
-        self.requests[class_index(status)].inc();
-        self.duration.observe(elapsed.as_secs_f64());
+        self.0.response(status, elapsed.as_secs_f64());
     }
 
     /// The byte counters of a stream to or from the intercepted client.
     pub fn counters(&self) -> ByteCounters {
-        ByteCounters {
-            read: self.received.clone(),
-            written: self.sent.clone(),
-        }
+        ByteCounters::new(self.0.clone())
+    }
+
+    /// The byte counters of a stream to the application on the client's
+    /// behalf (same-node delivery): what weir writes is what the client
+    /// sent (`received`), what it reads is the answer (`sent`).
+    pub fn app_counters(&self) -> ByteCounters {
+        ByteCounters::new(Arc::new(AppSide(self.0.clone())))
     }
 
     /// Count a connection opened now and closed when the guard drops.
     pub fn connection(&self) -> ConnCount {
-        self.opened.inc();
-        ConnCount(self.closed.clone())
+        self.0.opened(1);
+        ConnCount(self.0.clone())
+    }
+}
+
+/// A pair's bytes seen from the application's side.
+struct AppSide(Arc<Pair>);
+
+impl ByteTotals for AppSide {
+    fn add_read(&self, n: u64) {
+        self.0.sent(n);
+    }
+
+    fn add_written(&self, n: u64) {
+        self.0.received(n);
     }
 }
 
 /// Increments `..._tcp_connections_closed_total` on drop.
-pub struct ConnCount(IntCounter);
+pub struct ConnCount(Arc<Pair>);
 
 impl Drop for ConnCount {
     fn drop(&mut self) {
-        self.0.inc();
+        self.0.closed(1);
     }
 }
 
 impl InterceptMetrics {
     pub fn new(r: &Registry) -> Result<Self, MetricsError> {
-        let mut id_class = ID.to_vec();
-        id_class.push("response_code_class");
+        let pairs = Pairs::new()?;
+        r.register(Box::new(pairs.clone()))?;
         let mut id_sni = ID.to_vec();
         id_sni.push("sni");
         let detected = counter(
@@ -221,48 +211,7 @@ impl InterceptMetrics {
                 .map(|reason| pod_connect_failures.with_label_values(&[reason])),
             detected: [d(Direction::Outbound), d(Direction::Inbound)],
             same_node,
-            requests: counter(
-                r,
-                "weir_intercept_requests_total",
-                "Intercepted HTTP requests by source, destination and response class (istio_requests_total).",
-                &id_class,
-            )?,
-            durations: duration_histogram(
-                r,
-                "weir_intercept_request_duration_seconds",
-                "Intercepted HTTP requests by source and destination: from the request head to the response head (istio_request_duration_milliseconds, in seconds).",
-                &ID,
-            )?,
-            opened: counter(
-                r,
-                "weir_intercept_tcp_connections_opened_total",
-                "Intercepted connections opened (istio_tcp_connections_opened_total).",
-                &ID,
-            )?,
-            closed: counter(
-                r,
-                "weir_intercept_tcp_connections_closed_total",
-                "Intercepted connections closed (istio_tcp_connections_closed_total).",
-                &ID,
-            )?,
-            sent: counter(
-                r,
-                "weir_intercept_tcp_sent_bytes_total",
-                "Bytes written to the intercepted client (istio_tcp_sent_bytes_total).",
-                &ID,
-            )?,
-            received: counter(
-                r,
-                "weir_intercept_tcp_received_bytes_total",
-                "Bytes read from the intercepted client (istio_tcp_received_bytes_total).",
-                &ID,
-            )?,
-            denied: counter(
-                r,
-                "weir_intercept_tcp_connections_denied_total",
-                "Non-HTTP connections closed by outbound_traffic_policy REGISTRY_ONLY (Istio BlackHoleCluster).",
-                &ID,
-            )?,
+            pairs,
             tls: counter(
                 r,
                 "weir_intercept_tls_connections_total",
@@ -371,37 +320,30 @@ impl InterceptMetrics {
         v
     }
 
+    /// The entry of `l`'s label set, made on its first connection; its
+    /// TCP series show from then on.
     pub fn identity(&self, l: &Labels<'_>) -> IdentityHandles {
-        let v = self.values(l);
-        IdentityHandles {
-            requests: CLASSES.map(|c| {
-                let mut vc = v.to_vec();
-                vc.push(c);
-                self.requests.with_label_values(&vc)
-            }),
-            duration: self.durations.with_label_values(&v),
-            opened: self.opened.with_label_values(&v),
-            closed: self.closed.with_label_values(&v),
-            sent: self.sent.with_label_values(&v),
-            received: self.received.with_label_values(&v),
-        }
+        let pair = self.pairs.pair(&self.values(l));
+        pair.show_tcp();
+        IdentityHandles(pair)
     }
 
     /// Connections the kernel let through or refused without the proxy.
     pub fn direct(&self, l: &Labels<'_>, flow: &super::DirectFlow) {
-        let v = self.values(l);
+        let pair = self.pairs.pair(&self.values(l));
         if flow.refused {
-            self.denied.with_label_values(&v).inc_by(flow.connections);
+            pair.denied(flow.connections);
             return;
         }
-        self.opened.with_label_values(&v).inc_by(flow.connections);
-        self.closed.with_label_values(&v).inc_by(flow.closed);
-        self.sent.with_label_values(&v).inc_by(flow.sent);
-        self.received.with_label_values(&v).inc_by(flow.received);
+        pair.show_tcp();
+        pair.opened(flow.connections);
+        pair.closed(flow.closed);
+        pair.sent(flow.sent);
+        pair.received(flow.received);
     }
 
     pub fn denied(&self, l: &Labels<'_>) {
-        self.denied.with_label_values(&self.values(l)).inc();
+        self.pairs.pair(&self.values(l)).denied(1);
     }
 
     /// Count a TLS connection; `sni` is bounded to [`MAX_SNI_VALUES`] values.
@@ -427,15 +369,26 @@ impl InterceptMetrics {
     }
 }
 
-/// True when `value` was seen before or fits in the budget.
 #[cfg(test)]
 mod tests {
+    use prometheus::proto::MetricFamily;
+
     use super::*;
+
+    fn metrics() -> (Registry, InterceptMetrics) {
+        let r = Registry::new();
+        let m = InterceptMetrics::new(&r).unwrap();
+        (r, m)
+    }
+
+    /// The gathered family `name`.
+    fn family(r: &Registry, name: &str) -> MetricFamily {
+        r.gather().into_iter().find(|f| f.name() == name).unwrap()
+    }
 
     #[test]
     fn sni_values_are_bounded() {
-        let r = Registry::new();
-        let m = InterceptMetrics::new(&r).unwrap();
+        let (r, m) = metrics();
         let l = Labels {
             direction: Direction::Outbound,
             source: Party {
@@ -452,18 +405,34 @@ mod tests {
             m.tls(&l, Some(&format!("h{i}.example")));
         }
         m.tls(&l, Some("h0.example"));
-        let fams = r.gather();
-        let tls = fams
-            .iter()
-            .find(|f| f.name() == "weir_intercept_tls_connections_total")
-            .unwrap();
+        let tls = family(&r, "weir_intercept_tls_connections_total");
         assert_eq!(tls.get_metric().len(), MAX_SNI_VALUES + 1);
     }
 
     #[test]
+    fn connections_of_one_pair_share_its_entry() {
+        let (r, m) = metrics();
+        let l = Labels {
+            direction: Direction::Inbound,
+            source: Party::UNKNOWN,
+            destination: "10.0.0.7:8080",
+            destination_pod: Party::UNKNOWN,
+            security: "none",
+        };
+        let (a, b) = (m.identity(&l), m.identity(&l));
+        assert!(Arc::ptr_eq(&a.0, &b.0));
+        let (_one, _two) = (a.connection(), b.connection());
+        a.response(200, Duration::from_millis(3));
+        b.response(200, Duration::from_millis(5));
+        let requests = family(&r, "weir_intercept_requests_total");
+        // One series, 2xx only (Istio shows no class it has not seen).
+        assert_eq!(requests.get_metric().len(), 1);
+        assert_eq!(requests.get_metric()[0].get_counter().get_value(), 2.0);
+    }
+
+    #[test]
     fn principal_values_are_bounded() {
-        let r = Registry::new();
-        let m = InterceptMetrics::new(&r).unwrap();
+        let (r, m) = metrics();
         for i in 0..MAX_PRINCIPALS + 10 {
             let principal = format!("spiffe://td/ns/n/sa/s{i}");
             let l = Labels {
@@ -478,11 +447,7 @@ mod tests {
             };
             m.identity(&l).connection();
         }
-        let fams = r.gather();
-        let opened = fams
-            .iter()
-            .find(|f| f.name() == "weir_intercept_tcp_connections_opened_total")
-            .unwrap();
+        let opened = family(&r, "weir_intercept_tcp_connections_opened_total");
         // The bound's worth of principals, and `other` for the rest.
         assert_eq!(opened.get_metric().len(), MAX_PRINCIPALS + 1);
     }

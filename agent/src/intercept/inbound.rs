@@ -103,7 +103,7 @@ pub(super) async fn serve<S>(
             Client::Peer(_) => "none",
         },
     };
-    let handles = Arc::new(m.identity(&labels));
+    let handles = m.identity(&labels);
     let _open = handles.connection();
     let mut io = Io::with_prefix(stream, first, handles.counters());
     let result = match detected {
@@ -227,7 +227,7 @@ pub(super) struct Accounting {
     trusted: bool,
     /// Handles of the connection's identity (source from `peers`, or
     /// unknown), and its principal when weir authenticated it.
-    connection: (Arc<IdentityHandles>, Option<Principal>),
+    connection: (IdentityHandles, Option<Principal>),
     shared: Arc<Shared>,
     destination: String,
     pod: PodIdentity,
@@ -238,7 +238,7 @@ pub(super) struct Accounting {
 
 /// Who sent a request: its identity's counters, and its principal when
 /// weir authenticated it.
-pub(super) type RequestSource = (Arc<IdentityHandles>, Option<Principal>);
+pub(super) type RequestSource = (IdentityHandles, Option<Principal>);
 
 impl Accounting {
     pub(super) fn new(
@@ -275,13 +275,13 @@ impl Accounting {
         };
         let principal = self.shared.principal_of(&src);
         let (source_uri, pod_uri) = (principal.uri(), self.shared.principal_of(&self.pod).uri());
-        let h = Arc::new(self.shared.metrics.identity(&Labels {
+        let h = self.shared.metrics.identity(&Labels {
             direction: Direction::Inbound,
             source: Party::of(&src, &source_uri),
             destination: &self.destination,
             destination_pod: Party::of(&self.pod, &pod_uri),
             security: "none",
-        }));
+        });
         let principal = Some(principal);
         let source = (h, principal);
         if let Ok(mut last) = self.last_source.lock() {

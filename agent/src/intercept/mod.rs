@@ -21,6 +21,7 @@ mod identity;
 mod inbound;
 mod mesh_link;
 mod outbound;
+mod pairs;
 mod passthrough;
 mod peers;
 mod same_node;

@@ -65,7 +65,7 @@ pub(super) async fn serve(
         destination_pod: Party::UNKNOWN,
         security: UNKNOWN,
     };
-    let handles = Arc::new(m.identity(&labels));
+    let handles = m.identity(&labels);
     let _open = handles.connection();
     let io = Io::with_prefix(stream, first, handles.counters());
     let allowed = matched.is_some() || table.policy == OutboundTrafficPolicy::AllowAny;
@@ -123,7 +123,7 @@ async fn http(
     ctx: Arc<ListenerContext>,
     unmatched: Unmatched,
     from: FromPod<'_>,
-    handles: Arc<IdentityHandles>,
+    handles: IdentityHandles,
 ) {
     let drain = unmatched.inner.runtime.drain_watch();
     let hook = OutboundHook {
@@ -169,7 +169,7 @@ struct OutboundHook {
     token: Option<HeaderValue>,
     source: PodIdentity,
     share: Option<Arc<dyn RequestShare>>,
-    handles: Arc<IdentityHandles>,
+    handles: IdentityHandles,
     unmatched: Unmatched,
     fallback: OnceLock<Arc<ListenerContext>>,
 }

@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
-use prometheus::IntCounter;
 
 use super::detect::{Detected, Direction};
 use super::identity::{ConnCount, Labels, Party};
@@ -30,6 +29,7 @@ use super::outbound::X_WEIR_SOURCE;
 use super::{AppConnector, PodIdentity, Shared};
 pub use crate::pods::InboundPorts;
 use crate::proxy::body::request::ReqBody;
+use crate::proxy::io::ByteCounters;
 use crate::proxy::upstream::connector::Exchange;
 
 /// A pod enrolled on this node, as same-node delivery needs it.
@@ -93,10 +93,9 @@ impl Drop for LocalGuard {
 /// The inbound side of one same-node upstream connection.
 pub(super) struct LocalInbound {
     accounting: Accounting,
-    /// Bytes from weir to the application (the inbound client's `received`).
-    pub to_app: IntCounter,
-    /// Bytes from the application (the inbound client's `sent`).
-    pub from_app: IntCounter,
+    /// Bytes to the application (the inbound client's `received`) and
+    /// from it (its `sent`).
+    pub app_bytes: ByteCounters,
 }
 
 /// The source pod of a request whose `x-weir-source` was taken off, kept
@@ -118,15 +117,15 @@ impl LocalInbound {
         let destination = addr.to_string();
         // The connection's own source is weir, not a pod (as `peers::Peer::Weir`).
         let pod_uri = shared.principal_of(&pod.identity).uri();
-        let handles = Arc::new(m.identity(&Labels {
+        let handles = m.identity(&Labels {
             direction: Direction::Inbound,
             source: Party::UNKNOWN,
             destination: &destination,
             destination_pod: Party::of(&pod.identity, &pod_uri),
             security: "none",
-        }));
+        });
         let open = handles.connection();
-        let (to_app, from_app) = (handles.received.clone(), handles.sent.clone());
+        let app_bytes = handles.app_counters();
         let accounting = Accounting::new(
             Arc::clone(shared),
             pod.identity.clone(),
@@ -136,8 +135,7 @@ impl LocalInbound {
         );
         let inbound = Self {
             accounting,
-            to_app,
-            from_app,
+            app_bytes,
         };
         (Arc::new(inbound), open)
     }

@@ -1,16 +1,16 @@
 //! The one stream wrapper: bytes already read (during protocol detection)
 //! are replayed first, then the inner stream; every byte read or written
 //! is reported to a [`Meter`]. What a meter does is the layer on top:
-//! counting into Prometheus counters ([`ByteCounters`]), recording a
+//! adding to running totals ([`ByteCounters`]), recording a
 //! connection's activity for its idle timer (`http::io`), or nothing (a
 //! bare replay, `()`).
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, BytesMut};
-use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Told about the bytes that move through an [`Io`].
@@ -21,20 +21,30 @@ pub trait Meter: Unpin {
 
 impl Meter for () {}
 
-/// Bytes read from and written to a stream, counted.
+/// Running totals of the bytes of a stream, one per direction; the layer
+/// above says which of its counters each direction is.
+pub trait ByteTotals: Send + Sync {
+    fn add_read(&self, n: u64);
+    fn add_written(&self, n: u64);
+}
+
+/// Bytes read from and written to a stream, counted into shared totals.
 #[derive(Clone)]
-pub struct ByteCounters {
-    pub read: IntCounter,
-    pub written: IntCounter,
+pub struct ByteCounters(Arc<dyn ByteTotals>);
+
+impl ByteCounters {
+    pub fn new(totals: Arc<dyn ByteTotals>) -> Self {
+        Self(totals)
+    }
 }
 
 impl Meter for ByteCounters {
     fn read(&self, n: usize) {
-        self.read.inc_by(n as u64);
+        self.0.add_read(n as u64);
     }
 
     fn wrote(&self, n: usize) {
-        self.written.inc_by(n as u64);
+        self.0.add_written(n as u64);
     }
 }
 
@@ -126,16 +136,31 @@ impl<S: AsyncWrite + Unpin, M: Meter> AsyncWrite for Io<S, M> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[derive(Default)]
+    struct Totals {
+        read: AtomicU64,
+        written: AtomicU64,
+    }
+
+    impl ByteTotals for Totals {
+        fn add_read(&self, n: u64) {
+            self.read.fetch_add(n, Relaxed);
+        }
+
+        fn add_written(&self, n: u64) {
+            self.written.fetch_add(n, Relaxed);
+        }
+    }
 
     #[tokio::test]
     async fn replays_prefix_then_stream_and_counts() {
         let (a, mut b) = tokio::io::duplex(64);
-        let counters = ByteCounters {
-            read: IntCounter::new("r", "r").unwrap(),
-            written: IntCounter::new("t", "t").unwrap(),
-        };
-        let mut io = Io::with_prefix(a, BytesMut::from(&b"GET "[..]), counters.clone());
+        let totals = Arc::new(Totals::default());
+        let counters = ByteCounters::new(totals.clone());
+        let mut io = Io::with_prefix(a, BytesMut::from(&b"GET "[..]), counters);
         b.write_all(b"/ HTTP/1.1").await.unwrap();
         drop(b.shutdown().await);
         let mut all = Vec::new();
@@ -148,8 +173,8 @@ mod tests {
             all.extend_from_slice(&chunk[..n]);
         }
         assert_eq!(all, b"GET / HTTP/1.1");
-        assert_eq!(counters.read.get(), 14);
+        assert_eq!(totals.read.load(Relaxed), 14);
         io.write_all(b"ok").await.unwrap();
-        assert_eq!(counters.written.get(), 2);
+        assert_eq!(totals.written.load(Relaxed), 2);
     }
 }
