@@ -393,6 +393,51 @@ async fn sigterm_drains_in_flight_requests() {
     );
 }
 
+/// A connection accepted just before SIGTERM that has not sent its request
+/// yet (one an agent takes from its queue as it hands over) is served: its
+/// request gets an answer, with `connection: close`, not a closed socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_serves_the_first_request_of_a_fresh_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = Backend::named("a").await;
+    let b = Backend::named("b").await;
+    let mut p = Proxy::start(&cfg("a", a.port(), b.port(), "")).await;
+    let l = p.listener("main").await;
+    let mut conn = tokio::net::TcpStream::connect(l).await.unwrap();
+    eventually(
+        "the connection accepted",
+        Duration::from_secs(5),
+        || async {
+            p.metric(r#"weir_http_downstream_connections_active{listener="main"}"#)
+                .await
+                >= 1.0
+        },
+    )
+    .await;
+    p.sigterm();
+    eventually(
+        "the drain under way with the connection open",
+        Duration::from_secs(5),
+        || async { p.stderr().contains("draining 1 connection(s)") },
+    )
+    .await;
+    conn.write_all(b"GET / HTTP/1.1\r\nhost: svc\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut response))
+        .await
+        .expect("the connection closed after its answer")
+        .unwrap();
+    let text = String::from_utf8_lossy(&response).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 200"), "{text:?}");
+    assert!(text.contains("connection: close"), "{text:?}");
+    assert!(
+        p.exited_within(Duration::from_secs(6)).await,
+        "weir did not exit after SIGTERM"
+    );
+}
+
 /// An unchanged cluster keeps its outlier state across a reload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unchanged_cluster_keeps_health_across_reload() {

@@ -248,9 +248,14 @@ struct Served<'a> {
     client: &'a ClientAddr,
 }
 
+/// How long a connection that has sent nothing yet when the drain begins is
+/// given to send its first request head (or HTTP/2 preface).
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+
 /// The connection's protocol and the bytes read to learn it: as decided
 /// (ALPN), the listener's codec, or sniffed under `auto`. `None`: the
-/// connection ends (closed, idle, undecidable, or draining meanwhile).
+/// connection ends (closed, idle, undecidable, or silent through a drain's
+/// first second).
 async fn decide_proto<S>(
     io: &mut S,
     decided: Option<Proto>,
@@ -274,14 +279,25 @@ where
                 .flatten()
                 .min()
                 .unwrap_or(Duration::MAX);
+            let sniffing = sniff::sniff(io);
+            tokio::pin!(sniffing);
             let sniffed = tokio::select! {
-                r = tokio::time::timeout(wait, sniff::sniff(io)) => r,
-                _ = drain.signaled() => return None,
+                r = tokio::time::timeout(wait, &mut sniffing) => r.ok(),
+                // Accepted as the drain began (a connection an agent takes
+                // from its queue as it hands over): its first request is
+                // likely on its way, and closing now would meet it with a
+                // closed socket. It gets a moment, then is served and
+                // closed after its answer like any draining connection.
+                _ = drain.signaled() => {
+                    tokio::time::timeout(wait.min(FIRST_REQUEST_GRACE), &mut sniffing)
+                        .await
+                        .ok()
+                }
             };
             match sniffed {
-                Ok(Ok((Some(p), prefix))) => Some((p, prefix)),
-                Ok(Ok((None, _))) | Err(_) => None,
-                Ok(Err(e)) => {
+                Some(Ok((Some(p), prefix))) => Some((p, prefix)),
+                Some(Ok((None, _))) | None => None,
+                Some(Err(e)) => {
                     log::debug!("listener {}: {:?}: {e}", served.ctx.name, served.client);
                     None
                 }
