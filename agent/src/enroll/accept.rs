@@ -1,8 +1,9 @@
-//! Accept loops of a pod's in-pod listeners, handing each connection to the
-//! proxy with what the data path knows about it.
+//! The accept loop of a pod's in-pod listeners, handing each connection to
+//! the proxy with what the data path knows about it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -15,22 +16,81 @@ use super::{
 use crate::datapath::OrigDstTable;
 use crate::proxy::accept_errors::AcceptErrors;
 
-pub(super) fn spawn_outbound(
-    listener: Arc<TcpListener>,
-    netns_cookie: u64,
-    orig_dst: Arc<OrigDstTable>,
-    intercept: Arc<dyn Intercept>,
-    pod: Arc<PodContext>,
-    stop: watch::Receiver<bool>,
+/// Which side of the pod a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Side {
+    /// The pod's own outbound connections, redirected by the connect hooks.
+    Outbound,
+    /// Connections to the pod, steered by sk_lookup.
+    Inbound,
+}
+
+/// What one pod's accept loop hands its connections to.
+pub(super) struct PodAcceptor {
+    pub netns_cookie: u64,
+    pub orig_dst: Arc<OrigDstTable>,
+    pub intercept: Arc<dyn Intercept>,
+    pub pod: Arc<PodContext>,
+}
+
+/// One task accepts on all of a pod's listeners (egress and inbound, IPv4
+/// and IPv6), not one task per listener: a task is about a kilobyte of the
+/// agent's memory, and at 500 pods the three more were 1.5 MiB for loops
+/// that are idle almost all the time. The listeners are served in turn, so
+/// a busy one cannot keep the others waiting.
+pub(super) fn spawn(
+    listeners: Vec<(Arc<TcpListener>, Side)>,
+    acceptor: PodAcceptor,
+    mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    let gate = Gate::new(Way::Outbound, &pod.outbound, &intercept);
-    spawn_loop(listener, pod, stop, move |stream, peer, pod| {
+    let mut errors = AcceptErrors::new(format!(
+        "pod {}/{}",
+        acceptor.pod.namespace, acceptor.pod.name
+    ));
+    let outbound = Gate::new(Way::Outbound, &acceptor.pod.outbound, &acceptor.intercept);
+    let inbound = Gate::new(Way::Inbound, &acceptor.pod.inbound, &acceptor.intercept);
+    let take = move |side: Side, stream: TcpStream, peer: SocketAddr| {
+        let _ = stream.set_nodelay(true);
+        match side {
+            Side::Outbound => acceptor.outbound(&outbound, stream, peer),
+            Side::Inbound => acceptor.inbound(&inbound, stream, peer),
+        }
+    };
+    tokio::spawn(async move {
+        let mut next = 0;
+        loop {
+            let accepted = tokio::select! {
+                accepted = accept_any(&listeners, &mut next) => accepted,
+                _ = stop.wait_for(|stop| *stop) => break,
+            };
+            match accepted {
+                Ok((side, stream, peer)) => {
+                    errors.accepted();
+                    take(side, stream, peer);
+                }
+                Err(e) => errors.failed(&e).await,
+            }
+        }
+        // A zero timeout still polls once: whatever the queues hold now.
+        for (listener, side) in &listeners {
+            while let Ok(Ok((stream, peer))) =
+                tokio::time::timeout(Duration::ZERO, listener.accept()).await
+            {
+                take(*side, stream, peer);
+            }
+        }
+    })
+}
+
+impl PodAcceptor {
+    fn outbound(&self, gate: &Gate, stream: TcpStream, peer: SocketAddr) {
+        let pod = &self.pod;
         // Taken before the budget is asked, so a connection over budget
         // does not leave its entry to crowd the LRU table.
-        match orig_dst.take_in(netns_cookie, peer) {
+        match self.orig_dst.take_in(self.netns_cookie, peer) {
             Ok(Some(orig_dst)) => {
                 if let Some(permit) = gate.admit(&stream, pod) {
-                    intercept.outbound(OutboundConn {
+                    self.intercept.outbound(OutboundConn {
                         stream,
                         orig_dst,
                         pod: Arc::clone(pod),
@@ -50,24 +110,17 @@ pub(super) fn spawn_outbound(
                 pod.name
             ),
         }
-    })
-}
+    }
 
-pub(super) fn spawn_inbound(
-    listener: Arc<TcpListener>,
-    intercept: Arc<dyn Intercept>,
-    pod: Arc<PodContext>,
-    stop: watch::Receiver<bool>,
-) -> JoinHandle<()> {
-    let gate = Gate::new(Way::Inbound, &pod.inbound, &intercept);
-    spawn_loop(listener, pod, stop, move |stream, peer, pod| {
+    fn inbound(&self, gate: &Gate, stream: TcpStream, peer: SocketAddr) {
+        let pod = &self.pod;
         let Some(permit) = gate.admit(&stream, pod) else {
             return;
         };
         // sk_lookup hands over the connection as addressed: the local
         // address is where the client was connecting.
         match stream.local_addr() {
-            Ok(dst) => intercept.inbound(InboundConn {
+            Ok(dst) => self.intercept.inbound(InboundConn {
                 stream,
                 dst,
                 peer,
@@ -80,7 +133,7 @@ pub(super) fn spawn_inbound(
                 pod.name
             ),
         }
-    })
+    }
 }
 
 /// Admits accepted connections into one pod's budget in one direction.
@@ -132,54 +185,25 @@ impl Gate {
     }
 }
 
-/// Accept on `listener`, handing each connection (Nagle off) to `hand`,
-/// until `stop` says so; then take what is already queued, and end.
-fn spawn_loop(
-    listener: Arc<TcpListener>,
-    pod: Arc<PodContext>,
-    mut stop: watch::Receiver<bool>,
-    hand: impl Fn(TcpStream, SocketAddr, &Arc<PodContext>) + Send + 'static,
-) -> JoinHandle<()> {
-    let take = move |stream: TcpStream, peer: SocketAddr, pod: &Arc<PodContext>| {
-        let _ = stream.set_nodelay(true);
-        hand(stream, peer, pod);
-    };
-    tokio::spawn(async move {
-        let mut errors = AcceptErrors::new(format!("pod {}/{}", pod.namespace, pod.name));
-        loop {
-            let accepted = tokio::select! {
-                accepted = accept(&listener, &mut errors) => accepted,
-                _ = stop.wait_for(|stop| *stop) => break,
-            };
-            if let Some((stream, peer)) = accepted {
-                take(stream, peer, &pod);
+/// The next connection on any of `listeners`, trying them in turn from
+/// `next` (moved past the one that answered, so each gets its turn).
+async fn accept_any(
+    listeners: &[(Arc<TcpListener>, Side)],
+    next: &mut usize,
+) -> std::io::Result<(Side, TcpStream, SocketAddr)> {
+    std::future::poll_fn(|cx| {
+        let n = listeners.len();
+        for k in 0..n {
+            let i = (*next + k) % n;
+            let (listener, side) = &listeners[i];
+            if let Poll::Ready(accepted) = listener.poll_accept(cx) {
+                *next = (i + 1) % n;
+                return Poll::Ready(accepted.map(|(stream, peer)| (*side, stream, peer)));
             }
         }
-        // A zero timeout still polls once: whatever the queue holds now.
-        while let Ok(Ok((stream, peer))) =
-            tokio::time::timeout(Duration::ZERO, listener.accept()).await
-        {
-            take(stream, peer, &pod);
-        }
+        Poll::Pending
     })
-}
-
-/// One accept; a failure (typically EMFILE) backs off and is logged at a
-/// bounded rate (`AcceptErrors`).
-async fn accept(
-    listener: &TcpListener,
-    errors: &mut AcceptErrors,
-) -> Option<(TcpStream, SocketAddr)> {
-    match listener.accept().await {
-        Ok(accepted) => {
-            errors.accepted();
-            Some(accepted)
-        }
-        Err(e) => {
-            errors.failed(&e).await;
-            None
-        }
-    }
+    .await
 }
 
 pub(super) fn into_tokio(listener: std::net::TcpListener) -> std::io::Result<TcpListener> {

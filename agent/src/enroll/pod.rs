@@ -44,7 +44,7 @@ pub enum EnrollError {
 /// What an enrolled pod holds, descriptor by descriptor (`cargo xtask bench
 /// node` counts them; `tests/e2e/agent_lifecycle.rs` fails if they grow):
 /// - its four in-pod listeners (egress and inbound, IPv4 and IPv6), one
-///   descriptor each, shared by its accept loop and [`AcceptTasks`];
+///   descriptor each, shared by its one accept loop and [`AcceptTasks`];
 /// - one handle on its network namespace (in `pod.sockets`): the socket
 ///   factory enters the namespace through it, resetting bypassed
 ///   connections does too, and it keeps the namespace from vanishing while
@@ -70,14 +70,14 @@ pub struct EnrolledPod {
     local: Option<LocalPodGuard>,
 }
 
-/// The pod's accept loops, sharing each listener with them (an `Arc`, not a
-/// duplicated descriptor). Dropping stops the pod's listening at once, so an
-/// agent shutting down in process behaves like one that exited, while pinned
-/// state stays.
+/// The pod's accept loop (one task for its four listeners), sharing each
+/// listener with it (an `Arc`, not a duplicated descriptor). Dropping stops
+/// the pod's listening at once, so an agent shutting down in process
+/// behaves like one that exited, while pinned state stays.
 struct AcceptTasks {
-    tasks: Vec<JoinHandle<()>>,
+    task: JoinHandle<()>,
     listeners: Vec<Arc<tokio::net::TcpListener>>,
-    /// Tells the loops to take what is queued and end (a hand-over).
+    /// Tells the loop to take what is queued and end (a hand-over).
     stop: watch::Sender<bool>,
 }
 
@@ -87,25 +87,24 @@ struct AcceptTasks {
 const HANDOVER_LINGER: Duration = Duration::from_millis(100);
 
 impl AcceptTasks {
-    fn with_capacity(n: usize) -> Self {
-        Self {
-            tasks: Vec::with_capacity(n),
-            listeners: Vec::with_capacity(n),
-            stop: watch::channel(false).0,
-        }
-    }
-
-    /// Registers `listener` with the runtime and hands it to `spawn`, with
-    /// the loop's stop signal, keeping a reference to shut it down.
+    /// Registers the listeners with the runtime and starts the pod's accept
+    /// loop on them, keeping a reference to each to shut it down.
     fn start(
-        &mut self,
-        listener: std::net::TcpListener,
-        spawn: impl FnOnce(Arc<tokio::net::TcpListener>, watch::Receiver<bool>) -> JoinHandle<()>,
-    ) -> std::io::Result<()> {
-        let listener = Arc::new(accept::into_tokio(listener)?);
-        self.listeners.push(Arc::clone(&listener));
-        self.tasks.push(spawn(listener, self.stop.subscribe()));
-        Ok(())
+        listeners: Vec<(std::net::TcpListener, accept::Side)>,
+        acceptor: accept::PodAcceptor,
+    ) -> std::io::Result<Self> {
+        let mut served = Vec::with_capacity(listeners.len());
+        for (listener, side) in listeners {
+            served.push((Arc::new(accept::into_tokio(listener)?), side));
+        }
+        let stop = watch::channel(false).0;
+        let listeners = served.iter().map(|(l, _)| Arc::clone(l)).collect();
+        let task = accept::spawn(served, acceptor, stop.subscribe());
+        Ok(Self {
+            task,
+            listeners,
+            stop,
+        })
     }
 
     /// The pod is served by another agent now: accept on for
@@ -114,9 +113,7 @@ impl AcceptTasks {
     async fn finish(mut self) {
         tokio::time::sleep(HANDOVER_LINGER).await;
         self.stop.send_replace(true);
-        for task in std::mem::take(&mut self.tasks) {
-            let _ = task.await;
-        }
+        let _ = (&mut self.task).await;
     }
 }
 
@@ -125,9 +122,7 @@ impl Drop for AcceptTasks {
         // Aborted first, so a loop that next wakes to the shutdown below is
         // cancelled rather than reporting its listener gone (one polled on
         // another worker at this moment may still log one accept error).
-        for task in &self.tasks {
-            task.abort();
-        }
+        self.task.abort();
         // An aborted task drops its listener only when a runtime worker next
         // gets to it; until then the data path's liveness check would still
         // see a listener, and connections queued on it would be reset rather
@@ -211,28 +206,21 @@ impl EnrolledPod {
                 spec.name
             );
         }
-        let mut accept_tasks = AcceptTasks::with_capacity(4);
-        for listener in [egress_listeners.v4, egress_listeners.v6] {
-            accept_tasks
-                .start(listener, |listener, stop| {
-                    accept::spawn_outbound(
-                        listener,
-                        netns_cookie,
-                        Arc::clone(orig_dst),
-                        Arc::clone(intercept),
-                        Arc::clone(&pod),
-                        stop,
-                    )
-                })
-                .map_err(EnrollError::Listener)?;
-        }
-        for listener in [inbound_listeners.v4, inbound_listeners.v6] {
-            accept_tasks
-                .start(listener, |listener, stop| {
-                    accept::spawn_inbound(listener, Arc::clone(intercept), Arc::clone(&pod), stop)
-                })
-                .map_err(EnrollError::Listener)?;
-        }
+        let accept_tasks = AcceptTasks::start(
+            vec![
+                (egress_listeners.v4, accept::Side::Outbound),
+                (egress_listeners.v6, accept::Side::Outbound),
+                (inbound_listeners.v4, accept::Side::Inbound),
+                (inbound_listeners.v6, accept::Side::Inbound),
+            ],
+            accept::PodAcceptor {
+                netns_cookie,
+                orig_dst: Arc::clone(orig_dst),
+                intercept: Arc::clone(intercept),
+                pod: Arc::clone(&pod),
+            },
+        )
+        .map_err(EnrollError::Listener)?;
         let local = intercept.local_pod(&pod, &spec.ips, &policy.inbound_ports);
         let label = format!("{}/{}", spec.namespace, spec.name);
         log::debug!("enrolled pod {label} (uid {})", spec.uid);
