@@ -46,6 +46,19 @@ impl NamespaceDefaults {
 
     /// Applies one watch item; true when the defaults in force changed.
     pub fn apply(&mut self, item: Result<watcher::Event<Namespace>, watcher::Error>) -> bool {
+        if let Err(e) = &item
+            && forbidden(e)
+            && !self.listed
+        {
+            // A ClusterRole from before namespaces were read (the binary
+            // upgraded before `daemonset/rbac.yaml`): waiting would keep the
+            // agent from ever starting, so it goes on without namespace
+            // defaults, and takes them up if the watch is allowed later.
+            self.listed = true;
+            log::error!(
+                "Kubernetes API: listing namespaces is forbidden ({e}): namespaces' weir.dev/ defaults are off, pods are enrolled by their own annotations only; apply daemonset/rbac.yaml (get, list and watch on namespaces)"
+            );
+        }
         let event = self.health.event(
             item,
             |e| {
@@ -135,6 +148,17 @@ impl NamespaceDefaults {
     /// How many namespaces set defaults (for the startup log).
     pub fn len(&self) -> usize {
         self.by_name.len()
+    }
+}
+
+/// Whether the API server refused the watch for want of permission.
+fn forbidden(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => status.code == 403,
+        watcher::Error::WatchError(status) => status.code == 403,
+        _ => false,
     }
 }
 

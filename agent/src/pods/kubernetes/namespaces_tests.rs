@@ -153,3 +153,40 @@ fn a_namespace_label_counts_and_an_annotation_wins_over_it() {
         Some("open")
     );
 }
+
+#[test]
+fn a_forbidden_namespace_list_does_not_hold_the_agent_back() {
+    let mut d = NamespaceDefaults::new();
+    let status = kube::core::Status {
+        code: 403,
+        message: "namespaces is forbidden".into(),
+        ..Default::default()
+    };
+    let refused = watcher::Error::InitialListFailed(kube::Error::Api(Box::new(status)));
+    assert!(!d.apply(Err(refused)));
+    assert!(
+        d.listed,
+        "the first list is not waited for when it is forbidden"
+    );
+    assert_eq!(d.len(), 0);
+    // Another failure (the API unreachable) is waited out as before.
+    let mut d = NamespaceDefaults::new();
+    d.apply(Err(watcher::Error::NoResourceVersion));
+    assert!(!d.listed);
+    // Allowed later: the defaults come into force.
+    let mut d = NamespaceDefaults::new();
+    let status = kube::core::Status {
+        code: 403,
+        ..Default::default()
+    };
+    d.apply(Err(watcher::Error::InitialListFailed(kube::Error::Api(
+        Box::new(status),
+    ))));
+    d.apply(Ok(watcher::Event::Init));
+    d.apply(Ok(watcher::Event::InitApply(namespace(
+        "shop",
+        serde_json::json!({"weir.dev/enroll": "true"}),
+    ))));
+    assert!(d.apply(Ok(watcher::Event::InitDone)));
+    assert_eq!(d.effective("shop", None, ANNOTATION_ENROLL), Some("true"));
+}

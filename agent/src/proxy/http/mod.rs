@@ -249,7 +249,8 @@ struct Served<'a> {
 }
 
 /// How long a connection that has sent nothing yet when the drain begins is
-/// given to send its first request head (or HTTP/2 preface).
+/// given to send its first request head (or HTTP/2 preface), at most; and
+/// never more than half the drain's grace (a hand-over's is 1 s).
 const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 
 /// The connection's protocol and the bytes read to learn it: as decided
@@ -288,10 +289,11 @@ where
                 // likely on its way, and closing now would meet it with a
                 // closed socket. It gets a moment, then is served and
                 // closed after its answer like any draining connection.
-                _ = drain.signaled() => {
-                    tokio::time::timeout(wait.min(FIRST_REQUEST_GRACE), &mut sniffing)
-                        .await
-                        .ok()
+                grace = drain.signaled() => {
+                    // At most half the drain's grace, so that a request that
+                    // comes has the other half to be answered.
+                    let first = wait.min(FIRST_REQUEST_GRACE).min(grace / 2);
+                    tokio::time::timeout(first, &mut sniffing).await.ok()
                 }
             };
             match sniffed {
