@@ -33,16 +33,19 @@ impl Datapath {
         let mut attachment = EgressAttachment {
             links: Vec::with_capacity(3),
         };
+        // sockops before the connect hooks: a connection they redirect must
+        // find it there to have its original destination re-keyed, or the
+        // agent accepting it would not know where it was going (and close it).
+        let link = self.attach_link(pod_uid, PROG_SOCKOPS, |prog: &mut SockOps| {
+            cgroup_fd_link!(prog, &cgroup, PROG_SOCKOPS)
+        })?;
+        attachment.links.push(link);
         for name in [PROG_CONNECT4, PROG_CONNECT6] {
             let link = self.attach_link(pod_uid, name, |prog: &mut CgroupSockAddr| {
                 cgroup_fd_link!(prog, &cgroup, name)
             })?;
             attachment.links.push(link);
         }
-        let link = self.attach_link(pod_uid, PROG_SOCKOPS, |prog: &mut SockOps| {
-            cgroup_fd_link!(prog, &cgroup, PROG_SOCKOPS)
-        })?;
-        attachment.links.push(link);
         Ok(attachment)
     }
 }
@@ -54,9 +57,19 @@ impl EgressAttachment {
     }
 
     /// Detaches the hooks for good (un-enrolling the pod), pinned or not.
-    pub fn remove(self) {
-        for link in self.links {
+    pub fn remove(mut self) {
+        while let Some(link) = self.links.pop() {
             link.remove();
+        }
+    }
+}
+
+/// In the reverse order of attaching (the connect hooks, then sockops), for
+/// the reason [`Datapath::attach_egress`] gives.
+impl Drop for EgressAttachment {
+    fn drop(&mut self) {
+        while let Some(link) = self.links.pop() {
+            drop(link);
         }
     }
 }

@@ -6,12 +6,13 @@
 //! the agent is down, which is what makes fail-closed possible; pinned maps let
 //! the next agent adopt the pods' state instead of starting from nothing.
 
+use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use aya::programs::links::{FdLink, PinnedLink};
-use weir_common::{MAP_LAYOUT_VERSION, OBSOLETE_MAPS};
+use weir_common::{MAP_LAYOUT_VERSION, OBSOLETE_MAPS, PROG_SOCKOPS};
 
 use super::{DatapathError, sys};
 
@@ -203,17 +204,55 @@ fn update_pinned_link_program(path: &Path, program: BorrowedFd<'_>) -> io::Resul
     unsafe { sys::bpf(sys::BPF_LINK_UPDATE, &update) }.map(drop)
 }
 
-/// Removes a pod's pin directory and every link pinned in it (a pod that
-/// disappeared while the agent was down).
 /// `v<N>`: a layout directory.
 pub(super) fn is_layout_dir_name(name: &str) -> bool {
     name.strip_prefix('v')
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// Removes a pod's pin directory and every link pinned in it (a pod gone
+/// while no agent ran, or one retired from another map layout).
 pub(super) fn remove_pod_pins(dir: &Path) -> io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        std::fs::remove_file(entry?.path())?;
+    let pins = std::fs::read_dir(dir)?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<io::Result<Vec<_>>>()?;
+    for pin in in_removal_order(pins) {
+        std::fs::remove_file(pin)?;
     }
     std::fs::remove_dir(dir)
+}
+
+/// sockops last, after the connect hooks: a connection an old connect hook
+/// redirected just before still has its original destination re-keyed, so
+/// the agent accepting it (one of another map layout, still draining) knows
+/// where it was going rather than closing it. A directory's own order is the
+/// filesystem's.
+fn in_removal_order(mut pins: Vec<PathBuf>) -> Vec<PathBuf> {
+    pins.sort_by_key(|pin| pin.file_name() == Some(OsStr::new(PROG_SOCKOPS)));
+    pins
+}
+
+#[cfg(test)]
+mod tests {
+    use weir_common::{PROG_CONNECT4, PROG_CONNECT6, PROG_SK_LOOKUP};
+
+    use super::*;
+
+    #[test]
+    fn sockops_is_unpinned_after_the_connect_hooks_whatever_the_directory_order() {
+        let dir = Path::new("/sys/fs/bpf/weir/v1/pods/uid");
+        let names = [PROG_SOCKOPS, PROG_CONNECT4, PROG_SK_LOOKUP, PROG_CONNECT6];
+        for first in 0..names.len() {
+            let listed: Vec<PathBuf> = names
+                .iter()
+                .cycle()
+                .skip(first)
+                .take(names.len())
+                .map(|n| dir.join(n))
+                .collect();
+            let ordered = in_removal_order(listed.clone());
+            assert_eq!(ordered.last(), Some(&dir.join(PROG_SOCKOPS)), "{listed:?}");
+            assert_eq!(ordered.len(), names.len());
+        }
+    }
 }
