@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
 use weir_common::MAP_LAYOUT_VERSION;
-use weir_tests::agent::{AgentProcess, MINIMAL_CONFIG, get_once};
+use weir_tests::agent::{AgentOptions, AgentProcess, MINIMAL_CONFIG, get_once};
 use weir_tests::pins::PinRoot;
 use weir_tests::scenario::{Answer, ThreePods, VIA_WEIR, answer, loop_lines, start_loop};
 use weir_tests::support::{require_root, sim_client};
@@ -29,8 +29,9 @@ const SLOW_MS: u64 = 6000;
 const SLOW_PER_START: u32 = 8;
 const SLOW_MAX: Duration = Duration::from_secs(20);
 
-/// Every line of a loop's output: all answered, all through weir.
-fn check_loop(name: &str, process: PodProcess) -> Result<usize> {
+/// Every line of a loop's output: all answered, all through weir. `logs`
+/// (both agents') are printed when one is not.
+fn check_loop(name: &str, process: PodProcess, logs: &dyn Fn() -> String) -> Result<usize> {
     let lines = loop_lines(process)?;
     ensure!(lines.len() >= 20, "{name}: too few requests: {lines:?}");
     let bad: Vec<&String> = lines
@@ -39,9 +40,10 @@ fn check_loop(name: &str, process: PodProcess) -> Result<usize> {
         .collect();
     ensure!(
         bad.is_empty(),
-        "{name}: {} of {} requests failed or bypassed weir: {bad:?}",
+        "{name}: {} of {} requests failed or bypassed weir: {bad:?}\n{}",
         bad.len(),
-        lines.len()
+        lines.len(),
+        logs()
     );
     Ok(lines.len())
 }
@@ -103,6 +105,22 @@ fn an_agent_of_another_map_layout_hands_over_without_a_gap_and_leaves_nothing() 
     Ok(())
 }
 
+/// `weir run` on the node's pods. Enrolment and hand-over log at debug, so a
+/// connection lost at a hand-over shows in the logs the failure prints.
+fn start_agent(node: &SimNode, pods: &ThreePods, pins: &PinRoot) -> Result<AgentProcess> {
+    let options = AgentOptions {
+        log: "info,weir::enroll=debug,weir::run=debug".to_owned(),
+        ..AgentOptions::default()
+    };
+    AgentProcess::start_with_options(
+        node,
+        MINIMAL_CONFIG,
+        &pods.pods_file(),
+        pins.path(),
+        options,
+    )
+}
+
 /// A node with [`ThreePods`], all enrolled, served by one agent. The slow
 /// request must outlast a successor's start, which takes as long as this
 /// agent's did: [`SLOW_MS`], or longer on a slow machine.
@@ -111,7 +129,7 @@ fn one_agent_serving() -> Result<(SimNode, ThreePods, PinRoot, AgentProcess, Dur
     let node = SimNode::new()?;
     let pods = ThreePods::start(&node)?;
     let started = Instant::now();
-    let serving = AgentProcess::start(&node, MINIMAL_CONFIG, &pods.pods_file(), pins.path())?;
+    let serving = start_agent(&node, &pods, &pins)?;
     serving.wait_ready(&node, Duration::from_secs(20))?;
     let slow = Duration::from_millis(SLOW_MS)
         .max(started.elapsed() * SLOW_PER_START)
@@ -153,7 +171,7 @@ fn hand_over(
 
     // The successor: same arguments (its own admin port, as the harness
     // gives each agent; on a node both share it, SO_REUSEPORT).
-    let successor = AgentProcess::start(node, MINIMAL_CONFIG, &pods.pods_file(), pins.path())?;
+    let successor = start_agent(node, pods, pins)?;
     successor.wait_ready(node, Duration::from_secs(20))?;
     let signalled = slow_sent.elapsed();
     ensure!(
@@ -184,10 +202,17 @@ fn hand_over(
         String::from_utf8_lossy(&slow_out.stderr),
         serving.log()
     );
+    let logs = || {
+        format!(
+            "old agent:\n{}\nnew agent:\n{}",
+            serving.log(),
+            successor.log()
+        )
+    };
     for (name, process) in [("keep-alive", keepalive), ("new connection", fresh)] {
-        check_loop(&format!("{round}, client, {name}"), process)?;
+        check_loop(&format!("{round}, client, {name}"), process, &logs)?;
     }
-    check_loop(&format!("{round}, fail-closed pod"), closed)?;
+    check_loop(&format!("{round}, fail-closed pod"), closed, &logs)?;
     assert!(
         serving
             .log()
