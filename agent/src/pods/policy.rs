@@ -4,6 +4,9 @@
 //! annotations are read for those pods alone, so a mistake on a pod weir leaves
 //! alone is never reported.
 
+use std::collections::BTreeMap;
+use std::fmt;
+
 use super::spec::PodSpec;
 
 /// `"true"` enrolls the pod; `"false"` or absent leaves it alone.
@@ -156,19 +159,19 @@ impl PodPolicy {
 /// An annotation value weir cannot use; the pod is reported and not enrolled.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
-    #[error("pod {pod}: annotation {annotation}: invalid value {value:?}: {reason}")]
+    #[error("{subject}: annotation {annotation}: invalid value {value:?}: {reason}")]
     InvalidValue {
-        /// `namespace/name`.
-        pod: String,
+        /// `pod <namespace>/<name>`, or `namespace <name>` for a default.
+        subject: String,
         annotation: &'static str,
         value: String,
         reason: String,
     },
     #[error(
-        "pod {pod}: annotation {annotation} lists {count} ports, more than the {max} that fit (value {value:?})"
+        "{subject}: annotation {annotation} lists {count} ports, more than the {max} that fit (value {value:?})"
     )]
     TooManyPorts {
-        pod: String,
+        subject: String,
         annotation: &'static str,
         value: String,
         count: usize,
@@ -180,22 +183,69 @@ impl PodSpec {
     /// Reads the `weir.dev/*` annotations. A pod that is not enrolled gets
     /// [`PodPolicy::not_enrolled`] whatever its other annotations say.
     pub fn policy(&self) -> Result<PodPolicy, PolicyError> {
-        let reader = Reader { pod: self };
+        let reader = Reader {
+            subject: Subject::Pod(self),
+            annotations: &self.annotations,
+        };
         if !reader.enroll()? {
             return Ok(PodPolicy::not_enrolled());
         }
+        reader.enrolled()
+    }
+}
+
+/// Checks a namespace's `weir.dev/*` values, which are defaults for its
+/// pods: every one of them, whether or not the namespace enrolls its pods
+/// (a pod may enroll itself and inherit the rest). Errors name the namespace.
+pub fn check_namespace_defaults(
+    namespace: &str,
+    annotations: &BTreeMap<String, String>,
+) -> Result<(), PolicyError> {
+    let reader = Reader {
+        subject: Subject::Namespace(namespace),
+        annotations,
+    };
+    reader.enroll()?;
+    reader.enrolled().map(drop)
+}
+
+/// Whose annotations are read, as errors name it.
+#[derive(Clone, Copy)]
+enum Subject<'a> {
+    Pod(&'a PodSpec),
+    Namespace(&'a str),
+}
+
+impl fmt::Display for Subject<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Pod(pod) => write!(f, "pod {}", pod.qualified_name()),
+            Self::Namespace(name) => write!(f, "namespace {name}"),
+        }
+    }
+}
+
+/// Reads one pod's (or namespace's) annotations; errors name it.
+struct Reader<'a> {
+    subject: Subject<'a>,
+    annotations: &'a BTreeMap<String, String>,
+}
+
+impl Reader<'_> {
+    /// Every annotation but `weir.dev/enroll`, for an enrolled pod.
+    fn enrolled(&self) -> Result<PodPolicy, PolicyError> {
         let defaults = ConnectionLimits::default();
-        let exclude_outbound_ports = match reader.get(ANNOTATION_EXCLUDE_OUTBOUND_PORTS) {
+        let exclude_outbound_ports = match self.get(ANNOTATION_EXCLUDE_OUTBOUND_PORTS) {
             None => Vec::new(),
-            Some(value) => reader.ports(
+            Some(value) => self.ports(
                 ANNOTATION_EXCLUDE_OUTBOUND_PORTS,
                 value,
                 MAX_EXCLUDED_OUTBOUND_PORTS,
             )?,
         };
-        let inbound_ports = match reader.get(ANNOTATION_INBOUND_PORTS) {
+        let inbound_ports = match self.get(ANNOTATION_INBOUND_PORTS) {
             None => InboundPorts::All,
-            Some(value) => InboundPorts::Listed(reader.ports(
+            Some(value) => InboundPorts::Listed(self.ports(
                 ANNOTATION_INBOUND_PORTS,
                 value,
                 MAX_INBOUND_PORTS,
@@ -205,32 +255,25 @@ impl PodSpec {
             enroll: true,
             exclude_outbound_ports,
             inbound_ports,
-            fail_mode: reader.fail_mode()?,
-            bypassed: reader.bypassed()?,
+            fail_mode: self.fail_mode()?,
+            bypassed: self.bypassed()?,
             limits: ConnectionLimits {
-                max_open: reader.count(ANNOTATION_MAX_CONNECTIONS, defaults.max_open)?,
-                per_second: reader.count(ANNOTATION_MAX_CONNECTION_RATE, defaults.per_second)?,
-                max_requests: reader.count(ANNOTATION_MAX_REQUESTS, defaults.max_requests)?,
+                max_open: self.count(ANNOTATION_MAX_CONNECTIONS, defaults.max_open)?,
+                per_second: self.count(ANNOTATION_MAX_CONNECTION_RATE, defaults.per_second)?,
+                max_requests: self.count(ANNOTATION_MAX_REQUESTS, defaults.max_requests)?,
             },
-            max_cpu_millicores: reader.cpu(ANNOTATION_MAX_CPU)?,
-            unclaimed: reader.unclaimed()?,
+            max_cpu_millicores: self.cpu(ANNOTATION_MAX_CPU)?,
+            unclaimed: self.unclaimed()?,
         })
     }
-}
 
-/// Reads one pod's annotations; errors name the pod.
-struct Reader<'p> {
-    pod: &'p PodSpec,
-}
-
-impl Reader<'_> {
     fn get(&self, annotation: &str) -> Option<&str> {
-        self.pod.annotations.get(annotation).map(String::as_str)
+        self.annotations.get(annotation).map(String::as_str)
     }
 
     fn invalid(&self, annotation: &'static str, value: &str, reason: String) -> PolicyError {
         PolicyError::InvalidValue {
-            pod: self.pod.qualified_name(),
+            subject: self.subject.to_string(),
             annotation,
             value: value.to_owned(),
             reason,
@@ -381,7 +424,7 @@ impl Reader<'_> {
         }
         if ports.len() > max {
             return Err(PolicyError::TooManyPorts {
-                pod: self.pod.qualified_name(),
+                subject: self.subject.to_string(),
                 annotation,
                 value: value.to_owned(),
                 count: ports.len(),

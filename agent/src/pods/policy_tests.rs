@@ -250,3 +250,31 @@ fn cpu_is_a_kubernetes_quantity() {
         );
     }
 }
+
+#[test]
+fn a_namespace_default_is_checked_whole_and_its_error_names_the_namespace() {
+    let defaults = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        check_namespace_defaults("shop", &defaults(&[(ANNOTATION_ENROLL, "true")])),
+        Ok(())
+    );
+    // Read though the namespace does not enrol: a pod may enrol itself.
+    let err =
+        check_namespace_defaults("shop", &defaults(&[(ANNOTATION_FAIL_MODE, "shut")])).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "namespace shop: annotation weir.dev/fail-mode: invalid value \"shut\": expected \"open\" or \"closed\""
+    );
+    let err =
+        check_namespace_defaults("shop", &defaults(&[(ANNOTATION_ENROLL, "yes")])).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("namespace shop: annotation weir.dev/enroll:"),
+        "{err}"
+    );
+}

@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::runtime::watcher;
 
-use super::super::policy::ANNOTATION_ENROLL;
-use super::super::spec::{DEFAULT_SERVICE_ACCOUNT, PodLocation, PodSpec};
+use super::super::policy::check_namespace_defaults;
+use super::super::spec::PodSpec;
 use super::health::WatchHealth;
 
 /// The annotation prefix a namespace passes down to its pods.
@@ -166,26 +166,11 @@ fn forbidden(e: &watcher::Error) -> bool {
 /// each pod inheriting it is refused with an error naming the pod and the
 /// annotation, which alone would send its owner looking at the pod.
 fn report_invalid(namespace: &str, defaults: &Defaults) -> bool {
-    let probe = PodSpec {
-        namespace: namespace.to_owned(),
-        name: "(namespace default)".to_owned(),
-        uid: String::new(),
-        ips: Vec::new(),
-        annotations: defaults.clone(),
-        location: PodLocation::Kubelet { qos: None },
-        service_account: DEFAULT_SERVICE_ACCOUNT.to_owned(),
-        workload_name: String::new(),
-    };
-    // Enrolled, so that every other annotation is read too.
-    let mut enrolled = probe.clone();
-    enrolled
-        .annotations
-        .insert(ANNOTATION_ENROLL.to_owned(), "true".to_owned());
-    match probe.policy().and_then(|_| enrolled.policy()) {
-        Ok(_) => false,
+    match check_namespace_defaults(namespace, defaults) {
+        Ok(()) => false,
         Err(e) => {
             log::warn!(
-                "namespace {namespace}: its weir.dev/ annotations are defaults for its pods, and one is invalid: {e}; pods that do not override it are not enrolled"
+                "{e}; it is a default for the namespace's pods, and those that do not override it are not enrolled"
             );
             true
         }

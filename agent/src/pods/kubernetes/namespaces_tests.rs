@@ -2,7 +2,8 @@
 //! the watch's events change them.
 
 use super::*;
-use crate::pods::policy::{ANNOTATION_UNCLAIMED_TRAFFIC, Unclaimed};
+use crate::pods::policy::{ANNOTATION_ENROLL, ANNOTATION_UNCLAIMED_TRAFFIC, Unclaimed};
+use crate::pods::{DEFAULT_SERVICE_ACCOUNT, PodLocation};
 
 fn namespace(name: &str, annotations: serde_json::Value) -> Namespace {
     serde_json::from_value(serde_json::json!({
