@@ -137,8 +137,6 @@ struct Mirror {
     namespace_events: Events<Namespace>,
     /// Namespaces' defaults for their pods' annotations.
     namespaces: NamespaceDefaults,
-    /// Whether the pods' first complete list has been seen.
-    pods_listed: bool,
     /// Enrollable pods by UID, with their own annotations only.
     pods: BTreeMap<String, PodSpec>,
     /// A relist in progress: swapped into `pods` when complete, with the
@@ -157,7 +155,6 @@ impl Mirror {
             events,
             namespace_events,
             namespaces: NamespaceDefaults::new(),
-            pods_listed: false,
             pods: BTreeMap::new(),
             relist: None,
             waiting: BTreeMap::new(),
@@ -170,13 +167,12 @@ impl Mirror {
     /// known would un-enrol, for a moment, every pod a namespace enrols
     /// (an agent restart must not).
     async fn until_listed(&mut self) -> Result<Vec<PodSpec>, KubernetesError> {
-        while !(self.pods_listed && self.namespaces.listed) {
+        let mut pods_listed = false;
+        while !(pods_listed && self.namespaces.listed) {
             tokio::select! {
-                item = self.events.next(), if !self.pods_listed => {
+                item = self.events.next(), if !pods_listed => {
                     let item = item.ok_or(KubernetesError::WatchEnded("pod"))?;
-                    if self.apply(item) == Applied::Listed {
-                        self.pods_listed = true;
-                    }
+                    pods_listed = self.apply(item) == Applied::Listed;
                 }
                 item = self.namespace_events.next(), if !self.namespaces.listed => {
                     let item = item.ok_or(KubernetesError::WatchEnded("namespace"))?;
