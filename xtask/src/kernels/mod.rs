@@ -159,17 +159,10 @@ struct Guest<'a> {
 }
 
 fn run_one(root: &Path, guest: &Guest<'_>, kernel: &str, layout: &str) -> Result<Row> {
-    let Guest {
-        vm_script: script,
-        logs,
-        script: guest_script,
-        timeout,
-        binaries: expected,
-    } = *guest;
     let name = Path::new(kernel)
         .file_name()
         .map_or_else(|| kernel.to_owned(), |n| n.to_string_lossy().into_owned());
-    let log_path = logs.join(format!("{name}-{layout}.log"));
+    let log_path = guest.logs.join(format!("{name}-{layout}.log"));
     let log = std::fs::File::create(&log_path)
         .with_context(|| format!("creating {}", log_path.display()))?;
     println!(
@@ -178,12 +171,12 @@ fn run_one(root: &Path, guest: &Guest<'_>, kernel: &str, layout: &str) -> Result
     );
     let started = Instant::now();
     let status = Command::new("bash")
-        .arg(script)
-        .args(["--cgroup", layout, "--timeout", &timeout.to_string()])
+        .arg(guest.vm_script)
+        .args(["--cgroup", layout, "--timeout", &guest.timeout.to_string()])
         .arg(kernel)
         .arg("--")
         .arg("/bin/sh")
-        .arg(guest_script)
+        .arg(guest.script)
         .env("WEIR_KERNEL_CACHE", cache_dir())
         .current_dir(root)
         .stdin(Stdio::null())
@@ -194,7 +187,7 @@ fn run_one(root: &Path, guest: &Guest<'_>, kernel: &str, layout: &str) -> Result
     let elapsed = started.elapsed();
     let text = std::fs::read_to_string(&log_path)
         .with_context(|| format!("reading {}", log_path.display()))?;
-    let outcome = Outcome::from_guest(&text, status.code(), expected);
+    let outcome = Outcome::from_guest(&text, status.code(), guest.binaries);
     Ok(Row {
         failures: guest::failure_excerpts(&text),
         kernel: guest::kernel_release(&text).unwrap_or(name),
