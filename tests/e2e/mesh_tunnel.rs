@@ -151,41 +151,61 @@ fn two_nodes() -> Result<TwoNodes> {
 }
 
 /// The agents of both nodes: node B's with node CA of `root_b` serving
-/// `pods_b` with `config_b`, node A's with one of `root_a` serving the client and claiming
-/// `TO_MESH` (the server's application) and `TO_PLAIN` (the plain pod's).
-fn start_agents(
-    t: &TwoNodes,
-    (root_a, root_b): (&MeshRoot, &MeshRoot),
-    dir: &Path,
-    (pins_a, pins_b): (&PinRoot, &PinRoot),
-    (config_b, pods_b): (&str, &str),
-    extra_args: &[&str],
-) -> Result<(AgentProcess, AgentProcess)> {
-    let with_extra = |mut args: Vec<String>| {
-        args.extend(extra_args.iter().map(|a| a.to_string()));
-        args
-    };
-    let agent_b = agent(
-        &t.node_b,
-        config_b,
-        pods_b,
-        pins_b,
-        with_extra(mesh_args(root_b, &dir.join("b"))?),
-    )?;
-    let to_app = |pod: &SimPod| SocketAddr::new(pod.ip4.into(), APP_PORT);
-    let agent_a = agent(
-        &t.node_a,
-        &node_a_config(to_app(&t.server), to_app(&t.plain)),
-        // The client's workload is not its pod's name: node B learns it
-        // only from the stream's baggage.
-        &format!(
-            "pods:\n{}    workload: storefront\n",
-            entry(&t.client, true, "frontend")
-        ),
-        pins_a,
-        with_extra(mesh_args(root_a, &dir.join("a"))?),
-    )?;
-    Ok((agent_a, agent_b))
+/// `pods_b` with `config_b`, node A's with one of `root_a` serving the client
+/// and claiming `TO_MESH` (the server's application) and `TO_PLAIN` (the
+/// plain pod's). The agents go first when dropped, then their pins and
+/// certificates.
+struct Agents {
+    a: AgentProcess,
+    b: AgentProcess,
+    _dir: tempfile::TempDir,
+    _pins: (PinRoot, PinRoot),
+}
+
+impl Agents {
+    fn start(
+        t: &TwoNodes,
+        (root_a, root_b): (&MeshRoot, &MeshRoot),
+        (config_b, pods_b): (&str, &str),
+        extra_args: &[&str],
+    ) -> Result<Self> {
+        let (pins_a, pins_b) = (PinRoot::new(), PinRoot::new());
+        let dir = tempfile::tempdir()?;
+        let with_extra = |mut args: Vec<String>| {
+            args.extend(extra_args.iter().map(|a| a.to_string()));
+            args
+        };
+        let b = agent(
+            &t.node_b,
+            config_b,
+            pods_b,
+            &pins_b,
+            with_extra(mesh_args(root_b, &dir.path().join("b"))?),
+        )?;
+        let to_app = |pod: &SimPod| SocketAddr::new(pod.ip4.into(), APP_PORT);
+        let a = agent(
+            &t.node_a,
+            &node_a_config(to_app(&t.server), to_app(&t.plain)),
+            // The client's workload is not its pod's name: node B learns it
+            // only from the stream's baggage.
+            &format!(
+                "pods:\n{}    workload: storefront\n",
+                entry(&t.client, true, "frontend")
+            ),
+            &pins_a,
+            with_extra(mesh_args(root_a, &dir.path().join("a"))?),
+        )?;
+        Ok(Self {
+            a,
+            b,
+            _dir: dir,
+            _pins: (pins_a, pins_b),
+        })
+    }
+
+    fn logs(&self) -> String {
+        format!("node A:\n{}\nnode B:\n{}", self.a.log(), self.b.log())
+    }
 }
 
 /// A sample of the agent's scrape page, 0 when absent (a counter not yet
@@ -213,22 +233,13 @@ fn sample(
 #[test]
 fn enrolled_pods_of_two_nodes_talk_through_the_mutual_tls_tunnel() -> Result<()> {
     require_root();
-    let (pins_a, pins_b) = (PinRoot::new(), PinRoot::new());
     let t = two_nodes()?;
-    let dir = tempfile::tempdir()?;
     let root = MeshRoot::generate()?;
     // The server's application answers weir's in-pod address only.
     let _policy = AllowOnlyFrom::install(&t.server, APP_PORT, "127.0.0.6".parse()?)?;
     let pods_b = server_and_plain(&t);
-    let (agent_a, agent_b) = start_agents(
-        &t,
-        (&root, &root),
-        dir.path(),
-        (&pins_a, &pins_b),
-        (MINIMAL_CONFIG, &pods_b),
-        &[],
-    )?;
-    let logs = || format!("node A:\n{}\nnode B:\n{}", agent_a.log(), agent_b.log());
+    let agents = Agents::start(&t, (&root, &root), (MINIMAL_CONFIG, &pods_b), &[])?;
+    let logs = || agents.logs();
 
     // HTTP to the enrolled pod of node B: through the tunnel, delivered by
     // node B's agent from 127.0.0.6 (the only address the policy admits).
@@ -242,7 +253,7 @@ fn enrolled_pods_of_two_nodes_talk_through_the_mutual_tls_tunnel() -> Result<()>
     // namespace and service account; its workload by the stream's baggage,
     // believed within that namespace (a pod name does not cross nodes).
     let inbound = sample(
-        &agent_b,
+        &agents.b,
         &t.node_b,
         "weir_intercept_requests_total",
         &[
@@ -270,7 +281,7 @@ fn enrolled_pods_of_two_nodes_talk_through_the_mutual_tls_tunnel() -> Result<()>
     // Each of them timed, by the same source and destination (Istio's
     // istio_request_duration_milliseconds).
     let timed = sample(
-        &agent_b,
+        &agents.b,
         &t.node_b,
         "weir_intercept_request_duration_seconds_count",
         &[
@@ -284,18 +295,18 @@ fn enrolled_pods_of_two_nodes_talk_through_the_mutual_tls_tunnel() -> Result<()>
         sample(agent, node, family, &[("direction", direction)])
     };
     let connections = "weir_mesh_tunnel_connections_total";
-    assert_eq!(tunnels(&agent_a, &t.node_a, connections, "outbound")?, 1.0);
-    assert_eq!(tunnels(&agent_b, &t.node_b, connections, "inbound")?, 1.0);
+    assert_eq!(tunnels(&agents.a, &t.node_a, connections, "outbound")?, 1.0);
+    assert_eq!(tunnels(&agents.b, &t.node_b, connections, "inbound")?, 1.0);
 
     // Opaque TCP (a 1 MiB echo that half-closes) to the same pod: another
     // stream of the same tunnel connection.
     let echo = SocketAddr::new(t.server.ip4.into(), ECHO_PORT).to_string();
     let (ok, text) = run_client(&t.client, &["echo", &echo, "1048576"])?;
     assert!(ok && text == "identical", "{text}\n{}", logs());
-    assert_eq!(tunnels(&agent_a, &t.node_a, connections, "outbound")?, 1.0);
+    assert_eq!(tunnels(&agents.a, &t.node_a, connections, "outbound")?, 1.0);
     assert!(
         tunnels(
-            &agent_a,
+            &agents.a,
             &t.node_a,
             "weir_mesh_tunnel_streams_total",
             "outbound"
@@ -310,34 +321,25 @@ fn enrolled_pods_of_two_nodes_talk_through_the_mutual_tls_tunnel() -> Result<()>
         gets(&t.client, TO_PLAIN, 3)?,
         format!("3 200 plain from {}", t.client.ip4)
     );
-    assert!(plaintext(&agent_a, &t.node_a)? >= 1.0);
-    drop((agent_a, agent_b));
+    assert!(plaintext(&agents.a, &t.node_a)? >= 1.0);
+    drop(agents);
     Ok(())
 }
 
 #[test]
 fn an_agent_of_another_mesh_gets_no_byte_not_even_in_plain_text() -> Result<()> {
     require_root();
-    let (pins_a, pins_b) = (PinRoot::new(), PinRoot::new());
     let t = two_nodes()?;
-    let dir = tempfile::tempdir()?;
     let (ours, theirs) = (MeshRoot::generate()?, MeshRoot::generate()?);
     let pods_b = format!("pods:\n{}", entry(&t.server, true, "backend"));
-    let (agent_a, agent_b) = start_agents(
-        &t,
-        (&ours, &theirs),
-        dir.path(),
-        (&pins_a, &pins_b),
-        (MINIMAL_CONFIG, &pods_b),
-        &[],
-    )?;
-    let logs = || format!("node A:\n{}\nnode B:\n{}", agent_a.log(), agent_b.log());
+    let agents = Agents::start(&t, (&ours, &theirs), (MINIMAL_CONFIG, &pods_b), &[])?;
+    let logs = || agents.logs();
     // Envoy's answer to an upstream it could not connect to.
     let answers = gets(&t.client, TO_MESH, 2)?;
     assert!(answers.starts_with("2 503 "), "{answers}\n{}", logs());
     assert!(
         sample(
-            &agent_a,
+            &agents.a,
             &t.node_a,
             "weir_mesh_tunnel_failures_total",
             &[("reason", "tls")]
@@ -345,11 +347,11 @@ fn an_agent_of_another_mesh_gets_no_byte_not_even_in_plain_text() -> Result<()> 
         "{}",
         logs()
     );
-    assert_eq!(plaintext(&agent_a, &t.node_a)?, 0.0);
+    assert_eq!(plaintext(&agents.a, &t.node_a)?, 0.0);
     // Nothing reached the application: node B served no request.
     assert_eq!(
         sample(
-            &agent_b,
+            &agents.b,
             &t.node_b,
             "weir_intercept_requests_total",
             &[("direction", "inbound"), ("destination_pod", "server")]
@@ -358,7 +360,7 @@ fn an_agent_of_another_mesh_gets_no_byte_not_even_in_plain_text() -> Result<()> 
         "{}",
         logs()
     );
-    drop((agent_a, agent_b));
+    drop(agents);
     Ok(())
 }
 
@@ -368,20 +370,16 @@ fn an_agent_of_another_mesh_gets_no_byte_not_even_in_plain_text() -> Result<()> 
 #[test]
 fn a_required_tunnel_never_falls_back_to_plain_text() -> Result<()> {
     require_root();
-    let (pins_a, pins_b) = (PinRoot::new(), PinRoot::new());
     let t = two_nodes()?;
-    let dir = tempfile::tempdir()?;
     let root = MeshRoot::generate()?;
     let pods_b = server_and_plain(&t);
-    let (agent_a, agent_b) = start_agents(
+    let agents = Agents::start(
         &t,
         (&root, &root),
-        dir.path(),
-        (&pins_a, &pins_b),
         (MINIMAL_CONFIG, &pods_b),
         &["--mesh-require-tunnel"],
     )?;
-    let logs = || format!("node A:\n{}\nnode B:\n{}", agent_a.log(), agent_b.log());
+    let logs = || agents.logs();
     assert_eq!(
         gets(&t.client, TO_MESH, 2)?,
         "2 200 server from 127.0.0.6",
@@ -392,14 +390,14 @@ fn a_required_tunnel_never_falls_back_to_plain_text() -> Result<()> {
     let answers = gets(&t.client, TO_PLAIN, 2)?;
     assert!(answers.starts_with("2 503 "), "{answers}\n{}", logs());
     let failures = sample(
-        &agent_a,
+        &agents.a,
         &t.node_a,
         "weir_mesh_tunnel_failures_total",
         &[("reason", "no_tunnel")],
     )?;
     assert!(failures >= 2.0, "{failures}\n{}", logs());
-    assert_eq!(plaintext(&agent_a, &t.node_a)?, 0.0);
-    drop((agent_a, agent_b));
+    assert_eq!(plaintext(&agents.a, &t.node_a)?, 0.0);
+    drop(agents);
     Ok(())
 }
 
@@ -418,9 +416,7 @@ authorization_policies:
 #[test]
 fn authorization_policies_decide_by_the_identity_the_tunnel_carries() -> Result<()> {
     require_root();
-    let (pins_a, pins_b) = (PinRoot::new(), PinRoot::new());
     let t = two_nodes()?;
-    let dir = tempfile::tempdir()?;
     let root = MeshRoot::generate()?;
     // A pod of node B, enrolled, running as the allowed workload: its
     // requests take the inbound side (same-node delivery would skip it).
@@ -433,15 +429,8 @@ fn authorization_policies_decide_by_the_identity_the_tunnel_carries() -> Result<
         entry(&neighbour, true, "frontend")
     );
     let config_b = format!("{MINIMAL_CONFIG}{POLICY}");
-    let (agent_a, agent_b) = start_agents(
-        &t,
-        (&root, &root),
-        dir.path(),
-        (&pins_a, &pins_b),
-        (&config_b, &pods_b),
-        &[],
-    )?;
-    let logs = || format!("node A:\n{}\nnode B:\n{}", agent_a.log(), agent_b.log());
+    let agents = Agents::start(&t, (&root, &root), (&config_b, &pods_b), &[])?;
+    let logs = || agents.logs();
     let get = |pod: &SimPod, target: &str, path: &str| {
         run_client(pod, &["http", target, "svc.test", path, "1"]).map(|(_, text)| text)
     };
@@ -481,7 +470,7 @@ fn authorization_policies_decide_by_the_identity_the_tunnel_carries() -> Result<
     assert_ne!(text, "identical");
     let denied = |principal: &str, protocol: &str| {
         sample(
-            &agent_b,
+            &agents.b,
             &t.node_b,
             "weir_intercept_authz_denied_total",
             &[
@@ -495,14 +484,13 @@ fn authorization_policies_decide_by_the_identity_the_tunnel_carries() -> Result<
     assert_eq!(denied(frontend, "http")?, 2.0, "{}", logs());
     assert_eq!(denied(frontend, "tcp")?, 1.0);
     assert_eq!(denied("unknown", "http")?, 1.0);
-    drop((agent_a, agent_b));
+    drop(agents);
     Ok(())
 }
 
 #[test]
 fn workload_certificates_rotate_and_open_connections_outlive_them() -> Result<()> {
     require_root();
-    let (pins_a, pins_b) = (PinRoot::new(), PinRoot::new());
     let t = two_nodes()?;
     // A second enrolled pod of node B: a destination of its own, so a
     // tunnel connection of its own, opened after the first certificates expired.
@@ -512,7 +500,6 @@ fn workload_certificates_rotate_and_open_connections_outlive_them() -> Result<()
         later.start_pause()?,
         later.start_server(&sim_server(), &["http", "later", &app], APP_PORT)?,
     );
-    let dir = tempfile::tempdir()?;
     let root = MeshRoot::generate()?;
     let pods_b = format!(
         "pods:\n{}{}",
@@ -520,18 +507,16 @@ fn workload_certificates_rotate_and_open_connections_outlive_them() -> Result<()
         entry(&later, true, "backend")
     );
     let ttl = Duration::from_secs(3);
-    let (agent_a, agent_b) = start_agents(
+    let agents = Agents::start(
         &t,
         (&root, &root),
-        dir.path(),
-        (&pins_a, &pins_b),
         (MINIMAL_CONFIG, &pods_b),
         &["--mesh-workload-cert-ttl", "3s"],
     )?;
-    let logs = || format!("node A:\n{}\nnode B:\n{}", agent_a.log(), agent_b.log());
+    let logs = || agents.logs();
     let outbound_tunnels = || {
         sample(
-            &agent_a,
+            &agents.a,
             &t.node_a,
             "weir_mesh_tunnel_connections_total",
             &[("direction", "outbound")],
@@ -564,6 +549,6 @@ fn workload_certificates_rotate_and_open_connections_outlive_them() -> Result<()
         logs()
     );
     assert_eq!(outbound_tunnels()?, 2.0, "{}", logs());
-    drop((agent_a, agent_b));
+    drop(agents);
     Ok(())
 }
