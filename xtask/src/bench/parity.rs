@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use super::measure::Memory;
 use super::peers::Kind;
-use super::report::Summary;
+use super::report::{Summary, ms, ratio};
 use benchkit::load::Mode;
 
 /// The loads this table covers.
@@ -35,18 +35,6 @@ pub fn per_cpu_second(row: &Summary) -> f64 {
 
 fn find(rows: &[Summary], kind: Kind, mode: Mode) -> Option<&Summary> {
     rows.iter().find(|r| r.kind == kind && r.mode == mode)
-}
-
-fn ratio(a: f64, b: f64) -> String {
-    if b > 0.0 && a.is_finite() && b.is_finite() {
-        format!("{:.2}x", a / b)
-    } else {
-        "-".to_owned()
-    }
-}
-
-fn ms(us: f64) -> String {
-    format!("{:.3} ms", us / 1000.0)
 }
 
 /// Markdown: one row per proxy and load, then weir's ratios, then memory
