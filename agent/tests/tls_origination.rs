@@ -1,6 +1,6 @@
 //! Upstream TLS: verification with the cluster's CA (a wrong CA is a 503
 //! and a counted verify failure), SNI, client certificates for mTLS
-//! upstreams, explicit insecure_skip_verify.
+//! upstreams, the same given inline, explicit insecure_skip_verify.
 
 mod common;
 #[path = "common/tls.rs"]
@@ -144,4 +144,54 @@ async fn origination_with_client_certificate() {
     )
     .await;
     assert_eq!(r.status, 503, "{}", r.body);
+}
+
+/// The CA, client certificate and key given inline: verified and presented
+/// as from files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origination_with_inline_pem() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = tls::Ca::new(dir.path(), "ca");
+    let other = tls::Ca::new(dir.path(), "other");
+    let leaf = ca.issue(dir.path(), "backend", &["backend.test"]);
+    let client_ca = tls::Ca::new(dir.path(), "clients");
+    let weir = client_ca.issue(dir.path(), "weir", &["weir.test"]);
+    let backend = tls::TlsBackend::start("inline-backend", &leaf, Some(&client_ca.pem_file)).await;
+    let port = backend.addr.port();
+    let inline_ca = |ca: &tls::Ca| {
+        let pem = std::fs::read_to_string(&ca.pem_file).unwrap();
+        format!(
+            "      sni: backend.test\n      ca: {}",
+            tls::yaml_block(&pem, 8)
+        )
+    };
+    let cfg = config(&[
+        (
+            "inline",
+            port,
+            format!(
+                "{}      client_cert: {}      client_key: {}",
+                inline_ca(&ca),
+                tls::yaml_block(&weir.cert_pem(), 8),
+                tls::yaml_block(&weir.key_pem(), 8)
+            ),
+        ),
+        ("wrongca", port, inline_ca(&other)),
+    ]);
+    let mut p = Proxy::start(&cfg).await;
+    let l = p.listener("l").await;
+    let r = send(
+        &client(),
+        req("GET", &format!("http://{l}/inline"), &[], ""),
+    )
+    .await;
+    assert_eq!((r.status, r.body.as_str()), (200, "inline-backend"));
+    assert_eq!(r.headers["x-seen-sni"], "backend.test");
+    let r = send(
+        &client(),
+        req("GET", &format!("http://{l}/wrongca"), &[], ""),
+    )
+    .await;
+    assert_eq!(r.status, 503);
+    assert!(r.body.contains("certificate verify failed"), "{}", r.body);
 }

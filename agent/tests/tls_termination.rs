@@ -1,6 +1,6 @@
 //! Downstream TLS: seed 001 (`curl -k` over https), certificates by SNI,
-//! client certificates (mTLS), minimum version, certificate reload, and
-//! clear errors for bad files and failed handshakes.
+//! client certificates (mTLS), minimum version, certificate reload, inline
+//! PEM, and clear errors for bad files and failed handshakes.
 
 mod common;
 #[path = "common/tls.rs"]
@@ -141,6 +141,39 @@ async fn sni_selects_certificate() {
     let any = tls::client_config(None, None, &[b"http/1.1"], tls::default_versions());
     let r = tls::get(l, "other.test", any, "/").await.unwrap();
     assert_eq!(r.peer_cert, a.der);
+}
+
+/// A certificate and key given inline (Envoy's `inline_string`) are
+/// served, and an inline client CA verifies clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_certificate_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = tls::Ca::new(dir.path(), "ca");
+    let server = ca.issue(dir.path(), "server", &["proxy.test"]);
+    let client_ca = tls::Ca::new(dir.path(), "clients");
+    let client = client_ca.issue(dir.path(), "client", &["client.test"]);
+    let (cert, key) = (server.cert_pem(), server.key_pem());
+    let backend = Backend::named("inline").await;
+    let cfg = tls_config(
+        backend.port(),
+        &format!(
+            "      certificates:\n        - cert_chain: {}          private_key: {}      client_ca: {}",
+            tls::yaml_block(&cert, 12),
+            tls::yaml_block(&key, 12),
+            tls::yaml_block(&std::fs::read_to_string(&client_ca.pem_file).unwrap(), 8),
+        ),
+    );
+    let mut p = Proxy::start(&cfg).await;
+    let l = p.listener("https").await;
+    let cc = tls::client_config(
+        Some(&ca.pem_file),
+        Some(&client),
+        &[b"http/1.1"],
+        tls::default_versions(),
+    );
+    let r = tls::get(l, "proxy.test", cc, "/").await.unwrap();
+    assert_eq!((r.status, r.body.as_str()), (200, "inline"));
+    assert_eq!(r.peer_cert, server.der);
 }
 
 /// require_client_certificate: no certificate is refused (counted), a

@@ -52,7 +52,8 @@ pub use route::{
 };
 pub use schema::{json_schema, json_schema_string};
 pub use tls::{
-    AlpnProtocol, Codec, DownstreamTlsConfig, TlsCertificateConfig, TlsVersion, UpstreamTlsConfig,
+    AlpnProtocol, Codec, DownstreamTlsConfig, InlineKey, PemField, PemSource, TlsCertificateConfig,
+    TlsVersion, UpstreamTlsConfig,
 };
 
 // For other YAML documents of the agent (the pods file): the same lines and messages.

@@ -279,9 +279,12 @@ transport_socket:
         UpstreamTlsConfig {
             sni: Some("api.example.com".into()),
             ca_file: Some("/ca.pem".into()),
+            ca: None,
             insecure_skip_verify: false,
             client_cert_file: Some("/c.pem".into()),
+            client_cert: None,
             client_key_file: Some("/k.pem".into()),
+            client_key: None,
             alpn: vec![AlpnProtocol::H2],
             min_version: TlsVersion::Tls13,
         }

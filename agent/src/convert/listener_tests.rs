@@ -135,13 +135,16 @@ fn downstream_tls_from_a_transport_socket() {
         l.tls,
         Some(DownstreamTlsConfig {
             certificates: vec![crate::config::TlsCertificateConfig {
-                cert_chain_file: "/c.pem".into(),
-                private_key_file: "/k.pem".into(),
+                cert_chain_file: Some("/c.pem".into()),
+                cert_chain: None,
+                private_key_file: Some("/k.pem".into()),
+                private_key: None,
                 server_names: vec![],
             }],
             alpn: vec![AlpnProtocol::H2, AlpnProtocol::Http11],
             min_version: TlsVersion::Tls13,
             client_ca_file: Some("/ca.pem".into()),
+            client_ca: None,
             require_client_certificate: true,
         })
     );
@@ -161,15 +164,18 @@ fn downstream_tls_seed_001_and_v2_tls_context() {
     assert_eq!(seed.alpn, []);
     assert_eq!(seed.min_version, TlsVersion::Tls12);
     assert_eq!(
-        seed.certificates[0].cert_chain_file.to_str(),
-        Some("/etc/envoy-cert.pem")
+        seed.certificates[0].cert_chain_file.as_deref(),
+        Some(std::path::Path::new("/etc/envoy-cert.pem"))
     );
     let v2 = tls(
         "tls_context:
     common_tls_context:
       tls_certificates: [{certificate_chain: {filename: /c.pem}, private_key: {filename: /k.pem}}]",
     );
-    assert_eq!(v2.certificates[0].private_key_file.to_str(), Some("/k.pem"));
+    assert_eq!(
+        v2.certificates[0].private_key_file.as_deref(),
+        Some(std::path::Path::new("/k.pem"))
+    );
     // raw_buffer is cleartext.
     let plain = converted(&doc(
         "",

@@ -164,12 +164,12 @@ fn seed_001_films_routes_both_listeners_to_the_two_services() {
     assert_eq!(c.listeners[0].tls, None);
     let tls = c.listeners[1].tls.as_ref().expect("8443 terminates TLS");
     assert_eq!(
-        tls.certificates[0].cert_chain_file,
-        Path::new("/etc/envoy-cert.pem")
+        tls.certificates[0].cert_chain_file.as_deref(),
+        Some(Path::new("/etc/envoy-cert.pem"))
     );
     assert_eq!(
-        tls.certificates[0].private_key_file,
-        Path::new("/etc/envoy-private.pem")
+        tls.certificates[0].private_key_file.as_deref(),
+        Some(Path::new("/etc/envoy-private.pem"))
     );
     assert!(
         tls.alpn.is_empty(),

@@ -129,14 +129,17 @@ pub(super) fn downstream(cx: &mut Cx, f: &Field<'_>) -> Option<DownstreamTlsConf
             .certificates
             .into_iter()
             .map(|(cert_chain_file, private_key_file)| TlsCertificateConfig {
-                cert_chain_file,
-                private_key_file,
+                cert_chain_file: Some(cert_chain_file),
+                cert_chain: None,
+                private_key_file: Some(private_key_file),
+                private_key: None,
                 server_names: Vec::new(),
             })
             .collect(),
         alpn: common.alpn,
         min_version: common.min_version,
         client_ca_file: common.trusted_ca,
+        client_ca: None,
         require_client_certificate: require_client,
     })
 }
@@ -180,9 +183,12 @@ pub(super) fn upstream(cx: &mut Cx, f: &Field<'_>) -> Option<UpstreamTlsConfig> 
     Some(UpstreamTlsConfig {
         sni,
         ca_file: common.trusted_ca,
+        ca: None,
         insecure_skip_verify: common.accept_untrusted.is_some(),
         client_cert_file,
+        client_cert: None,
         client_key_file,
+        client_key: None,
         alpn: common.alpn,
         min_version: common.min_version,
     })

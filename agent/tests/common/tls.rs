@@ -84,6 +84,26 @@ fn write_pair(dir: &Path, file: &str, cert: &rcgen::Certificate, key: &KeyPair) 
     }
 }
 
+impl Issued {
+    /// The certificate's PEM text, for inline config.
+    pub fn cert_pem(&self) -> String {
+        std::fs::read_to_string(&self.cert_file).unwrap()
+    }
+
+    /// The private key's PEM text, for inline config.
+    pub fn key_pem(&self) -> String {
+        std::fs::read_to_string(&self.key_file).unwrap()
+    }
+}
+
+/// `text` as the YAML literal block scalar (`|`) of a key, its lines
+/// indented by `indent` spaces.
+pub fn yaml_block(text: &str, indent: usize) -> String {
+    let pad = " ".repeat(indent);
+    let lines: String = text.lines().map(|l| format!("{pad}{l}\n")).collect();
+    format!("|\n{lines}")
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }

@@ -781,6 +781,103 @@ listeners:
     assert!(parse_str_with(&unknown_cluster, "t.yaml", FileChecks::Skip).is_err());
 }
 
+/// A TLS listener with the given `tls` lines (from line 4) and one route.
+fn with_tls(tls: &str) -> String {
+    format!(
+        "listeners:\n  - name: tls\n    address: 127.0.0.1:8443\n    tls:\n{tls}    \
+         virtual_hosts: [{{name: vh, domains: [\"*\"], routes: [{{match: {{prefix: /}}, route: {{cluster: c1}}}}]}}]\n{CLUSTERS}"
+    )
+}
+
+/// Inline PEM needs no file; each PEM setting is given once, as a file or
+/// inline, and a certificate needs both its chain and its key.
+#[test]
+fn downstream_pem_given_once_as_a_file_or_inline() {
+    let ok = with_tls(
+        "      certificates:\n        - cert_chain: \"-----BEGIN CERTIFICATE-----\"\n          private_key: |\n            -----BEGIN PRIVATE KEY-----\n      client_ca: CA\n      require_client_certificate: true\n",
+    );
+    let cfg = parse_str(&ok, "t.yaml").unwrap();
+    let tls = cfg.listeners[0].tls.as_ref().unwrap();
+    assert_eq!(
+        tls.certificates[0]
+            .private_key
+            .as_ref()
+            .map(crate::config::InlineKey::expose),
+        Some("-----BEGIN PRIVATE KEY-----\n")
+    );
+    assert_eq!(tls.client_ca.as_deref(), Some("CA"));
+
+    let yaml = with_tls(
+        "      certificates:
+        - cert_chain_file: /nonexistent/c.pem
+          cert_chain: C
+          private_key: K
+        - server_names: [a.test]
+      client_ca_file: /nonexistent/ca.pem
+      client_ca: CA
+",
+    );
+    assert_eq!(
+        error(&yaml),
+        "t.yaml: listeners[0].tls.certificates[0].cert_chain (line 7): cert_chain_file and cert_chain: choose one\n\
+         t.yaml: listeners[0].tls.certificates[1] (line 9): cert_chain_file or cert_chain is required\n\
+         t.yaml: listeners[0].tls.certificates[1] (line 9): private_key_file or private_key is required\n\
+         t.yaml: listeners[0].tls.client_ca (line 11): client_ca_file and client_ca: choose one"
+    );
+
+    let yaml = with_tls(
+        "      certificates: [{cert_chain: C, private_key_file: /nonexistent/k.pem}]\n      require_client_certificate: true\n",
+    );
+    assert_eq!(
+        error(&yaml),
+        "t.yaml: listeners[0].tls.certificates[0].private_key_file (line 5): file /nonexistent/k.pem does not exist\n\
+         t.yaml: listeners[0].tls.require_client_certificate (line 6): require_client_certificate needs client_ca_file or client_ca"
+    );
+}
+
+/// Upstream PEM settings: once each, the client certificate and key
+/// together in either spelling, a CA not with insecure_skip_verify.
+#[test]
+fn upstream_pem_given_once_as_a_file_or_inline() {
+    let ok = with_clusters(
+        "  - name: c1\n    endpoints: [{address: 127.0.0.1, port: 9001}]\n    tls: {ca: CA, client_cert: C, client_key_file: /dev/null}\n",
+    );
+    // /dev/null is no regular file: only the inline spellings are checked here.
+    assert!(error(&ok).contains("client_key_file (line 13): file /dev/null does not exist"));
+    let ok = ok.replace("client_key_file: /dev/null", "client_key: K");
+    let cfg = parse_str(&ok, "t.yaml").unwrap();
+    let tls = cfg.clusters[0].tls.as_ref().unwrap();
+    assert_eq!(
+        (tls.ca.as_deref(), tls.client_cert.as_deref()),
+        (Some("CA"), Some("C"))
+    );
+
+    let yaml = with_clusters(
+        "  - name: c1
+    endpoints: [{address: 127.0.0.1, port: 9001}]
+    tls:
+      ca: CA
+      insecure_skip_verify: true
+      client_cert: C
+  - name: c2
+    endpoints: [{address: 127.0.0.1, port: 9002}]
+    tls:
+      ca_file: /nonexistent/ca.pem
+      ca: CA
+      client_key_file: /nonexistent/k.pem
+      client_key: K
+",
+    );
+    assert_eq!(
+        error(&yaml),
+        "t.yaml: clusters[0].tls.insecure_skip_verify (line 15): insecure_skip_verify with ca: choose one\n\
+         t.yaml: clusters[0].tls.client_key_file (line 13): client_cert needs client_key_file or client_key\n\
+         t.yaml: clusters[1].tls.ca (line 21): ca_file and ca: choose one\n\
+         t.yaml: clusters[1].tls.client_key (line 23): client_key_file and client_key: choose one\n\
+         t.yaml: clusters[1].tls.client_cert_file (line 19): client_key_file needs client_cert_file or client_cert"
+    );
+}
+
 #[test]
 fn authorization_policies_name_their_problems() {
     let base = with_clusters("  - name: c1\n    endpoints: [{address: 127.0.0.1, port: 9001}]\n");

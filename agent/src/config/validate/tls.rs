@@ -1,11 +1,12 @@
-//! TLS rules: required pairs, and that every named file exists (its
-//! contents are parsed when the config is built).
+//! TLS rules: each PEM setting given once (as a file or inline), required
+//! pairs, and that every named file exists (contents, inline or not, are
+//! parsed when the config is built).
 
 use std::path::Path;
 
 use super::super::error::DocPath;
 use super::super::parse::FileChecks;
-use super::super::tls::{DownstreamTlsConfig, UpstreamTlsConfig};
+use super::super::tls::{DownstreamTlsConfig, PemField, PemSource, UpstreamTlsConfig};
 use super::Checker;
 use super::syntax::check_server_name;
 
@@ -20,17 +21,21 @@ impl Checker<'_> {
         }
         for (i, c) in tls.certificates.iter().enumerate() {
             let p = certs.index(i);
-            self.file_exists(p.key("cert_chain_file"), &c.cert_chain_file);
-            self.file_exists(p.key("private_key_file"), &c.private_key_file);
+            self.pem(&p, c.cert_chain_pem(), true);
+            self.pem(&p, c.private_key_pem(), true);
             self.server_names(&p.key("server_names"), &c.server_names);
         }
-        match &tls.client_ca_file {
-            Some(f) => self.file_exists(path.key("client_ca_file"), f),
-            None if tls.require_client_certificate => self.report(
+        let ca = tls.client_ca_pem();
+        self.pem(path, ca, false);
+        if ca.given().is_none() && tls.require_client_certificate {
+            self.report(
                 path.key("require_client_certificate"),
-                "require_client_certificate needs client_ca_file",
-            ),
-            None => {}
+                format!(
+                    "require_client_certificate needs {} or {}",
+                    ca.file_key(),
+                    ca.inline_key()
+                ),
+            );
         }
     }
 
@@ -44,34 +49,57 @@ impl Checker<'_> {
     }
 
     pub(super) fn upstream_tls(&mut self, path: &DocPath, tls: &UpstreamTlsConfig) {
-        if let Some(f) = &tls.ca_file {
-            self.file_exists(path.key("ca_file"), f);
-            if tls.insecure_skip_verify {
+        let ca = tls.ca_pem();
+        self.pem(path, ca, false);
+        if ca.given().is_some() && tls.insecure_skip_verify {
+            self.report(
+                path.key("insecure_skip_verify"),
+                format!("insecure_skip_verify with {}: choose one", ca.key()),
+            );
+        }
+        let (cert, key) = (tls.client_cert_pem(), tls.client_key_pem());
+        for (given, missing) in [(cert, key), (key, cert)] {
+            self.pem(path, given, false);
+            if given.given().is_some() && missing.given().is_none() {
                 self.report(
-                    path.key("insecure_skip_verify"),
-                    "insecure_skip_verify with ca_file: choose one",
+                    path.key(&missing.file_key()),
+                    format!(
+                        "{} needs {} or {}",
+                        given.key(),
+                        missing.file_key(),
+                        missing.inline_key()
+                    ),
                 );
             }
-        }
-        match (&tls.client_cert_file, &tls.client_key_file) {
-            (Some(c), Some(k)) => {
-                self.file_exists(path.key("client_cert_file"), c);
-                self.file_exists(path.key("client_key_file"), k);
-            }
-            (Some(_), None) => self.report(
-                path.key("client_key_file"),
-                "client_cert_file needs client_key_file",
-            ),
-            (None, Some(_)) => self.report(
-                path.key("client_cert_file"),
-                "client_key_file needs client_cert_file",
-            ),
-            (None, None) => {}
         }
         if let Some(sni) = &tls.sni
             && (sni.is_empty() || rustls_pki_types::ServerName::try_from(sni.as_str()).is_err())
         {
             self.report(path.key("sni"), format!("invalid sni {sni:?}"));
+        }
+    }
+
+    /// `field` under `path` is given at most once, and exactly once when
+    /// `required`; a file named exists.
+    fn pem(&mut self, path: &DocPath, field: PemField<'_>, required: bool) {
+        let (file_key, inline_key) = (field.file_key(), field.inline_key());
+        if field.both() {
+            self.report(
+                path.key(inline_key),
+                format!("{file_key} and {inline_key}: choose one"),
+            );
+            return;
+        }
+        match field.source() {
+            Some(PemSource::File(f)) => self.file_exists(path.key(&file_key), f),
+            Some(PemSource::Inline(_)) => {}
+            None if required => {
+                self.report(
+                    path.clone(),
+                    format!("{file_key} or {inline_key} is required"),
+                );
+            }
+            None => {}
         }
     }
 

@@ -69,20 +69,19 @@ impl TlsClient {
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(NoVerify(provider.clone())))
         } else {
-            let roots = match &cfg.ca_file {
-                Some(f) => pem::roots(&format!("{path}.ca_file"), f)?,
+            let roots = match cfg.ca_pem().given() {
+                Some(ca) => pem::roots(path, ca)?,
                 None => system_roots(cluster),
             };
             builder.with_root_certificates(roots)
         };
-        let mut cc = match (&cfg.client_cert_file, &cfg.client_key_file) {
+        let mut cc = match (cfg.client_cert_pem().given(), cfg.client_key_pem().given()) {
             (Some(c), Some(k)) => {
-                let chain = pem::certs(&format!("{path}.client_cert_file"), c)?;
-                let key_field = format!("{path}.client_key_file");
-                let key = pem::key(&key_field, k)?;
+                let chain = pem::certs(path, c)?;
+                let key = pem::key(path, k)?;
                 builder
                     .with_client_auth_cert(chain, key)
-                    .map_err(|e| invalid(key_field, &e))?
+                    .map_err(|e| invalid(pem::field_name(path, &k), &e))?
             }
             _ => builder.with_no_client_auth(),
         };

@@ -1,5 +1,5 @@
 //! TLS with rustls (ring provider): termination on listeners (`server`),
-//! origination to clusters (`client`), PEM files (`pem`), and the
+//! origination to clusters (`client`), PEM files and inline PEM (`pem`), and the
 //! classification of handshake failures for metrics and logs (`failure`),
 //! SNI matching shared with interception (`server_names`), and the refusal
 //! of client-initiated renegotiation (`renegotiation`).
@@ -31,14 +31,30 @@ pub enum TlsError {
         file: PathBuf,
         source: std::io::Error,
     },
-    #[error("{field}: {}: {reason}", file.display())]
+    #[error("{field}: {origin}: {reason}")]
     Pem {
         field: String,
-        file: PathBuf,
+        origin: PemOrigin,
         reason: String,
     },
     #[error("{field}: {reason}")]
     Invalid { field: String, reason: String },
+}
+
+/// Where PEM that did not parse came from; never its text, which may be a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PemOrigin {
+    File(PathBuf),
+    Inline,
+}
+
+impl std::fmt::Display for PemOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "{}", path.display()),
+            Self::Inline => f.write_str("inline PEM"),
+        }
+    }
 }
 
 /// The process-wide crypto provider: ring.

@@ -1,12 +1,12 @@
 //! TLS termination for a listener: certificates chosen by SNI, ALPN,
 //! minimum version, optional client certificate verification, and a
 //! watcher that re-reads the files when they change (a bad file keeps the
-//! certificates in use). The server's cipher suite order wins over the
+//! certificates in use; inline PEM changes with the config instead). The server's cipher suite order wins over the
 //! client's; session tickets (TLS 1.2 and 1.3) come from one ticketer per
 //! listener that outlives certificate reloads, so resumption does too.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -23,7 +23,7 @@ use super::failure::LogLimit;
 use super::renegotiation::{AlertThenClose, RecordGuard};
 use super::server_names::ServerNames;
 use super::{HANDSHAKE_TIMEOUT, TlsError, failure, pem, provider, versions};
-use crate::config::{AlpnProtocol, Codec, DownstreamTlsConfig};
+use crate::config::{AlpnProtocol, Codec, DownstreamTlsConfig, PemSource};
 use crate::proxy::metrics::{HandshakeFailure, TlsMetrics};
 
 /// How often the certificate files are checked for changes.
@@ -83,9 +83,11 @@ impl TlsServer {
             ticketer,
             failures_logged: LogLimit::default(),
         });
-        let h = tokio::spawn(watch(Arc::downgrade(&s), path.to_owned()));
-        if let Ok(mut slot) = s.watcher.lock() {
-            *slot = Some(h.abort_handle());
+        if !s.files().is_empty() {
+            let h = tokio::spawn(watch(Arc::downgrade(&s), path.to_owned()));
+            if let Ok(mut slot) = s.watcher.lock() {
+                *slot = Some(h.abort_handle());
+            }
         }
         Ok(s)
     }
@@ -142,14 +144,19 @@ impl TlsServer {
         None
     }
 
-    fn files(&self) -> Vec<PathBuf> {
-        let mut v = Vec::new();
-        for c in &self.source.certificates {
-            v.push(c.cert_chain_file.clone());
-            v.push(c.private_key_file.clone());
-        }
-        v.extend(self.source.client_ca_file.clone());
-        v
+    /// The files to watch: inline PEM changes only with the config, which
+    /// builds a new server then.
+    fn files(&self) -> Vec<&Path> {
+        let s = &self.source;
+        s.certificates
+            .iter()
+            .flat_map(|c| [c.cert_chain_pem(), c.private_key_pem()])
+            .chain([s.client_ca_pem()])
+            .filter_map(|f| match f.source() {
+                Some(PemSource::File(path)) => Some(path),
+                _ => None,
+            })
+            .collect()
     }
 }
 
@@ -214,10 +221,10 @@ fn build(
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions(cfg.min_version))
         .map_err(|e| invalid(format!("{path}.min_version"), &e))?;
-    let builder = match &cfg.client_ca_file {
-        Some(f) => {
-            let field = format!("{path}.client_ca_file");
-            let roots = pem::roots(&field, f)?;
+    let builder = match cfg.client_ca_pem().given() {
+        Some(ca) => {
+            let roots = pem::roots(path, ca)?;
+            let field = pem::field_name(path, &ca);
             let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
             let v = if cfg.require_client_certificate {
                 v
@@ -267,17 +274,13 @@ impl SniResolver {
         let mut default = None;
         for (i, c) in cfg.certificates.iter().enumerate() {
             let p = format!("{path}.certificates[{i}]");
-            let chain = pem::certs(&format!("{p}.cert_chain_file"), &c.cert_chain_file)?;
-            let key_field = format!("{p}.private_key_file");
-            let key = pem::key(&key_field, &c.private_key_file)?;
+            let (chain_pem, key_pem) = (c.cert_chain_pem(), c.private_key_pem());
+            let chain = pem::certs(&p, chain_pem)?;
+            let key = pem::key(&p, key_pem)?;
             let ck =
                 CertifiedKey::from_der(chain, key, provider).map_err(|e| TlsError::Invalid {
-                    field: key_field,
-                    reason: format!(
-                        "{} does not fit {}: {e}",
-                        c.private_key_file.display(),
-                        c.cert_chain_file.display()
-                    ),
+                    field: pem::field_name(&p, &key_pem),
+                    reason: format!("{key_pem} does not fit {chain_pem}: {e}"),
                 })?;
             let ck = Arc::new(ck);
             for name in &c.server_names {
@@ -297,5 +300,51 @@ impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let chosen = hello.server_name().and_then(|name| self.by_name.get(name));
         Some(chosen.unwrap_or(&self.default).clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key that does not fit its chain is named in the spelling given,
+    /// inline or a file.
+    #[test]
+    fn a_key_that_does_not_fit_names_both_sides() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = rcgen::generate_simple_self_signed(vec!["a.test".to_owned()]).unwrap();
+        let other = rcgen::generate_simple_self_signed(vec!["b.test".to_owned()]).unwrap();
+        let cert_file = dir.path().join("a.pem");
+        std::fs::write(&cert_file, one.cert.pem()).unwrap();
+        let key = other.key_pair.serialize_pem();
+        let check = |certificate: String| {
+            let cfg: DownstreamTlsConfig =
+                serde_yaml::from_str(&format!("{{certificates: [{certificate}]}}")).unwrap();
+            TlsServer::check(&cfg, Codec::Auto, "l.tls")
+                .unwrap_err()
+                .to_string()
+        };
+        let inline = check(format!(
+            "{{cert_chain: {:?}, private_key: {key:?}}}",
+            one.cert.pem()
+        ));
+        assert!(
+            inline.starts_with(
+                "l.tls.certificates[0].private_key: the inline private_key does not fit the inline cert_chain: "
+            ),
+            "{inline}"
+        );
+        let mixed = check(format!(
+            "{{cert_chain_file: {}, private_key: {key:?}}}",
+            cert_file.display()
+        ));
+        assert!(
+            mixed.starts_with(&format!(
+                "l.tls.certificates[0].private_key: the inline private_key does not fit {}: ",
+                cert_file.display()
+            )),
+            "{mixed}"
+        );
+        assert!(!inline.contains("PRIVATE KEY") && !mixed.contains("PRIVATE KEY"));
     }
 }
