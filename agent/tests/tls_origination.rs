@@ -1,6 +1,7 @@
 //! Upstream TLS: verification with the cluster's CA (a wrong CA is a 503
 //! and a counted verify failure), SNI, client certificates for mTLS
-//! upstreams, the same given inline, explicit insecure_skip_verify.
+//! upstreams, the same given inline (the key hidden in `/config_dump`),
+//! explicit insecure_skip_verify.
 
 mod common;
 #[path = "common/tls.rs"]
@@ -147,7 +148,7 @@ async fn origination_with_client_certificate() {
 }
 
 /// The CA, client certificate and key given inline: verified and presented
-/// as from files.
+/// as from files; `/config_dump` shows `[redacted]` for the key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origination_with_inline_pem() {
     let dir = tempfile::tempdir().unwrap();
@@ -194,4 +195,15 @@ async fn origination_with_inline_pem() {
     .await;
     assert_eq!(r.status, 503);
     assert!(r.body.contains("certificate verify failed"), "{}", r.body);
+
+    let (_, dump) = p.admin_get("/config_dump").await;
+    let v: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    assert_eq!(v["clusters"][0]["tls"]["client_key"], "[redacted]");
+    assert_eq!(
+        v["clusters"][0]["tls"]["client_cert"],
+        weir.cert_pem().as_str()
+    );
+    let secret = weir.key_pem().lines().nth(1).unwrap().to_owned();
+    assert!(!dump.contains(&secret) && !dump.contains("PRIVATE KEY"));
+    assert!(!p.stderr().contains(&secret));
 }

@@ -1,6 +1,7 @@
 //! Downstream TLS: seed 001 (`curl -k` over https), certificates by SNI,
 //! client certificates (mTLS), minimum version, certificate reload, inline
-//! PEM, and clear errors for bad files and failed handshakes.
+//! PEM (its key kept out of `/config_dump` and the log), and clear errors
+//! for bad files and failed handshakes.
 
 mod common;
 #[path = "common/tls.rs"]
@@ -144,7 +145,8 @@ async fn sni_selects_certificate() {
 }
 
 /// A certificate and key given inline (Envoy's `inline_string`) are
-/// served, and an inline client CA verifies clients.
+/// served; `/config_dump` and the logged effective config show the
+/// certificate but `[redacted]` for the key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inline_certificate_and_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -174,6 +176,18 @@ async fn inline_certificate_and_key() {
     let r = tls::get(l, "proxy.test", cc, "/").await.unwrap();
     assert_eq!((r.status, r.body.as_str()), (200, "inline"));
     assert_eq!(r.peer_cert, server.der);
+
+    let (_, dump) = p.admin_get("/config_dump").await;
+    let v: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    let served = &v["listeners"][0]["tls"]["certificates"][0];
+    assert_eq!(served["private_key"], "[redacted]");
+    assert_eq!(served["cert_chain"], cert.as_str());
+    // Any line of the key's base64, not only its armour, would be a leak.
+    let secret = key.lines().nth(1).unwrap();
+    for shown in [&dump, &p.stderr()] {
+        assert!(!shown.contains(secret) && !shown.contains("PRIVATE KEY"));
+    }
+    assert!(p.stderr().contains("[redacted]"), "effective config logged");
 }
 
 /// require_client_certificate: no certificate is refused (counted), a

@@ -149,15 +149,25 @@ impl UpstreamTlsConfig {
 }
 
 /// Where PEM comes from: a file, or the config itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub enum PemSource<'a> {
     File(&'a Path),
     Inline(&'a str),
 }
 
+impl fmt::Debug for PemSource<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File(path) => f.debug_tuple("File").field(path).finish(),
+            // The text may be a private key.
+            Self::Inline(_) => f.write_str("Inline(..)"),
+        }
+    }
+}
+
 /// One PEM setting, spelled `<name>_file` (a path) or `<name>` (the text);
 /// validation lets at most one spelling through.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct PemField<'a> {
     name: &'static str,
     file: Option<&'a Path>,
@@ -207,6 +217,17 @@ impl<'a> PemField<'a> {
     }
 }
 
+impl fmt::Debug for PemField<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PemField")
+            .field("name", &self.name)
+            .field("file", &self.file)
+            // The text may be a private key.
+            .field("inline", &self.inline.map(|_| ".."))
+            .finish()
+    }
+}
+
 /// Names the PEM as a person reading the config would: the file, or the
 /// inline field.
 impl fmt::Display for PemField<'_> {
@@ -220,12 +241,17 @@ impl fmt::Display for PemField<'_> {
 }
 
 /// A private key in PEM, given inline.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+// Debug and Serialize print `[redacted]` so the key stays out of logs and
+// `/config_dump` (Envoy's config_dump hides inline keys the same way);
+// `weir convert-envoy`, which must write it, puts it back.
+#[derive(Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(transparent)]
 #[schemars(transparent)]
 pub struct InlineKey(String);
 
 impl InlineKey {
+    pub const REDACTED: &'static str = "[redacted]";
+
     pub fn new(pem: impl Into<String>) -> Self {
         Self(pem.into())
     }
@@ -233,6 +259,18 @@ impl InlineKey {
     /// The PEM text, for the few places that must have it.
     pub fn expose(&self) -> &str {
         &self.0
+    }
+}
+
+impl fmt::Debug for InlineKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(Self::REDACTED)
+    }
+}
+
+impl Serialize for InlineKey {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(Self::REDACTED)
     }
 }
 
@@ -279,6 +317,44 @@ pub enum Codec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The key stays out of every Debug print (config errors, logs) and
+    /// every serialization (`/config_dump`, the logged effective config),
+    /// yet deserializes and compares as its text.
+    #[test]
+    fn inline_keys_are_redacted_but_kept() {
+        let yaml = "{cert_chain: CERT TEXT, private_key: KEY TEXT}";
+        let c: TlsCertificateConfig = serde_yaml::from_str(yaml).unwrap();
+        assert_eq!(c.private_key, Some(InlineKey::new("KEY TEXT")));
+        assert_eq!(
+            c.private_key_pem().source(),
+            Some(PemSource::Inline("KEY TEXT"))
+        );
+        let upstream: UpstreamTlsConfig =
+            serde_yaml::from_str("{client_cert: CERT TEXT, client_key: KEY TEXT}").unwrap();
+        for shown in [
+            format!("{c:?}"),
+            format!("{c:#?}"),
+            format!("{:?}", c.private_key_pem()),
+            serde_json::to_string(&c).unwrap(),
+            serde_yaml::to_string(&c).unwrap(),
+            format!("{upstream:?}"),
+            serde_json::to_string(&upstream).unwrap(),
+        ] {
+            assert!(!shown.contains("KEY TEXT"), "{shown}");
+        }
+        assert_eq!(
+            serde_json::to_value(&c).unwrap()["private_key"],
+            "[redacted]"
+        );
+        assert_eq!(
+            serde_json::to_value(&upstream).unwrap()["client_key"],
+            "[redacted]"
+        );
+        assert_eq!(format!("{:?}", c.private_key), "Some([redacted])");
+        // Certificates are public: shown as given.
+        assert!(serde_json::to_string(&c).unwrap().contains("CERT TEXT"));
+    }
 
     #[test]
     fn pem_fields_name_the_spelling_given() {
