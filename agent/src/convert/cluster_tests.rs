@@ -295,6 +295,30 @@ transport_socket:
         )
         .insecure_skip_verify
     );
+    let inline = tls("common_tls_context:
+      validation_context: {trusted_ca: {inline_string: CA PEM}}
+      tls_certificates: [{certificate_chain: {inline_string: CERT PEM}, private_key: {inline_string: KEY PEM}}]");
+    assert_eq!(
+        (inline.ca_file.as_ref(), inline.ca.as_deref()),
+        (None, Some("CA PEM"))
+    );
+    assert_eq!(
+        (
+            inline.client_cert_file.as_ref(),
+            inline.client_cert.as_deref()
+        ),
+        (None, Some("CERT PEM"))
+    );
+    assert_eq!(
+        (
+            inline.client_key_file.as_ref(),
+            inline
+                .client_key
+                .as_ref()
+                .map(crate::config::InlineKey::expose)
+        ),
+        (None, Some("KEY PEM"))
+    );
     // v2 put the context on the cluster itself.
     let v2 = converted(&format!(
         "name: c\n{ENDPOINT}\ntls_context: {{sni: a.example, common_tls_context: {{validation_context: {{trusted_ca: {{filename: /ca.pem}}}}}}}}"

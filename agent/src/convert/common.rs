@@ -61,35 +61,61 @@ pub(super) fn ip_socket_address(cx: &mut Cx, f: &Field<'_>, what: &str) -> Optio
     }
 }
 
-/// A `DataSource` naming a file; `what` names its contents in refusals.
-pub(super) fn data_source_file(cx: &mut Cx, f: &Field<'_>, what: &str) -> Option<PathBuf> {
+/// PEM from a `DataSource`: its `filename`, or its `inline_string`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Pem {
+    File(PathBuf),
+    Inline(String),
+}
+
+impl Pem {
+    /// As weir's `<name>_file` and `<name>` fields.
+    pub(super) fn split(pem: Option<Self>) -> (Option<PathBuf>, Option<String>) {
+        match pem {
+            Some(Pem::File(file)) => (Some(file), None),
+            Some(Pem::Inline(text)) => (None, Some(text)),
+            None => (None, None),
+        }
+    }
+}
+
+/// A `DataSource` holding PEM; `what` names its contents in refusals.
+pub(super) fn data_source_pem(cx: &mut Cx, f: &Field<'_>, what: &str) -> Option<Pem> {
     let mut o = cx.obj(f, "DataSource")?;
     let file = o.get("filename");
-    let mut inline = false;
-    for field in ["inline_string", "inline_bytes"] {
+    let inline = o.get("inline_string");
+    let mut other = false;
+    for field in ["inline_bytes", "environment_variable"] {
         if let Some(x) = o.get(field) {
-            inline = true;
+            other = true;
             cx.refuse(
                 &x.path,
-                format!(
-                    "an inline {what} is not supported: weir reads PEM files only; write it to a file (mount the Secret) and name it with `filename`"
-                ),
+                format!("weir takes the {what} from `filename` or `inline_string` only (PEM text)"),
             );
         }
     }
-    if let Some(x) = o.get("environment_variable") {
-        inline = true;
-        cx.refuse(
-            &x.path,
-            format!("weir reads the {what} from a file only: name it with `filename`"),
-        );
-    }
-    if file.is_none() && !inline {
-        cx.refuse(&o.path, "filename is required");
-    }
+    let path = o.path.clone();
     o.finish(cx);
-    let file = file?;
-    let name = PathBuf::from(cx.string(&file)?);
+    match (file, inline) {
+        (Some(_), Some(_)) => {
+            cx.refuse(
+                &path,
+                "a DataSource holds one of filename and inline_string",
+            );
+            None
+        }
+        (Some(file), None) if !other => pem_file(cx, &file).map(Pem::File),
+        (None, Some(text)) if !other => cx.string(&text).map(Pem::Inline),
+        (None, None) if !other => {
+            cx.refuse(&path, "filename or inline_string is required");
+            None
+        }
+        _ => None,
+    }
+}
+
+fn pem_file(cx: &mut Cx, file: &Field<'_>) -> Option<PathBuf> {
+    let name = PathBuf::from(cx.string(file)?);
     if !name.is_file() {
         // Converting usually happens away from where weir runs, so a file
         // missing here is worth a word, not a refusal.
@@ -309,33 +335,45 @@ mod tests {
     }
 
     #[test]
-    fn data_sources_are_files() {
+    fn data_sources_are_files_or_inline_pem() {
+        let pem = |yaml: &str| run(yaml, |cx, f| data_source_pem(cx, f, "certificate"));
         let dir = tempfile::tempdir().unwrap();
         let cert = dir.path().join("c.pem");
         std::fs::write(&cert, "x").unwrap();
-        let (file, cx) = run(&format!("{{filename: {}}}", cert.display()), |cx, f| {
-            data_source_file(cx, f, "certificate")
-        });
-        assert_eq!(file, Some(cert));
+        let (file, cx) = pem(&format!("{{filename: {}}}", cert.display()));
+        assert_eq!(file, Some(Pem::File(cert)));
         assert!(cx.refusals.is_empty() && cx.notes.is_empty());
-        let (file, cx) = run("{filename: /nonexistent/c.pem}", |cx, f| {
-            data_source_file(cx, f, "certificate")
-        });
-        assert_eq!(file, Some(PathBuf::from("/nonexistent/c.pem")));
+        let (file, cx) = pem("{filename: /nonexistent/c.pem}");
+        assert_eq!(file, Some(Pem::File(PathBuf::from("/nonexistent/c.pem"))));
         assert_eq!(
             cx.notes[0].1,
             "/nonexistent/c.pem does not exist on this machine; weir check-config and weir proxy need it where weir runs"
         );
-        let (file, cx) = run("{inline_string: '-----BEGIN'}", |cx, f| {
-            data_source_file(cx, f, "certificate")
-        });
-        assert_eq!(file, None);
+        let (inline, cx) = pem("{inline_string: \"-----BEGIN CERTIFICATE-----\\n\"}");
         assert_eq!(
-            refusals(&cx),
-            [
-                "x.inline_string: an inline certificate is not supported: weir reads PEM files only; write it to a file (mount the Secret) and name it with `filename`"
-            ]
+            inline,
+            Some(Pem::Inline("-----BEGIN CERTIFICATE-----\n".into()))
         );
+        assert!(cx.refusals.is_empty() && cx.notes.is_empty());
+        for (yaml, refusal) in [
+            (
+                "{inline_bytes: LS0t}",
+                "x.inline_bytes: weir takes the certificate from `filename` or `inline_string` only (PEM text)",
+            ),
+            (
+                "{environment_variable: CERT}",
+                "x.environment_variable: weir takes the certificate from `filename` or `inline_string` only (PEM text)",
+            ),
+            (
+                "{filename: /c.pem, inline_string: x}",
+                "x: a DataSource holds one of filename and inline_string",
+            ),
+            ("{}", "x: filename or inline_string is required"),
+        ] {
+            let (got, cx) = pem(yaml);
+            assert_eq!(got, None, "{yaml}");
+            assert_eq!(refusals(&cx), [refusal], "{yaml}");
+        }
     }
 
     #[test]

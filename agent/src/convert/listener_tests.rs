@@ -185,6 +185,50 @@ fn downstream_tls_seed_001_and_v2_tls_context() {
     assert_eq!(plain.tls, None);
 }
 
+/// A filter chain's TLS transport socket, its context's fields to follow.
+const TLS_SOCKET: &str = "transport_socket:
+    name: envoy.transport_sockets.tls
+    typed_config:
+      '@type': type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext";
+
+/// `inline_string` PEM becomes the inline fields; the key is kept whole
+/// in the config (only its Debug and Serialize hide it).
+#[test]
+fn downstream_tls_inline_pem() {
+    let l = converted(&doc(
+        "",
+        &format!(
+            "{TLS_SOCKET}
+      common_tls_context:
+        validation_context: {{trusted_ca: {{inline_string: CA PEM}}}}
+        tls_certificates:
+        - certificate_chain: {{inline_string: \"-----BEGIN CERTIFICATE-----\\nMIIB\\n\"}}
+          private_key:
+            inline_string: |
+              -----BEGIN PRIVATE KEY-----
+              MIIE"
+        ),
+        "",
+    ));
+    let tls = l.tls.expect("tls");
+    let cert = &tls.certificates[0];
+    assert_eq!(
+        (cert.cert_chain_file.as_ref(), cert.cert_chain.as_deref()),
+        (None, Some("-----BEGIN CERTIFICATE-----\nMIIB\n"))
+    );
+    assert_eq!(cert.private_key_file, None);
+    assert_eq!(
+        cert.private_key
+            .as_ref()
+            .map(crate::config::InlineKey::expose),
+        Some("-----BEGIN PRIVATE KEY-----\nMIIE\n")
+    );
+    assert_eq!(
+        (tls.client_ca_file, tls.client_ca.as_deref()),
+        (None, Some("CA PEM"))
+    );
+}
+
 #[test]
 fn several_certificates_get_a_note_on_server_names() {
     let yaml = doc(
@@ -393,8 +437,8 @@ fn downstream_tls_refusals() {
         alpn_protocols: [h3]
         tls_params: {tls_minimum_protocol_version: TLSv1_1, cipher_suites: [ECDHE-RSA-AES128-GCM-SHA256]}
         tls_certificates:
-        - certificate_chain: {inline_string: '-----BEGIN CERTIFICATE-----'}
-          private_key: {filename: /k.pem}
+        - certificate_chain: {inline_bytes: LS0tLS1CRUdJTg==}
+          private_key: {environment_variable: TLS_KEY}
           password: {inline_string: secret}
         tls_certificate_sds_secret_configs: [{name: server_cert}]",
         "",
@@ -406,8 +450,12 @@ fn downstream_tls_refusals() {
         w.refusals,
         [
             format!(
-                "{at}.common_tls_context.tls_certificates[0].certificate_chain.inline_string (line {}): an inline certificate is not supported: weir reads PEM files only; write it to a file (mount the Secret) and name it with `filename`",
-                l("BEGIN")
+                "{at}.common_tls_context.tls_certificates[0].certificate_chain.inline_bytes (line {}): weir takes the certificate from `filename` or `inline_string` only (PEM text)",
+                l("inline_bytes")
+            ),
+            format!(
+                "{at}.common_tls_context.tls_certificates[0].private_key.environment_variable (line {}): weir takes the private key from `filename` or `inline_string` only (PEM text)",
+                l("environment_variable")
             ),
             format!(
                 "{at}.common_tls_context.tls_certificates[0].password (line {}): weir reads unencrypted private keys only",

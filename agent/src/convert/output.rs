@@ -8,8 +8,8 @@ use serde_yaml::{Mapping, Value};
 
 use crate::config::{
     ClusterConfig, DownstreamTlsConfig, FileChecks, ForwardActionConfig, HeaderValueOptionConfig,
-    Issue, ListenerConfig, OutlierDetectionConfig, ProxyConfig, RedirectConfig, RetryPolicyConfig,
-    UpstreamTlsConfig,
+    InlineKey, Issue, ListenerConfig, OutlierDetectionConfig, ProxyConfig, RedirectConfig,
+    RetryPolicyConfig, UpstreamTlsConfig,
 };
 
 /// The YAML text of `config`, headed by comments naming `source` and the notes.
@@ -19,6 +19,7 @@ pub(super) fn render(
     notes: &[Issue],
 ) -> Result<String, String> {
     let mut value = serde_yaml::to_value(config).map_err(|e| e.to_string())?;
+    reveal_keys(&mut value, config);
     Defaults::new()?.prune(&mut value);
     let body = serde_yaml::to_string(&value).map_err(|e| e.to_string())?;
     let mut out = format!(
@@ -127,6 +128,31 @@ impl Defaults {
                 prune(outlier, &self.outlier, &[]);
             }
         }
+    }
+}
+
+/// Puts back the inline private keys that serializing redacts: the file
+/// written is the config weir runs, so it must hold them, as the Envoy
+/// bootstrap did.
+fn reveal_keys(value: &mut Value, config: &ProxyConfig) {
+    for (listener, l) in items(value, "listeners").zip(&config.listeners) {
+        let (Some(tls), Some(t)) = (get_mut(listener, "tls"), &l.tls) else {
+            continue;
+        };
+        for (cert, c) in items(tls, "certificates").zip(&t.certificates) {
+            reveal(cert, "private_key", c.private_key.as_ref());
+        }
+    }
+    for (cluster, c) in items(value, "clusters").zip(&config.clusters) {
+        if let (Some(tls), Some(t)) = (get_mut(cluster, "tls"), &c.tls) {
+            reveal(tls, "client_key", t.client_key.as_ref());
+        }
+    }
+}
+
+fn reveal(value: &mut Value, key: &str, secret: Option<&InlineKey>) {
+    if let (Some(map), Some(secret)) = (value.as_mapping_mut(), secret) {
+        map.insert(key.into(), secret.expose().into());
     }
 }
 

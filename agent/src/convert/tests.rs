@@ -351,6 +351,59 @@ fn a_bootstrap_using_every_mapped_field_converts_whole() {
     assert_eq!(dns.search_domains, Some(vec![]));
 }
 
+/// Inline PEM is written into the weir config, the private keys whole:
+/// the config is what weir runs, though `/config_dump` hides them.
+#[test]
+fn inline_pem_is_written_with_the_keys() {
+    let yaml = "static_resources:
+  listeners:
+  - name: l
+    address: {socket_address: {address: 127.0.0.1, port_value: 8443}}
+    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          '@type': type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            tls_certificates:
+            - certificate_chain: {inline_string: SERVER CERT}
+              private_key: {inline_string: SERVER KEY}
+      filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          '@type': type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress_https
+          route_config:
+            virtual_hosts: [{name: vh, domains: ['*'], routes: [{match: {prefix: /}, route: {cluster: c}}]}]
+          http_filters: [{name: envoy.filters.http.router}]
+  clusters:
+  - name: c
+    load_assignment: {endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 10.0.0.1, port_value: 443}}}}]}]}
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        '@type': type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        common_tls_context:
+          validation_context: {trusted_ca: {inline_string: UPSTREAM CA}}
+          tls_certificates: [{certificate_chain: {inline_string: CLIENT CERT}, private_key: {inline_string: CLIENT KEY}}]
+";
+    let c = convert(yaml).unwrap_or_else(|e| panic!("{e}"));
+    for (field, text) in [
+        ("cert_chain", "SERVER CERT"),
+        ("private_key", "SERVER KEY"),
+        ("ca", "UPSTREAM CA"),
+        ("client_cert", "CLIENT CERT"),
+        ("client_key", "CLIENT KEY"),
+    ] {
+        assert!(
+            c.yaml.contains(&format!("{field}: {text}\n")),
+            "{field} in:\n{}",
+            c.yaml
+        );
+    }
+    assert!(!c.yaml.contains("redacted"), "{}", c.yaml);
+}
+
 #[test]
 fn json_bootstraps_convert_as_yaml_ones() {
     let text = std::fs::read_to_string(repo("config/envoy/seed-003-edge.yaml")).unwrap();

@@ -1,12 +1,11 @@
 //! `envoy.transport_sockets.tls`: DownstreamTlsContext on a listener's
 //! filter chain, UpstreamTlsContext on a cluster.
 
-use std::path::PathBuf;
-
-use super::common::data_source_file;
+use super::common::{Pem, data_source_pem};
 use super::walk::{Cx, Field, type_name};
 use crate::config::{
-    AlpnProtocol, DownstreamTlsConfig, TlsCertificateConfig, TlsVersion, UpstreamTlsConfig,
+    AlpnProtocol, DownstreamTlsConfig, InlineKey, TlsCertificateConfig, TlsVersion,
+    UpstreamTlsConfig,
 };
 
 const DOWNSTREAM_TYPES: [&str; 2] = [
@@ -74,10 +73,11 @@ pub(super) fn transport_socket<'v>(
 /// What both contexts share (`common_tls_context`).
 #[derive(Default)]
 struct CommonTls {
-    certificates: Vec<(PathBuf, PathBuf)>,
+    /// (certificate chain, private key)
+    certificates: Vec<(Pem, Pem)>,
     alpn: Vec<AlpnProtocol>,
     min_version: TlsVersion,
-    trusted_ca: Option<PathBuf>,
+    trusted_ca: Option<Pem>,
     accept_untrusted: Option<crate::config::DocPath>,
 }
 
@@ -124,22 +124,27 @@ pub(super) fn downstream(cx: &mut Cx, f: &Field<'_>) -> Option<DownstreamTlsConf
             "weir picks a certificate by the names listed in tls.certificates[].server_names, not the names in the certificates: list them, or weir serves the first to every client",
         );
     }
+    let (client_ca_file, client_ca) = Pem::split(common.trusted_ca);
     Some(DownstreamTlsConfig {
         certificates: common
             .certificates
             .into_iter()
-            .map(|(cert_chain_file, private_key_file)| TlsCertificateConfig {
-                cert_chain_file: Some(cert_chain_file),
-                cert_chain: None,
-                private_key_file: Some(private_key_file),
-                private_key: None,
-                server_names: Vec::new(),
+            .map(|(chain, key)| {
+                let (cert_chain_file, cert_chain) = Pem::split(Some(chain));
+                let (private_key_file, private_key) = split_key(Some(key));
+                TlsCertificateConfig {
+                    cert_chain_file,
+                    cert_chain,
+                    private_key_file,
+                    private_key,
+                    server_names: Vec::new(),
+                }
             })
             .collect(),
         alpn: common.alpn,
         min_version: common.min_version,
-        client_ca_file: common.trusted_ca,
-        client_ca: None,
+        client_ca_file,
+        client_ca,
         require_client_certificate: require_client,
     })
 }
@@ -175,20 +180,19 @@ pub(super) fn upstream(cx: &mut Cx, f: &Field<'_>) -> Option<UpstreamTlsConfig> 
             "Envoy does not verify this upstream's certificate (no validation_context.trusted_ca); weir verifies it against the system roots: set tls.ca_file, or tls.insecure_skip_verify: true to keep Envoy's behaviour",
         );
     }
-    let (client_cert_file, client_key_file) = common
-        .certificates
-        .into_iter()
-        .next()
-        .map_or((None, None), |(c, k)| (Some(c), Some(k)));
+    let (cert, key) = common.certificates.into_iter().next().unzip();
+    let (client_cert_file, client_cert) = Pem::split(cert);
+    let (client_key_file, client_key) = split_key(key);
+    let (ca_file, ca) = Pem::split(common.trusted_ca);
     Some(UpstreamTlsConfig {
         sni,
-        ca_file: common.trusted_ca,
-        ca: None,
+        ca_file,
+        ca,
         insecure_skip_verify: common.accept_untrusted.is_some(),
         client_cert_file,
-        client_cert: None,
+        client_cert,
         client_key_file,
-        client_key: None,
+        client_key,
         alpn: common.alpn,
         min_version: common.min_version,
     })
@@ -236,14 +240,20 @@ fn common(cx: &mut Cx, f: &Field<'_>, side: Side) -> (CommonTls, bool) {
     (out, ok)
 }
 
-fn certificate(cx: &mut Cx, f: &Field<'_>) -> Option<(PathBuf, PathBuf)> {
+/// A private key as weir's `<name>_file` and `<name>` fields.
+fn split_key(key: Option<Pem>) -> (Option<std::path::PathBuf>, Option<InlineKey>) {
+    let (file, inline) = Pem::split(key);
+    (file, inline.map(InlineKey::new))
+}
+
+fn certificate(cx: &mut Cx, f: &Field<'_>) -> Option<(Pem, Pem)> {
     let mut o = cx.obj(f, "TlsCertificate")?;
     let chain = o
         .require(cx, "certificate_chain")
-        .and_then(|c| data_source_file(cx, &c, "certificate"));
+        .and_then(|c| data_source_pem(cx, &c, "certificate"));
     let key = o
         .require(cx, "private_key")
-        .and_then(|k| data_source_file(cx, &k, "private key"));
+        .and_then(|k| data_source_pem(cx, &k, "private key"));
     if let Some(p) = o.get("password") {
         cx.refuse(&p.path, "weir reads unencrypted private keys only");
     }
@@ -285,8 +295,8 @@ fn validation_context(cx: &mut Cx, f: &Field<'_>, side: Side, out: &mut CommonTl
     };
     let mut ok = true;
     if let Some(ca) = o.get("trusted_ca") {
-        match data_source_file(cx, &ca, "CA bundle") {
-            Some(file) => out.trusted_ca = Some(file),
+        match data_source_pem(cx, &ca, "CA bundle") {
+            Some(pem) => out.trusted_ca = Some(pem),
             None => ok = false,
         }
     }
