@@ -84,7 +84,7 @@ pub fn clusters(
 }
 
 /// What building `cfg` would refuse beyond the config's own validation:
-/// certificate, key and CA files that do not load or parse. Nothing is
+/// certificate, key and CA files (or inline PEM) that do not load or parse. Nothing is
 /// bound, resolved or started (`weir check-config`).
 pub fn check(cfg: &config::ProxyConfig, metrics: &Metrics) -> Result<(), BuildError> {
     for (i, c) in cfg.clusters.iter().enumerate() {
