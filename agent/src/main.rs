@@ -111,7 +111,7 @@ fn uninstall(pin_root: &std::path::Path, wait: bool) -> anyhow::Result<()> {
 fn convert_envoy(file: &std::path::Path, output: Option<&std::path::Path>) -> anyhow::Result<()> {
     let converted = weir::convert::convert_file(file).and_then(|c| {
         if let Some(out) = output {
-            weir::convert::write_output(out, &c.yaml)?;
+            weir::convert::write_output(out, &c.yaml, weir::convert::Readers::of(&c.config))?;
         }
         Ok(c)
     });

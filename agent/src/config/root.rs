@@ -161,6 +161,17 @@ impl ProxyConfig {
             .map(|vh| vh.routes.len())
             .sum()
     }
+
+    /// Whether a listener or cluster holds a private key inline (so a file
+    /// written with this config is for its owner's eyes only).
+    pub fn holds_inline_keys(&self) -> bool {
+        let listeners = self.listeners.iter().filter_map(|l| l.tls.as_ref());
+        let clusters = self.clusters.iter().filter_map(|c| c.tls.as_ref());
+        listeners
+            .flat_map(|t| &t.certificates)
+            .any(|c| c.private_key.is_some())
+            || clusters.into_iter().any(|t| t.client_key.is_some())
+    }
 }
 
 impl ProxyConfig {

@@ -24,6 +24,7 @@ mod tls;
 mod walk;
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 pub use error::ConvertError;
@@ -112,9 +113,29 @@ pub fn convert_str(text: &str, origin: &str) -> Result<Conversion, ConvertError>
     }
 }
 
+/// Who may read a written config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readers {
+    /// As the umask allows.
+    Any,
+    /// The owner alone (mode 0600): the config holds inline private keys.
+    Owner,
+}
+
+impl Readers {
+    pub fn of(config: &ProxyConfig) -> Self {
+        if config.holds_inline_keys() {
+            Self::Owner
+        } else {
+            Self::Any
+        }
+    }
+}
+
 /// Writes `yaml` to `path` whole or not at all: into a file beside it,
-/// then renamed over it.
-pub fn write_output(path: &Path, yaml: &str) -> Result<(), ConvertError> {
+/// then renamed over it (so the file's mode is the new one's, never widened
+/// from a private one by the umask when it holds keys).
+pub fn write_output(path: &Path, yaml: &str, readers: Readers) -> Result<(), ConvertError> {
     let write_error = |source| ConvertError::Write {
         path: path.to_owned(),
         source,
@@ -131,7 +152,13 @@ pub fn write_output(path: &Path, yaml: &str) -> Result<(), ConvertError> {
         name.to_string_lossy(),
         std::process::id()
     ));
-    let written = std::fs::File::create(&temp)
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    if readers == Readers::Owner {
+        options.mode(0o600);
+    }
+    let written = options
+        .open(&temp)
         .and_then(|mut f| f.write_all(yaml.as_bytes()).and_then(|()| f.sync_all()))
         .and_then(|()| std::fs::rename(&temp, path));
     if let Err(err) = written {

@@ -402,6 +402,12 @@ fn inline_pem_is_written_with_the_keys() {
         );
     }
     assert!(!c.yaml.contains("redacted"), "{}", c.yaml);
+    assert_eq!(Readers::of(&c.config), Readers::Owner, "written 0600");
+    let mut keyless = c.config.clone();
+    keyless.listeners[0].tls.as_mut().unwrap().certificates[0].private_key = None;
+    assert_eq!(Readers::of(&keyless), Readers::Owner, "the cluster's key");
+    keyless.clusters[0].tls.as_mut().unwrap().client_key = None;
+    assert_eq!(Readers::of(&keyless), Readers::Any);
 }
 
 #[test]
@@ -688,16 +694,28 @@ fn forward_proxy_filter_and_cluster_must_share_their_cache() {
 }
 
 #[test]
+fn a_written_config_holding_private_keys_is_its_owners_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("weir.yaml");
+    std::fs::write(&out, "old").unwrap();
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o644)).unwrap();
+    write_output(&out, "keys: here\n", Readers::Owner).unwrap();
+    let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+#[test]
 fn write_output_replaces_the_file_whole() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("weir.yaml");
     std::fs::write(&out, "old").unwrap();
-    write_output(&out, "new: config\n").unwrap();
+    write_output(&out, "new: config\n", Readers::Any).unwrap();
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "new: config\n");
     let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(entries.len(), 1, "no temporary file left");
     let missing = dir.path().join("no-such-dir").join("weir.yaml");
-    let err = write_output(&missing, "x").unwrap_err();
+    let err = write_output(&missing, "x", Readers::Any).unwrap_err();
     assert!(
         err.to_string()
             .starts_with(&format!("{}: cannot write: ", missing.display()))
