@@ -781,6 +781,28 @@ listeners:
     assert!(parse_str_with(&unknown_cluster, "t.yaml", FileChecks::Skip).is_err());
 }
 
+/// A key pasted into a file field is refused without being echoed, even
+/// where files are not checked (`weir convert-envoy`'s load-back).
+#[test]
+fn pem_text_in_a_file_field_is_refused_and_not_quoted() {
+    use crate::config::{FileChecks, parse_str_with};
+    let yaml = with_tls(
+        "      certificates:\n        - cert_chain_file: /nonexistent/c.pem\n          private_key_file: \"-----BEGIN PRIVATE KEY-----\\nSECRET\\n-----END PRIVATE KEY-----\"\n",
+    );
+    for checks in [FileChecks::MustExist, FileChecks::Skip] {
+        let err = parse_str_with(&yaml, "t.yaml", checks)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "t.yaml: listeners[0].tls.certificates[0].private_key_file (line 7): holds PEM text, not a file path (not repeated here: it may be a key); give the PEM as private_key"
+            ),
+            "{err}"
+        );
+        assert!(!err.contains("SECRET"), "{err}");
+    }
+}
+
 /// A TLS listener with the given `tls` lines (from line 4) and one route.
 fn with_tls(tls: &str) -> String {
     format!(

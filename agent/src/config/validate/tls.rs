@@ -91,6 +91,13 @@ impl Checker<'_> {
             return;
         }
         match field.source() {
+            // Never quoted back: pasted into the file field, it may be a key.
+            Some(PemSource::File(f)) if looks_like_pem(f) => self.report(
+                path.key(&file_key),
+                format!(
+                    "holds PEM text, not a file path (not repeated here: it may be a key); give the PEM as {inline_key}"
+                ),
+            ),
             Some(PemSource::File(f)) => self.file_exists(path.key(&file_key), f),
             Some(PemSource::Inline(_)) => {}
             None if required => {
@@ -108,4 +115,10 @@ impl Checker<'_> {
             self.report(path, format!("file {} does not exist", file.display()));
         }
     }
+}
+
+/// A "path" that is PEM text (a key pasted into a `*_file` field).
+fn looks_like_pem(file: &Path) -> bool {
+    let bytes = file.as_os_str().as_encoded_bytes();
+    bytes.contains(&b'\n') || bytes.windows(10).any(|w| w == b"-----BEGIN")
 }
