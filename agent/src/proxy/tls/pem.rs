@@ -71,7 +71,7 @@ pub fn certs(path: &str, field: PemField<'_>) -> Result<Vec<CertificateDer<'stat
 fn parse_certs(read: &Read<'_>) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_slice_iter(&read.bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| read.error(format!("invalid PEM: {e}")))?;
+        .map_err(|e| read.error(format!("invalid PEM: {}", summary(&e))))?;
     if certs.is_empty() {
         return Err(read.error("no CERTIFICATE block found"));
     }
@@ -82,7 +82,23 @@ fn parse_certs(read: &Read<'_>) -> Result<Vec<CertificateDer<'static>>, TlsError
 pub fn key(path: &str, field: PemField<'_>) -> Result<PrivateKeyDer<'static>, TlsError> {
     let read = read(path, &field)?;
     PrivateKeyDer::from_pem_slice(&read.bytes)
-        .map_err(|e| read.error(format!("no usable private key: {e}")))
+        .map_err(|e| read.error(format!("no usable private key: {}", summary(&e))))
+}
+
+/// What went wrong, without the parser's own text: that quotes the input
+/// (a BEGIN line, decoded bytes), and a key whose line breaks YAML folded
+/// away is all one BEGIN line.
+fn summary(error: &rustls_pki_types::pem::Error) -> &'static str {
+    use rustls_pki_types::pem::Error;
+    match error {
+        Error::MissingSectionEnd { .. } => "a section has no END line",
+        Error::IllegalSectionStart { .. } => "a malformed BEGIN line",
+        Error::Base64Decode(_) => "a section is not valid base64",
+        Error::NoItemsFound => "none found",
+        Error::SectionTooLarge => "a section is too large",
+        Error::Io(_) => "unreadable",
+        _ => "unparsable",
+    }
 }
 
 /// A root store from the CA bundle in `field`.
@@ -140,6 +156,16 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains("SECRET"), "{e}");
+        // Folded by YAML onto one line, the key is all BEGIN line: the
+        // parser's own error would spell it out (as decimal bytes).
+        let folded = certificate(
+            "{private_key: \"-----BEGIN PRIVATE KEY----- SECRETKEYTEXT -----END PRIVATE KEY-----\"}",
+        );
+        let e = err(key("t", folded.private_key_pem()).unwrap_err());
+        assert_eq!(
+            e,
+            "t.private_key: inline PEM: no usable private key: a section has no END line"
+        );
         let garbled = certificate("{cert_chain: \"-----BEGIN CERTIFICATE-----\\n!!\\n\"}");
         let e = err(certs("t", garbled.cert_chain_pem()).unwrap_err());
         assert!(
