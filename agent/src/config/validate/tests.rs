@@ -803,6 +803,20 @@ fn pem_text_in_a_file_field_is_refused_and_not_quoted() {
     }
 }
 
+/// A chain with its key appended (a combined PEM) is refused: only key
+/// fields are redacted in /config_dump and the logged config.
+#[test]
+fn a_private_key_inline_outside_a_key_field_is_refused() {
+    let yaml = with_tls(
+        "      certificates:\n        - cert_chain: \"-----BEGIN CERTIFICATE-----\\nC\\n-----END CERTIFICATE-----\\n-----BEGIN PRIVATE KEY-----\\nSECRET\\n-----END PRIVATE KEY-----\"\n          private_key: K\n",
+    );
+    let err = error(&yaml);
+    assert_eq!(
+        err,
+        "t.yaml: listeners[0].tls.certificates[0].cert_chain (line 6): holds a private key, which only a key field keeps out of /config_dump and logs; give the certificates alone here and the key as a key field"
+    );
+}
+
 /// A TLS listener with the given `tls` lines (from line 4) and one route.
 fn with_tls(tls: &str) -> String {
     format!(

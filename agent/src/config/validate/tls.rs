@@ -99,6 +99,17 @@ impl Checker<'_> {
                 ),
             ),
             Some(PemSource::File(f)) => self.file_exists(path.key(&file_key), f),
+            // Only the key fields are redacted where the config is shown or
+            // logged; a key anywhere else would be printed in full.
+            Some(PemSource::Inline(text))
+                if !matches!(inline_key, "private_key" | "client_key")
+                    && text.contains("PRIVATE KEY") =>
+            {
+                self.report(
+                    path.key(inline_key),
+                    "holds a private key, which only a key field keeps out of /config_dump and logs; give the certificates alone here and the key as a key field",
+                )
+            }
             Some(PemSource::Inline(_)) => {}
             None if required => {
                 self.report(
