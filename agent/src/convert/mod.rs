@@ -152,8 +152,11 @@ pub fn write_output(path: &Path, yaml: &str, readers: Readers) -> Result<(), Con
         name.to_string_lossy(),
         std::process::id()
     ));
+    // A new file, so its mode is the one asked for: a temporary file left
+    // by an earlier run would keep its own.
+    let _ = std::fs::remove_file(&temp);
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     if readers == Readers::Owner {
         options.mode(0o600);
     }
