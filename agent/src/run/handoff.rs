@@ -275,6 +275,19 @@ async fn succeed(name: Vec<u8>, watch: Option<UnixStream>, tx: mpsc::UnboundedSe
 mod tests {
     use super::*;
 
+    /// Whether a socket listens on the abstract `name` (`/proc/net/unix`:
+    /// flags `00010000` mark a listener, `@` an abstract name).
+    fn listening(name: &[u8]) -> bool {
+        let wanted = format!("@{}", String::from_utf8_lossy(name));
+        std::fs::read_to_string("/proc/net/unix")
+            .unwrap_or_default()
+            .lines()
+            .any(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                fields.get(3) == Some(&"00010000") && fields.last() == Some(&wanted.as_str())
+            })
+    }
+
     fn unique_root(tag: &str) -> std::path::PathBuf {
         std::path::PathBuf::from(format!("/test/{tag}/{}", std::process::id()))
     }
@@ -304,18 +317,21 @@ mod tests {
 
         // The holder exits: the successor holds the name for the next one.
         holder.stop().await;
-        let mut third = None;
-        for _ in 0..250 {
-            let h = Handoff::start(&root);
-            if h.is_successor() {
-                third = Some(h);
-                break;
-            }
-            // Still the old holder's name, or nobody's yet: try again.
-            drop(h);
+        // Watched, not probed: starting an agent here to see would bind the
+        // free name itself (racing the successor for it), and a connection
+        // would count as one more successor.
+        let name = socket_name(&root);
+        let mut waited = 0;
+        while !listening(&name) {
+            waited += 1;
+            assert!(
+                waited < 500,
+                "the successor did not take the name over in 10 s"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let mut third = third.expect("the successor took the name over");
+        let mut third = Handoff::start(&root);
+        assert!(third.is_successor());
         assert_eq!(successor.next().await, Event::SuccessorArrived);
         third.took("uid-1");
         assert_eq!(successor.next().await, Event::Taken("uid-1".into()));
