@@ -123,6 +123,7 @@ impl TlsCertificateConfig {
             self.private_key_file.as_deref(),
             self.private_key.as_ref().map(InlineKey::expose),
         )
+        .holding_a_key()
     }
 }
 
@@ -145,6 +146,7 @@ impl UpstreamTlsConfig {
             self.client_key_file.as_deref(),
             self.client_key.as_ref().map(InlineKey::expose),
         )
+        .holding_a_key()
     }
 }
 
@@ -172,11 +174,29 @@ pub struct PemField<'a> {
     name: &'static str,
     file: Option<&'a Path>,
     inline: Option<&'a str>,
+    /// Its inline text is an `InlineKey`: redacted wherever the config is
+    /// shown or logged.
+    key: bool,
 }
 
 impl<'a> PemField<'a> {
     fn new(name: &'static str, file: Option<&'a Path>, inline: Option<&'a str>) -> Self {
-        Self { name, file, inline }
+        Self {
+            name,
+            file,
+            inline,
+            key: false,
+        }
+    }
+
+    fn holding_a_key(self) -> Self {
+        Self { key: true, ..self }
+    }
+
+    /// A private key's field, whose inline text is kept out of
+    /// `/config_dump` and logs.
+    pub fn holds_a_key(&self) -> bool {
+        self.key
     }
 
     /// The inline spelling's key, e.g. `private_key`.

@@ -102,8 +102,7 @@ impl Checker<'_> {
             // Only the key fields are redacted where the config is shown or
             // logged; a key anywhere else would be printed in full.
             Some(PemSource::Inline(text))
-                if !matches!(inline_key, "private_key" | "client_key")
-                    && text.contains("PRIVATE KEY") =>
+                if !field.holds_a_key() && text.contains("PRIVATE KEY") =>
             {
                 self.report(
                     path.key(inline_key),
