@@ -99,6 +99,13 @@ pub fn run(options: &RunOptions) -> Result<(), RunError> {
     agent_runtime(options.workers, workers_keep_bpf)?.block_on(serve(options))
 }
 
+/// Tasks a worker polls between two looks at the sockets that became
+/// ready (tokio's default is 61). A pod whose connections keep the workers
+/// busy would otherwise delay by up to 61 of its polls the moment a
+/// neighbour's request is even seen; a look costs one epoll_wait that
+/// does not block.
+const EVENT_INTERVAL: u32 = 8;
+
 /// Always multi-threaded, unlike `weir proxy --workers 1`: the main thread
 /// keeps enrolment's capabilities, so proxy work must happen elsewhere.
 fn agent_runtime(
@@ -111,6 +118,7 @@ fn agent_runtime(
     }
     builder
         .thread_name("weir-worker")
+        .event_interval(EVENT_INTERVAL)
         .on_thread_start(move || {
             if let Err(e) = privilege::confine_worker(keep_bpf) {
                 // A worker that kept privilege would parse pods' traffic with it.
