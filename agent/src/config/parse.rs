@@ -73,6 +73,7 @@ pub(crate) fn serde_issue(
         let position = format!(" at line {} column {}", loc.line(), loc.column());
         message = message.replacen(&position, "", 1);
     }
+    message = without_long_values(&message);
     let path = doc_path(err.path());
     let path_text = path.to_string();
     if let Some((prefix, rest)) = message.split_once(": ")
@@ -90,6 +91,57 @@ pub(crate) fn serde_issue(
         line,
         message,
     }
+}
+
+/// The longest value a parse error quotes back.
+const QUOTED_MAX: usize = 64;
+
+/// serde's messages quote the value they could not use (`string "..."`,
+/// `` unknown variant `...` ``), and a value in the wrong place may be a
+/// secret (a private key where a mapping belongs), which would then be in
+/// `weir check-config`'s output, the reload log and `/status`. Long or
+/// multi-line values are named by their length instead.
+fn without_long_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(open) = rest.find(['"', '`']) {
+        let quote = char::from(rest.as_bytes()[open]);
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let Some(len) = closing_quote(after, quote) else {
+            out.push_str(&rest[open..]);
+            return out;
+        };
+        let value = &after[..len];
+        let multi_line = value.contains('\n') || (quote == '"' && value.contains("\\n"));
+        if value.chars().count() > QUOTED_MAX || multi_line {
+            out.push_str(&format!(
+                "({} characters, not repeated here: it may be a secret)",
+                value.chars().count()
+            ));
+        } else {
+            out.push(quote);
+            out.push_str(value);
+            out.push(quote);
+        }
+        rest = &after[len + quote.len_utf8()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Where `quote` closes `text` (which follows the opening one); a `"`
+/// string is Debug-escaped, so `\"` inside it does not close it.
+fn closing_quote(text: &str, quote: char) -> Option<usize> {
+    let mut escaped = false;
+    for (i, c) in text.char_indices() {
+        match c {
+            '\\' if quote == '"' && !escaped => escaped = true,
+            c if c == quote && !escaped => return Some(i),
+            _ => escaped = false,
+        }
+    }
+    None
 }
 
 /// serde_path_to_error's path as ours, up to the first unknown segment.

@@ -595,3 +595,30 @@ fn retry_on_as_envoy_writes_it() {
     let err = error(&bad);
     assert!(err.contains("retry_on") && err.contains("503"), "{err}");
 }
+
+#[test]
+fn a_long_value_in_the_wrong_place_is_not_quoted_back() {
+    // A private key pasted where a number belongs: named by its length.
+    let key = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\n-----END PRIVATE KEY-----\n";
+    let yaml = MINIMAL.replace("port: 9000", &format!("port: {key:?}"));
+    let e = error(&yaml);
+    assert!(!e.contains("MIIE") && !e.contains("PRIVATE"), "{e}");
+    assert!(
+        e.starts_with("t.yaml: clusters[0].endpoints[0].port (line 19): invalid type: string (")
+            && e.ends_with(" characters, not repeated here: it may be a secret), expected u16"),
+        "{e}"
+    );
+    // As the value of an enum.
+    let yaml = MINIMAL.replace("[5xx]", &format!("[5xx, {key:?}]"));
+    let e = error(&yaml);
+    assert!(
+        !e.contains("MIIE") && e.contains("unknown variant ("),
+        "{e}"
+    );
+    // A short value is still quoted.
+    let yaml = MINIMAL.replace("port: 9000", "port: \"nine \\\"thousand\\\"\"");
+    assert_eq!(
+        error(&yaml),
+        "t.yaml: clusters[0].endpoints[0].port (line 19): invalid type: string \"nine \\\"thousand\\\"\", expected u16"
+    );
+}
