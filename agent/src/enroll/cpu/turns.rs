@@ -90,12 +90,7 @@ impl Turns {
             return baton;
         }
         let mut line = self.line.lock().unwrap_or_else(|p| p.into_inner());
-        line.wakers.remove(&task);
-        let timer = line.timer == Some(task);
-        if timer {
-            line.timer = None;
-        }
-        baton || timer
+        line.forget(task) || baton
     }
 
     /// After a turn: wakes the first task in line. While the pod is still
@@ -109,10 +104,7 @@ impl Turns {
             }
             line.pop()
         };
-        if let Some((task, waker)) = next {
-            self.baton.store(task, Ordering::Relaxed);
-            waker.wake();
-        }
+        self.hand_to(next);
     }
 
     /// `task` ended: it leaves the line (if it `was_held`), and hands on
@@ -124,16 +116,17 @@ impl Turns {
         }
         let next = {
             let mut line = self.line.lock().unwrap_or_else(|p| p.into_inner());
-            line.wakers.remove(&task);
-            let had_timer = line.timer == Some(task);
-            if had_timer {
-                line.timer = None;
-            }
+            let had_timer = line.forget(task);
             if !(had_baton || had_timer) {
                 return;
             }
             line.pop()
         };
+        self.hand_to(next);
+    }
+
+    /// Gives the turn to `next`, popped from the line, and wakes it.
+    fn hand_to(&self, next: Option<(TaskId, Waker)>) {
         if let Some((task, waker)) = next {
             self.baton.store(task, Ordering::Relaxed);
             waker.wake();
@@ -158,6 +151,16 @@ impl Turns {
 }
 
 impl Line {
+    /// `task` leaves the line; whether it kept the timer (now nobody's).
+    fn forget(&mut self, task: TaskId) -> bool {
+        self.wakers.remove(&task);
+        let had_timer = self.timer == Some(task);
+        if had_timer {
+            self.timer = None;
+        }
+        had_timer
+    }
+
     fn pop(&mut self) -> Option<(TaskId, Waker)> {
         while let Some(task) = self.order.pop_front() {
             if let Some(waker) = self.wakers.remove(&task) {
