@@ -41,12 +41,13 @@ pub(super) enum Wait {
 /// Beyond this many stale entries over the live ones, the line is compacted.
 const STALE_SLACK: usize = 64;
 
+/// A pod's line of held tasks. Everything in it moves under one lock: a
+/// turn handed on outside it could land on a task that ran and ended in
+/// between (woken by its own socket, on another worker), and the line would
+/// stop with nobody to wake the next task.
 #[derive(Debug, Default)]
 pub(super) struct Turns {
     line: Mutex<Line>,
-    /// The task woken to take its turn (0: none). Read on every poll of the
-    /// pod's tasks, so kept out of the lock.
-    baton: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -57,14 +58,16 @@ struct Line {
     wakers: HashMap<TaskId, Waker>,
     /// The held task whose timer fires when the pod's debt is paid.
     timer: Option<TaskId>,
+    /// The task woken to take its turn.
+    turn: Option<TaskId>,
 }
 
 impl Turns {
     /// `task` is held back: it keeps the pod's timer if no task does, or
     /// waits in line to be woken.
     pub(super) fn wait(&self, task: TaskId, waker: &Waker) -> Wait {
-        self.take_baton(task);
-        let mut line = self.line.lock().unwrap_or_else(|p| p.into_inner());
+        let mut line = self.lock();
+        line.take_turn(task);
         if line.timer.is_none_or(|t| t == task) {
             line.timer = Some(task);
             line.wakers.remove(&task);
@@ -84,13 +87,17 @@ impl Turns {
     /// `task` is about to run; whether it holds the turn (woken by the
     /// line, or by the pod's timer), and so must wake the next task after
     /// its poll ([`Turns::pass`]).
+    ///
+    /// A task that was not held cannot hold either: only a task in line is
+    /// handed the turn, and it stays held until it runs or waits again.
+    /// So the pod's unheld polls, nearly all of them, take no lock.
     pub(super) fn start(&self, task: TaskId, was_held: bool) -> bool {
-        let baton = self.take_baton(task);
         if !was_held {
-            return baton;
+            return false;
         }
-        let mut line = self.line.lock().unwrap_or_else(|p| p.into_inner());
-        line.forget(task) || baton
+        let mut line = self.lock();
+        let turn = line.take_turn(task);
+        line.forget(task) || turn
     }
 
     /// After a turn: wakes the first task in line. While the pod is still
@@ -98,55 +105,47 @@ impl Turns {
     /// woken: the timer restarts the line.
     pub(super) fn pass(&self, held: bool) {
         let next = {
-            let mut line = self.line.lock().unwrap_or_else(|p| p.into_inner());
+            let mut line = self.lock();
             if held && line.timer.is_some() {
                 return;
             }
-            line.pop()
+            line.hand_on()
         };
-        self.hand_to(next);
+        wake(next);
     }
 
     /// `task` ended: it leaves the line (if it `was_held`), and hands on
     /// the turn or the timer if it had either, or the line would stop.
     pub(super) fn leave(&self, task: TaskId, was_held: bool) {
-        let had_baton = self.take_baton(task);
-        if !(was_held || had_baton) {
+        if !was_held {
             return;
         }
         let next = {
-            let mut line = self.line.lock().unwrap_or_else(|p| p.into_inner());
+            let mut line = self.lock();
+            let had_turn = line.take_turn(task);
             let had_timer = line.forget(task);
-            if !(had_baton || had_timer) {
+            if !(had_turn || had_timer) {
                 return;
             }
-            line.pop()
+            line.hand_on()
         };
-        self.hand_to(next);
+        wake(next);
     }
 
-    /// Gives the turn to `next`, popped from the line, and wakes it.
-    fn hand_to(&self, next: Option<(TaskId, Waker)>) {
-        if let Some((task, waker)) = next {
-            self.baton.store(task, Ordering::Relaxed);
-            waker.wake();
-        }
-    }
-
-    /// Whether `task` held the turn; it no longer does. A load first: this
-    /// runs on every poll of every charged task, and a failed
-    /// compare-exchange would still take the cache line from other workers.
-    fn take_baton(&self, task: TaskId) -> bool {
-        self.baton.load(Ordering::Relaxed) == task
-            && self
-                .baton
-                .compare_exchange(task, 0, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
+    fn lock(&self) -> std::sync::MutexGuard<'_, Line> {
+        self.line.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     #[cfg(test)]
     pub(super) fn waiting(&self) -> usize {
-        self.line.lock().unwrap().wakers.len()
+        self.lock().wakers.len()
+    }
+}
+
+/// Wakes the task handed the turn, once the line's lock is released.
+fn wake(next: Option<Waker>) {
+    if let Some(waker) = next {
+        waker.wake();
     }
 }
 
@@ -161,10 +160,22 @@ impl Line {
         had_timer
     }
 
-    fn pop(&mut self) -> Option<(TaskId, Waker)> {
+    /// Whether `task` held the turn; it no longer does.
+    fn take_turn(&mut self, task: TaskId) -> bool {
+        if self.turn == Some(task) {
+            self.turn = None;
+            return true;
+        }
+        false
+    }
+
+    /// The first live task in line leaves it holding the turn; its waker,
+    /// to wake once the lock is released.
+    fn hand_on(&mut self) -> Option<Waker> {
         while let Some(task) = self.order.pop_front() {
             if let Some(waker) = self.wakers.remove(&task) {
-                return Some((task, waker));
+                self.turn = Some(task);
+                return Some(waker);
             }
         }
         None
