@@ -73,7 +73,7 @@ pub(crate) fn serde_issue(
         let position = format!(" at line {} column {}", loc.line(), loc.column());
         message = message.replacen(&position, "", 1);
     }
-    message = without_long_values(&message);
+    message = in_users_words(&without_long_values(&message));
     let path = doc_path(err.path());
     let path_text = path.to_string();
     if let Some((prefix, rest)) = message.split_once(": ")
@@ -128,6 +128,44 @@ fn without_long_values(message: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// serde names what it expected in Rust's terms: the config type behind a
+/// field (`expected struct RawForwardAction`), an integer's width
+/// (`expected u16`), or, for a mapping where a named value belongs, a YAML
+/// tag. A user writing YAML knows none of them; the path before the message
+/// already says which field it is.
+fn in_users_words(message: &str) -> String {
+    let Some(at) = message.rfind("expected ") else {
+        return message.to_owned();
+    };
+    let (head, expected) = message.split_at(at + "expected ".len());
+    let (what, tail) = expected.split_at(
+        expected
+            .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ' '))
+            .unwrap_or(expected.len()),
+    );
+    let plain = match what.split_once(' ') {
+        Some(("struct", _)) => "a mapping".to_owned(),
+        Some(("enum", _)) => "one of its named values".to_owned(),
+        Some(("a", rest)) if rest.starts_with("YAML tag") => {
+            return format!("{head}one of its named values, as a string");
+        }
+        _ => match what {
+            "u8" => integer_range(u8::MAX.into()),
+            "u16" => integer_range(u16::MAX.into()),
+            "u32" => integer_range(u32::MAX.into()),
+            "u64" | "usize" => "a whole number, 0 or more".to_owned(),
+            "i32" | "i64" => "a whole number".to_owned(),
+            "f32" | "f64" => "a number".to_owned(),
+            _ => return message.to_owned(),
+        },
+    };
+    format!("{head}{plain}{tail}")
+}
+
+fn integer_range(max: u64) -> String {
+    format!("a whole number from 0 to {max}")
 }
 
 /// Where `quote` closes `text` (which follows the opening one); a `"`

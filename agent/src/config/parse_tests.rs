@@ -483,7 +483,7 @@ fn durations_addresses_and_enums_are_checked_while_reading() {
     let yaml = MINIMAL.replace("port: 9000", "port: -1");
     assert_eq!(
         error(&yaml),
-        "t.yaml: clusters[0].endpoints[0].port (line 19): invalid type: integer `-1`, expected u16"
+        "t.yaml: clusters[0].endpoints[0].port (line 19): invalid type: integer `-1`, expected a whole number from 0 to 65535"
     );
 }
 
@@ -605,7 +605,7 @@ fn a_long_value_in_the_wrong_place_is_not_quoted_back() {
     assert!(!e.contains("MIIE") && !e.contains("PRIVATE"), "{e}");
     assert!(
         e.starts_with("t.yaml: clusters[0].endpoints[0].port (line 19): invalid type: string (")
-            && e.ends_with(" characters, not repeated here: it may be a secret), expected u16"),
+            && e.ends_with(" characters, not repeated here: it may be a secret), expected a whole number from 0 to 65535"),
         "{e}"
     );
     // As the value of an enum.
@@ -619,6 +619,36 @@ fn a_long_value_in_the_wrong_place_is_not_quoted_back() {
     let yaml = MINIMAL.replace("port: 9000", "port: \"nine \\\"thousand\\\"\"");
     assert_eq!(
         error(&yaml),
-        "t.yaml: clusters[0].endpoints[0].port (line 19): invalid type: string \"nine \\\"thousand\\\"\", expected u16"
+        "t.yaml: clusters[0].endpoints[0].port (line 19): invalid type: string \"nine \\\"thousand\\\"\", expected a whole number from 0 to 65535"
     );
+}
+
+#[test]
+fn errors_say_what_was_expected_in_yaml_terms_not_rust_types() {
+    for (from, to, expected) in [
+        (
+            "route: {cluster: c}",
+            "route: 5",
+            "routes[0].route (line 9): invalid type: integer `5`, expected a mapping",
+        ),
+        (
+            "match: {prefix: /}",
+            "match: \"x\"",
+            "routes[0].match (line 8): invalid type: string \"x\", expected a mapping",
+        ),
+        (
+            "[5xx]",
+            "[{a: 1}]",
+            "retry_on[0] (line 15): invalid type: map, expected one of its named values, as a string",
+        ),
+        (
+            "address: 127.0.0.1:8080",
+            "address: {a: 1}",
+            "listeners[0].address (line 3): invalid type: map, expected a string",
+        ),
+    ] {
+        let e = error(&MINIMAL.replacen(from, to, 1));
+        assert!(e.ends_with(expected), "{e}");
+        assert!(!e.contains("Raw"), "{e}");
+    }
 }

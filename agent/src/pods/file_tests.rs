@@ -154,7 +154,7 @@ fn negative_pid_is_a_type_error() {
     let yaml = "pods:\n  - namespace: default\n    name: a\n    uid: u1\n    ips: [10.0.0.1]\n    pid: -3\n";
     assert_eq!(
         error(yaml),
-        "pods.yaml: pods[0].pid (line 6): invalid type: integer `-3`, expected u32"
+        "pods.yaml: pods[0].pid (line 6): invalid type: integer `-3`, expected a whole number from 0 to 4294967295"
     );
 }
 
