@@ -81,17 +81,24 @@ impl CpuShare {
 
     /// When the pod may run again, if it is over its rate at `now`.
     fn held_until(&self, now: Instant) -> Option<Instant> {
-        let paid = self.paid_until.load(Ordering::Relaxed);
-        let may_run_until = self.nanos_since_epoch(now) + BURST.as_nanos() as u64;
-        (paid > may_run_until).then(|| now + Duration::from_nanos(paid - may_run_until))
+        self.ahead_by_more_than(now, BURST).map(|over| now + over)
     }
 
     /// Whether the pod has spent more than half its burst at `now`: it is
     /// running well above its rate, so its tasks let every other ready
     /// task run first (`Charged`).
     fn is_busy(&self, now: Instant) -> bool {
+        self.ahead_by_more_than(now, BURST / 2).is_some()
+    }
+
+    /// By how much the pod's paid-for time runs past `now + allowance`, if
+    /// it does.
+    fn ahead_by_more_than(&self, now: Instant, allowance: Duration) -> Option<Duration> {
         let paid = self.paid_until.load(Ordering::Relaxed);
-        paid > self.nanos_since_epoch(now) + BURST.as_nanos() as u64 / 2
+        let allowed = self
+            .nanos_since_epoch(now)
+            .saturating_add(u64::try_from(allowance.as_nanos()).unwrap_or(u64::MAX));
+        (paid > allowed).then(|| Duration::from_nanos(paid - allowed))
     }
 
     /// The pod used `used` of CPU, up to `now`.
