@@ -312,4 +312,101 @@ mod tests {
             line.order.len()
         );
     }
+
+    /// What a pod's tasks do, in random order: run (over the pod's rate or
+    /// not), get their timer's wake, end, and new ones start. After every
+    /// step, a task waiting in line has someone to wake it: the timer's
+    /// keeper, or the holder of the turn with its wake still pending.
+    #[test]
+    fn the_line_never_stops_while_tasks_wait_in_it() {
+        const TASKS: usize = 6;
+        for seed in 1..=64u64 {
+            let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let mut random = move |n: u64| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng % n
+            };
+            let turns = Turns::default();
+            let mut tasks: Vec<Task> = (0..TASKS).map(|i| Task::new(i as TaskId + 1)).collect();
+            for step in 0..3000 {
+                let i = random(TASKS as u64) as usize;
+                match random(8) {
+                    // Its socket woke it, or its wake from the line came.
+                    0..=4 => tasks[i].poll(&turns, random(2) == 0, random(2) == 0),
+                    // The pod's timer fired.
+                    5 => {
+                        let keeper = turns.lock().timer;
+                        if let Some(t) = tasks.iter_mut().find(|t| Some(t.id) == keeper) {
+                            t.poll(&turns, random(3) == 0, random(2) == 0);
+                        }
+                    }
+                    6 if random(4) == 0 => {
+                        turns.leave(tasks[i].id, tasks[i].held);
+                        tasks[i] = Task::new(tasks[i].id + TASKS as TaskId);
+                    }
+                    _ => {}
+                }
+                let line = turns.lock();
+                let waiting: Vec<TaskId> = tasks
+                    .iter()
+                    .filter(|t| t.held && line.timer != Some(t.id) && !t.wake_pending())
+                    .map(|t| t.id)
+                    .collect();
+                if waiting.is_empty() {
+                    continue;
+                }
+                let keeper = tasks.iter().any(|t| Some(t.id) == line.timer && t.held);
+                let turn = tasks
+                    .iter()
+                    .any(|t| Some(t.id) == line.turn && t.wake_pending());
+                assert!(
+                    keeper || turn,
+                    "seed {seed} step {step}: {waiting:?} wait and nobody will wake them: {line:?}"
+                );
+            }
+        }
+    }
+
+    /// A task as `Charged` drives the line.
+    struct Task {
+        id: TaskId,
+        held: bool,
+        wakes: Arc<Counting>,
+        waker: Waker,
+        seen: usize,
+    }
+
+    impl Task {
+        fn new(id: TaskId) -> Self {
+            let (wakes, waker) = counting();
+            Task {
+                id,
+                held: false,
+                wakes,
+                waker,
+                seen: 0,
+            }
+        }
+
+        fn wake_pending(&self) -> bool {
+            woken(&self.wakes) > self.seen
+        }
+
+        /// `over`: the pod is over its rate as the poll starts; `over_after`:
+        /// as it ends.
+        fn poll(&mut self, turns: &Turns, over: bool, over_after: bool) {
+            self.seen = woken(&self.wakes);
+            if over {
+                self.held = true;
+                turns.wait(self.id, &self.waker);
+                return;
+            }
+            let turn = turns.start(self.id, std::mem::take(&mut self.held));
+            if turn {
+                turns.pass(over_after);
+            }
+        }
+    }
 }
