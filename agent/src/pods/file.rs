@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::config::{Issue, line_of, serde_issue};
 
 use super::spec::{PodSpec, PodsDocument};
-use super::validate::validate;
+use super::validate::{validate, validate_namespaces};
 
 /// Why a pods file could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -59,8 +59,9 @@ pub fn parse_pods_str(text: &str, origin: &str) -> Result<Vec<PodSpec>, PodsFile
             origin: origin.to_owned(),
             issue: serde_issue(&err, text),
         })?;
-    let issues: Vec<Issue> = validate(&document.pods)
+    let issues: Vec<Issue> = validate_namespaces(&document.namespaces)
         .into_iter()
+        .chain(validate(&document.pods))
         .map(|(path, message)| Issue {
             line: line_of(text, &path),
             path: path.to_string(),
@@ -68,7 +69,13 @@ pub fn parse_pods_str(text: &str, origin: &str) -> Result<Vec<PodSpec>, PodsFile
         })
         .collect();
     if issues.is_empty() {
-        Ok(document.pods)
+        let mut pods = document.pods;
+        for namespace in &document.namespaces {
+            for pod in pods.iter_mut().filter(|p| p.namespace == namespace.name) {
+                pod.inherit(&namespace.annotations);
+            }
+        }
+        Ok(pods)
     } else {
         Err(PodsFileError::Invalid {
             origin: origin.to_owned(),

@@ -86,7 +86,7 @@ fn missing_pods_key_is_an_error_not_an_empty_node() {
     );
     assert_eq!(
         error("pod: []\n"),
-        "pods.yaml: pod (line 1): unknown field `pod`, expected `pods`"
+        "pods.yaml: pod (line 1): unknown field `pod`, expected `namespaces` or `pods`"
     );
 }
 
@@ -326,4 +326,55 @@ fn a_service_account_is_a_kubernetes_name() {
     );
     assert!(err.contains("service_account \"Orders/DB\""), "{err}");
     assert!(err.contains("pods.yaml"), "{err}");
+}
+
+const NAMESPACED: &str = "\
+namespaces:
+  - name: shop
+    annotations:
+      weir.dev/enroll: \"true\"
+      weir.dev/fail-mode: closed
+pods:
+  - {namespace: shop, name: cart, uid: u1, ips: [10.0.0.1], pid: 1}
+  - namespace: shop
+    name: batch
+    uid: u2
+    ips: [10.0.0.2]
+    pid: 1
+    annotations: {weir.dev/enroll: \"false\"}
+  - {namespace: default, name: web, uid: u3, ips: [10.0.0.3], pid: 1}
+";
+
+#[test]
+fn a_namespace_s_annotations_are_defaults_for_its_pods() {
+    let pods = parse(NAMESPACED);
+    let cart = pods[0].policy().unwrap();
+    assert!(cart.enroll, "enrolled by its namespace");
+    assert_eq!(cart.fail_mode, crate::pods::FailMode::Closed);
+    assert!(!pods[1].policy().unwrap().enroll, "its own annotation wins");
+    assert_eq!(pods[1].annotations["weir.dev/fail-mode"], "closed");
+    assert!(pods[2].annotations.is_empty(), "another namespace's pod");
+}
+
+#[test]
+fn namespace_defaults_are_checked_whole_and_named_by_path_and_line() {
+    let bad = NAMESPACED
+        .replace("fail-mode: closed", "fail-mode: shut\n      team: payments")
+        .replace("pods:\n", "  - {name: shop}\n  - {name: \"\"}\npods:\n");
+    let e = error(&bad);
+    assert_eq!(
+        e,
+        "\
+pods.yaml: namespaces[0].annotations.team (line 6): only weir.dev/* annotations are defaults for a namespace's pods
+pods.yaml: namespaces[0].annotations.weir.dev/fail-mode (line 5): namespace shop: annotation weir.dev/fail-mode: invalid value \"shut\": expected \"open\" or \"closed\"
+pods.yaml: namespaces[1].name (line 7): namespace shop is already listed at namespaces[0]
+pods.yaml: namespaces[2].name (line 8): name must not be empty"
+    );
+    let e = error(&NAMESPACED.replace("  - name: shop\n", "  - name: shop\n    labels: {}\n"));
+    assert!(
+        e.contains("namespaces[0]") && e.contains("unknown field `labels`"),
+        "{e}"
+    );
+    let e = error(&NAMESPACED.replace("\"true\"", "true"));
+    assert!(e.contains("quote it"), "{e}");
 }

@@ -10,6 +10,11 @@ use std::fmt;
 use super::spec::PodSpec;
 
 /// `"true"` enrolls the pod; `"false"` or absent leaves it alone.
+/// The annotation prefix a namespace passes down to its pods: its
+/// `weir.dev/*` annotations (and, in a cluster, labels) are defaults for
+/// each of them.
+pub const INHERITED_PREFIX: &str = "weir.dev/";
+
 pub const ANNOTATION_ENROLL: &str = "weir.dev/enroll";
 /// Comma-separated destination ports whose outbound connections are not redirected.
 pub const ANNOTATION_EXCLUDE_OUTBOUND_PORTS: &str = "weir.dev/exclude-outbound-ports";
@@ -177,6 +182,17 @@ pub enum PolicyError {
         count: usize,
         max: usize,
     },
+}
+
+impl PolicyError {
+    /// The annotation whose value is wrong.
+    pub fn annotation(&self) -> &'static str {
+        match self {
+            Self::InvalidValue { annotation, .. } | Self::TooManyPorts { annotation, .. } => {
+                annotation
+            }
+        }
+    }
 }
 
 impl PodSpec {

@@ -11,11 +11,46 @@ use serde::Deserialize;
 use crate::node::cgroup::QosClass;
 use serde::de::{self, Deserializer, Visitor};
 
-/// The pods file: `pods: [...]`.
+/// The pods file: `namespaces: [...]` (optional) and `pods: [...]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct PodsDocument {
+    #[serde(default)]
+    pub(super) namespaces: Vec<NamespaceSpec>,
     pub(super) pods: Vec<PodSpec>,
+}
+
+/// A namespace's defaults for its pods, as the file states them: what a
+/// Namespace's `weir.dev/` annotations and labels are in a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "RawNamespace")]
+pub(super) struct NamespaceSpec {
+    pub(super) name: String,
+    pub(super) annotations: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNamespace {
+    name: String,
+    #[serde(default)]
+    annotations: BTreeMap<String, AnnotationValue>,
+}
+
+impl From<RawNamespace> for NamespaceSpec {
+    fn from(raw: RawNamespace) -> Self {
+        NamespaceSpec {
+            name: raw.name,
+            annotations: strings(raw.annotations),
+        }
+    }
+}
+
+fn strings(annotations: BTreeMap<String, AnnotationValue>) -> BTreeMap<String, String> {
+    annotations
+        .into_iter()
+        .map(|(key, value)| (key, value.0))
+        .collect()
 }
 
 /// One pod on this node.
@@ -84,6 +119,16 @@ impl PodSpec {
         &self.uid
     }
 
+    /// Adds its namespace's `defaults` under the pod's own annotations: a
+    /// value the pod sets itself wins.
+    pub(super) fn inherit(&mut self, defaults: &BTreeMap<String, String>) {
+        for (key, value) in defaults {
+            self.annotations
+                .entry(key.clone())
+                .or_insert_with(|| value.clone());
+        }
+    }
+
     /// `namespace/name`, as errors and logs name the pod.
     pub fn qualified_name(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
@@ -149,11 +194,7 @@ impl TryFrom<RawPod> for PodSpec {
             name: raw.name,
             uid: raw.uid,
             ips: raw.ips,
-            annotations: raw
-                .annotations
-                .into_iter()
-                .map(|(key, value)| (key, value.0))
-                .collect(),
+            annotations: strings(raw.annotations),
             location,
         })
     }

@@ -7,7 +7,8 @@ use std::path::Component;
 
 use crate::config::DocPath;
 
-use super::spec::{PodLocation, PodSpec};
+use super::policy::{INHERITED_PREFIX, check_namespace_defaults};
+use super::spec::{NamespaceSpec, PodLocation, PodSpec};
 
 /// Every rule violation, as (document path, message).
 pub(super) fn validate(pods: &[PodSpec]) -> Vec<(DocPath, String)> {
@@ -72,6 +73,47 @@ pub(super) fn validate(pods: &[PodSpec]) -> Vec<(DocPath, String)> {
             }
         }
         location(&path, &pod.location, &mut problems);
+    }
+    problems
+}
+
+/// The namespaces' defaults: each namespace once, only `weir.dev/` keys,
+/// and values a pod could use. An invalid default is refused with the
+/// file, not passed on: it would take every pod of the namespace that does
+/// not override it out of the mesh.
+pub(super) fn validate_namespaces(namespaces: &[NamespaceSpec]) -> Vec<(DocPath, String)> {
+    let list = DocPath::root().key("namespaces");
+    let mut problems = Vec::new();
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    for (i, namespace) in namespaces.iter().enumerate() {
+        let path = list.index(i);
+        if namespace.name.trim().is_empty() {
+            problems.push((path.key("name"), "name must not be empty".to_owned()));
+        } else if let Some(first) = names.insert(&namespace.name, i) {
+            names.insert(&namespace.name, first);
+            problems.push((
+                path.key("name"),
+                format!(
+                    "namespace {} is already listed at {}",
+                    namespace.name,
+                    list.index(first)
+                ),
+            ));
+        }
+        let annotations = path.key("annotations");
+        for key in namespace.annotations.keys() {
+            if !key.starts_with(INHERITED_PREFIX) {
+                problems.push((
+                    annotations.key(key),
+                    format!(
+                        "only {INHERITED_PREFIX}* annotations are defaults for a namespace's pods"
+                    ),
+                ));
+            }
+        }
+        if let Err(e) = check_namespace_defaults(&namespace.name, &namespace.annotations) {
+            problems.push((annotations.key(e.annotation()), e.to_string()));
+        }
     }
     problems
 }

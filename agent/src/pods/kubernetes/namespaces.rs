@@ -16,12 +16,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::runtime::watcher;
 
-use super::super::policy::check_namespace_defaults;
+use super::super::policy::{INHERITED_PREFIX, check_namespace_defaults};
 use super::super::spec::PodSpec;
 use super::health::WatchHealth;
-
-/// The annotation prefix a namespace passes down to its pods.
-pub const INHERITED_PREFIX: &str = "weir.dev/";
 
 /// One namespace's inherited annotations.
 pub type Defaults = BTreeMap<String, String>;
@@ -136,11 +133,7 @@ impl NamespaceDefaults {
     pub fn inherit(&self, spec: &PodSpec) -> PodSpec {
         let mut spec = spec.clone();
         if let Some(defaults) = self.by_name.get(&spec.namespace) {
-            for (key, value) in defaults {
-                spec.annotations
-                    .entry(key.clone())
-                    .or_insert_with(|| value.clone());
-            }
+            spec.inherit(defaults);
         }
         spec
     }
