@@ -186,8 +186,10 @@ impl ByteTotals for Pair {
 pub struct Pairs(Arc<Store>);
 
 struct Store {
-    /// Key: the label values, each a LEB128 length then its bytes.
-    pairs: Mutex<HashMap<Box<[u8]>, Arc<Pair>>>,
+    /// Key: the label values, each a LEB128 length then its bytes. Shared,
+    /// so a scrape copies pointers under the lock, not up to
+    /// [`MAX_PAIRS`] keys (which new connections would wait behind).
+    pairs: Mutex<HashMap<Arc<[u8]>, Arc<Pair>>>,
     /// requests, duration, then the [`TCP`] families.
     descs: Vec<Desc>,
 }
@@ -234,7 +236,7 @@ impl Pairs {
             }
             encode(&v)
         };
-        Arc::clone(pairs.entry(key.into_boxed_slice()).or_default())
+        Arc::clone(pairs.entry(Arc::from(key)).or_default())
     }
 
     /// Distinct label sets held.
@@ -338,13 +340,12 @@ impl Collector for Pairs {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let entries: Vec<(Box<[u8]>, Arc<Pair>)> = match self.0.pairs.lock() {
-            Ok(p) => p.iter().map(|(k, v)| (k.clone(), Arc::clone(v))).collect(),
-            Err(e) => e
-                .into_inner()
+        let entries: Vec<(Arc<[u8]>, Arc<Pair>)> = {
+            let pairs = self.0.pairs.lock().unwrap_or_else(|e| e.into_inner());
+            pairs
                 .iter()
-                .map(|(k, v)| (k.clone(), Arc::clone(v)))
-                .collect(),
+                .map(|(k, v)| (Arc::clone(k), Arc::clone(v)))
+                .collect()
         };
         let descs = &self.0.descs;
         let mut metrics: Vec<Vec<Metric>> = vec![Vec::new(); descs.len()];
