@@ -26,12 +26,23 @@ thread_local! {
 }
 
 /// Runs `poll` (one poll of a task) with `payer` as the payer of what it
-/// spawns; the previous payer is back afterwards, also when nested.
+/// spawns; the previous payer is back afterwards, also when nested, and
+/// also when `poll` panics (tokio catches a task's panic and the worker
+/// goes on: it must not go on charging the next tasks' spawns to this
+/// payer).
 pub fn paying<R>(payer: &Arc<dyn Payer>, poll: impl FnOnce() -> R) -> R {
-    let previous = PAYER.with(|p| p.replace(Some(Arc::clone(payer))));
-    let out = poll();
-    PAYER.with(|p| *p.borrow_mut() = previous);
-    out
+    let _restore = Restore(PAYER.with(|p| p.replace(Some(Arc::clone(payer)))));
+    poll()
+}
+
+/// Puts the payer it holds back as the thread's payer when dropped.
+struct Restore(Option<Arc<dyn Payer>>);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let previous = self.0.take();
+        PAYER.with(|p| *p.borrow_mut() = previous);
+    }
 }
 
 /// Spawns `task`, charged to the payer of the task spawning it, if any.
@@ -108,6 +119,22 @@ mod tests {
             counting.0.load(Ordering::SeqCst),
             2,
             "the outer payer is back"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_poll_that_panics_leaves_no_payer_behind() {
+        let counting = Arc::new(Counting(AtomicUsize::new(0)));
+        let payer: Arc<dyn Payer> = counting.clone();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            paying(&payer, || panic!("a task's bug (expected by this test)"))
+        }));
+        assert!(panicked.is_err());
+        spawn(async {});
+        assert_eq!(
+            counting.0.load(Ordering::SeqCst),
+            0,
+            "the worker's next spawns are not charged to the task that panicked"
         );
     }
 }
