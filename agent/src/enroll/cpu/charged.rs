@@ -48,6 +48,10 @@ pub struct Charged<F> {
     timer: Option<Pin<Box<Sleep>>>,
     /// It let the other ready tasks go first, and runs at its next poll.
     yielded: bool,
+    /// It took the line's turn (or the timer) for the poll under way and
+    /// must hand it on after: kept here, not in a local, so that a poll
+    /// that panics (tokio drops the task) still hands it on in `drop`.
+    owes_pass: bool,
 }
 
 impl<F> Charged<F> {
@@ -61,6 +65,7 @@ impl<F> Charged<F> {
             held_since: None,
             timer: None,
             yielded: false,
+            owes_pass: false,
         }
     }
 }
@@ -72,7 +77,6 @@ impl<F: Future> Future for Charged<F> {
         let this = &mut *self;
         let share = &this.account.share;
         let start = Instant::now();
-        let mut turn = false;
         if this.holds {
             if let Some(until) = share.held_until(start) {
                 this.held_since.get_or_insert(start);
@@ -106,7 +110,7 @@ impl<F: Future> Future for Charged<F> {
             }
             this.timer = None;
             this.yielded = false;
-            turn = share.turns.start(this.id, was_held.is_some());
+            this.owes_pass = share.turns.start(this.id, was_held.is_some());
         }
         let task = &mut this.task;
         let polled = cost::paying(&this.payer, || task.as_mut().poll(cx));
@@ -116,7 +120,7 @@ impl<F: Future> Future for Charged<F> {
         if let Some(c) = &this.account.counters {
             c.used.inc_by(used.as_secs_f64());
         }
-        if turn {
+        if std::mem::take(&mut this.owes_pass) {
             share.turns.pass(share.held_until(end).is_some());
         }
         polled
@@ -126,8 +130,12 @@ impl<F: Future> Future for Charged<F> {
 impl<F> Drop for Charged<F> {
     fn drop(&mut self) {
         if self.holds {
-            let share = &self.account.share;
-            share.turns.leave(self.id, self.held_since.is_some());
+            let turns = &self.account.share.turns;
+            turns.leave(self.id, self.held_since.is_some());
+            if self.owes_pass {
+                // Its poll panicked between taking the turn and passing it.
+                turns.pass(false);
+            }
         }
     }
 }

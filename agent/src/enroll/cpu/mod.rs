@@ -352,4 +352,26 @@ mod tests {
         neighbour.await.unwrap();
         assert_eq!(*order.lock().unwrap(), ["quiet pod", "neighbour"]);
     }
+
+    /// A task whose poll panics on its turn (tokio catches the panic and
+    /// drops the task) still hands the turn on: the pod's other held tasks
+    /// run, though the pod never goes over its rate again to restart them.
+    #[tokio::test(start_paused = true)]
+    async fn a_task_that_panics_on_its_turn_hands_it_on() {
+        let share = Arc::new(CpuShare::new(250));
+        // 3 ms at a quarter of a core: held for 10 ms past its burst.
+        share.charge(Duration::from_millis(3), Instant::now());
+        assert!(share.held_until(Instant::now()).is_some());
+        // First polled, it keeps the timer; the other waits in line.
+        let panics = tokio::spawn(share.run(
+            async { panic!("a connection handler's bug (expected by this test)") },
+            None,
+        ));
+        let waits = tokio::spawn(share.run(async {}, None));
+        assert!(panics.await.unwrap_err().is_panic());
+        tokio::time::timeout(Duration::from_secs(5), waits)
+            .await
+            .expect("the task in line was never woken")
+            .unwrap();
+    }
 }
