@@ -67,7 +67,7 @@ impl Turns {
     /// waits in line to be woken.
     pub(super) fn wait(&self, task: TaskId, waker: &Waker) -> Wait {
         let mut line = self.lock();
-        line.take_turn(task);
+        let had_turn = line.take_turn(task);
         if line.timer.is_none_or(|t| t == task) {
             line.timer = Some(task);
             line.wakers.remove(&task);
@@ -77,7 +77,13 @@ impl Turns {
             Some(known) => known.clone_from(waker),
             None => {
                 line.wakers.insert(task, waker.clone());
-                line.order.push_back(task);
+                if had_turn {
+                    // Woken for its turn, but the pod was over its rate
+                    // again by the time it ran: it keeps its place.
+                    line.order.push_front(task);
+                } else {
+                    line.order.push_back(task);
+                }
                 line.compact_if_stale();
             }
         }
@@ -293,6 +299,23 @@ mod tests {
         assert!(turns.start(1, true));
         turns.pass(false);
         assert_eq!((woken(&c2), woken(&c3)), (0, 1));
+    }
+
+    #[test]
+    fn a_task_held_again_on_its_turn_keeps_its_place() {
+        let turns = Turns::default();
+        let [(_, w1), (c2, w2), (c3, _)] = three_held(&turns);
+        assert!(turns.start(1, true));
+        turns.pass(false);
+        assert_eq!(woken(&c2), 1, "task 2's turn");
+        // Before task 2 runs, another task is held and keeps the timer;
+        // then task 2 finds the pod over its rate again.
+        assert_eq!(turns.wait(4, &w1), Wait::Timer);
+        assert_eq!(turns.wait(2, &w2), Wait::InLine);
+        // The timer fires: task 2 is next, not task 3, which came after it.
+        assert!(turns.start(4, true));
+        turns.pass(false);
+        assert_eq!((woken(&c2), woken(&c3)), (2, 0));
     }
 
     #[test]
