@@ -193,6 +193,12 @@ pub trait Intercept: Send + Sync + 'static {
     /// A connection `way` of `pod` was reset, over its budget.
     fn refused(&self, _pod: &PodContext, _way: Way, _reason: Refusal) {}
 
+    /// Where the CPU `pod`'s own work takes is counted, for its work that
+    /// is not one connection's (its accept loop).
+    fn cpu_counters(&self, _pod: &PodContext) -> Option<CpuCounters> {
+        None
+    }
+
     /// What `pod`'s connections the kernel let go direct or refused did
     /// since last reported (`flow.counts` is the growth).
     fn direct(&self, _pod: &PodContext, _flow: &crate::datapath::Flow) {}

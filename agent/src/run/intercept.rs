@@ -58,11 +58,15 @@ impl PodCpu {
 
 impl Seam {
     fn cpu_of(&self, pod: &Arc<PodContext>) -> PodCpu {
-        let (used, throttled) = self.interceptor.cpu_counters(&identity(pod));
         PodCpu {
             share: Arc::clone(&pod.cpu),
-            counters: CpuCounters { used, throttled },
+            counters: self.counters_of(pod),
         }
+    }
+
+    fn counters_of(&self, pod: &PodContext) -> CpuCounters {
+        let (used, throttled) = self.interceptor.cpu_counters(&identity(pod));
+        CpuCounters { used, throttled }
     }
 }
 
@@ -153,6 +157,10 @@ impl Intercept for Seam {
     fn refused(&self, pod: &PodContext, way: Way, reason: Refusal) {
         self.interceptor
             .count_refused(&identity(pod), way.label(), reason.label());
+    }
+
+    fn cpu_counters(&self, pod: &PodContext) -> Option<CpuCounters> {
+        Some(self.counters_of(pod))
     }
 
     fn direct(&self, pod: &PodContext, flow: &crate::datapath::Flow) {

@@ -102,7 +102,7 @@ impl CpuShare {
     }
 
     /// The pod used `used` of CPU, up to `now`.
-    fn charge(&self, used: Duration, now: Instant) {
+    pub(super) fn charge(&self, used: Duration, now: Instant) {
         let millicores = self.millicores.load(Ordering::Relaxed);
         let cost = u64::try_from(used.as_nanos().saturating_mul(1000) / u128::from(millicores))
             .unwrap_or(u64::MAX);
