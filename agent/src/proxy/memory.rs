@@ -22,20 +22,26 @@ pub const TRIM_INTERVAL: Duration = Duration::from_secs(5);
 /// beside one trim's cost every few seconds.
 pub const TRIM_SLACK_BYTES: usize = 4 << 20;
 
-/// Runs until aborted (or the runtime ends), trimming when due; the trim
-/// itself runs on a blocking thread, as it holds each arena's lock while
-/// it walks it.
+/// Runs until aborted (or the runtime ends), trimming when due. The look
+/// and the trim both run on a blocking thread: each walks every arena
+/// under its lock, and the look alone (`mallinfo2`, which counts every
+/// free chunk) took 0.9 ms with 8,000 connections open, a worker that
+/// served nothing meanwhile.
 pub fn spawn_trimmer() -> JoinHandle<()> {
     tokio::spawn(async {
         let mut tick = tokio::time::interval(TRIM_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if free_in_arenas().is_some_and(|free| free > TRIM_SLACK_BYTES) {
-                let _ = tokio::task::spawn_blocking(trim).await;
-            }
+            let _ = tokio::task::spawn_blocking(trim_if_worth_it).await;
         }
     })
+}
+
+fn trim_if_worth_it() {
+    if free_in_arenas().is_some_and(|free| free > TRIM_SLACK_BYTES) {
+        trim();
+    }
 }
 
 /// Bytes malloc holds free for reuse (`None` where that cannot be known).
