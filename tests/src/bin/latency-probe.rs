@@ -9,7 +9,7 @@
 //! byte of the response. It prints its report in the part of wrk's
 //! `--latency` format that `benchkit::load::parse_wrk` reads.
 //!
-//! usage: latency-probe URL --rate R --connections C --duration-ms D [--new-connection]
+//! usage: latency-probe URL --rate R --connections C --duration-ms D [--new-connection] [--slowest N]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -36,11 +36,17 @@ struct Args {
     /// A new TCP connection for every request (`Connection: close`), timed from `connect()`.
     #[arg(long)]
     new_connection: bool,
+    /// Also print the N slowest requests, with when each began, to stderr:
+    /// whether a tail is spread or bunched says what caused it.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    slowest: u32,
 }
 
 #[derive(Default)]
 struct Outcome {
     latencies_us: Vec<f64>,
+    /// When each request of `latencies_us` began, after the start.
+    began_ms: Vec<f64>,
     connect_errors: u64,
     read_errors: u64,
     write_errors: u64,
@@ -85,7 +91,7 @@ fn run(args: Args) -> Result<()> {
             let first = start + offset * i;
             let new_connection = args.new_connection;
             std::thread::spawn(move || {
-                connection_loop(addr, &request, first, period, end, new_connection)
+                connection_loop(addr, &request, start, first, period, end, new_connection)
             })
         })
         .collect();
@@ -95,6 +101,7 @@ fn run(args: Args) -> Result<()> {
             .join()
             .map_err(|_| anyhow::anyhow!("a connection thread panicked"))?;
         all.latencies_us.extend(o.latencies_us);
+        all.began_ms.extend(o.began_ms);
         all.connect_errors += o.connect_errors;
         all.read_errors += o.read_errors;
         all.write_errors += o.write_errors;
@@ -102,8 +109,29 @@ fn run(args: Args) -> Result<()> {
         all.bad_status += o.bad_status;
     }
     let seconds = end.duration_since(start).as_secs_f64();
+    if args.slowest > 0 {
+        eprintln!("{}", slowest(&all, args.slowest as usize));
+    }
     print!("{}", report(&mut all, seconds));
     Ok(())
+}
+
+/// `n` slowest requests, slowest first: `slowest: 1.24 ms at +1093 ms, ...`.
+fn slowest(all: &Outcome, n: usize) -> String {
+    let mut order: Vec<usize> = (0..all.latencies_us.len()).collect();
+    order.sort_by(|&a, &b| all.latencies_us[b].total_cmp(&all.latencies_us[a]));
+    let listed: Vec<String> = order
+        .iter()
+        .take(n)
+        .map(|&i| {
+            format!(
+                "{:.2} ms at +{:.0} ms",
+                all.latencies_us[i] / 1e3,
+                all.began_ms[i]
+            )
+        })
+        .collect();
+    format!("slowest: {}", listed.join(", "))
 }
 
 fn parse_url(url: &str) -> Result<(SocketAddr, String, String)> {
@@ -124,6 +152,7 @@ fn parse_url(url: &str) -> Result<(SocketAddr, String, String)> {
 fn connection_loop(
     addr: SocketAddr,
     request: &str,
+    start: Instant,
     first: Instant,
     period: Duration,
     end: Instant,
@@ -143,6 +172,8 @@ fn connection_loop(
         match result {
             Ok(status) => {
                 out.latencies_us.push(took.as_secs_f64() * 1e6);
+                out.began_ms
+                    .push(began.saturating_duration_since(start).as_secs_f64() * 1e3);
                 if !(200..400).contains(&status) {
                     out.bad_status += 1;
                 }

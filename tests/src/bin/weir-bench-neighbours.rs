@@ -403,13 +403,21 @@ impl<'n> Mesh<'n> {
         cmd.arg(format!("http://{SERVICE}/"))
             .arg(format!("--rate={B_RATE}"))
             .arg("--connections=1")
-            .arg(format!("--duration-ms={}", length.as_millis()));
+            .arg(format!("--duration-ms={}", length.as_millis()))
+            .arg("--slowest=12");
         let out = self
             .pods
             .b
             .spawn(cmd)?
             .wait_output(length + Duration::from_secs(20))
             .context("B's latency-probe did not end")?;
+        // Which of B's requests make its p99 (the 10th slowest of 1000),
+        // and when: bunched at the attack's start or spread through it.
+        for line in String::from_utf8_lossy(&out.stderr).lines() {
+            if line.starts_with("slowest:") {
+                println!("bench: {} B {line}", self.setup.name());
+            }
+        }
         report_from_output(&out)
     }
 
