@@ -282,22 +282,15 @@ fn unreadable_file_names_it() {
 #[test]
 fn the_example_file_loads() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/pods/example.yaml");
-    let pods = load_pods_file(std::path::Path::new(path)).unwrap_or_else(|err| panic!("{err}"));
-    let summary: Vec<(String, bool)> = pods
-        .iter()
-        .map(|pod| {
-            let policy = pod.policy().unwrap_or_else(|err| panic!("{err}"));
-            (pod.qualified_name(), policy.enroll)
-        })
-        .collect();
     assert_eq!(
-        summary,
+        enrolment_in(path),
         [
             ("shop/frontend-7c9d".to_owned(), true),
             ("shop/payments-5f2b".to_owned(), true),
             ("kube-system/coredns-6d4b".to_owned(), false),
         ]
     );
+    let pods = load_pods_file(std::path::Path::new(path)).unwrap();
     let payments = pods[1].policy().unwrap();
     assert_eq!(payments.fail_mode, crate::pods::FailMode::Closed);
     assert_eq!(
@@ -377,4 +370,32 @@ pods.yaml: namespaces[2].name (line 8): name must not be empty"
     );
     let e = error(&NAMESPACED.replace("\"true\"", "true"));
     assert!(e.contains("quote it"), "{e}");
+}
+
+/// The fuzzer starts from valid files too, so that it explores past the
+/// parser into validation; this seed carries the `namespaces:` list.
+#[test]
+fn the_fuzz_seed_with_namespace_defaults_is_a_valid_pods_file() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fuzz/corpus/pods_file/namespace-defaults.yaml"
+    );
+    assert_eq!(
+        enrolment_in(path),
+        [
+            ("shop/cart-1".to_owned(), true),
+            ("batch/job-1".to_owned(), true),
+        ]
+    );
+}
+
+/// Each pod of the file at `path`, and whether its policy enrols it.
+fn enrolment_in(path: &str) -> Vec<(String, bool)> {
+    let pods = load_pods_file(std::path::Path::new(path)).unwrap_or_else(|err| panic!("{err}"));
+    pods.iter()
+        .map(|pod| {
+            let policy = pod.policy().unwrap_or_else(|err| panic!("{err}"));
+            (pod.qualified_name(), policy.enroll)
+        })
+        .collect()
 }
