@@ -72,25 +72,22 @@ pub(super) fn spawn(
             Side::Inbound => acceptor.inbound(&inbound, stream, peer),
         }
     };
-    tokio::spawn(charged_to_pod(
-        &cpu,
-        counters,
-        accept_loop(listeners, take, errors, stop),
-    ))
-}
-
-/// The pod's accept loop as its own work (see [`spawn`]).
-fn charged_to_pod<F: std::future::Future>(
-    cpu: &Arc<CpuShare>,
-    counters: Option<CpuCounters>,
-    accept_loop: F,
-) -> impl std::future::Future<Output = F::Output> + use<F> {
-    cpu.run(accept_loop, counters)
+    tokio::spawn(accept_loop((&cpu, counters), listeners, take, errors, stop))
 }
 
 /// Hands every connection on `listeners` to `take` until `stop`, then
-/// whatever their queues still hold.
-async fn accept_loop(
+/// whatever their queues still hold; the pod's own work (see [`spawn`]).
+fn accept_loop<Take: FnMut(Side, TcpStream, SocketAddr)>(
+    (cpu, counters): (&Arc<CpuShare>, Option<CpuCounters>),
+    listeners: Vec<(Arc<TcpListener>, Side)>,
+    take: Take,
+    errors: AcceptErrors,
+    stop: watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> + use<Take> {
+    cpu.run(accept_all(listeners, take, errors, stop), counters)
+}
+
+async fn accept_all(
     listeners: Vec<(Arc<TcpListener>, Side)>,
     mut take: impl FnMut(Side, TcpStream, SocketAddr),
     mut errors: AcceptErrors,
@@ -275,15 +272,12 @@ mod tests {
         take: impl FnMut(Side, TcpStream, SocketAddr) + Send + 'static,
     ) -> (JoinHandle<()>, watch::Sender<bool>) {
         let stop = watch::channel(false);
-        let task = tokio::spawn(charged_to_pod(
-            share,
-            None,
-            accept_loop(
-                vec![(listener, Side::Outbound)],
-                take,
-                AcceptErrors::new("test"),
-                stop.1,
-            ),
+        let task = tokio::spawn(accept_loop(
+            (share, None),
+            vec![(listener, Side::Outbound)],
+            take,
+            AcceptErrors::new("test"),
+            stop.1,
         ));
         (task, stop.0)
     }
