@@ -94,6 +94,11 @@ struct Args {
     /// Pod A's `weir.dev/max-cpu` in the weir setup; absent: weir's default.
     #[arg(long)]
     a_max_cpu: Option<String>,
+    /// Pod A's `weir.dev/unclaimed-traffic` in the weir setup (`direct`:
+    /// its opaque connections to the sink, which no listener claims, go
+    /// around the proxy); absent: the config's default (through it).
+    #[arg(long)]
+    a_unclaimed_traffic: Option<String>,
     /// wrk binary (the floods).
     #[arg(long, default_value = "wrk")]
     wrk: PathBuf,
@@ -166,10 +171,10 @@ fn main() -> Result<()> {
     }
     drop(meshes);
 
-    let capped = match &args.a_max_cpu {
-        Some(cpu) => format!(" A annotated `weir.dev/max-cpu: {cpu}` in the weir setup."),
-        None => String::new(),
-    };
+    let capped: String = a_annotations(&args)
+        .iter()
+        .map(|(key, value)| format!(" A annotated `{key}: {value}` in the weir setup."))
+        .collect();
     let mut report = format!(
         "B: {B_RATE} requests/s on one keep-alive connection for {} s per attack; silent and opaque: {} connections.{capped}\n\n{}",
         args.duration,
@@ -196,6 +201,19 @@ fn main() -> Result<()> {
 
 /// How long one attack should take: B alone first (but for `alone`
 /// itself), B under the attack, and a few seconds of set-up and recovery.
+/// A's annotations beyond enrolment, in the weir setup: what the run
+/// changes from weir's defaults.
+fn a_annotations(args: &Args) -> Vec<(&'static str, String)> {
+    let mut annotations = Vec::new();
+    if let Some(cpu) = &args.a_max_cpu {
+        annotations.push(("weir.dev/max-cpu", cpu.clone()));
+    }
+    if let Some(unclaimed) = &args.a_unclaimed_traffic {
+        annotations.push(("weir.dev/unclaimed-traffic", unclaimed.clone()));
+    }
+    annotations
+}
+
 fn planned(attack: Attack, args: &Args) -> Duration {
     let windows = if attack == Attack::Alone { 1 } else { 2 };
     Duration::from_secs(windows * args.duration + 5)
@@ -274,10 +292,11 @@ impl<'n> Mesh<'n> {
         std::fs::create_dir_all(&dir)?;
         let pods = Pods::start(node)?;
         let enroll = [("weir.dev/enroll", "true")];
-        let mut a_annotations = enroll.to_vec();
-        if let Some(cpu) = &args.a_max_cpu {
-            a_annotations.push(("weir.dev/max-cpu", cpu));
-        }
+        let a_extra = a_annotations(args);
+        let a_annotations: Vec<(&str, &str)> = enroll
+            .into_iter()
+            .chain(a_extra.iter().map(|(k, v)| (*k, v.as_str())))
+            .collect();
         let pods_file: String = pods.a.pods_file_entry(&a_annotations)
             + &[&pods.b, &pods.server, &pods.other]
                 .iter()

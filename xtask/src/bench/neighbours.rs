@@ -33,6 +33,12 @@ pub struct NeighboursArgs {
     /// Pod A's `weir.dev/max-cpu` in the weir setup (`250m`); absent: weir's default.
     #[arg(long)]
     pub a_max_cpu: Option<String>,
+    /// Pod A's `weir.dev/unclaimed-traffic` in the weir setup: `direct`
+    /// sends its opaque connections to the sink (which no listener claims)
+    /// around the proxy, the machine's floor for that attack; absent:
+    /// weir's default (through the proxy).
+    #[arg(long, value_parser = ["direct", "proxy"])]
+    pub a_unclaimed_traffic: Option<String>,
     /// Write docs/benchmarks.md even for a shortened run (a full run always does).
     #[arg(long, conflicts_with = "no_docs")]
     pub write_docs: bool,
@@ -49,6 +55,7 @@ impl NeighboursArgs {
             && Attack::ALL.iter().all(|a| self.run_order().contains(a))
             && Setup::ALL.iter().all(|s| self.setups.contains(s))
             && self.a_max_cpu.is_none()
+            && self.a_unclaimed_traffic.is_none()
     }
 
     /// `alone` first, then the attacks asked for, each once.
@@ -98,6 +105,11 @@ pub fn run_neighbours(root: &Path, args: &NeighboursArgs) -> Result<()> {
             args.a_max_cpu
                 .iter()
                 .map(|cpu| format!("--a-max-cpu={cpu}")),
+        )
+        .args(
+            args.a_unclaimed_traffic
+                .iter()
+                .map(|to| format!("--a-unclaimed-traffic={to}")),
         );
     let ([load_before, load_after], report) =
         super::run_on_simulated_nodes(root, &mut cmd, (&wrk, envoy.as_deref()), &out)?;
@@ -199,6 +211,7 @@ mod tests {
             setups: Setup::ALL.to_vec(),
             connections: 6000,
             a_max_cpu: None,
+            a_unclaimed_traffic: None,
             write_docs: false,
             no_docs: false,
         }
@@ -222,5 +235,8 @@ mod tests {
         let mut capped = args(10, every);
         capped.a_max_cpu = Some("250m".to_owned());
         assert!(!capped.is_full_run(), "the docs show weir's defaults");
+        let mut around = args(10, every);
+        around.a_unclaimed_traffic = Some("direct".to_owned());
+        assert!(!around.is_full_run(), "the docs show weir's defaults");
     }
 }
