@@ -11,6 +11,9 @@
 //!   any packet leaves (TCP and UDP), counted; else TCP goes to the proxy,
 //!   or direct and counted where the pod or the node asked for the proxy
 //!   hop only where a listener claims the destination.
+//!
+//! Datagrams a pod addresses one by one, without `connect()`, meet the same
+//! REGISTRY_ONLY verdict in `sendmsg.rs`.
 
 use aya_ebpf::{
     EbpfContext,
@@ -33,7 +36,7 @@ use crate::maps::{
 };
 
 /// Let the `connect()` proceed (to the original or the rewritten address).
-const ALLOW: i32 = 1;
+pub(crate) const ALLOW: i32 = 1;
 /// Fail the `connect()` with EPERM.
 const REFUSE: i32 = 0;
 const IPPROTO_TCP: u32 = 6;
@@ -41,7 +44,7 @@ const IPPROTO_UDP: u32 = 17;
 const LOOPBACK_V4: u32 = 0x7f00_0001;
 
 /// What becomes of one `connect()`.
-enum Route {
+pub(crate) enum Route {
     /// Redirected to the proxy (TCP only).
     Proxy,
     /// To its destination, counted.
@@ -147,7 +150,7 @@ pub fn weir_connect6(ctx: SockAddrContext) -> i32 {
 
 /// Where `orig` goes, by what the agent listed and the policies.
 #[inline(always)]
-fn decide(pod: &PodSettings, orig: &SockAddr, protocol: u32) -> Route {
+pub(crate) fn decide(pod: &PodSettings, orig: &SockAddr, protocol: u32) -> Route {
     let tcp = protocol == IPPROTO_TCP;
     match destination(orig) {
         Some(DEST_PROXY) if tcp => Route::Proxy,
@@ -172,7 +175,13 @@ fn unclaimed_goes_direct(pod: &PodSettings) -> bool {
 }
 
 /// The verdict of a `connect()` that does not reach the proxy, counted.
-fn settle(ctx: &SockAddrContext, netns: u64, orig: SockAddr, protocol: u32, route: Route) -> i32 {
+pub(crate) fn settle(
+    ctx: &SockAddrContext,
+    netns: u64,
+    orig: SockAddr,
+    protocol: u32,
+    route: Route,
+) -> i32 {
     let verdict = match route {
         Route::Direct => FLOW_DIRECT,
         Route::Refuse => FLOW_REFUSED,
@@ -205,7 +214,7 @@ fn settle(ctx: &SockAddrContext, netns: u64, orig: SockAddr, protocol: u32, rout
 
 /// The namespace cookie and the pod's settings when this is a TCP or UDP
 /// connect from an enrolled pod's namespace.
-fn enrolled(ctx: &SockAddrContext, sa: &bpf_sock_addr) -> Option<(u64, PodSettings)> {
+pub(crate) fn enrolled(ctx: &SockAddrContext, sa: &bpf_sock_addr) -> Option<(u64, PodSettings)> {
     if sa.protocol != IPPROTO_TCP && sa.protocol != IPPROTO_UDP {
         return None;
     }
@@ -217,7 +226,7 @@ fn enrolled(ctx: &SockAddrContext, sa: &bpf_sock_addr) -> Option<(u64, PodSettin
 }
 
 /// Whether the pod asked for connections to `port` to go direct.
-fn is_excluded(pod: &PodSettings, port: u16) -> bool {
+pub(crate) fn is_excluded(pod: &PodSettings, port: u16) -> bool {
     let mut i = 0;
     while i < pod.exclude_outbound_ports.len() {
         if pod.exclude_outbound_ports[i] == port {
@@ -312,7 +321,7 @@ fn remember(ctx: &SockAddrContext, netns_cookie: u64, orig: SockAddr) -> bool {
 }
 
 /// `user_port` carries the port in network byte order in its low 16 bits.
-fn port_from_ctx(user_port: u32) -> u16 {
+pub(crate) fn port_from_ctx(user_port: u32) -> u16 {
     u16::from_be(user_port as u16)
 }
 
@@ -320,14 +329,14 @@ fn port_to_ctx(port: u16) -> u32 {
     port.to_be() as u32
 }
 
-fn is_loopback_v4(addr_be: u32) -> bool {
+pub(crate) fn is_loopback_v4(addr_be: u32) -> bool {
     u32::from_be(addr_be) >> 24 == 127
 }
 
-fn is_loopback_v6(addr: &[u32; 4]) -> bool {
+pub(crate) fn is_loopback_v6(addr: &[u32; 4]) -> bool {
     addr[0] == 0 && addr[1] == 0 && addr[2] == 0 && addr[3] == 1u32.to_be()
 }
 
-fn is_v4_mapped(addr: &[u32; 4]) -> bool {
+pub(crate) fn is_v4_mapped(addr: &[u32; 4]) -> bool {
     addr[0] == 0 && addr[1] == 0 && addr[2] == 0xffffu32.to_be()
 }

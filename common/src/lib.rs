@@ -93,6 +93,9 @@ pub const MAX_DESTINATIONS: u32 = 16_384;
 /// Program names as they appear in the object file.
 pub const PROG_CONNECT4: &str = "weir_connect4";
 pub const PROG_CONNECT6: &str = "weir_connect6";
+/// REGISTRY_ONLY for datagrams sent without `connect()` (UDP `sendto`).
+pub const PROG_SENDMSG4: &str = "weir_sendmsg4";
+pub const PROG_SENDMSG6: &str = "weir_sendmsg6";
 /// The sockops hook (and the name its pinned links go by, whichever variant
 /// runs): re-keys original destinations. Needs only helpers Linux 5.10 offers.
 pub const PROG_SOCKOPS: &str = "weir_sockops";

@@ -3,7 +3,8 @@
 //! - under REGISTRY_ONLY, an enrolled pod's TCP (opaque, HTTP, TLS) and
 //!   connected UDP to a destination no listener claims and no allow entry
 //!   names fail with EPERM before any packet leaves, counted per pod and
-//!   destination and logged; claimed destinations still go through weir,
+//!   destination and logged, and so does a datagram sent there by sendto()
+//!   without connect(); claimed destinations still go through weir,
 //!   allowed ones and the cluster's DNS go direct, counted;
 //! - after a reload to ALLOW_ANY with `egress.unclaimed: direct`, unclaimed
 //!   TCP goes direct (no proxy hop: weir detects no protocol for it) and is
@@ -213,6 +214,9 @@ fn registry_only_refuses_at_connect_and_allow_any_can_skip_the_proxy_hop() -> Re
     }
     let refused_udp = s.dest_addr(5353);
     assert_eq!(reach(client, "udp", &refused_udp, agent), "EPERM");
+    // Without connect(): the datagram is addressed at sendto().
+    let refused_sendto = s.dest_addr(5354);
+    assert_eq!(reach(client, "udp-sendto", &refused_sendto, agent), "EPERM");
     // Allowed: direct, to the application itself (it names the pod's address).
     let allowed = s.dest_addr(OPAQUE_PORT);
     let answer = reach(client, "tcp", &allowed, agent);
@@ -220,19 +224,22 @@ fn registry_only_refuses_at_connect_and_allow_any_can_skip_the_proxy_hop() -> Re
         answer.contains(&format!(" saw {}:", s.client.ip4)),
         "{answer}"
     );
-    // The cluster's DNS, over UDP: the socket connects and sends.
+    // The cluster's DNS, over UDP: the socket connects and sends, and so
+    // does a resolver that addresses each query (sendto()).
     assert!(reach(client, "udp", &s.dest_addr(53), agent).starts_with("connected"));
+    assert!(reach(client, "udp-sendto", &s.dest_addr(53), agent).starts_with("sent"));
 
     // Counted against the pod, by destination, under the proxied labels.
     let denied = "weir_intercept_tcp_connections_denied_total";
     s.wait_metric(denied, "client", &refused_tcp, "none", |v| v == 3.0);
     s.wait_metric(denied, "client", &refused_udp, "none", |v| v == 1.0);
+    s.wait_metric(denied, "client", &refused_sendto, "none", |v| v == 1.0);
     let opened = "weir_intercept_tcp_connections_opened_total";
     s.wait_metric(opened, "client", &allowed, "none", |v| v == 1.0);
     assert!(
         agent
             .log()
-            .contains("refused at connect() by outbound_traffic_policy REGISTRY_ONLY"),
+            .contains("refused at connect()/sendto() by outbound_traffic_policy REGISTRY_ONLY"),
         "{}",
         agent.log()
     );
@@ -248,6 +255,8 @@ fn registry_only_refuses_at_connect_and_allow_any_can_skip_the_proxy_hop() -> Re
         reach(client, "http", &refused_tcp, agent).starts_with("connected HTTP/1.1 200")
     });
     assert!(reloaded, "ALLOW_ANY never applied:\n{}", agent.log());
+    let answer = reach(client, "udp-sendto", &refused_sendto, agent);
+    assert!(answer.starts_with("sent"), "{answer}");
     let detected_before = detected_outbound(&s.metrics()?);
     let answer = reach(client, "tcp", &allowed, agent);
     assert!(answer.contains(" saw "), "{answer}");

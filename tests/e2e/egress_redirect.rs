@@ -408,6 +408,8 @@ fn run_suite_once() -> Result<Footprint> {
     for name in [
         "weir_connect4",
         "weir_connect6",
+        "weir_sendmsg4",
+        "weir_sendmsg6",
         "weir_sockops",
         "weir_sk_lookup",
     ] {
@@ -415,7 +417,7 @@ fn run_suite_once() -> Result<Footprint> {
     }
     assert_eq!(
         footprint.link_ids.len(),
-        4,
+        6,
         "and attached to the pod's cgroup and namespace"
     );
     footprint.map_ids = env.datapath.map_ids().into_iter().collect();

@@ -32,8 +32,8 @@ use aya::{Ebpf, EbpfLoader};
 use weir_common::{
     ConnKey, MAP_BYPASS_COUNTS, MAP_BYPASSED_CONNECTS, MAP_DESTINATIONS, MAP_DIRECT_SOCKETS,
     MAP_FLOWS, MAP_INBOUND_LISTENERS, MAP_INBOUND_PODS, MAP_ORIG_DST, MAP_PENDING_CONNECT,
-    MAP_PODS, MAP_SETTINGS, MAP_SOCKS, PROG_CONNECT4, PROG_CONNECT6, PROG_SK_LOOKUP, PROG_SK_MSG,
-    PROG_SOCKOPS, PodSettings, SockAddr,
+    MAP_PODS, MAP_SETTINGS, MAP_SOCKS, PROG_CONNECT4, PROG_CONNECT6, PROG_SENDMSG4, PROG_SENDMSG6,
+    PROG_SK_LOOKUP, PROG_SK_MSG, PROG_SOCKOPS, PodSettings, SockAddr,
 };
 
 pub use crate::addr::OrigDst;
@@ -145,7 +145,7 @@ impl Datapath {
         let mut ebpf = loader
             .load(object)
             .map_err(|e| DatapathError::Load(Box::new(e)))?;
-        for name in [PROG_CONNECT4, PROG_CONNECT6] {
+        for name in [PROG_CONNECT4, PROG_CONNECT6, PROG_SENDMSG4, PROG_SENDMSG6] {
             let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
             prog.load().map_err(|e| DatapathError::program(name, e))?;
         }

@@ -4,8 +4,8 @@
 
 use serde::Serialize;
 use weir_common::{
-    PROG_CONNECT4, PROG_CONNECT6, PROG_NETNS_NAME4, PROG_NETNS_NAME6, PROG_SK_LOOKUP, PROG_SK_MSG,
-    PROG_SOCKOPS, PROG_SOCKOPS_ACCEL,
+    PROG_CONNECT4, PROG_CONNECT6, PROG_NETNS_NAME4, PROG_NETNS_NAME6, PROG_SENDMSG4, PROG_SENDMSG6,
+    PROG_SK_LOOKUP, PROG_SK_MSG, PROG_SOCKOPS, PROG_SOCKOPS_ACCEL,
 };
 
 use super::DatapathError;
@@ -109,7 +109,14 @@ pub(super) fn raise_memlock_if_charged(support: &KernelSupport) -> Result<Featur
 
 impl DatapathStatus {
     pub(super) fn new(support: KernelSupport, plan: &Plan, memlock: Feature) -> Self {
-        let mut programs = vec![PROG_CONNECT4, PROG_CONNECT6, plan.sockops, PROG_SK_LOOKUP];
+        let mut programs = vec![
+            PROG_CONNECT4,
+            PROG_CONNECT6,
+            PROG_SENDMSG4,
+            PROG_SENDMSG6,
+            plan.sockops,
+            PROG_SK_LOOKUP,
+        ];
         if plan.sk_msg.on {
             programs.push(PROG_SK_MSG);
         }
@@ -125,6 +132,14 @@ impl DatapathStatus {
                     "{PROG_CONNECT4}, {PROG_CONNECT6} and {} on each pod's cgroup; \
                      original destinations keyed by the namespace the connect hook recorded",
                     plan.sockops
+                ),
+            ),
+            feature(
+                "unconnected UDP under REGISTRY_ONLY",
+                true,
+                &format!(
+                    "{PROG_SENDMSG4} and {PROG_SENDMSG6} on each pod's cgroup: a datagram \
+                     sent without connect() meets the connect hook's verdict"
                 ),
             ),
             feature(

@@ -226,7 +226,7 @@ fn log_refusals(refusals: &[(String, SocketAddr, bool, u64)], skipped_lines: u64
         .collect();
     let more = refusals.len().saturating_sub(SHOWN);
     log::warn!(
-        "refused at connect() by outbound_traffic_policy REGISTRY_ONLY (EPERM): {}{}{}",
+        "refused at connect()/sendto() by outbound_traffic_policy REGISTRY_ONLY (EPERM): {}{}{}",
         shown.join(", "),
         if more > 0 {
             format!(" and {more} more pod/destination pair(s)")

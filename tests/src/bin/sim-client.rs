@@ -47,10 +47,12 @@
 //!        sim-client reach KIND ADDR  one connection of KIND (`tcp`: a line of
 //!                                    text; `http`: a GET; `tls`: a TLS
 //!                                    ClientHello; `udp`: one datagram on a
-//!                                    connected socket); prints `EPERM` when
-//!                                    connect() is refused with it, else
-//!                                    `connected` and the reply's first line
-//!                                    (`(none)` if none came in 2 s)
+//!                                    connected socket; `udp-sendto`: one
+//!                                    datagram addressed by sendto() on an
+//!                                    unconnected one); prints `EPERM` when
+//!                                    connect() (sendto()) is refused with it,
+//!                                    else `connected` (`sent`) and the reply's
+//!                                    first line (`(none)` if none came in 2 s)
 //!        sim-client until-refused ADDR GAP_MS TIMEOUT_MS
 //!                                    connects every GAP_MS until one is refused;
 //!                                    prints `refused EPOCH_US ATTEMPTS`; fails
@@ -134,19 +136,30 @@ const EPERM: i32 = 1;
 fn reach(kind: &str, addr: &str) -> Result<String, String> {
     let addr: SocketAddr = arg("address", addr)?;
     let payload: &[u8] = match kind {
-        "tcp" | "udp" => b"hello from the pod\n",
+        "tcp" | "udp" | "udp-sendto" => b"hello from the pod\n",
         "http" => b"GET / HTTP/1.1\r\nhost: reach.test\r\nconnection: close\r\n\r\n",
         "tls" => TLS_HELLO_START,
         other => return Err(format!("unknown kind {other}")),
     };
     let eperm = |e: &std::io::Error| e.raw_os_error() == Some(EPERM);
     let mut reply = vec![0u8; 512];
-    let got = if kind == "udp" {
-        let any: SocketAddr = if addr.is_ipv4() {
-            "0.0.0.0:0".parse().unwrap()
-        } else {
-            "[::]:0".parse().unwrap()
-        };
+    let any: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0".parse().unwrap()
+    } else {
+        "[::]:0".parse().unwrap()
+    };
+    let mut outcome = "connected";
+    let got = if kind == "udp-sendto" {
+        let socket = std::net::UdpSocket::bind(any).map_err(|e| e.to_string())?;
+        match socket.send_to(payload, addr) {
+            Err(e) if eperm(&e) => return Ok("EPERM\n".into()),
+            Err(e) => return Err(format!("sendto {addr}: {e}")),
+            Ok(_) => {}
+        }
+        outcome = "sent";
+        socket.set_read_timeout(Some(Duration::from_secs(2))).ok();
+        socket.recv(&mut reply).unwrap_or(0)
+    } else if kind == "udp" {
         let socket = std::net::UdpSocket::bind(any).map_err(|e| e.to_string())?;
         match socket.connect(addr) {
             Err(e) if eperm(&e) => return Ok("EPERM\n".into()),
@@ -178,7 +191,7 @@ fn reach(kind: &str, addr: &str) -> Result<String, String> {
         .next()
         .filter(|l| !l.is_empty())
         .unwrap_or("(none)");
-    Ok(format!("connected {first}\n"))
+    Ok(format!("{outcome} {first}\n"))
 }
 
 fn exit_with(result: Result<String, String>) {
