@@ -9,12 +9,13 @@
 //! would not be a count of flows), the cluster's DNS included.
 
 use aya_ebpf::{bindings::bpf_sock_addr, macros::cgroup_sock_addr, programs::SockAddrContext};
-use weir_common::{AF_INET, AF_INET6, SockAddr};
+use weir_common::{AF_INET, AF_INET6, SETTING_REGISTRY_ONLY, SockAddr};
 
 use crate::connect::{
     ALLOW, Route, decide, enrolled, is_excluded, is_loopback_v4, is_loopback_v6, is_v4_mapped,
     port_from_ctx, settle,
 };
+use crate::maps::setting;
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn weir_sendmsg4(ctx: SockAddrContext) -> i32 {
@@ -53,6 +54,11 @@ pub fn weir_sendmsg6(ctx: SockAddrContext) -> i32 {
 
 /// Refused (EPERM, counted) only where a `connect()` to `dst` would be.
 fn verdict(ctx: &SockAddrContext, sa: &bpf_sock_addr, dst: SockAddr) -> i32 {
+    // Only REGISTRY_ONLY refuses: outside it a datagram costs one array
+    // lookup here, not the pod's and the destination's.
+    if !setting(SETTING_REGISTRY_ONLY) {
+        return ALLOW;
+    }
     let Some((netns, pod)) = enrolled(ctx, sa) else {
         return ALLOW;
     };

@@ -217,6 +217,15 @@ fn registry_only_refuses_at_connect_and_allow_any_can_skip_the_proxy_hop() -> Re
     // Without connect(): the datagram is addressed at sendto().
     let refused_sendto = s.dest_addr(5354);
     assert_eq!(reach(client, "udp-sendto", &refused_sendto, agent), "EPERM");
+    // The same from an IPv6 socket, to an IPv6 address and to an IPv4 one
+    // through its mapped form (judged as the IPv4 address it is).
+    let refused_sendto6 = SocketAddr::new(s.dest.ip6.into(), 5355).to_string();
+    assert_eq!(
+        reach(client, "udp-sendto", &refused_sendto6, agent),
+        "EPERM"
+    );
+    let mapped = format!("[::ffff:{}]:5356", s.dest.ip4);
+    assert_eq!(reach(client, "udp-sendto", &mapped, agent), "EPERM");
     // Allowed: direct, to the application itself (it names the pod's address).
     let allowed = s.dest_addr(OPAQUE_PORT);
     let answer = reach(client, "tcp", &allowed, agent);
@@ -234,6 +243,8 @@ fn registry_only_refuses_at_connect_and_allow_any_can_skip_the_proxy_hop() -> Re
     s.wait_metric(denied, "client", &refused_tcp, "none", |v| v == 3.0);
     s.wait_metric(denied, "client", &refused_udp, "none", |v| v == 1.0);
     s.wait_metric(denied, "client", &refused_sendto, "none", |v| v == 1.0);
+    s.wait_metric(denied, "client", &refused_sendto6, "none", |v| v == 1.0);
+    s.wait_metric(denied, "client", &s.dest_addr(5356), "none", |v| v == 1.0);
     let opened = "weir_intercept_tcp_connections_opened_total";
     s.wait_metric(opened, "client", &allowed, "none", |v| v == 1.0);
     assert!(
