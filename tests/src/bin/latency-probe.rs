@@ -42,11 +42,17 @@ struct Args {
     slowest: u32,
 }
 
+/// One answered request.
+#[derive(Clone, Copy)]
+struct Sample {
+    latency_us: f64,
+    /// When it began, after the start.
+    began_ms: f64,
+}
+
 #[derive(Default)]
 struct Outcome {
-    latencies_us: Vec<f64>,
-    /// When each request of `latencies_us` began, after the start.
-    began_ms: Vec<f64>,
+    samples: Vec<Sample>,
     connect_errors: u64,
     read_errors: u64,
     write_errors: u64,
@@ -100,8 +106,7 @@ fn run(args: Args) -> Result<()> {
         let o = w
             .join()
             .map_err(|_| anyhow::anyhow!("a connection thread panicked"))?;
-        all.latencies_us.extend(o.latencies_us);
-        all.began_ms.extend(o.began_ms);
+        all.samples.extend(o.samples);
         all.connect_errors += o.connect_errors;
         all.read_errors += o.read_errors;
         all.write_errors += o.write_errors;
@@ -112,24 +117,18 @@ fn run(args: Args) -> Result<()> {
     if args.slowest > 0 {
         eprintln!("{}", slowest(&all, args.slowest as usize));
     }
-    print!("{}", report(&mut all, seconds));
+    print!("{}", report(&all, seconds));
     Ok(())
 }
 
 /// `n` slowest requests, slowest first: `slowest: 1.24 ms at +1093 ms, ...`.
 fn slowest(all: &Outcome, n: usize) -> String {
-    let mut order: Vec<usize> = (0..all.latencies_us.len()).collect();
-    order.sort_by(|&a, &b| all.latencies_us[b].total_cmp(&all.latencies_us[a]));
+    let mut order = all.samples.clone();
+    order.sort_by(|a, b| b.latency_us.total_cmp(&a.latency_us));
     let listed: Vec<String> = order
         .iter()
         .take(n)
-        .map(|&i| {
-            format!(
-                "{:.2} ms at +{:.0} ms",
-                all.latencies_us[i] / 1e3,
-                all.began_ms[i]
-            )
-        })
+        .map(|s| format!("{:.2} ms at +{:.0} ms", s.latency_us / 1e3, s.began_ms))
         .collect();
     format!("slowest: {}", listed.join(", "))
 }
@@ -171,9 +170,10 @@ fn connection_loop(
         let took = began.elapsed();
         match result {
             Ok(status) => {
-                out.latencies_us.push(took.as_secs_f64() * 1e6);
-                out.began_ms
-                    .push(began.saturating_duration_since(start).as_secs_f64() * 1e3);
+                out.samples.push(Sample {
+                    latency_us: took.as_secs_f64() * 1e6,
+                    began_ms: began.saturating_duration_since(start).as_secs_f64() * 1e3,
+                });
                 if !(200..400).contains(&status) {
                     out.bad_status += 1;
                 }
@@ -280,16 +280,17 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// wrk's `--latency` report, as much of it as benchkit reads.
-fn report(o: &mut Outcome, seconds: f64) -> String {
-    o.latencies_us.sort_by(f64::total_cmp);
+fn report(o: &Outcome, seconds: f64) -> String {
+    let mut latencies: Vec<f64> = o.samples.iter().map(|s| s.latency_us).collect();
+    latencies.sort_by(f64::total_cmp);
     let pct = |p: f64| -> f64 {
-        if o.latencies_us.is_empty() {
+        if latencies.is_empty() {
             return 0.0;
         }
-        let i = ((p / 100.0) * o.latencies_us.len() as f64).ceil() as usize;
-        o.latencies_us[i.clamp(1, o.latencies_us.len()) - 1]
+        let i = ((p / 100.0) * latencies.len() as f64).ceil() as usize;
+        latencies[i.clamp(1, latencies.len()) - 1]
     };
-    let n = o.latencies_us.len();
+    let n = latencies.len();
     let mut t = String::from("  Latency Distribution\n");
     for p in [50.0, 75.0, 90.0, 99.0] {
         t.push_str(&format!("     {p:.0}%  {:.2}us\n", pct(p)));
@@ -332,15 +333,26 @@ mod tests {
 
     #[test]
     fn report_reads_as_wrk() {
-        let mut o = Outcome {
-            latencies_us: (1..=100).map(f64::from).collect(),
+        let o = Outcome {
+            samples: (1..=100)
+                .rev()
+                .map(|i| Sample {
+                    latency_us: f64::from(i),
+                    began_ms: f64::from(100 - i),
+                })
+                .collect(),
             timeouts: 1,
             read_errors: 1,
             ..Outcome::default()
         };
-        let r = benchkit::load::parse_wrk(&report(&mut o, 2.0)).unwrap();
+        let r = benchkit::load::parse_wrk(&report(&o, 2.0)).unwrap();
         assert_eq!((r.requests, r.p50_us, r.p99_us), (100, 50.0, 99.0));
         assert_eq!(r.socket_errors, 2);
         assert!((r.requests_per_sec - 50.0).abs() < 1e-9);
+        // Each latency keeps its own start, whichever runs first.
+        assert_eq!(
+            slowest(&o, 2),
+            "slowest: 0.10 ms at +0 ms, 0.10 ms at +1 ms"
+        );
     }
 }
