@@ -13,7 +13,8 @@
 //!   hop only where a listener claims the destination.
 //!
 //! Datagrams a pod addresses one by one, without `connect()`, meet the same
-//! REGISTRY_ONLY verdict in `sendmsg.rs`.
+//! REGISTRY_ONLY verdict in `sendmsg.rs`. Under it, UDP to a peer the pod
+//! received from (`recvmsg.rs`) passes: an answer, not a new destination.
 
 use aya_ebpf::{
     EbpfContext,
@@ -32,7 +33,7 @@ use weir_common::{
 
 use crate::maps::{
     BYPASS_COUNTS, BYPASSED_CONNECTS, DIRECT_SOCKETS, PENDING_CONNECT, PODS, count_flow,
-    destination, setting,
+    destination, heard_from, setting,
 };
 
 /// Let the `connect()` proceed (to the original or the rewritten address).
@@ -41,6 +42,9 @@ pub(crate) const ALLOW: i32 = 1;
 const REFUSE: i32 = 0;
 const IPPROTO_TCP: u32 = 6;
 const IPPROTO_UDP: u32 = 17;
+/// UDP-Lite: the same socket layer as UDP (and the same hooks), so the
+/// same policy.
+const IPPROTO_UDPLITE: u32 = 136;
 const LOOPBACK_V4: u32 = 0x7f00_0001;
 
 /// What becomes of one `connect()`.
@@ -51,7 +55,8 @@ pub(crate) enum Route {
     Direct,
     /// EPERM, counted.
     Refuse,
-    /// To its destination, not counted (UDP outside REGISTRY_ONLY).
+    /// To its destination, not counted (UDP outside REGISTRY_ONLY, or to a
+    /// peer the pod received from).
     Untouched,
 }
 
@@ -72,7 +77,7 @@ pub fn weir_connect4(ctx: SockAddrContext) -> i32 {
         port,
         family: AF_INET,
     };
-    match decide(&pod, &orig, sa.protocol) {
+    match decide(&pod, netns, &orig, sa.protocol) {
         Route::Proxy => {}
         other => return settle(&ctx, netns, orig, sa.protocol, other),
     }
@@ -109,7 +114,7 @@ pub fn weir_connect6(ctx: SockAddrContext) -> i32 {
             port,
             family: AF_INET,
         };
-        match decide(&pod, &orig, sa.protocol) {
+        match decide(&pod, netns, &orig, sa.protocol) {
             Route::Proxy => {}
             other => return settle(&ctx, netns, orig, sa.protocol, other),
         }
@@ -130,7 +135,7 @@ pub fn weir_connect6(ctx: SockAddrContext) -> i32 {
         port,
         family: AF_INET6,
     };
-    match decide(&pod, &orig, sa.protocol) {
+    match decide(&pod, netns, &orig, sa.protocol) {
         Route::Proxy => {}
         other => return settle(&ctx, netns, orig, sa.protocol, other),
     }
@@ -150,12 +155,15 @@ pub fn weir_connect6(ctx: SockAddrContext) -> i32 {
 
 /// Where `orig` goes, by what the agent listed and the policies.
 #[inline(always)]
-pub(crate) fn decide(pod: &PodSettings, orig: &SockAddr, protocol: u32) -> Route {
+pub(crate) fn decide(pod: &PodSettings, netns: u64, orig: &SockAddr, protocol: u32) -> Route {
     let tcp = protocol == IPPROTO_TCP;
     match destination(orig) {
         Some(DEST_PROXY) if tcp => Route::Proxy,
         Some(DEST_PROXY) => Route::Untouched,
         Some(DEST_DIRECT) => Route::Direct,
+        // A UDP server answering its client (QUIC servers connect a socket
+        // to each): the client reached the pod first.
+        _ if setting(SETTING_REGISTRY_ONLY) && !tcp && heard_from(netns, orig) => Route::Untouched,
         _ if setting(SETTING_REGISTRY_ONLY) => Route::Refuse,
         _ if !tcp => Route::Untouched,
         _ if unclaimed_goes_direct(pod) => Route::Direct,
@@ -213,9 +221,9 @@ pub(crate) fn settle(
 }
 
 /// The namespace cookie and the pod's settings when this is a TCP or UDP
-/// connect from an enrolled pod's namespace.
+/// socket in an enrolled pod's namespace.
 pub(crate) fn enrolled(ctx: &SockAddrContext, sa: &bpf_sock_addr) -> Option<(u64, PodSettings)> {
-    if sa.protocol != IPPROTO_TCP && sa.protocol != IPPROTO_UDP {
+    if !matches!(sa.protocol, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_UDPLITE) {
         return None;
     }
     // SAFETY: bpf_get_netns_cookie accepts a cgroup/connect context.
@@ -318,6 +326,23 @@ fn remember(ctx: &SockAddrContext, netns_cookie: u64, orig: SockAddr) -> bool {
         _pad: 0,
     };
     PENDING_CONNECT.insert(&cookie, &pending, 0).is_ok()
+}
+
+/// `user_ip6`, word by word: the verifier refuses a block copy out of the
+/// context (a load through a moved context pointer), which the compiler may
+/// emit for a plain `sa.user_ip6`.
+#[inline(always)]
+pub(crate) fn user_ip6(sa: &bpf_sock_addr) -> [u32; 4] {
+    let field = &sa.user_ip6;
+    // SAFETY: `field` is a valid, aligned context field of four words.
+    unsafe {
+        [
+            core::ptr::read_volatile(&field[0]),
+            core::ptr::read_volatile(&field[1]),
+            core::ptr::read_volatile(&field[2]),
+            core::ptr::read_volatile(&field[3]),
+        ]
+    }
 }
 
 /// `user_port` carries the port in network byte order in its low 16 bits.

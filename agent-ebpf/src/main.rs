@@ -8,6 +8,7 @@
 mod connect;
 mod maps;
 mod netns;
+mod recvmsg;
 mod sendmsg;
 mod sk_lookup;
 mod sk_msg;

@@ -11,7 +11,7 @@ use aya_ebpf::{
 use weir_common::{
     ConnKey, DestPrefix, FlowCounts, FlowKey, InboundKey, InboundSettings,
     MAX_BYPASSED_CONNECTIONS, MAX_DESTINATIONS, MAX_FLOWS, MAX_PODS, MAX_TRACKED_CONNECTIONS,
-    PendingConnect, PodSettings, SockAddr, SockKey,
+    MAX_UDP_PEERS, PendingConnect, PodSettings, SockAddr, SockKey, UdpPeerKey,
 };
 
 /// Enrolled pods by network namespace cookie. Written only by the agent.
@@ -79,6 +79,22 @@ pub static FLOWS: LruPerCpuHashMap<FlowKey, FlowCounts> =
 #[map(name = "WEIR_DIRECT_SOCKETS")]
 pub static DIRECT_SOCKETS: LruHashMap<u64, FlowKey> =
     LruHashMap::with_max_entries(MAX_TRACKED_CONNECTIONS, 0);
+
+/// Peers enrolled pods received UDP from (the recvmsg hooks), which they
+/// may answer under REGISTRY_ONLY. LRU: refreshed by every receive.
+#[map(name = "WEIR_UDP_PEERS")]
+pub static UDP_PEERS: LruHashMap<UdpPeerKey, u32> = LruHashMap::with_max_entries(MAX_UDP_PEERS, 0);
+
+/// Whether the pod in `netns_cookie` received UDP from `peer`.
+pub fn heard_from(netns_cookie: u64, peer: &SockAddr) -> bool {
+    let key = UdpPeerKey {
+        netns_cookie,
+        peer: *peer,
+        _pad: 0,
+    };
+    // SAFETY: only presence is read.
+    unsafe { UDP_PEERS.get(&key).is_some() }
+}
 
 /// The `DEST_*` verdict for `dst`: its port's entry first, then any port's.
 pub fn destination(dst: &SockAddr) -> Option<u32> {

@@ -67,6 +67,12 @@ pub const MAP_DESTINATIONS: &str = "WEIR_DESTINATIONS";
 /// destination ([`FlowKey`] -> per-CPU [`FlowCounts`]), LRU,
 /// [`MAX_FLOWS`]: what the agent exports beside the proxied traffic.
 pub const MAP_FLOWS: &str = "WEIR_FLOWS";
+/// Peers each enrolled pod received UDP from under REGISTRY_ONLY
+/// ([`UdpPeerKey`] -> `u32`, 1), LRU, [`MAX_UDP_PEERS`]: the pod may answer
+/// them (a DNS or QUIC server replying with `sendto()`, or connecting its
+/// socket to the client) though the policy would refuse them as a
+/// destination, as a stateful firewall lets replies out.
+pub const MAP_UDP_PEERS: &str = "WEIR_UDP_PEERS";
 /// The [`FlowKey`] of each open direct connection by socket cookie, so
 /// sockops can add its bytes when it closes. LRU, [`MAX_TRACKED_CONNECTIONS`].
 pub const MAP_DIRECT_SOCKETS: &str = "WEIR_DIRECT_SOCKETS";
@@ -86,6 +92,9 @@ pub const FLOW_REFUSED: u16 = 2;
 /// at once; the least recently used are forgotten (the agent has read them
 /// within its collection interval unless more than this many are new in it).
 pub const MAX_FLOWS: u32 = 16_384;
+/// Capacity of [`MAP_UDP_PEERS`]; each receive refreshes its peer, so the
+/// peers forgotten first are those not heard from for longest.
+pub const MAX_UDP_PEERS: u32 = 16_384;
 /// Capacity of [`MAP_DESTINATIONS`]: claimed addresses, pod networks,
 /// allowed prefixes.
 pub const MAX_DESTINATIONS: u32 = 16_384;
@@ -96,6 +105,10 @@ pub const PROG_CONNECT6: &str = "weir_connect6";
 /// REGISTRY_ONLY for datagrams sent without `connect()` (UDP `sendto`).
 pub const PROG_SENDMSG4: &str = "weir_sendmsg4";
 pub const PROG_SENDMSG6: &str = "weir_sendmsg6";
+/// Record the peers a pod receives UDP from, so that it may answer them
+/// ([`MAP_UDP_PEERS`]).
+pub const PROG_RECVMSG4: &str = "weir_recvmsg4";
+pub const PROG_RECVMSG6: &str = "weir_recvmsg6";
 /// The sockops hook (and the name its pinned links go by, whichever variant
 /// runs): re-keys original destinations. Needs only helpers Linux 5.10 offers.
 pub const PROG_SOCKOPS: &str = "weir_sockops";
@@ -196,6 +209,18 @@ pub struct DestPrefix {
 /// Bits of a [`DestPrefix`] before its address.
 pub const DEST_PREFIX_HEAD_BITS: u32 = 32;
 
+/// A peer an enrolled pod received UDP from ([`MAP_UDP_PEERS`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct UdpPeerKey {
+    pub netns_cookie: u64,
+    /// IPv4 peers as `AF_INET`, also when a dual-stack socket saw them
+    /// v4-mapped: the send side judges them as IPv4.
+    pub peer: SockAddr,
+    /// Zero: hash keys are compared byte for byte.
+    pub _pad: u32,
+}
+
 /// Who connected where, and what became of it ([`MAP_FLOWS`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -204,7 +229,7 @@ pub struct FlowKey {
     pub dst: SockAddr,
     /// `FLOW_DIRECT` or `FLOW_REFUSED`.
     pub verdict: u16,
-    /// 6 (TCP) or 17 (UDP).
+    /// 6 (TCP), 17 (UDP) or 136 (UDP-Lite).
     pub protocol: u16,
 }
 
@@ -296,6 +321,8 @@ mod user {
     unsafe impl aya::Pod for super::DestPrefix {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: plain integers, `repr(C)`, padding explicit.
+    unsafe impl aya::Pod for super::UdpPeerKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FlowCounts {}
 }

@@ -4,7 +4,8 @@
 //!   connected UDP to a destination no listener claims and no allow entry
 //!   names fail with EPERM before any packet leaves, counted per pod and
 //!   destination and logged, and so does a datagram sent there by sendto()
-//!   without connect(); claimed destinations still go through weir,
+//!   without connect() (but a UDP server in the pod still answers its
+//!   clients); claimed destinations still go through weir,
 //!   allowed ones and the cluster's DNS go direct, counted;
 //! - after a reload to ALLOW_ANY with `egress.unclaimed: direct`, unclaimed
 //!   TCP goes direct (no proxy hop: weir detects no protocol for it) and is
@@ -19,13 +20,14 @@ use anyhow::Result;
 use weir_tests::agent::{AgentProcess, metric_sample};
 use weir_tests::pins::PinRoot;
 use weir_tests::service::ServiceServer;
-use weir_tests::support::{require_root, sim_client, sim_server};
+use weir_tests::support::{TempDir, require_root, sim_client, sim_server};
 use weir_tests::{PodProcess, SimNode, SimPod, wait};
 
 /// Claimed by weir, routed to the destination pod's application.
 const SERVICE: &str = "198.51.100.30:80";
 const APP_PORT: u16 = 8080;
 const OPAQUE_PORT: u16 = 9000;
+const UDP_ECHO_PORT: u16 = 5300;
 
 fn config(policy: &str, egress: &str, app: SocketAddr) -> String {
     format!(
@@ -218,7 +220,7 @@ fn registry_only_refuses_at_connect_and_allow_any_can_skip_the_proxy_hop() -> Re
     let refused_sendto = s.dest_addr(5354);
     assert_eq!(reach(client, "udp-sendto", &refused_sendto, agent), "EPERM");
     // The same from an IPv6 socket, to an IPv6 address and to an IPv4 one
-    // through its mapped form (judged as the IPv4 address it is).
+    // through its mapped form (judged by sendmsg4, as the IPv4 address it is).
     let refused_sendto6 = SocketAddr::new(s.dest.ip6.into(), 5355).to_string();
     assert_eq!(
         reach(client, "udp-sendto", &refused_sendto6, agent),
@@ -237,6 +239,31 @@ fn registry_only_refuses_at_connect_and_allow_any_can_skip_the_proxy_hop() -> Re
     // does a resolver that addresses each query (sendto()).
     assert!(reach(client, "udp", &s.dest_addr(53), agent).starts_with("connected"));
     assert!(reach(client, "udp-sendto", &s.dest_addr(53), agent).starts_with("sent"));
+
+    // A UDP server in the pod answers clients the policy would not let it
+    // reach: they reached it first. Dual-stack, so an IPv4 client arrives
+    // v4-mapped and is answered through sendmsg4.
+    let logs = TempDir::new("weir-udp-echo")?;
+    let log = logs.path().join("udp-echo.log");
+    let mut echo = Command::new(sim_server());
+    echo.args(["udp-echo", &format!("[::]:{UDP_ECHO_PORT}")]);
+    let _echo = client.spawn_logged(echo, &log)?;
+    let listening = wait::until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("listening"))
+    });
+    assert!(listening, "udp-echo: {}", std::fs::read_to_string(&log)?);
+    for server in [
+        SocketAddr::new(client.ip4.into(), UDP_ECHO_PORT),
+        SocketAddr::new(client.ip6.into(), UDP_ECHO_PORT),
+    ] {
+        let answer = reach(&s.dest, "udp-sendto", &server.to_string(), agent);
+        assert_eq!(
+            answer,
+            "sent hello from the pod",
+            "{server}: {}",
+            std::fs::read_to_string(&log)?
+        );
+    }
 
     // Counted against the pod, by destination, under the proxied labels.
     let denied = "weir_intercept_tcp_connections_denied_total";

@@ -410,6 +410,8 @@ fn run_suite_once() -> Result<Footprint> {
         "weir_connect6",
         "weir_sendmsg4",
         "weir_sendmsg6",
+        "weir_recvmsg4",
+        "weir_recvmsg6",
         "weir_sockops",
         "weir_sk_lookup",
     ] {
@@ -417,7 +419,7 @@ fn run_suite_once() -> Result<Footprint> {
     }
     assert_eq!(
         footprint.link_ids.len(),
-        6,
+        8,
         "and attached to the pod's cgroup and namespace"
     );
     footprint.map_ids = env.datapath.map_ids().into_iter().collect();

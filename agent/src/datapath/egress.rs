@@ -1,14 +1,15 @@
 //! Attaching the egress redirect (connect4, connect6, sockops) and the
-//! unconnected-datagram check (sendmsg4, sendmsg6) to one pod's cgroup.
+//! unconnected-datagram check (sendmsg4, sendmsg6, with recvmsg4 and
+//! recvmsg6 remembering whom the pod may answer) to one pod's cgroup.
 
 use std::fs::File;
 use std::path::Path;
 
 use aya::programs::{CgroupSockAddr, SockOps};
-use weir_common::{PROG_CONNECT4, PROG_CONNECT6, PROG_SENDMSG4, PROG_SENDMSG6, PROG_SOCKOPS};
+use weir_common::PROG_SOCKOPS;
 
 use super::pin::AttachedLink;
-use super::{Datapath, DatapathError, cgroup_fd_link};
+use super::{Datapath, DatapathError, UDP_AND_CONNECT_HOOKS, cgroup_fd_link};
 
 /// One pod's egress hooks. Unpinned, dropping it detaches them; pinned, they
 /// stay attached after the agent is gone, until [`EgressAttachment::remove`].
@@ -32,7 +33,7 @@ impl Datapath {
         })?;
         // Links made so far are released again if a later one fails.
         let mut attachment = EgressAttachment {
-            links: Vec::with_capacity(5),
+            links: Vec::with_capacity(1 + UDP_AND_CONNECT_HOOKS.len()),
         };
         // sockops before the connect hooks: a connection they redirect must
         // find it there to have its original destination re-keyed, or the
@@ -41,7 +42,7 @@ impl Datapath {
             cgroup_fd_link!(prog, &cgroup, PROG_SOCKOPS)
         })?;
         attachment.links.push(link);
-        for name in [PROG_CONNECT4, PROG_CONNECT6, PROG_SENDMSG4, PROG_SENDMSG6] {
+        for name in UDP_AND_CONNECT_HOOKS {
             let link = self.attach_link(pod_uid, name, |prog: &mut CgroupSockAddr| {
                 cgroup_fd_link!(prog, &cgroup, name)
             })?;
@@ -65,7 +66,7 @@ impl EgressAttachment {
     }
 }
 
-/// In the reverse order of attaching (the sendmsg and connect hooks, then sockops), for
+/// In the reverse order of attaching (the connect and UDP hooks, then sockops), for
 /// the reason [`Datapath::attach_egress`] gives.
 impl Drop for EgressAttachment {
     fn drop(&mut self) {

@@ -10,6 +10,9 @@ use weir_common::{FLOW_REFUSED, FlowCounts, FlowKey, MAP_FLOWS};
 
 use super::{Datapath, DatapathError, orig_dst};
 
+/// Anything else the hooks count is UDP (or UDP-Lite, which shares its socket layer).
+const IPPROTO_TCP: u16 = 6;
+
 /// One (pod, destination, protocol, verdict)'s totals since the entry was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Flow {
@@ -51,7 +54,7 @@ impl Datapath {
             out.push(Flow {
                 netns_cookie: key.netns_cookie,
                 dst,
-                udp: key.protocol == 17,
+                udp: key.protocol != IPPROTO_TCP,
                 refused: key.verdict == FLOW_REFUSED,
                 counts,
                 key,

@@ -32,8 +32,9 @@ use aya::{Ebpf, EbpfLoader};
 use weir_common::{
     ConnKey, MAP_BYPASS_COUNTS, MAP_BYPASSED_CONNECTS, MAP_DESTINATIONS, MAP_DIRECT_SOCKETS,
     MAP_FLOWS, MAP_INBOUND_LISTENERS, MAP_INBOUND_PODS, MAP_ORIG_DST, MAP_PENDING_CONNECT,
-    MAP_PODS, MAP_SETTINGS, MAP_SOCKS, PROG_CONNECT4, PROG_CONNECT6, PROG_SENDMSG4, PROG_SENDMSG6,
-    PROG_SK_LOOKUP, PROG_SK_MSG, PROG_SOCKOPS, PodSettings, SockAddr,
+    MAP_PODS, MAP_SETTINGS, MAP_SOCKS, MAP_UDP_PEERS, PROG_CONNECT4, PROG_CONNECT6, PROG_RECVMSG4,
+    PROG_RECVMSG6, PROG_SENDMSG4, PROG_SENDMSG6, PROG_SK_LOOKUP, PROG_SK_MSG, PROG_SOCKOPS,
+    PodSettings, SockAddr,
 };
 
 pub use crate::addr::OrigDst;
@@ -60,7 +61,7 @@ pub use uninstall::{Uninstalled, uninstall};
 static EMBEDDED_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/weir-ebpf.o"));
 
-const ALL_MAPS: [&str; 12] = [
+const ALL_MAPS: [&str; 13] = [
     MAP_PODS,
     MAP_PENDING_CONNECT,
     MAP_ORIG_DST,
@@ -73,6 +74,17 @@ const ALL_MAPS: [&str; 12] = [
     MAP_DESTINATIONS,
     MAP_FLOWS,
     MAP_DIRECT_SOCKETS,
+    MAP_UDP_PEERS,
+];
+
+/// The cgroup_sock_addr programs attached to each pod's cgroup.
+const UDP_AND_CONNECT_HOOKS: [&str; 6] = [
+    PROG_CONNECT4,
+    PROG_CONNECT6,
+    PROG_SENDMSG4,
+    PROG_SENDMSG6,
+    PROG_RECVMSG4,
+    PROG_RECVMSG6,
 ];
 
 type PodsMap = HashMap<MapData, u64, PodSettings>;
@@ -145,7 +157,7 @@ impl Datapath {
         let mut ebpf = loader
             .load(object)
             .map_err(|e| DatapathError::Load(Box::new(e)))?;
-        for name in [PROG_CONNECT4, PROG_CONNECT6, PROG_SENDMSG4, PROG_SENDMSG6] {
+        for name in UDP_AND_CONNECT_HOOKS {
             let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
             prog.load().map_err(|e| DatapathError::program(name, e))?;
         }

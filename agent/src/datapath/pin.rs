@@ -100,7 +100,7 @@ impl PinLayout {
 /// A pinned link is held by its pin alone, not by a descriptor: the pin keeps
 /// it attached, and nothing here uses the link after pinning it (adopting it
 /// again, replacing its program, reads the pin). So each enrolled pod costs
-/// no descriptor for its six links, and removing the pin detaches the link
+/// no descriptor for its eight links, and removing the pin detaches the link
 /// at once, whoever removes it: this agent un-enrolling the pod, `weir
 /// uninstall`, or a successor of another map layout retiring it.
 pub(super) enum AttachedLink {

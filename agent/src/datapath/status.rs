@@ -4,8 +4,8 @@
 
 use serde::Serialize;
 use weir_common::{
-    PROG_CONNECT4, PROG_CONNECT6, PROG_NETNS_NAME4, PROG_NETNS_NAME6, PROG_SENDMSG4, PROG_SENDMSG6,
-    PROG_SK_LOOKUP, PROG_SK_MSG, PROG_SOCKOPS, PROG_SOCKOPS_ACCEL,
+    PROG_CONNECT4, PROG_CONNECT6, PROG_NETNS_NAME4, PROG_NETNS_NAME6, PROG_RECVMSG4, PROG_RECVMSG6,
+    PROG_SENDMSG4, PROG_SENDMSG6, PROG_SK_LOOKUP, PROG_SK_MSG, PROG_SOCKOPS, PROG_SOCKOPS_ACCEL,
 };
 
 use super::DatapathError;
@@ -109,14 +109,8 @@ pub(super) fn raise_memlock_if_charged(support: &KernelSupport) -> Result<Featur
 
 impl DatapathStatus {
     pub(super) fn new(support: KernelSupport, plan: &Plan, memlock: Feature) -> Self {
-        let mut programs = vec![
-            PROG_CONNECT4,
-            PROG_CONNECT6,
-            PROG_SENDMSG4,
-            PROG_SENDMSG6,
-            plan.sockops,
-            PROG_SK_LOOKUP,
-        ];
+        let mut programs = super::UDP_AND_CONNECT_HOOKS.to_vec();
+        programs.extend([plan.sockops, PROG_SK_LOOKUP]);
         if plan.sk_msg.on {
             programs.push(PROG_SK_MSG);
         }
@@ -139,7 +133,9 @@ impl DatapathStatus {
                 true,
                 &format!(
                     "{PROG_SENDMSG4} and {PROG_SENDMSG6} on each pod's cgroup: a datagram \
-                     sent without connect() meets the connect hook's verdict"
+                     sent without connect() meets the connect hook's verdict; \
+                     {PROG_RECVMSG4} and {PROG_RECVMSG6} let the pod answer whom it \
+                     received from"
                 ),
             ),
             feature(

@@ -5,6 +5,9 @@
 //!                                      `GET /delay/MS` answers after MS ms;
 //!                                      `GET /bytes/N` answers N bytes, up to 1 GiB)
 //!        sim-server echo ADDR        (TCP echo until the peer closes)
+//!        sim-server udp-echo ADDR    (each datagram back to its sender with
+//!                                      sendto(), on a socket never connected,
+//!                                      as DNS and QUIC servers answer)
 //!
 //! Prints `listening ADDR` once bound, so a test can wait for it.
 
@@ -24,8 +27,11 @@ fn main() {
             serve(addr, move |stream| http(stream, name))
         }
         [_, "echo", addr] => serve(addr, echo),
+        [_, "udp-echo", addr] => udp_echo(addr),
         _ => {
-            eprintln!("usage: sim-server http NAME ADDR | sim-server echo ADDR");
+            eprintln!(
+                "usage: sim-server http NAME ADDR | sim-server echo ADDR | sim-server udp-echo ADDR"
+            );
             std::process::exit(2);
         }
     };
@@ -49,6 +55,20 @@ fn serve(
         });
     }
     Ok(())
+}
+
+fn udp_echo(addr: &str) -> std::io::Result<()> {
+    let addr: SocketAddr = addr.parse().map_err(std::io::Error::other)?;
+    let socket = std::net::UdpSocket::bind(addr)?;
+    println!("listening {}", socket.local_addr()?);
+    std::io::stdout().flush()?;
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let (n, from) = socket.recv_from(&mut buf)?;
+        if let Err(e) = socket.send_to(&buf[..n], from) {
+            eprintln!("sim-server: answering {from}: {e}");
+        }
+    }
 }
 
 fn echo(mut stream: TcpStream) -> std::io::Result<()> {

@@ -111,7 +111,7 @@ descriptor table by: **4 sockets**, its four in-pod listeners (egress and inboun
 IPv6), one descriptor each, shared by its accept loop and the handle that shuts the listener
 down at once when the pod is un-enrolled; **1 net namespace** handle, through which the socket
 factory makes sockets in the pod (and bypassed connections are reset); **no `bpf_link`**: its
-six links (`cgroup/connect4`, `connect6`, `sendmsg4`, `sendmsg6` and `sockops` on the pod's cgroup,
+eight links (`cgroup/connect4`, `connect6`, `sendmsg4`, `sendmsg6`, `recvmsg4`, `recvmsg6` and `sockops` on the pod's cgroup,
 `sk_lookup` on its network namespace) are pinned below the pin root, and the pin alone keeps
 each attached; **no thread**: one socket factory thread, in the no-pod baseline, serves every
 pod, entering the pod's namespace per request. The maps are sized when the programs load, so they do not grow per pod.",
