@@ -67,16 +67,10 @@ pub fn weir_connect4(ctx: SockAddrContext) -> i32 {
     let Some((netns, pod)) = enrolled(&ctx, sa) else {
         return ALLOW;
     };
-    let dst_ip = sa.user_ip4;
-    let port = port_from_ctx(sa.user_port);
-    if is_loopback_v4(dst_ip) || is_excluded(&pod, port) {
+    let orig = sock_addr4(sa);
+    if is_loopback_v4(orig.addr[0]) || is_excluded(&pod, orig.port) {
         return ALLOW;
     }
-    let orig = SockAddr {
-        addr: [dst_ip, 0, 0, 0],
-        port,
-        family: AF_INET,
-    };
     match decide(&pod, netns, &orig, sa.protocol) {
         Route::Proxy => {}
         other => return settle(&ctx, netns, orig, sa.protocol, other),
@@ -161,10 +155,15 @@ pub(crate) fn decide(pod: &PodSettings, netns: u64, orig: &SockAddr, protocol: u
         Some(DEST_PROXY) if tcp => Route::Proxy,
         Some(DEST_PROXY) => Route::Untouched,
         Some(DEST_DIRECT) => Route::Direct,
-        // A UDP server answering its client (QUIC servers connect a socket
-        // to each): the client reached the pod first.
-        _ if setting(SETTING_REGISTRY_ONLY) && !tcp && heard_from(netns, orig) => Route::Untouched,
-        _ if setting(SETTING_REGISTRY_ONLY) => Route::Refuse,
+        // Except UDP to a peer the pod received from: a server answering
+        // its client (QUIC servers connect a socket to each).
+        _ if setting(SETTING_REGISTRY_ONLY) => {
+            if !tcp && heard_from(netns, orig) {
+                Route::Untouched
+            } else {
+                Route::Refuse
+            }
+        }
         _ if !tcp => Route::Untouched,
         _ if unclaimed_goes_direct(pod) => Route::Direct,
         _ => Route::Proxy,
@@ -328,25 +327,41 @@ fn remember(ctx: &SockAddrContext, netns_cookie: u64, orig: SockAddr) -> bool {
     PENDING_CONNECT.insert(&cookie, &pending, 0).is_ok()
 }
 
-/// `user_ip6`, word by word: the verifier refuses a block copy out of the
+/// The IPv4 address and port of a cgroup/connect4, sendmsg4 or recvmsg4 call.
+#[inline(always)]
+pub(crate) fn sock_addr4(sa: &bpf_sock_addr) -> SockAddr {
+    SockAddr {
+        addr: [sa.user_ip4, 0, 0, 0],
+        port: port_from_ctx(sa.user_port),
+        family: AF_INET,
+    }
+}
+
+/// The IPv6 address and port of a cgroup/sendmsg6 or recvmsg6 call, the
+/// address read word by word: the verifier refuses a block copy out of the
 /// context (a load through a moved context pointer), which the compiler may
 /// emit for a plain `sa.user_ip6`.
 #[inline(always)]
-pub(crate) fn user_ip6(sa: &bpf_sock_addr) -> [u32; 4] {
+pub(crate) fn sock_addr6(sa: &bpf_sock_addr) -> SockAddr {
     let field = &sa.user_ip6;
     // SAFETY: `field` is a valid, aligned context field of four words.
-    unsafe {
+    let addr = unsafe {
         [
             core::ptr::read_volatile(&field[0]),
             core::ptr::read_volatile(&field[1]),
             core::ptr::read_volatile(&field[2]),
             core::ptr::read_volatile(&field[3]),
         ]
+    };
+    SockAddr {
+        addr,
+        port: port_from_ctx(sa.user_port),
+        family: AF_INET6,
     }
 }
 
 /// `user_port` carries the port in network byte order in its low 16 bits.
-pub(crate) fn port_from_ctx(user_port: u32) -> u16 {
+fn port_from_ctx(user_port: u32) -> u16 {
     u16::from_be(user_port as u16)
 }
 

@@ -85,15 +85,24 @@ pub static DIRECT_SOCKETS: LruHashMap<u64, FlowKey> =
 #[map(name = "WEIR_UDP_PEERS")]
 pub static UDP_PEERS: LruHashMap<UdpPeerKey, u32> = LruHashMap::with_max_entries(MAX_UDP_PEERS, 0);
 
+fn udp_peer(netns_cookie: u64, peer: SockAddr) -> UdpPeerKey {
+    UdpPeerKey {
+        netns_cookie,
+        peer,
+        _pad: 0,
+    }
+}
+
+/// The pod in `netns_cookie` received UDP from `peer`: it may answer.
+pub fn hear_from(netns_cookie: u64, peer: SockAddr) {
+    // Best effort: a peer not recorded only cannot be answered.
+    let _ = UDP_PEERS.insert(&udp_peer(netns_cookie, peer), &1, 0);
+}
+
 /// Whether the pod in `netns_cookie` received UDP from `peer`.
 pub fn heard_from(netns_cookie: u64, peer: &SockAddr) -> bool {
-    let key = UdpPeerKey {
-        netns_cookie,
-        peer: *peer,
-        _pad: 0,
-    };
     // SAFETY: only presence is read.
-    unsafe { UDP_PEERS.get(&key).is_some() }
+    unsafe { UDP_PEERS.get(&udp_peer(netns_cookie, *peer)).is_some() }
 }
 
 /// The `DEST_*` verdict for `dst`: its port's entry first, then any port's.

@@ -7,21 +7,16 @@
 //! any server that answers must. It never changes what is received.
 
 use aya_ebpf::{bindings::bpf_sock_addr, macros::cgroup_sock_addr, programs::SockAddrContext};
-use weir_common::{AF_INET, AF_INET6, SETTING_REGISTRY_ONLY, SockAddr, UdpPeerKey};
+use weir_common::{AF_INET, SETTING_REGISTRY_ONLY, SockAddr};
 
-use crate::connect::{ALLOW, enrolled, is_v4_mapped, port_from_ctx, user_ip6};
-use crate::maps::{UDP_PEERS, setting};
+use crate::connect::{ALLOW, enrolled, is_v4_mapped, sock_addr4, sock_addr6};
+use crate::maps::{hear_from, setting};
 
 #[cgroup_sock_addr(recvmsg4)]
 pub fn weir_recvmsg4(ctx: SockAddrContext) -> i32 {
     // SAFETY: the kernel hands every cgroup/recvmsg4 program a valid bpf_sock_addr.
     let sa = unsafe { &*ctx.sock_addr };
-    let peer = SockAddr {
-        addr: [sa.user_ip4, 0, 0, 0],
-        port: port_from_ctx(sa.user_port),
-        family: AF_INET,
-    };
-    remember(&ctx, sa, peer);
+    remember(&ctx, sa, sock_addr4(sa));
     ALLOW
 }
 
@@ -29,23 +24,16 @@ pub fn weir_recvmsg4(ctx: SockAddrContext) -> i32 {
 pub fn weir_recvmsg6(ctx: SockAddrContext) -> i32 {
     // SAFETY: the kernel hands every cgroup/recvmsg6 program a valid bpf_sock_addr.
     let sa = unsafe { &*ctx.sock_addr };
-    let ip = user_ip6(sa);
-    let port = port_from_ctx(sa.user_port);
+    let mut peer = sock_addr6(sa);
     // An IPv4 sender as a dual-stack socket sees it; the answer goes out
     // through sendmsg4 (or connect4) as IPv4, so it is kept as IPv4.
-    let peer = if is_v4_mapped(&ip) {
-        SockAddr {
-            addr: [ip[3], 0, 0, 0],
-            port,
+    if is_v4_mapped(&peer.addr) {
+        peer = SockAddr {
+            addr: [peer.addr[3], 0, 0, 0],
+            port: peer.port,
             family: AF_INET,
-        }
-    } else {
-        SockAddr {
-            addr: ip,
-            port,
-            family: AF_INET6,
-        }
-    };
+        };
+    }
     remember(&ctx, sa, peer);
     ALLOW
 }
@@ -55,14 +43,7 @@ fn remember(ctx: &SockAddrContext, sa: &bpf_sock_addr, peer: SockAddr) {
     if !setting(SETTING_REGISTRY_ONLY) {
         return;
     }
-    let Some((netns_cookie, _)) = enrolled(ctx, sa) else {
-        return;
-    };
-    let key = UdpPeerKey {
-        netns_cookie,
-        peer,
-        _pad: 0,
-    };
-    // Best effort: a peer not recorded only cannot be answered.
-    let _ = UDP_PEERS.insert(&key, &1, 0);
+    if let Some((netns_cookie, _)) = enrolled(ctx, sa) {
+        hear_from(netns_cookie, peer);
+    }
 }

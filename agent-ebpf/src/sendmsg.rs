@@ -14,11 +14,11 @@
 //! IPv4: `udpv6_sendmsg` hands it to `udp_sendmsg` before its own hook runs.
 
 use aya_ebpf::{bindings::bpf_sock_addr, macros::cgroup_sock_addr, programs::SockAddrContext};
-use weir_common::{AF_INET, AF_INET6, SETTING_REGISTRY_ONLY, SockAddr};
+use weir_common::{AF_INET, SETTING_REGISTRY_ONLY, SockAddr};
 
 use crate::connect::{
-    ALLOW, Route, decide, enrolled, is_excluded, is_loopback_v4, is_loopback_v6, port_from_ctx,
-    settle, user_ip6,
+    ALLOW, Route, decide, enrolled, is_excluded, is_loopback_v4, is_loopback_v6, settle,
+    sock_addr4, sock_addr6,
 };
 use crate::maps::setting;
 
@@ -26,24 +26,14 @@ use crate::maps::setting;
 pub fn weir_sendmsg4(ctx: SockAddrContext) -> i32 {
     // SAFETY: the kernel hands every cgroup/sendmsg4 program a valid bpf_sock_addr.
     let sa = unsafe { &*ctx.sock_addr };
-    let dst = SockAddr {
-        addr: [sa.user_ip4, 0, 0, 0],
-        port: port_from_ctx(sa.user_port),
-        family: AF_INET,
-    };
-    verdict(&ctx, sa, dst)
+    verdict(&ctx, sa, sock_addr4(sa))
 }
 
 #[cgroup_sock_addr(sendmsg6)]
 pub fn weir_sendmsg6(ctx: SockAddrContext) -> i32 {
     // SAFETY: the kernel hands every cgroup/sendmsg6 program a valid bpf_sock_addr.
     let sa = unsafe { &*ctx.sock_addr };
-    let dst = SockAddr {
-        addr: user_ip6(sa),
-        port: port_from_ctx(sa.user_port),
-        family: AF_INET6,
-    };
-    verdict(&ctx, sa, dst)
+    verdict(&ctx, sa, sock_addr6(sa))
 }
 
 /// Refused (EPERM, counted) only where a `connect()` to `dst` would be.
