@@ -18,9 +18,11 @@ use tokio::task::JoinHandle;
 /// How often the arenas' free memory is looked at.
 pub const TRIM_INTERVAL: Duration = Duration::from_secs(5);
 /// Free memory the arenas may keep for reuse without a trim: small beside
-/// a flood (16 MiB left the opaque flood's 17 MiB proxy at 37 MiB), large
-/// beside one trim's cost every few seconds.
-pub const TRIM_SLACK_BYTES: usize = 4 << 20;
+/// the agent's own 13 MiB (4 MiB was 40 KiB per pod on a node of 100 pods,
+/// more than a pod's live state), large beside one trim's cost every few
+/// seconds (a trim frees nothing in use; what it returns costs a page
+/// fault when wanted again).
+pub const TRIM_SLACK_BYTES: usize = 512 << 10;
 
 /// Runs until aborted (or the runtime ends), trimming when due. The look
 /// and the trim both run on a blocking thread: each walks every arena

@@ -93,9 +93,17 @@ is a watch instead (its latency: the \"Enrolment latency\" section above).
   included (all of them at N = 100). Each probe (`sim-client until-ok`, a `GET` on a new
   connection every 10 ms) runs from before the write and prints the wall-clock time of its
   first 200. *All enrolled* is read from the agent's log (polled every 2 ms).
-- **footprint**, with no pod and then with the N enrolled, no traffic: VmRSS, the BPF maps
-  it holds (`memlock:` of each map's `/proc/<pid>/fdinfo`, each map once), its descriptors
-  by kind (`readlink /proc/<pid>/fd/*`), and its CPU (`utime + stime`) over 5 s.
+- **warm-up**, before anything is measured: one more pod enrolled, served once and
+  un-enrolled, so that the code a pod's enrolment and first request run is paged in. That is
+  0.9 MiB of the binary's text (`/proc/<pid>/smaps`: the binary's mapping grew by it with
+  the first pods), once per agent, which at N = 100 would otherwise read as 9 KiB a pod.
+- **footprint**, with no pod and then with the N enrolled, no traffic, each read after 5 s
+  without traffic (the CPU window): VmRSS, the BPF maps it holds (`memlock:` of each map's
+  `/proc/<pid>/fdinfo`, each map once), its descriptors by kind (`readlink
+  /proc/<pid>/fd/*`), and its CPU (`utime + stime`) over the 5 s. RSS is also read right
+  after the burst's probes were served (*right after the burst*): the difference is memory
+  malloc held free from the probes' connections until the trimmer (`proxy/memory.rs`, every
+  5 s beyond 512 KiB free) gave it back.
 - **steady**: 20 more pods added to the file one at a time, each probed (every 2 ms) and
   served before the next, one every 337 ms: a pace prime to the 250 ms poll, so the writes
   fall at every phase of it (written as soon as the one before is served, each would land
