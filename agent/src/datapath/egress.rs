@@ -38,12 +38,13 @@ impl Datapath {
         // sockops before the connect hooks: a connection they redirect must
         // find it there to have its original destination re-keyed, or the
         // agent accepting it would not know where it was going (and close it).
-        let link = self.attach_link(pod_uid, PROG_SOCKOPS, |prog: &mut SockOps| {
+        let pin_dir = self.pin_dir(pod_uid);
+        let link = self.attach_link(pin_dir.as_ref(), PROG_SOCKOPS, |prog: &mut SockOps| {
             cgroup_fd_link!(prog, &cgroup, PROG_SOCKOPS)
         })?;
         attachment.links.push(link);
         for name in UDP_AND_CONNECT_HOOKS {
-            let link = self.attach_link(pod_uid, name, |prog: &mut CgroupSockAddr| {
+            let link = self.attach_link(pin_dir.as_ref(), name, |prog: &mut CgroupSockAddr| {
                 cgroup_fd_link!(prog, &cgroup, name)
             })?;
             attachment.links.push(link);

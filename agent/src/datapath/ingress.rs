@@ -79,7 +79,8 @@ impl Datapath {
             }
         }
         let name = PROG_SK_LOOKUP;
-        let link = self.attach_link(pod_uid, name, |prog: &mut SkLookup| {
+        let pin_dir = self.pin_dir(pod_uid);
+        let link = self.attach_link(pin_dir.as_ref(), name, |prog: &mut SkLookup| {
             let id = prog
                 .attach(netns.file())
                 .map_err(|e| DatapathError::program(name, e))?;

@@ -250,12 +250,21 @@ impl Datapath {
         ids
     }
 
+    /// Where pod `pod_uid`'s links are pinned, if pinning, for
+    /// [`Self::attach_link`]: made once for all of the pod's links.
+    fn pin_dir(&self, pod_uid: &str) -> Option<Arc<std::path::Path>> {
+        self.pins
+            .as_ref()
+            .map(|layout| Arc::from(layout.pod_dir(pod_uid)))
+    }
+
     /// Attaches the program loaded for hook `name` (its variant, see
-    /// [`Self::variant`]) for pod `pod_uid` with `attach`, or adopts the link
-    /// pinned for the hook (see `pin.rs`), whichever variant an earlier agent ran.
+    /// [`Self::variant`]) for a pod with `attach`, or adopts the link pinned
+    /// for the hook in the pod's `pin_dir` (see `pin.rs`), whichever variant
+    /// an earlier agent ran.
     fn attach_link<P>(
         &mut self,
-        pod_uid: &str,
+        pin_dir: Option<&Arc<std::path::Path>>,
         hook: &'static str,
         attach: impl FnOnce(&mut P) -> Result<FdLink, DatapathError>,
     ) -> Result<AttachedLink, DatapathError>
@@ -263,10 +272,7 @@ impl Datapath {
         for<'a> &'a mut P:
             TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
     {
-        let pin = self
-            .pins
-            .as_ref()
-            .map(|layout| layout.pod_dir(pod_uid).join(hook));
+        let pin = pin_dir.map(|dir| (Arc::clone(dir), hook));
         let name = self.variant(hook);
         let fd = self
             .ebpf

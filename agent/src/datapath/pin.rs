@@ -10,6 +10,7 @@ use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use aya::programs::links::{FdLink, PinnedLink};
 use weir_common::{MAP_LAYOUT_VERSION, OBSOLETE_MAPS, PROG_SOCKOPS};
@@ -106,21 +107,24 @@ impl PinLayout {
 pub(super) enum AttachedLink {
     /// Not pinned: this descriptor is all that keeps it attached.
     Held(FdLink),
-    /// Pinned here; no descriptor held.
-    Pinned(PathBuf),
+    /// Pinned as `hook` in the pod's directory; no descriptor held. The
+    /// pod's links share the directory's path: a whole path per link was
+    /// about a kilobyte of the agent's memory per pod.
+    Pinned { dir: Arc<Path>, hook: &'static str },
 }
 
 impl AttachedLink {
-    /// Adopts the link pinned at `pin` (pointing it at the current program), or
-    /// makes one with `attach` and pins it there.
+    /// Adopts the link pinned as `hook` in the pod's directory `pin` (pointing
+    /// it at the current program), or makes one with `attach` and pins it there.
     pub(super) fn attach_or_adopt(
-        pin: Option<PathBuf>,
+        pin: Option<(Arc<Path>, &'static str)>,
         program: BorrowedFd<'_>,
         attach: impl FnOnce() -> Result<FdLink, DatapathError>,
     ) -> Result<Self, DatapathError> {
-        let Some(path) = pin else {
+        let Some((dir, hook)) = pin else {
             return Ok(Self::Held(attach()?));
         };
+        let path = dir.join(hook);
         let pin_err = |source: io::Error| DatapathError::Pin {
             path: path.clone(),
             source,
@@ -129,25 +133,25 @@ impl AttachedLink {
             // The pinned link may run a previous agent's program instance;
             // swap in ours atomically so no connection goes unhooked.
             update_pinned_link_program(&path, program).map_err(pin_err)?;
-            return Ok(Self::Pinned(path));
+            return Ok(Self::Pinned { dir, hook });
         }
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(pin_err)?;
-        }
+        std::fs::create_dir_all(&dir).map_err(pin_err)?;
         // The descriptor closes here; the pin holds the link from now on.
         drop(
             attach()?
                 .pin(&path)
                 .map_err(|e| pin_err(io::Error::other(e)))?,
         );
-        Ok(Self::Pinned(path))
+        Ok(Self::Pinned { dir, hook })
     }
 
     /// The link's kernel ID (a pinned one is opened from its pin for that).
     pub(super) fn id(&self) -> Option<u32> {
         let info = match self {
             Self::Held(link) => link.info(),
-            Self::Pinned(path) => FdLink::from(PinnedLink::from_pin(path).ok()?).info(),
+            Self::Pinned { dir, hook } => {
+                FdLink::from(PinnedLink::from_pin(dir.join(hook)).ok()?).info()
+            }
         };
         info.ok().map(|i| i.id())
     }
@@ -156,7 +160,8 @@ impl AttachedLink {
     pub(super) fn remove(self) {
         match self {
             Self::Held(link) => drop(link),
-            Self::Pinned(path) => {
+            Self::Pinned { dir, hook } => {
+                let path = dir.join(hook);
                 if let Err(e) = std::fs::remove_file(&path) {
                     log::warn!("unpinning {}: {e}", path.display());
                 }
