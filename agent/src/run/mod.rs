@@ -304,7 +304,7 @@ fn publish(
     handing_over: bool,
 ) {
     let pods = status::pods(desired, enroller, reporter.failing(), handing_over);
-    let json = serde_json::to_value(pods).unwrap_or(serde_json::Value::Null);
+    let json = serde_json::to_string(&pods).unwrap_or_else(|_| "null".to_owned());
     runtime.pods_status.store(Arc::new(json));
 }
 

@@ -103,7 +103,7 @@ pub async fn status(rt: &Runtime) -> Status {
             .get()
             .and_then(|json| serde_json::from_str(json).ok())
             .unwrap_or(Value::Null),
-        pods: Value::clone(&rt.pods_status.load()),
+        pods: serde_json::from_str(&rt.pods_status.load()).unwrap_or(Value::Null),
         outbound_traffic_policy: config
             .map_or(Value::Null, |c| as_config_says(c.outbound_traffic_policy)),
         listeners,
