@@ -252,7 +252,17 @@ if [ "$QRC" = 124 ] || [ "$QRC" = 137 ]; then
 elif [ -s "$JOB/rc" ]; then
   RC=$(cat "$JOB/rc")
 else
-  log "the guest reported no exit status; kernel log tail:"; tail -30 "$JOB/console.log" >&2; RC=125
+  # A panic prints a second trace after the first oops, and the tail holds
+  # only the second: show the first report whole (bounded), then the tail.
+  FIRST=$(grep -a -n -m1 -E 'Oops|BUG:|general protection|WARNING:|Kernel panic|RIP:' "$JOB/console.log" | cut -d: -f1)
+  if [ -n "$FIRST" ]; then
+    log "the guest reported no exit status; kernel log from its first report (line $FIRST):"
+    sed -n "$((FIRST > 5 ? FIRST - 5 : 1)),$((FIRST + 80))p" "$JOB/console.log" >&2
+    log "kernel log tail:"; tail -10 "$JOB/console.log" >&2
+  else
+    log "the guest reported no exit status; kernel log tail:"; tail -30 "$JOB/console.log" >&2
+  fi
+  RC=125
 fi
 if [ "$KEEP_LOG" = 1 ]; then log "kernel log: $JOB/console.log"; fi
 exit "$RC"
