@@ -92,8 +92,8 @@ pub fn weir_connect6(ctx: SockAddrContext) -> i32 {
     let Some((netns, pod)) = enrolled(&ctx, sa) else {
         return ALLOW;
     };
-    let dst = sa.user_ip6;
-    let port = port_from_ctx(sa.user_port);
+    let called = sock_addr6(sa);
+    let (dst, port) = (called.addr, called.port);
     if is_excluded(&pod, port) {
         return ALLOW;
     }
@@ -124,11 +124,7 @@ pub fn weir_connect6(ctx: SockAddrContext) -> i32 {
     if is_loopback_v6(&dst) {
         return ALLOW;
     }
-    let orig = SockAddr {
-        addr: dst,
-        port,
-        family: AF_INET6,
-    };
+    let orig = called;
     match decide(&pod, netns, &orig, sa.protocol) {
         Route::Proxy => {}
         other => return settle(&ctx, netns, orig, sa.protocol, other),
@@ -337,7 +333,7 @@ pub(crate) fn sock_addr4(sa: &bpf_sock_addr) -> SockAddr {
     }
 }
 
-/// The IPv6 address and port of a cgroup/sendmsg6 or recvmsg6 call, the
+/// The IPv6 address and port of a cgroup/connect6, sendmsg6 or recvmsg6 call, the
 /// address read word by word: the verifier refuses a block copy out of the
 /// context (a load through a moved context pointer), which the compiler may
 /// emit for a plain `sa.user_ip6`.
