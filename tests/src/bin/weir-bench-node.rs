@@ -128,6 +128,21 @@ struct Sandbox {
     sim: SimPod,
 }
 
+impl Sandbox {
+    /// The `index`-th pod sandbox of `node`, its pause process running.
+    fn new(node: &SimNode, index: usize) -> Result<Sandbox> {
+        let sim = node.add_pod(&format!("pod-{index:04}"))?;
+        Ok(Sandbox {
+            _pause: sim.start_pause()?,
+            sim,
+        })
+    }
+}
+
+/// Pods enrolled and un-enrolled before the baseline ([`warm_up_with`]):
+/// their lines come first in the agent's log, which is counted whole.
+const WARM_UP_PODS: usize = 1;
+
 /// The pods file listing `pods`, each annotated for enrolment.
 fn pods_file(pods: &[Sandbox]) -> String {
     if pods.is_empty() {
@@ -192,7 +207,13 @@ fn warm_up_with(agent: &AgentProcess, pod: &Sandbox) -> Result<()> {
         STEADY_TIMEOUT + Duration::from_secs(5),
     )?;
     agent.write_pods(&pods_file(&[]))?;
-    wait_logged(agent, ": un-enrolled", 1, Instant::now(), STEADY_TIMEOUT)?;
+    wait_logged(
+        agent,
+        ": un-enrolled",
+        WARM_UP_PODS,
+        Instant::now(),
+        STEADY_TIMEOUT,
+    )?;
     let (_, not_refused) = refused_again(&[&pod.sim])?;
     if let Some(why) = not_refused.first() {
         bail!("the warm-up pod was not refused again after un-enrolling: {why}");
@@ -332,15 +353,10 @@ fn run_size(n: usize, args: &Args) -> Result<Size> {
     let pins = PinRoot::new();
     let total = n + args.steady as usize;
     let made = Instant::now();
-    let mut pods = Vec::with_capacity(total + 1);
-    // One more sandbox, the last: the warm-up pod.
-    for i in 0..=total {
-        let sim = node.add_pod(&format!("pod-{i:04}"))?;
-        pods.push(Sandbox {
-            _pause: sim.start_pause()?,
-            sim,
-        });
-    }
+    let pods: Vec<Sandbox> = (0..total)
+        .map(|i| Sandbox::new(&node, i))
+        .collect::<Result<_>>()?;
+    let warm_up = Sandbox::new(&node, total)?;
     let sandboxes = made.elapsed();
     println!(
         "bench: node {} with {total} pod sandboxes in {sandboxes:.1?}",
@@ -354,7 +370,6 @@ fn run_size(n: usize, args: &Args) -> Result<Size> {
     )?;
     agent.wait_ready(&node, Duration::from_secs(30))?;
     let pid = agent.pid().context("the agent runs")?;
-    let warm_up = pods.pop().context("the warm-up pod's sandbox")?;
     warm_up_with(&agent, &warm_up)?;
     // Idle first: the baseline is read after it, once the admin connection
     // of the readiness check has surely closed.
@@ -371,7 +386,13 @@ fn run_size(n: usize, args: &Args) -> Result<Size> {
     let written_at = Instant::now();
     let written = epoch_us()?;
     agent.write_pods(&pods_file(burst))?;
-    let burst_enrolled = wait_logged(&agent, ": enrolled", n + 1, written_at, BURST_TIMEOUT)?;
+    let burst_enrolled = wait_logged(
+        &agent,
+        ": enrolled",
+        WARM_UP_PODS + n,
+        written_at,
+        BURST_TIMEOUT,
+    )?;
     let mut burst_us = Vec::with_capacity(sample.len());
     let mut last = written;
     for (probe, &i) in probes.into_iter().zip(&sample) {
@@ -408,7 +429,7 @@ fn run_size(n: usize, args: &Args) -> Result<Size> {
     wait_logged(
         &agent,
         ": enrolled",
-        total + 1,
+        WARM_UP_PODS + total,
         Instant::now(),
         STEADY_TIMEOUT,
     )?;
@@ -416,7 +437,13 @@ fn run_size(n: usize, args: &Args) -> Result<Size> {
     // Un-enrolling all.
     let emptied = Instant::now();
     agent.write_pods(&pods_file(&[]))?;
-    let unenrolled = wait_logged(&agent, ": un-enrolled", total + 1, emptied, UNENROL_TIMEOUT)?;
+    let unenrolled = wait_logged(
+        &agent,
+        ": un-enrolled",
+        WARM_UP_PODS + total,
+        emptied,
+        UNENROL_TIMEOUT,
+    )?;
     // Descriptors close as the pods' tasks end: wait (bounded) for the baseline.
     wait::until(Duration::from_secs(5), || {
         Footprint::read(pid, &pins).is_ok_and(|f| f.fds == baseline.fds && f.pins == baseline.pins)
