@@ -80,6 +80,10 @@ impl<S: AsyncRead + Unpin, M: Meter> AsyncRead for Io<S, M> {
             let n = this.prefix.len().min(buf.remaining());
             buf.put_slice(&this.prefix[..n]);
             this.prefix.advance(n);
+            if this.prefix.is_empty() {
+                // Replayed: its allocation is not kept for the stream's life.
+                this.prefix = BytesMut::new();
+            }
             this.meter.read(n);
             return Poll::Ready(Ok(()));
         }
@@ -173,6 +177,7 @@ mod tests {
             all.extend_from_slice(&chunk[..n]);
         }
         assert_eq!(all, b"GET / HTTP/1.1");
+        assert_eq!(io.prefix.capacity(), 0, "the replayed prefix is freed");
         assert_eq!(totals.read.load(Relaxed), 14);
         io.write_all(b"ok").await.unwrap();
         assert_eq!(totals.written.load(Relaxed), 2);

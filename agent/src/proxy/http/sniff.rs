@@ -2,9 +2,11 @@
 //! knowledge starts with the connection preface; anything else is HTTP/1.1.
 
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
-use bytes::{BufMut, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, ReadBuf};
 
 /// The HTTP/2 client connection preface (RFC 9113 section 3.4).
 pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -34,28 +36,58 @@ impl Proto {
     }
 }
 
+/// Bytes read at most in one read while sniffing: a whole first request
+/// head, as a rule, so that the codec finds it in the replayed bytes and
+/// does not read the socket again for it (one `recvfrom` less for every
+/// connection); heads larger than this are read on by the codec.
+const SNIFF_READ_BYTES: usize = 4096;
+
+thread_local! {
+    /// Where a read lands before its bytes are known: a silent connection
+    /// holds no buffer while it waits, only what it sent is kept.
+    static SCRATCH: std::cell::RefCell<[u8; SNIFF_READ_BYTES]> =
+        const { std::cell::RefCell::new([0; SNIFF_READ_BYTES]) };
+}
+
 /// Read until the bytes differ from the preface (HTTP/1.1) or the whole
 /// preface arrived (HTTP/2); `None`: the peer closed first. The bytes read
 /// are returned, for the codec to read first (`Io::with_prefix`).
 pub async fn sniff<S: AsyncRead + Unpin>(io: &mut S) -> io::Result<(Option<Proto>, BytesMut)> {
-    let mut buf = BytesMut::with_capacity(PREFACE.len());
+    let mut buf = BytesMut::new();
     loop {
-        let room = PREFACE.len() - buf.len();
-        let n = io.read_buf(&mut (&mut buf).limit(room)).await?;
+        let n = std::future::poll_fn(|cx| read_some(&mut *io, cx, &mut buf)).await?;
         if n == 0 {
             return Ok((None, buf));
         }
-        if !PREFACE.starts_with(&buf) {
+        let seen = &buf[..buf.len().min(PREFACE.len())];
+        if !PREFACE.starts_with(seen) {
             return Ok((Some(Proto::Http1), buf));
         }
-        if buf.len() == PREFACE.len() {
+        if seen.len() == PREFACE.len() {
             return Ok((Some(Proto::Http2), buf));
         }
     }
 }
 
+/// One read of up to [`SNIFF_READ_BYTES`], through the thread's scratch
+/// buffer (borrowed within this poll only), appended to `buf`.
+fn read_some<S: AsyncRead + Unpin>(
+    io: &mut S,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+) -> Poll<io::Result<usize>> {
+    SCRATCH.with_borrow_mut(|scratch| {
+        let mut read = ReadBuf::new(scratch);
+        ready!(Pin::new(io).poll_read(cx, &mut read))?;
+        buf.extend_from_slice(read.filled());
+        Poll::Ready(Ok(read.filled().len()))
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    use tokio::io::AsyncReadExt;
+
     use super::*;
 
     async fn detect(input: &[u8]) -> (Option<Proto>, Vec<u8>) {
@@ -86,5 +118,28 @@ mod tests {
         assert_eq!(rest, h2);
         assert_eq!(detect(b"PRI * HTTP/1.1\r\n").await.0, Some(Proto::Http1));
         assert_eq!(detect(b"PRI").await.0, None);
+    }
+
+    /// The head that is there is taken in one read, so the codec does not
+    /// read the socket again for it; a larger one in reads of the bound.
+    #[tokio::test]
+    async fn a_first_head_is_read_whole() {
+        let head = format!(
+            "GET / HTTP/1.1\r\nhost: a\r\nx: {}\r\n\r\n",
+            "y".repeat(1000)
+        );
+        let (mut a, mut b) = tokio::io::duplex(64 * 1024);
+        tokio::io::AsyncWriteExt::write_all(&mut a, head.as_bytes())
+            .await
+            .unwrap();
+        let (proto, prefix) = sniff(&mut b).await.unwrap();
+        assert_eq!(proto, Some(Proto::Http1));
+        assert_eq!(prefix, head.as_bytes(), "the head in the first read");
+        let big = vec![b'G'; 3 * SNIFF_READ_BYTES];
+        tokio::io::AsyncWriteExt::write_all(&mut a, &big)
+            .await
+            .unwrap();
+        let (_, prefix) = sniff(&mut b).await.unwrap();
+        assert_eq!(prefix.len(), SNIFF_READ_BYTES, "one bounded read");
     }
 }
