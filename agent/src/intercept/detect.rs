@@ -7,9 +7,10 @@
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::AsyncRead;
 
 use super::sni;
+use crate::proxy::first_read::read_some;
 
 /// At most this much is read before deciding: a TLS record header plus the
 /// largest record (a ClientHello with post-quantum key shares is ~1.8 KiB).
@@ -70,9 +71,9 @@ pub async fn detect<S: AsyncRead + Unpin>(
         if room == 0 {
             return settle(buf);
         }
-        buf.reserve(room.min(4096));
-        let mut limited = (&mut *s).take(room as u64);
-        let read = limited.read_buf(buf);
+        // Nothing is reserved before bytes come: a silent connection,
+        // waiting out the timeout, holds no buffer (`first_read`).
+        let read = read_some(&mut *s, buf, room);
         let read = match deadline {
             Some(d) => tokio::time::timeout_at(d, read).await.ok(),
             None => Some(read.await),
@@ -163,6 +164,7 @@ mod tests {
             Detected::Opaque
         );
         assert!(buf.is_empty());
+        assert_eq!(buf.capacity(), 0, "a silent connection holds no buffer");
     }
 
     #[tokio::test]

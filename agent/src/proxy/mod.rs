@@ -17,6 +17,7 @@ pub(crate) mod clients;
 pub(crate) mod cluster;
 pub mod cost;
 pub(crate) mod drain;
+pub(crate) mod first_read;
 pub(crate) mod http;
 pub(crate) mod io;
 pub(crate) mod listener;

@@ -253,7 +253,8 @@ async fn route_request(
             // Boxed: the forward's future is most of a request's (4.4 KiB,
             // `-Zprint-type-sizes`), and inline it would be copied again at
             // each level above (route, handle, timeout, hyper's box of the
-            // whole): about 20 KiB of memcpy a request, 2 % of the proxy's CPU.
+            // whole). Under keep-alive load, memcpy under the service's call
+            // fell from 1.8 % of the proxy's samples to 0.3 % (`perf`).
             Box::pin(forward::forward(fwd, parts, body, upgrade, egress)).await
         }
     };

@@ -2,11 +2,11 @@
 //! knowledge starts with the connection preface; anything else is HTTP/1.1.
 
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll, ready};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::AsyncRead;
+
+use crate::proxy::first_read::{READ_BYTES, read_some};
 
 /// The HTTP/2 client connection preface (RFC 9113 section 3.4).
 pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -36,26 +36,14 @@ impl Proto {
     }
 }
 
-/// Bytes read at most in one read while sniffing: a whole first request
-/// head, as a rule, so that the codec finds it in the replayed bytes and
-/// does not read the socket again for it (one `recvfrom` less for every
-/// connection); heads larger than this are read on by the codec.
-const SNIFF_READ_BYTES: usize = 4096;
-
-thread_local! {
-    /// Where a read lands before its bytes are known: a silent connection
-    /// holds no buffer while it waits, only what it sent is kept.
-    static SCRATCH: std::cell::RefCell<[u8; SNIFF_READ_BYTES]> =
-        const { std::cell::RefCell::new([0; SNIFF_READ_BYTES]) };
-}
-
 /// Read until the bytes differ from the preface (HTTP/1.1) or the whole
 /// preface arrived (HTTP/2); `None`: the peer closed first. The bytes read
 /// are returned, for the codec to read first (`Io::with_prefix`).
 pub async fn sniff<S: AsyncRead + Unpin>(io: &mut S) -> io::Result<(Option<Proto>, BytesMut)> {
     let mut buf = BytesMut::new();
     loop {
-        let n = std::future::poll_fn(|cx| read_some(&mut *io, cx, &mut buf)).await?;
+        // A whole first head, as a rule, in one read (`first_read`).
+        let n = read_some(&mut *io, &mut buf, READ_BYTES).await?;
         if n == 0 {
             return Ok((None, buf));
         }
@@ -67,21 +55,6 @@ pub async fn sniff<S: AsyncRead + Unpin>(io: &mut S) -> io::Result<(Option<Proto
             return Ok((Some(Proto::Http2), buf));
         }
     }
-}
-
-/// One read of up to [`SNIFF_READ_BYTES`], through the thread's scratch
-/// buffer (borrowed within this poll only), appended to `buf`.
-fn read_some<S: AsyncRead + Unpin>(
-    io: &mut S,
-    cx: &mut Context<'_>,
-    buf: &mut BytesMut,
-) -> Poll<io::Result<usize>> {
-    SCRATCH.with_borrow_mut(|scratch| {
-        let mut read = ReadBuf::new(scratch);
-        ready!(Pin::new(io).poll_read(cx, &mut read))?;
-        buf.extend_from_slice(read.filled());
-        Poll::Ready(Ok(read.filled().len()))
-    })
 }
 
 #[cfg(test)]
@@ -135,11 +108,11 @@ mod tests {
         let (proto, prefix) = sniff(&mut b).await.unwrap();
         assert_eq!(proto, Some(Proto::Http1));
         assert_eq!(prefix, head.as_bytes(), "the head in the first read");
-        let big = vec![b'G'; 3 * SNIFF_READ_BYTES];
+        let big = vec![b'G'; 3 * READ_BYTES];
         tokio::io::AsyncWriteExt::write_all(&mut a, &big)
             .await
             .unwrap();
         let (_, prefix) = sniff(&mut b).await.unwrap();
-        assert_eq!(prefix.len(), SNIFF_READ_BYTES, "one bounded read");
+        assert_eq!(prefix.len(), READ_BYTES, "one bounded read");
     }
 }
