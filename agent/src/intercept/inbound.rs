@@ -105,7 +105,7 @@ pub(super) async fn serve<S>(
     };
     let handles = m.identity(&labels);
     let _open = handles.connection();
-    let mut io = Io::with_prefix(stream, first, handles.counters());
+    let io = Io::with_prefix(stream, first, handles.counters());
     let result = match detected {
         Detected::Http1 => {
             let conn = Arc::new(AppConn {
@@ -140,9 +140,9 @@ pub(super) async fn serve<S>(
         }
         Detected::Tls { sni } => {
             m.tls(&labels, sni.as_deref());
-            tcp(&mut io, &*app, dst, inner.runtime.opaque_idle_timeout()).await
+            tcp(io, &*app, dst, inner.runtime.opaque_idle_timeout()).await
         }
-        Detected::Opaque => tcp(&mut io, &*app, dst, inner.runtime.opaque_idle_timeout()).await,
+        Detected::Opaque => tcp(io, &*app, dst, inner.runtime.opaque_idle_timeout()).await,
     };
     if let Err(e) = result {
         log::debug!("inbound -> {dst}: {e}");
@@ -174,19 +174,19 @@ fn authorized(
 }
 
 async fn tcp<S>(
-    io: &mut S,
+    io: S,
     app: &dyn AppConnector,
     dst: SocketAddr,
     idle: Option<Duration>,
 ) -> Result<(), InterceptError>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mut up = app
+    let up = app
         .connect_app(dst)
         .await
         .map_err(|e| InterceptError::App(dst, e))?;
-    passthrough::splice(io, &mut up, idle, None).await.map(drop)
+    passthrough::relay(io, up, idle, None).await.map(drop)
 }
 
 /// Upgrades tunnelled to the application, as Istio's inbound listeners.

@@ -107,6 +107,8 @@ pub enum InterceptError {
     Shed,
     #[error("closed: authorization_policies deny its source")]
     Denied,
+    #[error("relay dropped unfinished: its pod's relay task ended")]
+    RelayDropped,
 }
 
 /// Delivers the tunnel's streams to one pod as its inbound side serves a

@@ -236,19 +236,17 @@ impl RequestHook for OutboundHook {
 /// socket is registered with the source pod for the inbound side (`peers`).
 async fn tcp(
     inner: &Inner,
-    mut io: Io<TcpStream, ByteCounters>,
+    io: Io<TcpStream, ByteCounters>,
     orig: OrigDst,
     from: FromPod<'_>,
 ) -> Result<(), InterceptError> {
     let egress = from.egress.as_ref();
-    let mut up = passthrough::connect(&inner.shared, egress, orig.0).await?;
+    let up = passthrough::connect(&inner.shared, egress, orig.0).await?;
     let _peer = up
         .local_addr()
         .map(|a| inner.shared.peers.register(a, Some(from.identity.clone())));
     let idle = inner.runtime.opaque_idle_timeout();
-    passthrough::splice(&mut io, &mut up, idle, from.shed)
-        .await
-        .map(drop)
+    passthrough::relay(io, up, idle, from.shed).await.map(drop)
 }
 
 /// The virtual listener that takes a connection to `orig_dst` detected as

@@ -113,6 +113,25 @@ impl AsyncWrite for Upstream {
     }
 }
 
+/// [`splice`], run where the connection's pod runs its byte relays
+/// (`proxy::cost::relay`: one task for all of a pod's, a few a turn), so
+/// that a pod's thousands of talking connections queue as one task ahead
+/// of its neighbours'.
+pub async fn relay<D, U>(
+    mut down: D,
+    mut up: U,
+    idle: Option<Duration>,
+    shed: Option<ShedWatch>,
+) -> Result<(u64, u64), InterceptError>
+where
+    D: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    U: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    crate::proxy::cost::relay(async move { splice(&mut down, &mut up, idle, shed).await })
+        .await
+        .unwrap_or(Err(InterceptError::RelayDropped))
+}
+
 /// Copy both ways until both sides have closed; a half-close (FIN) on one
 /// side is passed on as a write shutdown on the other, so protocols that
 /// half-close keep working. A connection that moves no byte either way for

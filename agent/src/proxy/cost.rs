@@ -19,6 +19,12 @@ pub trait Payer: Send + Sync + 'static {
     /// `task`, spawned on behalf of a task this payer pays for, made to
     /// be charged to it too.
     fn charge(self: Arc<Self>, task: Task) -> Task;
+
+    /// Takes `relay` to run where this payer runs its byte relays
+    /// ([`relay`]), or gives it back when it has no such place.
+    fn relay(self: Arc<Self>, relay: Task) -> Result<(), Task> {
+        Err(relay)
+    }
 }
 
 thread_local! {
@@ -50,6 +56,39 @@ pub fn spawn(task: impl Future<Output = ()> + Send + 'static) {
     match PAYER.with(|p| p.borrow().clone()) {
         Some(payer) => drop(tokio::spawn(payer.charge(Box::pin(task)))),
         None => drop(tokio::spawn(task)),
+    }
+}
+
+/// Runs `relay`, a connection's byte relay (long-lived, woken by its
+/// sockets), where the payer of the calling task runs its relays: an
+/// enrolled pod runs all of its own in one task that polls a few a turn,
+/// so a pod whose thousands of connections talk at once puts one task in
+/// the workers' queues ahead of its neighbours', not thousands
+/// (`enroll::cpu`). Without such a payer it runs here. The relay keeps the
+/// caller's span and ends when the caller stops waiting for it; `None`:
+/// it was dropped unfinished (its payer's relay task ended: a bug, or the
+/// runtime shutting down).
+pub async fn relay<R: Send + 'static>(
+    relay: impl Future<Output = R> + Send + 'static,
+) -> Option<R> {
+    let relay = tracing::Instrument::in_current_span(relay);
+    let Some(payer) = PAYER.with(|p| p.borrow().clone()) else {
+        return Some(relay.await);
+    };
+    let (mut tx, rx) = tokio::sync::oneshot::channel();
+    let task: Task = Box::pin(async move {
+        tokio::select! {
+            biased;
+            () = tx.closed() => {}
+            r = relay => drop(tx.send(r)),
+        }
+    });
+    match payer.relay(task) {
+        Ok(()) => rx.await.ok(),
+        Err(task) => {
+            task.await;
+            rx.await.ok()
+        }
     }
 }
 

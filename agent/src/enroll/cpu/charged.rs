@@ -28,6 +28,15 @@ impl Payer for Account {
         charged.holds = false;
         Box::pin(charged)
     }
+
+    /// Into the pod's relay task, started (as the pod's own work, held
+    /// back with its connections) when none runs.
+    fn relay(self: Arc<Self>, relay: cost::Task) -> Result<(), cost::Task> {
+        if let Some(task) = self.share.relays.add(relay) {
+            drop(tokio::spawn(Charged::new(task, self)));
+        }
+        Ok(())
+    }
 }
 
 /// A task whose polls are charged to a pod's [`CpuShare`].

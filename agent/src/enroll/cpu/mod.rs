@@ -18,6 +18,7 @@
 //! run while it is at most [`BURST`] ahead of now.
 
 mod charged;
+mod relays;
 mod turns;
 
 use std::future::Future;
@@ -30,6 +31,7 @@ use tokio::time::Instant;
 
 use charged::Account;
 pub use charged::Charged;
+use relays::Relays;
 use turns::Turns;
 
 /// How far ahead of its rate a pod may run (its burst of CPU). Short, so
@@ -48,6 +50,8 @@ pub struct CpuShare {
     millicores: AtomicU64,
     /// Its held-back tasks, in the order they run again.
     turns: Turns,
+    /// Its byte relays, run by one task of its own (`relays`).
+    relays: Arc<Relays>,
 }
 
 /// What a pod's CPU is counted in (`weir_intercept_cpu_*_seconds_total`).
@@ -66,6 +70,7 @@ impl CpuShare {
             paid_until: AtomicU64::new(0),
             millicores: AtomicU64::new(u64::from(millicores.max(1))),
             turns: Turns::default(),
+            relays: Arc::default(),
         }
     }
 
