@@ -150,14 +150,14 @@ where
     U: AsyncRead + AsyncWrite + Unpin,
 {
     if idle.is_none() && shed.is_none() {
-        return tokio::io::copy_bidirectional(down, up)
+        return crate::proxy::copy::copy_both(down, up)
             .await
             .map_err(InterceptError::Splice);
     }
     let activity = Activity::new();
     let mut down = Active::new(down, &activity);
     let mut up = Active::new(up, &activity);
-    let copy = tokio::io::copy_bidirectional(&mut down, &mut up);
+    let copy = crate::proxy::copy::copy_both(&mut down, &mut up);
     tokio::pin!(copy);
     loop {
         let deadline = idle.map(|idle| activity.last() + idle);

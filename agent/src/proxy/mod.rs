@@ -15,6 +15,7 @@ pub(crate) mod body;
 pub mod build;
 pub(crate) mod clients;
 pub(crate) mod cluster;
+pub(crate) mod copy;
 pub mod cost;
 pub(crate) mod drain;
 pub(crate) mod first_read;

@@ -104,7 +104,7 @@ pub fn tunnel<B>(downstream: OnUpgrade, upstream: &mut Response<B>, protocol: &H
             }
         };
         let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
-        if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+        if let Err(e) = crate::proxy::copy::copy_both(&mut down, &mut up).await {
             log::debug!("{protocol} tunnel ended: {e}");
         }
     });
