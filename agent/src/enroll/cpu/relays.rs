@@ -88,6 +88,7 @@ impl Relays {
         Some(RelayTask {
             relays: Arc::clone(self),
             running: FuturesUnordered::new(),
+            ended: false,
         })
     }
 }
@@ -96,6 +97,8 @@ impl Relays {
 pub(super) struct RelayTask {
     relays: Arc<Relays>,
     running: FuturesUnordered<Turn>,
+    /// It ended with nothing left (and a new one may run already).
+    ended: bool,
 }
 
 impl Future for RelayTask {
@@ -109,6 +112,7 @@ impl Future for RelayTask {
                 if this.running.is_empty() && inbox.new.is_empty() {
                     inbox.running = false;
                     inbox.waker = None;
+                    this.ended = true;
                     return Poll::Ready(());
                 }
                 for task in inbox.new.drain(..) {
@@ -137,8 +141,23 @@ impl Future for RelayTask {
     }
 }
 
-/// Sets the turn's polls while the relays are polled, and clears it after
-/// (a relay that panics takes the relay task down, not the next one's turn).
+impl Drop for RelayTask {
+    /// Dropped before it ended (the runtime shutting down, or a bug that
+    /// panicked outside a relay): the next relay starts a new task, and relays
+    /// handed in meanwhile are dropped, so their connections close rather
+    /// than wait for a task that will not come.
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        let mut inbox = self.relays.inbox.lock().unwrap_or_else(|p| p.into_inner());
+        inbox.running = false;
+        inbox.waker = None;
+        inbox.new.clear();
+    }
+}
+
+/// Sets the turn's polls while the relays are polled, and clears it after.
 struct TurnGuard;
 
 impl TurnGuard {
@@ -168,7 +187,16 @@ impl Future for Turn {
             return Poll::Pending;
         }
         TURN_LEFT.with(|t| t.set(left - 1));
-        self.0.as_mut().poll(cx)
+        // A relay that panics ends alone (its connection closes), as it
+        // did as a task of its own: not the pod's other relays with it.
+        let relay = &mut self.0;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| relay.as_mut().poll(cx))) {
+            Ok(polled) => polled,
+            Err(_) => {
+                log::error!("a connection's byte relay panicked; its connection is closed");
+                Poll::Ready(())
+            }
+        }
     }
 }
 
@@ -239,6 +267,27 @@ mod tests {
             seen <= RELAYS_PER_TURN as usize,
             "the neighbour waited behind {seen} relays"
         );
+    }
+
+    /// A relay that panics closes its own connection only: the pod's other
+    /// relays run on, and so do relays handed in later.
+    #[tokio::test]
+    async fn a_relay_that_panics_ends_alone() {
+        let relays = Arc::new(Relays::default());
+        let polled = Arc::new(AtomicUsize::new(0));
+        let task = relays
+            .add(Box::pin(async {
+                panic!("a relay's bug (expected by this test)");
+            }))
+            .unwrap();
+        assert!(relays.add(talker(3, Arc::clone(&polled))).is_none());
+        tokio::spawn(task).await.expect("the relay task survived");
+        assert_eq!(polled.load(Ordering::SeqCst), 3);
+        let again = relays.add(talker(1, Arc::clone(&polled)));
+        tokio::spawn(again.expect("a new relay task"))
+            .await
+            .unwrap();
+        assert_eq!(polled.load(Ordering::SeqCst), 4);
     }
 
     #[tokio::test]
