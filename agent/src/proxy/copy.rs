@@ -2,10 +2,15 @@
 //! are waiting. tokio's `copy_bidirectional` gives each direction an 8 KiB
 //! buffer of its own for the connection's life, so every opaque or TLS
 //! passthrough connection (and every upgraded one, a WebSocket) held
-//! 16 KiB, talking or not: 64 MiB for a pod's 4,096 connections. Here a read lands in a per-thread scratch buffer,
-//! borrowed within one poll, and is written on at once; only what the
-//! other side's socket would not take yet is copied to the heap, and that
-//! buffer is freed as soon as it is written.
+//! 16 KiB, talking or not: 64 MiB for a pod's 4,096 connections. Here a
+//! read lands in a per-thread scratch buffer, borrowed within one poll,
+//! and is written on at once; only what the other side's socket would
+//! not take yet is copied to the heap, and that buffer is freed as soon
+//! as it is written.
+//!
+//! The scratch buffer is this module's own, not shared with
+//! `first_read`'s: a stream copied here may itself be in its first read
+//! inside its poll, and one shared `RefCell` would then be borrowed twice.
 //!
 //! Bound: [`READ_BYTES`] per direction of a connection, and only while its
 //! destination's socket is full.
