@@ -18,7 +18,8 @@
 //!   (no limit) on every cluster.
 //!
 //! B sends `latency-probe` requests to its service at 100 a second on one
-//! keep-alive connection while A does one attack at a time (`alone`: none),
+//! keep-alive connection while A does one attack at a time (`alone`: none;
+//! opaque: from when A's connections are all at the sink),
 //! and alone for as long just before each attack (its baseline);
 //! during each: the proxies' descriptors, RSS and CPU (sampled every 100 ms),
 //! readiness probes every 500 ms, with weir a pod enrolled and served, and
@@ -228,6 +229,8 @@ struct Pods {
     server: SimPod,
     other: SimPod,
     sink: SimPod,
+    /// A process in the sink's network namespace (its echo server).
+    sink_pid: u32,
 }
 
 impl Pods {
@@ -243,7 +246,9 @@ impl Pods {
         let app = format!("0.0.0.0:{APP_PORT}");
         processes.push(server_start(&other, &["http", "other", &app], APP_PORT)?);
         let sink_addr = format!("0.0.0.0:{SINK_PORT}");
-        processes.push(server_start(&sink, &["echo", &sink_addr], SINK_PORT)?);
+        let sink_server = server_start(&sink, &["echo", &sink_addr], SINK_PORT)?;
+        let sink_pid = sink_server.pid();
+        processes.push(sink_server);
         Ok(Pods {
             _processes: processes,
             a,
@@ -251,6 +256,7 @@ impl Pods {
             server,
             other,
             sink,
+            sink_pid,
         })
     }
 }

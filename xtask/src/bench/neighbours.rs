@@ -179,6 +179,11 @@ once the attack is in effect (every connection open, the download begun; wrk at 
 - **silent**: `sim-client idle`: that many connections to 198.51.100.21:80 (an HTTP
   destination the proxy claims) that never send a byte, held until the attack ends.
 - **opaque**: the same to the sink's :9000 (not HTTP); every 10th sends a line each second.
+  B begins once A's connections are all at the sink (its count of established
+  connections held still for 300 ms; *A's load* says how long after A had opened them),
+  so the row measures A holding and talking, in any setup: through weir a connection
+  reaches the sink only after 100 ms of silence (protocol detection) and A's share of
+  weir paces its opening, and the sink spawns a thread per connection.
 - **slow-reader**: `GET /bytes/100000000` from `other` through the proxy, read at 1 MiB/s.
 
 During each attack: every proxy process's descriptors (`/proc/<pid>/fd`) and VmRSS every
