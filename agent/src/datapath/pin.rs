@@ -232,7 +232,7 @@ pub(super) fn remove_pod_pins(dir: &Path) -> io::Result<()> {
 /// the agent accepting it (one of another map layout, still draining) knows
 /// where it was going rather than closing it. A directory's own order is the
 /// filesystem's.
-fn in_removal_order(mut pins: Vec<PathBuf>) -> Vec<PathBuf> {
+pub(super) fn in_removal_order(mut pins: Vec<PathBuf>) -> Vec<PathBuf> {
     pins.sort_by_key(|pin| pin.file_name() == Some(OsStr::new(PROG_SOCKOPS)));
     pins
 }
