@@ -215,16 +215,29 @@ pub(super) fn is_layout_dir_name(name: &str) -> bool {
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// Removes a pod's pin directory and every link pinned in it (a pod gone
-/// while no agent ran, or one retired from another map layout).
-pub(super) fn remove_pod_pins(dir: &Path) -> io::Result<()> {
-    let pins = std::fs::read_dir(dir)?
-        .map(|entry| entry.map(|e| e.path()))
-        .collect::<io::Result<Vec<_>>>()?;
-    for pin in in_removal_order(pins) {
-        std::fs::remove_file(pin)?;
+/// Removes a directory of pins and everything in it, deepest first: a pod's
+/// directory (a pod gone while no agent ran, or one retired from another map
+/// layout), or a whole layout (`weir uninstall`, an emptied old layout).
+/// Returns the files removed. Each directory's files go in
+/// [`in_removal_order`], so a pod's hooks go as an un-enrolled pod's do
+/// whoever removes them.
+pub(super) fn remove_pins(dir: &Path) -> io::Result<usize> {
+    let mut files = Vec::new();
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            removed += remove_pins(&entry.path())?;
+        } else {
+            files.push(entry.path());
+        }
     }
-    std::fs::remove_dir(dir)
+    for file in in_removal_order(files) {
+        std::fs::remove_file(file)?;
+        removed += 1;
+    }
+    std::fs::remove_dir(dir)?;
+    Ok(removed)
 }
 
 /// sockops last, after the connect hooks: a connection an old connect hook
@@ -232,7 +245,7 @@ pub(super) fn remove_pod_pins(dir: &Path) -> io::Result<()> {
 /// the agent accepting it (one of another map layout, still draining) knows
 /// where it was going rather than closing it. A directory's own order is the
 /// filesystem's.
-pub(super) fn in_removal_order(mut pins: Vec<PathBuf>) -> Vec<PathBuf> {
+fn in_removal_order(mut pins: Vec<PathBuf>) -> Vec<PathBuf> {
     pins.sort_by_key(|pin| pin.file_name() == Some(OsStr::new(PROG_SOCKOPS)));
     pins
 }
@@ -258,6 +271,61 @@ mod tests {
             let ordered = in_removal_order(listed.clone());
             assert_eq!(ordered.last(), Some(&dir.join(PROG_SOCKOPS)), "{listed:?}");
             assert_eq!(ordered.len(), names.len());
+        }
+    }
+
+    /// A whole layout goes, with each pod's sockops after its connect hooks.
+    /// tmpfs lists a directory newest first, so creating each pod's pins in
+    /// a different order has some pod list its sockops first (on a disk
+    /// filesystem the listing order is a hash of the names, the same for
+    /// every pod). The order is seen through inotify: one `IN_DELETE` event
+    /// per pin, in the order removed.
+    #[test]
+    fn a_layout_goes_with_each_pods_sockops_after_its_connect_hooks() {
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+
+        let shm = Path::new("/dev/shm");
+        let root = if shm.is_dir() {
+            tempfile::tempdir_in(shm)
+        } else {
+            tempfile::tempdir()
+        }
+        .unwrap();
+        let layout = root.path().join("v3");
+        let maps = layout.join("maps");
+        std::fs::create_dir_all(&maps).unwrap();
+        std::fs::write(maps.join("WEIR_SETTINGS"), "").unwrap();
+        let hooks = [PROG_SOCKOPS, PROG_CONNECT4, PROG_SK_LOOKUP, PROG_CONNECT6];
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK).unwrap();
+        let mut pods = std::collections::HashMap::new();
+        for i in 0..hooks.len() {
+            let pod = layout.join("pods").join(format!("uid-{i}"));
+            std::fs::create_dir_all(&pod).unwrap();
+            for hook in hooks.iter().cycle().skip(i).take(hooks.len()) {
+                std::fs::write(pod.join(hook), "").unwrap();
+            }
+            let watch = inotify.add_watch(&pod, AddWatchFlags::IN_DELETE).unwrap();
+            pods.insert(watch, pod);
+        }
+
+        assert_eq!(remove_pins(&layout).unwrap(), hooks.len() * hooks.len() + 1);
+        assert!(!layout.exists());
+        let mut removed: std::collections::HashMap<_, Vec<String>> = Default::default();
+        for event in inotify.read_events().unwrap() {
+            if let Some(name) = event.name {
+                let name = name.to_string_lossy().into_owned();
+                removed.entry(event.wd).or_default().push(name);
+            }
+        }
+        for (watch, pod) in &pods {
+            let order = &removed[watch];
+            assert_eq!(order.len(), hooks.len(), "{}: {order:?}", pod.display());
+            assert_eq!(
+                order.last().map(String::as_str),
+                Some(PROG_SOCKOPS),
+                "{}: {order:?}",
+                pod.display()
+            );
         }
     }
 }

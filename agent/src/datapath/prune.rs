@@ -5,8 +5,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use super::ingress::inbound_key;
-use super::pin::remove_pod_pins;
-use super::uninstall::remove_tree;
+use super::pin::remove_pins;
 use super::{Datapath, DatapathError};
 
 /// What [`Datapath::prune`] removed.
@@ -41,7 +40,7 @@ impl Datapath {
         for other in layout.other_layouts() {
             let dir = other.join("pods").join(uid);
             if dir.is_dir() {
-                remove_pod_pins(&dir).map_err(|source| DatapathError::Pin {
+                remove_pins(&dir).map_err(|source| DatapathError::Pin {
                     path: dir.clone(),
                     source,
                 })?;
@@ -70,7 +69,7 @@ impl Datapath {
             for entry in entries.flatten() {
                 let uid = entry.file_name().to_string_lossy().into_owned();
                 if !uids.contains(&uid) {
-                    remove_pod_pins(&entry.path()).map_err(|source| DatapathError::Pin {
+                    remove_pins(&entry.path()).map_err(|source| DatapathError::Pin {
                         path: entry.path(),
                         source,
                     })?;
@@ -84,7 +83,7 @@ impl Datapath {
                 if let Ok(entries) = std::fs::read_dir(&pods) {
                     for entry in entries.flatten() {
                         let uid = entry.file_name().to_string_lossy().into_owned();
-                        if !uids.contains(&uid) && remove_pod_pins(&entry.path()).is_ok() {
+                        if !uids.contains(&uid) && remove_pins(&entry.path()).is_ok() {
                             pruned.pod_pins.push(uid);
                         }
                     }
@@ -93,7 +92,7 @@ impl Datapath {
                 if empty {
                     // Its maps go with it; the kernel frees them once no
                     // program of an agent still running uses them.
-                    remove_tree(&other).map_err(|source| DatapathError::Pin {
+                    remove_pins(&other).map_err(|source| DatapathError::Pin {
                         path: other.clone(),
                         source,
                     })?;

@@ -13,7 +13,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::DatapathError;
-use super::pin::in_removal_order;
+use super::pin::remove_pins;
 
 /// What [`uninstall`] removed.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -47,7 +47,7 @@ pub fn uninstall(pin_root: &Path) -> Result<Uninstalled, DatapathError> {
         if pods.is_dir() {
             done.pods += std::fs::read_dir(&pods).map_err(err(&pods))?.count();
         }
-        done.pins += remove_tree(version).map_err(err(version))?;
+        done.pins += remove_pins(version).map_err(err(version))?;
     }
     std::fs::remove_dir(pin_root).map_err(err(pin_root))?;
     Ok(done)
@@ -73,84 +73,4 @@ fn layout_versions(root: &Path) -> io::Result<Vec<PathBuf>> {
         versions.push(entry.path());
     }
     Ok(versions)
-}
-
-/// Removes a directory tree of pins, deepest first; returns the files removed.
-/// A directory's files go in the order a pod's pins must (sockops after the
-/// connect hooks: `pin::in_removal_order`), so a pod caught by `weir
-/// uninstall` (or a layout pruned whole) loses its hooks as an un-enrolled
-/// pod does, not in whatever order the directory lists them.
-pub(super) fn remove_tree(dir: &Path) -> io::Result<usize> {
-    let removed = removal_order(dir)?;
-    let files = removed.iter().filter(|(_, is_dir)| !is_dir).count();
-    for (path, is_dir) in removed {
-        if is_dir {
-            std::fs::remove_dir(&path)?;
-        } else {
-            std::fs::remove_file(&path)?;
-        }
-    }
-    Ok(files)
-}
-
-/// What [`remove_tree`] removes, in order: each directory's subdirectories
-/// (recursively) and then its files, then the directory itself; `true` marks
-/// a directory.
-fn removal_order(dir: &Path) -> io::Result<Vec<(PathBuf, bool)>> {
-    let mut order = Vec::new();
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            order.extend(removal_order(&entry.path())?);
-        } else {
-            files.push(entry.path());
-        }
-    }
-    order.extend(in_removal_order(files).into_iter().map(|f| (f, false)));
-    order.push((dir.to_path_buf(), true));
-    Ok(order)
-}
-
-#[cfg(test)]
-mod tests {
-    use weir_common::{PROG_CONNECT4, PROG_CONNECT6, PROG_SK_LOOKUP, PROG_SOCKOPS};
-
-    use super::*;
-
-    /// Each pod's sockops goes after its connect hooks, whatever order the
-    /// directory lists them in, and every directory after what it holds.
-    #[test]
-    fn a_tree_goes_pod_by_pod_with_sockops_after_the_connect_hooks() {
-        let root = tempfile::tempdir().unwrap();
-        let version = root.path().join("v3");
-        let maps = version.join("maps");
-        std::fs::create_dir_all(&maps).unwrap();
-        std::fs::write(maps.join("WEIR_SETTINGS"), "").unwrap();
-        let pods: Vec<PathBuf> = (0..6)
-            .map(|i| version.join("pods").join(format!("uid-{i}")))
-            .collect();
-        let hooks = [PROG_SOCKOPS, PROG_CONNECT4, PROG_SK_LOOKUP, PROG_CONNECT6];
-        for (i, pod) in pods.iter().enumerate() {
-            std::fs::create_dir_all(pod).unwrap();
-            // Created in a different order for each pod.
-            for hook in hooks.iter().cycle().skip(i).take(hooks.len()) {
-                std::fs::write(pod.join(hook), "").unwrap();
-            }
-        }
-        let order = removal_order(&version).unwrap();
-        let at = |path: &Path| order.iter().position(|(p, _)| p == path).unwrap();
-        for pod in &pods {
-            let sockops = at(&pod.join(PROG_SOCKOPS));
-            for hook in [PROG_CONNECT4, PROG_SK_LOOKUP, PROG_CONNECT6] {
-                assert!(at(&pod.join(hook)) < sockops, "{order:?}");
-            }
-            assert!(sockops < at(pod));
-        }
-        assert!(at(&version.join("pods")) < at(&version));
-        assert_eq!(order.last(), Some(&(version.clone(), true)));
-
-        assert_eq!(remove_tree(&version).unwrap(), 6 * hooks.len() + 1);
-        assert!(!version.exists());
-    }
 }

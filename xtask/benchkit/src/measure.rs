@@ -188,12 +188,11 @@ pub fn memory(pids: &[u32]) -> Result<Memory> {
 /// Open file descriptors of the processes, added up.
 ///
 /// Linux 6.2 and later report a process's count of open descriptors as the
-/// size of its `/proc/<pid>/fd` (a bit count of its descriptor table), so a
-/// look costs microseconds at any count. Listing the directory instead costs
-/// about 1 µs a descriptor: 7 to 8 ms at the 8,000 a flood leaves open,
-/// which a bench sampling every 100 ms spent on the cores it was measuring
-/// (the neighbours bench's probe of pod B waited up to 3 ms behind it). The
-/// listing stays for older kernels, which report a size of 0.
+/// size of its `/proc/<pid>/fd` (a bit count of its descriptor table): a look
+/// costs microseconds at any count, where listing the directory costs about
+/// 1 µs a descriptor, 8 ms at the 8,000 a flood leaves open, spent on the
+/// cores a bench is measuring. Older kernels report a size of 0, and the
+/// directory is listed.
 pub fn open_fds(pids: &[u32]) -> Result<usize> {
     let mut total = 0;
     for pid in pids {
@@ -240,24 +239,32 @@ mod tests {
 
     /// The count agrees with a listing of the directory. Measured on a
     /// child whose descriptors stay put (this process's change as other
-    /// tests run beside it): its stdin, stdout and stderr, and whatever the
-    /// test runner let it inherit (cargo's jobserver pipe).
+    /// tests run beside it): a shell that has said it is ready, so done
+    /// loading, and waits on its stdin. It holds its three standard
+    /// descriptors and whatever the test runner let it inherit (cargo's
+    /// jobserver pipe).
     #[test]
     fn open_fds_counts_what_the_directory_lists() {
+        use std::io::{BufRead, BufReader};
         use std::process::{Command, Stdio};
-        let mut child = Command::new("sleep")
-            .arg("30")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
+        let mut child = Command::new("sh")
+            .args(["-c", "echo ready; read _"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line, "ready\n");
         let pid = child.id();
         let listed = std::fs::read_dir(format!("/proc/{pid}/fd"))
             .unwrap()
             .count();
         let counted = open_fds(&[pid, pid]);
-        let _ = child.kill();
+        drop(child.stdin.take());
         let _ = child.wait();
         assert!(listed >= 3, "{listed}");
         assert_eq!(
