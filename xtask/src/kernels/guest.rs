@@ -234,6 +234,41 @@ pub fn failure_excerpts(log: &str) -> String {
             }
         }
     }
+    if !slow.is_empty() {
+        out += "--- the binary running when the guest stopped (no marker after it)
+";
+        for line in slow.iter().take(FAILURE_LINES) {
+            out += line;
+            out.push('\n');
+        }
+    }
+    out + &guest_stop_report(log)
+}
+
+/// Lines kept of vm.sh's account of a guest that hung or died: the kernel's
+/// first report (a lockup's stacks on every CPU) and the log's tail.
+const KERNEL_REPORT_LINES: usize = 200;
+
+/// What vm.sh printed after a guest that timed out or never reported its
+/// exit status, from its own line saying so; empty otherwise.
+fn guest_stop_report(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    let Some(start) = lines.iter().position(|l| {
+        l.starts_with("vm.sh: timed out")
+            || l.starts_with("vm.sh: the guest reported no exit status")
+    }) else {
+        return String::new();
+    };
+    let report = &lines[start..];
+    let shown = report.len().min(KERNEL_REPORT_LINES);
+    let mut out = String::from("--- the guest's kernel\n");
+    for line in &report[..shown] {
+        out += line.trim_end();
+        out.push('\n');
+    }
+    if report.len() > shown {
+        out += &format!("[{} more lines in the guest log]\n", report.len() - shown);
+    }
     out
 }
 
@@ -300,5 +335,29 @@ weir-kernels: test agent_handover rc=124 secs=240\n";
         );
         assert!(!text.contains("quick"), "{text}");
         assert_eq!(failure_excerpts("weir-kernels: test a rc=0 secs=1\n"), "");
+    }
+
+    #[test]
+    fn a_hung_guest_names_the_test_and_shows_the_kernels_report() {
+        let log = "weir-kernels: kernel 5.10\n\
+weir-kernels: test enrollment rc=0 secs=12\n\
+running 2 tests\ntest fast ... ok\ntest with_sk_msg has been running for over 60 seconds\n\
+weir-vm: mounted\n\
+vm.sh: VM wall time 900.3s\n\
+vm.sh: timed out after 900s\n\
+vm.sh: kernel log from its first report (line 812):\n\
+watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [with_sk_msg:401]\n\
+RIP: 0010:tcp_bpf_sendmsg+0x1c/0x2f0\n";
+        let text = failure_excerpts(log);
+        assert!(!text.contains("enrollment"), "{text}");
+        assert!(
+            text.contains("the binary running when the guest stopped"),
+            "{text}"
+        );
+        assert!(text.contains("test with_sk_msg has been running"), "{text}");
+        assert!(text.contains("--- the guest's kernel"), "{text}");
+        assert!(text.contains("vm.sh: timed out after 900s"), "{text}");
+        assert!(text.contains("RIP: 0010:tcp_bpf_sendmsg"), "{text}");
+        assert!(!text.contains("wall time"), "{text}");
     }
 }

@@ -173,6 +173,8 @@ fn run_one(root: &Path, guest: &Guest<'_>, kernel: &str, layout: &str) -> Result
     let status = Command::new("bash")
         .arg(guest.vm_script)
         .args(["--cgroup", layout, "--timeout", &guest.timeout.to_string()])
+        .arg("--console-log")
+        .arg(guest.logs.join(format!("{name}-{layout}.console.log")))
         .arg(kernel)
         .arg("--")
         .arg("/bin/sh")

@@ -20,6 +20,9 @@
 #                  VMX/SVM KVM, not kvm-pvm, which cannot run stock kernels)
 #   --timeout S    kill the VM after S seconds (default 600), exit 124
 #   --keep-log     print where the guest kernel log is kept
+#   --console-log FILE
+#                  if the run fails, keep the guest's whole kernel log in FILE
+#                  (the report printed on failure is bounded)
 # environment: WEIR_KERNEL_CACHE (default /var/cache/weir-kernels),
 #   VM_ROOT (host dir shared as guest root, default /), VM_MEM (default 2G),
 #   VM_CPUS (default 2), DEBIAN_MIRROR (default: taken from the system's apt
@@ -37,7 +40,7 @@ VM_ROOT=${VM_ROOT:-/}
 VM_MEM=${VM_MEM:-2G}
 VM_CPUS=${VM_CPUS:-2}
 QEMU=${QEMU:-qemu-system-x86_64}
-ACCEL=auto CGROUP=v2 TIMEOUT=600 KEEP_LOG=0
+ACCEL=auto CGROUP=v2 TIMEOUT=600 KEEP_LOG=0 CONSOLE_COPY=
 RW=()
 
 die() { echo "vm.sh: $*" >&2; exit 125; }
@@ -50,6 +53,7 @@ while [ $# -gt 0 ]; do
     --accel) ACCEL=$2; shift 2 ;;
     --timeout) TIMEOUT=$2; shift 2 ;;
     --keep-log) KEEP_LOG=1; shift ;;
+    --console-log) CONSOLE_COPY=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     --) shift; break ;;
     -*) die "unknown option $1" ;;
@@ -235,11 +239,14 @@ esac
 
 log "$PKG $VER ($KVER), accel $ACCEL, cgroup $CGROUP"
 START=$(date +%s.%N)
-# ttyS0: kernel console -> $JOB/console.log; ttyS1: the command's output -> stdout
+# ttyS0: kernel console -> $JOB/console.log; ttyS1: the command's output -> stdout.
+# loglevel=5: warnings reach the console. A soft lockup's registers and stack
+# are printed at the default level (warning), so loglevel=4 showed only its
+# one-line "BUG:"; softlockup_all_cpu_backtrace adds every CPU's stack.
 timeout --foreground -k 5 "$TIMEOUT" "$QEMU" "${ACC[@]}" -m "$VM_MEM" -smp "$VM_CPUS" \
   -machine pc -nodefaults -no-reboot -display none -monitor none \
   -kernel "$KDIR/vmlinuz" -initrd "$INITRD" \
-  -append "console=ttyS0 panic=-1 oops=panic loglevel=4 rdinit=/init" \
+  -append "console=ttyS0 panic=-1 oops=panic loglevel=5 softlockup_all_cpu_backtrace=1 rdinit=/init" \
   -serial "file:$JOB/console.log" -chardev stdio,id=out,signal=off -serial chardev:out \
   "${SHARES[@]}" </dev/null &
 QPID=$!
@@ -247,22 +254,33 @@ set +e; wait $QPID; QRC=$?; set -e; QPID=
 END=$(date +%s.%N)
 grep -a '^weir-vm:' "$JOB/console.log" >&2 || true
 log "VM wall time $(awk -v a="$START" -v b="$END" 'BEGIN{printf "%.1f", b-a}')s"
+# A panic prints a second trace after the first report, and a hung guest keeps
+# printing lockup reports until it is killed, so the tail alone can miss how
+# it started: show the first report (bounded), then the tail.
+kernel_report() {
+  local first
+  first=$(grep -a -n -m1 -E 'Oops|BUG:|general protection|WARNING:|Kernel panic|RIP:|INFO: rcu|INFO: task' "$JOB/console.log" | cut -d: -f1) || true
+  if [ -n "$first" ]; then
+    log "kernel log from its first report (line $first):"
+    sed -n "$((first > 5 ? first - 5 : 1)),$((first + 120))p" "$JOB/console.log" >&2
+    log "kernel log tail:"; tail -10 "$JOB/console.log" >&2
+  else
+    log "kernel log tail:"; tail -30 "$JOB/console.log" >&2
+  fi
+}
 if [ "$QRC" = 124 ] || [ "$QRC" = 137 ]; then
-  log "timed out after ${TIMEOUT}s; kernel log tail:"; tail -20 "$JOB/console.log" >&2; RC=124
+  log "timed out after ${TIMEOUT}s"; kernel_report; RC=124
 elif [ -s "$JOB/rc" ]; then
   RC=$(cat "$JOB/rc")
 else
-  # A panic prints a second trace after the first oops, and the tail holds
-  # only the second: show the first report whole (bounded), then the tail.
-  FIRST=$(grep -a -n -m1 -E 'Oops|BUG:|general protection|WARNING:|Kernel panic|RIP:' "$JOB/console.log" | cut -d: -f1)
-  if [ -n "$FIRST" ]; then
-    log "the guest reported no exit status; kernel log from its first report (line $FIRST):"
-    sed -n "$((FIRST > 5 ? FIRST - 5 : 1)),$((FIRST + 80))p" "$JOB/console.log" >&2
-    log "kernel log tail:"; tail -10 "$JOB/console.log" >&2
+  log "the guest reported no exit status"; kernel_report; RC=125
+fi
+if [ -n "$CONSOLE_COPY" ]; then
+  if [ "$RC" != 0 ]; then
+    cp "$JOB/console.log" "$CONSOLE_COPY" && log "whole kernel log: $CONSOLE_COPY"
   else
-    log "the guest reported no exit status; kernel log tail:"; tail -30 "$JOB/console.log" >&2
+    rm -f "$CONSOLE_COPY"
   fi
-  RC=125
 fi
 if [ "$KEEP_LOG" = 1 ]; then log "kernel log: $JOB/console.log"; fi
 exit "$RC"
