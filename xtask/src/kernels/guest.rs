@@ -199,20 +199,10 @@ pub fn failure_excerpts(log: &str) -> String {
         {
             if !rest.contains(" rc=0 ") {
                 out += &format!("--- {rest}\n");
-                let shown = block.len().min(FAILURE_LINES);
-                for kept in &block[..shown] {
-                    out += kept;
-                    out.push('\n');
-                }
-                if block.len() > shown {
-                    out += &format!("[{} more lines in the guest log]\n", block.len() - shown);
-                }
+                push_bounded(&mut out, &block, FAILURE_LINES);
                 if block.is_empty() {
                     out += "(no libtest failure report: the binary died or timed out)\n";
-                    for line in slow.iter().take(FAILURE_LINES) {
-                        out += line;
-                        out.push('\n');
-                    }
+                    push_bounded(&mut out, &slow, FAILURE_LINES);
                 }
             }
             block.clear();
@@ -235,12 +225,8 @@ pub fn failure_excerpts(log: &str) -> String {
         }
     }
     if !slow.is_empty() {
-        out += "--- the binary running when the guest stopped (no marker after it)
-";
-        for line in slow.iter().take(FAILURE_LINES) {
-            out += line;
-            out.push('\n');
-        }
+        out += "--- the binary running when the guest stopped (no marker after it)\n";
+        push_bounded(&mut out, &slow, FAILURE_LINES);
     }
     out + &guest_stop_report(log)
 }
@@ -252,24 +238,29 @@ const KERNEL_REPORT_LINES: usize = 200;
 /// What vm.sh printed after a guest that timed out or never reported its
 /// exit status, from its own line saying so; empty otherwise.
 fn guest_stop_report(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
+    let lines: Vec<&str> = log.lines().map(str::trim_end).collect();
     let Some(start) = lines.iter().position(|l| {
         l.starts_with("vm.sh: timed out")
             || l.starts_with("vm.sh: the guest reported no exit status")
     }) else {
         return String::new();
     };
-    let report = &lines[start..];
-    let shown = report.len().min(KERNEL_REPORT_LINES);
     let mut out = String::from("--- the guest's kernel\n");
-    for line in &report[..shown] {
-        out += line.trim_end();
+    push_bounded(&mut out, &lines[start..], KERNEL_REPORT_LINES);
+    out
+}
+
+/// The first `max` of `lines`, each on its own line, and how many more the
+/// guest log holds.
+fn push_bounded(out: &mut String, lines: &[&str], max: usize) {
+    let shown = lines.len().min(max);
+    for line in &lines[..shown] {
+        *out += line;
         out.push('\n');
     }
-    if report.len() > shown {
-        out += &format!("[{} more lines in the guest log]\n", report.len() - shown);
+    if lines.len() > shown {
+        *out += &format!("[{} more lines in the guest log]\n", lines.len() - shown);
     }
-    out
 }
 
 #[cfg(test)]
