@@ -250,6 +250,28 @@ fn guest_stop_report(log: &str) -> String {
     out
 }
 
+/// vm.sh's account of each boot whose kernel died before the command
+/// started and that it booted again: shown even when the run then passed,
+/// since the emulator or kernel fault it records is worth seeing.
+pub fn crashed_boots(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().map(str::trim_end).collect();
+    let mut out = String::new();
+    let mut rest = &lines[..];
+    while let Some(start) = rest
+        .iter()
+        .position(|l| l.starts_with("vm.sh: the guest's kernel died while booting"))
+    {
+        let end = rest[start..]
+            .iter()
+            .position(|l| l.starts_with("vm.sh: booting the guest again"))
+            .map_or(rest.len(), |i| start + i + 1);
+        out += "--- a boot the guest did not survive (booted again)\n";
+        push_bounded(&mut out, &rest[start..end], KERNEL_REPORT_LINES);
+        rest = &rest[end..];
+    }
+    out
+}
+
 /// The first `max` of `lines`, each on its own line, and how many more the
 /// guest log holds.
 fn push_bounded(out: &mut String, lines: &[&str], max: usize) {
@@ -326,6 +348,32 @@ weir-kernels: test agent_handover rc=124 secs=240\n";
         );
         assert!(!text.contains("quick"), "{text}");
         assert_eq!(failure_excerpts("weir-kernels: test a rc=0 secs=1\n"), "");
+    }
+
+    #[test]
+    fn a_boot_booted_again_is_reported_even_when_the_run_passed() {
+        let log = "vm.sh: VM wall time 7.1s\n\
+vm.sh: the guest's kernel died while booting, before the command started (boot 1 of 2)\n\
+vm.sh: kernel log from its first report (line 7):\n\
+[    2.486439] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI\n\
+vm.sh: booting the guest again\n\
+weir-vm: command starts at uptime 6.6s\n\
+test result: ok. 2 passed; 0 failed\n";
+        let text = crashed_boots(log);
+        assert!(
+            text.starts_with("--- a boot the guest did not survive"),
+            "{text}"
+        );
+        assert!(text.contains("Oops: int3"), "{text}");
+        assert!(
+            text.trim_end().ends_with("vm.sh: booting the guest again"),
+            "{text}"
+        );
+        assert!(!text.contains("test result"), "{text}");
+        assert_eq!(
+            crashed_boots("vm.sh: VM wall time 7.1s\ntest result: ok.\n"),
+            ""
+        );
     }
 
     #[test]

@@ -101,6 +101,7 @@ pub fn run(root: &Path, args: &KernelsArgs) -> Result<()> {
             progress.begin(&format!("{kernel}, cgroup {layout}"));
             let row = run_one(root, &guest, kernel, layout)?;
             println!("{}", table::render(std::slice::from_ref(&row)));
+            print!("{}", row.crashed_boots);
             if !row.outcome.is_pass() {
                 println!("{}", row.failures);
             }
@@ -192,6 +193,7 @@ fn run_one(root: &Path, guest: &Guest<'_>, kernel: &str, layout: &str) -> Result
     let outcome = Outcome::from_guest(&text, status.code(), guest.binaries);
     Ok(Row {
         failures: guest::failure_excerpts(&text),
+        crashed_boots: guest::crashed_boots(&text),
         kernel: guest::kernel_release(&text).unwrap_or(name),
         layout: layout.to_owned(),
         detected: guest::detected(&text),

@@ -14,6 +14,8 @@ pub struct Row {
     pub time: Duration,
     /// The failing binaries' own reports (`guest::failure_excerpts`).
     pub failures: String,
+    /// Boots that died before the tests started (`guest::crashed_boots`).
+    pub crashed_boots: String,
 }
 
 #[derive(Debug, PartialEq, Eq)]

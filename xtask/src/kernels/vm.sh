@@ -18,7 +18,9 @@
 #                  /sys/fs/cgroup/unified, like systemd's hybrid mode), none
 #   --accel A      kvm, tcg or auto (default; kvm only if /dev/kvm is a real
 #                  VMX/SVM KVM, not kvm-pvm, which cannot run stock kernels)
-#   --timeout S    kill the VM after S seconds (default 600), exit 124
+#   --timeout S    kill the VM after S seconds (default 600, per boot), exit 124
+#   --boot-tries N boot again a guest whose kernel died before the command
+#                  started, up to N boots in all (default 2; 1: never again)
 #   --keep-log     print where the guest kernel log is kept
 #   --console-log FILE
 #                  if the run fails, keep the guest's whole kernel log in FILE
@@ -40,7 +42,7 @@ VM_ROOT=${VM_ROOT:-/}
 VM_MEM=${VM_MEM:-2G}
 VM_CPUS=${VM_CPUS:-2}
 QEMU=${QEMU:-qemu-system-x86_64}
-ACCEL=auto CGROUP=v2 TIMEOUT=600 KEEP_LOG=0 CONSOLE_COPY=
+ACCEL=auto CGROUP=v2 TIMEOUT=600 KEEP_LOG=0 CONSOLE_COPY= BOOT_TRIES=2
 RW=()
 
 die() { echo "vm.sh: $*" >&2; exit 125; }
@@ -54,6 +56,7 @@ while [ $# -gt 0 ]; do
     --timeout) TIMEOUT=$2; shift 2 ;;
     --keep-log) KEEP_LOG=1; shift ;;
     --console-log) CONSOLE_COPY=$2; shift 2 ;;
+    --boot-tries) BOOT_TRIES=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     --) shift; break ;;
     -*) die "unknown option $1" ;;
@@ -238,28 +241,14 @@ case $ACCEL in
 esac
 
 log "$PKG $VER ($KVER), accel $ACCEL, cgroup $CGROUP"
-START=$(date +%s.%N)
-# ttyS0: kernel console -> $JOB/console.log; ttyS1: the command's output -> stdout.
-# loglevel=5: warnings reach the console. A soft lockup's registers and stack
-# are printed at the default level (warning), so loglevel=4 showed only its
-# one-line "BUG:"; softlockup_all_cpu_backtrace adds every CPU's stack.
-timeout --foreground -k 5 "$TIMEOUT" "$QEMU" "${ACC[@]}" -m "$VM_MEM" -smp "$VM_CPUS" \
-  -machine pc -nodefaults -no-reboot -display none -monitor none \
-  -kernel "$KDIR/vmlinuz" -initrd "$INITRD" \
-  -append "console=ttyS0 panic=-1 oops=panic loglevel=5 softlockup_all_cpu_backtrace=1 rdinit=/init" \
-  -serial "file:$JOB/console.log" -chardev stdio,id=out,signal=off -serial chardev:out \
-  "${SHARES[@]}" </dev/null &
-QPID=$!
-set +e; wait $QPID; QRC=$?; set -e; QPID=
-END=$(date +%s.%N)
-grep -a '^weir-vm:' "$JOB/console.log" >&2 || true
-log "VM wall time $(awk -v a="$START" -v b="$END" 'BEGIN{printf "%.1f", b-a}')s"
 # A panic prints a second trace after the first report, and a hung guest keeps
 # printing lockup reports until it is killed, so the tail alone can miss how
-# it started: show the first report (bounded), then the tail.
+# it started: show the first report (bounded), then the tail. A lockup or oops
+# is looked for before a warning, which may be a harmless one printed earlier.
 kernel_report() {
   local first
-  first=$(grep -a -n -m1 -E 'Oops|BUG:|general protection|WARNING:|Kernel panic|RIP:|INFO: rcu|INFO: task' "$JOB/console.log" | cut -d: -f1) || true
+  first=$(grep -a -n -m1 -E 'Oops|BUG:|general protection|Kernel panic|INFO: rcu|INFO: task|watchdog:' "$JOB/console.log" | cut -d: -f1) ||
+    first=$(grep -a -n -m1 -E 'WARNING:|RIP:' "$JOB/console.log" | cut -d: -f1) || true
   if [ -n "$first" ]; then
     log "kernel log from its first report (line $first):"
     sed -n "$((first > 5 ? first - 5 : 1)),$((first + 120))p" "$JOB/console.log" >&2
@@ -268,6 +257,50 @@ kernel_report() {
     log "kernel log tail:"; tail -30 "$JOB/console.log" >&2
   fi
 }
+# One boot: QRC is QEMU's status, the guest's own lines go to stderr.
+boot() {
+  rm -f "$JOB/console.log"
+  local start end
+  start=$(date +%s.%N)
+  # ttyS0: kernel console -> $JOB/console.log; ttyS1: the command's output -> stdout.
+  # loglevel=5: warnings reach the console. A soft lockup's registers and stack
+  # are printed at the default level (warning), so loglevel=4 showed only its
+  # one-line "BUG:"; softlockup_all_cpu_backtrace adds every CPU's stack.
+  timeout --foreground -k 5 "$TIMEOUT" "$QEMU" "${ACC[@]}" -m "$VM_MEM" -smp "$VM_CPUS" \
+    -machine pc -nodefaults -no-reboot -display none -monitor none \
+    -kernel "$KDIR/vmlinuz" -initrd "$INITRD" \
+    -append "console=ttyS0 panic=-1 oops=panic loglevel=5 softlockup_all_cpu_backtrace=1 rdinit=/init" \
+    -serial "file:$JOB/console.log" -chardev stdio,id=out,signal=off -serial chardev:out \
+    "${SHARES[@]}" </dev/null &
+  QPID=$!
+  set +e; wait $QPID; QRC=$?; set -e; QPID=
+  end=$(date +%s.%N)
+  touch "$JOB/console.log"
+  grep -a '^weir-vm:' "$JOB/console.log" >&2 || true
+  log "VM wall time $(awk -v a="$start" -v b="$end" 'BEGIN{printf "%.1f", b-a}')s"
+}
+# A kernel that dies while booting, before the command starts, is booted again
+# (up to BOOT_TRIES boots): nothing of the command ran, so nothing is repeated.
+# Emulated (TCG) guests with two CPUs sometimes do: a 6.12 guest died on an
+# int3 left by the kernel's own boot-time code patching (sched_init_debug).
+case $BOOT_TRIES in ''|*[!0-9]*|0) die "--boot-tries takes a count of boots, 1 or more (got '$BOOT_TRIES')" ;; esac
+[ -z "$CONSOLE_COPY" ] || rm -f "$CONSOLE_COPY".boot*
+n=1
+while :; do
+  boot
+  if [ "$QRC" = 0 ] && [ ! -s "$JOB/rc" ] &&
+     ! grep -aq '^weir-vm: command starts' "$JOB/console.log" && [ "$n" -lt "$BOOT_TRIES" ]; then
+    log "the guest's kernel died while booting, before the command started (boot $n of $BOOT_TRIES)"
+    kernel_report
+    if [ -n "$CONSOLE_COPY" ]; then
+      cp "$JOB/console.log" "$CONSOLE_COPY.boot$n" && log "its whole kernel log: $CONSOLE_COPY.boot$n"
+    fi
+    log "booting the guest again"
+    n=$((n + 1))
+    continue
+  fi
+  break
+done
 if [ "$QRC" = 124 ] || [ "$QRC" = 137 ]; then
   log "timed out after ${TIMEOUT}s"; kernel_report; RC=124
 elif [ -s "$JOB/rc" ]; then
