@@ -15,7 +15,10 @@
 //!   iptables REDIRECT of the pod's outbound TCP (OUTPUT, owner not 1337,
 //!   not loopback) to :15001 and of its inbound TCP (PREROUTING) to :15006;
 //!   the same routes as weir's listeners, and Istio's circuit breakers
-//!   (no limit) on every cluster.
+//!   (no limit) on every cluster;
+//! - `no-proxy`: nothing between the pods; B and A send straight to the
+//!   pods' applications (`server` and `other` on :8080), the node's floor
+//!   for each attack.
 //!
 //! B sends `latency-probe` requests to its service at 100 a second on one
 //! keep-alive connection while A does one attack at a time (`alone`: none;
@@ -87,7 +90,7 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_value = "alone,cpu-direct,cpu-upstream,silent,opaque,slow-reader", value_parser = Attack::parse)]
     attacks: Vec<Attack>,
     /// Setups, comma separated.
-    #[arg(long, value_delimiter = ',', default_value = "weir,sidecars", value_parser = Setup::parse)]
+    #[arg(long, value_delimiter = ',', default_value = "weir,sidecars,no-proxy", value_parser = Setup::parse)]
     setups: Vec<Setup>,
     /// Connections of the silent and opaque attacks.
     #[arg(long, default_value_t = 6000, value_parser = clap::value_parser!(u32).range(1..=15_000))]
@@ -270,6 +273,8 @@ enum Proxies {
     Weir(Box<AgentProcess>),
     /// An Envoy per pod, by the pod's name.
     Sidecars(Vec<Sidecar>),
+    /// Nothing: the pods reach each other's applications.
+    None,
 }
 
 struct Mesh<'n> {
@@ -358,6 +363,7 @@ impl<'n> Mesh<'n> {
                 }
                 (Proxies::Sidecars(sidecars), rules, Vec::new())
             }
+            Setup::NoProxy => (Proxies::None, Vec::new(), Vec::new()),
         };
         Ok(Mesh {
             setup,
@@ -371,6 +377,24 @@ impl<'n> Mesh<'n> {
         })
     }
 
+    /// Where B's requests go: its service, or without a proxy its
+    /// server's application.
+    fn service(&self) -> SocketAddr {
+        match self.proxies {
+            Proxies::None => SocketAddr::new(self.pods.server.ip4.into(), APP_PORT),
+            _ => SocketAddr::new(IpAddr::V4(SERVICE.parse().expect("a literal address")), 80),
+        }
+    }
+
+    /// Where A's requests and silent connections go: its service, or
+    /// without a proxy the `other` pod's application.
+    fn other(&self) -> SocketAddr {
+        match self.proxies {
+            Proxies::None => SocketAddr::new(self.pods.other.ip4.into(), APP_PORT),
+            _ => SocketAddr::new(IpAddr::V4(OTHER.parse().expect("a literal address")), 80),
+        }
+    }
+
     /// Proof that every path an attack takes serves, before anything is measured.
     fn warm_up(&self, args: &Args) -> Result<()> {
         let b = self.probe_b(args, Duration::from_secs(1))?;
@@ -381,8 +405,13 @@ impl<'n> Mesh<'n> {
                 self.log_tail()
             );
         }
-        let other = SocketAddr::new(OTHER.parse()?, 80);
-        for (path, body) in [("/", "other from"), ("/direct", "answered by the proxy")] {
+        let other = self.other();
+        // Without a proxy, `other` answers `/direct` itself.
+        let direct = match self.proxies {
+            Proxies::None => "other from",
+            _ => "answered by the proxy",
+        };
+        for (path, body) in [("/", "other from"), ("/direct", direct)] {
             let got = self.run_in_a(&["http", &other.to_string(), OTHER, path, "1"])?;
             anyhow::ensure!(
                 got.starts_with(&format!("1 200 {body}")),
@@ -425,7 +454,7 @@ impl<'n> Mesh<'n> {
     /// B's requests: `latency-probe` in pod B at [`B_RATE`] on one connection.
     fn probe_b(&self, args: &Args, length: Duration) -> Result<WrkReport> {
         let mut cmd = Command::new(&args.probe);
-        cmd.arg(format!("http://{SERVICE}/"))
+        cmd.arg(format!("http://{}/", self.service()))
             .arg(format!("--rate={B_RATE}"))
             .arg("--connections=1")
             .arg(format!("--duration-ms={}", length.as_millis()))
@@ -454,12 +483,14 @@ impl<'n> Mesh<'n> {
                 .iter()
                 .map(|s| (s.role.to_owned(), s.process.pid()))
                 .collect(),
+            Proxies::None => Vec::new(),
         }
     }
 
-    /// weir's `/ready`, or B's sidecar's.
-    fn ready(&self) -> bool {
+    /// weir's `/ready`, or B's sidecar's; `None` without a proxy.
+    fn ready(&self) -> Option<bool> {
         let answer = match &self.proxies {
+            Proxies::None => return None,
             Proxies::Weir(agent) => agent.admin_get(self.node, "/ready"),
             Proxies::Sidecars(_) => {
                 let admin = SocketAddr::from(([127, 0, 0, 1], SIDECAR_ADMIN));
@@ -471,7 +502,7 @@ impl<'n> Mesh<'n> {
                     .and_then(|r| r)
             }
         };
-        answer.is_ok_and(|(status, _)| status == 200)
+        Some(answer.is_ok_and(|(status, _)| status == 200))
     }
 
     /// Connections weir refused, counted against A and against B.
@@ -543,7 +574,7 @@ impl<'n> Mesh<'n> {
             });
             s.spawn(|| {
                 while !done.load(Ordering::Relaxed) {
-                    let ok = self.ready();
+                    let Some(ok) = self.ready() else { break };
                     let mut r = ready.lock().unwrap_or_else(|e| e.into_inner());
                     r.0 += u32::from(ok);
                     r.1 += 1;
@@ -630,6 +661,7 @@ impl<'n> Mesh<'n> {
                 .map(|s| std::fs::read_to_string(&s.log).unwrap_or_default())
                 .collect::<Vec<_>>()
                 .join("\n"),
+            Proxies::None => return String::new(),
         };
         let tail: Vec<&str> = text.lines().rev().take(20).collect();
         format!(
@@ -655,6 +687,10 @@ fn refused_of(exposition: &str, pod: &str) -> f64 {
 }
 
 fn footprint(pids: &[u32]) -> Result<Footprint> {
+    if pids.is_empty() {
+        // No proxy (the floor): nothing of its own to count.
+        return Ok(Footprint::default());
+    }
     Ok(Footprint {
         fds: measure::open_fds(pids)?,
         rss_kib: measure::memory(pids)?.rss_kib,

@@ -70,15 +70,21 @@ pub enum Setup {
     Weir,
     /// An Envoy in each pod behind iptables REDIRECT, as the seeds run it.
     Sidecars,
+    /// No proxy at all: B straight to its server's pod, A straight to
+    /// `other` and the sink. What the node itself (two cores, veth, the
+    /// applications) gives B under the same attack: the floor any proxy is
+    /// measured above.
+    NoProxy,
 }
 
 impl Setup {
-    pub const ALL: [Setup; 2] = [Setup::Weir, Setup::Sidecars];
+    pub const ALL: [Setup; 3] = [Setup::Weir, Setup::Sidecars, Setup::NoProxy];
 
     pub fn name(self) -> &'static str {
         match self {
             Setup::Weir => "weir",
             Setup::Sidecars => "sidecars",
+            Setup::NoProxy => "no-proxy",
         }
     }
 
@@ -86,7 +92,7 @@ impl Setup {
         Setup::ALL
             .into_iter()
             .find(|s| s.name() == name.trim())
-            .ok_or_else(|| format!("unknown setup {name:?}: expected weir or sidecars"))
+            .ok_or_else(|| format!("unknown setup {name:?}: expected weir, sidecars or no-proxy"))
     }
 }
 
@@ -221,10 +227,13 @@ fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
 
-/// A proxy cell: weir's one process, or B's sidecar, A's and all of them.
+/// A proxy cell: weir's one process, or B's sidecar, A's and all of them;
+/// `-` without a proxy.
 fn per_proxy(row: &Row, value: impl Fn(&ProxyUse) -> f64, fmt: impl Fn(f64) -> String) -> String {
-    if let [one] = row.proxies.as_slice() {
-        return fmt(value(one));
+    match row.proxies.as_slice() {
+        [] => return "-".to_owned(),
+        [one] => return fmt(value(one)),
+        _ => {}
     }
     let all: f64 = row.proxies.iter().map(&value).sum();
     let of = |role: &str| row.proxy(role).map(&value).map_or("-".to_owned(), &fmt);
@@ -265,6 +274,10 @@ pub fn table(rows: &[Row]) -> String {
             let refused = row
                 .refused
                 .map_or("-".to_owned(), |(a, b)| format!("{a:.0} / {b:.0}"));
+            let ready = match row.ready {
+                (_, 0) => "-".to_owned(),
+                (ok, of) => format!("{ok}/{of}"),
+            };
             let failures = row.failures();
             let verdict = if failures.is_empty() {
                 "PASS"
@@ -273,7 +286,7 @@ pub fn table(rows: &[Row]) -> String {
             };
             let _ = writeln!(
                 t,
-                "| {} | {} | {} | {} | {} | {} | {} | {ratio} | {fds} | {cpu} | {rss} | {back} | {}/{} | {enrolment} | {refused} | {verdict} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {ratio} | {fds} | {cpu} | {rss} | {back} | {ready} | {enrolment} | {refused} | {verdict} |",
                 attack.name(),
                 setup.name(),
                 row.load,
@@ -281,8 +294,6 @@ pub fn table(rows: &[Row]) -> String {
                 ms(row.b.p99_us),
                 row.b.errors(),
                 ms(row.alone_p99_us),
-                row.ready.0,
-                row.ready.1,
             );
         }
     }
@@ -291,12 +302,13 @@ pub fn table(rows: &[Row]) -> String {
 
 /// Every row's descriptors and RSS, all proxies together: before the
 /// attack, at its peak (the sum of each process's peak) and when back.
+/// The no-proxy rows have none to show.
 pub fn recovery_table(rows: &[Row]) -> String {
     let mut t = String::from(
         "| attack | setup | before: fds, RSS | peak: fds, RSS | back: fds, RSS | after the end |\n\
          |---|---|---:|---:|---:|---:|\n",
     );
-    let mut sorted: Vec<&Row> = rows.iter().collect();
+    let mut sorted: Vec<&Row> = rows.iter().filter(|r| !r.proxies.is_empty()).collect();
     sorted.sort_by_key(|r| (r.attack, r.setup));
     for row in sorted {
         let r = &row.recovery;
@@ -368,6 +380,7 @@ mod tests {
                     peak_rss_kib: 64 * 1024,
                     cpu_cores: 1.25,
                 }],
+                Setup::NoProxy => Vec::new(),
                 Setup::Sidecars => ["b", "a", "server"]
                     .iter()
                     .map(|role| ProxyUse {
@@ -378,7 +391,11 @@ mod tests {
                     })
                     .collect(),
             },
-            ready: (20, 20),
+            ready: if setup == Setup::NoProxy {
+                (0, 0)
+            } else {
+                (20, 20)
+            },
             enrolled_ms: (setup == Setup::Weir).then_some(Some(120.0)),
             refused: (setup == Setup::Weir).then_some((1904.0, 0.0)),
             recovery: Recovery {
@@ -434,6 +451,26 @@ mod tests {
             ),
             "{lines:?}"
         );
+    }
+
+    #[test]
+    fn the_floor_shows_no_proxy_cells_but_is_judged_alike() {
+        let rows = vec![
+            row(Attack::Alone, Setup::NoProxy, 400.0, 400.0),
+            row(Attack::CpuUpstream, Setup::NoProxy, 1000.0, 400.0),
+        ];
+        let t = table(&rows);
+        assert!(
+            t.contains("| cpu-upstream | no-proxy | 1000 req/s | 0.50 ms | 1.00 ms | 0 | 0.40 ms | 2.50x | - | - | - | 0.4 s | - | - | - | **FAIL** |"),
+            "{t}"
+        );
+        assert_eq!(
+            recovery_table(&rows).lines().count(),
+            2,
+            "only the header: no proxy, no footprint"
+        );
+        assert!(failures(&rows)[0].starts_with("no-proxy under cpu-upstream: B's p99 1.00 ms"));
+        assert_eq!(Setup::parse("no-proxy"), Ok(Setup::NoProxy));
     }
 
     #[test]

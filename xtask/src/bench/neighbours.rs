@@ -24,8 +24,9 @@ pub struct NeighboursArgs {
     /// as the baseline the others are judged against.
     #[arg(long, value_delimiter = ',', default_value = "cpu-direct,cpu-upstream,silent,opaque,slow-reader", value_parser = Attack::parse)]
     pub attacks: Vec<Attack>,
-    /// Setups, comma separated: weir, sidecars.
-    #[arg(long, value_delimiter = ',', default_value = "weir,sidecars", value_parser = Setup::parse)]
+    /// Setups, comma separated: weir, sidecars, no-proxy (the node's floor:
+    /// the pods straight to each other's applications).
+    #[arg(long, value_delimiter = ',', default_value = "weir,sidecars,no-proxy", value_parser = Setup::parse)]
     pub setups: Vec<Setup>,
     /// Connections of the silent and opaque attacks.
     #[arg(long, default_value_t = 6000, value_parser = clap::value_parser!(u32).range(1..=15_000))]
@@ -166,6 +167,12 @@ the mesh). Nothing listens at the service addresses: the proxies claim them.
   weir's), anything else to `PassthroughCluster` (`ORIGINAL_DST`); `virtualInbound` on
   :15006 sends :8080 to the application on 127.0.0.1; every cluster has Istio's circuit
   breakers (no limit); Envoy's own timeouts are left at their defaults.
+- **no-proxy** (the node's floor): no proxy and no interception; B's requests go straight
+  to `server`'s application (`http://<server>:8080/`), A's floods, silent connections and
+  download straight to `other`'s (which answers `/direct` itself), its opaque connections
+  to the sink as in the other setups. What two cores, the pods' veth pairs and the
+  applications give B under the same attack, with A unhindered by any proxy; a proxy's
+  row is read against it.
 
 B: `latency-probe` in pod B, `GET http://198.51.100.20/` at 100 requests a second on one
 keep-alive connection (open loop; a request slower than 2 s is an error), for the
@@ -196,7 +203,8 @@ are back within 2x of their values before the attack (polled every 50 ms, at mos
 A row passes when B had no failed request, B's p99 is within 2x of its p99 alone just
 before, every readiness probe was answered, the new pod was served, none of B's
 connections was refused and the footprint was back within 60 s (the issue's acceptance).
-With sidecars, the proxy cells read B's sidecar, A's, and all four.
+With sidecars, the proxy cells read B's sidecar, A's, and all four; without a proxy they
+are empty, and the verdict says whether the node alone meets the acceptance.
 
 {report}",
         machine = docs::machine_facts(),

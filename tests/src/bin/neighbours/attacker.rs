@@ -24,11 +24,11 @@ impl Attacker {
         args: &Args,
         length: Duration,
     ) -> Result<Option<Attacker>> {
-        let other = format!("{OTHER}:80");
+        let other = mesh.other().to_string();
         let sink = SocketAddr::new(mesh.pods.sink.ip4.into(), SINK_PORT).to_string();
         let count = args.connections.to_string();
         let flood = |path: &str| {
-            let url = format!("http://{OTHER}{path}");
+            let url = format!("http://{other}{path}");
             Load {
                 wrk: &args.wrk,
                 url: &url,
