@@ -448,7 +448,9 @@ mod tests {
     /// 36 KiB before its first byte.
     const WAITING_BOUND: usize = 2048;
 
-    struct NoApp;
+    /// A pod whose application cannot be reached (for tests that never
+    /// get that far).
+    pub(super) struct NoApp;
 
     impl AppConnector for NoApp {
         fn connect_app(

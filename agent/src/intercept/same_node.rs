@@ -175,22 +175,8 @@ impl Exchange for LocalInbound {
 
 #[cfg(test)]
 mod tests {
-    use std::future::Future;
-    use std::pin::Pin;
-
     use super::*;
-
-    struct NoApp;
-
-    impl AppConnector for NoApp {
-        fn connect_app(
-            &self,
-            _: SocketAddr,
-        ) -> Pin<Box<dyn Future<Output = std::io::Result<tokio::net::TcpStream>> + Send + '_>>
-        {
-            Box::pin(async { Err(std::io::ErrorKind::Unsupported.into()) })
-        }
-    }
+    use crate::intercept::tests::NoApp;
 
     fn pod(name: &str, ports: InboundPorts) -> LocalPod {
         LocalPod {
