@@ -377,22 +377,24 @@ impl<'n> Mesh<'n> {
         })
     }
 
-    /// Where B's requests go: its service, or without a proxy its
-    /// server's application.
-    fn service(&self) -> SocketAddr {
+    /// Where requests to `service` (whose application runs in `pod`) go:
+    /// the service address the proxies claim, or without a proxy the
+    /// application itself.
+    fn reach(&self, service: &str, pod: &SimPod) -> SocketAddr {
         match self.proxies {
-            Proxies::None => SocketAddr::new(self.pods.server.ip4.into(), APP_PORT),
-            _ => SocketAddr::new(IpAddr::V4(SERVICE.parse().expect("a literal address")), 80),
+            Proxies::None => SocketAddr::new(pod.ip4.into(), APP_PORT),
+            _ => SocketAddr::new(service.parse().expect("a literal address"), 80),
         }
     }
 
-    /// Where A's requests and silent connections go: its service, or
-    /// without a proxy the `other` pod's application.
+    /// Where B's requests go.
+    fn service(&self) -> SocketAddr {
+        self.reach(SERVICE, &self.pods.server)
+    }
+
+    /// Where A's requests and silent connections go.
     fn other(&self) -> SocketAddr {
-        match self.proxies {
-            Proxies::None => SocketAddr::new(self.pods.other.ip4.into(), APP_PORT),
-            _ => SocketAddr::new(IpAddr::V4(OTHER.parse().expect("a literal address")), 80),
-        }
+        self.reach(OTHER, &self.pods.other)
     }
 
     /// Proof that every path an attack takes serves, before anything is measured.

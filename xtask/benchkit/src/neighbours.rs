@@ -50,17 +50,27 @@ impl Attack {
 
     /// Parses one item of a comma-separated flag value.
     pub fn parse(name: &str) -> Result<Attack, String> {
-        Attack::ALL
-            .into_iter()
-            .find(|a| a.name() == name.trim())
-            .ok_or_else(|| {
-                let names: Vec<&str> = Attack::ALL.iter().map(|a| a.name()).collect();
-                format!(
-                    "unknown attack {name:?}: expected one of {}",
-                    names.join(", ")
-                )
-            })
+        parse_one("attack", &Attack::ALL, Attack::name, name)
     }
+}
+
+/// The item of `all` called `name`, else an error listing every name.
+fn parse_one<T: Copy>(
+    what: &str,
+    all: &[T],
+    name_of: fn(T) -> &'static str,
+    name: &str,
+) -> Result<T, String> {
+    all.iter()
+        .copied()
+        .find(|item| name_of(*item) == name.trim())
+        .ok_or_else(|| {
+            let names: Vec<&str> = all.iter().map(|item| name_of(*item)).collect();
+            format!(
+                "unknown {what} {name:?}: expected one of {}",
+                names.join(", ")
+            )
+        })
 }
 
 /// How the pods reach each other.
@@ -89,10 +99,7 @@ impl Setup {
     }
 
     pub fn parse(name: &str) -> Result<Setup, String> {
-        Setup::ALL
-            .into_iter()
-            .find(|s| s.name() == name.trim())
-            .ok_or_else(|| format!("unknown setup {name:?}: expected weir, sidecars or no-proxy"))
+        parse_one("setup", &Setup::ALL, Setup::name, name)
     }
 }
 
@@ -413,7 +420,7 @@ mod tests {
         }
         assert_eq!(Setup::parse(" sidecars"), Ok(Setup::Sidecars));
         assert!(Attack::parse("ddos").unwrap_err().contains("cpu-direct"));
-        assert!(Setup::parse("istio").is_err());
+        assert!(Setup::parse("istio").unwrap_err().contains("no-proxy"));
     }
 
     #[test]
